@@ -1,0 +1,356 @@
+"""Exact local Lipschitz constant of a ReLU / LeakyReLU MLP by a mixed-integer LP (LipMIP-style).
+
+Value computed (see :mod:`lipbound.exact.mlp` for the network notation): for the spec row c,
+
+    L = max over x in B and patterns delta consistent with x of ||W_1^T D_1 ... W_L^T c||_q,
+
+B = {x : ||x - x0||_p <= eps} intersected with the optional box data_range, q the dual norm of p,
+closed consistency (delta free where z = 0).  Supported: p = inf (q = 1) and p = 1 (q = inf).
+
+Encoding (all float64 numpy data, cvxpy model, HiGHS branch and bound):
+- one binary d per unstable neuron (l <= 0 <= u), shared by the forward and the backward pass;
+- forward: h = k z + (1 - k) r with r = relu(z) by the standard big-M
+  r >= 0, r >= z, r <= z - l (1 - d), r <= u d   (d = 1 forces z >= 0, d = 0 forces z <= 0);
+- backward, a_{L-1} = W_L^T c, s = k a + (1 - k) w with w = d a, a_{i-1} = W_i^T s; when a is not a
+  constant, w = d a by four big-M constraints from interval bounds [la, ua] on a:
+  w <= a - la (1 - d), w >= a - ua (1 - d), w <= ua d, w >= la d;
+- objective, q = 1: sum_j t_j with t_j = |a_0j| encoded by a sign binary per coordinate whose
+  bounds straddle 0 (t_j <= a_j - 2 la_j (1 - sigma_j), t_j <= -a_j + 2 ua_j sigma_j);
+  q = inf: t <= +-a_0j + M (1 - sigma_{j,+-}) with one binary per candidate (coordinate, sign)
+  pair, sum sigma = 1; pairs whose interval bound cannot beat the gradient at x0 are dropped.
+
+The pre-activation bounds (l, u) default to interval arithmetic; ``preact_bounds`` (one (l, u) per
+hidden layer, e.g. from CROWN) are intersected with them.  **They must be sound** over B: unsound
+bounds cut off parts of B and make the "exact" value wrong.
+
+Certification: the returned ``lower`` is recomputed in float64 from an activation pattern for which
+an LP finds a witness point in B (closed consistency checked in float64); ``upper`` is HiGHS' dual
+bound (``mip_dual_bound`` of the minimisation cvxpy passes to HiGHS, negated), never the primal
+value, and never more than the interval bound.  On a time-out the status is "timeout" and
+[lower, upper] brackets the constant (upper = +inf if no dual bound can be read).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import cvxpy as cp
+import numpy as np
+import torch
+
+from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedNormError
+from lipbound.exact.domain import (
+    ACTIVE,
+    UNSTABLE,
+    RegionLP,
+    backward_bounds,
+    dual_norm,
+    interval_bounds,
+    make_ball,
+    pattern_to_tuple,
+    realize_pattern,
+    stability,
+    vec_norm,
+)
+from lipbound.exact.enumerate import as_mlp
+from lipbound.exact.result import ExactResult
+
+DEFAULT_MAX_BINARIES = 1000
+
+
+def _check_timeout(timeout) -> float | None:
+    if timeout is None:
+        return None
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        raise InputError(f"timeout must be a number of seconds or None, got {timeout!r}") from None
+    if math.isnan(t) or t <= 0:
+        raise InputError(f"timeout must be > 0 seconds (or None for no limit), got {timeout!r}")
+    return None if math.isinf(t) else t
+
+
+def _objective_plan(q: float, la0: np.ndarray, ua0: np.ndarray, lower0: float):
+    """Which coordinates / (coordinate, sign) pairs need sign binaries."""
+    if q == 1.0:
+        mixed = np.flatnonzero((la0 < 0) & (ua0 > 0))
+        return {"mixed": mixed, "n_binaries": int(mixed.size)}
+    # q = inf: candidate pairs (j, +1) bounded by ua0_j, (j, -1) bounded by -la0_j
+    pairs = []
+    for j in range(la0.size):
+        for sgn, ub in ((1.0, ua0[j]), (-1.0, -la0[j])):
+            if ub >= lower0 and ub > 0:
+                pairs.append((j, sgn, float(ub), float(la0[j] if sgn > 0 else -ua0[j])))
+    if not pairs:  # only when everything is 0: keep one pair so the model is well formed
+        pairs.append((0, 1.0, float(ua0[0]), float(la0[0])))
+    return {"pairs": pairs, "n_binaries": 0 if len(pairs) == 1 else len(pairs)}
+
+
+def milp_local_lipschitz(
+    mlp,
+    x0,
+    eps,
+    p=math.inf,
+    c=None,
+    preact_bounds=None,
+    data_range=None,
+    timeout: float | None = None,
+    max_binaries: int = DEFAULT_MAX_BINARIES,
+    *,
+    rel_gap: float = 1e-7,
+    threads: int | None = None,
+    verbose: bool = False,
+) -> ExactResult:
+    """Exact chain-rule local Lipschitz constant of c . f over B by a MILP (see module docstring).
+
+    Args:
+        mlp: an :class:`MLP` or an ``nn.Sequential`` of Flatten/Linear/ReLU/LeakyReLU
+            (anything else, e.g. Tanh: UnsupportedModelError).
+        x0, eps, p, c, data_range: the input set and spec row; p must be inf or 1.
+        preact_bounds: optional sound (l, u) per hidden layer (tighter big-M).
+        timeout: HiGHS time limit in seconds (None: none; <= 0: InputError).
+        max_binaries: refuse (ProblemTooLargeError) above this many binaries.
+        rel_gap: HiGHS' relative MIP gap for "optimal" (upper - lower <= rel_gap * upper).
+    """
+    t_start = time.perf_counter()
+    mlp = as_mlp(mlp)
+    tlimit = _check_timeout(timeout)
+    if not isinstance(max_binaries, (int, np.integer)) or max_binaries < 0:
+        raise InputError(f"max_binaries must be a non-negative integer, got {max_binaries!r}")
+    ball = make_ball(mlp, x0, eps, p, data_range)
+    if ball.p == 2.0:
+        raise UnsupportedNormError(
+            "the MILP handles p = inf and p = 1 only (an l2 ball makes it a mixed-integer SOCP); "
+            "use enumerate_local_lipschitz for p = 2"
+        )
+    cvec = mlp.spec_row(c)
+    q = dual_norm(ball.p)
+    bounds = interval_bounds(mlp, ball, preact_bounds)
+    status = stability(bounds)
+    back, (la0, ua0) = backward_bounds(mlp, status, cvec)
+    interval_upper = float(np.sum(np.maximum(np.abs(la0), np.abs(ua0)))) if q == 1.0 else float(
+        np.max(np.maximum(np.abs(la0), np.abs(ua0)), initial=0.0))
+    n_in = mlp.in_features
+    lp = RegionLP(ball)
+
+    # a first attained value: the gradient at the point of B nearest x0
+    x_start = np.clip(ball.x0, ball.lo, ball.hi)
+    pat_start = tuple(
+        np.where(s == UNSTABLE, z > 0, s == ACTIVE)
+        for s, z in zip(status, mlp.preactivations(x_start))
+    )
+    best_lower = vec_norm(mlp.gradient_for_pattern(pat_start, cvec), q)
+    best_x, best_pat = x_start, pat_start
+
+    unstable_idx = [np.flatnonzero(s == UNSTABLE) for s in status]
+    n_unstable = int(sum(i.size for i in unstable_idx))
+    plan = _objective_plan(q, la0, ua0, best_lower)
+    n_binaries = n_unstable + plan["n_binaries"]
+    if n_binaries > max_binaries:
+        raise ProblemTooLargeError(
+            f"the MILP needs {n_binaries} binaries ({n_unstable} unstable neurons + "
+            f"{plan['n_binaries']} sign binaries), above max_binaries={max_binaries}; pass a "
+            "larger max_binaries= (solve time grows exponentially) or tighter preact_bounds"
+        )
+
+    # ------------------------------------------------------------------ model
+    x = cp.Variable(n_in, name="x")
+    cons = [x >= ball.box_lo, x <= ball.box_hi]
+    if ball.p == 1.0:
+        cons.append(cp.norm1(x - ball.x0) <= ball.eps)
+    h = x
+    ds = []
+    for i in range(mlp.num_hidden_layers):
+        w, b, k = mlp.weights[i], mlp.biases[i], mlp.negative_slopes[i]
+        l, u = bounds[i]
+        z = w @ h + b
+        base = np.where(status[i] == ACTIVE, 1.0, k)
+        U = unstable_idx[i]
+        if U.size:
+            d = cp.Variable(U.size, boolean=True, name=f"d{i}")
+            r = cp.Variable(U.size, name=f"r{i}")
+            zu = z[U]
+            cons += [r >= 0, r >= zu, r <= zu - cp.multiply(l[U], 1 - d), r <= cp.multiply(u[U], d)]
+            P = np.zeros((U.size, w.shape[0]))
+            P[np.arange(U.size), U] = 1.0
+            h = cp.multiply(base, z) + (1.0 - k) * (P.T @ r)
+        else:
+            d, P = None, None
+            h = cp.multiply(base, z)
+        ds.append((d, P))
+
+    a = mlp.weights[-1].T @ cvec  # numpy constant until the first switch with a binary
+    for i in reversed(range(mlp.num_hidden_layers)):
+        k = mlp.negative_slopes[i]
+        base = np.where(status[i] == ACTIVE, 1.0, k)
+        d, P = ds[i]
+        la, ua = back[i]
+        if d is None:
+            s = cp.multiply(base, a) if isinstance(a, cp.Expression) else base * a
+        else:
+            U = unstable_idx[i]
+            if isinstance(a, np.ndarray):
+                wv = cp.multiply(a[U], d)
+            else:
+                wv = cp.Variable(U.size, name=f"w{i}")
+                au = a[U]
+                lu, uu = la[U], ua[U]
+                cons += [
+                    wv <= au - cp.multiply(lu, 1 - d),
+                    wv >= au - cp.multiply(uu, 1 - d),
+                    wv <= cp.multiply(uu, d),
+                    wv >= cp.multiply(lu, d),
+                ]
+            s = cp.multiply(base, a) + (1.0 - k) * (P.T @ wv)
+        a = mlp.weights[i].T @ s
+    grad = a  # expression (or constant when the net has no unstable neuron)
+
+    obj = cp.Variable(name="obj")
+    if not isinstance(grad, cp.Expression):
+        grad = cp.Constant(grad)
+    if q == 1.0:
+        mixed = plan["mixed"]
+        pos = np.flatnonzero(la0 >= 0)
+        neg = np.flatnonzero((ua0 <= 0) & ~(la0 >= 0))
+        parts = []
+        if pos.size:
+            parts.append(cp.sum(grad[pos]))
+        if neg.size:
+            parts.append(-cp.sum(grad[neg]))
+        if mixed.size:
+            t = cp.Variable(mixed.size, name="t")
+            sig = cp.Variable(mixed.size, boolean=True, name="sigma")
+            gm = grad[mixed]
+            cons += [
+                t <= gm - cp.multiply(2 * la0[mixed], 1 - sig),
+                t <= -gm + cp.multiply(2 * ua0[mixed], sig),
+            ]
+            parts.append(cp.sum(t))
+        cons.append(obj == (cp.sum(cp.hstack(parts)) if parts else 0))
+    else:
+        pairs = plan["pairs"]
+        if len(pairs) == 1:
+            j, sgn, _, _ = pairs[0]
+            cons.append(obj <= sgn * grad[j])
+        else:
+            tmax = max(pr[2] for pr in pairs)
+            sig = cp.Variable(len(pairs), boolean=True, name="sigma")
+            idx = np.array([pr[0] for pr in pairs])
+            sg = np.array([pr[1] for pr in pairs])
+            lows = np.array([pr[3] for pr in pairs])
+            big = tmax - lows
+            cons += [obj <= cp.multiply(sg, grad[idx]) + cp.multiply(big, 1 - sig),
+                     cp.sum(sig) == 1]
+        cons.append(obj <= tmax if len(pairs) > 1 else obj <= pairs[0][2])
+    prob = cp.Problem(cp.Maximize(obj), cons)
+
+    # ------------------------------------------------------------------ solve
+    opts = {
+        "mip_rel_gap": float(rel_gap),
+        "mip_abs_gap": 1e-10,
+        "mip_feasibility_tolerance": 1e-9,
+        "primal_feasibility_tolerance": 1e-9,
+        "dual_feasibility_tolerance": 1e-9,
+        "random_seed": 0,
+    }
+    if tlimit is not None:
+        opts["time_limit"] = tlimit
+    if threads is not None:
+        opts["threads"] = int(threads)
+    t_solve = time.perf_counter()
+    try:
+        prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
+    except cp.error.SolverError as e:
+        raise SolverError(f"HiGHS failed on the Lipschitz MILP: {e}") from e
+    solve_seconds = time.perf_counter() - t_solve
+    info = prob.solver_stats.extra_stats if prob.solver_stats is not None else None
+    has_ints = n_binaries > 0
+
+    if prob.status == cp.OPTIMAL:
+        res_status = "optimal"
+    elif prob.status == cp.USER_LIMIT:
+        res_status = "timeout"
+    elif prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        raise SolverError(
+            "the Lipschitz MILP is infeasible although B is not empty: the preact_bounds "
+            "passed are probably not sound"
+        )
+    else:
+        raise SolverError(f"HiGHS returned status {prob.status!r} on the Lipschitz MILP")
+
+    # ------------------------------------------------------------------ certified upper bound
+    dual_upper = math.inf
+    primal = None
+    if info is not None:
+        feasible = getattr(info, "primal_solution_status", 0) == 2
+        if feasible and prob.value is not None and np.isfinite(prob.value):
+            primal = float(prob.value)
+            # cvxpy hands HiGHS "minimise -obj": check that sign convention before using it
+            if abs(primal + float(info.objective_function_value)) > 1e-6 * (1 + abs(primal)):
+                raise SolverError("unexpected objective sign convention from cvxpy/HiGHS")
+        if has_ints:
+            mdb = float(getattr(info, "mip_dual_bound", math.nan))
+            if math.isfinite(mdb):
+                dual_upper = -mdb
+        elif res_status == "optimal" and primal is not None:
+            dual_upper = primal  # an LP: strong duality
+    upper = min(dual_upper, interval_upper)
+
+    # ------------------------------------------------------------------ attained lower bound
+    witness_info = {"source": "x0"}
+    if x.value is not None and primal is not None:
+        xv = np.asarray(x.value, dtype=np.float64)
+        pat = []
+        for i in range(mlp.num_hidden_layers):
+            pi = status[i] == ACTIVE
+            d, _ = ds[i]
+            if d is not None:
+                pi = pi.copy()
+                pi[unstable_idx[i]] = np.asarray(d.value) > 0.5
+            pat.append(pi)
+        pat = tuple(pat)
+        real = realize_pattern(mlp, ball, pat, lp)
+        if real is not None:
+            cand_x, cand_pat = real.x, pat
+            witness_info = {"source": "milp pattern", "margin": real.margin}
+        else:  # the solver's pattern is not realisable in float64: use the point's own pattern
+            cand_x = ball.pull_inside(xv)
+            cand_pat = mlp.pattern_at(cand_x)
+            witness_info = {"source": "milp point (pattern not realisable)"}
+        val = vec_norm(mlp.gradient_for_pattern(cand_pat, cvec), q)
+        if val > best_lower:
+            best_lower, best_x, best_pat = val, cand_x, cand_pat
+        else:
+            witness_info = {"source": "x0"}
+    lower = best_lower
+    if upper < lower:  # solver tolerances: the attained value is the truth
+        upper = lower
+    violation = mlp.pattern_violation(best_x, best_pat) if mlp.num_hidden_layers else -math.inf
+    witness = torch.from_numpy(np.asarray(best_x, dtype=np.float64).copy()).reshape(ball.shape)
+    return ExactResult(
+        value=upper,
+        lower=lower,
+        upper=upper,
+        status=res_status,
+        witness=witness,
+        pattern=pattern_to_tuple(best_pat),
+        solve_time=time.perf_counter() - t_start,
+        n_binaries=n_binaries,
+        n_unstable=n_unstable,
+        method="milp",
+        norm=ball.p,
+        eps=ball.eps,
+        details={
+            "solver_time": solve_seconds,
+            "solver_primal": primal if primal is not None else math.nan,
+            "solver_dual_bound": dual_upper,
+            "interval_upper": interval_upper,
+            "mip_nodes": int(getattr(info, "mip_node_count", -1)) if info is not None else -1,
+            "unstable_per_layer": [int(i.size) for i in unstable_idx],
+            "sign_binaries": plan["n_binaries"],
+            "preact_bounds": "given" if preact_bounds is not None else "interval",
+            "witness": witness_info,
+            "witness_violation": violation,
+        },
+    )

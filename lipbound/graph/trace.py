@@ -1,0 +1,85 @@
+"""Trace a torch.nn.Module into lipbound's Graph with ``torch.export`` (a public API).
+
+The model is exported on a batch of two copies of the input, so every tensor that depends on
+the input must carry that batch dimension; per-sample shapes are stored without it. ATen ops
+are mapped to lipbound op kinds by the table in :mod:`lipbound.graph.aten`; values that do not
+depend on the input (weights, ``w.t()``, constants) are folded into parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lipbound.errors import ModelModeError, ShapeError, TracingError
+from lipbound.graph.aten import Builder, convert_node
+from lipbound.graph.ir import Graph
+from lipbound.graph.normalize import normalize
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Raise ModelModeError if any submodule is in training mode."""
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise ModelModeError(
+            f"the model is in training mode (e.g. {training[0]!r}); BatchNorm and Dropout "
+            "behave differently there. Call model.eval() before computing bounds."
+        )
+
+
+def trace(model: nn.Module, example: Tensor, normalize_graph: bool = True) -> Graph:
+    """Trace ``model`` on an example input [1, *in] (or [*in]) into a normalised Graph.
+
+    Raises ModelModeError (training mode), ShapeError (the model cannot run on the input, or
+    its output is not [B, K]) and UnsupportedOperationError (an op lipbound cannot bound).
+    """
+    if not isinstance(model, nn.Module):
+        raise TracingError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    check_eval_mode(model)
+    x2 = torch.cat([example, example], 0).detach()
+    try:
+        with torch.no_grad():
+            out = model(x2)
+    except Exception as exc:  # the user's model raised: report the shape problem clearly
+        raise ShapeError(
+            f"the model cannot run on an input of shape {list(example.shape)} "
+            f"(batch of one sample of shape {list(example.shape[1:])}): {exc}"
+        ) from exc
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ShapeError(
+            f"the model must map [B, *in] to [B, K] (a batch of output vectors); on a batch of "
+            f"2 it returned {shape}"
+        )
+    try:
+        ep = torch.export.export(model, (x2,))
+    except Exception as exc:
+        raise TracingError(f"torch.export could not trace the model: {exc}") from exc
+    graph = _convert(ep)
+    return normalize(graph) if normalize_graph else graph
+
+
+def _convert(ep: torch.export.ExportedProgram) -> Graph:
+    consts: dict[str, Tensor] = {}
+    user_inputs = []
+    for spec in ep.graph_signature.input_specs:
+        name = spec.arg.name
+        if spec.kind.name == "USER_INPUT":
+            user_inputs.append(name)
+        elif spec.target in ep.state_dict:
+            consts[name] = ep.state_dict[spec.target].detach()
+        elif spec.target in ep.constants:
+            consts[name] = ep.constants[spec.target].detach()
+    if len(user_inputs) != 1:
+        raise TracingError(f"expected exactly one tensor input, found {len(user_inputs)}")
+    b = Builder(consts)
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            if node.name == user_inputs[0]:
+                b.add_input(node)
+        elif node.op == "call_function":
+            convert_node(b, node)
+        elif node.op == "output":
+            b.set_output(node.args[0][0] if isinstance(node.args[0], (tuple, list))
+                         else node.args[0])
+    return b.build()

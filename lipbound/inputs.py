@@ -1,0 +1,124 @@
+"""Validation of user inputs shared by the public API functions."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lipbound.errors import InputError, ShapeError, SpecError
+from lipbound.graph.ir import Graph, graph_to
+from lipbound.graph.trace import check_eval_mode, trace
+
+_CACHE: OrderedDict[tuple, Graph] = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def as_tensor(x: Any, name: str = "x") -> Tensor:
+    """A floating tensor from a tensor/ndarray/list; rejects NaN/inf."""
+    if isinstance(x, np.ndarray) or isinstance(x, (list, tuple, float, int)):
+        x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if not isinstance(x, Tensor):
+        raise InputError(f"{name} must be a tensor or array, got {type(x).__name__}")
+    if not x.is_floating_point():
+        x = x.double()
+    if not torch.isfinite(x).all():
+        raise InputError(f"{name} contains NaN or inf values; lipbound needs finite inputs")
+    return x.detach()
+
+
+def batched_input(model: nn.Module, x: Tensor) -> Tensor:
+    """x as a batch of one, [1, *in], checked by running the model.
+
+    Accepts [*in] or [1, *in]; raises ShapeError if the model runs on neither or its output is
+    not a [1, K] batch.
+    """
+    cands = [x] if x.dim() >= 1 and x.shape[0] == 1 else []
+    cands.append(x.unsqueeze(0))
+    param = next(iter(model.parameters()), None)
+    mdtype = param.dtype if param is not None else torch.float32
+    errors = []
+    for cand in cands:
+        try:
+            with torch.no_grad():
+                out = model(cand.to(mdtype))
+        except Exception as exc:
+            errors.append(f"{list(cand.shape)}: {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(out, Tensor) and out.dim() == 2 and out.shape[0] == 1:
+            return cand
+        shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        errors.append(f"{list(cand.shape)}: output {shape} is not [1, K]")
+    raise ShapeError(
+        f"x of shape {list(x.shape)} does not fit the model (tried {'; '.join(errors)}). "
+        "Pass one input of the shape the model expects, with or without a batch dimension "
+        "of 1; the model must return [B, K]."
+    )
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    parts = []
+    for t in list(model.parameters()) + list(model.buffers()):
+        parts.append((t.data_ptr(), tuple(t.shape), getattr(t, "_version", 0)))
+    return tuple(parts)
+
+
+def get_graph(model: nn.Module | Graph, x1: Tensor, dtype: torch.dtype,
+              device: torch.device) -> Graph:
+    """The traced, normalised graph of ``model`` at input shape x1 (cached), cast/moved."""
+    if isinstance(model, Graph):
+        return graph_to(model, dtype, device)
+    check_eval_mode(model)
+    key = (id(model), tuple(x1.shape), _fingerprint(model))
+    graph = _CACHE.get(key)
+    if graph is None:
+        param = next(iter(model.parameters()), None)
+        mdtype = param.dtype if param is not None else torch.float32
+        mdev = param.device if param is not None else torch.device("cpu")
+        graph = trace(model, x1.to(device=mdev, dtype=mdtype))
+        _CACHE[key] = graph
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return graph_to(graph, dtype, device)
+
+
+def check_eps(eps: Any) -> float:
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        raise InputError(f"eps must be a number, got {eps!r}") from None
+    if not math.isfinite(e) or e < 0:
+        raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
+    return e
+
+
+def spec_matrix(spec: Any, num_outputs: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The [S, K] specification matrix (identity when spec is None)."""
+    if spec is None:
+        return torch.eye(num_outputs, dtype=dtype, device=device)
+    try:
+        C = as_tensor(spec, "spec").to(dtype=dtype, device=device)
+    except InputError as exc:
+        raise SpecError(str(exc)) from None
+    if C.dim() == 1:
+        C = C.unsqueeze(0)
+    if C.dim() != 2 or C.shape[1] != num_outputs or C.shape[0] == 0:
+        raise SpecError(
+            f"spec must be a [S, K] matrix with K = {num_outputs} (the model's output size); "
+            f"got shape {list(C.shape)}"
+        )
+    return C
+
+
+def widen(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Widen final bounds outward to absorb floating-point rounding (never inward)."""
+    rel = 1e-10 if lower.dtype == torch.float64 else 1e-5
+    lo = lower - rel * (1 + lower.abs())
+    up = upper + rel * (1 + upper.abs())
+    return lo, up

@@ -1,0 +1,282 @@
+"""The torch building blocks of a converted ONNX model (see :mod:`lipbound.io.onnx_loader`).
+
+Every step works on a batch: its inputs and its output are ``[B, *sample]`` tensors, and each
+forward uses only plain torch calls (``F.linear``, ``F.conv2d``, ``F.relu``, ``+``, ``reshape`` ...)
+so that ``torch.export`` yields standard aten ops. Constants are parameters that do not require
+gradients, so ``model.double()`` / ``model.to(device)`` move them with the model and
+``torch.export`` lifts them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipbound.errors import ShapeError
+
+
+def _const(value: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(value, requires_grad=False)
+
+
+class Step(nn.Module):
+    """One ONNX node (or a batch-layout change): reads ``inputs`` from the environment, writes ``output``."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node  # the ONNX node it came from, for messages and repr
+        self.inputs: tuple[str, ...] = ()
+        self.output = ""
+
+    def extra_repr(self) -> str:
+        return f"node={self.node!r}"
+
+
+class Linear(Step):
+    """``x W^T + b`` over the last axis; with ``left=True``, ``W x`` over the second-to-last axis."""
+
+    def __init__(
+        self, node: str, weight: torch.Tensor, bias: torch.Tensor | None, left: bool = False
+    ) -> None:
+        super().__init__(node)
+        self.weight = _const(weight)
+        self.bias = None if bias is None else _const(bias)
+        self.left = left
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.left:
+            return F.linear(x, self.weight, self.bias)
+        perm = list(range(x.dim() - 2)) + [x.dim() - 1, x.dim() - 2]
+        return F.linear(x.permute(perm), self.weight, self.bias).permute(perm)
+
+
+class Conv(Step):
+    """1-d or 2-d convolution; ``pre_pad`` (F.pad order) is applied first for asymmetric padding."""
+
+    def __init__(
+        self,
+        node: str,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        pre_pad: tuple[int, ...] | None,
+    ) -> None:
+        super().__init__(node)
+        self.weight = _const(weight)
+        self.bias = None if bias is None else _const(bias)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.groups = groups
+        self.pre_pad = pre_pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad)
+        conv = F.conv2d if self.weight.dim() == 4 else F.conv1d
+        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Pool(Step):
+    """2-d average or max pooling (``kind`` is ``"avg"`` or ``"max"``)."""
+
+    def __init__(
+        self,
+        node: str,
+        kind: str,
+        kernel: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        ceil_mode: bool,
+        count_include_pad: bool,
+        pre_pad: tuple[int, ...] | None,
+    ) -> None:
+        super().__init__(node)
+        self.kind = kind
+        self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.pre_pad = pre_pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad)
+        if self.kind == "max":
+            return F.max_pool2d(
+                x, self.kernel, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode
+            )
+        return F.avg_pool2d(
+            x,
+            self.kernel,
+            self.stride,
+            self.padding,
+            ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
+        )
+
+    def extra_repr(self) -> str:
+        return f"node={self.node!r}, kind={self.kind}, kernel={self.kernel}, stride={self.stride}"
+
+
+class Pad(Step):
+    """Constant padding; ``pad`` in F.pad order (last axis first)."""
+
+    def __init__(self, node: str, pad: tuple[int, ...], value: float) -> None:
+        super().__init__(node)
+        self.pad, self.value = pad, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.pad, mode="constant", value=self.value)
+
+
+class BatchNorm(Step):
+    """Batch normalisation with running statistics (inference)."""
+
+    def __init__(
+        self,
+        node: str,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        eps: float,
+    ) -> None:
+        super().__init__(node)
+        self.weight, self.bias = _const(weight), _const(bias)
+        self.running_mean, self.running_var = _const(mean), _const(var)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
+
+
+class Activation(Step):
+    """Element-wise ``relu`` / ``sigmoid`` / ``tanh`` / ``leaky_relu`` (slope ``alpha``)."""
+
+    def __init__(self, node: str, kind: str, alpha: float = 0.01) -> None:
+        super().__init__(node)
+        self.kind, self.alpha = kind, alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "relu":
+            return F.relu(x)
+        if self.kind == "sigmoid":
+            return torch.sigmoid(x)
+        if self.kind == "tanh":
+            return torch.tanh(x)
+        return F.leaky_relu(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"node={self.node!r}, kind={self.kind}"
+
+
+class Binary(Step):
+    """``a op b`` for op in add/sub/mul/div; one operand may be the constant ``const``.
+
+    ``const_first`` says whether the constant is the left operand (matters for sub and div).
+    """
+
+    def __init__(
+        self, node: str, op: str, const: torch.Tensor | None = None, const_first: bool = False
+    ) -> None:
+        super().__init__(node)
+        self.op = op
+        self.const = None if const is None else _const(const)
+        self.const_first = const_first
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        if self.const is not None:
+            a, b = (self.const, a) if self.const_first else (a, self.const)
+        if self.op == "add":
+            return a + b
+        if self.op == "sub":
+            return a - b
+        if self.op == "mul":
+            return a * b
+        return a / b
+
+    def extra_repr(self) -> str:
+        return f"node={self.node!r}, op={self.op}"
+
+
+class Reshape(Step):
+    """Reshape each sample to ``shape`` (the batch axis stays first)."""
+
+    def __init__(self, node: str, shape: tuple[int, ...]) -> None:
+        super().__init__(node)
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.shape) == 1 and x.dim() >= 2:
+            return torch.flatten(x, 1)
+        return x.reshape(-1, *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"node={self.node!r}, shape={self.shape}"
+
+
+class Permute(Step):
+    def __init__(self, node: str, perm: tuple[int, ...]) -> None:
+        super().__init__(node)
+        self.perm = perm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.perm)
+
+
+class Concat(Step):
+    def __init__(self, node: str, dim: int) -> None:
+        super().__init__(node)
+        self.dim = dim
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.dim)
+
+
+class OnnxModel(nn.Module):
+    """A network converted from ONNX by :func:`lipbound.io.load_onnx`.
+
+    ``forward(x)`` takes ``x`` of shape ``[B, *input_shape]`` for any batch size B and returns
+    ``[B, output_size]``. Attributes: ``input_shape`` (tuple, without batch), ``output_size``
+    (int), ``onnx_input_shape`` (the shape the ONNX file declares, batch included when it has one),
+    ``source`` (the file path) and ``steps`` (one module per converted node, run in order).
+    """
+
+    def __init__(
+        self,
+        steps: list[Step],
+        input_key: str,
+        output_key: str,
+        input_shape: tuple[int, ...],
+        output_size: int,
+        onnx_input_shape: tuple,
+        source: str,
+    ) -> None:
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+        self.input_key, self.output_key = input_key, output_key
+        self.input_shape = tuple(input_shape)
+        self.output_size = int(output_size)
+        self.onnx_input_shape = tuple(onnx_input_shape)
+        self.source = source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ShapeError(
+                f"{self.source}: expected input of shape [B, {', '.join(map(str, self.input_shape))}]"
+                f" (B = batch size), got {list(x.shape)}"
+            )
+        env = {self.input_key: x}
+        for step in self.steps:
+            env[step.output] = step(*[env[k] for k in step.inputs])
+        return env[self.output_key]
+
+    def extra_repr(self) -> str:
+        return (
+            f"source={self.source!r}, input_shape={self.input_shape}, "
+            f"output_size={self.output_size}"
+        )

@@ -1,0 +1,145 @@
+"""The operator contract every registered op fulfils.
+
+Shapes: ops act on batched tensors ``[N, *shape]`` (one leading batch dimension). Bound
+propagation hands them intervals ``[B, *shape]`` and backward coefficient matrices
+``A: [B, S, *out]`` (S = number of specification rows).
+
+- A :class:`LinearOp` is affine: ``y = L(x_1, ..., x_k) + offset``. It provides the linear part
+  ``L`` (and ``|L|``, the same map with absolute coefficients, for interval arithmetic), the
+  constant ``offset``, and the transpose ``L^T`` (``vjp``). Propagation rules are derived once.
+- A :class:`NonlinearOp` provides exact interval bounds (``ibp``) and a linear relaxation
+  (``relax``): elementwise lines with ``sum_i lw_i x_i + lb <= y <= sum_i uw_i x_i + ub`` for all
+  inputs inside their intervals. Ops that are not elementwise (max-pooling) override
+  :meth:`NonlinearOp.crown_backward`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lipbound.bounds.interval import Interval
+
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Linear bounds of an elementwise op, valid wherever every input lies in its interval.
+
+    ``sum_i lower_slopes[i] * x_i + lower_bias <= y <= sum_i upper_slopes[i] * x_i + upper_bias``
+    elementwise. Slopes may be None (zero). Tensors broadcast against ``[B, S, *shape]``.
+    """
+
+    lower_slopes: tuple[Tensor | None, ...]
+    lower_bias: Tensor
+    upper_slopes: tuple[Tensor | None, ...]
+    upper_bias: Tensor
+
+
+class Op:
+    """Base class: a registered operator kind."""
+
+    kind: str = ""
+    linear: bool = False
+
+    def apply(self, params: Params, *xs: Tensor) -> Tensor:
+        """Concrete evaluation on batched inputs [N, *in_i] -> [N, *out]."""
+        raise NotImplementedError
+
+    def output_shape(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+        """Per-sample output shape, by evaluating on zeros (ops may override)."""
+        xs = [torch.zeros((1, *s), dtype=torch.float64) for s in in_shapes]
+        return tuple(self.apply(_to64(params), *xs).shape[1:])
+
+
+class LinearOp(Op):
+    """An affine operator y = L(x_1..x_k) + offset."""
+
+    linear = True
+
+    def apply_linear(self, params: Params, *xs: Tensor, absolute: bool = False) -> Tensor:
+        """L(x) (or |L|(x) with absolute=True): the map without its constant offset."""
+        raise NotImplementedError
+
+    def offset(self, params: Params) -> Tensor | None:
+        """The constant part, broadcastable to [N, *out], or None for zero."""
+        return None
+
+    def apply(self, params: Params, *xs: Tensor) -> Tensor:
+        y = self.apply_linear(params, *xs)
+        off = self.offset(params)
+        return y if off is None else y + off
+
+    def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]) -> tuple[Tensor, ...]:
+        """Transpose: for A [N, *out], the tensors L_i^T A of shapes [N, *in_i].
+
+        Default: reverse-mode autodiff of the linear part (exact because L is linear); keeps
+        the graph when A requires grad (optimised bounds).
+        """
+        with torch.enable_grad():
+            xs = [torch.zeros((A.shape[0], *s), dtype=A.dtype, device=A.device,
+                              requires_grad=True) for s in in_shapes]
+            y = self.apply_linear(params, *xs)
+            grads = torch.autograd.grad(y, xs, A, create_graph=A.requires_grad, allow_unused=True)
+        return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs))
+
+    def ibp(self, params: Params, *ivals: Interval) -> Interval:
+        """Exact interval image of a box under an affine map: centre +- |L| radius."""
+        c = self.apply(params, *[iv.center for iv in ivals])
+        r = self.apply_linear(params, *[iv.radius for iv in ivals], absolute=True)
+        return Interval(c - r, c + r)
+
+
+class NonlinearOp(Op):
+    """A nonlinear operator with interval bounds and a linear relaxation."""
+
+    def ibp(self, params: Params, *ivals: Interval) -> Interval:
+        raise NotImplementedError
+
+    def relax(self, params: Params, *ivals: Interval, opt: Mapping[str, Tensor] | None = None
+              ) -> Relaxation:
+        """Sound linear bounds for inputs inside ``ivals`` (tensors broadcast like [B, S, *shape]).
+
+        ``opt`` holds free parameters from :meth:`init_opt` (any value they take is sound after
+        :meth:`project_opt`); None selects the op's default relaxation.
+        """
+        raise NotImplementedError
+
+    #: Adam step size for this op's optimisable parameters (alpha-CROWN)
+    opt_lr: float = 0.1
+
+    def init_opt(self, params: Params, *ivals: Interval) -> dict[str, Tensor] | None:
+        """Initial optimisable parameters (shape [B, *shape]) or None if the op has none."""
+        return None
+
+    def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
+        """Clamp optimisable parameters into their valid range, in place."""
+
+    def crown_backward(self, params: Params, A: Tensor, rel: Relaxation
+                       ) -> tuple[tuple[Tensor | None, ...], Tensor]:
+        """Back-substitute an upper bound of <A, y> through the op's relaxation ``rel``.
+
+        A: [B, S, *out]. Returns (A_i for each input or None, bias [B, S]) such that
+        <A, y> <= sum_i <A_i, x_i> + bias whenever the inputs lie in the relaxed intervals.
+        """
+        pos, neg = A.clamp(min=0), A.clamp(max=0)
+        As: list[Tensor | None] = []
+        for lw, uw in zip(rel.lower_slopes, rel.upper_slopes):
+            t = None
+            if uw is not None:
+                t = pos * uw
+            if lw is not None:
+                t = neg * lw if t is None else t + neg * lw
+            As.append(t)
+        bias = pos * rel.upper_bias + neg * rel.lower_bias
+        return tuple(As), bias.flatten(2).sum(-1)
+
+
+def _to64(params: Params) -> dict[str, Any]:
+    return {k: (v.double() if isinstance(v, Tensor) and v.is_floating_point() else v)
+            for k, v in params.items()}

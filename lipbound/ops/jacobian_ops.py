@@ -1,0 +1,182 @@
+"""Operators of Clarke-Jacobian graphs: ReLU-like switches, products, |v| and v^2.
+
+- ``relu_switch(z, a) = delta(z) a`` with delta = 1 (z > 0), 0 (z < 0), any of [0, 1] (z = 0).
+  Stable only when l_z > 0 or u_z < 0 (strict: at z = 0 both derivatives are Clarke-valid).
+  Unstable: s in [min(a, 0), max(a, 0)], whose convex hull over a in [l_a, u_a] is
+  ``l_a (u_a - a) / (u_a - l_a) <= s <= u_a (a - l_a) / (u_a - l_a)`` for l_a < 0 < u_a,
+  ``0 <= s <= a`` for l_a >= 0 and ``a <= s <= 0`` for u_a <= 0.
+- ``leaky_switch(z, a) = k a + (1 - k) relu_switch(z, a)`` (delta in {k, 1}).
+- ``mul(d, a) = d a``: McCormick planes; the lower (upper) bound is a convex combination of
+  the two lower (upper) planes with an optimisable weight in [0, 1].
+- ``abs(v)``: the chord above, ``k v`` with k in [-1, 1] below (optimisable).
+- ``square(v)``: the chord above, the tangent ``2 m v - m^2`` below at any m (optimisable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from lipbound.bounds.interval import Interval
+from lipbound.ops.base import NonlinearOp, Params, Relaxation
+from lipbound.ops.registry import register
+
+
+def _switch_hull(la: Tensor, ua: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Slopes/biases (in a) of the hull of s in [min(a,0), max(a,0)] for a in [la, ua]."""
+    mixed = (la < 0) & (ua > 0)
+    w = torch.where(mixed, ua - la, torch.ones_like(ua))
+    lo_k = torch.where(mixed, -la / w, torch.where(ua <= 0, torch.ones_like(la),
+                                                     torch.zeros_like(la)))
+    lo_b = torch.where(mixed, la * ua / w, torch.zeros_like(la))
+    up_k = torch.where(mixed, ua / w, torch.where(la >= 0, torch.ones_like(la),
+                                                    torch.zeros_like(la)))
+    up_b = torch.where(mixed, -ua * la / w, torch.zeros_like(la))
+    return lo_k, lo_b, up_k, up_b
+
+
+class LeakySwitch(NonlinearOp):
+    """s = delta(z) a, delta in {k, 1} by the sign of z (both at z = 0); params negative_slope."""
+
+    kind = "leaky_switch"
+
+    def slope(self, params: Params) -> float:
+        return float(params.get("negative_slope", 0.0))
+
+    def apply(self, params: Params, z: Tensor, a: Tensor) -> Tensor:
+        k = self.slope(params)
+        return torch.where(z > 0, a, k * a)
+
+    def ibp(self, params: Params, z: Interval, a: Interval) -> Interval:
+        k = self.slope(params)
+        act, inact = z.lower > 0, z.upper < 0
+        lo_u = torch.minimum(a.lower, k * a.lower)
+        up_u = torch.maximum(a.upper, k * a.upper)
+        lo = torch.where(act, a.lower, torch.where(inact, torch.minimum(k * a.lower, k * a.upper),
+                                                    lo_u))
+        up = torch.where(act, a.upper, torch.where(inact, torch.maximum(k * a.lower, k * a.upper),
+                                                    up_u))
+        return Interval(lo, up)
+
+    def relax(self, params: Params, z: Interval, a: Interval,
+              opt: Mapping[str, Tensor] | None = None) -> Relaxation:
+        k = self.slope(params)
+        act, inact = z.lower > 0, z.upper < 0
+        lo_k, lo_b, up_k, up_b = _switch_hull(a.lower, a.upper)
+        # unstable: k a + (1 - k) hull; stable: exact
+        lo_k = torch.where(act, 1.0, torch.where(inact, k, k + (1 - k) * lo_k))
+        up_k = torch.where(act, 1.0, torch.where(inact, k, k + (1 - k) * up_k))
+        stable = act | inact
+        lo_b = torch.where(stable, 0.0, (1 - k) * lo_b)
+        up_b = torch.where(stable, 0.0, (1 - k) * up_b)
+        return Relaxation((None, lo_k), lo_b, (None, up_k), up_b)
+
+
+class ReluSwitch(LeakySwitch):
+    """s = delta(z) a with delta the Clarke derivative of ReLU at z."""
+
+    kind = "relu_switch"
+
+    def slope(self, params: Params) -> float:
+        return 0.0
+
+
+class Mul(NonlinearOp):
+    """s = d * a elementwise (both inputs bounded); McCormick relaxation."""
+
+    kind = "mul"
+    opt_lr = 0.1
+
+    def apply(self, params: Params, d: Tensor, a: Tensor) -> Tensor:
+        return d * a
+
+    def ibp(self, params: Params, d: Interval, a: Interval) -> Interval:
+        p = torch.stack([d.lower * a.lower, d.lower * a.upper, d.upper * a.lower,
+                         d.upper * a.upper])
+        return Interval(p.min(0).values, p.max(0).values)
+
+    def relax(self, params: Params, d: Interval, a: Interval,
+              opt: Mapping[str, Tensor] | None = None) -> Relaxation:
+        dl, du, al, au = d.lower, d.upper, a.lower, a.upper
+        if opt is None:
+            beta = gamma = torch.full_like(dl + al, 0.5)
+        else:
+            beta, gamma = opt["beta"], opt["gamma"]
+        lo_a = beta * dl + (1 - beta) * du
+        lo_d = beta * al + (1 - beta) * au
+        lo_b = -(beta * al * dl + (1 - beta) * au * du)
+        up_a = gamma * du + (1 - gamma) * dl
+        up_d = gamma * al + (1 - gamma) * au
+        up_b = -(gamma * al * du + (1 - gamma) * au * dl)
+        return Relaxation((lo_d, lo_a), lo_b, (up_d, up_a), up_b)
+
+    def init_opt(self, params: Params, d: Interval, a: Interval) -> dict[str, Tensor]:
+        half = torch.full_like(d.lower + a.lower, 0.5)
+        return {"beta": half, "gamma": half.clone()}
+
+    def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
+        opt["beta"].data.clamp_(0.0, 1.0)
+        opt["gamma"].data.clamp_(0.0, 1.0)
+
+
+class Abs(NonlinearOp):
+    """|v|: chord above; k v (|k| <= 1) below."""
+
+    kind = "abs"
+
+    def apply(self, params: Params, v: Tensor) -> Tensor:
+        return v.abs()
+
+    def ibp(self, params: Params, v: Interval) -> Interval:
+        lo = torch.where(v.lower > 0, v.lower, torch.where(v.upper < 0, -v.upper,
+                                                            torch.zeros_like(v.lower)))
+        return Interval(lo, v.abs_max())
+
+    def _default_k(self, v: Interval) -> Tensor:
+        return torch.where(v.upper + v.lower >= 0, 1.0, -1.0).to(v.lower.dtype)
+
+    def relax(self, params: Params, v: Interval, opt: Mapping[str, Tensor] | None = None
+              ) -> Relaxation:
+        l, u = v.lower, v.upper
+        mixed = (l < 0) & (u > 0)
+        w = torch.where(mixed, u - l, torch.ones_like(u))
+        up_k = torch.where(mixed, (u + l) / w, torch.where(l >= 0, 1.0, -1.0).to(l.dtype))
+        up_b = torch.where(mixed, -2 * u * l / w, torch.zeros_like(l))
+        k = self._default_k(v) if opt is None else opt["k"]
+        lo_k = torch.where(mixed, k, torch.where(l >= 0, 1.0, -1.0).to(l.dtype))
+        return Relaxation((lo_k,), torch.zeros_like(lo_k), (up_k,), up_b)
+
+    def init_opt(self, params: Params, v: Interval) -> dict[str, Tensor]:
+        return {"k": self._default_k(v)}
+
+    def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
+        opt["k"].data.clamp_(-1.0, 1.0)
+
+
+class Square(NonlinearOp):
+    """v^2: chord (l + u) v - l u above, tangent 2 m v - m^2 below (any m)."""
+
+    kind = "square"
+
+    def apply(self, params: Params, v: Tensor) -> Tensor:
+        return v * v
+
+    def ibp(self, params: Params, v: Interval) -> Interval:
+        lo = torch.where(v.lower > 0, v.lower ** 2, torch.where(v.upper < 0, v.upper ** 2,
+                                                                 torch.zeros_like(v.lower)))
+        return Interval(lo, v.abs_max() ** 2)
+
+    def relax(self, params: Params, v: Interval, opt: Mapping[str, Tensor] | None = None
+              ) -> Relaxation:
+        l, u = v.lower, v.upper
+        m = (l + u) / 2 if opt is None else opt["m"]
+        return Relaxation((2 * m,), -m * m, (l + u,), -l * u)
+
+    def init_opt(self, params: Params, v: Interval) -> dict[str, Tensor]:
+        return {"m": (v.lower + v.upper) / 2}
+
+
+for _op in (ReluSwitch(), LeakySwitch(), Mul(), Abs(), Square()):
+    register(_op)

@@ -1,0 +1,84 @@
+"""Max pooling: exact intervals and the selection relaxation.
+
+For each window with input bounds [l_j, u_j], let k* maximise l_j. Then max_j x_j >= x_{k*}
+always, and max_j x_j <= x_{k*} if l_{k*} >= u_j for every other j (k* dominates), otherwise
+max_j x_j <= max_j u_j. Windows are extracted with ``unfold`` and coefficients returned to the
+input with its adjoint ``fold`` (so overlapping windows add up correctly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lipbound.bounds.interval import Interval
+from lipbound.ops.base import NonlinearOp, Params
+from lipbound.ops.registry import register
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PoolSelection:
+    """Per output element: one-hot of k* over the window [B, C, K, L], dominance and max u."""
+
+    onehot: Tensor
+    dominant: Tensor
+    max_upper: Tensor
+    in_shape: tuple[int, ...]
+
+
+class MaxPool2d(NonlinearOp):
+    """2-d max pooling; params kernel_size, stride, padding, dilation (ceil_mode False)."""
+
+    kind = "max_pool"
+
+    def apply(self, params: Params, x: Tensor) -> Tensor:
+        return F.max_pool2d(x, params["kernel_size"], params["stride"], params["padding"],
+                            params["dilation"])
+
+    def ibp(self, params: Params, iv: Interval) -> Interval:
+        return Interval(self.apply(params, iv.lower), self.apply(params, iv.upper))
+
+    def windows(self, params: Params, x: Tensor, fill: float) -> Tensor:
+        """[N, C, H, W] -> [N, C, K, L] window contents, padding filled with ``fill``."""
+        ph, pw = _pair(params["padding"])
+        xp = F.pad(x, (pw, pw, ph, ph), value=fill)
+        cols = F.unfold(xp, params["kernel_size"], dilation=params["dilation"],
+                        stride=params["stride"])
+        return cols.reshape(x.shape[0], x.shape[1], -1, cols.shape[-1])
+
+    def relax(self, params: Params, iv: Interval, opt: Mapping[str, Tensor] | None = None
+              ) -> PoolSelection:
+        lo, up = iv.lower.squeeze(1), iv.upper.squeeze(1)
+        lw = self.windows(params, lo, float("-inf"))
+        uw = self.windows(params, up, float("-inf"))
+        kstar = lw.argmax(2, keepdim=True)
+        onehot = torch.zeros_like(lw).scatter_(2, kstar, 1.0)
+        others = uw.masked_fill(onehot.bool(), float("-inf")).max(2).values
+        dominant = lw.gather(2, kstar).squeeze(2) >= others
+        return PoolSelection(onehot, dominant, uw.max(2).values, tuple(lo.shape[1:]))
+
+    def crown_backward(self, params: Params, A: Tensor, rel: PoolSelection):
+        B, S = A.shape[:2]
+        C, H, W = rel.in_shape
+        a = A.reshape(B, S, C, 1, -1)
+        pos, neg = a.clamp(min=0), a.clamp(max=0)
+        dom = rel.dominant.unsqueeze(1).unsqueeze(3)
+        coef = neg + pos * dom  # weight on x_{k*}
+        bias = (pos * (~dom) * rel.max_upper.unsqueeze(1).unsqueeze(3)).flatten(2).sum(-1)
+        cols = (coef * rel.onehot.unsqueeze(1)).reshape(B * S, -1, rel.onehot.shape[-1])
+        ph, pw = _pair(params["padding"])
+        full = F.fold(cols, (H + 2 * ph, W + 2 * pw), params["kernel_size"],
+                      dilation=params["dilation"], stride=params["stride"])
+        A_in = full[..., ph:ph + H, pw:pw + W].reshape(B, S, C, H, W)
+        return (A_in,), bias
+
+
+register(MaxPool2d())

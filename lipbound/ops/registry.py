@@ -1,0 +1,42 @@
+"""The explicit operator registry: op kind -> Op implementation.
+
+Every op kind lipbound can bound is listed here, with the module that holds its relaxation.
+Looking for the relaxation of an op? ``lipbound.ops.registry.REGISTRY["tanh"]`` names its class;
+affine ops live in ``ops/affine.py`` and ``ops/shape.py``, ReLU-like ones in ``ops/relu_like.py``,
+smooth activations in ``ops/smooth.py``, pooling in ``ops/pooling.py``, and the ops of Clarke
+Jacobian graphs (switches, products, |.|, squares) in ``ops/jacobian_ops.py``.
+"""
+
+from __future__ import annotations
+
+from lipbound.errors import UnsupportedOperationError
+from lipbound.ops.base import Op
+
+REGISTRY: dict[str, Op] = {}
+
+
+def register(op: Op) -> Op:
+    """Add an op instance under ``op.kind``."""
+    if not op.kind or op.kind in REGISTRY:
+        raise ValueError(f"bad or duplicate op kind {op.kind!r}")
+    REGISTRY[op.kind] = op
+    return op
+
+
+def get(kind: str, where: str = "<graph>") -> Op:
+    """The registered op, or UnsupportedOperationError naming it and the supported kinds."""
+    _load()
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise UnsupportedOperationError(kind, where, REGISTRY) from None
+
+
+def kinds() -> list[str]:
+    _load()
+    return sorted(REGISTRY)
+
+
+def _load() -> None:
+    if not REGISTRY:
+        from lipbound.ops import affine, jacobian_ops, pooling, relu_like, shape, smooth  # noqa: F401

@@ -1,0 +1,73 @@
+"""ReLU and LeakyReLU: exact intervals, the triangle relaxation with an optimisable lower slope.
+
+ReLU on [l, u] with l < 0 < u: ``alpha x <= relu(x) <= u (x - l) / (u - l)`` for any alpha in
+[0, 1]. LeakyReLU(k), 0 <= k <= 1, is convex too: the chord above, ``alpha x`` (alpha in [k, 1])
+below. Stable neurons (l >= 0 or u <= 0) are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lipbound.bounds.interval import Interval
+from lipbound.ops.base import NonlinearOp, Params, Relaxation
+from lipbound.ops.registry import register
+
+
+class LeakyReLU(NonlinearOp):
+    """y = max(x, k x) with params ``negative_slope`` k in [0, 1]; ReLU is k = 0."""
+
+    kind = "leaky_relu"
+
+    def slope(self, params: Params) -> float:
+        return float(params.get("negative_slope", 0.0))
+
+    def apply(self, params: Params, x: Tensor) -> Tensor:
+        k = self.slope(params)
+        return F.relu(x) if k == 0 else F.leaky_relu(x, k)
+
+    def ibp(self, params: Params, iv: Interval) -> Interval:
+        return Interval(self.apply(params, iv.lower), self.apply(params, iv.upper))
+
+    def _default_alpha(self, params: Params, l: Tensor, u: Tensor) -> Tensor:
+        k = self.slope(params)
+        return torch.where(u > -l, torch.ones_like(l), torch.full_like(l, k))
+
+    def relax(self, params: Params, iv: Interval, opt: Mapping[str, Tensor] | None = None
+              ) -> Relaxation:
+        k = self.slope(params)
+        l, u = iv.lower, iv.upper
+        active, inactive = l >= 0, u <= 0
+        unstable = ~(active | inactive)
+        width = torch.where(unstable, u - l, torch.ones_like(u))
+        chord = (u - k * l) / width  # slope of the chord from (l, k l) to (u, u)
+        up_slope = torch.where(active, torch.ones_like(l),
+                               torch.where(inactive, torch.full_like(l, k), chord))
+        up_bias = torch.where(unstable, k * l - chord * l, torch.zeros_like(l))
+        alpha = self._default_alpha(params, l, u) if opt is None else opt["alpha"]
+        lo_slope = torch.where(active, torch.ones_like(alpha),
+                               torch.where(inactive, torch.full_like(alpha, k), alpha))
+        return Relaxation((lo_slope,), torch.zeros_like(l), (up_slope,), up_bias)
+
+    def init_opt(self, params: Params, iv: Interval) -> dict[str, Tensor]:
+        return {"alpha": self._default_alpha(params, iv.lower, iv.upper)}
+
+    def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
+        opt["alpha"].data.clamp_(self.slope(params), 1.0)
+
+
+class ReLU(LeakyReLU):
+    """y = max(x, 0)."""
+
+    kind = "relu"
+
+    def slope(self, params: Params) -> float:
+        return 0.0
+
+
+register(ReLU())
+register(LeakyReLU())

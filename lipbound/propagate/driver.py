@@ -1,0 +1,60 @@
+"""One entry point for bounding linear functions of a graph node over a domain."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lipbound.bounds.domains import Domain
+from lipbound.errors import UnknownMethodError
+from lipbound.graph.ir import Graph
+from lipbound.propagate.alpha import alpha_crown_upper
+from lipbound.propagate.crown import crown_intermediate, crown_upper
+from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
+
+METHODS = ("ibp", "crown", "alpha-crown")
+
+
+def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> str:
+    key = str(method).lower().replace("_", "-")
+    if key == "alpha":
+        key = "alpha-crown"
+    if key not in allowed:
+        raise UnknownMethodError(f"unknown method {method!r}; choose one of {', '.join(allowed)}")
+    return key
+
+
+def prepare_state(graph: Graph, domain: Domain, method: str = "crown") -> BoundState:
+    """Fixed values, IBP bounds of every node, and (crown methods) CROWN intermediate bounds."""
+    state = BoundState(graph, domain, evaluate_fixed(graph))
+    ibp_pass(state)
+    if method != "ibp":
+        crown_intermediate(state)
+    return state
+
+
+def ibp_spec_upper(state: BoundState, target: str, A: Tensor) -> Tensor:
+    """Interval-arithmetic bound of <A, v_target>: A+ u + A- l, [B, S]."""
+    iv = state.interval(target)
+    lo, up = iv.lower.unsqueeze(1), iv.upper.unsqueeze(1)
+    return (A.clamp(min=0) * up + A.clamp(max=0) * lo).flatten(2).sum(-1)
+
+
+def bound_graph_spec(state: BoundState, target: str, C: Tensor, method: str = "crown",
+                     iterations: int = 30) -> tuple[Tensor, Tensor]:
+    """Sound bounds ``lower <= <C[b, s], v_target(x)> <= upper`` over the domain, [B, S] each.
+
+    C: [B or 1, S, *shape(target)]. The result is intersected with the IBP bound, so it is
+    never looser than IBP; alpha-CROWN is never looser than CROWN.
+    """
+    B = state.domain.batch_size
+    C = C.expand(B, *C.shape[1:]) if C.shape[0] == 1 else C
+    A = torch.cat([C, -C], 1)
+    S = C.shape[1]
+    up = ibp_spec_upper(state, target, A)
+    if method == "crown":
+        with torch.no_grad():
+            up = torch.minimum(up, crown_upper(state, target, A))
+    elif method == "alpha-crown":
+        up = torch.minimum(up, alpha_crown_upper(state, target, A, iterations))
+    return -up[:, S:], up[:, :S]
