@@ -179,8 +179,9 @@ class LpBall(Domain):
             r = torch.rand((n, g.shape[1], 1), **kw) ** (1.0 / dim)
             d = (g / g.norm(dim=-1, keepdim=True).clamp_min(1e-30) * r).reshape(shape)
         else:
-            g = torch.empty(shape, **kw).exponential_(generator=generator).flatten(2)
-            extra = torch.empty((n, g.shape[1], 1), **kw).exponential_(generator=generator)
+            dk = {"dtype": self.center.dtype, "device": self.center.device}
+            g = torch.empty(shape, **dk).exponential_(generator=generator).flatten(2)
+            extra = torch.empty((n, g.shape[1], 1), **dk).exponential_(generator=generator)
             sign = torch.randint(0, 2, g.shape, generator=generator, device=g.device) * 2 - 1
             d = (sign * g / (g.sum(-1, keepdim=True) + extra)).reshape(shape)
         x = self.center + d * self._eps_like(self.center)

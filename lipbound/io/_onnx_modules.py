@@ -21,7 +21,7 @@ def _const(value: torch.Tensor) -> nn.Parameter:
 
 
 class Step(nn.Module):
-    """One ONNX node (or a batch-layout change): reads ``inputs`` from the environment, writes ``output``."""
+    """One ONNX node (or a layout change): reads ``inputs``, writes ``output``."""
 
     def __init__(self, node: str) -> None:
         super().__init__()
@@ -34,7 +34,7 @@ class Step(nn.Module):
 
 
 class Linear(Step):
-    """``x W^T + b`` over the last axis; with ``left=True``, ``W x`` over the second-to-last axis."""
+    """``x W^T + b`` over the last axis; with ``left=True``, ``W x`` over the last two axes."""
 
     def __init__(
         self, node: str, weight: torch.Tensor, bias: torch.Tensor | None, left: bool = False
@@ -76,7 +76,9 @@ class Conv(Step):
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)
         conv = F.conv2d if self.weight.dim() == 4 else F.conv1d
-        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return conv(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class Pool(Step):
@@ -267,7 +269,8 @@ class OnnxModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(
-                f"{self.source}: expected input of shape [B, {', '.join(map(str, self.input_shape))}]"
+                f"{self.source}: expected input of shape "
+                f"[B, {', '.join(map(str, self.input_shape))}]"
                 f" (B = batch size), got {list(x.shape)}"
             )
         env = {self.input_key: x}

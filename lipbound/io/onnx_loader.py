@@ -198,7 +198,9 @@ class _Converter:
                 outs = self._fold(node, ins)
             elif node.domain not in ("", "ai.onnx") or node.op_type not in handlers:
                 raise UnsupportedOperationError(
-                    node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}",
+                    node.op_type
+                    if node.domain in ("", "ai.onnx")
+                    else f"{node.domain}.{node.op_type}",
                     self.node_where,
                     SUPPORTED_OPS,
                 )
@@ -206,7 +208,9 @@ class _Converter:
                 outs = handlers[node.op_type](self, ins, self._attrs(node))
                 used = [o for o in node.output[1:] if o]
                 if len(outs) == 1 and used and any(self._is_consumed(o) for o in used):
-                    self._unsupported(f"its extra outputs {used} are used; only the first is supported")
+                    self._unsupported(
+                        f"its extra outputs {used} are used; only the first is supported"
+                    )
             for name, value in zip(node.output, outs):
                 if not name:
                     continue
@@ -341,9 +345,7 @@ class _Converter:
         """Per-sample reshape to the ONNX shape ``shape`` (a leading 1 becomes the batch axis)."""
         shape = tuple(int(s) for s in shape)
         if math.prod(shape) != math.prod(v.shape):
-            raise InputError(
-                f"{self.node_where}: cannot reshape {list(v.shape)} to {list(shape)}"
-            )
+            raise InputError(f"{self.node_where}: cannot reshape {list(v.shape)} to {list(shape)}")
         lead = len(shape) >= 2 and shape[0] == 1
         sample = shape[1:] if lead else shape
         if sample == v.sample:
@@ -423,7 +425,7 @@ class _Converter:
         return [self._emit(step, dyn, out, lead)]
 
     def _reshape_exact(self, v: _Dyn, shape: tuple, lead: bool) -> _Dyn:
-        """``v`` viewed with ONNX shape ``shape`` (``v.shape`` with 1s in front) and layout ``lead``."""
+        """``v`` viewed as ONNX shape ``shape`` (``v.shape`` after leading 1s), layout ``lead``."""
         sample = shape[1:] if lead else shape
         if sample == v.sample:
             return _Dyn(v.key, shape, lead)
@@ -470,7 +472,11 @@ class _Converter:
                 self._unsupported(f"a constant right operand of rank {w.ndim}")
             x = self._layout(a, False) if len(a.shape) == 1 else a
             weight = self._tensor(_Const(w.T))
-            return [self._emit(M.Linear(self._name(), weight, None), [x], x.shape[:-1] + (w.shape[1],), x.lead)]
+            return [
+                self._emit(
+                    M.Linear(self._name(), weight, None), [x], x.shape[:-1] + (w.shape[1],), x.lead
+                )
+            ]
         w = a.array
         if w.ndim != 2 or len(b.shape) < 1:
             self._unsupported(f"a constant left operand of rank {w.ndim}")
@@ -523,7 +529,9 @@ class _Converter:
             pre_pad, begin = self._fpad(begin, end), (0,) * len(kernel)
         if ceil_mode and any(p > 0 for p in begin):
             self._unsupported("ceil_mode together with padding")
-        step = M.Pool(self._name(), kind, kernel, stride, tuple(begin), dilation, ceil_mode, include, pre_pad)
+        step = M.Pool(
+            self._name(), kind, kernel, stride, tuple(begin), dilation, ceil_mode, include, pre_pad
+        )
         return [self._emit(step, [x], None, True)]
 
     def global_pool(self, ins, attrs):
@@ -545,7 +553,9 @@ class _Converter:
             if any(isinstance(v, _Dyn) for v in ins[1:]):
                 self._unsupported("pads, constant_value and axes must be constants")
             pads = [int(p) for p in ins[1].array.reshape(-1)]
-            value = float(ins[2].array.reshape(-1)[0]) if len(ins) > 2 and ins[2] is not None else 0.0
+            value = (
+                float(ins[2].array.reshape(-1)[0]) if len(ins) > 2 and ins[2] is not None else 0.0
+            )
             axes = list(range(rank))
             if len(ins) > 3 and ins[3] is not None:
                 axes = [int(a) % rank for a in ins[3].array.reshape(-1)]

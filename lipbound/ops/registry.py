@@ -4,7 +4,8 @@ Every op kind lipbound can bound is listed here, with the module that holds its 
 Looking for the relaxation of an op? ``lipbound.ops.registry.REGISTRY["tanh"]`` names its class;
 affine ops live in ``ops/affine.py`` and ``ops/shape.py``, ReLU-like ones in ``ops/relu_like.py``,
 smooth activations in ``ops/smooth.py``, pooling in ``ops/pooling.py``, and the ops of Clarke
-Jacobian graphs (switches, products, |.|, squares) in ``ops/jacobian_ops.py``.
+Jacobian graphs in ``ops/jacobian_ops.py`` (switches, products, |.|, squares),
+``ops/transpose.py`` (transposed linear ops) and ``ops/pool_grad.py`` (max-pool derivative).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def kinds() -> list[str]:
     return sorted(REGISTRY)
 
 
+_LOADED: list[bool] = []
+
+
 def _load() -> None:
-    if not REGISTRY:
-        from lipbound.ops import affine, jacobian_ops, pooling, relu_like, shape, smooth  # noqa: F401
+    if not _LOADED:
+        _LOADED.append(True)
+        from lipbound.ops import (  # noqa: F401
+            affine, jacobian_ops, pool_grad, pooling, relu_like, shape, smooth, transpose)

@@ -73,12 +73,11 @@ def nodes_needing_bounds(graph: Graph) -> list[str]:
     return [n.name for n in graph.nodes if n.name in need]
 
 
-def ibp_pass(state: BoundState, upto: str | None = None) -> None:
-    """Interval bounds of every input-dependent node (intersected with known bounds)."""
-    g = state.graph
-    stop = g.position(upto) if upto is not None else len(g.nodes) - 1
-    for n in g.nodes[: stop + 1]:
-        if not state.dep[n.name]:
+def ibp_pass(state: BoundState, only_missing: bool = False) -> None:
+    """Interval bounds of every input-dependent node (intersected with known bounds);
+    ``only_missing`` skips nodes that already have bounds."""
+    for n in state.graph.nodes:
+        if not state.dep[n.name] or (only_missing and n.name in state.bounds):
             continue
         if n.op == INPUT:
             iv = state.domain.interval()

@@ -12,6 +12,8 @@ cover its rounding. Any other module raises ``UnsupportedModelError``.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from torch import nn
@@ -78,3 +80,21 @@ def naive_lipschitz(model: nn.Module) -> float:
         if isinstance(m, nn.Linear):
             prod *= _spectral_norm(m.weight)
     return prod
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _signature(model: nn.Module) -> tuple:
+    return tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in model.parameters())
+
+
+def cached_pair_lipschitz(model: nn.Module) -> np.ndarray:
+    """``naive_pair_lipschitz`` memoised per model (recomputed if any parameter changed)."""
+    sig = _signature(model)
+    hit = _CACHE.get(model)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    value = naive_pair_lipschitz(model)
+    _CACHE[model] = (sig, value)
+    return value
