@@ -12,9 +12,19 @@ from lipbound.errors import (
     UnsupportedOperationError,
 )
 
+from lipbound.api import OutputBounds, jacobian_bounds, local_lipschitz, output_bounds
+from lipbound.graph.trace import trace
+from lipbound.results import LipschitzResult
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "LipschitzResult",
+    "OutputBounds",
+    "jacobian_bounds",
+    "local_lipschitz",
+    "output_bounds",
+    "trace",
     "InputError",
     "LipboundError",
     "ModelModeError",

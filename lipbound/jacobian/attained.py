@@ -25,14 +25,24 @@ def _model64(model: nn.Module) -> tuple[nn.Module, torch.dtype]:
         return model, (param.dtype if param is not None else torch.float32)
 
 
-def _row_gradients(model: nn.Module, X: Tensor, C: Tensor) -> Tensor:
-    """Gradients of C_s . f at every point: X [N, *in] -> [S, N, *in]."""
-    X = X.detach().requires_grad_(True)
-    with torch.enable_grad():
-        y = model(X) @ C.t()  # [N, S]
-        grads = [torch.autograd.grad(y[:, s].sum(), X, retain_graph=s < C.shape[0] - 1)[0]
-                 for s in range(C.shape[0])]
-    return torch.stack(grads)
+def _row_gradients(model: nn.Module, X: Tensor, C: Tensor, chunk: int = 4096) -> Tensor:
+    """Gradients of C_s . f at every point: X [N, *in] -> [S, N, *in].
+
+    The S rows are stacked into the batch so that one backward pass gives all of them.
+    """
+    S, N = C.shape[0], X.shape[0]
+    out = []
+    for lo in range(0, N, max(1, chunk // S)):
+        Xc = X[lo:lo + max(1, chunk // S)].detach()
+        n = Xc.shape[0]
+        Xr = Xc.unsqueeze(0).expand(S, *Xc.shape).reshape(S * n, *Xc.shape[1:])
+        Xr = Xr.clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = model(Xr).reshape(S, n, -1)
+            obj = (y * C.unsqueeze(1)).sum()
+            g = torch.autograd.grad(obj, Xr)[0]
+        out.append(g.reshape(S, n, *Xc.shape[1:]))
+    return torch.cat(out, 1)
 
 
 def _candidates(domain: LpBall, n: int, gen: torch.Generator) -> Tensor:

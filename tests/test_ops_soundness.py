@@ -1,0 +1,246 @@
+"""Sampled soundness of every registered operator (hypothesis).
+
+For each op kind, random inputs inside random intervals must map inside the op's interval
+bounds and between its relaxation lines (default and random optimisable parameters); linear
+ops must have exact transposes. ``CASES`` must cover the whole registry: a new op without a
+case here fails ``test_every_registered_op_has_a_soundness_case``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lipbound.bounds.interval import Interval
+from lipbound.ops import registry
+from lipbound.ops.base import Relaxation
+
+DT = torch.float64
+TOL = 1e-9
+
+
+def _g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _t(g, *shape, scale=1.0):
+    return torch.randn(*shape, generator=g, dtype=DT) * scale
+
+
+# Each case: seed -> (params, list of per-sample input shapes)
+def _linear(g):
+    return {"weight": _t(g, 4, 5), "bias": _t(g, 4)}, [(5,)]
+
+
+def _conv(g):
+    groups = int(torch.randint(1, 3, (1,), generator=g))
+    return ({"weight": _t(g, 4, 4 // groups, 3, 3), "bias": _t(g, 4), "stride": 2, "padding": 1,
+             "dilation": 1, "groups": groups}, [(4, 7, 7)])
+
+
+def _conv1d(g):
+    return ({"weight": _t(g, 3, 2, 3), "bias": _t(g, 3), "stride": 1, "padding": 2,
+             "dilation": 2, "groups": 1}, [(2, 9)])
+
+
+def _conv_t(g):
+    return ({"weight": _t(g, 2, 3, 3, 3), "bias": _t(g, 3), "stride": 2, "padding": 1,
+             "output_padding": 1, "groups": 1, "dilation": 1}, [(2, 4, 4)])
+
+
+def _scale_shift(g):
+    return {"scale": _t(g, 3, 1, 1), "shift": _t(g, 3, 1, 1)}, [(3, 2, 2)]
+
+
+def _add(g):
+    return {"coeffs": (1.0, -0.5)}, [(6,), (6,)]
+
+
+def _reshape(g):
+    return {"shape": (3, 4)}, [(2, 6)]
+
+
+def _permute(g):
+    return {"dims": (2, 0, 1)}, [(2, 3, 4)]
+
+
+def _pad(g):
+    return {"pad": (1, 2, 0, 1)}, [(2, 3, 3)]
+
+
+def _avg_pool(g):
+    return ({"kernel_size": 2, "stride": 1, "padding": 1, "ceil_mode": False,
+             "count_include_pad": False, "divisor_override": None, "ndim": 2}, [(2, 4, 4)])
+
+
+def _slice(g):
+    return {"dim": 1, "start": 1, "end": 4, "step": 2}, [(2, 5)]
+
+
+def _concat(g):
+    return {"dim": 0}, [(2, 3), (1, 3)]
+
+
+def _identity(g):
+    return {}, [(5,)]
+
+
+def _transpose(g):
+    inner, shapes = _conv(g)
+    return ({"inner": "conv", "inner_params": inner, "index": 0, "in_shapes": tuple(shapes)},
+            [(4, 4, 4)])
+
+
+def _unary(shape=(7,)):
+    return lambda g: ({}, [shape])
+
+
+def _leaky(g):
+    return {"negative_slope": float(torch.rand(1, generator=g))}, [(7,)]
+
+
+def _max_pool(g):
+    return {"kernel_size": 3, "stride": 2, "padding": 1, "dilation": 1}, [(2, 5, 5)]
+
+
+def _max_pool_grad(g):
+    params, shapes = _max_pool(g)
+    return params, [shapes[0], (2, 3, 3)]
+
+
+def _binary(shape=(7,)):
+    return lambda g: ({}, [shape, shape])
+
+
+def _leaky_switch(g):
+    return {"negative_slope": float(torch.rand(1, generator=g))}, [(7,), (7,)]
+
+
+CASES = {
+    "linear": _linear, "conv": lambda g: _conv(g) if g.initial_seed() % 2 else _conv1d(g),
+    "conv_transpose": _conv_t, "scale_shift": _scale_shift, "add": _add,
+    "reshape": _reshape, "permute": _permute, "pad": _pad, "avg_pool": _avg_pool,
+    "slice": _slice, "concat": _concat, "identity": _identity, "transpose": _transpose,
+    "relu": _unary(), "leaky_relu": _leaky, "sigmoid": _unary(), "tanh": _unary(),
+    "gelu": _unary(), "silu": _unary(), "softplus": _unary(), "elu": _unary(),
+    "d_sigmoid": _unary(), "d_tanh": _unary(), "d_gelu": _unary(), "d_silu": _unary(),
+    "d_elu": _unary(), "max_pool": _max_pool, "max_pool_grad": _max_pool_grad,
+    "relu_switch": _binary(), "leaky_switch": _leaky_switch, "mul": _binary(),
+    "abs": _unary(), "square": _unary(),
+}
+
+
+def test_every_registered_op_has_a_soundness_case():
+    assert set(registry.kinds()) == set(CASES), (
+        "ops without a soundness case: " + ", ".join(sorted(set(registry.kinds()) - set(CASES))))
+
+
+def _random_intervals(g, shapes, B, scale):
+    ivals = []
+    for s in shapes:
+        c = _t(g, B, *s, scale=scale)
+        r = torch.rand(B, *s, generator=g, dtype=DT) * scale
+        # some degenerate (point) and sign-touching intervals
+        r = torch.where(torch.rand(B, *s, generator=g, dtype=DT) < 0.1, torch.zeros_like(r), r)
+        ivals.append(Interval(c - r, c + r))
+    return ivals
+
+
+def _sample(g, iv: Interval, n):
+    u = torch.rand(n, *iv.lower.shape, generator=g, dtype=DT)
+    u = torch.where(torch.rand(u.shape, generator=g, dtype=DT) < 0.2, u.round(), u)  # vertices
+    return iv.lower + u * (iv.upper - iv.lower)
+
+
+def _check_relaxation(rel: Relaxation, xs, y):
+    lo = rel.lower_bias
+    up = rel.upper_bias
+    for lw, uw, x in zip(rel.lower_slopes, rel.upper_slopes, xs):
+        if lw is not None:
+            lo = lo + lw * x
+        if uw is not None:
+            up = up + uw * x
+    slack = TOL * (1 + y.abs())
+    assert (y >= lo - slack).all(), f"lower line violated by {(lo - y).max():.3g}"
+    assert (y <= up + slack).all(), f"upper line violated by {(y - up).max():.3g}"
+
+
+@settings(max_examples=25, deadline=None)
+@given(kind=st.sampled_from(sorted(CASES)), seed=st.integers(0, 2**31 - 1),
+       scale=st.sampled_from([0.05, 1.0, 4.0]))
+def test_op_bounds_contain_sampled_outputs(kind, seed, scale):
+    g = _g(seed)
+    op = registry.get(kind)
+    params, shapes = CASES[kind](g)
+    B, n = 2, 64
+    ivals = _random_intervals(g, shapes, B, scale)
+    xs = [_sample(g, iv, n) for iv in ivals]
+    ys = torch.stack([op.apply(params, *[x[i] for x in xs]) for i in range(n)])
+    box = op.ibp(params, *ivals)
+    assert box.contains(ys, TOL), f"{kind}: IBP bounds violated"
+    if op.linear:
+        _check_transpose(op, params, shapes, g)
+        return
+    unsq = [Interval(v.lower.unsqueeze(1), v.upper.unsqueeze(1)) for v in ivals]
+    rels = [op.relax(params, *unsq)]
+    init = op.init_opt(params, *ivals)
+    if init:
+        rnd = {k: v + _t(g, *v.shape) for k, v in init.items()}
+        op.project_opt(params, rnd)
+        rels.append(op.relax(params, *unsq, opt={k: v.unsqueeze(1) for k, v in rnd.items()}))
+    for rel in rels:
+        if isinstance(rel, Relaxation):
+            _check_relaxation(rel, [x.unsqueeze(2) for x in xs], ys.unsqueeze(2))
+        else:  # non-elementwise ops: check the back-substituted bound of random A
+            _check_backward(op, params, rel, xs, ys, g)
+
+
+def _check_backward(op, params, rel, xs, ys, g):
+    n, B = ys.shape[:2]
+    S = 3
+    A = _t(g, B, S, *ys.shape[2:])
+    As, bias = op.crown_backward(params, A, rel)
+    val = torch.einsum("nbs,nbs->nbs", (A.unsqueeze(0) * ys.unsqueeze(2)).flatten(3).sum(-1),
+                       torch.ones(n, B, S, dtype=DT))
+    bound = bias.unsqueeze(0).expand(n, B, S).clone()
+    for Ai, x in zip(As, xs):
+        if Ai is not None:
+            bound = bound + (Ai.unsqueeze(0) * x.unsqueeze(2)).flatten(3).sum(-1)
+    assert (val <= bound + TOL * (1 + val.abs())).all()
+
+
+def _check_transpose(op, params, shapes, g):
+    xs = [_t(g, 3, *s) for s in shapes]
+    y = op.apply_linear(params, *xs)
+    A = _t(g, *y.shape)
+    lhs = (A * y).sum()
+    rhs = sum((a * x).sum() for a, x in zip(op.vjp(params, A, shapes), xs))
+    assert math.isclose(float(lhs), float(rhs), rel_tol=1e-9, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "gelu", "silu", "softplus", "elu",
+                                  "d_sigmoid", "d_tanh", "d_gelu", "d_silu"])
+def test_smooth_relaxation_is_sound_for_any_slope(kind):
+    """Any slope gives valid lines: dense grid check with extreme slopes and intervals."""
+    op = registry.get(kind)
+    l = torch.tensor([-8.0, -3.0, -1.0, 0.2, -0.5, 2.0], dtype=DT)
+    u = torch.tensor([8.0, -0.5, 3.0, 0.3, 0.5, 9.0], dtype=DT)
+    grid = l.unsqueeze(0) + torch.linspace(0, 1, 20001, dtype=DT).unsqueeze(1) * (u - l)
+    y = op.apply({}, grid)
+    for k in [-2.0, -0.3, 0.0, 0.1, 0.25, 1.0, 3.0]:
+        opt = {"k_lower": torch.full_like(l, k), "k_upper": torch.full_like(l, k)}
+        rel = op.relax({}, Interval(l, u), opt=opt)
+        _check_relaxation(rel, [grid], y)
+    assert op.ibp({}, Interval(l, u)).contains(y, TOL)
+
+
+def test_smooth_lipschitz_constants_bound_the_derivative():
+    from lipbound.ops.smooth import ACTIVATIONS, DERIVATIVES
+
+    x = torch.linspace(-30, 30, 600001, dtype=DT)
+    for fn in [*ACTIVATIONS.values(), *DERIVATIVES.values()]:
+        assert fn.df(x).abs().max() <= fn.lipschitz, fn.name
