@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,7 +15,7 @@ def mlp(sizes=(4, 8, 8, 3), act: type[nn.Module] | nn.Module = nn.ReLU, seed=0) 
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(act if isinstance(act, nn.Module) else act())
+            layers.append(copy.deepcopy(act) if isinstance(act, nn.Module) else act())
     return nn.Sequential(*layers).eval()
 
 
