@@ -1,5 +1,7 @@
 """lipbound: certified local Lipschitz constants, output bounds and smoothing certificates."""
 
+from lipbound import models
+from lipbound.api import OutputBounds, jacobian_bounds, local_lipschitz, output_bounds
 from lipbound.errors import (
     InputError,
     LipboundError,
@@ -11,8 +13,6 @@ from lipbound.errors import (
     UnsupportedNormError,
     UnsupportedOperationError,
 )
-
-from lipbound.api import OutputBounds, jacobian_bounds, local_lipschitz, output_bounds
 from lipbound.graph.trace import trace
 from lipbound.results import LipschitzResult
 
@@ -23,6 +23,7 @@ __all__ = [
     "OutputBounds",
     "jacobian_bounds",
     "local_lipschitz",
+    "models",
     "output_bounds",
     "trace",
     "InputError",

@@ -33,7 +33,8 @@ class Interval:
 
     def intersect(self, other: Interval) -> Interval:
         """Both intervals are sound, so their intersection is too."""
-        return Interval(torch.maximum(self.lower, other.lower), torch.minimum(self.upper, other.upper))
+        return Interval(torch.maximum(self.lower, other.lower),
+                        torch.minimum(self.upper, other.upper))
 
     def abs_max(self) -> Tensor:
         """max(|lower|, |upper|), the bound on |v|."""

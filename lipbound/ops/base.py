@@ -75,7 +75,8 @@ class LinearOp(Op):
         off = self.offset(params)
         return y if off is None else y + off
 
-    def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]) -> tuple[Tensor, ...]:
+    def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]
+            ) -> tuple[Tensor, ...]:
         """Transpose: for A [N, *out], the tensors L_i^T A of shapes [N, *in_i].
 
         Default: reverse-mode autodiff of the linear part (exact because L is linear); keeps

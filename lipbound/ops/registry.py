@@ -45,4 +45,12 @@ def _load() -> None:
     if not _LOADED:
         _LOADED.append(True)
         from lipbound.ops import (  # noqa: F401
-            affine, jacobian_ops, pool_grad, pooling, relu_like, shape, smooth, transpose)
+            affine,
+            jacobian_ops,
+            pool_grad,
+            pooling,
+            relu_like,
+            shape,
+            smooth,
+            transpose,
+        )
