@@ -332,21 +332,22 @@ class _Converter:
 
     def _layout(self, v: _Dyn, lead: bool) -> _Dyn:
         """The same ONNX tensor, held with (``lead``) or without the batch in place of axis 0."""
-        if v.lead == lead:
-            return v
-        if lead and (not v.shape or v.shape[0] != 1):
-            self._unsupported(
-                f"an operand of ONNX shape {list(v.shape)} would need batch axis 0 of size 1"
-            )
-        target = v.shape[1:] if lead else v.shape
-        return self._emit(M.Reshape(self._name(), target), [v], v.shape, lead)
+        return self._reshape(v, v.shape, lead)
 
-    def _reshape(self, v: _Dyn, shape: Sequence[int]) -> _Dyn:
-        """Per-sample reshape to the ONNX shape ``shape`` (a leading 1 becomes the batch axis)."""
+    def _reshape(self, v: _Dyn, shape: Sequence[int], lead: bool | None = None) -> _Dyn:
+        """Per-sample reshape to the ONNX shape ``shape``, held with layout ``lead``.
+
+        By default a leading 1 (of a shape with two or more axes) becomes the batch axis.
+        """
         shape = tuple(int(s) for s in shape)
         if math.prod(shape) != math.prod(v.shape):
             raise InputError(f"{self.node_where}: cannot reshape {list(v.shape)} to {list(shape)}")
-        lead = len(shape) >= 2 and shape[0] == 1
+        if lead is None:
+            lead = len(shape) >= 2 and shape[0] == 1
+        elif lead and (not shape or shape[0] != 1):
+            self._unsupported(
+                f"an operand of ONNX shape {list(shape)} would need batch axis 0 of size 1"
+            )
         sample = shape[1:] if lead else shape
         if sample == v.sample:
             return _Dyn(v.key, shape, lead)
@@ -414,7 +415,7 @@ class _Converter:
         for v in ins:
             if isinstance(v, _Dyn):
                 padded = (1,) * (len(out) - len(v.shape)) + v.shape
-                v = self._reshape_exact(v, padded, lead)
+                v = self._reshape(v, padded, lead)
                 dyn.append(v)
         if len(dyn) == 2:
             step = M.Binary(self._name(), op)
@@ -423,13 +424,6 @@ class _Converter:
             const = ins[0] if const_first else ins[1]
             step = M.Binary(self._name(), op, self._tensor(const), const_first)
         return [self._emit(step, dyn, out, lead)]
-
-    def _reshape_exact(self, v: _Dyn, shape: tuple, lead: bool) -> _Dyn:
-        """``v`` viewed as ONNX shape ``shape`` (``v.shape`` after leading 1s), layout ``lead``."""
-        sample = shape[1:] if lead else shape
-        if sample == v.sample:
-            return _Dyn(v.key, shape, lead)
-        return self._emit(M.Reshape(self._name(), sample), [v], shape, lead)
 
     def gemm(self, ins, attrs):
         a, b = ins[0], ins[1]

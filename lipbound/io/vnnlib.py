@@ -327,6 +327,17 @@ class _Reader:
             raise self.error(e.line, "expected '(operator ...)'")
         return e.items[0].text, e.items[1:]
 
+    def conjoin(self, forms: list[tuple[list[list], int]]) -> tuple[list, list[list]]:
+        """The conjunction of DNFs (each with its line) as (common atoms, DNF of the rest)."""
+        common: list = []  # atoms of the single-disjunct DNFs, shared by every disjunct
+        rest: list[list] = [[]]
+        for form, line in forms:
+            if len(form) == 1:
+                common.extend(form[0])
+            else:
+                rest = _cross(rest, form, self, line)
+        return common, rest
+
     # formulas -> DNF: a list of conjunctions, each a list of atoms (coeffs, const, line)
     # meaning sum coeffs * var + const <= 0
     def dnf(self, e) -> list[list]:
@@ -334,10 +345,8 @@ class _Reader:
             raise self.error(e.line, f"expected a formula, got {e.text!r}")
         head, args = self.head(e)
         if head == "and":
-            out: list[list] = [[]]
-            for a in args:
-                out = _cross(out, self.dnf(a), self, e.line)
-            return out
+            common, rest = self.conjoin([(self.dnf(a), e.line) for a in args])
+            return [common + extra for extra in rest]
         if head == "or":
             if not args:
                 raise self.error(e.line, "empty 'or'")
@@ -375,8 +384,6 @@ def _lin_sum(parts, weights):
 def _cross(a: list[list], b: list[list], reader: _Reader, line: int) -> list[list]:
     if len(a) * len(b) > MAX_DISJUNCTS:
         raise reader.error(line, f"the normal form has more than {MAX_DISJUNCTS} disjuncts")
-    if len(a) == 1:
-        return [a[0] + y for y in b]
     return [x + y for x in a for y in b]
 
 
@@ -416,9 +423,7 @@ def parse_vnnlib(
     """:func:`read_vnnlib` on a string (``source`` names it in messages)."""
     reader = _Reader(source)
     top, comments = reader.parse(text)
-    common: list = []  # atoms of asserts that are plain conjunctions
-    branching: list[list[list]] = []  # DNFs of asserts with several disjuncts
-    assert_lines: list[int] = []
+    asserts = []
     for e in top:
         head, args = reader.head(e)
         if head == "declare-const":
@@ -426,26 +431,18 @@ def parse_vnnlib(
         elif head == "assert":
             if len(args) != 1:
                 raise reader.error(e.line, "'assert' takes one formula")
-            form = reader.dnf(args[0])
-            if len(form) == 1:
-                common.extend(form[0])
-            else:
-                branching.append(form)
-                assert_lines.append(e.line)
+            asserts.append((reader.dnf(args[0]), e.line))
         elif head in ("check-sat", "get-model", "exit", "set-logic", "set-info", "set-option"):
             continue
         else:
             raise reader.error(e.line, f"unknown command {head!r}")
+    common, combos = reader.conjoin(asserts)
 
     n, k = (_count(reader, kind) for kind in ("X", "Y"))
     if num_inputs is not None and n != num_inputs:
         raise ShapeError(f"{source}: declares {n} inputs X_i, the network has {num_inputs}")
     if num_outputs is not None and k != num_outputs:
         raise ShapeError(f"{source}: declares {k} outputs Y_j, the network has {num_outputs}")
-
-    combos: list[list] = [[]]
-    for form, line in zip(branching, assert_lines):
-        combos = _cross(combos, form, reader, line)
 
     base = _Split(reader, n, k)
     base.add(common)
