@@ -250,10 +250,13 @@ def stability(bounds) -> list[np.ndarray]:
 
 
 def backward_bounds(mlp: MLP, status, c: np.ndarray):
-    """Interval bounds on the backward variables a_i (the gradient of c.f w.r.t. h_i), for
-    i = L-1 (exact: W_L^T c) down to a_0 (the input gradient).  Returns a list indexed by
-    hidden layer i = 0..L-2 of (la, ua) for a_{i+1} in the docstring numbering, i.e. the vector
-    multiplied by the derivative of hidden layer i, followed by the bounds on a_0."""
+    """Interval bounds on the backward (gradient) variables.
+
+    With 0-based hidden layers j = 0..L-2, ``per_layer[j]`` bounds the vector a that the derivative
+    of hidden layer j multiplies (the gradient of c . f w.r.t. that layer's output; exact
+    W_L^T c for the last hidden layer); the second value bounds the input gradient a_0.
+    Derivatives: 1 for stable active neurons, k for stable inactive ones, {k, 1} for unstable
+    ones.  Returns (per_layer, (la0, ua0))."""
     a = mlp.weights[-1].T @ c
     la, ua = a.copy(), a.copy()
     per_layer = [None] * mlp.num_hidden_layers

@@ -20,8 +20,8 @@ on the rounding of forming M and of the symmetric eigensolver,
 
     ||df||^2 <= rho ||dx||^2 + max(lam + err, 0) ||dv||^2 <= (rho + max(lam + err, 0) C) ||dx||^2,
 
-C = 1 + sum_i K_i^2 with K_i the naive Lipschitz bound of x -> h_i.  ``certified`` is the square root
-of the minimum of that convex function of rho (golden-section search); it is sound whatever SCS
+C = 1 + sum_i K_i^2 with K_i the naive Lipschitz bound of x -> h_i.  ``certified`` is the square
+root of the minimum of that convex function of rho (golden-section search); it is sound whatever SCS
 returned.
 """
 

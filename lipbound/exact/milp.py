@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import cvxpy as cp
 import numpy as np
@@ -87,6 +88,33 @@ def _objective_plan(q: float, la0: np.ndarray, ua0: np.ndarray, lower0: float):
     return {"pairs": pairs, "n_binaries": 0 if len(pairs) == 1 else len(pairs)}
 
 
+def _sampled_start(mlp, ball, cvec, q, n: int):
+    """Best gradient norm among clip(x0) and n deterministic samples of B (box corners and
+    interior points for p = inf; vertices and surface points for p = 1), each point with the
+    pattern autograd uses there (consistent with it by construction)."""
+    X = np.clip(ball.x0, ball.lo, ball.hi)[None, :]
+    if n > 0 and ball.eps > 0:
+        rng = np.random.default_rng(0)
+        d = ball.n
+        if ball.p == math.inf:
+            U = rng.uniform(-1, 1, (n, d))
+            U[1::2] = np.sign(U[1::2])
+        else:  # l1 ball
+            U = rng.exponential(1.0, (n, d)) * rng.choice([-1.0, 1.0], (n, d))
+            U[1::2] = 0.0
+            m = U[1::2].shape[0]
+            U[1::2][np.arange(m), rng.integers(d, size=m)] = rng.choice([-1.0, 1.0], m)
+            U /= np.maximum(np.sum(np.abs(U), axis=1, keepdims=True), 1e-300)
+            U *= 1 - 1e-12  # stay inside the ball despite rounding
+        P = np.clip(ball.x0 + ball.eps * U, ball.box_lo, ball.box_hi)
+        ok = np.linalg.norm(P - ball.x0, ord=ball.p, axis=1) <= ball.eps
+        X = np.vstack([X, P[ok]])
+    norms = np.linalg.norm(mlp.gradients_batch(X, cvec), ord=q, axis=1)
+    x = X[int(np.argmax(norms))]
+    pat = mlp.pattern_at(x)
+    return x, pat, vec_norm(mlp.gradient_for_pattern(pat, cvec), q)
+
+
 def milp_local_lipschitz(
     mlp,
     x0,
@@ -99,6 +127,7 @@ def milp_local_lipschitz(
     max_binaries: int = DEFAULT_MAX_BINARIES,
     *,
     rel_gap: float = 1e-7,
+    n_start: int = 4096,
     threads: int | None = None,
     verbose: bool = False,
 ) -> ExactResult:
@@ -112,12 +141,15 @@ def milp_local_lipschitz(
         timeout: HiGHS time limit in seconds (None: none; <= 0: InputError).
         max_binaries: refuse (ProblemTooLargeError) above this many binaries.
         rel_gap: HiGHS' relative MIP gap for "optimal" (upper - lower <= rel_gap * upper).
+        n_start: points of B sampled (deterministically) for a first attained lower bound.
     """
     t_start = time.perf_counter()
     mlp = as_mlp(mlp)
     tlimit = _check_timeout(timeout)
     if not isinstance(max_binaries, (int, np.integer)) or max_binaries < 0:
         raise InputError(f"max_binaries must be a non-negative integer, got {max_binaries!r}")
+    if not (isinstance(rel_gap, (int, float)) and 0 <= rel_gap < 1):
+        raise InputError(f"rel_gap must be in [0, 1), got {rel_gap!r}")
     ball = make_ball(mlp, x0, eps, p, data_range)
     if ball.p == 2.0:
         raise UnsupportedNormError(
@@ -134,14 +166,9 @@ def milp_local_lipschitz(
     n_in = mlp.in_features
     lp = RegionLP(ball)
 
-    # a first attained value: the gradient at the point of B nearest x0
-    x_start = np.clip(ball.x0, ball.lo, ball.hi)
-    pat_start = tuple(
-        np.where(s == UNSTABLE, z > 0, s == ACTIVE)
-        for s, z in zip(status, mlp.preactivations(x_start))
-    )
-    best_lower = vec_norm(mlp.gradient_for_pattern(pat_start, cvec), q)
-    best_x, best_pat = x_start, pat_start
+    # a first attained value: the best gradient at the point of B nearest x0 and at a few
+    # deterministic samples of B (each point with its own pattern, which is consistent)
+    best_x, best_pat, best_lower = _sampled_start(mlp, ball, cvec, q, n_start)
 
     unstable_idx = [np.flatnonzero(s == UNSTABLE) for s in status]
     n_unstable = int(sum(i.size for i in unstable_idx))
@@ -260,7 +287,10 @@ def milp_local_lipschitz(
         opts["threads"] = int(threads)
     t_solve = time.perf_counter()
     try:
-        prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
+        with warnings.catch_warnings():
+            # cvxpy warns "Solution may be inaccurate" on a time limit; the status says it
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
     except cp.error.SolverError as e:
         raise SolverError(f"HiGHS failed on the Lipschitz MILP: {e}") from e
     solve_seconds = time.perf_counter() - t_solve
@@ -298,7 +328,7 @@ def milp_local_lipschitz(
     upper = min(dual_upper, interval_upper)
 
     # ------------------------------------------------------------------ attained lower bound
-    witness_info = {"source": "x0"}
+    witness_info = {"source": "sampled start"}
     if x.value is not None and primal is not None:
         xv = np.asarray(x.value, dtype=np.float64)
         pat = []
@@ -322,7 +352,7 @@ def milp_local_lipschitz(
         if val > best_lower:
             best_lower, best_x, best_pat = val, cand_x, cand_pat
         else:
-            witness_info = {"source": "x0"}
+            witness_info = {"source": "sampled start"}
     lower = best_lower
     if upper < lower:  # solver tolerances: the attained value is the truth
         upper = lower

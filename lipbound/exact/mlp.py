@@ -67,7 +67,8 @@ class MLP:
                 raise ShapeError(f"layer {i}: weight {w.shape} and bias {b.shape} do not match")
             if i > 0 and w.shape[1] != ws[i - 1].shape[0]:
                 raise ShapeError(
-                    f"layer {i} expects {w.shape[1]} inputs, layer {i - 1} gives {ws[i - 1].shape[0]}"
+                    f"layer {i} expects {w.shape[1]} inputs, layer {i - 1} gives "
+                    f"{ws[i - 1].shape[0]}"
                 )
             if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
                 raise UnsupportedModelError(f"layer {i} has non-finite weights or biases")
@@ -248,6 +249,22 @@ class MLP:
             a = w.T @ (d * a)
         return a
 
+    def gradients_batch(self, X: np.ndarray, c=None) -> np.ndarray:
+        """Chain-rule gradients of c . f at the rows of X ([B, n] -> [B, n]), with the pattern
+        autograd uses (ties inactive)."""
+        c = self.spec_row(c)
+        H = np.asarray(X, dtype=np.float64).reshape(-1, self.in_features)
+        slopes = []
+        for w, b, k in zip(self.weights[:-1], self.biases[:-1], self.negative_slopes):
+            Z = H @ w.T + b
+            D = np.where(Z > 0, 1.0, k)
+            slopes.append(D)
+            H = D * Z
+        A = np.broadcast_to(self.weights[-1].T @ c, (H.shape[0], H.shape[1]))
+        for w, D in zip(reversed(self.weights[:-1]), reversed(slopes)):
+            A = (D * A) @ w
+        return A
+
     # ------------------------------------------------------------------ evaluation
     def forward(self, x) -> torch.Tensor:
         """f(x) in float64: x of shape [n] gives [K]; [B, n] or [B, *in] gives [B, K]."""
@@ -257,7 +274,7 @@ class MLP:
         if h.shape[1] != self.in_features:
             raise ShapeError(f"input rows have {h.shape[1]} elements, expected {self.in_features}")
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = h @ torch.from_numpy(w).T + torch.from_numpy(b)
+            h = h @ torch.from_numpy(w.copy()).T + torch.from_numpy(b.copy())
             if i < self.num_hidden_layers:
                 h = torch.nn.functional.leaky_relu(h, self.negative_slopes[i])
         return h[0] if single else h
@@ -280,8 +297,8 @@ class MLP:
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             lin = nn.Linear(w.shape[1], w.shape[0]).to(torch.float64)
             with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(b))
+                lin.weight.copy_(torch.from_numpy(w.copy()))
+                lin.bias.copy_(torch.from_numpy(b.copy()))
             mods.append(lin)
             if i < self.num_hidden_layers:
                 k = self.negative_slopes[i]

@@ -36,7 +36,7 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ExactResult:
     """Exact (or bracketed, on timeout) chain-rule local Lipschitz constant of one spec row.
 
@@ -87,7 +87,7 @@ class ExactResult:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LipSDPResult:
     """Global l2 Lipschitz bounds of x -> f(x) (or x -> c . f(x)).
 

@@ -125,7 +125,8 @@ class LocalLipschitzRadius(LocalRadius):
     """
 
     name = "local-lipschitz"
-    budget = 500
+    budget = 200
+    selection_budget = 20
 
     def __init__(self, eps: float | None = None, method: str = "crown", factor: float = 4.0):
         self.eps, self.method, self.factor = eps, method, factor
@@ -164,14 +165,21 @@ class LocalLipschitzRadius(LocalRadius):
 
 
 class OutputBoundsRadius(LocalRadius):
-    """Largest ``eps`` (bisection, ``steps`` halvings of ``[0, eps_max]``) at which
-    ``lipbound.output_bounds`` proves ``f_label - f_j > 0`` on the l2 ball for every j."""
+    """Largest ``eps`` found by bisection at which ``lipbound.output_bounds`` (CROWN by default)
+    proves ``f_label - f_j > 0`` on the l2 ball for every j.
+
+    The search starts from the global-Lipschitz radius when the naive product applies (already
+    certified, no bound call) and bisects ``steps`` times in ``[lo, growth * lo]`` (or
+    ``[0, eps_max]``). With ``target`` it makes a single call at ``eps = target``.
+    """
 
     name = "output-bounds"
     budget = 200
+    selection_budget = 20
 
-    def __init__(self, eps_max: float = 2.0, steps: int = 10, method: str = "crown") -> None:
-        self.eps_max, self.steps, self.method = eps_max, steps, method
+    def __init__(self, eps_max: float = 2.0, steps: int = 6, growth: float = 4.0,
+                 method: str = "crown") -> None:
+        self.eps_max, self.steps, self.growth, self.method = eps_max, steps, growth, method
 
     def describe(self) -> dict:
         return {"radius_fn": self.name, "eps_max": self.eps_max, "steps": self.steps,
@@ -185,18 +193,29 @@ class OutputBoundsRadius(LocalRadius):
         if logits is None:
             with torch.no_grad():
                 logits = model(points)
-        spec = margin_spec(label, logits.shape[1], dtype=points.dtype)
+        spec = margin_spec(label, logits.shape[1], dtype=points.dtype).to(points.device)
+        try:
+            start = GlobalLipschitzRadius().radii(model, points, label, logits=logits)
+        except UnsupportedModelError:
+            start = torch.zeros(points.shape[0], dtype=torch.float64)
 
         def proved(p, eps):
             lo, _ = output_bounds(model, p, eps, norm=2, spec=spec, method=self.method)
             return bool((torch.as_tensor(lo) > 0).all())
 
         out = torch.full((points.shape[0],), -1.0, dtype=torch.float64)
+        margins = _margins(logits, label).min(dim=1).values.cpu()
         for i in range(points.shape[0]):
-            if target is not None:
-                out[i] = float(target) if proved(points[i], float(target)) else 0.0
+            if float(margins[i]) <= 0:
                 continue
-            lo, hi = 0.0, self.eps_max
+            lo = max(float(start[i]), 0.0)
+            if target is not None:
+                if lo >= target:
+                    out[i] = lo
+                else:
+                    out[i] = float(target) if proved(points[i], float(target)) else lo
+                continue
+            hi = self.growth * lo if lo > 0 else self.eps_max
             if proved(points[i], hi):
                 out[i] = hi
                 continue
@@ -210,10 +229,33 @@ class OutputBoundsRadius(LocalRadius):
         return out
 
 
+RADIUS_FNS = {
+    "global-lipschitz": GlobalLipschitzRadius,
+    "local-lipschitz": LocalLipschitzRadius,
+    "output-bounds": OutputBoundsRadius,
+}
+
+
 def default_radius_fn(model) -> LocalRadius:
-    """``LocalLipschitzRadius`` when ``lipbound.local_lipschitz`` exists, else the global one."""
+    """``OutputBoundsRadius`` (lipbound's CROWN output bounds) when ``lipbound.output_bounds``
+    is importable, else ``GlobalLipschitzRadius``."""
     try:
-        from lipbound import local_lipschitz  # noqa: F401
+        from lipbound import output_bounds  # noqa: F401
     except ImportError:
         return GlobalLipschitzRadius()
-    return LocalLipschitzRadius()
+    return OutputBoundsRadius()
+
+
+def resolve_radius_fn(spec, model) -> LocalRadius:
+    """A radius function from ``None``/``"auto"`` (default), a name of ``RADIUS_FNS``, a
+    ``LocalRadius`` or a plain callable."""
+    if spec is None or spec == "auto":
+        return default_radius_fn(model)
+    if isinstance(spec, str):
+        if spec not in RADIUS_FNS:
+            raise InputError(
+                f"unknown radius function {spec!r}; choose from auto, {', '.join(RADIUS_FNS)} "
+                "or pass a callable"
+            )
+        return RADIUS_FNS[spec]()
+    return as_radius_fn(spec)

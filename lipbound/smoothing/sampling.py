@@ -2,8 +2,7 @@
 
 Reproducibility contract. Sample ``i`` of a stream (selection, estimation, prediction) gets
 its noise from the chunk ``i // chunk`` of that stream, and each chunk is drawn from its own
-``torch.Generator`` whose seed is derived from ``(seed, stream, chunk index)`` with NumPy's
-``SeedSequence``. The noise of a sample therefore depends on the seed, the stream, the number
+``torch.Generator`` whose seed is derived from ``(seed, stream, chunk index)`` (``chunk_seed``)
 of samples and the device, never on ``batch_size``; integer statistics (class counts) and
 float sums (accumulated per fixed-size chunk in a fixed order, see ``ChunkedSum``) are then
 identical for every batch size, provided the model gives the same output for a sample
@@ -27,7 +26,11 @@ from lipbound.errors import InputError, ShapeError
 STREAM_SELECT = 0
 STREAM_ESTIMATE = 1
 STREAM_PREDICT = 2
-STREAM_NAMES = {STREAM_SELECT: "selection", STREAM_ESTIMATE: "estimation", STREAM_PREDICT: "prediction"}
+STREAM_NAMES = {
+    STREAM_SELECT: "selection",
+    STREAM_ESTIMATE: "estimation",
+    STREAM_PREDICT: "prediction",
+}
 
 DEFAULT_CHUNK = 1000
 SUM_CHUNK = 1000
@@ -49,10 +52,27 @@ def resolve_seed(seed: int | torch.Generator | None) -> int:
     raise InputError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 def chunk_seed(base: int, stream: int, chunk: int) -> int:
-    """63-bit seed of one noise chunk, a hash of ``(base, stream, chunk)``."""
-    words = np.random.SeedSequence([base, stream, chunk]).generate_state(2, np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
+    """Seed of one noise chunk. torch's CPU generator keeps only the low 32 bits of a seed, so
+    those are ``hash(base) + stream * 2^24 + chunk (mod 2^32)``: distinct for every chunk of one
+    certification (up to 2^24 chunks a stream); the high bits (used by CUDA's Philox) hash
+    ``(base, stream)``."""
+    if not 0 <= chunk < 1 << 24:
+        raise ValueError("too many noise chunks (at most 2^24 per stream)")
+    h = _splitmix64(base & _MASK64)
+    low = (h + (stream << 24) + chunk) & 0xFFFFFFFF
+    high = _splitmix64(h ^ (stream + 1)) & 0x7FFFFFFF
+    return (high << 32) | low
 
 
 class NoiseStream:
@@ -94,7 +114,7 @@ class NoiseStream:
         k0, k1 = start // self.chunk, (stop - 1) // self.chunk
         if k0 == k1:
             off = k0 * self.chunk
-            return self._chunk(k0)[start - off : stop - off].mul(self.sigma).add_(self.x)
+            return torch.add(self.x, self._chunk(k0)[start - off : stop - off], alpha=self.sigma)
         out = torch.empty((stop - start, *self.x.shape), device=self.x.device, dtype=self.x.dtype)
         pos = start
         while pos < stop:
@@ -104,7 +124,8 @@ class NoiseStream:
             hi = min(stop, off + eps.shape[0])
             out[pos - start : hi - start] = eps[pos - off : hi - off]
             pos = hi
-        return out.mul_(self.sigma).add_(self.x)
+        # the same operation as the one-chunk path, so that the values are bit-identical
+        return torch.add(self.x, out, alpha=self.sigma, out=out)
 
 
 @dataclasses.dataclass
@@ -122,6 +143,8 @@ class Evaluator:
                 f"{what} returned outputs of shape {shape} on a batch of noisy inputs; expected "
                 f"[batch, {self.num_classes}] (num_classes={self.num_classes})"
             )
+        if bool(torch.isfinite(out.sum())):  # fast path: any NaN/inf makes the sum non-finite
+            return out
         finite = torch.isfinite(out).all(dim=1)
         if not bool(finite.all()):
             bad = int((~finite).sum())

@@ -62,7 +62,7 @@ def apply_map(name: str, logits: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def lipschitz_factor(name: str, t: float, num_classes: int) -> float:
-    """Factor ``c`` turning logit-difference constants into soft-output constants (see module doc)."""
+    """Factor ``c`` turning logit-difference constants into soft-output constants (module doc)."""
     if name == "softmax":
         return t / 4.0
     if name == "sparsemax":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipbound.smoothing.bounds import clopper_pearson_lower, norm_ppf
+from lipbound.smoothing.bounds import binomial_pvalue, clopper_pearson_lower, norm_ppf
 from lipbound.smoothing.certificates.base import (
     Certificate,
     Certification,
@@ -34,6 +34,19 @@ def predicted_cohen_radius(frac: float, n: int, alpha: float, sigma: float) -> f
     """Radius expected with ``n`` samples if the vote share were ``frac`` (for planning)."""
     k = int(np.clip(np.floor(frac * n), 0, n))
     return cohen_radius(k, n, alpha, sigma)[1]
+
+
+def predict_from_counts(counts, alpha: float) -> int:
+    """Cohen et al.'s PREDICT decision: the top class, or -1 unless the two-sided binomial test
+    of the top two counts ``n_A`` vs ``n_B`` (``n_A + n_B`` trials, p = 1/2) has p <= alpha.
+    Ties between counts go to the lower class index."""
+    counts = np.asarray(counts)
+    order = np.argsort(-counts, kind="stable")
+    top, second = int(order[0]), int(order[1])
+    n_a, n_b = int(counts[top]), int(counts[second])
+    if binomial_pvalue(n_a, n_a + n_b) > alpha:
+        return -1
+    return top
 
 
 class Cohen(Certificate):

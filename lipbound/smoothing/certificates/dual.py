@@ -4,8 +4,8 @@ The input is split into two sub-images made of disjoint sets of pixels (half res
 ``checkerboard`` takes pixels ``(i, 2j + i mod 2)`` for the left image and the others for the
 right one; ``columns`` takes even and odd columns). Gaussian noise on the input restricts to
 independent ``N(0, sigma^2 I)`` noise on each sub-image, and a perturbation ``delta`` splits into
-``delta_l``, ``delta_r`` with ``||delta_l||^2 + ||delta_r||^2 <= ||delta||^2``. Each half has its own
-base classifier and smoothed vote share; the DRS classifier predicts
+``delta_l``, ``delta_r`` with ``||delta_l||^2 + ||delta_r||^2 <= ||delta||^2``. Each half has its
+own base classifier and smoothed vote share; the DRS classifier predicts
 ``argmax_c p_{l,c} + p_{r,c}``. Class A keeps winning while ``p_{l,A} + p_{r,A} > 1``, i.e. while
 ``Phi^-1(p_{l,A}) + Phi^-1(p_{r,A}) > 0``; each term drops by at most ``||delta_side|| / sigma``
 and ``||delta_l|| + ||delta_r|| <= sqrt(2) ||delta||``, so
@@ -126,7 +126,9 @@ class DualPair:
         return self
 
 
-def dual_radius(k_l: int, k_r: int, n: int, alpha: float, sigma: float) -> tuple[float, float, float]:
+def dual_radius(
+    k_l: int, k_r: int, n: int, alpha: float, sigma: float
+) -> tuple[float, float, float]:
     """``(p_l, p_r, radius)`` with each bound at ``alpha / 2``; radius <= 0 means abstain."""
     p_l = clopper_pearson_lower(k_l, n, alpha / 2)
     p_r = clopper_pearson_lower(k_r, n, alpha / 2)

@@ -15,7 +15,9 @@ Where the constant comes from (``lipschitz_constant``):
   norms (``lipschitz_constants.naive_pair_lipschitz``; ``nn.Sequential`` of Linear/ReLU/Flatten
   only, else ``UnsupportedModelError``). Each soft coordinate then gets
   ``L_c = factor(map, t) * max_j L_cj`` with factor ``t/4`` (softmax) or ``t (K-1)/K``
-  (sparsemax); see ``simplex.py`` for the proofs.
+  (sparsemax); see ``simplex.py`` for the proofs. The default grid also holds hardmax (no
+  Lipschitz constant: plain LVM with Clopper–Pearson bounds), so the selection on the n0
+  samples can fall back to it; ``details["lipschitz"]`` is ``inf`` when it does.
 * ``of="soft-outputs"``: the number bounds the l2 Lipschitz constant of each coordinate of the
   soft outputs themselves, for a single fixed (map, t); the default map is then ``identity``
   (the model already outputs probabilities).
@@ -39,7 +41,7 @@ class Lipschitz(SoftCertificate):
     """Soft smoothed classifier certified with a global Lipschitz constant of the base."""
 
     name = "lipschitz"
-    allowed_maps = ("softmax", "sparsemax", "identity")
+    allowed_maps = ("softmax", "sparsemax", "hardmax", "identity")
 
     def __init__(
         self,
@@ -55,7 +57,9 @@ class Lipschitz(SoftCertificate):
                 f"lipschitz: of must be 'logit-differences' or 'soft-outputs', got {of!r}"
             )
         if maps is None:
-            maps = ("softmax", "sparsemax") if of == "logit-differences" else ("identity",)
+            maps = (
+                ("softmax", "sparsemax", "hardmax") if of == "logit-differences" else ("identity",)
+            )
         super().__init__(maps=maps, temperatures=temperatures, selection=selection, grid=grid)
         if of == "soft-outputs" and len(self.grid) != 1:
             raise InputError(
@@ -104,8 +108,10 @@ class Lipschitz(SoftCertificate):
         assert self._pairs is not None
         if self.of == "soft-outputs":
             return self._pairs[:, 0] if ctx.num_classes > 1 else self._pairs[0]
-        per_class = self._pairs.max(axis=1)
-        return lipschitz_factor(map_name, t, ctx.num_classes) * per_class
+        factor = lipschitz_factor(map_name, t, ctx.num_classes)
+        if math.isinf(factor):  # hardmax: no Lipschitz constant
+            return np.full(ctx.num_classes, np.inf)
+        return factor * self._pairs.max(axis=1)
 
     def describe(self) -> dict:
         return {"of": self.of, "grid": [list(c) for c in self.grid], "selection": self.selection}

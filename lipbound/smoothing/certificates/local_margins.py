@@ -17,7 +17,8 @@ A one-sided ``(1 - alpha)`` Clopper–Pearson lower bound ``q_low`` of ``q(R)`` 
 which is Cohen's certificate for ``R = 0`` and the bare ``R`` of DESIGN section 4 plus a bonus.
 
 Choices and alpha. On the n0 selection samples: the class A (most votes) and R, maximising the
-radius predicted from the selection samples (candidates: 0 and the selection samples' radii).
+radius predicted from the selection samples (candidates: 0 and the selection samples' radii;
+shares shrunk to an 80% lower confidence bound against the winner's curse).
 All of alpha goes to the single bound on ``q(R)``. For R > 0 the count uses the first ``n_local``
 estimation samples (radius calls can be costly; default: the radius function's ``budget`` or
 n); for R = 0 it uses all n samples and no radius calls.
@@ -37,8 +38,10 @@ from lipbound.smoothing.certificates.base import (
     abstain,
     shave,
 )
-from lipbound.smoothing.local_radius import as_radius_fn, default_radius_fn
+from lipbound.smoothing.local_radius import resolve_radius_fn
 from lipbound.smoothing.sampling import Consumer, CountConsumer, Samples
+
+_SHRINK = 0.2  # level of the lower bound used to shrink selection shares (planning only)
 
 
 def margins_radius(k: int, m: int, big_r: float, alpha: float, sigma: float) -> tuple[float, float]:
@@ -79,7 +82,11 @@ class LocalMargins(Certificate):
     name = "local-margins"
 
     def __init__(self, radius_fn=None, n_local: int | None = None, n0_local: int | None = None):
-        self._radius_fn = None if radius_fn is None else as_radius_fn(radius_fn)
+        if not (radius_fn is None or isinstance(radius_fn, str) or callable(radius_fn)
+                or hasattr(radius_fn, "radii")):
+            raise InputError("local-margins: radius_fn must be a name, a LocalRadius or a callable")
+        self._spec = radius_fn
+        self._radius_fn = None
         for nm, v in (("n_local", n_local), ("n0_local", n0_local)):
             if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
                 raise InputError(f"local-margins: {nm} must be a positive integer, got {v!r}")
@@ -88,7 +95,7 @@ class LocalMargins(Certificate):
 
     def radius_fn(self, ctx: Context):
         if self._radius_fn is None:
-            self._radius_fn = default_radius_fn(ctx.model)
+            self._radius_fn = resolve_radius_fn(self._spec, ctx.model)
         return self._radius_fn
 
     def plan(self, ctx: Context, selection: Samples, alpha: float) -> Plan:
@@ -97,7 +104,7 @@ class LocalMargins(Certificate):
         counts = np.bincount(pred.cpu().numpy(), minlength=ctx.num_classes)
         label = int(np.argmax(counts))
         n_local = min(ctx.n, self.n_local or fn.budget or ctx.n)
-        n0_local = min(ctx.n0, self.n0_local or ctx.n0)
+        n0_local = min(ctx.n0, self.n0_local or getattr(fn, "selection_budget", None) or ctx.n0)
         # radii of the selection samples predicted `label`
         hit = (pred[:n0_local] == label).nonzero().flatten()
         radii = np.full(n0_local, -np.inf)
@@ -110,10 +117,10 @@ class LocalMargins(Certificate):
             )
             radii[hit.cpu().numpy()] = r.numpy()
         # candidate R: 0 (Cohen, all n samples) and each positive selection radius
-        best_r, best_score = 0.0, self._predict(counts[label] / ctx.n0, ctx.n, 0.0, alpha, ctx)
+        best_r, best_score = 0.0, self._predict(counts[label], ctx.n0, ctx.n, 0.0, alpha, ctx)
         for big_r in np.unique(radii[radii > 0]):
-            frac = float((radii >= big_r).mean())
-            score = self._predict(frac, n_local, float(big_r), alpha, ctx)
+            k0 = int((radii >= big_r).sum())
+            score = self._predict(k0, n0_local, n_local, float(big_r), alpha, ctx)
             if score > best_score:
                 best_r, best_score = float(big_r), score
         if best_r == 0.0:
@@ -133,7 +140,11 @@ class LocalMargins(Certificate):
         return Plan(self, label, alpha, consumers, score=best_score, state=state)
 
     @staticmethod
-    def _predict(frac: float, m: int, big_r: float, alpha: float, ctx: Context) -> float:
+    def _predict(k0: int, m0: int, m: int, big_r: float, alpha: float, ctx: Context) -> float:
+        """Radius expected from ``m`` samples when ``k0`` of ``m0`` selection samples qualify.
+        The share is shrunk to its one-sided 80% lower confidence bound: the maximum over many
+        candidate R otherwise favours R whose selection share is high by chance."""
+        frac = clopper_pearson_lower(int(k0), m0, _SHRINK) if k0 > 0 else 0.0
         k = int(np.clip(np.floor(frac * m), 0, m))
         return margins_radius(k, m, big_r, alpha, ctx.sigma)[1]
 
@@ -161,7 +172,8 @@ def _quantiles(radii: np.ndarray) -> dict:
     if finite.size == 0:
         return {}
     qs = np.quantile(finite, [0.1, 0.5, 0.9])
-    return {"q10": float(qs[0]), "q50": float(qs[1]), "q90": float(qs[2]), "count": int(finite.size)}
+    return {"q10": float(qs[0]), "q50": float(qs[1]), "q90": float(qs[2]),
+            "count": int(finite.size)}
 
 
 __all__ = ["LocalMargins", "margins_radius"]

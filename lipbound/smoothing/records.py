@@ -1,0 +1,150 @@
+"""Output records of smoothing runs.
+
+* Cohen et al.'s TSV (``idx label predict radius correct time``), which their ``analyze.py``
+  reads with ``pandas.read_csv(path, delimiter="\\t")``. Radii are written rounded *down* to 6
+  significant digits (their ``{:.3}`` can round a radius up); times as ``str(timedelta)``.
+* lipbound's JSON record: one object per input with every certificate's details.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from decimal import ROUND_FLOOR, Decimal
+
+import numpy as np
+import torch
+
+TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+FORMAT = "lipbound.smoothing/1"
+
+
+def jsonable(obj):
+    """Recursively convert numpy/torch scalars and arrays, tuples and non-finite floats."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def floor_sig(x: float, digits: int = 6) -> str:
+    """``x`` rounded down to ``digits`` significant digits, as text (never above ``x``:
+    the decimal is at most x exactly, and the double nearest to it cannot pass the double x)."""
+    if not math.isfinite(x) or x <= 0:
+        return "0.0" if not x > 0 else str(x)
+    d = Decimal(x)  # exact value of the double
+    q = d.quantize(Decimal(1).scaleb(d.adjusted() - digits + 1), rounding=ROUND_FLOOR)
+    return str(float(q))
+
+
+def tsv_line(idx: int, label: int, cert, elapsed: float | None = None) -> str:
+    t = cert.time if elapsed is None else elapsed
+    correct = int(cert.prediction == label)
+    return "\t".join(
+        [
+            str(idx),
+            str(label),
+            str(cert.prediction),
+            floor_sig(cert.radius),
+            str(correct),
+            str(datetime.timedelta(seconds=t)),
+        ]
+    )
+
+
+class TsvWriter:
+    """Streams Cohen-format lines (header first) to a path or a text file; flushes each line."""
+
+    def __init__(self, target: str | os.PathLike | io.TextIOBase) -> None:
+        if isinstance(target, (str, os.PathLike)):
+            self._fh = open(target, "w")  # noqa: SIM115 - closed in close()
+            self._own = True
+        else:
+            self._fh, self._own = target, False
+        print("\t".join(TSV_COLUMNS), file=self._fh, flush=True)
+
+    def write(self, idx: int, label: int, cert, elapsed: float | None = None) -> None:
+        print(tsv_line(idx, label, cert, elapsed), file=self._fh, flush=True)
+
+    def close(self) -> None:
+        if self._own:
+            self._fh.close()
+
+    def __enter__(self) -> TsvWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_tsv(path: str | os.PathLike) -> list[dict]:
+    """Read a Cohen-format TSV back (numbers parsed, time kept as text)."""
+    rows = []
+    with open(path) as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        for line in fh:
+            if not line.strip():
+                continue
+            vals = dict(zip(header, line.rstrip("\n").split("\t")))
+            rows.append(
+                {
+                    "idx": int(vals["idx"]),
+                    "label": int(vals["label"]),
+                    "predict": int(vals["predict"]),
+                    "radius": float(vals["radius"]),
+                    "correct": int(vals["correct"]),
+                    "time": vals["time"],
+                }
+            )
+    return rows
+
+
+def record(idx: int, label: int | None, cert) -> dict:
+    """JSON-ready record of one certification."""
+    rec = {
+        "idx": idx,
+        "label": label,
+        "predict": cert.prediction,
+        "radius": cert.radius,
+        "correct": None if label is None else bool(cert.prediction == label),
+        "certificate": cert.certificate,
+        "time": cert.time,
+        "details": cert.details,
+    }
+    return jsonable(rec)
+
+
+def write_json(path: str | os.PathLike, records: Iterable[dict], meta: dict | None = None) -> None:
+    """``{"format": ..., "meta": ..., "records": [...]}`` with stable key order."""
+    doc = {
+        "format": FORMAT,
+        "meta": jsonable(meta or {}),
+        "records": [jsonable(r) for r in records],
+    }
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1, allow_nan=False)
+
+
+def certified_accuracy(rows: Iterable[dict], radii: Iterable[float]) -> dict[float, float]:
+    """Fraction of rows correct with radius >= r, for each r (Cohen's ``analyze.py`` measure)."""
+    rows = list(rows)
+    out = {}
+    for r in radii:
+        ok = sum(1 for row in rows if row["correct"] and row["radius"] >= r)
+        out[float(r)] = ok / len(rows) if rows else float("nan")
+    return out

@@ -1,0 +1,153 @@
+"""Coverage of every certificate over repeated certifications (DESIGN section 4).
+
+For base classifiers whose smoothed decision boundary is known in closed form (a linear binary
+classifier, a 1-D Lipschitz ramp, a DRS pair of linear halves), each certificate is run
+``REPS`` times with independent seeds; a run fails when it predicts a class other than the
+true one or certifies a radius larger than the true distance to the boundary. The failure rate
+must be at most ``alpha`` plus three standard errors. A deliberately unsound certifier shows
+that the harness detects violations. Larger versions run with ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lipbound.smoothing import Smooth
+from lipbound.smoothing.bounds import norm_ppf
+from tests.test_smoothing_support import (
+    LinearBinary,
+    Ramp1D,
+    dual_truth,
+    linear_dual,
+    linear_radius,
+    one_thread,
+)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
+
+REPS = 1000
+ALPHA = 0.1
+N0, N = 32, 256
+SMALL_GRID = [("softmax", 1.0), ("softmax", 4.0), ("sparsemax", 1.0), ("hardmax", 1.0)]
+
+
+def _limit(alpha: float, reps: int) -> float:
+    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / reps)
+
+
+def _coverage(smooth, x, truth, reps, alpha=ALPHA, n0=N0, n=N, offset=0, **kw):
+    true_class, true_radius = truth
+    fails = abstains = 0
+    radii = []
+    for seed in range(offset, offset + reps):
+        c = smooth.certify(x, n0=n0, n=n, alpha=alpha, seed=seed, batch_size=n, **kw)
+        if c.prediction < 0:
+            abstains += 1
+            continue
+        radii.append(c.radius)
+        if c.prediction != true_class or c.radius > true_radius:
+            fails += 1
+    mean_radius = sum(radii) / max(len(radii), 1)
+    return fails / reps, abstains / reps, mean_radius
+
+
+def _linear():
+    model = LinearBinary([0.6, 0.8], -0.2).eval()
+    x = torch.tensor([1.0, 0.2])  # margin 0.56, true radius 0.56
+    return model, x, model.true_class_radius(x)
+
+
+def _check(rate, abstain_rate, mean_radius, true_radius, alpha=ALPHA, reps=REPS, min_frac=0.2):
+    assert rate <= _limit(alpha, reps), f"failure rate {rate} > alpha + 3 SE"
+    assert abstain_rate < 0.5, "the certificate abstains too often for the test to mean much"
+    assert mean_radius > min_frac * true_radius
+
+
+@pytest.mark.parametrize(
+    "certificate,options",
+    [
+        ("cohen", {}),
+        ("lvm", {"grid": SMALL_GRID}),
+        ("lipschitz", {"grid": SMALL_GRID[:3], "lipschitz_constant": 1.0}),
+        ("local-margins", {}),
+        ("best", {"grid": SMALL_GRID[1:3], "lipschitz_constant": 1.0}),
+        ("best", {"grid": SMALL_GRID[1:3], "lipschitz_constant": 1.0, "mode": "select"}),
+    ],
+    ids=["cohen", "lvm", "lipschitz", "local-margins", "best-union", "best-select"],
+)
+def test_coverage_linear(certificate, options):
+    model, x, truth = _linear()
+    sigma = 1.0
+    smooth = Smooth(model, 2, sigma)
+    opts = dict(options)
+    if certificate in ("local-margins", "best"):
+        opts["radius_fn"] = linear_radius(model)
+    if certificate == "best":
+        opts["candidates"] = ["cohen", "lvm", "lipschitz", "local-margins"]
+    rate, abst, mean_r = _coverage(smooth, x, truth, REPS, certificate=certificate, **opts)
+    _check(rate, abst, mean_r, truth[1])
+
+
+def test_coverage_lipschitz_ramp():
+    """On the ramp the Lipschitz certificate is exact in the limit: psi_L(H(x)) = x."""
+    lip, sigma, x0 = 1.0, 0.5, 0.3
+    smooth = Smooth(Ramp1D(lip).eval(), 2, sigma)
+    rate, abst, mean_r = _coverage(
+        smooth, torch.tensor([x0]), (0, x0), REPS, certificate="lipschitz",
+        lipschitz_constant=lip, of="soft-outputs",
+    )
+    _check(rate, abst, mean_r, x0, min_frac=0.3)
+
+
+def test_coverage_dual():
+    w_l, b_l, w_r, b_r = 1.0, 0.3, -1.0, 0.4
+    x = torch.tensor([[0.2, -0.1]])
+    truth = dual_truth(x, w_l, b_l, w_r, b_r)
+    smooth = Smooth(LinearBinary([1.0, 0.0], 0.0).eval(), 2, 0.5,
+                    dual=linear_dual(w_l, b_l, w_r, b_r))
+    rate, abst, mean_r = _coverage(smooth, x, truth, REPS, certificate="dual")
+    _check(rate, abst, mean_r, truth[1])
+
+
+class _PlugIn:
+    """An unsound certifier: Cohen's radius from the raw vote share, no confidence bound."""
+
+    def __init__(self, smooth):
+        self.smooth = smooth
+
+    def certify(self, x, n0, n, alpha, seed, batch_size, **kw):
+        c = self.smooth.certify(x, n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size)
+        share = c.details["n_A"] / n
+        c.radius = float(self.smooth.sigma * norm_ppf(share)) if share > 0.5 else 0.0
+        c.prediction = c.details["label_selected"]
+        return c
+
+
+def test_harness_detects_an_unsound_certifier():
+    model, x, truth = _linear()
+    rate, _, _ = _coverage(_PlugIn(Smooth(model, 2, 1.0)), x, truth, 300)
+    assert rate > _limit(ALPHA, 300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("certificate", ["cohen", "lvm", "local-margins", "best"])
+def test_coverage_linear_large(certificate):
+    """5000 runs at alpha 0.05 with the default grids."""
+    model, x, truth = _linear()
+    smooth = Smooth(model, 2, 1.0)
+    opts = {}
+    if certificate in ("local-margins", "best"):
+        opts["radius_fn"] = linear_radius(model)
+    if certificate == "best":
+        opts["lipschitz_constant"] = 1.0
+    rate, abst, mean_r = _coverage(smooth, x, truth, 5000, alpha=0.05, n=1000,
+                                   offset=10_000, certificate=certificate, **opts)
+    _check(rate, abst, mean_r, truth[1], alpha=0.05, reps=5000)
