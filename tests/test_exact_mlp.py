@@ -110,3 +110,14 @@ def test_to_sequential_roundtrip():
     for a, b in zip(m.weights + m.biases, m2.weights + m2.biases):
         assert np.array_equal(a, b)
     assert m2.negative_slopes == m.negative_slopes
+
+
+def test_from_sequential_keeps_a_shared_activation_instance_twice():
+    import torch.nn as nn
+
+    from lipbound.exact.mlp import MLP
+
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 6), relu, nn.Linear(6, 5), relu,
+                          nn.Linear(5, 2)).eval()
+    assert [tuple(w.shape) for w in MLP.from_sequential(model).weights] == [(6, 3), (5, 6), (2, 5)]

@@ -97,7 +97,9 @@ class MLP:
         layers: list[tuple[str, nn.Module]] = []
 
         def walk(mod: nn.Sequential, prefix: str) -> None:
-            for name, child in mod.named_children():
+            # iterate the container itself: named_children() hides a module instance that is
+            # used twice (e.g. one shared nn.ReLU object), which would merge two Linear layers
+            for name, child in zip(mod._modules, mod):
                 where = f"{prefix}{name}"
                 if isinstance(child, nn.Sequential):
                     walk(child, where + ".")
