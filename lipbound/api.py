@@ -73,7 +73,7 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
     method = check_method(method)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     state, jg = jacobian_state(graph, C, domain, method)
-    g = state.bounds[jg.gradient]
+    g = state.interval(jg.gradient)
     return OutputBounds(*widen(g.lower, g.upper))
 
 

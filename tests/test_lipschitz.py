@@ -165,3 +165,11 @@ def test_bad_input():
         lipbound.local_lipschitz(nn.Sequential(nn.Linear(4, 3), nn.Flatten(0)).eval(), x, 0.1)
     with pytest.raises(ShapeError):
         lipbound.local_lipschitz(model, torch.rand(7), 0.1)
+
+
+def test_affine_model_has_its_exact_constant():
+    """A model without nonlinearities: the gradient is constant (a fixed node of the graph)."""
+    model = nn.Sequential(nn.Linear(2, 2)).eval()
+    r = lipbound.local_lipschitz(model, torch.rand(2), 0.1, n_samples=4)
+    expected = model[0].weight.detach().double().abs().sum(1)
+    assert torch.allclose(r.upper, expected, rtol=1e-8) and torch.allclose(r.lower, expected)

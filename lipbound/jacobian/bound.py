@@ -50,7 +50,7 @@ def norm_upper(state: BoundState, jg: JacobianGraph, q: float, method: str,
                iterations: int = 30) -> Tensor:
     """Upper bound [S] of ||g||_q over the domain, the best of the elementwise bound and (for
     q in {1, 2} with crown methods) a linear bound through |.| or (.)^2 nodes."""
-    best = elementwise_norm_upper(state.bounds[jg.gradient], q)
+    best = elementwise_norm_upper(state.interval(jg.gradient), q)
     if jg.norm is None or method == "ibp":
         return best
     S = state.domain.batch_size
