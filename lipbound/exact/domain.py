@@ -439,7 +439,8 @@ class Realization:
 def realize_pattern(mlp: MLP, ball: InputBall, pattern: Pattern, lp: RegionLP,
                     tol: float = 1e-7) -> Realization | None:
     """Find a point of B in the closed region of ``pattern`` (all neurons constrained), as deep
-    inside as possible; None if the region misses B by more than ``tol`` (relative)."""
+    inside as possible; None if the region misses B by more than ``tol`` (relative) or the
+    point found violates the pattern by more than that in float64."""
     G, g = pattern_region(mlp, pattern)
     res = lp.deepest_point(G, g)
     if res is None:
@@ -449,7 +450,10 @@ def realize_pattern(mlp: MLP, ball: InputBall, pattern: Pattern, lp: RegionLP,
     if t < -tol * scale:
         return None
     x = ball.pull_inside(x)
-    return Realization(x, mlp.pattern_violation(x, pattern), t)
+    violation = mlp.pattern_violation(x, pattern)
+    if violation > tol * scale:  # not consistent in float64: not a witness
+        return None
+    return Realization(x, violation, t)
 
 
 def pattern_to_tuple(pattern: Pattern) -> tuple[tuple[int, ...], ...]:

@@ -79,7 +79,7 @@ def _structure(weights, slopes):
     return A, B, al, be, n0, dim
 
 
-def lipsdp_neuron(mlp, c=None, *, eps: float = 1e-7, max_iters: int = 200_000,
+def lipsdp_neuron(mlp, c=None, *, eps: float = 1e-6, max_iters: int = 200_000,
                   verbose: bool = False) -> LipSDPResult:
     """Global l2 Lipschitz constant bound of x -> f(x) (or of c . f if the spec row c is given).
 

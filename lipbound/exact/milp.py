@@ -89,25 +89,33 @@ def _objective_plan(q: float, la0: np.ndarray, ua0: np.ndarray, lower0: float):
 
 
 def _sampled_start(mlp, ball, cvec, q, n: int):
-    """Best gradient norm among clip(x0) and n deterministic samples of B (box corners and
-    interior points for p = inf; vertices and surface points for p = 1), each point with the
-    pattern autograd uses there (consistent with it by construction)."""
+    """Best gradient norm among clip(x0) and n deterministic samples of B (box corners -- all of
+    them when 2^d <= n/2 -- and interior points for p = inf; all vertices and surface points for
+    p = 1), each point with the pattern autograd uses there (consistent with it by construction).
+    """
     X = np.clip(ball.x0, ball.lo, ball.hi)[None, :]
     if n > 0 and ball.eps > 0:
         rng = np.random.default_rng(0)
         d = ball.n
         if ball.p == math.inf:
             U = rng.uniform(-1, 1, (n, d))
-            U[1::2] = np.sign(U[1::2])
+            if 2**d <= n // 2:  # every corner of the box
+                corners = ((np.arange(2**d)[:, None] >> np.arange(d)) & 1) * 2.0 - 1.0
+                U[: 2**d] = corners
+            else:
+                U[1::2] = np.sign(U[1::2])
         else:  # l1 ball
             U = rng.exponential(1.0, (n, d)) * rng.choice([-1.0, 1.0], (n, d))
             U[1::2] = 0.0
             m = U[1::2].shape[0]
             U[1::2][np.arange(m), rng.integers(d, size=m)] = rng.choice([-1.0, 1.0], m)
             U /= np.maximum(np.sum(np.abs(U), axis=1, keepdims=True), 1e-300)
+            U = np.vstack([U, np.eye(d), -np.eye(d)])  # every vertex
             U *= 1 - 1e-12  # stay inside the ball despite rounding
         P = np.clip(ball.x0 + ball.eps * U, ball.box_lo, ball.box_hi)
-        ok = np.linalg.norm(P - ball.x0, ord=ball.p, axis=1) <= ball.eps
+        # clipping to the bounding box keeps l_inf points in B exactly; l1 points are checked
+        ok = (np.ones(len(P), dtype=bool) if ball.p == math.inf
+              else np.linalg.norm(P - ball.x0, ord=ball.p, axis=1) <= ball.eps)
         X = np.vstack([X, P[ok]])
     norms = np.linalg.norm(mlp.gradients_batch(X, cvec), ord=q, axis=1)
     x = X[int(np.argmax(norms))]
