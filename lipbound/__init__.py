@@ -14,12 +14,17 @@ from lipbound.errors import (
     UnsupportedOperationError,
 )
 from lipbound.graph.trace import trace
+from lipbound.io import load_onnx, read_vnnlib
 from lipbound.results import LipschitzResult
+from lipbound.smoothing import Smooth
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LipschitzResult",
+    "Smooth",
+    "load_onnx",
+    "read_vnnlib",
     "OutputBounds",
     "jacobian_bounds",
     "local_lipschitz",
