@@ -1,20 +1,15 @@
-"""The ``lipbound`` command line (argument parsing and printing only).
-
-Exit codes: 0 success, 2 invalid input or unsupported model (a lipbound error), 1 other errors.
-"""
+"""``lipbound demo`` and ``lipbound bound`` on the shipped models."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
 from typing import Any
 
 import torch
 
 import lipbound
-from lipbound.errors import LipboundError
 
 
 def _margin_spec(label: int, k: int) -> torch.Tensor:
@@ -70,13 +65,26 @@ def bound(args: argparse.Namespace) -> dict[str, Any]:
             "lipschitz": lip.to_dict()}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lipbound", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
+def _run_demo(args: argparse.Namespace) -> int:
+    out = demo(args)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_demo(out)
+    return 0
+
+
+def _run_bound(args: argparse.Namespace) -> int:
+    print(json.dumps(bound(args), indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="certify a few digits with a shipped model")
     d.add_argument("--n", type=int, default=5)
     d.add_argument("--eps", type=float, default=0.02)
     d.add_argument("--json", action="store_true")
+    d.set_defaults(func=_run_demo)
     b = sub.add_parser("bound", help="output and Lipschitz bounds of a shipped digits model")
     b.add_argument("--model", default="digits-mlp")
     b.add_argument("--index", type=int, default=0)
@@ -84,22 +92,4 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--norm", default="inf", choices=["inf", "2", "1"])
     b.add_argument("--method", default="crown", choices=["ibp", "crown", "alpha-crown"])
     b.add_argument("--json", action="store_true")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        out = demo(args) if args.command == "demo" else bound(args)
-    except LipboundError as exc:
-        print(f"lipbound: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json or args.command != "demo":
-        print(json.dumps(out, indent=2))
-    else:
-        _print_demo(out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    b.set_defaults(func=_run_bound)

@@ -1,0 +1,5 @@
+import sys
+
+from lipbound.cli import main
+
+sys.exit(main())
