@@ -10,7 +10,15 @@ from torch import Tensor, nn
 
 from lipbound.bounds.domains import make_domain
 from lipbound.graph.ir import Graph
-from lipbound.inputs import as_tensor, batched_input, check_eps, get_graph, spec_matrix, widen
+from lipbound.inputs import (
+    as_tensor,
+    batched_input,
+    check_eps,
+    get_graph,
+    resolve_model,
+    spec_matrix,
+    widen,
+)
 from lipbound.propagate.driver import bound_graph_spec, check_method, prepare_state
 
 
@@ -32,6 +40,7 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     ``dtype`` (float64 by default) on x's device; results are widened outward to absorb
     rounding.
     """
+    model = resolve_model(model)
     method = check_method(method)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     state = prepare_state(graph, domain, method)
@@ -70,6 +79,7 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
     """
     from lipbound.jacobian.bound import jacobian_state
 
+    model = resolve_model(model)
     method = check_method(method)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     state, jg = jacobian_state(graph, C, domain, method)
@@ -98,6 +108,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     from lipbound.results import LipschitzResult
 
     start = time.perf_counter()
+    model = resolve_model(model)
     method = check_method(method, LIPSCHITZ_METHODS)
     _check_timeout(timeout)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)

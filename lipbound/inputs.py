@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,42 @@ def batched_input(model: nn.Module, x: Tensor) -> Tensor:
         "Pass one input of the shape the model expects, with or without a batch dimension "
         "of 1; the model must return [B, K]."
     )
+
+
+_ONNX_MODELS: OrderedDict[tuple, nn.Module] = OrderedDict()
+
+
+def resolve_model(model: Any) -> Any:
+    """``model`` itself, or the network of an ONNX file when ``model`` is a path to one.
+
+    A ``str`` / ``os.PathLike`` naming a ``.onnx`` (or ``.onnx.gz``) file is loaded with
+    :func:`lipbound.io.load_onnx` (eval mode, the file's dtype); loads are cached by resolved
+    path, size and modification time, so repeated calls share one module (do not modify it in
+    place). Any other path raises :class:`~lipbound.errors.InputError`; other objects pass through.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    path = Path(model)
+    if not (path.suffix == ".onnx" or path.name.endswith(".onnx.gz")):
+        raise InputError(
+            f"model {str(model)!r}: a model given as a path must be an ONNX file (.onnx or "
+            ".onnx.gz); pass a torch.nn.Module otherwise"
+        )
+    if not path.is_file():
+        raise InputError(f"ONNX file not found: {str(path)!r}")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    net = _ONNX_MODELS.get(key)
+    if net is None:
+        from lipbound.io import load_onnx
+
+        net = load_onnx(path)
+        _ONNX_MODELS[key] = net
+        if len(_ONNX_MODELS) > _CACHE_SIZE:
+            _ONNX_MODELS.popitem(last=False)
+    else:
+        _ONNX_MODELS.move_to_end(key)
+    return net
 
 
 def _fingerprint(model: nn.Module) -> tuple:
