@@ -1,99 +1,96 @@
-"""JSON Lines streaming for long runs, and reading result files back.
+"""JSON Lines reports streamed per input: one JSON object per line, flushed as it is written.
 
-:class:`JsonlWriter` writes one record per line and flushes after each, so a run that stops
-early leaves every finished record readable. :func:`read_records` reads a ``.jsonl`` file or a
-``.json`` file holding one record, a list of records, or an object with a ``"records"`` list.
+Long runs write each input's record the moment its job finishes, so an interrupted run leaves
+every finished input's record on disk (in completion order; sort by ``index`` to read them in
+input order). Each record is one ``write`` of a complete line followed by a flush (and an
+``os.fsync`` with ``fsync=True``), so a crash can at worst leave a truncated last line, which
+:func:`read_jsonl` skips.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import Any
 
 from lipbound.errors import InputError
-from lipbound.smoothing.records import jsonable
 
 
-def dumps(record: Any) -> str:
-    """Strict one-line JSON of ``record`` (non-finite floats become "inf"/"-inf"/null)."""
-    return json.dumps(jsonable(record), allow_nan=False, separators=(",", ":"))
+def _jsonable(obj: Any) -> Any:
+    from lipbound.smoothing.records import jsonable
+
+    return jsonable(obj)
 
 
 class JsonlWriter:
-    """Streams records to a path (or an open text file), one JSON object per line.
+    """Writes records (mappings, or objects with ``to_dict()``) to a path or an open text file.
 
-    As a context manager: if the block raises before any record was written to a path it
-    opened, the empty file is removed (nothing half-written is left behind).
+    ``append=True`` adds to an existing file instead of replacing it. As a context manager on a
+    path it created: if the block raises before any record was written, the empty file is
+    removed (nothing half-written is left behind).
     """
 
-    def __init__(self, target: str | os.PathLike | IO[str]) -> None:
+    def __init__(self, target: str | os.PathLike | io.TextIOBase, *, append: bool = False,
+                 fsync: bool = False) -> None:
         if isinstance(target, (str, os.PathLike)):
-            self.path: Path | None = Path(target)
             try:
-                self._fh: IO[str] = open(self.path, "w")  # noqa: SIM115 - closed in close()
+                self._fh = open(target, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
             except OSError as exc:
-                raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+                raise InputError(f"cannot write the JSON Lines report {str(target)!r}: "
+                                 f"{exc.strerror or exc}") from exc
+            self._own, self._created = True, not append
+            self.path: str | None = os.fspath(target)
         else:
-            self.path, self._fh = None, target
+            self._fh, self._own, self._created, self.path = target, False, False, None
+        self._fsync = fsync
         self.count = 0
 
     def write(self, record: Any) -> None:
-        """Append one record and flush."""
-        self._fh.write(dumps(record) + "\n")
+        """Write one record as one line and flush it to the file."""
+        if hasattr(record, "to_dict"):
+            record = record.to_dict()
+        if not isinstance(record, Mapping):
+            raise InputError(f"a JSON Lines record must be a mapping, got {type(record).__name__}")
+        line = json.dumps(_jsonable(dict(record)), allow_nan=False, separators=(",", ":"))
+        self._fh.write(line + "\n")
         self._fh.flush()
+        if self._fsync and hasattr(self._fh, "fileno"):
+            os.fsync(self._fh.fileno())
         self.count += 1
 
-    def write_all(self, records: Iterable[Any]) -> None:
-        for r in records:
-            self.write(r)
-
     def close(self) -> None:
-        if self.path is not None and not self._fh.closed:
+        if self._own and not self._fh.closed:
             self._fh.close()
 
     def __enter__(self) -> JsonlWriter:
         return self
 
-    def __exit__(self, exc_type, *_: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.close()
-        if exc_type is not None and self.path is not None and self.count == 0:
-            self.path.unlink(missing_ok=True)
+        if exc_type is not None and self._created and self.count == 0 and self.path:
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
 
 
-def _parse_json(text: str, where: str) -> Any:
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a JSON Lines file; a truncated last line (no newline, not valid JSON,
+    left by an interrupted run) is skipped, any other bad line raises InputError."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                         f"{exc.colno})") from None
-
-
-def _iter_jsonl(text: str, path: Path) -> Iterator[Any]:
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            yield _parse_json(line, f"{path}:{i}")
-
-
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """All records of a ``.json`` or ``.jsonl`` result file (not validated here)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"result file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read result file {path}: {exc}") from None
-    if path.suffix == ".jsonl":
-        data: Any = list(_iter_jsonl(text, path))
-    else:
-        data = _parse_json(text, str(path))
-    if isinstance(data, dict) and isinstance(data.get("records"), list):
-        data = data["records"]
-    records = data if isinstance(data, list) else [data]
-    bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
-    if bad:
-        raise InputError(f"{path}: entry {bad[0]} is not a JSON object")
-    return records
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    out = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if k == len(lines) - 1:  # last piece had no newline: an interrupted write
+                break
+            raise InputError(f"{str(path)!r} line {k + 1} is not valid JSON: {exc}") from exc
+    return out
