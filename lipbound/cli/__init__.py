@@ -17,7 +17,7 @@ import sys
 
 from lipbound.errors import LipboundError
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("basic",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("basic", "audit", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from lipbound.cli.config import apply_config
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        args = apply_config(parser, argv, args)  # --config FILE: explicit flags still win
         return int(args.func(args))
     except LipboundError as exc:
         print(f"lipbound: error: {exc}", file=sys.stderr)
