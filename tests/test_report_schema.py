@@ -119,13 +119,6 @@ def test_jsonl_streams_and_reads_back(setup, tmp_path):
     assert len(read_records(tmp_path / "one.json")) == 2
 
 
-def test_jsonl_writer_leaves_nothing_when_failing_before_first_record(tmp_path):
-    path = tmp_path / "run.jsonl"
-    with pytest.raises(RuntimeError), JsonlWriter(path):
-        raise RuntimeError("boom")
-    assert not path.exists()
-
-
 def test_read_records_errors(tmp_path):
     with pytest.raises(lipbound.InputError, match="does not exist"):
         read_records(tmp_path / "missing.json")

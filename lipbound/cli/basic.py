@@ -1,95 +1,130 @@
-"""``lipbound demo`` and ``lipbound bound`` on the shipped models."""
+"""``lipbound bound`` (any model, any inputs) and ``lipbound demo`` (an HTML report)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-from typing import Any
+import time
 
 import torch
 
 import lipbound
+from lipbound.cli import common
+from lipbound.cli.config import add_config_option
+from lipbound.cli.data import Inputs
+from lipbound.cli.loading import LoadedModel
+from lipbound.errors import InputError
+from lipbound.progress import bar
+from lipbound.report.records import lipschitz_record, output_bounds_record
+
+DEMO_REPORT = "lipbound-demo-report.html"
 
 
-def _margin_spec(label: int, k: int) -> torch.Tensor:
-    """Rows e_label - e_j for j != label: all positive lower bounds certify the label."""
-    rows = [torch.eye(k)[label] - torch.eye(k)[j] for j in range(k) if j != label]
-    return torch.stack(rows)
+def margin_spec(label: int, k: int) -> torch.Tensor:
+    """Rows e_label - e_j for j != label: all lower bounds > 0 certify the label."""
+    eye = torch.eye(k)
+    return torch.stack([eye[label] - eye[j] for j in range(k) if j != label])
 
 
-def demo(args: argparse.Namespace) -> dict[str, Any]:
-    """Certify a few test digits with the shipped digits-mlp."""
-    from lipbound.models.digits import digits_data
-
-    model = lipbound.models.load("digits-mlp")
-    _, _, X, y = digits_data()
-    records = []
-    for i in range(args.n):
-        x, label = X[i], int(y[i])
-        pred = int(model(x.unsqueeze(0)).argmax(1))
-        lo, _ = lipbound.output_bounds(model, x, args.eps, spec=_margin_spec(pred, 10),
-                                       data_range=(0.0, 1.0))
-        lip = lipbound.local_lipschitz(model, x, args.eps, data_range=(0.0, 1.0))
-        records.append({"index": i, "label": label, "prediction": pred,
-                        "certified": bool((lo > 0).all()), "min_margin_lower": float(lo.min()),
-                        "lipschitz_upper": lip.value, "lipschitz_lower": float(lip.lower.max())})
-    return {"model": "digits-mlp", "eps": args.eps, "norm": "inf", "inputs": records}
-
-
-def _print_demo(out: dict[str, Any]) -> None:
-    print(f"lipbound demo: digits-mlp, l_inf ball of radius {out['eps']} (pixels in [0, 1])")
-    print(f"{'idx':>3} {'label':>5} {'pred':>4} {'certified':>9} {'margin>=':>9} "
-          f"{'L upper':>8} {'L lower':>8}")
-    for r in out["inputs"]:
-        print(f"{r['index']:>3} {r['label']:>5} {r['prediction']:>4} {str(r['certified']):>9} "
-              f"{r['min_margin_lower']:>9.4f} {r['lipschitz_upper']:>8.3f} "
-              f"{r['lipschitz_lower']:>8.3f}")
+def _spec(kind: str, model: torch.nn.Module, x: torch.Tensor, label: int | None
+          ) -> tuple[torch.Tensor | None, dict | None, int | None]:
+    """(spec matrix or None, its description, the model's prediction)."""
+    with torch.no_grad():
+        out = model(x.unsqueeze(0))[0]
+    k = int(out.numel())
+    pred = int(out.argmax()) if k > 1 else None
+    if kind == "identity":
+        return None, None, pred
+    if kind != "margin":
+        raise InputError(f"--spec must be 'identity' or 'margin', got {kind!r}")
+    if k < 2:
+        raise InputError("--spec margin needs a classifier with at least 2 outputs")
+    target = pred if label is None else label
+    C = margin_spec(target, k)
+    return C, {"type": "margin", "label": target, "rows": k - 1, "matrix": C.tolist()}, pred
 
 
-def bound(args: argparse.Namespace) -> dict[str, Any]:
-    """Output bounds and local Lipschitz constants of a shipped model at one test input."""
-    from lipbound.models.digits import digits_data
+def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
+                 sink: common.RecordSink) -> None:
+    """Output bounds (and local Lipschitz constants) of every selected input, as records."""
+    norm = common.parse_norm(args.norm)
+    dr = common.data_range_from(args, inputs)
+    model = loaded.module
+    for i in bar(range(inputs.X.shape[0]), progress=common.progress_flag(args),
+                 desc="bound", unit="input"):
+        x, label = inputs.X[i], common.label_of(inputs, i)
+        C, spec_desc, pred = _spec(args.spec, model, x, label)
+        meta = {"index": common.source_index(inputs, i), "label": label, "prediction": pred,
+                "source": inputs.name}
+        start = time.perf_counter()
+        bounds = lipbound.output_bounds(model, x, args.eps, norm=norm, spec=C,
+                                        method=args.method, data_range=dr)
+        sink.add(output_bounds_record(
+            model, x, args.eps, bounds, norm=norm, data_range=dr, spec=spec_desc,
+            method=args.method, time=time.perf_counter() - start, seed=args.seed,
+            model_name=loaded.name, input=meta))
+        if args.lipschitz_method != "none":
+            res = lipbound.local_lipschitz(model, x, args.eps, norm=norm, spec=C,
+                                           method=args.lipschitz_method, timeout=args.timeout,
+                                           data_range=dr, seed=args.seed)
+            sink.add(lipschitz_record(model, x, res, spec=spec_desc, data_range=dr,
+                                      settings={"timeout": args.timeout}, seed=args.seed,
+                                      model_name=loaded.name, input=meta))
 
-    model = lipbound.models.load(args.model)
-    _, _, X, _ = digits_data()
-    x = X[args.index]
-    norm = math.inf if args.norm == "inf" else float(args.norm)
-    lo, up = lipbound.output_bounds(model, x, args.eps, norm=norm, method=args.method,
-                                    data_range=(0.0, 1.0))
-    lip = lipbound.local_lipschitz(model, x, args.eps, norm=norm,
-                                   method="crown" if args.method == "ibp" else args.method,
-                                   data_range=(0.0, 1.0))
-    return {"model": args.model, "index": args.index, "eps": args.eps, "norm": args.norm,
-            "method": args.method, "lower": lo.tolist(), "upper": up.tolist(),
-            "lipschitz": lip.to_dict()}
+
+def _print_table(records: list[dict]) -> None:
+    lips = {r["input"]["index"]: r for r in records if r["kind"] == "lipschitz"}
+    print(f"{'idx':>5} {'label':>5} {'pred':>4} {'min lower':>10} {'max upper':>10} "
+          f"{'certified':>9} {'L upper':>9} {'L lower':>9}")
+    for r in (r for r in records if r["kind"] == "output_bounds"):
+        inp = r["input"]
+        lo = min(map(float, r["lower"]))
+        up = max(map(float, r["upper"]))
+        cert = str(lo > 0) if r["spec"].get("type") == "margin" else "-"
+        lip = lips.get(inp["index"])
+        lu = f"{float(lip['details']['value']):9.4g}" if lip else f"{'-':>9}"
+        ll = f"{float(lip['details']['lower_value']):9.4g}" if lip else f"{'-':>9}"
+        print(f"{inp['index']:>5} {str(inp['label']):>5} {str(inp['prediction']):>4} "
+              f"{lo:>10.4g} {up:>10.4g} {cert:>9} {lu} {ll}")
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    out = demo(args)
+def run_bound(args: argparse.Namespace) -> int:
+    with common.RecordSink(args.output) as sink:
+        loaded = common.model_from(args)
+        inputs = common.inputs_from(args, loaded)
+        bound_inputs(loaded, inputs, args, sink)
     if args.json:
-        print(json.dumps(out, indent=2))
+        common.print_json({"records": sink.records})
     else:
-        _print_demo(out)
+        _print_table(sink.records)
     return 0
 
 
-def _run_bound(args: argparse.Namespace) -> int:
-    print(json.dumps(bound(args), indent=2))
-    return 0
+def add_bound_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eps", type=float, default=0.02, help="radius of the input ball")
+    p.add_argument("--norm", default="inf", help="input norm: inf, 2 or 1 (default inf)")
+    p.add_argument("--method", default="crown",
+                   help="output-bound method: ibp, crown, alpha-crown (bab where available)")
+    p.add_argument("--lipschitz-method", default="crown",
+                   help="local Lipschitz method: naive, ibp, crown, alpha-crown (bab where "
+                        "available), or none to skip")
+    p.add_argument("--spec", default="identity", choices=["identity", "margin"],
+                   help="identity: bound every output; margin: f_label - f_j for j != label "
+                        "(label from --labels / the data set, else the prediction)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per input for the Lipschitz bound (branch-and-bound)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("demo", help="certify a few digits with a shipped model")
-    d.add_argument("--n", type=int, default=5)
-    d.add_argument("--eps", type=float, default=0.02)
-    d.add_argument("--json", action="store_true")
-    d.set_defaults(func=_run_demo)
-    b = sub.add_parser("bound", help="output and Lipschitz bounds of a shipped digits model")
-    b.add_argument("--model", default="digits-mlp")
-    b.add_argument("--index", type=int, default=0)
-    b.add_argument("--eps", type=float, default=0.02)
-    b.add_argument("--norm", default="inf", choices=["inf", "2", "1"])
-    b.add_argument("--method", default="crown", choices=["ibp", "crown", "alpha-crown"])
-    b.add_argument("--json", action="store_true")
-    b.set_defaults(func=_run_bound)
+    from lipbound.cli.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    b = sub.add_parser("bound", help="output bounds and local Lipschitz constants of any model",
+                       description="Certified output bounds and local Lipschitz constants "
+                                   "over a norm ball around each selected input.")
+    common.add_model_options(b)
+    common.add_input_options(b)
+    add_bound_options(b)
+    common.add_output_options(b)
+    add_config_option(b)
+    b.set_defaults(func=run_bound)
+

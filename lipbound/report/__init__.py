@@ -7,7 +7,8 @@ module                 what it does
 ``records.py``         record builders from LipschitzResult, OutputBounds, smoothing
 ``audit_records.py``   record builders from the audit reports (lipbound.audit)
 ``provenance.py``      versions, device, model and input hashes
-``jsonl.py``           streaming JSON Lines writer, ``read_records`` for .json/.jsonl files
+``jsonl.py``           streaming JSON Lines writer and reader
+``files.py``           ``read_records`` for .json / .jsonl result files
 ``sections.py``        records -> report sections (tables and plots)
 ``plots.py``           one function per plot (PNG bytes, matplotlib Agg)
 ``html.py``            self-contained HTML report (inline CSS, base64 PNG)
@@ -17,8 +18,9 @@ module                 what it does
 =====================  ==================================================================
 """
 
+from lipbound.report.files import read_records
 from lipbound.report.html import write_html
-from lipbound.report.jsonl import JsonlWriter, read_records
+from lipbound.report.jsonl import JsonlWriter
 from lipbound.report.markdown import write_markdown
 from lipbound.report.records import (
     lipschitz_record,
