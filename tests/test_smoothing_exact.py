@@ -17,7 +17,7 @@ from scipy import stats
 from lipbound.smoothing.bounds import clopper_pearson_lower
 from lipbound.smoothing.certificates.cohen import cohen_radius, predict_from_counts
 from lipbound.smoothing.certificates.dual import dual_radius
-from lipbound.smoothing.certificates.soft import class_bounds
+from lipbound.smoothing.certificates.soft import Moments, class_bounds
 
 PROBS = [
     (0.6, 0.3, 0.1),
@@ -86,7 +86,8 @@ def test_lvm_hardmax_bonferroni_exact(p, alpha):
         label = int(np.argmax(sel / n0))
         for counts, pr in multinomial_outcomes(n, p):
             mean = counts / n
-            low, up = class_bounds("hardmax", mean, np.zeros(k_cls), n, label, alpha / k_cls)
+            mom = Moments(mean, np.zeros(k_cls), n)
+            low, up = class_bounds("hardmax", mom, label, alpha / k_cls)
             others = np.delete(p, label)
             if low > p[label] or np.any(up < others):
                 wrong += pr_sel * pr

@@ -67,10 +67,12 @@ def empirical_bernstein_radius(std: np.ndarray | float, n: int, alpha: float) ->
 
 
 def empirical_bernstein_bounds(
-    mean: np.ndarray, std: np.ndarray, n: int, alpha: float
+    mean: np.ndarray, std: np.ndarray, n: int, alpha: float, slack: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) Maurer–Pontil bounds, each one-sided at level ``alpha``, clipped to [0, 1]."""
-    w = empirical_bernstein_radius(std, n, alpha)
+    """(lower, upper) Maurer–Pontil bounds, each one-sided at level ``alpha``, clipped to [0, 1].
+
+    ``slack``: a bound on the error of ``mean`` (e.g. fixed-point rounding), added outward."""
+    w = empirical_bernstein_radius(std, n, alpha) + slack
     mean = np.asarray(mean, dtype=np.float64)
     return np.clip(mean - w, 0.0, 1.0), np.clip(mean + w, 0.0, 1.0)
 

@@ -32,8 +32,6 @@ import torch
 from lipbound.errors import InputError, UnsupportedModelError
 from lipbound.smoothing.lipschitz_constants import cached_pair_lipschitz
 
-_SHAVE = 1e-6  # relative: margins come from float32 forward passes
-
 
 def margin_spec(label: int, num_classes: int, dtype=torch.float32) -> torch.Tensor:
     """``[K-1, K]`` rows ``e_label - e_j`` for ``j != label``."""
@@ -43,8 +41,15 @@ def margin_spec(label: int, num_classes: int, dtype=torch.float32) -> torch.Tens
 
 
 def _margins(logits: torch.Tensor, label: int) -> torch.Tensor:
+    """Margins ``f_label - f_j`` (j != label) in float64, lowered by an allowance for the
+    rounding of the model's forward pass in its own precision: ``1000 u (1 + max_j |f_j|)``
+    with ``u`` the unit roundoff of ``logits.dtype`` (1.2e-4 relative for float32). The
+    Lipschitz and output-bound arguments are about the exact network; a sample counts only if
+    its lowered margin is positive, so rounding cannot turn a wrong class into a right one."""
     z = logits.to(torch.float64)
-    m = z[:, label : label + 1] - z
+    unit = torch.finfo(logits.dtype).eps if logits.dtype.is_floating_point else 0.0
+    slack = 1000 * unit * (1 + z.abs().amax(dim=1, keepdim=True))
+    m = z[:, label : label + 1] - z - slack
     keep = [j for j in range(z.shape[1]) if j != label]
     return m[:, keep]
 
@@ -113,7 +118,7 @@ class GlobalLipschitzRadius(LocalRadius):
         pairs = self._pairs(model, k)
         lip = torch.as_tensor(np.delete(pairs[label], label), dtype=torch.float64)
         m = _margins(logits, label).cpu()
-        r = (m * (1 - _SHAVE)).div(lip).min(dim=1).values
+        r = m.div(lip).min(dim=1).values
         return r
 
 
@@ -143,7 +148,7 @@ class LocalLipschitzRadius(LocalRadius):
             with torch.no_grad():
                 logits = model(points)
         k = logits.shape[1]
-        spec = margin_spec(label, k, dtype=points.dtype)
+        spec = margin_spec(label, k, dtype=points.dtype).to(points.device)
         m = _margins(logits, label).cpu()
         if target is not None:
             eps_all = torch.full((points.shape[0],), float(target), dtype=torch.float64)
@@ -159,7 +164,7 @@ class LocalLipschitzRadius(LocalRadius):
             eps = float(eps_all[i])
             res = local_lipschitz(model, points[i], eps, norm=2, spec=spec, method=self.method)
             upper = torch.as_tensor(res.upper, dtype=torch.float64).reshape(-1).cpu()
-            r = (m[i] * (1 - _SHAVE) / upper).min()
+            r = (m[i] / upper).min()
             out[i] = min(eps, float(r))
         return out
 

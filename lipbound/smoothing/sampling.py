@@ -2,20 +2,23 @@
 
 Reproducibility contract. Sample ``i`` of a stream (selection, estimation, prediction) gets
 its noise from the chunk ``i // chunk`` of that stream, and each chunk is drawn from its own
-``torch.Generator`` whose seed is derived from ``(seed, stream, chunk index)`` (``chunk_seed``)
-of samples and the device, never on ``batch_size``; integer statistics (class counts) and
-float sums (accumulated per fixed-size chunk in a fixed order, see ``ChunkedSum``) are then
-identical for every batch size, provided the model gives the same output for a sample
-whatever batch it sits in (true of the usual CPU kernels for batches of two or more samples;
-a batch of one may take a different matrix-vector kernel).
+``torch.Generator`` (on the input's device) whose seed is derived from ``(seed, stream, chunk
+index)`` (``chunk_seed``). The noise of a sample therefore depends on the seed, the stream, the
+chunk size and the device, never on ``batch_size``. Statistics are accumulated exactly (integer
+class counts; fixed-point integer sums for soft outputs, see ``FixedPointSum``), so they are
+identical for every batch size, provided the model gives the same output for a sample whatever
+batch it sits in (true of the usual CPU kernels for batches of 16 samples or more; a batch of
+one may take a different matrix-vector kernel).
 
-Noise is generated on the model's device with a generator on that device, so a CUDA run is
-reproducible on CUDA and a CPU run on CPU, but the two differ.
+Speed. Noise is drawn straight into a preallocated buffer and the noisy points are written into
+a preallocated batch buffer; counts and sums stay on the device; the finiteness check of the
+model outputs is accumulated on the device too. A pass over the estimation samples thus makes
+one host synchronisation at its end (certificates that call a radius function per sample, such
+as ``local-margins``, synchronise per batch by nature).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,7 +36,6 @@ STREAM_NAMES = {
 }
 
 DEFAULT_CHUNK = 1000
-SUM_CHUNK = 1000
 
 
 def resolve_seed(seed: int | torch.Generator | None) -> int:
@@ -46,9 +48,8 @@ def resolve_seed(seed: int | torch.Generator | None) -> int:
             raise InputError(f"seed must be non-negative, got {seed}")
         return int(seed)
     if seed is None or isinstance(seed, torch.Generator):
-        gen = seed if seed is not None else None
-        device = gen.device if gen is not None else "cpu"
-        return int(torch.randint(0, 2**62, (1,), generator=gen, device=device).item())
+        device = seed.device if seed is not None else "cpu"
+        return int(torch.randint(0, 2**62, (1,), generator=seed, device=device).item())
     raise InputError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
 
 
@@ -60,6 +61,12 @@ def _splitmix64(z: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
+
+
+def derive_seed(base: int, index: int) -> int:
+    """A seed for item ``index`` (e.g. the input index of a data set) from a base seed: distinct
+    items get unrelated seeds, and the result does not depend on the order of processing."""
+    return _splitmix64((_splitmix64(base & _MASK64) + index) & _MASK64) >> 2
 
 
 def chunk_seed(base: int, stream: int, chunk: int) -> int:
@@ -76,7 +83,13 @@ def chunk_seed(base: int, stream: int, chunk: int) -> int:
 
 
 class NoiseStream:
-    """Noisy copies ``x + sigma * eps_i`` of one input for sample indices ``0 <= i < total``."""
+    """Noisy copies ``x + sigma * eps_i`` of one input for sample indices ``0 <= i < total``.
+
+    Each chunk of noise is drawn (already scaled by sigma) into one reused buffer; ``points``
+    writes ``x + noise`` into a reused batch buffer, one correctly rounded addition per element,
+    so a sample's point is bit-identical however the batches are cut. A returned tensor is
+    valid until the next call to ``points``.
+    """
 
     def __init__(
         self,
@@ -93,123 +106,162 @@ class NoiseStream:
         self.stream = stream
         self.total = total
         self.chunk = chunk
-        self._cached: tuple[int, torch.Tensor] | None = None
         self._gen = torch.Generator(device=x.device)
+        self._noise = torch.empty((min(chunk, total), *x.shape), device=x.device, dtype=x.dtype)
+        self._noise_chunk = -1
+        self._out: torch.Tensor | None = None
 
     def _chunk(self, k: int) -> torch.Tensor:
-        if self._cached is not None and self._cached[0] == k:
-            return self._cached[1]
         size = min(self.chunk, self.total - k * self.chunk)
-        self._gen.manual_seed(chunk_seed(self.base_seed, self.stream, k))
-        eps = torch.randn(
-            (size, *self.x.shape), generator=self._gen, device=self.x.device, dtype=self.x.dtype
-        )
-        self._cached = (k, eps)
+        eps = self._noise[:size]
+        if self._noise_chunk != k:
+            self._gen.manual_seed(chunk_seed(self.base_seed, self.stream, k))
+            eps.normal_(0.0, self.sigma, generator=self._gen)
+            self._noise_chunk = k
         return eps
 
     def points(self, start: int, stop: int) -> torch.Tensor:
         """``[stop - start, *x.shape]`` noisy points for sample indices ``start..stop-1``."""
         if not 0 <= start < stop <= self.total:
             raise ValueError(f"bad sample range {start}..{stop} of {self.total}")
-        k0, k1 = start // self.chunk, (stop - 1) // self.chunk
-        if k0 == k1:
-            off = k0 * self.chunk
-            return torch.add(self.x, self._chunk(k0)[start - off : stop - off], alpha=self.sigma)
-        out = torch.empty((stop - start, *self.x.shape), device=self.x.device, dtype=self.x.dtype)
+        m = stop - start
+        if self._out is None or self._out.shape[0] < m:
+            self._out = torch.empty((m, *self.x.shape), device=self.x.device, dtype=self.x.dtype)
+        out = self._out[:m]
         pos = start
         while pos < stop:
             k = pos // self.chunk
             off = k * self.chunk
             eps = self._chunk(k)
             hi = min(stop, off + eps.shape[0])
-            out[pos - start : hi - start] = eps[pos - off : hi - off]
+            torch.add(self.x, eps[pos - off : hi - off], out=out[pos - start : hi - start])
             pos = hi
-        # the same operation as the one-chunk path, so that the values are bit-identical
-        return torch.add(self.x, out, alpha=self.sigma, out=out)
+        return out
 
 
-@dataclasses.dataclass
+class FiniteTally:
+    """Watches the model outputs of one pass for NaN or inf.
+
+    Fast mode (``exact=False``) keeps one running sum per model on the device (any NaN or inf
+    makes it non-finite; no host synchronisation); ``suspicious()`` reads it once. Exact mode
+    counts the offending samples; ``check()`` raises ``InputError`` naming the count."""
+
+    def __init__(self, stream: int, total: int, exact: bool = False) -> None:
+        self.stream, self.total, self.exact = stream, total, exact
+        self._acc: dict[str, torch.Tensor] = {}
+
+    def add(self, out: torch.Tensor, what: str) -> None:
+        if self.exact:
+            val = torch.isfinite(out).all(dim=1).logical_not().sum()
+        else:
+            val = out.sum(dtype=torch.float64 if out.dtype == torch.float64 else torch.float32)
+        prev = self._acc.get(what)
+        self._acc[what] = val if prev is None else prev + val
+
+    def suspicious(self) -> list[str]:
+        """Models whose outputs may contain NaN or inf (fast mode; a finite sum that overflowed
+        is also reported, and the exact recount then clears it)."""
+        return [w for w, v in self._acc.items() if not bool(torch.isfinite(v))]
+
+    def check(self) -> None:
+        if not self.exact:
+            raise RuntimeError("check() needs an exact tally")
+        for what, bad in self._acc.items():
+            count = int(bad)
+            if count:
+                name = STREAM_NAMES.get(self.stream, str(self.stream))
+                raise InputError(
+                    f"{what} returned non-finite outputs (NaN or inf) on {count} of "
+                    f"{self.total} noisy samples ({name} samples)"
+                )
+
+
 class Evaluator:
-    """Runs the base model (and the DRS pair, if any) with shape and finiteness checks."""
+    """Runs the base model (and the DRS pair, if any) under ``torch.no_grad`` with shape
+    checks; finiteness goes to a ``FiniteTally``."""
 
-    model: torch.nn.Module
-    num_classes: int
-    dual: object | None = None  # certificates.dual.DualPair
+    def __init__(self, model: torch.nn.Module, num_classes: int, dual=None) -> None:
+        self.model, self.num_classes, self.dual = model, num_classes, dual
 
-    def _check(self, out: torch.Tensor, what: str, where: str) -> torch.Tensor:
+    def _check(self, out, what: str, tally: FiniteTally) -> torch.Tensor:
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.num_classes:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ShapeError(
                 f"{what} returned outputs of shape {shape} on a batch of noisy inputs; expected "
                 f"[batch, {self.num_classes}] (num_classes={self.num_classes})"
             )
-        if bool(torch.isfinite(out.sum())):  # fast path: any NaN/inf makes the sum non-finite
-            return out
-        finite = torch.isfinite(out).all(dim=1)
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
-            raise InputError(
-                f"{what} returned non-finite outputs (NaN or inf) on {bad} of {out.shape[0]} "
-                f"noisy samples ({where})"
-            )
+        tally.add(out, what)
         return out
 
-    def logits(self, points: torch.Tensor, where: str) -> torch.Tensor:
+    def logits(self, points: torch.Tensor, tally: FiniteTally) -> torch.Tensor:
         with torch.no_grad():
-            return self._check(self.model(points), "the model", where)
+            return self._check(self.model(points), "the model", tally)
 
-    def dual_logits(self, points: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def dual_logits(self, points: torch.Tensor, tally: FiniteTally):
         if self.dual is None:
             raise InputError("the 'dual' certificate needs Smooth(..., dual=DualPair(...))")
         with torch.no_grad():
             left, right = self.dual.split(points)
-            out_l = self._check(self.dual.left(left), "the DRS left model", where)
-            out_r = self._check(self.dual.right(right), "the DRS right model", where)
+            out_l = self._check(self.dual.left(left), "the DRS left model", tally)
+            out_r = self._check(self.dual.right(right), "the DRS right model", tally)
         return out_l, out_r
 
 
 class Samples:
     """A block of noisy samples ``start..start+len-1`` of one stream, with lazily computed
-    (and cached) model outputs. Certificates share one ``Samples`` per batch."""
+    (and cached) model outputs. Certificates share one ``Samples`` per batch.
+
+    ``immediate=True`` (the selection samples; ``tally`` exact) checks finiteness as soon as
+    outputs are computed; otherwise the pass checks once at its end and consumers that read
+    values on the host call ``require_finite()`` first."""
 
     def __init__(
         self,
         evaluator: Evaluator,
         points: torch.Tensor,
         start: int,
-        stream: int,
-        total: int,
+        tally: FiniteTally,
         batch_size: int,
+        immediate: bool = False,
     ) -> None:
         self.evaluator = evaluator
         self.points = points
         self.start = start
-        self.stream = stream
-        self.total = total
+        self.tally = tally
         self.batch_size = batch_size
+        self.immediate = immediate
         self.cache: dict = {}
 
     def __len__(self) -> int:
         return self.points.shape[0]
 
-    def _where(self, lo: int, hi: int) -> str:
-        name = STREAM_NAMES.get(self.stream, str(self.stream))
-        return (
-            f"{name} samples {self.start + lo}..{self.start + hi - 1} "
-            f"of the {self.total} {name} samples"
-        )
-
     def _batched(self, fn: Callable, key: str):
         if key not in self.cache:
-            parts = []
-            for lo in range(0, len(self), self.batch_size):
-                hi = min(lo + self.batch_size, len(self))
-                parts.append(fn(self.points[lo:hi], self._where(lo, hi)))
+            parts = [
+                fn(self.points[lo : lo + self.batch_size], self.tally)
+                for lo in range(0, len(self), self.batch_size)
+            ]
             if isinstance(parts[0], tuple):
                 self.cache[key] = tuple(torch.cat(p) for p in zip(*parts))
             else:
                 self.cache[key] = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if self.immediate:
+                self.tally.check()
         return self.cache[key]
+
+    def require_finite(self) -> None:
+        """Raise ``InputError`` now if this batch's outputs contain NaN or inf."""
+        if self.immediate:
+            return  # already checked
+        exact = FiniteTally(self.tally.stream, self.tally.total, exact=True)
+        for key, what in (("logits", ("the model",)),
+                          ("dual_logits", ("the DRS left model", "the DRS right model"))):
+            if key in self.cache:
+                outs = self.cache[key] if isinstance(self.cache[key], tuple) else (
+                    self.cache[key],)
+                for out, name in zip(outs, what):
+                    exact.add(out, name)
+        exact.check()
 
     @property
     def logits(self) -> torch.Tensor:
@@ -225,6 +277,15 @@ class Samples:
             self.cache["pred"] = self.logits.argmax(dim=1)
         return self.cache["pred"]
 
+    def side_predictions(self, which: str) -> torch.Tensor:
+        """Predictions of the DRS ``left`` or ``right`` model."""
+        key = f"pred_{which}"
+        if key not in self.cache:
+            left, right = self.dual_logits
+            self.cache["pred_left"] = left.argmax(dim=1)
+            self.cache["pred_right"] = right.argmax(dim=1)
+        return self.cache[key]
+
 
 class Consumer:
     """Accumulates a statistic over the estimation samples ``0..limit-1`` (all if None)."""
@@ -236,53 +297,66 @@ class Consumer:
 
 
 class CountConsumer(Consumer):
-    """Counts of base-classifier predictions per class (``which``: main, left or right model)."""
+    """Counts of base-classifier predictions per class (``which``: main, left or right model),
+    kept on the device (``index_add_``: no host synchronisation, exact integers)."""
 
     def __init__(self, num_classes: int, which: str = "main", limit: int | None = None) -> None:
-        self.counts = np.zeros(num_classes, dtype=np.int64)
+        self.num_classes = num_classes
         self.which = which
         self.limit = limit
         self.seen = 0
+        self._counts: torch.Tensor | None = None
+        self._ones: torch.Tensor | None = None
 
     def update(self, batch: Samples, count: int) -> None:
         if self.which == "main":
             pred = batch.predictions[:count]
         else:
-            key = f"pred_{self.which}"
-            if key not in batch.cache:
-                left, right = batch.dual_logits
-                batch.cache["pred_left"] = left.argmax(dim=1)
-                batch.cache["pred_right"] = right.argmax(dim=1)
-            pred = batch.cache[key][:count]
-        self.counts += torch.bincount(pred, minlength=len(self.counts)).cpu().numpy()
+            pred = batch.side_predictions(self.which)[:count]
+        if self._counts is None:
+            self._counts = torch.zeros(self.num_classes, dtype=torch.int64, device=pred.device)
+        if self._ones is None or self._ones.shape[0] < count:
+            self._ones = torch.ones(count, dtype=torch.int64, device=pred.device)
+        self._counts.index_add_(0, pred, self._ones[:count])
         self.seen += count
 
+    @property
+    def counts(self) -> np.ndarray:
+        if self._counts is None:
+            return np.zeros(self.num_classes, dtype=np.int64)
+        return self._counts.cpu().numpy()
 
-class ChunkedSum:
-    """Sum of float64 rows, computed per fixed chunk of ``SUM_CHUNK`` rows in row order, so the
-    result does not depend on how the rows were split into batches."""
 
-    def __init__(self, width: int, chunk: int = SUM_CHUNK) -> None:
-        self.chunk = chunk
-        self.total = torch.zeros(width, dtype=torch.float64)
-        self._buf: list[torch.Tensor] = []
-        self._buffered = 0
+def fraction_bits(total: int) -> int:
+    """Fixed-point fraction bits for sums of ``total`` values in [0, 1] within int64."""
+    return max(8, min(40, 62 - int(total).bit_length()))
+
+
+class FixedPointSum:
+    """Exact sum of rows of values in [0, 1], each rounded to a multiple of ``2^-bits``.
+
+    Integer sums do not depend on the order of addition, so the result is the same for every
+    batch size and device. Each value moves by at most ``2^-(bits+1)`` (``resolution``)."""
+
+    def __init__(self, width: int, total: int) -> None:
+        self.width = width
+        self.bits = fraction_bits(total)
+        self.scale = float(2**self.bits)
+        self._sum: torch.Tensor | None = None
+
+    @property
+    def resolution(self) -> float:
+        return 2.0 ** -(self.bits + 1)
 
     def add(self, rows: torch.Tensor) -> None:
-        self._buf.append(rows.detach().to("cpu", torch.float64))
-        self._buffered += rows.shape[0]
-        while self._buffered >= self.chunk:
-            allrows = torch.cat(self._buf)
-            self.total += allrows[: self.chunk].sum(dim=0)
-            rest = allrows[self.chunk :]
-            self._buf = [rest] if rest.shape[0] else []
-            self._buffered = rest.shape[0]
+        q = torch.round(rows.clamp(0.0, 1.0) * self.scale).to(torch.int64).sum(dim=0)
+        self._sum = q if self._sum is None else self._sum + q
 
-    def result(self) -> np.ndarray:
-        if self._buffered:
-            self.total += torch.cat(self._buf).sum(dim=0)
-            self._buf, self._buffered = [], 0
-        return self.total.numpy().copy()
+    def result(self) -> list[int]:
+        """The exact integer sums (Python ints, in units of ``2^-bits``)."""
+        if self._sum is None:
+            return [0] * self.width
+        return [int(v) for v in self._sum.cpu().tolist()]
 
 
 def run_pass(
@@ -298,19 +372,36 @@ def run_pass(
 ) -> int:
     """Feed samples ``0..total-1`` of a stream to every consumer (each up to its own limit).
 
-    Returns the number of samples drawn (the largest limit)."""
+    Raises ``InputError`` if the model returned NaN/inf on any sample. Returns the number of
+    samples drawn (the largest limit)."""
     limits = [total if c.limit is None else min(c.limit, total) for c in consumers]
     needed = max(limits, default=0)
     if needed == 0:
         return 0
     noise = NoiseStream(x, sigma, base_seed, stream, total, chunk)
+    tally = FiniteTally(stream, needed)
     for start in range(0, needed, batch_size):
         stop = min(start + batch_size, needed)
-        batch = Samples(evaluator, noise.points(start, stop), start, stream, total, batch_size)
+        batch = Samples(evaluator, noise.points(start, stop), start, tally, batch_size)
         for cons, lim in zip(consumers, limits):
             if start < lim:
                 cons.update(batch, min(stop, lim) - start)
+    suspects = tally.suspicious()
+    if suspects:  # rare: recount exactly (the noise is reproducible) to name the count
+        _recount(evaluator, noise, needed, batch_size, suspects).check()
     return needed
+
+
+def _recount(evaluator: Evaluator, noise: NoiseStream, needed: int, batch_size: int,
+             suspects: list[str]) -> FiniteTally:
+    exact = FiniteTally(noise.stream, needed, exact=True)
+    for start in range(0, needed, batch_size):
+        points = noise.points(start, min(start + batch_size, needed))
+        if "the model" in suspects:
+            evaluator.logits(points, exact)
+        if any("DRS" in w for w in suspects):
+            evaluator.dual_logits(points, exact)
+    return exact
 
 
 def draw_samples(
@@ -325,4 +416,5 @@ def draw_samples(
 ) -> Samples:
     """All ``total`` samples of a stream as one ``Samples`` (for the small selection set)."""
     noise = NoiseStream(x, sigma, base_seed, stream, total, chunk)
-    return Samples(evaluator, noise.points(0, total), 0, stream, total, batch_size)
+    tally = FiniteTally(stream, total, exact=True)
+    return Samples(evaluator, noise.points(0, total), 0, tally, batch_size, immediate=True)

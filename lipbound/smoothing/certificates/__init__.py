@@ -14,6 +14,7 @@ name                      what it certifies (module)
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 from lipbound.errors import InputError, UnknownMethodError, UnsupportedModelError
@@ -35,9 +36,14 @@ CERTIFICATES: dict[str, type[Certificate]] = {
 NAMES = (*CERTIFICATES, "best")
 
 
-def _accepted(cls: type) -> set[str]:
+@functools.cache
+def _accepted(cls: type) -> frozenset[str]:
+    """Keyword options of a certificate class (cached: ``inspect.signature`` of a class without
+    its own ``__init__`` parses ``object.__init__``'s text signature, about 2 ms)."""
+    if cls.__init__ is object.__init__:
+        return frozenset()
     params = inspect.signature(cls.__init__).parameters
-    return {k for k in params if k != "self"}
+    return frozenset(k for k in params if k != "self")
 
 
 def _construct(cls: type, options: dict) -> Certificate:

@@ -66,6 +66,7 @@ class LocalCount(Consumer):
 
     def update(self, batch: Samples, count: int) -> None:
         pred = batch.predictions[:count]
+        batch.require_finite()  # the radius function sees these values on the host
         hit = (pred == self.label).nonzero().flatten()
         if hit.numel():
             pts = batch.points[:count][hit]

@@ -25,6 +25,7 @@ radius is reported. Never the same samples for choosing and certifying without a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -46,7 +47,7 @@ from lipbound.smoothing.certificates.base import (
     shave,
 )
 from lipbound.smoothing.lipschitz_radius import psi
-from lipbound.smoothing.sampling import ChunkedSum, Consumer, Samples
+from lipbound.smoothing.sampling import Consumer, FixedPointSum, Samples
 from lipbound.smoothing.simplex import MAPS, apply_map, is_binary
 
 DEFAULT_TEMPERATURES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -67,12 +68,13 @@ def soft_outputs(name: str, logits: torch.Tensor, t: float) -> torch.Tensor:
 
 
 class SoftStats(Consumer):
-    """Sum and sum of squares per class of the soft outputs ``s_t(f(x + z_i))``."""
+    """Exact fixed-point sums per class of the soft outputs ``s_t(f(x + z_i))`` and of their
+    squares (``FixedPointSum``: batch-size independent, on the device)."""
 
-    def __init__(self, num_classes: int, map_name: str, t: float) -> None:
+    def __init__(self, num_classes: int, map_name: str, t: float, total: int) -> None:
         self.map_name, self.t = map_name, t
-        self.s1 = ChunkedSum(num_classes)
-        self.s2 = ChunkedSum(num_classes)
+        self.s1 = FixedPointSum(num_classes, total)
+        self.s2 = FixedPointSum(num_classes, total)
         self.seen = 0
 
     def update(self, batch: Samples, count: int) -> None:
@@ -81,29 +83,62 @@ class SoftStats(Consumer):
         self.s2.add(s * s)
         self.seen += count
 
-    def moments(self) -> tuple[np.ndarray, np.ndarray]:
-        return moments_from_sums(self.s1.result(), self.s2.result(), self.seen)
+    def moments(self) -> Moments:
+        return fixed_point_moments(self.s1.result(), self.s2.result(), self.seen, self.s1.bits)
 
 
-def moments_from_sums(s1: np.ndarray, s2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Means and unbiased standard deviations from the sums of x and x^2."""
+@dataclasses.dataclass
+class Moments:
+    """Per-class sample means and standard deviations of ``n`` soft outputs in [0, 1].
+
+    ``slack``: a bound on how far ``mean`` may be from the exact mean of the float outputs
+    (fixed-point rounding); ``std`` is already rounded up to cover its own rounding."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    n: int
+    slack: float = 0.0
+
+
+def moments_from_sums(s1: np.ndarray, s2: np.ndarray, n: int) -> Moments:
+    """Means and unbiased standard deviations from float sums (planning on the selection
+    samples only: no rounding allowance)."""
     mean = s1 / n
     if n < 2:
-        return mean, np.full_like(mean, np.inf)
+        return Moments(mean, np.full_like(mean, np.inf), n)
     var = np.maximum(s2 - s1 * s1 / n, 0.0) / (n - 1)
-    return mean, np.sqrt(var)
+    return Moments(mean, np.sqrt(var), n)
+
+
+def fixed_point_moments(s1: list[int], s2: list[int], n: int, bits: int) -> Moments:
+    """Moments from exact integer sums of values rounded to multiples of ``2^-bits``.
+
+    With ``d = 2^-(bits+1)`` the largest rounding of one value (and ``d + 2^-53`` of one square),
+    the mean moves by at most ``d`` and the unbiased variance by at most
+    ``n/(n-1) (3d + 2^-53 + d^2) <= 2 (3d + 2^-52)``; both are added outward. The variance
+    numerator ``n S2 - S1^2`` is computed in exact integer arithmetic."""
+    d = 2.0 ** -(bits + 1)
+    scale = 1 << bits
+    mean = np.array([v / (scale * n) for v in s1], dtype=np.float64)
+    if n < 2:
+        return Moments(mean, np.full_like(mean, np.inf), n, slack=d + 1e-15)
+    num = [max(n * b * scale - a * a, 0) for a, b in zip(s1, s2)]  # n(n-1) var * 4^bits
+    var = np.array([v / (scale * scale * n * (n - 1)) for v in num], dtype=np.float64)
+    std = np.sqrt(var + 2 * (3 * d + 2.0**-52)) * (1 + 1e-15)
+    return Moments(mean, std, n, slack=d + 1e-15)
 
 
 def class_bounds(
-    map_name: str, mean: np.ndarray, std: np.ndarray, n: int, label: int, alpha_each: float
+    map_name: str, mom: Moments, label: int, alpha_each: float
 ) -> tuple[float, np.ndarray]:
     """Lower bound of class ``label`` and upper bounds of the others (each at ``alpha_each``)."""
+    n = mom.n
     if is_binary(map_name):
-        counts = np.rint(mean * n).astype(np.int64)
+        counts = np.rint(mom.mean * n).astype(np.int64)  # one-hot outputs: exact counts
         low = clopper_pearson_lower(int(counts[label]), n, alpha_each)
         up = np.array([clopper_pearson_upper(int(k), n, alpha_each) for k in counts])
     else:
-        lows, up = empirical_bernstein_bounds(mean, std, n, alpha_each)
+        lows, up = empirical_bernstein_bounds(mom.mean, mom.std, n, alpha_each, mom.slack)
         low = float(lows[label])
     up = np.delete(up, label)
     # H_B <= 1 - H_A <= 1 - low: the soft outputs sum to 1 (identity maps: checked to within
@@ -178,12 +213,12 @@ class SoftCertificate(Certificate):
 
     # -------------------------------------------------------------------------------------
     def _radii(
-        self, ctx: Context, cands: list[int], stats: list, n: int, alpha_each: float, labels
+        self, ctx: Context, cands: list[int], stats: list, alpha_each: float, labels
     ) -> tuple[np.ndarray, list[dict]]:
         p_a, p_b, l_a, l_b, infos = [], [], [], [], []
-        for g, (mean, std), label in zip(cands, stats, labels):
+        for g, mom, label in zip(cands, stats, labels):
             m, t = self.grid[g]
-            low, up = class_bounds(m, mean, std, n, label, alpha_each)
+            low, up = class_bounds(m, mom, label, alpha_each)
             consts = self.class_constants(ctx, m, t)
             p_a.append(low)
             p_b.append(up)
@@ -212,21 +247,22 @@ class SoftCertificate(Certificate):
         labels, stats = [], []
         for m, t in self.grid:
             s = soft_outputs(m, selection.logits, t)
-            mean, std = moments_from_sums(
+            mom = moments_from_sums(
                 s.sum(0).cpu().numpy(), (s * s).sum(0).cpu().numpy(), s.shape[0]
             )
-            labels.append(int(np.argmax(mean)))
-            stats.append((mean, std))
-        scores, _ = self._radii(ctx, list(range(n_cand)), stats, ctx.n, alpha_cand / k, labels)
+            labels.append(int(np.argmax(mom.mean)))
+            # planning: what n estimation samples with these moments would certify
+            stats.append(dataclasses.replace(mom, n=ctx.n))
+        scores, _ = self._radii(ctx, list(range(n_cand)), stats, alpha_cand / k, labels)
         state = {"setup": setup, "labels": labels, "alpha_each": alpha_cand / k}
         if self.selection == "n0":
             best = int(np.argmax(scores))
             state["chosen"] = [best]
-            consumers = [SoftStats(k, *self.grid[best])]
+            consumers = [SoftStats(k, *self.grid[best], ctx.n)]
             label = labels[best]
         else:
             state["chosen"] = list(range(n_cand))
-            consumers = [SoftStats(k, m, t) for m, t in self.grid]
+            consumers = [SoftStats(k, m, t, ctx.n) for m, t in self.grid]
             label = labels[int(np.argmax(scores))]
         state["selection_scores"] = [float(s) for s in scores]
         return Plan(self, label, alpha, consumers, score=float(np.max(scores)), state=state)
@@ -235,7 +271,7 @@ class SoftCertificate(Certificate):
         chosen = plan.state["chosen"]
         labels = [plan.state["labels"][g] for g in chosen]
         stats = [c.moments() for c in plan.consumers]
-        radii, infos = self._radii(ctx, chosen, stats, ctx.n, plan.state["alpha_each"], labels)
+        radii, infos = self._radii(ctx, chosen, stats, plan.state["alpha_each"], labels)
         best = int(np.argmax(radii))
         details = {
             "selection": self.selection,
