@@ -1,0 +1,208 @@
+"""``verify``: decide a VNN-LIB property for a network within a time limit.
+
+Stages, while time remains (each region keeps the list of its disjuncts not yet refuted):
+
+1. screening: the model at the centre and 63 random points of every box;
+2. a short PGD attack on the violation of every region;
+3. CROWN bounds on every region, then alpha-CROWN on the regions still open;
+4. a longer PGD attack;
+5. branch and bound (``method="bab"`` of ``lipbound.output_bounds``) when the installed
+   lipbound has it (otherwise recorded as unavailable in ``details``);
+6. input splitting with CROWN for regions of at most ``SPLIT_MAX_INPUTS`` inputs;
+7. further attack rounds; "unknown" if they find nothing and time is left.
+
+The verdict is "sat" as soon as a counterexample is confirmed (see
+:mod:`lipbound.verify.falsify`), "unsat" only when every disjunct of every region is refuted by
+certified bounds, "timeout" when the limit expires first. Bounds treat the network's weights as
+exact real numbers (the usual VNN-COMP convention); counterexamples are checked on the float
+executor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from lipbound.errors import InputError, ShapeError, UnknownMethodError
+from lipbound.inputs import get_graph, resolve_model
+from lipbound.io.vnnlib import VnnlibProperty
+from lipbound.progress import bar
+from lipbound.verify.deadline import Deadline, Expired, interrupt_at
+from lipbound.verify.falsify import Checker, attack, model_dtype, random_points, screen
+from lipbound.verify.prove import refute, split_prove
+from lipbound.verify.result import VerificationResult
+
+#: Input splitting is tried only for regions with at most this many inputs.
+SPLIT_MAX_INPUTS = 64
+
+
+class _Found(Exception):
+    def __init__(self, cex, stage: str) -> None:
+        super().__init__(stage)
+        self.cex, self.stage = cex, stage
+
+
+def input_shape_of(model: nn.Module, num_inputs: int) -> tuple[int, ...]:
+    """The per-sample input shape to feed the property's flat inputs to ``model``."""
+    shape = tuple(getattr(model, "input_shape", (num_inputs,)))
+    if math.prod(shape) != num_inputs:
+        raise ShapeError(f"the property has {num_inputs} inputs X_i, the model takes "
+                         f"{list(shape)} ({math.prod(shape)} values)")
+    return shape
+
+
+class _Run:
+    """State of one verification: open disjuncts per region, stage log."""
+
+    def __init__(self, model, prop, in_shape, checker, deadline, seed):
+        self.model, self.prop, self.in_shape = model, prop, in_shape
+        self.checker, self.deadline = checker, deadline
+        self.gen = torch.Generator().manual_seed(seed)
+        self.open = {r: list(range(len(reg.disjuncts))) for r, reg in enumerate(prop.regions)}
+        self.stages: list[dict[str, Any]] = []
+        self.decided_by: str | None = None
+
+    def open_regions(self) -> list[int]:
+        return [r for r, ids in self.open.items() if ids]
+
+    def log(self, stage: str, t0: float, **extra: Any) -> None:
+        left = sum(len(v) for v in self.open.values())
+        self.stages.append({"stage": stage, "time": round(self.deadline.elapsed() - t0, 4),
+                            "open_disjuncts": left, **extra})
+
+    def screen(self) -> None:
+        t0 = self.deadline.elapsed()
+        for reg in self.prop.regions:
+            pts = random_points(reg, 64, model_dtype(self.model), self.gen)
+            if pts is not None:
+                found = screen(self.model, reg, self.in_shape, self.checker, pts)
+                if found is not None:
+                    raise _Found(found, "screen")
+        self.log("screen", t0)
+
+    def attack(self, name: str, steps: int, restarts: int) -> None:
+        t0 = self.deadline.elapsed()
+        for r in range(len(self.prop.regions)):
+            found = attack(self.model, self.prop.regions[r], self.in_shape, self.checker,
+                           steps=steps, restarts=restarts, generator=self.gen)
+            if found is not None:
+                raise _Found(found, name)
+        self.log(name, t0)
+
+    def bound(self, method: str) -> None:
+        t0 = self.deadline.elapsed()
+        todo = self.open_regions()
+        for k, r in enumerate(todo):
+            share = self.deadline.remaining() / (len(todo) - k)
+            done = refute(self.model, self.prop.regions[r], self.open[r], method,
+                          self.in_shape, timeout=share)
+            self.open[r] = [i for i in self.open[r] if i not in done]
+        self.log(method, t0)
+        if not self.open_regions():
+            self.decided_by = self.decided_by or method
+
+    def split(self) -> None:
+        t0 = self.deadline.elapsed()
+        todo = [r for r in self.open_regions()
+                if self.prop.regions[r].num_inputs <= SPLIT_MAX_INPUTS]
+        boxes = 0
+        for k, r in enumerate(todo):
+            sub = Deadline(self.deadline.remaining() / (len(todo) - k))
+            status, found, stats = split_prove(self.model, self.prop.regions[r], self.open[r],
+                                               self.in_shape, self.checker, sub)
+            boxes += stats["boxes"]
+            if status == "sat":
+                raise _Found(found, "input-split")
+            if status == "proved":
+                self.open[r] = []
+        self.log("input-split", t0, boxes=boxes)
+        if not self.open_regions():
+            self.decided_by = "input-split"
+
+
+def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed: int = 0,
+           progress: bool | str = False, methods: tuple[str, ...] = ("crown", "alpha-crown", "bab"),
+           input_split: bool = True, attack_rounds: int = 3) -> VerificationResult:
+    """Decide whether ``prop`` holds for ``model`` within ``timeout`` seconds.
+
+    ``model``: an eval-mode ``nn.Module`` whose per-sample input holds ``prop.num_inputs`` values
+    (``model.input_shape`` if it has one, else flat) and which returns ``[B, prop.num_outputs]``,
+    or a path to an ONNX file. Returns a :class:`VerificationResult`; "unsat" is certified by
+    sound bounds (every disjunct of every region refuted), "sat" carries a counterexample
+    re-checked on onnxruntime (ONNX models) or the module itself. The limit is enforced with
+    SIGALRM in the main thread (elsewhere it is checked between stages, so a stage may overrun).
+    Loading the model, opening onnxruntime and tracing come first and do not count: their time
+    is ``details["prepare_time"]`` (VNN-COMP's preparation phase); ``result.time`` is the rest.
+    """
+    if not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    prep = Deadline(math.inf)
+    model = resolve_model(model)
+    if not isinstance(prop, VnnlibProperty):
+        raise InputError(f"prop must be a VnnlibProperty (see read_vnnlib), got {type(prop)}")
+    in_shape = input_shape_of(model, prop.num_inputs)
+    checker = Checker(model, in_shape)
+    if prop.regions:
+        _check_outputs(model, prop, in_shape)
+    details: dict[str, Any] = {"executor": checker.executor, "regions": len(prop.regions),
+                               "disjuncts": sum(len(r.disjuncts) for r in prop.regions),
+                               "prepare_time": prep.elapsed()}
+    deadline = Deadline(float(timeout))
+    run = _Run(model, prop, in_shape, checker, deadline, seed)
+    plan = _plan(run, methods, input_split, attack_rounds, details)
+    verdict, cex = "unknown", None
+    try:
+        with interrupt_at(deadline):
+            for stage in bar(plan, progress=progress, desc="verify", total=len(plan)):
+                if not run.open_regions():
+                    break
+                stage()
+                if deadline.expired():
+                    raise Expired()
+        verdict = "unknown" if run.open_regions() else "unsat"
+    except _Found as hit:
+        verdict, cex, run.decided_by = "sat", hit.cex, hit.stage
+    except Expired:
+        verdict = "timeout"
+    if verdict == "unsat" and not prop.regions:
+        run.decided_by = "no-regions"
+    details.update(stages=run.stages, decided_by=run.decided_by)
+    return VerificationResult(verdict, cex, deadline.elapsed(), details)
+
+
+def _check_outputs(model: nn.Module, prop: VnnlibProperty, in_shape: tuple[int, ...]) -> None:
+    x = prop.regions[0].lower.reshape(1, *in_shape).to(model_dtype(model))
+    with torch.no_grad():
+        y = model(x)
+    if y.numel() != prop.num_outputs:
+        raise ShapeError(f"the property has {prop.num_outputs} outputs Y_j, the model returns "
+                         f"{y.numel()} values per input")
+    get_graph(model, x, torch.float64, x.device)  # trace now, outside the interruptible part
+
+
+def _plan(run: _Run, methods, input_split: bool, attack_rounds: int, details: dict) -> list:
+    def bab() -> None:
+        try:
+            run.bound("bab")
+        except UnknownMethodError:
+            details["bab"] = "unavailable in this lipbound (method='bab' unknown); skipped"
+
+    def extra_attacks() -> None:
+        for k in range(attack_rounds):
+            if run.deadline.expired():
+                raise Expired()
+            run.attack(f"attack-{k + 3}", steps=100, restarts=32 * 2**k)
+
+    plan = [run.screen, lambda: run.attack("attack-1", steps=30, restarts=4)]
+    for m in methods:
+        if m == "bab":
+            plan += [lambda: run.attack("attack-2", steps=100, restarts=16), bab]
+        else:
+            plan.append(lambda m=m: run.bound(m))
+    if input_split:
+        plan.append(run.split)
+    plan.append(extra_attacks)
+    return plan
