@@ -3,13 +3,12 @@
 Stages, while time remains (each region keeps the list of its disjuncts not yet refuted):
 
 1. screening: the model at the centre and 63 random points of every box;
-2. a short PGD attack on the violation of every region;
-3. CROWN bounds on every region, then alpha-CROWN on the regions still open;
-4. a longer PGD attack;
-5. branch and bound (``method="bab"`` of ``lipbound.output_bounds``) when the installed
+2. CROWN bounds on every region, then a short PGD attack on the violation of every region;
+3. alpha-CROWN on the regions still open, then a longer PGD attack;
+4. branch and bound (``method="bab"`` of ``lipbound.output_bounds``) when the installed
    lipbound has it (otherwise recorded as unavailable in ``details``);
-6. input splitting with CROWN for regions of at most ``SPLIT_MAX_INPUTS`` inputs;
-7. further attack rounds; "unknown" if they find nothing and time is left.
+5. input splitting with CROWN for regions of at most ``SPLIT_MAX_INPUTS`` inputs;
+6. further attack rounds; "unknown" if they find nothing and time is left.
 
 The verdict is "sat" as soon as a counterexample is confirmed (see
 :mod:`lipbound.verify.falsify`), "unsat" only when every disjunct of every region is refuted by
@@ -196,12 +195,13 @@ def _plan(run: _Run, methods, input_split: bool, attack_rounds: int, details: di
                 raise Expired()
             run.attack(f"attack-{k + 3}", steps=100, restarts=32 * 2**k)
 
-    plan = [run.screen, lambda: run.attack("attack-1", steps=30, restarts=4)]
-    for m in methods:
-        if m == "bab":
-            plan += [lambda: run.attack("attack-2", steps=100, restarts=16), bab]
-        else:
-            plan.append(lambda m=m: run.bound(m))
+    plan: list = [run.screen]
+    for k, m in enumerate(methods):
+        plan.append(bab if m == "bab" else (lambda m=m: run.bound(m)))
+        if k == 0:
+            plan.append(lambda: run.attack("attack-1", steps=30, restarts=4))
+        if k == 1:
+            plan.append(lambda: run.attack("attack-2", steps=100, restarts=16))
     if input_split:
         plan.append(run.split)
     plan.append(extra_attacks)
