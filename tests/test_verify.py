@@ -159,3 +159,19 @@ def test_resolve_model_loads_onnx_paths_for_the_api(net, tmp_path):
         resolve_model(tmp_path / "weights.pt")
     with pytest.raises(InputError, match="not found"):
         resolve_model(tmp_path / "missing.onnx")
+
+
+def test_plain_torch_module_is_checked_with_torch():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(np.array([[1.0, -1.0], [0.5, 2.0]])))
+        model[0].bias.copy_(torch.tensor([0.0, -0.5]))
+        model[2].weight.copy_(torch.from_numpy(np.array([[1.0, 1.0], [-1.0, 0.5]])))
+        model[2].bias.zero_()
+    model.eval()
+    assert verify(model, prop("(assert (>= Y_0 5))"), 30).verdict == "unsat"
+    res = verify(model, prop("(assert (>= Y_0 1.9))"), 30)
+    assert res.verdict == "sat" and res.details["executor"] == "torch"
+    x, y = res.counterexample
+    np.testing.assert_allclose(forward(x.numpy()[None])[0], y.numpy(), atol=1e-5)
+    assert float(y[0]) >= 1.9
