@@ -4,12 +4,16 @@
   activation patterns (tiny nets; p = inf, 2, 1);
 - :func:`milp_local_lipschitz`: the same constant by a LipMIP-style MILP with HiGHS (p = inf, 1),
   with a certified bracket on time-out;
-- :func:`lipsdp_neuron`: certified global l2 Lipschitz bound by LipSDP-Neuron (SCS).
+- :func:`lipsdp_neuron`: certified global l2 Lipschitz bound by LipSDP-Neuron (SCS);
+- :func:`exact_local_lipschitz`: ``method="exact"`` of :func:`lipbound.local_lipschitz` (the MILP
+  for any model that traces to a ReLU/LeakyReLU chain, CROWN big-M, a LipschitzResult).
 
 The local constant is the chain-rule (Clarke-superset) one with closed activation patterns; see
 :mod:`lipbound.exact.mlp` and :mod:`lipbound.exact.enumerate` for the definitions.
 """
 
+from lipbound.exact.api import exact_local_lipschitz
+from lipbound.exact.bounds import MilpBounds
 from lipbound.exact.enumerate import DEFAULT_MAX_UNSTABLE, as_mlp, enumerate_local_lipschitz
 from lipbound.exact.lipsdp import certify_multipliers, lipsdp_neuron
 from lipbound.exact.milp import DEFAULT_MAX_BINARIES, milp_local_lipschitz
@@ -22,9 +26,11 @@ __all__ = [
     "MLP",
     "ExactResult",
     "LipSDPResult",
+    "MilpBounds",
     "as_mlp",
     "certify_multipliers",
     "enumerate_local_lipschitz",
+    "exact_local_lipschitz",
     "lipsdp_neuron",
     "milp_local_lipschitz",
 ]

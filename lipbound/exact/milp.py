@@ -19,14 +19,18 @@ Encoding (all float64 numpy data, cvxpy model, HiGHS branch and bound):
   q = inf: t <= +-a_0j + M (1 - sigma_{j,+-}) with one binary per candidate (coordinate, sign)
   pair, sum sigma = 1; pairs whose interval bound cannot beat the gradient at x0 are dropped.
 
-The pre-activation bounds (l, u) default to interval arithmetic; ``preact_bounds`` (one (l, u) per
-hidden layer, e.g. from CROWN) are intersected with them.  **They must be sound** over B: unsound
-bounds cut off parts of B and make the "exact" value wrong.
+The bounds (forward l, u; backward la, ua; the input gradient) default to interval arithmetic;
+``preact_bounds`` (one (l, u) per hidden layer) and ``extra_bounds`` (a
+:class:`~lipbound.exact.bounds.MilpBounds`, e.g. CROWN's from
+:mod:`lipbound.exact.engine_bounds`) are intersected with them, and the objective is capped by
+the bounds' norm bound (a valid cut).  **They must be sound** over the chain-rule set: unsound
+bounds cut off parts of it and make the "exact" value wrong.
 
 Certification: the returned ``lower`` is recomputed in float64 from an activation pattern for which
 an LP finds a witness point in B (closed consistency checked in float64); ``upper`` is HiGHS' dual
-bound (``mip_dual_bound`` of the minimisation cvxpy passes to HiGHS, negated), never the primal
-value, and never more than the interval bound.  On a time-out the status is "timeout" and
+bound (``mip_dual_bound`` of the minimisation cvxpy passes to HiGHS, negated, then widened
+outward by 1e-8 relative for the solver's 1e-9 tolerances), never the primal value, and never
+more than the bounds' norm bound.  On a time-out the status is "timeout" and
 [lower, upper] brackets the constant (upper = +inf if no dual bound can be read).
 """
 
@@ -40,14 +44,19 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedNormError
+from lipbound.errors import (
+    InputError,
+    ProblemTooLargeError,
+    ShapeError,
+    SolverError,
+    UnsupportedNormError,
+)
+from lipbound.exact.bounds import MilpBounds, intersect_forward, interval_milp_bounds
 from lipbound.exact.domain import (
     ACTIVE,
     UNSTABLE,
     RegionLP,
-    backward_bounds,
     dual_norm,
-    interval_bounds,
     make_ball,
     pattern_to_tuple,
     realize_pattern,
@@ -70,6 +79,24 @@ def _check_timeout(timeout) -> float | None:
     if math.isnan(t) or t <= 0:
         raise InputError(f"timeout must be > 0 seconds (or None for no limit), got {timeout!r}")
     return None if math.isinf(t) else t
+
+
+def _widen_up(v: float) -> float:
+    """Round a solver's bound outward by more than its feasibility tolerances (1e-9)."""
+    return v + 1e-8 * abs(v) + 1e-12
+
+
+def _check_extra(mlp, eb: MilpBounds) -> MilpBounds:
+    """Shape check of caller-supplied bounds (their soundness is the caller's promise)."""
+    sizes = mlp.hidden_sizes
+    ok = (isinstance(eb, MilpBounds) and len(eb.preact) == len(sizes)
+          and len(eb.backward) == len(sizes)
+          and all(l.shape == u.shape == (n,) for (l, u), n in zip(eb.preact, sizes))
+          and all(l.shape == u.shape == (n,) for (l, u), n in zip(eb.backward, sizes))
+          and eb.gradient[0].shape == eb.gradient[1].shape == (mlp.in_features,))
+    if not ok:
+        raise ShapeError("extra_bounds do not match the network's layer sizes")
+    return eb
 
 
 def _objective_plan(q: float, la0: np.ndarray, ua0: np.ndarray, lower0: float):
@@ -134,6 +161,8 @@ def milp_local_lipschitz(
     timeout: float | None = None,
     max_binaries: int = DEFAULT_MAX_BINARIES,
     *,
+    extra_bounds: MilpBounds | None = None,
+    objective_cut: bool = True,
     rel_gap: float = 1e-7,
     n_start: int = 4096,
     threads: int | None = None,
@@ -146,6 +175,9 @@ def milp_local_lipschitz(
             (anything else, e.g. Tanh: UnsupportedModelError).
         x0, eps, p, c, data_range: the input set and spec row; p must be inf or 1.
         preact_bounds: optional sound (l, u) per hidden layer (tighter big-M).
+        extra_bounds: optional sound :class:`~lipbound.exact.bounds.MilpBounds` (e.g. from
+            CROWN), intersected with the interval bounds of every MILP quantity.
+        objective_cut: add the (sound) cut objective <= the bounds' norm bound.
         timeout: HiGHS time limit in seconds (None: none; <= 0: InputError).
         max_binaries: refuse (ProblemTooLargeError) above this many binaries.
         rel_gap: HiGHS' relative MIP gap for "optimal" (upper - lower <= rel_gap * upper).
@@ -166,11 +198,16 @@ def milp_local_lipschitz(
         )
     cvec = mlp.spec_row(c)
     q = dual_norm(ball.p)
-    bounds = interval_bounds(mlp, ball, preact_bounds)
+    mb = interval_milp_bounds(mlp, ball, cvec, preact_bounds)
+    if extra_bounds is not None:
+        mb = intersect_forward(mlp, ball, cvec, mb, _check_extra(mlp, extra_bounds))
+    bounds = list(mb.preact)
     status = stability(bounds)
-    back, (la0, ua0) = backward_bounds(mlp, status, cvec)
-    interval_upper = float(np.sum(np.maximum(np.abs(la0), np.abs(ua0)))) if q == 1.0 else float(
-        np.max(np.maximum(np.abs(la0), np.abs(ua0)), initial=0.0))
+    back = mb.backward
+    la0, ua0 = mb.gradient
+    mag0 = np.maximum(np.abs(la0), np.abs(ua0))
+    interval_upper = min(mb.norm_upper, float(np.sum(mag0)) if q == 1.0
+                         else float(np.max(mag0, initial=0.0)))
     n_in = mlp.in_features
     lp = RegionLP(ball)
 
@@ -186,7 +223,8 @@ def milp_local_lipschitz(
         raise ProblemTooLargeError(
             f"the MILP needs {n_binaries} binaries ({n_unstable} unstable neurons + "
             f"{plan['n_binaries']} sign binaries), above max_binaries={max_binaries}; pass a "
-            "larger max_binaries= (solve time grows exponentially) or tighter preact_bounds"
+            "larger max_binaries= (solve time grows exponentially) or tighter bounds "
+            "(big_m='crown')"
         )
 
     # ------------------------------------------------------------------ model
@@ -278,6 +316,8 @@ def milp_local_lipschitz(
             cons += [obj <= cp.multiply(sg, grad[idx]) + cp.multiply(big, 1 - sig),
                      cp.sum(sig) == 1]
         cons.append(obj <= tmax if len(pairs) > 1 else obj <= pairs[0][2])
+    if objective_cut and math.isfinite(interval_upper):
+        cons.append(obj <= interval_upper)  # sound: the bounds hold on the whole feasible set
     prob = cp.Problem(cp.Maximize(obj), cons)
 
     # ------------------------------------------------------------------ solve
@@ -330,9 +370,9 @@ def milp_local_lipschitz(
         if has_ints:
             mdb = float(getattr(info, "mip_dual_bound", math.nan))
             if math.isfinite(mdb):
-                dual_upper = -mdb
+                dual_upper = _widen_up(-mdb)
         elif res_status == "optimal" and primal is not None:
-            dual_upper = primal  # an LP: strong duality
+            dual_upper = _widen_up(primal)  # an LP: strong duality
     upper = min(dual_upper, interval_upper)
 
     # ------------------------------------------------------------------ attained lower bound
@@ -384,10 +424,12 @@ def milp_local_lipschitz(
             "solver_primal": primal if primal is not None else math.nan,
             "solver_dual_bound": dual_upper,
             "interval_upper": interval_upper,
+            "bounds_source": mb.source,
+            "stable_per_layer": mb.stable_per_layer(),
             "mip_nodes": int(getattr(info, "mip_node_count", -1)) if info is not None else -1,
             "unstable_per_layer": [int(i.size) for i in unstable_idx],
             "sign_binaries": plan["n_binaries"],
-            "preact_bounds": "given" if preact_bounds is not None else "interval",
+            "preact_bounds": "given" if preact_bounds is not None else mb.source,
             "witness": witness_info,
             "witness_violation": violation,
         },
