@@ -48,7 +48,7 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     return OutputBounds(*widen(lo[0], up[0]))
 
 
-LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown")
+LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "exact")
 
 
 def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
@@ -97,7 +97,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     ``{x' : ||x' - x||_p <= eps}`` (∩ data_range) of ||v||_q for every chain-rule Clarke
     gradient v of C_s . f (q the dual norm of p), and ``lower[s]``, the dual norm of a gradient
     at ``witness[s]`` inside the set. Methods: "naive" (global product of induced norms),
-    "ibp" (Fast-Lip), "crown", "alpha-crown".
+    "ibp" (Fast-Lip), "crown", "alpha-crown", "exact" (MILP, :mod:`lipbound.exact.api`).
     """
     import time
 
@@ -110,6 +110,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     start = time.perf_counter()
     model = resolve_model(model)
     method = check_method(method, LIPSCHITZ_METHODS)
+    if method == "exact":  # MILP per row (ReLU/LeakyReLU chains, l_inf / l_1)
+        from lipbound.exact.api import exact_local_lipschitz
+
+        return exact_local_lipschitz(model, x, eps, norm, spec, timeout, data_range, dtype=dtype)
     _check_timeout(timeout)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     q = dual_norm(domain.p)
