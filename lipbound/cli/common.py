@@ -14,6 +14,7 @@ from lipbound.errors import InputError, UnsupportedNormError
 from lipbound.report.files import dumps
 from lipbound.report.jsonl import JsonlWriter
 from lipbound.report.output import check_writable, write_atomic
+from lipbound.smoothing.records import jsonable
 
 
 def add_model_options(p: argparse.ArgumentParser, default: str | None = "digits-mlp") -> None:
@@ -106,8 +107,8 @@ class RecordSink:
         if self._writer is not None:
             self._writer.close()
         elif self.path is not None and self.path.suffix == ".json":
-            write_atomic(self.path, json.dumps({"records": json.loads(
-                "[" + ",".join(dumps(r) for r in self.records) + "]")}, indent=1))
+            write_atomic(self.path, json.dumps({"records": jsonable(self.records)}, indent=1,
+                                               allow_nan=False))
 
     def __enter__(self) -> RecordSink:
         return self
