@@ -396,3 +396,84 @@ def test_local_lipschitz_radius_integration():
         d = d * torch.rand(4000, 1, generator=gen) ** 0.5
         with torch.no_grad():
             assert torch.all(mlp(pts[i] + d).argmax(1) == label)
+
+
+# --------------------------------------------------------------------- review additions
+def test_abstains_exactly_when_the_bound_is_below_one_half():
+    """Through certify, near the decision boundary: cohen and local-margins abstain exactly when
+    their Clopper–Pearson bound is below 1/2; soft certificates exactly when the radius is not
+    positive."""
+    model = LinearBinary([1.0, 0.0], -0.05).eval()
+    smooth = Smooth(model, 2, 1.0)
+    x = torch.tensor([0.1, 0.0])  # p_A = Phi(0.05), close to 1/2
+    seen = set()
+    for seed in range(40):
+        c = smooth.certify(x, n0=20, n=400, alpha=0.05, seed=seed)
+        below = c.details["p_A_lower"] < 0.5
+        assert (c.prediction == -1) == below
+        seen.add(below)
+        m = smooth.certify(x, n0=20, n=400, alpha=0.05, seed=seed, certificate="local-margins",
+                           radius_fn=linear_radius(model))
+        assert (m.prediction == -1) == (m.details["q_R_lower"] < 0.5)
+        s = smooth.certify(x, n0=20, n=400, alpha=0.05, seed=seed, certificate="lvm",
+                           grid=[("softmax", 1.0)])
+        assert (s.prediction == -1) == (s.radius <= 0)
+    assert seen == {True, False}  # both outcomes occurred
+
+
+class _RareNaN(nn.Module):
+    """NaN logits where the first coordinate exceeds 2.5 (0.6% of N(0, 1) draws)."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 2)
+        out[x.reshape(x.shape[0], -1)[:, 0] > 2.5] = float("nan")
+        return out
+
+
+def test_nan_on_estimation_samples_names_the_count():
+    smooth = Smooth(_RareNaN().eval(), 2, 1.0)
+    x = torch.zeros(3)
+    with pytest.raises(InputError, match=r"on \d+ of 5000 noisy samples \(estimation") as info:
+        smooth.certify(x, n0=10, n=5000, seed=0, batch_size=700)
+    count = int(str(info.value).split(" on ")[1].split(" of ")[0])
+    assert 10 <= count <= 60  # about 0.6% of 5000
+    with pytest.raises(InputError, match="prediction samples"):
+        smooth.predict(x, n=5000, alpha=0.01, seed=0)
+
+
+class _Huge(nn.Module):
+    """Finite logits so large that their float32 sum overflows (must not be reported)."""
+
+    def forward(self, x):
+        return torch.stack([torch.full((x.shape[0],), 3e38), torch.full((x.shape[0],), 1e38)],
+                           dim=1)
+
+
+def test_finite_outputs_whose_sum_overflows_are_accepted():
+    c = Smooth(_Huge().eval(), 2, 0.5).certify(torch.zeros(2), n0=10, n=300, seed=0)
+    assert c.prediction == 0
+
+
+def test_fixed_point_moments_cover_the_exact_moments():
+    """Soft-output moments from exact integer sums: the mean is within its slack of the exact
+    mean (math.fsum) and the standard deviation is never below the exact one."""
+    import fractions
+
+    from lipbound.smoothing.certificates.soft import fixed_point_moments
+    from lipbound.smoothing.sampling import FixedPointSum
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (2, 37, 5000):
+        rows = torch.rand(n, 3, generator=gen, dtype=torch.float64) ** 3
+        s1, s2 = FixedPointSum(3, n), FixedPointSum(3, n)
+        for lo in range(0, n, 333):
+            s1.add(rows[lo : lo + 333])
+            s2.add(rows[lo : lo + 333] ** 2)
+        mom = fixed_point_moments(s1.result(), s2.result(), n, s1.bits)
+        for c in range(3):
+            vals = [fractions.Fraction(v) for v in rows[:, c].tolist()]
+            mean = sum(vals) / n
+            var = sum((v - mean) ** 2 for v in vals) / (n - 1)
+            assert abs(fractions.Fraction(mom.mean[c]) - mean) <= fractions.Fraction(mom.slack)
+            assert fractions.Fraction(mom.std[c]) ** 2 >= var
+            assert mom.std[c] == pytest.approx(float(var) ** 0.5, rel=1e-5, abs=1e-5)

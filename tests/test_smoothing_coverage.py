@@ -117,6 +117,34 @@ def test_coverage_dual():
     _check(rate, abst, mean_r, truth[1])
 
 
+def test_coverage_best_with_dual():
+    """``best`` over hard votes, soft scores and DRS: each candidate certifies its own smoothed
+    classifier, so a run fails when the *winner's* claim exceeds the winner's true radius.
+    The main model and the DRS pair are tuned so that both kinds win sometimes."""
+    w_l, b_l, w_r, b_r = 1.0, 0.3, -1.0, 0.4
+    x = torch.tensor([[0.2, -0.1]])
+    main = LinearBinary([1.0, 0.0], 0.45).eval()  # margin 0.65
+    truths = {"dual": dual_truth(x, w_l, b_l, w_r, b_r)}  # radius 0.707
+    truths["cohen"] = truths["lvm"] = main.true_class_radius(x)
+    smooth = Smooth(main, 2, 0.5, dual=linear_dual(w_l, b_l, w_r, b_r))
+    fails = abstains = 0
+    winners = {}
+    for seed in range(REPS):
+        c = smooth.certify(x, n0=N0, n=N, alpha=ALPHA, seed=seed, batch_size=N,
+                           certificate="best", candidates=["cohen", "lvm", "dual"],
+                           grid=SMALL_GRID[:2])
+        if c.prediction < 0:
+            abstains += 1
+            continue
+        win = c.details["winner"]
+        winners[win] = winners.get(win, 0) + 1
+        true_class, true_radius = truths[win]
+        fails += c.prediction != true_class or c.radius > true_radius
+    assert fails / REPS <= _limit(ALPHA, REPS)
+    assert abstains / REPS < 0.5
+    assert winners.get("dual", 0) >= 50 and winners.get("dual", 0) <= REPS - 50  # both kinds win
+
+
 class _PlugIn:
     """An unsound certifier: Cohen's radius from the raw vote share, no confidence bound."""
 

@@ -8,7 +8,9 @@ margin form of ``soft.py``. Bounds, alpha split and the choice of map/temperatur
 
 Where the constant comes from (``lipschitz_constant``):
 
-* ``of="logit-differences"`` (default): a float, a callable ``model -> float``, or ``None``.
+* ``of="logit-differences"`` (default): a float, a callable ``model -> float``, ``None`` /
+  ``"naive"``, or ``"lipsdp"`` (``sqrt(2)`` times lipbound's certified LipSDP-Neuron bound of
+  the logit map, element-wise min with the naive pair constants; one SDP per model, cached).
   The number must bound the l2 Lipschitz constant of every logit difference ``f_c - f_j``
   (if you have a bound ``L_f`` of the whole logit map in l2, pass ``sqrt(2) * L_f``; LipSDP gives
   such an ``L_f``). ``None`` computes per-pair constants by the naive product of exact spectral
@@ -45,7 +47,7 @@ class Lipschitz(SoftCertificate):
 
     def __init__(
         self,
-        lipschitz_constant: float | Callable | None = None,
+        lipschitz_constant: float | str | Callable | None = None,
         of: str = "logit-differences",
         maps: Sequence[str] | None = None,
         temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
@@ -68,7 +70,17 @@ class Lipschitz(SoftCertificate):
             )
         if of == "logit-differences" and any(m == "identity" for m, _ in self.grid):
             raise InputError("lipschitz: map 'identity' needs of='soft-outputs'")
-        if lipschitz_constant is not None and not callable(lipschitz_constant):
+        if lipschitz_constant == "naive":
+            lipschitz_constant = None
+        if isinstance(lipschitz_constant, str):
+            if lipschitz_constant != "lipsdp":
+                raise InputError(
+                    "lipschitz_constant must be a number, a callable, 'naive' or 'lipsdp', "
+                    f"got {lipschitz_constant!r}"
+                )
+            if of != "logit-differences":
+                raise InputError("lipschitz_constant='lipsdp' needs of='logit-differences'")
+        elif lipschitz_constant is not None and not callable(lipschitz_constant):
             lipschitz_constant = float(lipschitz_constant)
             if not (lipschitz_constant > 0) or math.isnan(lipschitz_constant):
                 raise InputError(f"lipschitz_constant must be positive, got {lipschitz_constant}")
@@ -87,14 +99,16 @@ class Lipschitz(SoftCertificate):
             if not value > 0:
                 raise InputError(f"lipschitz_constant callable returned {value}")
             const, self._source = value, "callable"
-        if const is None:
-            self._pairs = cached_pair_lipschitz(ctx.model).copy()
+        if const is None or const == "lipsdp":
+            source = "naive" if const is None else "lipsdp"
+            self._pairs = cached_pair_lipschitz(ctx.model, source).copy()
             if self._pairs.shape != (k, k):
                 raise InputError(
                     f"the model's last layer has {self._pairs.shape[0]} outputs, "
                     f"num_classes is {k}"
                 )
-            self._source = "naive product of spectral norms"
+            self._source = ("naive product of spectral norms" if const is None
+                            else "LipSDP-Neuron (sqrt(2) L_f) and naive product")
         else:
             self._pairs = np.full((k, k), float(const))
             self._source = self._source or "given"
