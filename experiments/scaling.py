@@ -1,0 +1,403 @@
+"""Scaling of lipbound: bound time and memory versus network size, smoothing throughput versus
+batch size, and local versus Ray wall time for a 200-image smoothing run.
+
+Parts (``--parts``, default all):
+
+* ``networks``: random ReLU MLPs (width, depth, input size sweeps) and CNNs (input side sweep);
+  for each method (``crown``; ``bab`` when lipbound has it, else recorded as unavailable) the
+  median wall time and peak memory of ``local_lipschitz`` and ``output_bounds``.
+* ``smoothing``: images/s (and noisy samples/s) of ``Smooth.certify`` on the shipped
+  ``digits-smooth-0.25`` model versus ``batch_size``.
+* ``executors``: wall time of certifying ``--images`` digits test images (SmoothingJob, n0 100,
+  ``--n`` samples) in-process (``local``), on a 2-worker process pool and on a local Ray
+  instance with 2 CPUs (Ray start-up reported separately); the records must agree exactly.
+
+Device: ``--device cpu|cuda|auto``. On CUDA, peak memory is ``torch.cuda.max_memory_allocated``
+(exact); on the CPU it is the peak rise of the process's resident set size, sampled every 2 ms
+(approximate: it misses allocations freed within 2 ms and counts allocator caching). The
+GPU-versus-CPU figures (smoothing images/s, BaB domains/s) come from running the script twice,
+``--device cpu`` and ``--device cuda``, on a machine with CUDA.
+
+Outputs: ``<out>/scaling_<device>.json`` and PNG plots ``<out>/scaling_<part>_<device>.png``.
+
+    python experiments/scaling.py --quick                    # a few minutes on 2 cores
+    python experiments/scaling.py --device cuda --parts networks smoothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import lipbound
+from lipbound.errors import UnknownMethodError
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+# ------------------------------------------------------------------------- measuring
+
+
+class _RssPeak:
+    """Peak resident-set size (bytes) of this process while active, sampled every 2 ms."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.base = self.rss()
+        self._stop = threading.Event()
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self.page
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self) -> _RssPeak:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> dict[str, float]:
+    """First-call time, median time of ``repeats`` further calls, peak extra memory (MiB)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    times, peak = [], 0.0
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            peak = max(peak, (torch.cuda.max_memory_allocated() - base) / 2**20)
+        else:
+            with _RssPeak() as mem:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            peak = max(peak, (mem.peak - mem.base) / 2**20)
+    return {"time_first": first, "time_median": statistics.median(times), "peak_mib": peak}
+
+
+# ------------------------------------------------------------------------- networks
+
+
+def random_mlp(in_dim: int, width: int, depth: int, out: int = 10, seed: int = 0) -> nn.Module:
+    """``depth`` hidden ReLU layers of ``width`` units (Kaiming-uniform weights, fixed seed)."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Flatten()]
+    d = in_dim
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), nn.ReLU()]
+        d = width
+    layers.append(nn.Linear(d, out))
+    return nn.Sequential(*layers).eval()
+
+
+def random_cnn(side: int, channels: int = 8, convs: int = 2, seed: int = 0) -> nn.Module:
+    """``convs`` 3x3 stride-2 conv + ReLU layers on a 1 x side x side image, then a linear head."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    c, s = 1, side
+    for _ in range(convs):
+        layers += [nn.Conv2d(c, channels, 3, stride=2, padding=1), nn.ReLU()]
+        c, s = channels, (s + 1) // 2
+    layers += [nn.Flatten(), nn.Linear(c * s * s, 10)]
+    return nn.Sequential(*layers).eval()
+
+
+def network_cases(quick: bool) -> list[dict[str, Any]]:
+    """(sweep, x value, model factory, input shape) of the network sweeps."""
+    widths = [16, 32, 64, 128] if quick else [16, 32, 64, 128, 256, 512]
+    depths = [1, 2, 4, 6] if quick else [1, 2, 4, 6, 8, 12]
+    inputs = [16, 64, 256] if quick else [16, 64, 256, 1024, 4096]
+    sides = [8, 16] if quick else [8, 16, 24, 32]
+    cases = [dict(sweep="mlp_width", x=w, make=lambda w=w: random_mlp(64, w, 3), shape=(64,))
+             for w in widths]
+    cases += [dict(sweep="mlp_depth", x=d, make=lambda d=d: random_mlp(64, 64, d), shape=(64,))
+              for d in depths]
+    cases += [dict(sweep="mlp_input", x=n, make=lambda n=n: random_mlp(n, 64, 3), shape=(n,))
+              for n in inputs]
+    cases += [dict(sweep="cnn_side", x=s, make=lambda s=s: random_cnn(s), shape=(1, s, s))
+              for s in sides]
+    return cases
+
+
+def bound_calls(model: nn.Module, x: torch.Tensor, method: str, eps: float,
+                timeout: float) -> dict[str, Callable[[], Any]]:
+    kw: dict[str, Any] = {"timeout": timeout} if method == "bab" else {}
+    return {
+        "local_lipschitz": lambda: lipbound.local_lipschitz(model, x, eps, method=method,
+                                                            n_samples=0, **kw),
+        "output_bounds": lambda: lipbound.output_bounds(model, x, eps, method=method),
+    }
+
+
+def run_networks(device: torch.device, quick: bool, repeats: int, methods: list[str],
+                 eps: float, bab_timeout: float) -> list[dict[str, Any]]:
+    rows = []
+    for case in network_cases(quick):
+        model = case["make"]().to(device)
+        x = torch.rand(case["shape"], generator=torch.Generator().manual_seed(1)).to(device)
+        params = sum(p.numel() for p in model.parameters())
+        for method in methods:
+            for what, call in bound_calls(model, x, method, eps, bab_timeout).items():
+                row = {"sweep": case["sweep"], "x": case["x"], "params": params,
+                       "method": method, "call": what}
+                try:
+                    row.update(measure(call, device, repeats))
+                except UnknownMethodError as exc:
+                    row["unavailable"] = str(exc)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------- smoothing
+
+
+def digits_items(count: int) -> list[tuple[torch.Tensor, int]]:
+    from lipbound.models.digits_smooth import digits_images
+
+    _, _, X, y = digits_images()
+    return [(X[i], int(y[i])) for i in range(count)]
+
+
+def run_smoothing(device: torch.device, quick: bool, n: int, images: int) -> list[dict]:
+    model = lipbound.models.load("digits-smooth-0.25", device=device)
+    smooth = lipbound.Smooth(model, 10, 0.25)
+    items = digits_items(images)
+    smooth.certify(items[0][0], n0=100, n=1000, seed=0)  # warm-up
+    rows = []
+    for bs in ([100, 1000, 10000] if quick else [100, 300, 1000, 3000, 10000, 30000]):
+        t0 = time.perf_counter()
+        for i, (x, _) in enumerate(items):
+            smooth.certify(x.to(device), n0=100, n=n, batch_size=bs, seed=i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        row = {"batch_size": bs, "images": images, "n": n, "seconds": dt,
+               "images_per_s": images / dt, "samples_per_s": images * (n + 100) / dt}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------- executors
+
+
+def _timed_map(ex: Any, job: Any, items: list, seed: int) -> tuple[float, list]:
+    from lipbound.executor import in_order
+
+    t0 = time.perf_counter()
+    recs = in_order(ex.map(job, items, seed=seed))
+    return time.perf_counter() - t0, recs
+
+
+def run_executors(images: int, n: int, cpus: int) -> dict[str, Any]:
+    """Wall time of the same smoothing run on each backend; records must agree exactly."""
+    from lipbound.executor import LocalExecutor, ProcessExecutor, SmoothingJob
+
+    job = SmoothingJob("digits-smooth-0.25", 0.25, n0=100, n=n, batch_size=1000, device="cpu")
+    items = digits_items(images)
+    out: dict[str, Any] = {"images": images, "n": n, "cpus": cpus}
+    out["local_s"], ref = _timed_map(LocalExecutor(), job, items, 0)
+    threads = torch.get_num_threads()
+    out["local_threads"] = threads
+    torch.set_num_threads(1)
+    out["local_1thread_s"], recs = _timed_map(LocalExecutor(), job, items, 0)
+    torch.set_num_threads(threads)
+    out["local_1thread_same_records"] = _same(recs, ref)
+    print(json.dumps({k: out[k] for k in ("local_s", "local_1thread_s")}), flush=True)
+    t0 = time.perf_counter()
+    with ProcessExecutor(workers=cpus) as pool:
+        out["process_s"], recs = _timed_map(pool, job, items, 0)
+    out["process_total_s"] = time.perf_counter() - t0
+    out["process_same_records"] = _same(recs, ref)
+    print(json.dumps({k: out[k] for k in ("process_s", "process_total_s")}), flush=True)
+    try:
+        from lipbound.executor import RayExecutor
+
+        t0 = time.perf_counter()
+        ray_ex = RayExecutor(num_cpus=cpus)
+        out["ray_start_s"] = time.perf_counter() - t0
+        out["ray_s"], recs = _timed_map(ray_ex, job, items, 0)
+        out["ray_second_run_s"], _ = _timed_map(ray_ex, job, items, 1)  # workers warm
+        out["ray_same_records"] = _same(recs, ref)
+        ray_ex.close()
+        print(json.dumps({k: out[k] for k in ("ray_start_s", "ray_s", "ray_second_run_s")}),
+              flush=True)
+    except lipbound.InputError as exc:
+        out["ray_unavailable"] = str(exc)
+    return out
+
+
+def _same(recs: list, ref: list) -> bool:
+    def strip(d: Any) -> Any:
+        if isinstance(d, dict):
+            return {k: strip(v) for k, v in d.items() if k != "time"}
+        return d
+
+    return [strip(r.to_dict()) for r in recs] == [strip(r.to_dict()) for r in ref]
+
+
+# ------------------------------------------------------------------------- plots
+
+
+def plot_networks(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweeps = list(dict.fromkeys(r["sweep"] for r in rows))
+    fig, axes = plt.subplots(2, len(sweeps), figsize=(4 * len(sweeps), 6.5), squeeze=False)
+    for j, sweep in enumerate(sweeps):
+        for key in {(r["method"], r["call"]) for r in rows if r["sweep"] == sweep}:
+            pts = [r for r in rows if r["sweep"] == sweep and (r["method"], r["call"]) == key
+                   and "time_median" in r]
+            if not pts:
+                continue
+            xs = [r["x"] for r in pts]
+            label = f"{key[1]} ({key[0]})"
+            axes[0][j].plot(xs, [r["time_median"] for r in pts], "o-", label=label)
+            axes[1][j].plot(xs, [r["peak_mib"] for r in pts], "o-", label=label)
+        axes[0][j].set_title(sweep)
+        axes[0][j].set_yscale("log")
+        axes[1][j].set_xlabel(sweep.split("_")[1])
+        for i in range(2):
+            axes[i][j].set_xscale("log", base=2)
+    axes[0][0].set_ylabel("median time (s)")
+    axes[1][0].set_ylabel("peak extra memory (MiB)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_smoothing(rows: list[dict], path: Path, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r["batch_size"] for r in rows], [r["images_per_s"] for r in rows], "o-")
+    ax.set_xscale("log")
+    ax.set_xlabel("batch size (noisy samples per forward pass)")
+    ax.set_ylabel(f"images / s (n = {rows[0]['n']})")
+    ax.set_title(f"smoothing throughput, digits-smooth-0.25, {device}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_executors(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"local\n({res['local_threads']} torch threads)", "local\n(1 torch thread)"]
+    values = [res["local_s"], res["local_1thread_s"]]
+    labels.append(f"process pool\n({res['cpus']} workers)")
+    values.append(res["process_total_s"])
+    if "ray_s" in res:
+        labels += [f"Ray ({res['cpus']} CPUs)\nincl. start-up", "Ray\nwarm workers"]
+        values += [res["ray_start_s"] + res["ray_s"], res["ray_second_run_s"]]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    ax.bar(labels, values, color=["#4c72b0", "#64b5cd", "#55a868", "#c44e52", "#dd8452"][
+        :len(values)])
+    for k, v in enumerate(values):
+        ax.text(k, v, f"{v:.0f} s", ha="center", va="bottom")
+    ax.set_ylabel("wall time (s)")
+    ax.set_title(f"{res['images']} digits, smoothing n = {res['n']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------- main
+
+
+def bab_available() -> bool:
+    try:
+        lipbound.local_lipschitz(random_mlp(2, 2, 1), torch.zeros(2), 0.1, method="bab",
+                                 timeout=1.0, n_samples=0)
+        return True
+    except UnknownMethodError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--parts", nargs="+", default=["networks", "smoothing", "executors"],
+                    choices=["networks", "smoothing", "executors"])
+    ap.add_argument("--quick", action="store_true", help="fewer sizes (minutes on 2 cores)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--eps", type=float, default=0.01)
+    ap.add_argument("--bab-timeout", type=float, default=10.0)
+    ap.add_argument("--n", type=int, default=10_000, help="smoothing samples per image")
+    ap.add_argument("--smoothing-images", type=int, default=20)
+    ap.add_argument("--images", type=int, default=200, help="images of the executor run")
+    ap.add_argument("--cpus", type=int, default=2, help="workers / Ray CPUs (executor run)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = device.type
+    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "load_average": os.getloadavg(), "quick": args.quick,
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    result: dict[str, Any] = {"meta": meta}
+    path = out / f"scaling_{tag}.json"
+    if "networks" in args.parts:
+        methods = ["crown"] + (["bab"] if bab_available() else [])
+        meta["methods"] = methods
+        result["networks"] = run_networks(device, args.quick, args.repeats, methods, args.eps,
+                                          args.bab_timeout)
+        plot_networks(result["networks"], out / f"scaling_networks_{tag}.png")
+    if "smoothing" in args.parts:
+        result["smoothing"] = run_smoothing(device, args.quick, args.n, args.smoothing_images)
+        plot_smoothing(result["smoothing"], out / f"scaling_smoothing_{tag}.png", str(device))
+    if "executors" in args.parts:
+        result["executors"] = run_executors(args.images, args.n, args.cpus)
+        plot_executors(result["executors"], out / "scaling_executors.png")
+    meta["load_average_end"] = os.getloadavg()
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
