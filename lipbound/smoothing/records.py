@@ -52,19 +52,24 @@ def floor_sig(x: float, digits: int = 6) -> str:
     return str(float(q))
 
 
-def tsv_line(idx: int, label: int, cert, elapsed: float | None = None) -> str:
-    t = cert.time if elapsed is None else elapsed
-    correct = int(cert.prediction == label)
+def tsv_fields(idx: int, label: int | None, predict: int, radius: float, seconds: float) -> str:
+    """One Cohen-format line (no newline); an unknown label is written as -1, never correct."""
+    correct = int(label is not None and predict == label)
     return "\t".join(
         [
             str(idx),
-            str(label),
-            str(cert.prediction),
-            floor_sig(cert.radius),
+            str(-1 if label is None else label),
+            str(predict),
+            floor_sig(radius),
             str(correct),
-            str(datetime.timedelta(seconds=t)),
+            str(datetime.timedelta(seconds=seconds)),
         ]
     )
+
+
+def tsv_line(idx: int, label: int | None, cert, elapsed: float | None = None) -> str:
+    t = cert.time if elapsed is None else elapsed
+    return tsv_fields(idx, label, cert.prediction, cert.radius, t)
 
 
 class TsvWriter:
@@ -80,6 +85,11 @@ class TsvWriter:
 
     def write(self, idx: int, label: int, cert, elapsed: float | None = None) -> None:
         print(tsv_line(idx, label, cert, elapsed), file=self._fh, flush=True)
+
+    def write_record(self, rec: dict) -> None:
+        """A line from a JSON record (``record()`` / ``certify_dataset``)."""
+        line = tsv_fields(rec["idx"], rec["label"], rec["predict"], rec["radius"], rec["time"])
+        print(line, file=self._fh, flush=True)
 
     def close(self) -> None:
         if self._own:
