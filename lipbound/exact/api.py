@@ -71,7 +71,7 @@ def _row_bounds(gm: GraphMLP, graph, C: Tensor, domain, x1: Tensor, eps: float, 
     base = [interval_milp_bounds(gm.mlp, ball, c) for c in rows]
     if big_m == "interval":
         return base
-    eng = engine_milp_bounds(graph, gm, C, domain, dual_norm(p), "crown")
+    eng = engine_milp_bounds(graph, gm, C.to(domain.center.dtype), domain, dual_norm(p), "crown")
     return [intersect_forward(gm.mlp, ball, c, b, e) for c, b, e in zip(rows, base, eng)]
 
 
@@ -101,7 +101,8 @@ def exact_local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | in
     or [1, *in]; norm: inf or 1 (the input norm; the gradient is measured in its dual);
     timeout: seconds for all rows together (None: no limit); big_m: "crown" or "interval";
     max_binaries: cap on the estimated binaries per row (ProblemTooLargeError above it);
-    dtype: precision of the CROWN bound computation (the MILP is always float64).
+    dtype: precision of the CROWN bound computation (widened for it); the MILP's network,
+    centre and spec rows are always float64.
     Returns a LipschitzResult with method "exact" and status "certified" or "timeout".
     """
     start = time.perf_counter()
@@ -110,11 +111,14 @@ def exact_local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | in
     eps = check_eps(eps)
     x = as_tensor(x)
     x1 = batched_input(model, x)
-    graph = get_graph(model, x1, dtype, x.device)
+    f64 = torch.float64  # the MILP's network, centre and spec rows are always float64
+    graph = get_graph(model, x1, f64, x.device)
     gm = mlp_from_graph(graph)
-    x1 = x1.to(dtype)
-    C = spec_matrix(spec, graph[graph.output].shape[0], dtype, x.device)
-    domain = make_domain(x1, eps, p, data_range)
+    C = spec_matrix(spec, graph[graph.output].shape[0], f64, x.device)
+    x1 = x1.to(f64)
+    if dtype != f64:  # the CROWN bounds in the requested precision (widened for it)
+        graph = get_graph(model, x1, dtype, x.device)
+    domain = make_domain(x1.to(dtype), eps, p, data_range)
     q = dual_norm(p)
     t_b = time.perf_counter()
     row_bounds = _row_bounds(gm, graph, C, domain, x1, eps, p, data_range, big_m)
@@ -133,7 +137,7 @@ def exact_local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | in
     for s in bar(range(C.shape[0]), progress=progress, desc="exact MILP", unit="row"):
         left = None if deadline is None else max(deadline - time.perf_counter(), _MIN_ROW_TIME)
         results.append(milp_local_lipschitz(
-            gm.mlp, x1, eps, p, C[s].detach().cpu().to(torch.float64), data_range=data_range,
+            gm.mlp, x1, eps, p, C[s].detach().cpu(), data_range=data_range,
             timeout=left, max_binaries=max_binaries, extra_bounds=row_bounds[s]))
     return _assemble(model, gm, C, q, p, eps, tuple(x1.shape[1:]), results, big_m, bounds_time,
                      time.perf_counter() - start)

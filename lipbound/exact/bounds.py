@@ -50,11 +50,12 @@ class MilpBounds:
         return [int(np.sum((l > 0) | (u < 0))) for l, u in self.preact]
 
 
-def widen(lo: np.ndarray, hi: np.ndarray) -> Pair:
-    """Pad bounds outward for the rounding of the computation that produced them."""
+def widen(lo: np.ndarray, hi: np.ndarray, rel: float = WIDEN_REL) -> Pair:
+    """Pad bounds outward for the rounding of the computation that produced them (``rel``:
+    1e-9 suits float64 propagation; lower precisions need more, e.g. 1e-5 for float32)."""
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
-    pad = WIDEN_REL * (np.abs(lo) + np.abs(hi)) + WIDEN_ABS
+    pad = rel * (1.0 + np.abs(lo) + np.abs(hi)) + WIDEN_ABS
     return lo - pad, hi + pad
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.domains import Domain
-from lipbound.exact.bounds import MilpBounds, widen
+from lipbound.exact.bounds import WIDEN_REL, MilpBounds, widen
 from lipbound.exact.from_graph import GraphMLP
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.bound import jacobian_state, norm_upper
@@ -28,10 +28,11 @@ SWITCH_OPS = ("relu_switch", "leaky_switch")
 
 
 def _rows(iv_lo: Tensor, iv_hi: Tensor, S: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rel = WIDEN_REL if iv_lo.dtype == torch.float64 else 1e-5
     lo = iv_lo.detach().cpu().to(torch.float64).reshape(iv_lo.shape[0], -1)
     hi = iv_hi.detach().cpu().to(torch.float64).reshape(iv_hi.shape[0], -1)
     lo, hi = lo.expand(S, -1).numpy(), hi.expand(S, -1).numpy()
-    return [widen(lo[s], hi[s]) for s in range(S)]
+    return [widen(lo[s], hi[s], rel) for s in range(S)]
 
 
 def engine_milp_bounds(graph: Graph, gm: GraphMLP, C: Tensor, domain: Domain, q: float,
@@ -54,7 +55,8 @@ def engine_milp_bounds(graph: Graph, gm: GraphMLP, C: Tensor, domain: Domain, q:
     grad = _rows(g.lower, g.upper, S)
     if jg.norm is not None:
         nu = norm_upper(state, jg, q, method).detach().cpu().to(torch.float64).numpy()
-        nu = [float(v) * (1 + 1e-9) + 1e-12 for v in nu]
+        rel = WIDEN_REL if C.dtype == torch.float64 else 1e-5
+        nu = [float(v) + rel * (1 + abs(float(v))) for v in nu]
     else:
         nu = [math.inf] * S
     return [MilpBounds(tuple(p[s] for p in pre), tuple(b[s] for b in back), grad[s], nu[s],
