@@ -1,13 +1,16 @@
 """Benchmark of the smoothing certificates on the digits test set with the shipped models.
 
 For each sigma (``digits-smooth-<sigma>`` and its DRS pair) and each certificate it certifies
-the first ``--limit`` test images (all 450 by default) and reports certified accuracy at radii
+every ``--stride``-th test image (all 450 by default; per-input seeds from ``(seed, index)``)
+and reports certified accuracy at radii
 0, 0.25, 0.5, 0.75, 1.0 (Cohen et al.'s measure: correct and radius >= r), abstention rate and
 time per image; ``best`` also reports how often each candidate won. ``local-margins-crown`` runs
 local-margins with lipbound's CROWN output bounds (``radius_fn="output-bounds"``) on the first
 ``--crown-limit`` images. The sampling overhead compares ``certify(certificate="cohen")`` with
 (a) the same number of plain batched forward passes of the model (no noise) and (b) a minimal
-Cohen-style loop (noise + forward + argmax + bincount), medians of interleaved repetitions.
+Cohen-style loop (noise + forward + argmax + bincount), medians of interleaved repetitions in
+process CPU time (the noise alone is timed too: on CPU it costs about as much as this small
+model's forward pass).
 
 Output: JSON (``--out``), Cohen-format TSVs per (sigma, certificate) in ``--tsv-dir``, and a
 Markdown table on stdout.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -29,6 +33,7 @@ import torch
 import lipbound.models as zoo
 from lipbound.models.digits_smooth import SIGMAS, digits_images, name_of
 from lipbound.smoothing import DualPair, Smooth
+from lipbound.smoothing.dataset import certify_dataset
 from lipbound.smoothing.records import TsvWriter, certified_accuracy, jsonable
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -46,6 +51,8 @@ def options_for(cert: str) -> tuple[str, dict]:
 
 
 def overhead(smooth: Smooth, x: torch.Tensor, n0: int, n: int, batch: int, reps: int) -> dict:
+    """Medians over interleaved repetitions, in CPU time of this process (less disturbed by
+    other processes on a shared machine than wall time) and in wall time."""
     model = smooth.model
     xb = x.unsqueeze(0).expand(batch, *x.shape).contiguous()
     sizes = [min(batch, n0 - i) for i in range(0, n0, batch)]
@@ -56,35 +63,88 @@ def overhead(smooth: Smooth, x: torch.Tensor, n0: int, n: int, batch: int, reps:
             for s in sizes:
                 model(xb[:s])
 
+    def noise():
+        gen = torch.Generator().manual_seed(0)
+        for s in sizes:
+            torch.randn(xb[:s].shape, generator=gen)
+
     def minimal():
+        gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             counts = torch.zeros(smooth.num_classes, dtype=torch.long)
             for s in sizes:
-                noise = torch.randn_like(xb[:s]) * smooth.sigma
-                counts += torch.bincount(model(xb[:s] + noise).argmax(1),
+                eps = torch.randn(xb[:s].shape, generator=gen) * smooth.sigma
+                counts += torch.bincount(model(xb[:s] + eps).argmax(1),
                                          minlength=smooth.num_classes)
 
     def certify():
         smooth.certify(x, n0=n0, n=n, alpha=0.001, batch_size=batch, certificate="cohen",
                        seed=0)
 
-    times: dict[str, list[float]] = {"plain": [], "minimal": [], "certify": []}
-    for f in (plain, minimal, certify):
+    fns = {"plain_forward": plain, "noise_only": noise, "minimal_loop": minimal,
+           "certify": certify}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():
         f()  # warm up
     for _ in range(reps):
-        for name, f in (("plain", plain), ("minimal", minimal), ("certify", certify)):
-            t0 = time.perf_counter()
+        for name, f in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
             f()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - t0)
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    med_wall = {k: statistics.median(v) for k, v in wall.items()}
     return {
         "samples": n0 + n,
         "batch_size": batch,
         "reps": reps,
-        "median_s": med,
-        "certify_over_plain_forward": med["certify"] / med["plain"],
-        "certify_over_minimal_loop": med["certify"] / med["minimal"],
+        "median_cpu_s": med_cpu,
+        "median_wall_s": med_wall,
+        "certify_over_plain_forward": med_cpu["certify"] / med_cpu["plain_forward"],
+        "certify_over_minimal_loop": med_cpu["certify"] / med_cpu["minimal_loop"],
+        "noise_over_plain_forward": med_cpu["noise_only"] / med_cpu["plain_forward"],
+        "wall_certify_over_plain_forward": med_wall["certify"] / med_wall["plain_forward"],
     }
+
+
+def run_certificate(smooth: Smooth, cert: str, xte, yte, idx, args, tsv_path) -> dict:
+    name, opts = options_for(cert)
+    wins: dict[str, int] = {}
+    chosen: dict[str, int] = {}
+    with TsvWriter(tsv_path) as tsv:
+        recs = certify_dataset(smooth, xte, yte, indices=idx, n0=args.n0, n=args.n,
+                               alpha=args.alpha, batch_size=args.batch, certificate=name,
+                               seed=args.seed, on_record=tsv.write_record, **opts)
+    for r in recs:
+        d = r["details"]
+        if name == "best":
+            w = d.get("winner") or "abstain"
+            wins[w] = wins.get(w, 0) + 1
+        if name in ("lvm", "lipschitz") and "map" in d:
+            key = f"{d['map']}@{d['t']:g}"
+            chosen[key] = chosen.get(key, 0) + 1
+        if name == "local-margins":
+            key = "R>0" if d.get("R", 0) > 0 else "R=0"
+            chosen[key] = chosen.get(key, 0) + 1
+    rows = [{"correct": r["correct"], "radius": r["radius"]} for r in recs]
+    acc = certified_accuracy(rows, RADII)
+    entry = {
+        "sigma": smooth.sigma,
+        "certificate": cert,
+        "images": len(recs),
+        "certified_accuracy": {f"{r:g}": a for r, a in acc.items()},
+        "abstain_rate": sum(r["predict"] < 0 for r in recs) / len(recs),
+        "mean_radius_correct": statistics.fmean(
+            [r["radius"] if r["correct"] else 0.0 for r in recs]),
+        "time_per_image_s": statistics.fmean([r["time"] for r in recs]),
+        "options": opts,
+    }
+    if wins:
+        entry["winners"] = wins
+    if chosen:
+        entry["choices"] = dict(sorted(chosen.items(), key=lambda kv: -kv[1]))
+    return entry
 
 
 def main() -> None:
@@ -93,13 +153,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--alpha", type=float, default=0.001)
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--limit", type=int, default=0, help="first N test images (0 = all)")
+    ap.add_argument("--stride", type=int, default=1, help="every k-th test image (1 = all 450)")
+    ap.add_argument("--limit", type=int, default=0, help="at most N images after --stride")
     ap.add_argument("--crown-limit", type=int, default=10,
                     help="images for local-margins-crown (0 = skip)")
     ap.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
     ap.add_argument("--certificates", nargs="+", default=list(CERTIFICATES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overhead-reps", type=int, default=15)
+    ap.add_argument("--overhead-batches", type=int, nargs="+", default=[1000, 2000])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="experiments/out/bench_smoothing.json")
     ap.add_argument("--tsv-dir", default="experiments/out/smoothing_tsv")
@@ -107,8 +169,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     _, _, xte, yte = digits_images()
+    idx = list(range(0, len(xte), args.stride))
     if args.limit:
-        xte, yte = xte[: args.limit], yte[: args.limit]
+        idx = idx[: args.limit]
+    xte, yte = xte[idx], yte[idx]
     tsv_dir = Path(args.tsv_dir)
     tsv_dir.mkdir(parents=True, exist_ok=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -117,74 +181,49 @@ def main() -> None:
         certs.append("local-margins-crown")
 
     results = []
+    t_start = time.perf_counter()
     for sigma in args.sigmas:
         model = zoo.load(name_of(sigma))
         pair = DualPair(zoo.load(name_of(sigma, "left")), zoo.load(name_of(sigma, "right")),
                         split="checkerboard")
         smooth = Smooth(model, 10, sigma, dual=pair, input_shape=(1, 8, 8))
-        ovh = overhead(smooth, xte[0], args.n0, args.n, args.batch, args.overhead_reps)
-        print(f"sigma {sigma}: overhead {ovh['certify_over_plain_forward']:.2f}x plain forward, "
-              f"{ovh['certify_over_minimal_loop']:.2f}x minimal loop", flush=True)
+        for b in args.overhead_batches:
+            ovh = overhead(smooth, xte[0], args.n0, args.n, b, args.overhead_reps)
+            print(f"sigma {sigma} batch {b}: certify {ovh['certify_over_plain_forward']:.2f}x "
+                  f"plain forward, {ovh['certify_over_minimal_loop']:.2f}x minimal loop "
+                  f"(noise alone {ovh['noise_over_plain_forward']:.2f}x forward)", flush=True)
+            results.append({"sigma": sigma, "overhead": ovh})
         for cert in certs:
-            name, opts = options_for(cert)
-            count = len(xte) if cert != "local-margins-crown" else min(args.crown_limit, len(xte))
-            rows, wins, times, chosen = [], {}, [], {}
-            with TsvWriter(tsv_dir / f"sigma{sigma:g}_{cert}.tsv") as tsv:
-                for i in range(count):
-                    label = int(yte[i])
-                    c = smooth.certify(xte[i], n0=args.n0, n=args.n, alpha=args.alpha,
-                                       batch_size=args.batch, certificate=name,
-                                       seed=args.seed + i, **opts)
-                    tsv.write(i, label, c)
-                    rows.append({"idx": i, "label": label, "predict": c.prediction,
-                                 "radius": c.radius, "correct": int(c.prediction == label)})
-                    times.append(c.time)
-                    if name == "best":
-                        w = c.details.get("winner") or "abstain"
-                        wins[w] = wins.get(w, 0) + 1
-                    if name in ("lvm", "lipschitz") and "map" in c.details:
-                        key = f"{c.details['map']}@{c.details['t']:g}"
-                        chosen[key] = chosen.get(key, 0) + 1
-                    if name == "local-margins":
-                        key = "R>0" if c.details.get("R", 0) > 0 else "R=0"
-                        chosen[key] = chosen.get(key, 0) + 1
-            acc = certified_accuracy(rows, RADII)
-            entry = {
-                "sigma": sigma,
-                "certificate": cert,
-                "images": count,
-                "certified_accuracy": {f"{r:g}": a for r, a in acc.items()},
-                "abstain_rate": sum(r["predict"] < 0 for r in rows) / count,
-                "mean_radius_correct": statistics.fmean(
-                    [r["radius"] if r["correct"] else 0.0 for r in rows]),
-                "time_per_image_s": statistics.fmean(times),
-                "options": opts,
-            }
-            if wins:
-                entry["winners"] = wins
-            if chosen:
-                entry["choices"] = dict(sorted(chosen.items(), key=lambda kv: -kv[1]))
+            count = len(idx) if cert != "local-margins-crown" else min(args.crown_limit, len(idx))
+            entry = run_certificate(smooth, cert, xte[:count], yte[:count], idx[:count], args,
+                                    tsv_dir / f"sigma{sigma:g}_{cert}.tsv")
             results.append(entry)
-            print(f"  {cert:20s} " + " ".join(f"{a:.3f}" for a in acc.values())
-                  + f"  abstain {entry['abstain_rate']:.3f}  {entry['time_per_image_s']*1e3:.1f} "
-                  f"ms/image", flush=True)
-        results.append({"sigma": sigma, "overhead": ovh})
+            accs = " ".join(f"{a:.3f}" for a in entry["certified_accuracy"].values())
+            print(f"  {cert:20s} {accs}  abstain {entry['abstain_rate']:.3f}  "
+                  f"{entry['time_per_image_s'] * 1e3:.1f} ms/image", flush=True)
 
     doc = {
         "benchmark": "bench_smoothing",
         "settings": {
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "batch_size": args.batch,
-            "images": len(xte), "crown_images": args.crown_limit, "seed": args.seed,
+            "images": len(idx), "stride": args.stride, "crown_images": args.crown_limit,
+            "seed": args.seed, "seeds": "lipbound.smoothing.dataset.input_seed(seed, index)",
             "radii": list(RADII), "threads": args.threads,
             "data": "sklearn digits test split (450 images), lipbound.models.digits_smooth",
         },
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine()},
+                    "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count()},
+        "total_wall_s": time.perf_counter() - t_start,
         "results": results,
     }
     with open(args.out, "w") as fh:
         json.dump(jsonable(doc), fh, indent=1)
     print(f"\nwrote {args.out}")
+    print_tables(results)
+
+
+def print_tables(results: list[dict]) -> None:
     print("\n| sigma | certificate | images | " + " | ".join(f"r={r:g}" for r in RADII)
           + " | abstain | ms/image |")
     print("|---|---|---|" + "---|" * len(RADII) + "---|---|")
@@ -193,13 +232,16 @@ def main() -> None:
             continue
         accs = " | ".join(f"{v:.3f}" for v in e["certified_accuracy"].values())
         print(f"| {e['sigma']:g} | {e['certificate']} | {e['images']} | {accs} | "
-              f"{e['abstain_rate']:.3f} | {e['time_per_image_s']*1e3:.1f} |")
-    print("\n| sigma | certify / plain forward | certify / minimal Cohen loop |")
-    print("|---|---|---|")
+              f"{e['abstain_rate']:.3f} | {e['time_per_image_s'] * 1e3:.1f} |")
+    print("\n| sigma | batch | forward ms | noise ms | minimal loop ms | certify ms | "
+          "certify / forward | certify / minimal loop |")
+    print("|---|---|---|---|---|---|---|---|")
     for e in results:
         if "overhead" in e:
-            o = e["overhead"]
-            print(f"| {e['sigma']:g} | {o['certify_over_plain_forward']:.2f}x | "
+            o, m = e["overhead"], e["overhead"]["median_cpu_s"]
+            print(f"| {e['sigma']:g} | {o['batch_size']} | {m['plain_forward'] * 1e3:.2f} | "
+                  f"{m['noise_only'] * 1e3:.2f} | {m['minimal_loop'] * 1e3:.2f} | "
+                  f"{m['certify'] * 1e3:.2f} | {o['certify_over_plain_forward']:.2f}x | "
                   f"{o['certify_over_minimal_loop']:.2f}x |")
 
 

@@ -114,7 +114,7 @@ def _solve(p: np.ndarray, w: np.ndarray, lower: bool) -> np.ndarray:
             step = (val - p) / slope
             step = np.where(np.isfinite(step), step, 0.0)
             c = np.minimum(np.maximum(c + step, lo), hi)
-            if np.all(np.abs(step) <= 1e-14 * (1.0 + np.abs(c))):
+            if np.all(np.abs(step) <= 1e-13 * (1.0 + np.abs(c))):  # float noise ~1e-14
                 break
     out = np.full_like(c, np.nan)
     todo = np.ones(c.shape, dtype=bool)
