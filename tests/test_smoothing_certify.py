@@ -441,6 +441,15 @@ def test_nan_on_estimation_samples_names_the_count():
         smooth.predict(x, n=5000, alpha=0.01, seed=0)
 
 
+def test_nan_before_a_radius_call_names_the_batch():
+    """local-margins reads each batch on the host (radius calls): the check happens there."""
+    smooth = Smooth(_RareNaN().eval(), 2, 1.0)
+    one = lambda m, pts, label: torch.ones(pts.shape[0])  # noqa: E731
+    with pytest.raises(InputError, match=r"noisy samples \d+\.\.\d+ of the 5000 estimation"):
+        smooth.certify(torch.zeros(3), n0=10, n=5000, seed=0, batch_size=700,
+                       certificate="local-margins", radius_fn=one, n_local=5000)
+
+
 class _Huge(nn.Module):
     """Finite logits so large that their float32 sum overflows (must not be reported)."""
 

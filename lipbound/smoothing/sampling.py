@@ -146,8 +146,9 @@ class FiniteTally:
     makes it non-finite; no host synchronisation); ``suspicious()`` reads it once. Exact mode
     counts the offending samples; ``check()`` raises ``InputError`` naming the count."""
 
-    def __init__(self, stream: int, total: int, exact: bool = False) -> None:
-        self.stream, self.total, self.exact = stream, total, exact
+    def __init__(self, stream: int, total: int, exact: bool = False,
+                 span: tuple[int, int] | None = None) -> None:
+        self.stream, self.total, self.exact, self.span = stream, total, exact, span
         self._acc: dict[str, torch.Tensor] = {}
 
     def add(self, out: torch.Tensor, what: str) -> None:
@@ -170,9 +171,12 @@ class FiniteTally:
             count = int(bad)
             if count:
                 name = STREAM_NAMES.get(self.stream, str(self.stream))
+                where = (f"{self.total} noisy samples ({name} samples)" if self.span is None
+                         else f"the {self.span[1] - self.span[0]} noisy samples "
+                              f"{self.span[0]}..{self.span[1] - 1} of the {self.total} "
+                              f"{name} samples")
                 raise InputError(
-                    f"{what} returned non-finite outputs (NaN or inf) on {count} of "
-                    f"{self.total} noisy samples ({name} samples)"
+                    f"{what} returned non-finite outputs (NaN or inf) on {count} of {where}"
                 )
 
 
@@ -253,7 +257,8 @@ class Samples:
         """Raise ``InputError`` now if this batch's outputs contain NaN or inf."""
         if self.immediate:
             return  # already checked
-        exact = FiniteTally(self.tally.stream, self.tally.total, exact=True)
+        exact = FiniteTally(self.tally.stream, self.tally.total, exact=True,
+                            span=(self.start, self.start + len(self)))
         for key, what in (("logits", ("the model",)),
                           ("dual_logits", ("the DRS left model", "the DRS right model"))):
             if key in self.cache:
