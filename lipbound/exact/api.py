@@ -99,7 +99,8 @@ def exact_local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | in
 
     model: eval-mode ReLU/LeakyReLU network that traces to a fully connected chain; x: [*in]
     or [1, *in]; norm: inf or 1 (the input norm; the gradient is measured in its dual);
-    timeout: seconds for all rows together (None: no limit); big_m: "crown" or "interval";
+    timeout: seconds for all rows together (None: no limit; each row gets an even share of
+    what is left, plus set-up time); big_m: "crown" or "interval";
     max_binaries: cap on the estimated binaries per row (ProblemTooLargeError above it);
     dtype: precision of the CROWN bound computation (widened for it); the MILP's network,
     centre and spec rows are always float64.
@@ -134,8 +135,11 @@ def exact_local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | in
         )
     deadline = None if tlimit is None else start + tlimit
     results = []
-    for s in bar(range(C.shape[0]), progress=progress, desc="exact MILP", unit="row"):
-        left = None if deadline is None else max(deadline - time.perf_counter(), _MIN_ROW_TIME)
+    S = C.shape[0]
+    for s in bar(range(S), progress=progress, desc="exact MILP", unit="row"):
+        # an even share of what is left, so that one hard row cannot starve the others
+        left = None if deadline is None else max((deadline - time.perf_counter()) / (S - s),
+                                                 _MIN_ROW_TIME)
         results.append(milp_local_lipschitz(
             gm.mlp, x1, eps, p, C[s].detach().cpu(), data_range=data_range,
             timeout=left, max_binaries=max_binaries, extra_bounds=row_bounds[s]))
