@@ -262,3 +262,30 @@ def test_jsonl_writer_errors_and_cleanup(tmp_path):
     assert not path.exists()
     with JsonlWriter(path) as w, pytest.raises(lipbound.InputError, match="mapping"):
         w.write([1, 2])
+
+
+def test_keys_give_rows_the_seeds_of_the_full_run():
+    full = in_order(LocalExecutor().map(draw_job, list("abcdef"), seed=4))
+    part = in_order(LocalExecutor().map(draw_job, ["c", "e"], seed=4, keys=[2, 4]))
+    assert [r.index for r in part] == [0, 1]
+    assert [r.result for r in part] == [full[2].result, full[4].result]
+    with pytest.raises(lipbound.InputError, match="distinct"):
+        LocalExecutor().map(draw_job, ["a", "b"], seed=0, keys=[1, 1])
+
+
+def _bound_records(tmp_path, name, *backend):
+    from lipbound.cli import main
+
+    out = tmp_path / f"{name}.jsonl"
+    code = main(["bound", "--model", "digits-mlp", "--index", "3:6", "--eps", "0.01",
+                 "--spec", "margin", "--progress", "off", "-o", str(out), *backend])
+    assert code == 0
+    return sorted((without_times(r) for r in read_jsonl(out)),
+                  key=lambda r: (r["input"]["index"], r["kind"]))
+
+
+@pytest.mark.slow
+def test_cli_bound_gives_the_same_records_on_the_process_backend(tmp_path):
+    local = _bound_records(tmp_path, "local")
+    assert [r["input"]["index"] for r in local] == [3, 3, 4, 4, 5, 5]
+    assert local == _bound_records(tmp_path, "pool", "--backend", "process", "--num-cpus", "2")

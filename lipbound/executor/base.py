@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -162,16 +162,26 @@ class Executor(ABC):
     name: str = "executor"
 
     def map(self, fn: JobFn, items: Iterable[Any], *, seed: int,
-            timeout: float | None = None, retries: int = DEFAULT_RETRIES) -> Iterator[JobRecord]:
-        """Yield one record per item, in completion order (sort by ``index`` for input order)."""
+            timeout: float | None = None, retries: int = DEFAULT_RETRIES,
+            keys: Sequence[int] | None = None) -> Iterator[JobRecord]:
+        """Yield one record per item, in completion order (sort by ``index`` for input order).
+
+        ``keys``: the inputs' numbers in their source data set (default: positions 0..N-1);
+        item ``i`` gets the seed ``derive_seed(seed, keys[i])``, so a run over a subset of rows
+        gives those rows the seeds of the full run. Records are indexed by position."""
         seed, timeout, retries = check_map_args(seed, timeout, retries)
         if not callable(fn):
             raise InputError(f"fn must be callable, got {type(fn).__name__}")
-        return self._map(fn, items, seed, timeout, retries)
+        if keys is not None:
+            keys = [int(k) for k in keys]
+            if any(k < 0 for k in keys) or len(set(keys)) != len(keys):
+                raise InputError("keys must be distinct non-negative integers")
+        return self._map(fn, _triples(items, seed, keys), timeout, retries)
 
     @abstractmethod
-    def _map(self, fn: JobFn, items: Iterable[Any], seed: int, timeout: float | None,
-             retries: int) -> Iterator[JobRecord]: ...
+    def _map(self, fn: JobFn, jobs: Iterator[tuple[int, Any, int]], timeout: float | None,
+             retries: int) -> Iterator[JobRecord]:
+        """Run ``fn(item, seed)`` for every ``(index, item, seed)`` of ``jobs``."""
 
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release workers (and a Ray instance this executor started)."""
@@ -181,6 +191,14 @@ class Executor(ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _triples(items: Iterable[Any], seed: int,
+             keys: list[int] | None) -> Iterator[tuple[int, Any, int]]:
+    for i, item in enumerate(items):
+        if keys is not None and i >= len(keys):
+            raise InputError(f"more items than keys ({len(keys)})")
+        yield i, item, derive_seed(seed, i if keys is None else keys[i])
 
 
 def check_picklable(fn: JobFn) -> None:

@@ -9,7 +9,7 @@ the run (use the ``process`` or ``ray`` backend when jobs may crash).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from lipbound.errors import InputError
@@ -18,7 +18,6 @@ from lipbound.executor.base import (
     JobFn,
     JobRecord,
     alarm_usable,
-    derive_seed,
     run_job,
 )
 
@@ -28,16 +27,16 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def _map(self, fn: JobFn, items: Iterable[Any], seed: int, timeout: float | None,
+    def _map(self, fn: JobFn, jobs: Iterator[tuple[int, Any, int]], timeout: float | None,
              retries: int) -> Iterator[JobRecord]:
         if timeout is not None and not alarm_usable():
             raise InputError("in-process job timeouts need SIGALRM in the main thread; "
                              "use the 'process' or 'ray' backend here")
-        return _run(fn, items, seed, timeout)
+        return _run(fn, jobs, timeout)
 
 
-def _run(fn: JobFn, items: Iterable[Any], seed: int,
+def _run(fn: JobFn, jobs: Iterator[tuple[int, Any, int]],
          timeout: float | None) -> Iterator[JobRecord]:
-    for index, item in enumerate(items):
-        out = run_job(fn, item, derive_seed(seed, index), timeout)
+    for index, item, seed in jobs:
+        out = run_job(fn, item, seed, timeout)
         yield JobRecord(index, out.status, out.result, out.error, out.time, 1)

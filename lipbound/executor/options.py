@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from lipbound.errors import InputError
@@ -75,11 +76,16 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
 
 
 def executor_from_args(args: argparse.Namespace) -> Executor:
-    """The executor the flags of :func:`add_backend_args` describe."""
-    return make_executor(args.backend, args.address, num_cpus=args.num_cpus,
-                         num_gpus_per_job=args.num_gpus_per_job, ray_mode=args.ray_mode)
+    """The executor the flags of :func:`add_backend_args` describe (flags a command does not
+    have take their defaults: in-process)."""
+    opt = functools.partial(getattr, args)
+    return make_executor(opt("backend", "local"), opt("address", None),
+                         num_cpus=opt("num_cpus", None),
+                         num_gpus_per_job=opt("num_gpus_per_job", 0.0),
+                         ray_mode=opt("ray_mode", "tasks"))
 
 
 def map_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``timeout`` and ``retries`` for ``Executor.map`` from the flags."""
-    return {"timeout": args.job_timeout, "retries": args.job_retries}
+    """``timeout`` and ``retries`` for ``Executor.map`` from the flags (or their defaults)."""
+    return {"timeout": getattr(args, "job_timeout", None),
+            "retries": getattr(args, "job_retries", DEFAULT_RETRIES)}

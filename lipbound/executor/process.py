@@ -15,7 +15,7 @@ import os
 import pickle
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
@@ -27,7 +27,6 @@ from lipbound.executor.base import (
     JobRecord,
     Outcome,
     check_picklable,
-    derive_seed,
     died_record,
     run_job,
 )
@@ -143,10 +142,10 @@ class ProcessExecutor(Executor):
             self._pool = _Pool(ctx, self.workers, self.threads)
         return self._pool
 
-    def _map(self, fn: JobFn, items: Iterable[Any], seed: int, timeout: float | None,
-             retries: int) -> Iterator[JobRecord]:
+    def _map(self, fn: JobFn, triples: Iterator[tuple[int, Any, int]],
+             timeout: float | None, retries: int) -> Iterator[JobRecord]:
         check_picklable(fn)
-        jobs = (_Job(i, item, derive_seed(seed, i)) for i, item in enumerate(items))
+        jobs = (_Job(i, item, seed) for i, item, seed in triples)
         return self._run(fn, jobs, timeout, retries)
 
     def _run(self, fn: JobFn, jobs: Iterator[_Job], timeout: float | None,

@@ -30,7 +30,6 @@ from lipbound.executor.base import (
     Executor,
     JobFn,
     JobRecord,
-    derive_seed,
     died_record,
     run_job,
 )
@@ -138,13 +137,13 @@ class RayExecutor(Executor):
             ray.shutdown()
         self._started = False
 
-    def _map(self, fn: JobFn, items: Iterable[Any], seed: int, timeout: float | None,
-             retries: int) -> Iterator[JobRecord]:
+    def _map(self, fn: JobFn, triples: Iterator[tuple[int, Any, int]],
+             timeout: float | None, retries: int) -> Iterator[JobRecord]:
         try:
             fn_ref = ray.put(fn)
         except Exception as exc:
             raise InputError(f"the job function cannot be serialised for Ray: {exc}") from exc
-        jobs = (_Job(i, item, derive_seed(seed, i)) for i, item in enumerate(items))
+        jobs = (_Job(i, item, seed) for i, item, seed in triples)
         runner_cls = _TaskRunner if self.mode == "tasks" else _ActorRunner
         runner = runner_cls(fn_ref, self.cpus, self.gpus, timeout)
         limit = None if timeout is None else timeout + self.kill_grace
