@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-import lipbound
 from lipbound.cli import common
 from lipbound.cli.config import add_config_option
 from lipbound.cli.data import Inputs
 from lipbound.cli.loading import LoadedModel
-from lipbound.errors import InputError
+from lipbound.errors import InputError, LipboundError
+from lipbound.executor.options import add_backend_args
 from lipbound.progress import bar
-from lipbound.report.records import lipschitz_record, output_bounds_record
 
 DEMO_REPORT = "lipbound-demo-report.html"
 
@@ -45,30 +43,31 @@ def _spec(kind: str, model: torch.nn.Module, x: torch.Tensor, label: int | None
 
 def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
                  sink: common.RecordSink) -> None:
-    """Output bounds (and local Lipschitz constants) of every selected input, as records."""
-    norm = common.parse_norm(args.norm)
-    dr = common.data_range_from(args, inputs)
-    model = loaded.module
-    for i in bar(range(inputs.X.shape[0]), progress=common.progress_flag(args),
-                 desc="bound", unit="input"):
-        x, label = inputs.X[i], common.label_of(inputs, i)
-        C, spec_desc, pred = _spec(args.spec, model, x, label)
-        meta = {"index": common.source_index(inputs, i), "label": label, "prediction": pred,
-                "source": inputs.name}
-        start = time.perf_counter()
-        bounds = lipbound.output_bounds(model, x, args.eps, norm=norm, spec=C,
-                                        method=args.method, data_range=dr)
-        sink.add(output_bounds_record(
-            model, x, args.eps, bounds, norm=norm, data_range=dr, spec=spec_desc,
-            method=args.method, time=time.perf_counter() - start, seed=args.seed,
-            model_name=loaded.name, input=meta))
-        if args.lipschitz_method != "none":
-            res = lipbound.local_lipschitz(model, x, args.eps, norm=norm, spec=C,
-                                           method=args.lipschitz_method, timeout=args.timeout,
-                                           data_range=dr, seed=args.seed)
-            sink.add(lipschitz_record(model, x, res, spec=spec_desc, data_range=dr,
-                                      settings={"timeout": args.timeout}, seed=args.seed,
-                                      model_name=loaded.name, input=meta))
+    """Output bounds (and local Lipschitz constants) of every selected input, as records.
+
+    Inputs run on the executor of ``--backend`` (default: in this process); each input's seed
+    derives from ``--seed`` and its row number. Records stream to the sink as inputs finish;
+    inputs that failed or timed out are reported together at the end (a lipbound error)."""
+    from lipbound.executor import executor_from_args, map_options
+    from lipbound.executor.bound_job import BoundJob
+
+    job = BoundJob.from_cli(args, loaded, inputs.name, common.parse_norm(args.norm),
+                            common.data_range_from(args, inputs))
+    rows = range(inputs.X.shape[0])
+    items = [(inputs.X[i], common.label_of(inputs, i), common.source_index(inputs, i))
+             for i in rows]
+    failed = []
+    with executor_from_args(args) as ex:
+        runs = ex.map(job, items, seed=args.seed, keys=[it[2] for it in items],
+                      **map_options(args))
+        for rec in bar(runs, progress=common.progress_flag(args), total=len(items),
+                       desc="bound", unit="input"):
+            if rec.status != "ok":
+                failed.append(f"input {items[rec.index][2]}: {rec.status}: {rec.error}")
+            for r in rec.result or []:
+                sink.add(r)
+    if failed:
+        raise LipboundError(f"{len(failed)} of {len(items)} inputs failed: " + "; ".join(failed))
 
 
 def _print_table(records: list[dict]) -> None:
@@ -125,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_input_options(b)
     add_bound_options(b)
     common.add_output_options(b)
+    add_backend_args(b)
     add_config_option(b)
     b.set_defaults(func=run_bound)
 
