@@ -23,7 +23,8 @@ def _box(args: argparse.Namespace, loaded) -> tuple[torch.Tensor, torch.Tensor, 
         lo = torch.tensor(args.lower, dtype=torch.float64)
         up = torch.tensor(args.upper, dtype=torch.float64)
     else:
-        source = args.inputs or loaded.data
+        # default: the training split the shipped model was fitted on
+        source = args.inputs or (loaded.data and loaded.data.partition(":")[0] + ":train")
         if source is None:
             raise InputError(f"model {loaded.name} has no default data set: give --lower and "
                              "--upper, or --inputs to take the box from the data")
@@ -121,7 +122,8 @@ def _monotonicity_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--lower", nargs="+", type=float, help="box lower corner (one per feature)")
     m.add_argument("--upper", nargs="+", type=float, help="box upper corner (one per feature)")
     m.add_argument("--inputs", metavar="SOURCE",
-                   help="data whose per-feature min/max is the box (default: the model's)")
+                   help="data whose per-feature min/max is the box (default: the shipped "
+                        "model's training split)")
     m.add_argument("--features", help="features to audit: 'all', N, N,M,... or A:B")
     m.add_argument("--output-index", type=int, default=0, help="model output to audit")
     m.add_argument("--timeout", type=float, default=30.0, help="seconds per feature")

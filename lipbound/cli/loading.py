@@ -70,7 +70,9 @@ def _load_registry(name: str) -> LoadedModel:
         entry = models.info(name)
     except InputError as exc:
         raise InputError(f"{exc}. A model source is {SOURCES_HELP}.") from None
-    data = entry.extra.get("dataset") or ("digits:test" if name.startswith("digits") else None)
+    data = entry.extra.get("dataset") or next(
+        (f"{d}:test" for d in ("digits", "diabetes", "mnist1d", "breast_cancer")
+         if name.startswith(d.split("_")[0])), None)
     return LoadedModel(models.load(name), name, "registry", tuple(entry.input_shape), data)
 
 

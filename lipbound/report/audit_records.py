@@ -23,8 +23,11 @@ def monotonicity_records(model: nn.Module, report: Any, lower: Any, upper: Any, 
                          output: int = 0, feature_names: Sequence[str] | None = None,
                          settings: dict | None = None, seed: int | None = None,
                          model_name: str | None = None) -> list[dict[str, Any]]:
-    """Records of a ``MonotonicityReport`` over the box ``[lower, upper]``."""
+    """Records of a ``MonotonicityReport`` over the box ``[lower, upper]``; ``details`` keeps
+    the witness (and support point) with their autograd derivatives."""
     domain = box_domain(lower, upper)
+    method = str(getattr(report, "method", "jacobian-bab"))
+    settings = {"tol": getattr(report, "tol", None), **(settings or {})}
     out = []
     for fv in report.features:
         j = int(fv.feature)
@@ -33,11 +36,13 @@ def monotonicity_records(model: nn.Module, report: Any, lower: Any, upper: Any, 
             spec["feature_name"] = str(feature_names[j])
         rec = header("monotonicity", model, status=str(fv.verdict), time=fv.time,
                      model_name=model_name, seed=seed)
-        rec.update(_bound_keys(dict(domain), spec, "jacobian-bab", settings,
+        rec.update(_bound_keys(dict(domain), spec, method, settings,
                                float(fv.derivative_upper), float(fv.derivative_lower)))
-        rec["details"] = jsonable({"witness": None if fv.witness is None else fv.witness,
-                                   "witness_derivative": fv.witness_derivative,
-                                   "domains": fv.domains})
+        info = fv.to_dict() if hasattr(fv, "to_dict") else {
+            "witness": fv.witness, "witness_derivative": fv.witness_derivative,
+            "domains": fv.domains}
+        rec["details"] = jsonable({k: v for k, v in info.items() if k not in (
+            "feature", "verdict", "derivative_lower", "derivative_upper", "time")})
         out.append(rec)
     return out
 

@@ -174,6 +174,8 @@ def monotonicity(records: Sequence[dict]) -> Section:
     rows, names, lo, up, verdicts = [], [], [], [], []
     for r in records:
         feat = str(r["spec"].get("feature"))
+        if r["spec"].get("feature_name"):
+            feat += f" ({r['spec']['feature_name']})"
         witness = (r.get("details") or {}).get("witness")
         rows.append([feat, str(r["spec"].get("output")), r["status"], fmt(r["lower"]),
                      fmt(r["upper"]), "-" if witness is None else fmt(witness),
