@@ -289,3 +289,19 @@ def test_cli_bound_gives_the_same_records_on_the_process_backend(tmp_path):
     local = _bound_records(tmp_path, "local")
     assert [r["input"]["index"] for r in local] == [3, 3, 4, 4, 5, 5]
     assert local == _bound_records(tmp_path, "pool", "--backend", "process", "--num-cpus", "2")
+
+
+@pytest.mark.slow
+def test_cli_certify_gives_the_same_records_on_the_process_backend(tmp_path):
+    from lipbound.cli import main
+    from lipbound.smoothing.records import read_tsv
+
+    def run(name, *backend):
+        tsv = tmp_path / f"{name}.tsv"
+        assert main(["certify", "--model", "digits-smooth-0.25", "--indices", "7:10",
+                     "--n", "500", "--tsv", str(tsv), "--no-progress", *backend]) == 0
+        return sorted((r["idx"], r["predict"], r["radius"]) for r in read_tsv(tsv))
+
+    local = run("local")
+    assert [r[0] for r in local] == [7, 8, 9]
+    assert run("pool", "--backend", "process", "--num-cpus", "2") == local
