@@ -20,6 +20,8 @@ import torch
 from lipbound.cli.data import fit_shape, load_inputs, select
 from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
 from lipbound.errors import InputError
+from lipbound.executor.certify_job import certify_on_executor
+from lipbound.executor.options import add_backend_args
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.certificates import NAMES
 from lipbound.smoothing.dataset import certify_dataset
@@ -111,11 +113,16 @@ def run(args: argparse.Namespace) -> int:
                     input_shape=tuple(inputs.X.shape[1:]))
     tsv = TsvWriter(args.tsv) if args.tsv else None
     try:
-        records = certify_dataset(
-            smooth, inputs.X, inputs.y, indices=inputs.indices, n0=args.n0, n=args.n,
-            alpha=args.alpha, batch_size=args.batch_size, certificate=args.certificate,
-            seed=args.seed, progress=_progress(args.progress),
-            on_record=tsv.write_record if tsv else None, **_options(args))
+        if args.backend == "local":
+            records = certify_dataset(
+                smooth, inputs.X, inputs.y, indices=inputs.indices, n0=args.n0, n=args.n,
+                alpha=args.alpha, batch_size=args.batch_size, certificate=args.certificate,
+                seed=args.seed, progress=_progress(args.progress),
+                on_record=tsv.write_record if tsv else None, **_options(args))
+        else:
+            records = certify_on_executor(smooth, inputs, args, _options(args),
+                                          tsv.write_record if tsv else None,
+                                          _progress(args.progress))
     finally:
         if tsv is not None:
             tsv.close()
@@ -188,4 +195,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT", help="lipbound JSON records")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
+    add_backend_args(p)
     p.set_defaults(func=run)
