@@ -48,18 +48,21 @@ MLP16_EXPECTED = {0.05: 0.7108, 0.10: 0.7475}
 
 
 def _timed(fn, repeats: int, repeat_below: float):
-    """(last result, list of run times): repeats runs, or one if the first is slow."""
-    times, res = [], None
+    """(last result, wall times, process CPU times): repeats runs, or one if the first is slow.
+    CPU time (all threads of this process) is the steadier figure on a shared, loaded machine."""
+    times, cpu, res = [], [], None
     for i in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         if i == 0 and times[0] > repeat_below:
             break
-    return res, times
+    return res, (times, cpu)
 
 
-def _exact_record(r, times) -> dict:
+def _exact_record(r, timing) -> dict:
+    times, cpu = timing
     rows = r.details["rows"]
     return {
         "status": r.status,
@@ -67,6 +70,8 @@ def _exact_record(r, times) -> dict:
         "lower": float(r.lower.max()),
         "time_s": statistics.median(times),
         "times_s": times,
+        "cpu_s": statistics.median(cpu),
+        "cpu_times_s": cpu,
         "bounds_time_s": r.details["bounds_time"],
         "n_binaries": max(row["n_binaries"] for row in rows),
         "n_unstable": max(row["n_unstable"] for row in rows),
@@ -105,7 +110,7 @@ def mlp16_case(eps: float, timeout: float, repeats: int, repeat_below: float) ->
 
 def sdp_case(case: dict, repeats: int) -> dict:
     mlp = random_mlp(case["sizes"], case["seed"])
-    r, times = _timed(lambda: lipsdp_neuron(mlp), repeats, 60.0)
+    r, (times, cpu) = _timed(lambda: lipsdp_neuron(mlp), repeats, 60.0)
     # a sampled lower bound on the global l2 constant: largest Jacobian spectral norm seen
     net = mlp.to_sequential()
     g = torch.Generator().manual_seed(0)
@@ -128,6 +133,7 @@ def sdp_case(case: dict, repeats: int) -> dict:
         "sampled_lower_2000": sampled,
         "time_s": statistics.median(times),
         "times_s": times,
+        "cpu_s": statistics.median(cpu),
         "sdp_time_s": r.details["sdp_time"],
     }
 
@@ -142,9 +148,12 @@ def main(argv=None) -> int:
                     choices=["crown", "interval"])
     ap.add_argument("--only", nargs="+", default=["milp", "mlp16", "lipsdp"],
                     choices=["milp", "mlp16", "lipsdp"])
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="subset of MILP case names / mlp16 eps values (e.g. mlp-10-64-64-1 0.1)")
     ap.add_argument("--out", default=os.path.join("experiments", "out", "bench_exact.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    want = (lambda name: True) if args.cases is None else (lambda name: name in args.cases)
     report: dict = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "cpus": os.cpu_count(), "torch": torch.__version__,
@@ -152,10 +161,10 @@ def main(argv=None) -> int:
     }
     if "milp" in args.only:
         report["milp"] = [milp_case(c, b, args.timeout, args.repeats, args.repeat_below)
-                          for c in MILP_CASES for b in args.big_m]
+                          for c in MILP_CASES for b in args.big_m if want(c["name"])]
     if "mlp16" in args.only:
         report["mlp16"] = [mlp16_case(e, args.timeout, args.repeats, args.repeat_below)
-                           for e in MLP16_EXPECTED]
+                           for e in MLP16_EXPECTED if want(str(e))]
     if "lipsdp" in args.only:
         report["lipsdp"] = [sdp_case(c, args.repeats) for c in SDP_CASES]
     report["machine"]["load_avg_at_end"] = os.getloadavg()
