@@ -76,12 +76,13 @@ def _check(rate, abstain_rate, mean_radius, true_radius, alpha=ALPHA, reps=REPS,
     [
         ("cohen", {}),
         ("lvm", {"grid": SMALL_GRID}),
+        ("lvm", {"grid": SMALL_GRID, "selection": "split"}),
         ("lipschitz", {"grid": SMALL_GRID[:3], "lipschitz_constant": 1.0}),
         ("local-margins", {}),
         ("best", {"grid": SMALL_GRID[1:3], "lipschitz_constant": 1.0}),
         ("best", {"grid": SMALL_GRID[1:3], "lipschitz_constant": 1.0, "mode": "select"}),
     ],
-    ids=["cohen", "lvm", "lipschitz", "local-margins", "best-union", "best-select"],
+    ids=["cohen", "lvm", "lvm-split", "lipschitz", "local-margins", "best-union", "best-select"],
 )
 def test_coverage_linear(certificate, options):
     model, x, truth = _linear()
