@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.bounds.domains import make_domain
+from lipbound.errors import InputError
 from lipbound.graph.ir import Graph
 from lipbound.inputs import (
     as_tensor,
@@ -19,7 +20,7 @@ from lipbound.inputs import (
     spec_matrix,
     widen,
 )
-from lipbound.propagate.driver import bound_graph_spec, check_method, prepare_state
+from lipbound.propagate.driver import METHODS, bound_graph_spec, check_method, prepare_state
 
 
 class OutputBounds(NamedTuple):
@@ -32,23 +33,37 @@ class OutputBounds(NamedTuple):
 def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
                   spec: Any = None, method: str = "crown",
                   data_range: tuple[Any, Any] | None = None, iterations: int = 30,
-                  dtype: torch.dtype = torch.float64) -> OutputBounds:
+                  dtype: torch.dtype = torch.float64, timeout: float | None = None,
+                  progress: bool | str = "auto") -> OutputBounds:
     """Sound bounds on ``C f(x')`` over ``{x' : ||x' - x||_norm <= eps}`` (∩ data_range).
 
     model: eval-mode module mapping [B, *in] -> [B, K]; x: [*in] or [1, *in]; spec: None
-    (identity) or [S, K]; method: "ibp" | "crown" | "alpha-crown". Computation runs in
+    (identity) or [S, K]; method: "ibp" | "crown" | "alpha-crown" | "bab" (input-splitting
+    branch-and-bound for ``timeout`` seconds, default ``DEFAULT_BAB_TIMEOUT``; it stops early
+    once the bounds meet values attained at points of the set). Computation runs in
     ``dtype`` (float64 by default) on x's device; results are widened outward to absorb
     rounding.
     """
     model = resolve_model(model)
-    method = check_method(method)
+    method = check_method(method, (*METHODS, "bab"))
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    if method == "bab":
+        from lipbound.bab import bab_output_bounds
+
+        _check_timeout(timeout)
+        lo, up, _ = bab_output_bounds(model, graph, C, domain,
+                                      timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
+                                      progress=progress)
+        return OutputBounds(*widen(lo, up))
     state = prepare_state(graph, domain, method)
     lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
     return OutputBounds(*widen(lo[0], up[0]))
 
 
-LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "exact")
+LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "bab", "exact")
+
+#: time limit of method "bab" when no timeout is given (seconds)
+DEFAULT_BAB_TIMEOUT = 60.0
 
 
 def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
@@ -90,14 +105,18 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
 def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
                     spec: Any = None, method: str = "crown", timeout: float | None = None,
                     data_range: tuple[Any, Any] | None = None, n_samples: int = 256,
-                    seed: int = 0, iterations: int = 30, dtype: torch.dtype = torch.float64):
+                    seed: int = 0, iterations: int = 30, dtype: torch.dtype = torch.float64,
+                    progress: bool | str = "auto"):
     """Certified local Lipschitz constants of the rows of C f over an l_p ball around x.
 
     Returns a :class:`~lipbound.results.LipschitzResult` with ``upper[s]`` >= sup over
     ``{x' : ||x' - x||_p <= eps}`` (∩ data_range) of ||v||_q for every chain-rule Clarke
     gradient v of C_s . f (q the dual norm of p), and ``lower[s]``, the dual norm of a gradient
     at ``witness[s]`` inside the set. Methods: "naive" (global product of induced norms),
-    "ibp" (Fast-Lip), "crown", "alpha-crown", "exact" (MILP, :mod:`lipbound.exact.api`).
+    "ibp" (Fast-Lip), "crown", "alpha-crown", "bab" (anytime branch-and-bound on input
+    sub-boxes, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
+    ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
+    holds the anytime curve), "exact" (MILP, :mod:`lipbound.exact.api`).
     """
     import time
 
@@ -117,6 +136,9 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     _check_timeout(timeout)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     q = dual_norm(domain.p)
+    if method == "bab":
+        return _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress,
+                              start)
     if method == "naive":
         upper = naive_lipschitz(graph, C, domain.p)
     else:
@@ -128,6 +150,25 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     return LipschitzResult(upper.detach(), lower.detach().to(upper.dtype), witness, method,
                            domain.p, float(domain.eps[0]), "certified",
                            time.perf_counter() - start)
+
+
+def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress, start):
+    import time
+
+    from lipbound.bab import bab_local_lipschitz
+    from lipbound.results import LipschitzResult
+
+    if isinstance(model, Graph):
+        raise InputError("method 'bab' needs the model itself (attained values use autograd)")
+    res = bab_local_lipschitz(model, graph, C, domain, q,
+                              timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
+                              n_samples=n_samples, seed=seed, progress=progress)
+    upper = widen(res.upper, res.upper)[1]
+    trace = [(p.time, p.upper, p.lower, p.domains) for p in res.trace]
+    return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
+                           float(domain.eps[0]), res.status, time.perf_counter() - start,
+                           {"domains_bounded": res.domains_bounded, "trace": trace,
+                            "split": "input"})
 
 
 def _check_timeout(timeout: Any) -> None:

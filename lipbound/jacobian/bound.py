@@ -16,25 +16,46 @@ from lipbound.bounds.interval import Interval
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.build import JacobianGraph, jacobian_graph
 from lipbound.propagate.alpha import alpha_crown_upper
-from lipbound.propagate.crown import crown_intermediate, crown_upper
+from lipbound.propagate.crown import crown_intermediate, crown_node_bounds, crown_upper
 from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
+
+#: alpha-CROWN steps for the forward intermediate bounds under method "crown" (cheap: batch 1);
+#: the reference implementation's Jacobian bounds optimise the forward relaxations by default
+FORWARD_ITERATIONS = 20
 
 
 def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
-                   q: float | None = None) -> tuple[BoundState, JacobianGraph]:
-    """Bounds of every node of the joint graph for spec rows C [S, K] over a batch-1 domain."""
+                   q: float | None = None, iterations: int = 20,
+                   forward_iterations: int | None = None
+                   ) -> tuple[BoundState, JacobianGraph]:
+    """Bounds of every node of the joint graph for spec rows C [S, K] over D input sets.
+
+    The joint graph's batch is D * S (row d * S + s: set d, spec row s); forward bounds are
+    computed at batch D and repeated. method "crown": forward intermediate bounds optimised
+    per neuron (alpha-CROWN, ``forward_iterations`` steps, default ``FORWARD_ITERATIONS``),
+    CROWN for the backward graph and for every element of the gradient node. "alpha-crown":
+    every intermediate and gradient bound optimised for ``iterations`` steps. "ibp":
+    intervals only.
+    """
+    it = iterations if method == "alpha-crown" else 0
+    if forward_iterations is None:
+        forward_iterations = FORWARD_ITERATIONS
+    fwd_it = max(it, forward_iterations) if method != "ibp" else 0
     fstate = BoundState(forward, domain, evaluate_fixed(forward))
     ibp_pass(fstate)
     if method != "ibp":
-        crown_intermediate(fstate)
-    jg = jacobian_graph(forward, C, q)
-    S = C.shape[0]
-    dom_s = domain.select(torch.zeros(S, dtype=torch.long, device=C.device))
-    state = BoundState(jg.graph, dom_s, evaluate_fixed(jg.graph))
-    state.bounds.update(fstate.bounds)
+        crown_intermediate(fstate, iterations=fwd_it)
+    D, S = domain.batch_size, C.shape[0]
+    jg = jacobian_graph(forward, C.repeat(D, 1) if D > 1 else C, q)
+    rows = torch.arange(D, device=C.device).repeat_interleave(S)
+    state = BoundState(jg.graph, domain.select(rows), evaluate_fixed(jg.graph))
+    for name, iv in fstate.bounds.items():
+        state.bounds[name] = iv if D == 1 else Interval(iv.lower[rows], iv.upper[rows])
     ibp_pass(state, only_missing=True)
     if method != "ibp":
-        crown_intermediate(state, skip=set(fstate.bounds))
+        crown_intermediate(state, skip=set(fstate.bounds) | {jg.gradient}, iterations=it)
+        if state.dep[jg.gradient]:
+            state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, it))
     return state, jg
 
 

@@ -121,6 +121,16 @@ class NonlinearOp(Op):
     def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
         """Clamp optimisable parameters into their valid range, in place."""
 
+    #: True when :meth:`ibp` is the exact range over its (single) input interval, so CROWN
+    #: cannot tighten this op's output bounds in practice (intermediate bounds skip it)
+    exact_interval: bool = False
+
+    def tighten_mask(self, params: Params, index: int, *ivals: Interval) -> Tensor | None:
+        """Elements of input ``index`` whose bounds can change this op's relaxation (a bool
+        mask broadcastable to that input), or None for all. Used to skip intermediate bounds
+        that cannot matter (a stable ReLU stays stable when its bounds tighten)."""
+        return None
+
     def crown_backward(self, params: Params, A: Tensor, rel: Relaxation
                        ) -> tuple[tuple[Tensor | None, ...], Tensor]:
         """Back-substitute an upper bound of <A, y> through the op's relaxation ``rel``.
@@ -128,16 +138,16 @@ class NonlinearOp(Op):
         A: [B, S, *out]. Returns (A_i for each input or None, bias [B, S]) such that
         <A, y> <= sum_i <A_i, x_i> + bias whenever the inputs lie in the relaxed intervals.
         """
-        pos, neg = A.clamp(min=0), A.clamp(max=0)
+        pos = A > 0
         As: list[Tensor | None] = []
         for lw, uw in zip(rel.lower_slopes, rel.upper_slopes):
-            t = None
-            if uw is not None:
-                t = pos * uw
-            if lw is not None:
-                t = neg * lw if t is None else t + neg * lw
-            As.append(t)
-        bias = pos * rel.upper_bias + neg * rel.lower_bias
+            if uw is None and lw is None:
+                As.append(None)
+                continue
+            uw = torch.zeros_like(lw) if uw is None else uw
+            lw = torch.zeros_like(uw) if lw is None else lw
+            As.append(A * torch.where(pos, uw, lw))
+        bias = A * torch.where(pos, rel.upper_bias, rel.lower_bias)
         return tuple(As), bias.flatten(2).sum(-1)
 
 

@@ -2,9 +2,10 @@
 
 - ``relu_switch(z, a) = delta(z) a`` with delta = 1 (z > 0), 0 (z < 0), any of [0, 1] (z = 0).
   Stable only when l_z > 0 or u_z < 0 (strict: at z = 0 both derivatives are Clarke-valid).
-  Unstable: s in [min(a, 0), max(a, 0)], whose convex hull over a in [l_a, u_a] is
-  ``l_a (u_a - a) / (u_a - l_a) <= s <= u_a (a - l_a) / (u_a - l_a)`` for l_a < 0 < u_a,
-  ``0 <= s <= a`` for l_a >= 0 and ``a <= s <= 0`` for u_a <= 0.
+  Unstable: s in [min(a, 0), max(a, 0)]. Default (CROWN): its convex hull over a in
+  [l_a, u_a], ``l_a (u_a - a) / (u_a - l_a) <= s <= u_a (a - l_a) / (u_a - l_a)`` for
+  l_a < 0 < u_a, ``0 <= s <= a`` for l_a >= 0 and ``a <= s <= 0`` for u_a <= 0. Optimised:
+  McCormick planes of h * a with h = delta(z) bounded by lines in z (couples s to z).
 - ``leaky_switch(z, a) = k a + (1 - k) relu_switch(z, a)`` (delta in {k, 1}).
 - ``mul(d, a) = d a``: McCormick planes; the lower (upper) bound is a convex combination of
   the two lower (upper) planes with an optimisable weight in [0, 1].
@@ -24,21 +25,43 @@ from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.registry import register
 
 
-def _switch_hull(la: Tensor, ua: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Slopes/biases (in a) of the hull of s in [min(a,0), max(a,0)] for a in [la, ua]."""
+def _hull_weights(la: Tensor, ua: Tensor) -> tuple[Tensor, Tensor]:
+    """Default plane weights (lam, mu) that cancel the h coefficient: the a-only convex hull
+    for mixed-sign a; for a >= 0 they give 0 <= s <= a, for a <= 0 they give a <= s <= 0."""
     mixed = (la < 0) & (ua > 0)
     w = torch.where(mixed, ua - la, torch.ones_like(ua))
-    lo_k = torch.where(mixed, -la / w, torch.where(ua <= 0, torch.ones_like(la),
-                                                     torch.zeros_like(la)))
-    lo_b = torch.where(mixed, la * ua / w, torch.zeros_like(la))
-    up_k = torch.where(mixed, ua / w, torch.where(la >= 0, torch.ones_like(la),
-                                                    torch.zeros_like(la)))
-    up_b = torch.where(mixed, -ua * la / w, torch.zeros_like(la))
-    return lo_k, lo_b, up_k, up_b
+    lam = torch.where(mixed, -la / w, torch.where(la >= 0, 0.0, 1.0).to(la.dtype))
+    mu = torch.where(mixed, ua / w, torch.where(la >= 0, 1.0, 0.0).to(la.dtype))
+    return lam, mu
+
+
+def _h_bound(coef: Tensor, t: Tensor, zl: Tensor, zu: Tensor, upper: bool
+             ) -> tuple[Tensor, Tensor]:
+    """(z slope, constant) of a line in z bounding ``coef * h`` from above (upper=True) or
+    below, where h = delta(z) in [0, 1] is the Clarke derivative of ReLU at z in [zl, zu].
+
+    Valid lines: h <= 1 + kappa z with kappa in [0, 1 / -zl], h >= kappa z with kappa in
+    [0, 1 / zu]; ``t`` in [0, 1] picks kappa as a fraction of its largest value.
+    """
+    use_upper_line = (coef >= 0) if upper else (coef < 0)
+    k_up = torch.where(zl < 0, t / (-zl).clamp_min(1e-300), torch.zeros_like(t))
+    k_lo = torch.where(zu > 0, t / zu.clamp_min(1e-300), torch.zeros_like(t))
+    slope = torch.where(use_upper_line, coef * k_up, coef * k_lo)
+    const = torch.where(use_upper_line, coef, torch.zeros_like(coef))
+    return slope, const
 
 
 class LeakySwitch(NonlinearOp):
-    """s = delta(z) a, delta in {k, 1} by the sign of z (both at z = 0); params negative_slope."""
+    """s = delta(z) a, delta in {k, 1} by the sign of z (both at z = 0); params negative_slope.
+
+    Relaxation (z unstable, i.e. not l_z > 0 and not u_z < 0), with h = delta in [0, 1] for ReLU:
+    the four McCormick planes of h * a, ``s <= u_a h``, ``s <= a - l_a (1 - h)``,
+    ``s >= l_a h``, ``s >= a - u_a (1 - h)``, mixed with weights lam (upper) and mu (lower) in
+    [0, 1]; the remaining ``c h`` term is bounded by a line in z (``_h_bound``) with a
+    fraction t in [0, 1]. Every parameter value is sound; the defaults (t = 0 and the weights
+    that cancel h) give the convex hull over a alone, with no z term. LeakyReLU(k) is
+    ``k a + (1 - k)`` times the ReLU switch.
+    """
 
     kind = "leaky_switch"
 
@@ -63,15 +86,54 @@ class LeakySwitch(NonlinearOp):
     def relax(self, params: Params, z: Interval, a: Interval,
               opt: Mapping[str, Tensor] | None = None) -> Relaxation:
         k = self.slope(params)
-        act, inact = z.lower > 0, z.upper < 0
-        lo_k, lo_b, up_k, up_b = _switch_hull(a.lower, a.upper)
-        # unstable: k a + (1 - k) hull; stable: exact
-        lo_k = torch.where(act, 1.0, torch.where(inact, k, k + (1 - k) * lo_k))
-        up_k = torch.where(act, 1.0, torch.where(inact, k, k + (1 - k) * up_k))
+        zl, zu, la, ua = z.lower, z.upper, a.lower, a.upper
+        act, inact = zl > 0, zu < 0
+        if opt is None:
+            lam, mu = _hull_weights(la, ua)
+            t_up = t_lo = None
+        else:
+            lam, mu, t_up, t_lo = opt["lam"], opt["mu"], opt["t_up"], opt["t_lo"]
+        # upper: (1 - lam) a + c h - (1 - lam) la,  c = lam ua + (1 - lam) la
+        c = lam * ua + (1 - lam) * la
+        up_a, up_b = 1 - lam, -(1 - lam) * la
+        # lower: (1 - mu) a + d h - (1 - mu) ua,  d = mu la + (1 - mu) ua
+        d = mu * la + (1 - mu) * ua
+        lo_a, lo_b = 1 - mu, -(1 - mu) * ua
+        if t_up is None:
+            up_b = up_b + c.clamp(min=0)
+            lo_b = lo_b + d.clamp(max=0)
+            up_z = lo_z = None
+        else:
+            up_z, cu = _h_bound(c, t_up, zl, zu, upper=True)
+            lo_z, cl = _h_bound(d, t_lo, zl, zu, upper=False)
+            up_b, lo_b = up_b + cu, lo_b + cl
         stable = act | inact
-        lo_b = torch.where(stable, 0.0, (1 - k) * lo_b)
+        one = torch.ones_like(up_a)
+        sa = torch.where(act, one, torch.full_like(one, k))
+        up_a = torch.where(stable, sa, k + (1 - k) * up_a)
+        lo_a = torch.where(stable, sa, k + (1 - k) * lo_a)
         up_b = torch.where(stable, 0.0, (1 - k) * up_b)
-        return Relaxation((None, lo_k), lo_b, (None, up_k), up_b)
+        lo_b = torch.where(stable, 0.0, (1 - k) * lo_b)
+        if up_z is not None:
+            up_z = torch.where(stable, 0.0, (1 - k) * up_z)
+            lo_z = torch.where(stable, 0.0, (1 - k) * lo_z)
+        return Relaxation((lo_z, lo_a), lo_b, (up_z, up_a), up_b)
+
+    def tighten_mask(self, params: Params, index: int, z: Interval, a: Interval) -> Tensor:
+        """Only elements whose z is unstable have a relaxation that depends on bounds."""
+        return ~((z.lower > 0) | (z.upper < 0))
+
+    def init_opt(self, params: Params, z: Interval, a: Interval) -> dict[str, Tensor]:
+        """The default relaxation's parameters. Where a has mixed sign the h coefficient is 0,
+        so t = 1 changes nothing yet gives the weights a nonzero gradient; elsewhere t = 0."""
+        la, ua = a.lower + 0 * z.lower, a.upper + 0 * z.upper
+        lam, mu = _hull_weights(la, ua)
+        t = ((la < 0) & (ua > 0)).to(la.dtype)
+        return {"lam": lam, "mu": mu, "t_up": t, "t_lo": t.clone()}
+
+    def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
+        for v in opt.values():
+            v.data.clamp_(0.0, 1.0)
 
 
 class ReluSwitch(LeakySwitch):
@@ -133,6 +195,9 @@ class Abs(NonlinearOp):
         lo = torch.where(v.lower > 0, v.lower, torch.where(v.upper < 0, -v.upper,
                                                             torch.zeros_like(v.lower)))
         return Interval(lo, v.abs_max())
+
+    def tighten_mask(self, params: Params, index: int, v: Interval) -> Tensor:
+        return (v.lower < 0) & (v.upper > 0)
 
     def _default_k(self, v: Interval) -> Tensor:
         return torch.where(v.upper + v.lower >= 0, 1.0, -1.0).to(v.lower.dtype)

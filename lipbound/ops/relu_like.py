@@ -22,6 +22,11 @@ class LeakyReLU(NonlinearOp):
     """y = max(x, k x) with params ``negative_slope`` k in [0, 1]; ReLU is k = 0."""
 
     kind = "leaky_relu"
+    exact_interval = True
+    opt_lr = 0.5
+
+    def tighten_mask(self, params: Params, index: int, iv: Interval) -> Tensor:
+        return (iv.lower < 0) & (iv.upper > 0)
 
     def slope(self, params: Params) -> float:
         return float(params.get("negative_slope", 0.0))

@@ -114,6 +114,8 @@ def _default_slopes(fn: SmoothFn, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]
 class SmoothActivation(NonlinearOp):
     """An elementwise smooth function with slope-parametrised sound relaxations."""
 
+    exact_interval = True
+
     def __init__(self, fn: SmoothFn, kind: str | None = None) -> None:
         self.fn = fn
         self.kind = kind or fn.name

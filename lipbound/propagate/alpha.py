@@ -48,7 +48,7 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
     for name, p in opt.items():
         op = registry.get(state.graph[name].op)
         groups.append({"params": list(p.values()), "lr": op.opt_lr * lr_scale})
-    adam = torch.optim.Adam(groups)
+    adam = torch.optim.Adam(groups, foreach=True)
     sched = torch.optim.lr_scheduler.ExponentialLR(adam, 0.95)
     for _ in range(iterations):
         adam.zero_grad()

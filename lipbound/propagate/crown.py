@@ -18,7 +18,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.graph.ir import INPUT
 from lipbound.ops import registry
 from lipbound.ops.base import Relaxation
-from lipbound.propagate.state import BoundState, identity_spec, nodes_needing_bounds
+from lipbound.propagate.state import BoundState, nodes_needing_bounds
 
 # rows of a spec processed together when bounding intermediate nodes (memory cap)
 MAX_ELEMENTS_PER_CHUNK = 2**25
@@ -95,30 +95,91 @@ def crown_upper(state: BoundState, target: str, A: Tensor,
     return state.domain.concretize_upper(A_x, bias)
 
 
-def crown_node_bounds(state: BoundState, name: str) -> Interval:
-    """CROWN lower and upper bounds of every element of node ``name`` ([B, *shape])."""
+def node_rows(state: BoundState, name: str) -> Tensor | None:
+    """Flat indices of the elements of ``name`` whose bounds can change a relaxation that
+    reads them (union over the batch), or None for all elements."""
+    mask = None
+    for user in state.users[name]:
+        un = state.graph[user]
+        op = registry.get(un.op, un.where)
+        if op.linear:
+            continue
+        ivals = [state.interval(s) for s in un.inputs]
+        for idx, src in enumerate(un.inputs):
+            if src != name:
+                continue
+            m = op.tighten_mask(un.params, idx, *ivals)
+            if m is None:
+                return None
+            m = m.reshape(-1, state.graph[name].numel).any(0)
+            mask = m if mask is None else mask | m
+    return None if mask is None else mask.nonzero().flatten()
+
+
+def crown_node_bounds(state: BoundState, name: str, rows: Tensor | None = None,
+                      iterations: int = 0) -> Interval:
+    """CROWN (alpha-CROWN with ``iterations`` > 0) bounds of node ``name`` ([B, *shape]).
+
+    Only the flat elements ``rows`` (default: all) are bounded; the others get (-inf, inf),
+    which :meth:`BoundState.set_bounds` intersects away.
+    """
     node = state.graph[name]
     m = node.numel
     B = state.domain.batch_size
     ref = state.domain.interval().lower
+    idx = torch.arange(m, device=ref.device) if rows is None else rows.to(ref.device)
+    R = idx.numel()
+    lower = torch.full((B, m), -torch.inf, dtype=ref.dtype, device=ref.device)
+    upper = torch.full((B, m), torch.inf, dtype=ref.dtype, device=ref.device)
+    if R == 0:
+        return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
     chunk = max(1, MAX_ELEMENTS_PER_CHUNK // max(1, B * _largest_numel(state)))
     ups = []
-    for start in range(0, 2 * m, chunk):
-        rows = slice(start, min(2 * m, start + chunk))
-        A = identity_spec(node.shape, rows, ref.dtype, ref.device).expand(B, -1, *node.shape)
-        ups.append(crown_upper(state, name, A))
+    for start in range(0, 2 * R, chunk):
+        part = torch.arange(start, min(2 * R, start + chunk), device=ref.device)
+        A = torch.zeros(len(part), m, dtype=ref.dtype, device=ref.device)
+        sign = torch.where(part < R, 1.0, -1.0).to(ref.dtype)
+        A[torch.arange(len(part), device=ref.device), idx[part % R]] = sign
+        A = A.reshape(1, len(part), *node.shape).expand(B, -1, *node.shape)
+        ups.append(_upper(state, name, A, iterations))
     up = torch.cat(ups, 1)
-    return Interval(-up[:, m:].reshape(B, *node.shape), up[:, :m].reshape(B, *node.shape))
+    upper[:, idx] = up[:, :R]
+    lower[:, idx] = -up[:, R:]
+    return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
 
 
-def crown_intermediate(state: BoundState, skip: set[str] | None = None) -> None:
-    """Tighten, in topological order, the bounds of every node that a nonlinear op reads."""
+def _upper(state: BoundState, name: str, A: Tensor, iterations: int) -> Tensor:
+    if iterations > 0:
+        from lipbound.propagate.alpha import alpha_crown_upper
+
+        return alpha_crown_upper(state, name, A, iterations).detach()
+    with torch.no_grad():
+        return crown_upper(state, name, A)
+
+
+def crown_intermediate(state: BoundState, skip: set[str] | None = None,
+                       iterations: int = 0) -> None:
+    """Tighten, in topological order, the bounds of every node that a nonlinear op reads.
+
+    Skips nodes whose interval is already exact (the input, affine images of a box, outputs of
+    monotone-piece elementwise functions, whose IBP range is exact for their input interval)
+    and, per node, elements that cannot change any relaxation (e.g. stable ReLU inputs).
+    With ``iterations`` > 0 the bounds are optimised (alpha-CROWN per element).
+    """
     for name in nodes_needing_bounds(state.graph):
         if (skip and name in skip) or name == state.graph.input:
             continue
-        if _is_first_affine_of_box(state, name):
-            continue  # IBP is already exact there
-        state.set_bounds(name, crown_node_bounds(state, name))
+        if _is_first_affine_of_box(state, name) or _has_exact_interval(state, name):
+            continue
+        rows = node_rows(state, name)
+        state.set_bounds(name, crown_node_bounds(state, name, rows, iterations))
+
+
+def _has_exact_interval(state: BoundState, name: str) -> bool:
+    node = state.graph[name]
+    if node.op in (INPUT,) or len(node.inputs) != 1:
+        return False
+    return bool(getattr(registry.get(node.op, node.where), "exact_interval", False))
 
 
 def _largest_numel(state: BoundState) -> int:
@@ -139,4 +200,4 @@ def _is_first_affine_of_box(state: BoundState, name: str) -> bool:
 
 
 __all__ = ["Relaxation", "backsubstitute", "crown_intermediate", "crown_node_bounds",
-           "crown_upper", "relaxation"]
+           "crown_upper", "node_rows", "relaxation"]

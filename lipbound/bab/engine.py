@@ -1,0 +1,143 @@
+"""Best-first branch-and-bound over input sub-boxes, maximising R quantities at once.
+
+For quantities ``phi_r`` (e.g. a gradient norm or a spec row of the output) over an input set
+X covered by boxes, a bounding function gives ``ub[d, r] >= sup_{x in X ∩ box_d} phi_r(x)``
+and an attainment function gives ``phi_r`` at points of X. The loop keeps
+
+    sup_X phi_r  <=  max( max_{d in queue} ub[d, r], pruned[r] )  =: U_r
+
+(every part of X lies in a queued box or in a pruned one), and ``L_r`` = the best value
+attained at a point of X. Each step pops the ``batch`` boxes with the largest relative gap,
+halves each along its widest coordinate, bounds the children together (one batched
+propagation), takes ``min(child, parent)`` (a child is a subset, so splitting never loosens a
+bound), and drops children that cannot raise any U_r above ``L_r + tol``. It stops when
+``U_r <= L_r + tol`` for every r ("certified": the gap is closed), at the time limit
+("timeout"; no step starts when the previous step's duration would overrun it), at the
+domain cap ("domain limit"), or when ``U_r < stop_below_r`` for every r
+("below threshold", for verification). Whatever the status, U is a certified upper bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lipbound.progress import ProgressFlag, bar
+
+BoundFn = Callable[[Tensor, Tensor], Tensor]  # (lower [N, *in], upper [N, *in]) -> ub [N, R]
+AttainFn = Callable[[Tensor], Tensor]  # points [N, *in] inside X -> values [N, R]
+
+
+@dataclass(frozen=True)
+class TracePoint:
+    """The state of the search at ``time`` seconds: max_r U_r, max_r L_r, queued boxes."""
+
+    time: float
+    upper: float
+    lower: float
+    domains: int
+
+
+@dataclass(frozen=True)
+class BabResult:
+    """upper [R] >= sup_X phi_r; lower [R] = phi_r(witness[r]) with witness[r] in X."""
+
+    upper: Tensor
+    lower: Tensor
+    witness: Tensor
+    status: str
+    domains_bounded: int
+    trace: tuple[TracePoint, ...] = field(default_factory=tuple)
+
+
+def _tolerance(lower: Tensor, rtol: float, atol: float) -> Tensor:
+    return lower + rtol * lower.abs() + atol
+
+
+def _split(lo: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
+    """Halve each box along its widest coordinate: 2N children (lower, upper) [2N, *in]."""
+    N = lo.shape[0]
+    flo, fup = lo.flatten(1), up.flatten(1)
+    j = (fup - flo).argmax(1)
+    mid = (flo.gather(1, j[:, None]) + fup.gather(1, j[:, None])) / 2
+    lo2, up2 = flo.repeat(2, 1), fup.repeat(2, 1)
+    rows = torch.arange(N, device=lo.device)
+    up2[rows, j] = mid[:, 0]
+    lo2[rows + N, j] = mid[:, 0]
+    return lo2.reshape(2 * N, *lo.shape[1:]), up2.reshape(2 * N, *lo.shape[1:])
+
+
+def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tensor, *,
+             init_lower: Tensor, init_witness: Tensor, timeout: float, rtol: float = 1e-4,
+             atol: float = 1e-9, batch: int = 64, max_domains: int = 200_000,
+             stop_below: Tensor | None = None, project: Callable[[Tensor], Tensor] | None = None,
+             progress: ProgressFlag = "auto", desc: str = "bab") -> BabResult:
+    """Run the search on the box [lower, upper] ([*in] each) until a stopping rule fires.
+
+    ``init_lower`` [R] / ``init_witness`` [R, *in]: values already attained (e.g. sampling).
+    ``project`` maps box centres into X when the boxes cover more than X (l_2 / l_1 balls).
+    """
+    proj = project or (lambda t: t)
+    start = time.perf_counter()
+    lo_q, up_q = lower.unsqueeze(0), upper.unsqueeze(0)
+    ub_q = bound_fn(lo_q, up_q)
+    L, W = init_lower.clone(), init_witness.clone()
+    L, W = _attain(attain_fn, proj, lo_q, up_q, L, W)
+    pruned = torch.full_like(L, -torch.inf)
+    trace, bounded, status, step_time = [], 1, "timeout", 0.0
+    with bar(progress=progress, desc=desc, unit="dom") as pbar:
+        while True:
+            U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
+            trace.append(TracePoint(time.perf_counter() - start, float(U.max()), float(L.max()),
+                                    len(ub_q)))
+            pbar.set_postfix(domains=len(ub_q), upper=f"{float(U.max()):.5g}",
+                             lower=f"{float(L.max()):.5g}")
+            if bool((U <= _tolerance(L, rtol, atol)).all()) or len(ub_q) == 0:
+                status = "certified"
+                break
+            if stop_below is not None and bool((U < stop_below).all()):
+                status = "below threshold"
+                break
+            now = time.perf_counter() - start
+            if now + step_time >= timeout:
+                break
+            if len(ub_q) + batch > max_domains:
+                status = "domain limit"
+                break
+            t_step = time.perf_counter()
+            gap = ((ub_q - L) / (L.abs() + atol)).max(1).values
+            k = min(batch, len(ub_q))
+            pick = gap.topk(k).indices
+            keep = torch.ones(len(ub_q), dtype=torch.bool, device=ub_q.device)
+            keep[pick] = False
+            parents_ub = ub_q[pick]
+            clo, cup = _split(lo_q[pick], up_q[pick])
+            cub = torch.minimum(bound_fn(clo, cup), parents_ub.repeat(2, 1))
+            bounded += len(clo)
+            pbar.update(len(clo))
+            L, W = _attain(attain_fn, proj, clo, cup, L, W)
+            alive = (cub > _tolerance(L, rtol, atol)).any(1)
+            if (~alive).any():
+                pruned = torch.maximum(pruned, cub[~alive].max(0).values)
+            lo_q = torch.cat([lo_q[keep], clo[alive]])
+            up_q = torch.cat([up_q[keep], cup[alive]])
+            ub_q = torch.cat([ub_q[keep], cub[alive]])
+            step_time = time.perf_counter() - t_step
+    U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
+    return BabResult(U, L, W, status, bounded, tuple(trace))
+
+
+def _attain(attain_fn: AttainFn, project: Callable[[Tensor], Tensor], lo: Tensor, up: Tensor,
+            L: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+    """Update the attained values with the (projected) centres of new boxes."""
+    pts = project((lo + up) / 2)
+    vals = attain_fn(pts)  # [N, R]
+    best, idx = vals.max(0)
+    better = best > L
+    W = W.clone()
+    W[better] = pts[idx[better]].to(W.dtype)
+    return torch.where(better, best.to(L.dtype), L), W
