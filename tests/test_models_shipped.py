@@ -1,0 +1,92 @@
+"""The shipped models load in eval mode and reach their stated held-out accuracy / R^2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lipbound
+
+# name -> (data loader, metric, threshold); the thresholds sit a little below the values the
+# training scripts print (see each model's module docstring / registry entry).
+THRESHOLDS = {
+    "digits-cnn": 0.95,
+    "digits-lipschitz": 0.90,
+    "mnist1d-cnn": 0.85,
+    "diabetes-mlp": 0.30,
+}
+
+
+def _test_split(name: str):
+    if name == "digits-cnn":
+        from lipbound.models.digits_smooth import digits_images
+        return digits_images()[2:]
+    if name == "digits-lipschitz":
+        from lipbound.models.digits import digits_data
+        return digits_data()[2:]
+    if name == "mnist1d-cnn":
+        from lipbound.models.mnist1d import mnist1d_data
+        return mnist1d_data()[2:]
+    from lipbound.models.diabetes import diabetes_data
+    return diabetes_data()[2:]
+
+
+def _score(name: str, model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        out = model(X)
+    if name == "diabetes-mlp":
+        pred = out[:, 0]
+        return float(1 - ((pred - y) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+    return float((out.argmax(1) == y).float().mean())
+
+
+@pytest.mark.parametrize("name", sorted(THRESHOLDS))
+def test_shipped_model_loads_and_scores(name):
+    assert name in lipbound.models.available()
+    info = lipbound.models.info(name)
+    model = lipbound.models.load(name)
+    assert not any(m.training for m in model.modules())
+    X, y = _test_split(name)
+    assert tuple(X.shape[1:]) == info.input_shape
+    out = model(X[:2])
+    assert out.shape == (2, info.num_outputs)
+    assert _score(name, model, X, y) >= THRESHOLDS[name]
+
+
+def test_shipped_weights_are_small():
+    from importlib import resources
+
+    for name in THRESHOLDS:
+        path = resources.files("lipbound.models") / "weights" / lipbound.models.info(name).weights
+        assert path.stat().st_size < 400_000
+
+
+def test_lipschitz_model_layers_have_spectral_norm_at_most_one():
+    model = lipbound.models.load("digits-lipschitz")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3
+    for lin in linears:
+        assert float(torch.linalg.matrix_norm(lin.weight.detach().double(), ord=2)) <= 1.0
+
+
+def test_lipschitz_model_is_globally_one_lipschitz_in_l2():
+    model = lipbound.models.load("digits-lipschitz").double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 64, generator=g, dtype=torch.float64)
+    d = torch.randn(200, 64, generator=g, dtype=torch.float64) * 0.3
+    with torch.no_grad():
+        num = (model(x + d) - model(x)).norm(dim=1)
+    assert bool((num <= d.norm(dim=1) * (1 + 1e-9)).all())
+
+
+def test_diabetes_model_is_increasing_in_its_monotone_features_at_samples():
+    from lipbound.models.diabetes import MONOTONE_FEATURES, diabetes_box
+
+    model = lipbound.models.load("diabetes-mlp").double()
+    lo, hi = (t.double() for t in diabetes_box())
+    g = torch.Generator().manual_seed(0)
+    z = (lo + torch.rand(2000, 10, generator=g, dtype=torch.float64) * (hi - lo))
+    z.requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(z).sum(), z)
+    # sampled, not certified: most of the box has a clearly positive slope
+    assert float((grad[:, list(MONOTONE_FEATURES)] > 0).float().mean()) > 0.95
