@@ -1,0 +1,241 @@
+"""Monotonicity audit: certify the sign of d f_output / d x_j over a whole input box.
+
+    report = lipbound.audit.monotonicity(model, lower, upper, features=[2, 8], output=0)
+    for v in report.features:
+        print(v.feature, v.verdict, v.derivative_lower, v.derivative_upper)
+
+Verdicts (with ``tol`` >= 0, default 1e-9, which absorbs the outward rounding of the bounds):
+
+* ``"increasing"``: certified. Every chain-rule Clarke derivative d f / d x_j on the box is
+  >= -tol, hence ``f(x + t e_j) >= f(x) - tol * t`` whenever both points lie in the box
+  (f is Lipschitz, so it is the integral of its derivative along the segment, and the
+  chain-rule set contains that derivative almost everywhere).
+* ``"decreasing"``: certified, the same with every derivative <= tol.
+* ``"not monotone"``: refuted by two verified points. ``witness`` is a point where autograd's
+  derivative (float64) is strictly below -tol for the hypothesis "increasing" (strictly above
+  tol for "decreasing") and a float64 central difference inside the box agrees, so a genuine
+  violating pair sits at the witness; ``support`` is a point verified the same way with the
+  opposite sign, so the feature is monotone in neither direction.
+* ``"unknown"``: neither, within ``timeout`` seconds or ``max_domains`` bounded boxes per
+  feature.
+
+``derivative_lower``/``derivative_upper`` always enclose every Clarke derivative d f / d x_j on
+the box (certified, from the leaves of the search), whatever the verdict.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lipbound.audit._box_bab import Box, bound_box, certify_sign
+from lipbound.audit._common import (
+    box_bounds,
+    check_model,
+    float64_model,
+    model_device,
+    positive,
+    run_batch,
+    to_list,
+)
+from lipbound.audit._probe import Probe
+from lipbound.errors import InputError, ShapeError
+from lipbound.progress import ProgressFlag, bar
+
+VERDICTS = ("increasing", "decreasing", "not monotone", "unknown")
+
+
+@dataclass(frozen=True)
+class FeatureVerdict:
+    """The audit's answer for one (flat) input coordinate; see the module docstring."""
+
+    feature: int
+    verdict: str
+    derivative_lower: float
+    derivative_upper: float
+    witness: Tensor | None
+    witness_derivative: float | None
+    domains: int
+    time: float
+    hypothesis: str | None = None
+    support: Tensor | None = None
+    support_derivative: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature, "verdict": self.verdict,
+            "derivative_lower": self.derivative_lower,
+            "derivative_upper": self.derivative_upper,
+            "witness": to_list(self.witness), "witness_derivative": self.witness_derivative,
+            "hypothesis": self.hypothesis, "support": to_list(self.support),
+            "support_derivative": self.support_derivative,
+            "domains": self.domains, "time": self.time,
+        }
+
+
+@dataclass(frozen=True)
+class MonotonicityReport:
+    """Per-feature verdicts of :func:`monotonicity` and the settings that produced them."""
+
+    features: list[FeatureVerdict]
+    output: int
+    lower: Tensor
+    upper: Tensor
+    tol: float
+    method: str
+    timeout: float
+    max_domains: int
+    seed: int
+    time: float
+
+    def verdict(self, feature: int) -> FeatureVerdict:
+        for v in self.features:
+            if v.feature == feature:
+                return v
+        raise InputError(f"feature {feature} was not audited")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "audit": "monotonicity", "output": self.output, "lower": to_list(self.lower),
+            "upper": to_list(self.upper), "tol": self.tol, "method": self.method,
+            "timeout": self.timeout, "max_domains": self.max_domains, "seed": self.seed,
+            "time": self.time, "features": [v.to_dict() for v in self.features],
+        }
+
+
+def _check_features(features: Any, n: int) -> list[int]:
+    if features is None:
+        return list(range(n))
+    if isinstance(features, (int, bool)):
+        features = [features]
+    out = []
+    for f in features:
+        if isinstance(f, bool) or not hasattr(f, "__index__"):
+            raise InputError(f"feature indices must be integers, got {f!r}")
+        f = f.__index__()
+        if not 0 <= f < n:
+            raise InputError(f"feature index {f} out of range: the input has {n} features "
+                             f"(flat indices 0..{n - 1})")
+        out.append(f)
+    if not out:
+        raise InputError("features is empty")
+    return out
+
+
+def _check_output(K: int, output: Any) -> int:
+    if isinstance(output, bool) or not isinstance(output, int) or not 0 <= output < K:
+        raise InputError(f"output must be an integer in 0..{K - 1} (the model has {K} outputs), "
+                         f"got {output!r}")
+    return output
+
+
+def monotonicity(model: nn.Module, lower: Any, upper: Any, features: Any = None,
+                 output: int = 0, *, timeout: float = 30.0, max_domains: int = 10000,
+                 seed: int = 0, progress: ProgressFlag = "auto", tol: float = 1e-9,
+                 method: str = "crown") -> MonotonicityReport:
+    """Certify, per feature, the sign of d f_output / d x_j over the box [lower, upper].
+
+    ``lower``/``upper``: one input's shape (no batch dimension); ``features``: flat input
+    indices (default all); ``timeout`` and ``max_domains`` apply to each feature. See the
+    module docstring for the meaning of the verdicts and their guarantees.
+    """
+    start = time.perf_counter()
+    check_model(model)
+    timeout = positive("timeout", timeout)
+    max_domains = positive("max_domains", max_domains, integer=True)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise InputError(f"tol must be a number >= 0, got {tol!r}")
+    lo, hi = box_bounds(lower, upper, model_device(model))
+    K = _num_outputs(model, (lo + hi) / 2)
+    output = _check_output(K, output)
+    feats = _check_features(features, lo.numel())
+    spec = torch.zeros(1, K, dtype=torch.float64, device=lo.device)
+    spec[0, output] = 1.0
+    probe = Probe(float64_model(model), lo, hi, output, float(tol))
+    root = bound_box(model, lo, hi, spec, method)
+    verdicts = [
+        _audit_feature(model, probe, root, spec, j, timeout, max_domains, seed, method)
+        for j in bar(feats, progress=progress, desc="monotonicity", unit="feature")
+    ]
+    return MonotonicityReport(verdicts, output, lo, hi, float(tol), method, timeout,
+                              max_domains, int(seed), time.perf_counter() - start)
+
+
+def _num_outputs(model: nn.Module, center: Tensor) -> int:
+    """The model's output size K, running it on the box centre (ShapeError if it does not fit)."""
+    p = next(iter(model.parameters()), None)
+    dtype = p.dtype if p is not None else torch.float32
+    try:
+        with torch.no_grad():
+            return run_batch(model, center.unsqueeze(0).to(dtype)).shape[1]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise ShapeError(f"the model does not run on a box of shape {list(center.shape)}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def _sample(probe: Probe, j: int, gen: torch.Generator, n: int = 64) -> Tensor:
+    lo, hi = probe.lo, probe.hi
+    u = torch.rand((n, *lo.shape), generator=gen, dtype=lo.dtype).to(lo.device)
+    pts = torch.cat([((lo + hi) / 2).unsqueeze(0), lo + u * (hi - lo)])
+    with torch.enable_grad():
+        return torch.cat([pts, probe.search(j, 1, gen), probe.search(j, -1, gen)])
+
+
+def _first_verified(probe: Probe, pts: Tensor, d: Tensor, j: int, sign: int) -> Tensor | None:
+    """The most wrong-signed point of ``pts`` (for ``sign``) that passes verification."""
+    for i in torch.argsort(sign * d)[:8]:
+        if probe.verify(pts[i], j, sign):
+            return pts[i]
+    return None
+
+
+def _audit_feature(model: nn.Module, probe: Probe, root: Box, spec: Tensor, j: int,
+                   timeout: float, max_domains: int, seed: int, method: str) -> FeatureVerdict:
+    start = time.perf_counter()
+    deadline = start + timeout
+    lo_j, hi_j = float(root.jl[j]), float(root.ju[j])
+    done = lambda verdict, **kw: FeatureVerdict(  # noqa: E731
+        j, verdict, kw.pop("lower", lo_j), kw.pop("upper", hi_j), kw.pop("witness", None),
+        kw.pop("wd", None), kw.pop("domains", 1), time.perf_counter() - start, **kw)
+    if lo_j >= -probe.tol:
+        return done("increasing", hypothesis="increasing")
+    if hi_j <= probe.tol:
+        return done("decreasing", hypothesis="decreasing")
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + j)
+    pts = _sample(probe, j, gen)
+    d = probe.derivative(pts, j)
+    sign = 1 if float(d.mean()) >= 0 else -1
+    support = _first_verified(probe, pts, d, j, -sign)
+    domains = 1
+    for _ in range(2):
+        name = "increasing" if sign > 0 else "decreasing"
+        witness = _first_verified(probe, pts, d, j, sign)
+        out = None
+        if witness is None:
+            out = certify_sign(model, probe, root, spec, j, sign, deadline,
+                               max_domains - domains + 1, method)
+            domains += out.domains - 1
+            lo_j, hi_j = max(lo_j, out.lower), min(hi_j, out.upper)
+            witness = out.witness
+            if out.status == "certified":
+                return done(name, lower=lo_j, upper=hi_j, domains=domains, hypothesis=name)
+        if witness is None:
+            break
+        if support is not None:
+            return done("not monotone", lower=lo_j, upper=hi_j, domains=domains,
+                        witness=witness, wd=float(probe.derivative(witness[None], j)[0]),
+                        hypothesis=name, support=support,
+                        support_derivative=float(probe.derivative(support[None], j)[0]))
+        # the hypothesis is refuted but its sign was never verified: try the other one
+        support, sign = witness, -sign
+        pts, d = witness[None], probe.derivative(witness[None], j)
+        if time.perf_counter() > deadline or domains >= max_domains:
+            break
+    name = "increasing" if sign > 0 else "decreasing"
+    return done("unknown", lower=lo_j, upper=hi_j, domains=domains, hypothesis=name)
