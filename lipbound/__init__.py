@@ -1,6 +1,6 @@
 """lipbound: certified local Lipschitz constants, output bounds and smoothing certificates."""
 
-from lipbound import models
+from lipbound import audit, models
 from lipbound.api import OutputBounds, jacobian_bounds, local_lipschitz, output_bounds
 from lipbound.errors import (
     InputError,
@@ -28,6 +28,7 @@ __all__ = [
     "OutputBounds",
     "jacobian_bounds",
     "local_lipschitz",
+    "audit",
     "models",
     "output_bounds",
     "trace",
