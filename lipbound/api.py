@@ -64,6 +64,8 @@ LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "bab", "exact")
 
 #: time limit of method "bab" when no timeout is given (seconds)
 DEFAULT_BAB_TIMEOUT = 60.0
+#: split="auto" halves input boxes up to this many input dimensions, else splits ReLUs
+INPUT_SPLIT_MAX_DIM = 8
 
 
 def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
@@ -106,7 +108,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
                     spec: Any = None, method: str = "crown", timeout: float | None = None,
                     data_range: tuple[Any, Any] | None = None, n_samples: int = 256,
                     seed: int = 0, iterations: int = 30, dtype: torch.dtype = torch.float64,
-                    progress: bool | str = "auto"):
+                    progress: bool | str = "auto", split: str = "auto"):
     """Certified local Lipschitz constants of the rows of C f over an l_p ball around x.
 
     Returns a :class:`~lipbound.results.LipschitzResult` with ``upper[s]`` >= sup over
@@ -116,7 +118,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     "ibp" (Fast-Lip), "crown", "alpha-crown", "bab" (anytime branch-and-bound on input
     sub-boxes, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
-    holds the anytime curve), "exact" (MILP, :mod:`lipbound.exact.api`).
+    holds the anytime curve; ``split``: "input" (halve input boxes), "relu" (activation
+    signs with LP feasibility, ReLU/LeakyReLU MLPs) or "auto": input for at most
+    ``INPUT_SPLIT_MAX_DIM`` input dimensions or non-MLPs, relu otherwise), "exact" (MILP,
+    :mod:`lipbound.exact.api`).
     """
     import time
 
@@ -138,7 +143,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     q = dual_norm(domain.p)
     if method == "bab":
         return _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress,
-                              start)
+                              start, split)
     if method == "naive":
         upper = naive_lipschitz(graph, C, domain.p)
     else:
@@ -152,23 +157,46 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
                            time.perf_counter() - start)
 
 
-def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress, start):
+def _choose_split(graph: Graph, split: str) -> str:
+    from lipbound.bab.relu_split import mlp_layers
+    from lipbound.errors import UnsupportedModelError
+
+    if split not in ("auto", "input", "relu"):
+        raise InputError(f"split must be 'auto', 'input' or 'relu', got {split!r}")
+    if split != "auto":
+        if split == "relu":
+            mlp_layers(graph)  # raises UnsupportedModelError with the offending op
+        return split
+    if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM:
+        return "input"
+    try:
+        mlp_layers(graph)
+    except UnsupportedModelError:
+        return "input"
+    return "relu"
+
+
+def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress, start,
+                   split):
     import time
 
     from lipbound.bab import bab_local_lipschitz
+    from lipbound.bab.relu_split import bab_relu_lipschitz
     from lipbound.results import LipschitzResult
 
     if isinstance(model, Graph):
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")
-    res = bab_local_lipschitz(model, graph, C, domain, q,
-                              timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
-                              n_samples=n_samples, seed=seed, progress=progress)
+    split = _choose_split(graph, split)
+    run = bab_relu_lipschitz if split == "relu" else bab_local_lipschitz
+    res = run(model, graph, C, domain, q,
+              timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
+              n_samples=n_samples, seed=seed, progress=progress)
     upper = widen(res.upper, res.upper)[1]
     trace = [(p.time, p.upper, p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
-                            "split": "input"})
+                            "split": split})
 
 
 def _check_timeout(timeout: Any) -> None:

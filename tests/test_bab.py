@@ -72,3 +72,32 @@ def test_bab_rejects_nonpositive_timeout(timeout):
         lipbound.local_lipschitz(net, torch.zeros(2), 0.1, method="bab", timeout=timeout)
     with pytest.raises(InputError, match="timeout"):
         lipbound.output_bounds(net, torch.zeros(2), 0.1, method="bab", timeout=timeout)
+
+
+@pytest.mark.parametrize("seed,slope,norm", [(0, 0.0, math.inf), (1, 0.1, math.inf),
+                                             (5, 0.0, 1.0)])
+def test_relu_split_bab_reaches_the_exact_constant(seed, slope, norm):
+    """Sign splitting with LP feasibility goes below the maximum over all patterns: it ends
+    at the exact constant (enumeration), and brackets it at every step."""
+    net = _net(seed, slope, sizes=(6, 12, 12, 2))
+    x = torch.randn(6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    spec = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    exact = enumerate_local_lipschitz(net, x, 0.3, p=norm, c=spec[0]).value
+    r = lipbound.local_lipschitz(net, x, 0.3, norm=norm, spec=spec, method="bab",
+                                 split="relu", timeout=60, progress=False)
+    tol = 1e-7 * (1 + exact)
+    for _, up, lo, _ in r.details["trace"]:
+        assert lo <= exact + tol <= up + 2 * tol
+    assert r.details["split"] == "relu"
+    if norm == math.inf:
+        assert r.status == "certified" and abs(r.value - exact) <= 1e-6 * exact
+
+
+def test_relu_split_rejects_non_mlp_with_a_clear_error():
+    from lipbound.errors import UnsupportedModelError
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with pytest.raises(UnsupportedModelError, match="tanh"):
+        lipbound.local_lipschitz(net.eval(), torch.zeros(3), 0.1, method="bab", split="relu")
+    with pytest.raises(InputError, match="split"):
+        lipbound.local_lipschitz(net.eval(), torch.zeros(3), 0.1, method="bab", split="cols")

@@ -26,7 +26,8 @@ FORWARD_ITERATIONS = 20
 
 def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
                    q: float | None = None, iterations: int = 20,
-                   forward_iterations: int | None = None
+                   forward_iterations: int | None = None,
+                   splits: dict[str, Tensor] | None = None
                    ) -> tuple[BoundState, JacobianGraph]:
     """Bounds of every node of the joint graph for spec rows C [S, K] over D input sets.
 
@@ -35,13 +36,16 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     per neuron (alpha-CROWN, ``forward_iterations`` steps, default ``FORWARD_ITERATIONS``),
     CROWN for the backward graph and for every element of the gradient node. "alpha-crown":
     every intermediate and gradient bound optimised for ``iterations`` steps. "ibp":
-    intervals only.
+    intervals only. ``splits`` ([D, *shape] in {-1, 0, 1} per ReLU input node) restrict set d
+    to the points where the split signs hold: the forward bounds are clamped, and the switch
+    of a split neuron takes the split's derivative (its sibling domain covers the other one;
+    the gradient norm is convex in each switch, so vertex patterns attain the supremum).
     """
     it = iterations if method == "alpha-crown" else 0
     if forward_iterations is None:
         forward_iterations = FORWARD_ITERATIONS
     fwd_it = max(it, forward_iterations) if method != "ibp" else 0
-    fstate = BoundState(forward, domain, evaluate_fixed(forward))
+    fstate = BoundState(forward, domain, evaluate_fixed(forward), splits=dict(splits or {}))
     ibp_pass(fstate)
     if method != "ibp":
         crown_intermediate(fstate, iterations=fwd_it)
@@ -50,6 +54,11 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     rows = torch.arange(D, device=C.device).repeat_interleave(S)
     state = BoundState(jg.graph, domain.select(rows), evaluate_fixed(jg.graph))
     for name, iv in fstate.bounds.items():
+        if splits and name in splits:  # strict signs for the switches of split neurons
+            tiny = torch.finfo(iv.lower.dtype).tiny
+            sp = splits[name]
+            iv = Interval(torch.where(sp > 0, iv.lower.clamp(min=tiny), iv.lower),
+                          torch.where(sp < 0, iv.upper.clamp(max=-tiny), iv.upper))
         state.bounds[name] = iv if D == 1 else Interval(iv.lower[rows], iv.upper[rows])
     ibp_pass(state, only_missing=True)
     if method != "ibp":

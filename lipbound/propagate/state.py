@@ -20,7 +20,10 @@ class BoundState:
 
     ``fixed``: values [1 or B, *shape] of nodes that do not depend on the input;
     ``bounds``: sound intervals [1 or B, *shape] of input-dependent nodes computed so far;
-    ``relax_cache``: default relaxations per nonlinear node (valid for the current bounds).
+    ``relax_cache``: default relaxations per nonlinear node (valid for the current bounds);
+    ``splits``: branch-and-bound sign constraints per node ([B, *shape] in {-1, 0, 1}): the
+    bounds of a node with split +1 (-1) are clamped to z >= 0 (z <= 0), which is sound on the
+    sub-domain where the constraint holds.
     """
 
     graph: Graph
@@ -28,6 +31,7 @@ class BoundState:
     fixed: dict[str, Tensor]
     bounds: dict[str, Interval] = field(default_factory=dict)
     relax_cache: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dep = self.graph.depends_on_input()
@@ -41,7 +45,12 @@ class BoundState:
     def set_bounds(self, name: str, iv: Interval) -> None:
         """Record a sound interval, intersected with what is already known."""
         old = self.bounds.get(name)
-        self.bounds[name] = iv if old is None else old.intersect(iv)
+        iv = iv if old is None else old.intersect(iv)
+        sp = self.splits.get(name)
+        if sp is not None:
+            iv = Interval(torch.where(sp > 0, iv.lower.clamp(min=0), iv.lower),
+                          torch.where(sp < 0, iv.upper.clamp(max=0), iv.upper))
+        self.bounds[name] = iv
         for user in self.users[name]:
             self.relax_cache.pop(user, None)
 

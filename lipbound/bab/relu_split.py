@@ -1,0 +1,271 @@
+"""Branch-and-bound on ReLU / LeakyReLU activation signs for local Lipschitz constants of MLPs.
+
+A domain fixes the sign of some pre-activations (z_i >= 0 or z_i <= 0, closed). It is bounded
+with the splits in force: forward bounds are clamped and re-tightened by CROWN under the
+splits, and the switches of split neurons take the split's derivative (the gradient norm is
+convex in each switch, so the vertex patterns carry the supremum over the Clarke set). Before
+a domain is split, an LP over the ball with the exact constraints of split and stable neurons
+and the triangle relaxation of the others decides whether any input produces its signs; an
+infeasible domain is dropped. This is what lets the search go below the maximum over all
+patterns: once every neuron of a domain is fixed, its bound is the exact gradient norm of a
+pattern that the LP proved feasible, so the search converges to the exact constant. Feasible
+LP solutions are inputs of the domain and give attained lower bounds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linprog
+from torch import Tensor, nn
+
+from lipbound.bab.engine import BabResult, TracePoint
+from lipbound.bounds.domains import LpBall
+from lipbound.errors import UnsupportedModelError
+from lipbound.graph.ir import INPUT, Graph
+from lipbound.jacobian.attained import _model64, _row_gradients, attained_lower
+from lipbound.jacobian.bound import jacobian_state, norm_upper
+from lipbound.progress import ProgressFlag, bar
+
+
+@dataclass(frozen=True)
+class Layer:
+    """z = W a_prev + b, a = act(z) with negative slope k (None for the output layer)."""
+
+    z: str
+    W: np.ndarray
+    b: np.ndarray
+    k: float | None
+
+
+def mlp_layers(graph: Graph) -> list[Layer]:
+    """The Linear / ReLU chain of an MLP graph (reshapes allowed at the input)."""
+    layers = []
+    nodes = [n for n in graph.nodes if n.op != INPUT]
+    i = 0
+    while i < len(nodes) and nodes[i].op == "reshape":
+        i += 1
+    while i < len(nodes):
+        lin = nodes[i]
+        if lin.op != "linear":
+            raise UnsupportedModelError(
+                f"split='relu' supports chains of Linear and ReLU/LeakyReLU layers; found "
+                f"{lin.op!r} at {lin.where}. Use split='input' for other architectures.")
+        W = lin.params["weight"].detach().double().cpu().numpy()
+        bias = lin.params.get("bias")
+        b = np.zeros(W.shape[0]) if bias is None else bias.detach().double().cpu().numpy()
+        act = nodes[i + 1] if i + 1 < len(nodes) else None
+        if act is None:
+            layers.append(Layer(lin.name, W, b, None))
+            break
+        if act.op not in ("relu", "leaky_relu"):
+            raise UnsupportedModelError(
+                f"split='relu' supports ReLU/LeakyReLU activations; found {act.op!r} at "
+                f"{act.where}. Use split='input' instead.")
+        layers.append(Layer(lin.name, W, b, float(act.params.get("negative_slope", 0.0))))
+        i += 2
+    return layers
+
+
+def _lp_point(layers: list[Layer], box_lo: np.ndarray, box_hi: np.ndarray,
+              bounds: list[tuple[np.ndarray, np.ndarray]], signs: list[np.ndarray]
+              ) -> np.ndarray | None:
+    """A point x of the box whose pre-activations can take the given signs (LP relaxation:
+    exact for split and stable neurons, triangle hull for the others), or None if the LP is
+    infeasible (then no input of the box has these signs). Variables: x, then (z, a) per
+    hidden layer."""
+    n0 = box_lo.size
+    sizes = [len(L.b) for L in layers[:-1]]
+    nvar = n0 + 2 * sum(sizes)
+    A_eq, b_eq, A_ub, b_ub = [], [], [], []
+    tol = 1e-8  # relax every bound a little: "infeasible" then means infeasible beyond rounding
+    var_bounds = list(zip((box_lo - tol).tolist(), (box_hi + tol).tolist()))
+    prev, off = list(range(n0)), n0
+    for L, (l, u), sg, m in zip(layers[:-1], bounds, signs, sizes):
+        lo = np.where(sg > 0, np.maximum(l, 0.0), l)
+        hi = np.where(sg < 0, np.minimum(u, 0.0), u)
+        if (lo > hi + 1e-12).any():
+            return None
+        slack = tol * (1 + np.abs(lo) + np.abs(hi))
+        var_bounds += list(zip((lo - slack).tolist(), (hi + slack).tolist())) + [(None, None)] * m
+        k = L.k
+        for r in range(m):
+            z, a = off + r, off + m + r
+            row = np.zeros(nvar)
+            row[prev], row[z] = L.W[r], -1.0
+            A_eq.append(row)
+            b_eq.append(-L.b[r])
+            row = np.zeros(nvar)
+            if lo[r] >= 0 or hi[r] <= 0:  # a fixed linear piece: a = z or a = k z
+                row[a], row[z] = 1.0, -(1.0 if lo[r] >= 0 else k)
+                A_eq.append(row)
+                b_eq.append(0.0)
+                continue
+            slope = (hi[r] - k * lo[r]) / (hi[r] - lo[r])
+            row[a], row[z] = 1.0, -slope  # a <= chord
+            A_ub.append(row)
+            b_ub.append(k * lo[r] - slope * lo[r] + slack[r])
+            for coef in (1.0, k):  # a >= z, a >= k z
+                row = np.zeros(nvar)
+                row[z], row[a] = coef, -1.0
+                A_ub.append(row)
+                b_ub.append(0.0)
+        prev, off = list(range(off + m, off + 2 * m)), off + 2 * m
+    res = linprog(np.zeros(nvar), A_ub=np.array(A_ub) if A_ub else None,
+                  b_ub=np.array(b_ub) if b_ub else None, A_eq=np.array(A_eq),
+                  b_eq=np.array(b_eq), bounds=var_bounds, method="highs")
+    return res.x[:n0] if res.status == 0 else None
+
+
+def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor]) -> tuple[int, int] | None:
+    """The unstable unsplit neuron of the earliest layer with the largest triangle area."""
+    for li, (l, u, s) in enumerate(zip(lo, up, sg)):
+        unst = (l < 0) & (u > 0) & (s == 0)
+        if unst.any():
+            score = torch.where(unst, -l * u / (u - l).clamp_min(1e-300), -torch.inf)
+            return li, int(score.argmax())
+    return None
+
+
+class _Search:
+    """The queue of sign domains and the bounding calls (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
+        self.layers = mlp_layers(graph)
+        self.names = [L.z for L in self.layers[:-1]]
+        self.graph, self.C, self.domain, self.q = graph, C, domain, q
+        self.m64, self.dtype = _model64(model)
+        box = domain.interval()
+        self.blo = box.lower[0].flatten().double().cpu().numpy()
+        self.bhi = box.upper[0].flatten().double().cpu().numpy()
+
+    def bound(self, signs: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """ub [D, S] (-inf for empty domains) and forward bounds per layer [D, m]."""
+        D, S = signs[0].shape[0], self.C.shape[0]
+        splits = {n: s.reshape(D, *self.graph[n].shape) for n, s in zip(self.names, signs)}
+        dom = self.domain.select(torch.zeros(D, dtype=torch.long, device=signs[0].device))
+        with torch.no_grad():
+            state, jg = jacobian_state(self.graph, self.C, dom, "crown", self.q,
+                                       forward_iterations=0, splits=splits)
+            ub = norm_upper(state, jg, self.q, "crown").reshape(D, S)
+        rows = torch.arange(D, device=ub.device) * S
+        los, ups = [], []
+        empty = torch.zeros(D, dtype=torch.bool, device=ub.device)
+        for n in self.names:
+            iv = state.bounds[n]
+            lo = iv.lower if iv.lower.shape[0] == 1 else iv.lower[rows]
+            up = iv.upper if iv.upper.shape[0] == 1 else iv.upper[rows]
+            lo, up = lo.reshape(-1, self.graph[n].numel), up.reshape(-1, self.graph[n].numel)
+            lo, up = lo.expand(D, -1), up.expand(D, -1)
+            tiny = torch.finfo(lo.dtype).tiny
+            empty |= (lo > up + 2 * tiny).any(1)
+            los.append(lo)
+            ups.append(up)
+        return torch.where(empty[:, None], -torch.inf, ub), los, ups
+
+    def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor]) -> Tensor | None:
+        bounds = [(lo.double().cpu().numpy(), up.double().cpu().numpy())
+                  for lo, up in zip(los, ups)]
+        x = _lp_point(self.layers, self.blo, self.bhi, bounds,
+                      [s.cpu().numpy() for s in sg])
+        if x is None:
+            return None
+        pt = torch.as_tensor(x, dtype=self.C.dtype, device=self.C.device)
+        pt = pt.clamp(torch.as_tensor(self.blo, dtype=pt.dtype), torch.as_tensor(self.bhi,
+                                                                               dtype=pt.dtype))
+        pt = pt.reshape(1, *self.domain.in_shape)
+        return pt if bool(self.domain.contains(pt.unsqueeze(0), 1e-9).all()) else None
+
+    def attain(self, pts: Tensor) -> Tensor:
+        G = _row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
+        return torch.linalg.vector_norm(G.flatten(2), ord=self.q, dim=2).t().to(self.C.dtype)
+
+
+def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,
+                       timeout: float, rtol: float = 1e-4, atol: float = 1e-9, batch: int = 8,
+                       max_domains: int = 100_000, n_samples: int = 256, seed: int = 0,
+                       progress: ProgressFlag = "auto") -> BabResult:
+    """Anytime sign-splitting search for max over the ball of ||grad C_s f||_q (MLPs).
+
+    Stops when the gap closes or the queue is exhausted ("certified"; then the upper bound is
+    the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
+    """
+    start = time.perf_counter()
+    srch = _Search(model, graph, C, domain, q)
+    dev = C.device
+    sg_q = [torch.zeros(1, graph[n].numel, device=dev) for n in srch.names]
+    ub_q, lo_q, up_q = srch.bound(sg_q)
+    L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
+    L, W = L.to(C.dtype), W.to(C.dtype)
+    done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
+    trace, bounded, status, step = [], 1, "timeout", 0.0
+    with bar(progress=progress, desc="bab lipschitz (relu splits)", unit="dom") as pbar:
+        while True:
+            U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
+            trace.append(TracePoint(time.perf_counter() - start, float(U.max()),
+                                    float(L.max()), len(ub_q)))
+            pbar.set_postfix(domains=len(ub_q), upper=f"{float(U.max()):.6g}",
+                             lower=f"{float(L.max()):.6g}")
+            if len(ub_q) == 0 or bool((U <= L + rtol * L.abs() + atol).all()):
+                status = "certified"
+                break
+            if time.perf_counter() - start + step >= timeout:
+                break
+            if len(ub_q) + 2 * batch > max_domains:
+                status = "domain limit"
+                break
+            t0 = time.perf_counter()
+            pick = ((ub_q - L) / (L.abs() + atol)).max(1).values.topk(min(batch, len(ub_q))).indices
+            keep = torch.ones(len(ub_q), dtype=torch.bool, device=dev)
+            keep[pick] = False
+            kids, parents, pts = [], [], []
+            for d in pick.tolist():
+                lo = [t[d] for t in lo_q]
+                up = [t[d] for t in up_q]
+                sg = [t[d] for t in sg_q]
+                x = srch.lp_point(lo, up, sg)
+                if x is None:
+                    continue  # no input of the ball has these signs: drop the domain
+                pts.append(x)
+                which = _pick_neuron(lo, up, sg)
+                if which is None:  # every neuron fixed: the bound is this pattern's norm
+                    done = torch.maximum(done, ub_q[d])
+                    continue
+                li, j = which
+                for sign in (1.0, -1.0):
+                    child = [t.clone() for t in sg]
+                    child[li][j] = sign
+                    kids.append(child)
+                    parents.append(ub_q[d])
+            if pts:
+                vals = srch.attain(torch.cat(pts))
+                best, idx = vals.max(0)
+                better = best > L
+                L = torch.where(better, best, L)
+                W[better] = torch.cat(pts)[idx[better]]
+            sg_k = [torch.stack([k[i] for k in kids]) for i in range(len(srch.names))] \
+                if kids else None
+            lo_q = [t[keep] for t in lo_q]
+            up_q = [t[keep] for t in up_q]
+            sg_q = [t[keep] for t in sg_q]
+            ub_q = ub_q[keep]
+            if sg_k is not None:
+                cub, clo, cup = srch.bound(sg_k)
+                cub = torch.minimum(cub, torch.stack(parents))
+                bounded += len(kids)
+                pbar.update(len(kids))
+                alive = torch.isfinite(cub).all(1) & (cub > L + rtol * L.abs() + atol).any(1)
+                dead = ~alive & torch.isfinite(cub).all(1)
+                if dead.any():
+                    done = torch.maximum(done, cub[dead].max(0).values)
+                lo_q = [torch.cat([a, b[alive]]) for a, b in zip(lo_q, clo)]
+                up_q = [torch.cat([a, b[alive]]) for a, b in zip(up_q, cup)]
+                sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
+                ub_q = torch.cat([ub_q, cub[alive]])
+            step = time.perf_counter() - t0
+    U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
+    return BabResult(U, L, W, status, bounded, tuple(trace))
+
