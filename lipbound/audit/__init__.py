@@ -2,5 +2,6 @@
 counterfactual stability."""
 
 from lipbound.audit.monotonicity import FeatureVerdict, MonotonicityReport, monotonicity
+from lipbound.audit.weights import LayerStats, weights
 
-__all__ = ["FeatureVerdict", "MonotonicityReport", "monotonicity"]
+__all__ = ["FeatureVerdict", "LayerStats", "MonotonicityReport", "monotonicity", "weights"]
