@@ -125,3 +125,29 @@ def test_read_records_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(lipbound.InputError, match="not valid JSON"):
         read_records(tmp_path / "bad.json")
+
+
+def test_branch_and_bound_record_keeps_its_anytime_trace(setup):
+    model, x = setup
+    res = lipbound.local_lipschitz(model, x, 0.2, method="bab", timeout=1.0, progress=False)
+    rec = validate(lipschitz_record(model, x, res))
+    assert rec["method"] == "bab" and rec["trace"]
+    for t, up, lo in rec["trace"]:
+        assert t >= 0 and lo <= up
+    assert rec["trace"][-1][1] >= res.value - 1e-9 * abs(res.value)  # before final widening
+
+
+def test_monotonicity_records_validate(setup):
+    from lipbound.audit import monotonicity
+    from lipbound.report.audit_records import monotonicity_records
+
+    model, _ = setup
+    lo, up = -torch.ones(4), torch.ones(4)
+    rep = monotonicity(model, lo, up, features=[0, 3], timeout=2.0, max_domains=50,
+                       progress=False)
+    recs = monotonicity_records(model, rep, lo, up, feature_names=["a", "b", "c", "d"])
+    assert [r["spec"]["feature_name"] for r in recs] == ["a", "d"]
+    for r, fv in zip(recs, rep.features):
+        validate(json.loads(json.dumps(r)))
+        assert r["status"] == fv.verdict and r["lower"] == fv.derivative_lower
+        assert r["domain"]["lower"] == lo.tolist() and r["domain"]["norm"] == "box"

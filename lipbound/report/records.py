@@ -88,6 +88,13 @@ def gap(upper: Any, lower: Any) -> float | None:
     return float(d.max()) if d.numel() else None
 
 
+def _scalar(v: Any) -> float | None:
+    """A float from a number or a tensor (its max: the bound over all rows)."""
+    if v is None:
+        return None
+    return float(torch.as_tensor(v).max()) if not isinstance(v, (int, float)) else float(v)
+
+
 def _bound_keys(domain: dict, spec: dict, method: str, settings: dict | None, upper: Any,
                 lower: Any) -> dict[str, Any]:
     return {"domain": domain, "spec": spec, "method": method,
@@ -117,7 +124,8 @@ def lipschitz_record(model: nn.Module, x: Any, result: Any, *, spec: Any = None,
                      input: dict | None = None, dtype: Any = "float64") -> dict[str, Any]:
     """Record of a :class:`~lipbound.results.LipschitzResult` (upper certified, lower attained).
 
-    An anytime curve in ``result.details["trace"]`` (``[(t, upper, lower), ...]``) is kept.
+    An anytime curve in ``result.details["trace"]`` (``[(t, upper, lower, ...), ...]``, from
+    method "bab") is kept as the record's ``trace``.
     """
     rec = header("lipschitz", model, status=result.status, time=result.time,
                  model_name=model_name, seed=seed, dtype=dtype)
@@ -126,9 +134,8 @@ def lipschitz_record(model: nn.Module, x: Any, result: Any, *, spec: Any = None,
                            result.upper, result.lower))
     details = result.to_dict().get("details", {})
     trace = details.pop("trace", None)
-    if trace:
-        rec["trace"] = [[jsonable(float(v)) if v is not None else None for v in p]
-                        for p in trace]
+    if trace:  # (t, upper, lower[, domains]) points of the anytime curve
+        rec["trace"] = [[jsonable(_scalar(v)) for v in p[:3]] for p in trace]
     rec["details"] = jsonable({**details, "value": result.value,
                                "lower_value": float(result.lower.max())})
     if input is not None:
