@@ -71,12 +71,12 @@ def mlp_layers(graph: Graph) -> list[Layer]:
 
 
 def _lp_point(layers: list[Layer], box_lo: np.ndarray, box_hi: np.ndarray,
-              bounds: list[tuple[np.ndarray, np.ndarray]], signs: list[np.ndarray]
-              ) -> np.ndarray | None:
+              bounds: list[tuple[np.ndarray, np.ndarray]], signs: list[np.ndarray],
+              time_limit: float = 60.0) -> np.ndarray | None | bool:
     """A point x of the box whose pre-activations can take the given signs (LP relaxation:
     exact for split and stable neurons, triangle hull for the others), or None if the LP is
-    infeasible (then no input of the box has these signs). Variables: x, then (z, a) per
-    hidden layer."""
+    infeasible (then no input of the box has these signs); True when the solver stopped at
+    ``time_limit`` undecided. Variables: x, then (z, a) per hidden layer."""
     n0 = box_lo.size
     sizes = [len(L.b) for L in layers[:-1]]
     nvar = n0 + 2 * sum(sizes)
@@ -116,8 +116,11 @@ def _lp_point(layers: list[Layer], box_lo: np.ndarray, box_hi: np.ndarray,
         prev, off = list(range(off + m, off + 2 * m)), off + 2 * m
     res = linprog(np.zeros(nvar), A_ub=np.array(A_ub) if A_ub else None,
                   b_ub=np.array(b_ub) if b_ub else None, A_eq=np.array(A_eq),
-                  b_eq=np.array(b_eq), bounds=var_bounds, method="highs")
-    return res.x[:n0] if res.status == 0 else None
+                  b_eq=np.array(b_eq), bounds=var_bounds, method="highs",
+                  options={"time_limit": max(time_limit, 0.01)})
+    if res.status == 0:
+        return res.x[:n0]
+    return None if res.status == 2 else True  # 2: proven infeasible; else undecided
 
 
 def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor]) -> tuple[int, int] | None:
@@ -166,18 +169,20 @@ class _Search:
             ups.append(up)
         return torch.where(empty[:, None], -torch.inf, ub), los, ups
 
-    def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor]) -> Tensor | None:
+    def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
+                 time_limit: float) -> Tensor | None | bool:
+        """A point of the ball with these signs, None if none exists, True if undecided."""
         bounds = [(lo.double().cpu().numpy(), up.double().cpu().numpy())
                   for lo, up in zip(los, ups)]
         x = _lp_point(self.layers, self.blo, self.bhi, bounds,
-                      [s.cpu().numpy() for s in sg])
-        if x is None:
-            return None
+                      [s.cpu().numpy() for s in sg], time_limit)
+        if x is None or x is True:
+            return x
         pt = torch.as_tensor(x, dtype=self.C.dtype, device=self.C.device)
         pt = pt.clamp(torch.as_tensor(self.blo, dtype=pt.dtype), torch.as_tensor(self.bhi,
                                                                                dtype=pt.dtype))
         pt = pt.reshape(1, *self.domain.in_shape)
-        return pt if bool(self.domain.contains(pt.unsqueeze(0), 1e-9).all()) else None
+        return pt if bool(self.domain.contains(pt.unsqueeze(0), 1e-9).all()) else True
 
     def attain(self, pts: Tensor) -> Tensor:
         G = _row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
@@ -223,13 +228,18 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
             keep[pick] = False
             kids, parents, pts = [], [], []
             for d in pick.tolist():
+                left = timeout - (time.perf_counter() - start)
+                if left <= 0:
+                    keep[d] = True  # not processed: back to the queue
+                    continue
                 lo = [t[d] for t in lo_q]
                 up = [t[d] for t in up_q]
                 sg = [t[d] for t in sg_q]
-                x = srch.lp_point(lo, up, sg)
+                x = srch.lp_point(lo, up, sg, left)
                 if x is None:
                     continue  # no input of the ball has these signs: drop the domain
-                pts.append(x)
+                if x is not True:  # True: undecided (time limit), keep splitting
+                    pts.append(x)
                 which = _pick_neuron(lo, up, sg)
                 if which is None:  # every neuron fixed: the bound is this pattern's norm
                     done = torch.maximum(done, ub_q[d])
