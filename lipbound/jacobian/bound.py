@@ -45,6 +45,8 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     if forward_iterations is None:
         forward_iterations = FORWARD_ITERATIONS
     fwd_it = max(it, forward_iterations) if method != "ibp" else 0
+    if method == "crown" and not _relu_like_only(forward):
+        fwd_it = 0  # smooth relaxations re-solve intercepts every step: too slow to pay off
     fstate = BoundState(forward, domain, evaluate_fixed(forward), splits=dict(splits or {}))
     ibp_pass(fstate)
     if method != "ibp":
@@ -66,6 +68,14 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
         if state.dep[jg.gradient]:
             state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, it))
     return state, jg
+
+
+def _relu_like_only(graph: Graph) -> bool:
+    """True when every nonlinear op of the graph is ReLU-like (cheap to optimise)."""
+    from lipbound.ops import registry
+
+    return all(registry.get(n.op, n.where).linear or n.op in ("relu", "leaky_relu")
+               for n in graph.nodes if n.op not in ("input", "const"))
 
 
 def elementwise_norm_upper(g: Interval, q: float) -> Tensor:
