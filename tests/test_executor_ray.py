@@ -2,8 +2,8 @@
 its end): same records as the local run for the same seeds, a killed worker's job is retried,
 a job past its timeout gives a timeout record rather than a hang.
 
-Marked slow: starting Ray and its workers takes well over 20 s on the shared 2-core machine
-(run with ``python -m pytest -m slow tests/test_executor_ray.py``)."""
+Part of the default suite (about 75 s on 2 cores, mostly Ray start-up): ``.ci/run`` installs
+the ``ray`` extra, so CI exercises the distributed path."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from tests.test_executor_local import (
 )
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -76,8 +76,9 @@ class BoundJob:
         C, spec_desc, pred = _spec(self.spec, model, x, label)
         meta = {"index": index, "label": label, "prediction": pred, "source": self.input_source}
         start = time.perf_counter()
+        extra = {"timeout": self.timeout, "progress": False} if self.method == "bab" else {}
         bounds = lipbound.output_bounds(model, x, self.eps, norm=self.norm, spec=C,
-                                        method=self.method, data_range=self.data_range)
+                                        method=self.method, data_range=self.data_range, **extra)
         out = [output_bounds_record(
             model, x, self.eps, bounds, norm=self.norm, data_range=self.data_range,
             spec=spec_desc, method=self.method, time=time.perf_counter() - start, seed=seed,
@@ -85,7 +86,8 @@ class BoundJob:
         if self.lipschitz_method != "none":
             res = lipbound.local_lipschitz(model, x, self.eps, norm=self.norm, spec=C,
                                            method=self.lipschitz_method, timeout=self.timeout,
-                                           data_range=self.data_range, seed=seed)
+                                           data_range=self.data_range, seed=seed,
+                                           progress=False)
             out.append(lipschitz_record(model, x, res, spec=spec_desc,
                                         data_range=self.data_range,
                                         settings={"timeout": self.timeout}, seed=seed,
