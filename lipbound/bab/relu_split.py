@@ -123,6 +123,11 @@ def _lp_point(layers: list[Layer], box_lo: np.ndarray, box_hi: np.ndarray,
     return None if res.status == 2 else True  # 2: proven infeasible; else undecided
 
 
+#: the LP feasibility check runs on domains with at most this many unstable unsplit neurons
+#: (near the leaves, where it prunes; on wide layers an LP per domain costs more than it saves)
+LP_MAX_OPEN = 32
+
+
 def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor]) -> tuple[int, int] | None:
     """The unstable unsplit neuron of the earliest layer with the largest triangle area."""
     for li, (l, u, s) in enumerate(zip(lo, up, sg)):
@@ -235,7 +240,9 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
                 lo = [t[d] for t in lo_q]
                 up = [t[d] for t in up_q]
                 sg = [t[d] for t in sg_q]
-                x = srch.lp_point(lo, up, sg, left)
+                n_open = sum(int(((a < 0) & (b > 0) & (c == 0)).sum()) for a, b, c in
+                             zip(lo, up, sg))
+                x = srch.lp_point(lo, up, sg, left) if n_open <= LP_MAX_OPEN else True
                 if x is None:
                     continue  # no input of the ball has these signs: drop the domain
                 if x is not True:  # True: undecided (time limit), keep splitting
