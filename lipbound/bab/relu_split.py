@@ -157,7 +157,8 @@ class _Search:
         dom = self.domain.select(torch.zeros(D, dtype=torch.long, device=signs[0].device))
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, self.C, dom, "crown", self.q,
-                                       forward_iterations=0, splits=splits)
+                                       forward_iterations=0, splits=splits,
+                                       bound_gradient=False)
             ub = norm_upper(state, jg, self.q, "crown").reshape(D, S)
         rows = torch.arange(D, device=ub.device) * S
         los, ups = [], []

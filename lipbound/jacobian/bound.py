@@ -27,7 +27,7 @@ FORWARD_ITERATIONS = 20
 def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
                    q: float | None = None, iterations: int = 20,
                    forward_iterations: int | None = None,
-                   splits: dict[str, Tensor] | None = None
+                   splits: dict[str, Tensor] | None = None, bound_gradient: bool = True
                    ) -> tuple[BoundState, JacobianGraph]:
     """Bounds of every node of the joint graph for spec rows C [S, K] over D input sets.
 
@@ -36,7 +36,9 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     per neuron (alpha-CROWN, ``forward_iterations`` steps, default ``FORWARD_ITERATIONS``),
     CROWN for the backward graph and for every element of the gradient node. "alpha-crown":
     every intermediate and gradient bound optimised for ``iterations`` steps. "ibp":
-    intervals only. ``splits`` ([D, *shape] in {-1, 0, 1} per ReLU input node) restrict set d
+    intervals only. ``bound_gradient=False`` skips the per-element CROWN bounds of the gradient
+    (a row per input element; branch-and-bound relies on the linear norm bound instead).
+    ``splits`` ([D, *shape] in {-1, 0, 1} per ReLU input node) restrict set d
     to the points where the split signs hold: the forward bounds are clamped, and the switch
     of a split neuron takes the split's derivative (its sibling domain covers the other one;
     the gradient norm is convex in each switch, so vertex patterns attain the supremum).
@@ -65,7 +67,7 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     ibp_pass(state, only_missing=True)
     if method != "ibp":
         crown_intermediate(state, skip=set(fstate.bounds) | {jg.gradient}, iterations=it)
-        if state.dep[jg.gradient]:
+        if bound_gradient and state.dep[jg.gradient]:
             state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, it))
     return state, jg
 
