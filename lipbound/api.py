@@ -182,6 +182,7 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
 
     from lipbound.bab import bab_local_lipschitz
     from lipbound.bab.relu_split import bab_relu_lipschitz
+    from lipbound.jacobian.bound import jacobian_state, norm_upper
     from lipbound.results import LipschitzResult
 
     if isinstance(model, Graph):
@@ -191,8 +192,13 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     res = run(model, graph, C, domain, q,
               timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
               n_samples=n_samples, seed=seed, progress=progress)
-    upper = widen(res.upper, res.upper)[1]
-    trace = [(p.time, p.upper, p.lower, p.domains) for p in res.trace]
+    with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
+        state, jg = jacobian_state(graph, C, domain, "crown", q)
+        crown = norm_upper(state, jg, q, "crown")
+    best = torch.minimum(res.upper, crown)
+    upper = widen(best, best)[1]
+    cmax = float(crown.max())
+    trace = [(p.time, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,

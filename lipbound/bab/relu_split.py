@@ -126,6 +126,8 @@ def _lp_point(layers: list[Layer], box_lo: np.ndarray, box_hi: np.ndarray,
 #: the LP feasibility check runs on domains with at most this many unstable unsplit neurons
 #: (near the leaves, where it prunes; on wide layers an LP per domain costs more than it saves)
 LP_MAX_OPEN = 32
+#: seconds per LP; one undecided LP switches the checks off for the rest of the search
+LP_TIME_LIMIT = 1.0
 
 
 def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor]) -> tuple[int, int] | None:
@@ -145,6 +147,7 @@ class _Search:
         self.layers = mlp_layers(graph)
         self.names = [L.z for L in self.layers[:-1]]
         self.graph, self.C, self.domain, self.q = graph, C, domain, q
+        self.lp_enabled = True
         self.m64, self.dtype = _model64(model)
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
@@ -243,7 +246,10 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
                 sg = [t[d] for t in sg_q]
                 n_open = sum(int(((a < 0) & (b > 0) & (c == 0)).sum()) for a, b, c in
                              zip(lo, up, sg))
-                x = srch.lp_point(lo, up, sg, left) if n_open <= LP_MAX_OPEN else True
+                use_lp = srch.lp_enabled and n_open <= LP_MAX_OPEN
+                x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT)) if use_lp else True
+                if use_lp and x is True:
+                    srch.lp_enabled = False  # LPs this large cost more than they prune
                 if x is None:
                     continue  # no input of the ball has these signs: drop the domain
                 if x is not True:  # True: undecided (time limit), keep splitting
