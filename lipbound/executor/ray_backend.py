@@ -175,6 +175,10 @@ class _TaskRunner:
             ray.cancel(ref, force=True)
 
 
+#: seconds to wait for actors to come up before reporting that the cluster cannot host them
+ACTOR_START_TIMEOUT = 120.0
+
+
 class _ActorRunner:
     """One actor per slot keeps the job function resident; a lost actor is replaced."""
 
@@ -198,9 +202,13 @@ class _ActorRunner:
         actors = [self.cls.remote(self.fn_ref) for _ in range(count)]
         self.all.extend(actors)
         try:
-            ray.get([a.ready.remote() for a in actors])
-        except ray.exceptions.RayError as exc:
-            raise InputError(f"could not start a Ray actor for the job: {exc}") from exc
+            ray.get([a.ready.remote() for a in actors], timeout=ACTOR_START_TIMEOUT)
+        except ray.exceptions.RayError as exc:  # GetTimeoutError included
+            for a in actors:
+                ray.kill(a, no_restart=True)
+            raise InputError(
+                f"could not start {count} Ray actor(s) within {ACTOR_START_TIMEOUT:.0f} s "
+                f"(does the cluster have free resources for them?): {exc}") from exc
         return actors
 
     def done(self, job: _Job) -> None:
