@@ -40,11 +40,12 @@ def relaxation(state: BoundState, name: str, opt: Mapping[str, Tensor] | None = 
 
 def backsubstitute(state: BoundState, target: str, A: Tensor,
                    opt: Mapping[str, Mapping[str, Tensor]] | None = None
-                   ) -> tuple[Tensor, Tensor]:
+                   ) -> tuple[Tensor | None, Tensor]:
     """Linear upper bound of <A, v_target> in terms of the input.
 
     A: [B, S, *shape(target)]. Returns (A_x [B, S, *in], bias [B, S]) with
-    <A, v_target(x)> <= <A_x, x> + bias for every x in the domain.
+    <A, v_target(x)> <= <A_x, x> + bias for every x in the domain; A_x is None when the bound
+    does not depend on x (e.g. gradient nodes whose relaxations are constant in x).
     """
     g = state.graph
     B, S = A.shape[:2]
@@ -80,8 +81,6 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
                 continue
             prev = pending.get(src)
             pending[src] = part if prev is None else prev + part
-    if A_x is None:
-        A_x = torch.zeros(B, S, *state.domain.in_shape, dtype=A.dtype, device=A.device)
     return A_x, bias
 
 
@@ -89,6 +88,8 @@ def crown_upper(state: BoundState, target: str, A: Tensor,
                 opt: Mapping[str, Mapping[str, Tensor]] | None = None) -> Tensor:
     """sup over the domain of <A[b, s], v_target(x)>, as a sound upper bound [B, S]."""
     A_x, bias = backsubstitute(state, target, A, opt)
+    if A_x is None:  # the bound is the constant bias on the whole domain
+        return bias.expand(state.domain.batch_size, -1) if bias.shape[0] == 1 else bias
     if A_x.shape[0] != state.domain.batch_size:
         A_x = A_x.expand(state.domain.batch_size, *A_x.shape[1:])
         bias = bias.expand(state.domain.batch_size, -1)
