@@ -8,7 +8,8 @@
   McCormick planes of h * a with h = delta(z) bounded by lines in z (couples s to z).
 - ``leaky_switch(z, a) = k a + (1 - k) relu_switch(z, a)`` (delta in {k, 1}).
 - ``mul(d, a) = d a``: McCormick planes; the lower (upper) bound is a convex combination of
-  the two lower (upper) planes with an optimisable weight in [0, 1].
+  the two lower (upper) planes with an optimisable weight in [0, 1] (default: the planes whose
+  coefficient of a is the endpoint of d with the smaller magnitude).
 - ``abs(v)``: the chord above, ``k v`` with k in [-1, 1] below (optimisable).
 - ``square(v)``: the chord above, the tangent ``2 m v - m^2`` below at any m (optimisable).
 """
@@ -163,7 +164,7 @@ class Mul(NonlinearOp):
               opt: Mapping[str, Tensor] | None = None) -> Relaxation:
         dl, du, al, au = d.lower, d.upper, a.lower, a.upper
         if opt is None:
-            beta = gamma = torch.full_like(dl + al, 0.5)
+            beta, gamma = self._default_weights(d, a)
         else:
             beta, gamma = opt["beta"], opt["gamma"]
         lo_a = beta * dl + (1 - beta) * du
@@ -174,9 +175,17 @@ class Mul(NonlinearOp):
         up_b = -(gamma * al * du + (1 - gamma) * au * dl)
         return Relaxation((lo_d, lo_a), lo_b, (up_d, up_a), up_b)
 
+    @staticmethod
+    def _default_weights(d: Interval, a: Interval) -> tuple[Tensor, Tensor]:
+        """Both planes take the endpoint of d with the smaller magnitude as a's coefficient:
+        in a Jacobian chain a's coefficient multiplies every later uncertainty, while d (an
+        activation derivative of the forward pre-activation) is tightly bounded."""
+        small_low = (d.lower.abs() <= d.upper.abs()).to(d.lower.dtype) + 0 * a.lower
+        return small_low, 1 - small_low
+
     def init_opt(self, params: Params, d: Interval, a: Interval) -> dict[str, Tensor]:
-        half = torch.full_like(d.lower + a.lower, 0.5)
-        return {"beta": half, "gamma": half.clone()}
+        beta, gamma = self._default_weights(d, a)
+        return {"beta": beta, "gamma": gamma}
 
     def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
         opt["beta"].data.clamp_(0.0, 1.0)
