@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from lipbound.bab.engine import BabResult, TracePoint
 from lipbound.bounds.domains import LpBall
-from lipbound.errors import UnsupportedModelError
-from lipbound.graph.ir import INPUT, Graph
+from lipbound.exact.from_graph import mlp_from_graph
+from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import _model64, _row_gradients, attained_lower
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.progress import ProgressFlag, bar
@@ -42,32 +42,14 @@ class Layer:
 
 
 def mlp_layers(graph: Graph) -> list[Layer]:
-    """The Linear / ReLU chain of an MLP graph (reshapes allowed at the input)."""
-    layers = []
-    nodes = [n for n in graph.nodes if n.op != INPUT]
-    i = 0
-    while i < len(nodes) and nodes[i].op == "reshape":
-        i += 1
-    while i < len(nodes):
-        lin = nodes[i]
-        if lin.op != "linear":
-            raise UnsupportedModelError(
-                f"split='relu' supports chains of Linear and ReLU/LeakyReLU layers; found "
-                f"{lin.op!r} at {lin.where}. Use split='input' for other architectures.")
-        W = lin.params["weight"].detach().double().cpu().numpy()
-        bias = lin.params.get("bias")
-        b = np.zeros(W.shape[0]) if bias is None else bias.detach().double().cpu().numpy()
-        act = nodes[i + 1] if i + 1 < len(nodes) else None
-        if act is None:
-            layers.append(Layer(lin.name, W, b, None))
-            break
-        if act.op not in ("relu", "leaky_relu"):
-            raise UnsupportedModelError(
-                f"split='relu' supports ReLU/LeakyReLU activations; found {act.op!r} at "
-                f"{act.where}. Use split='input' instead.")
-        layers.append(Layer(lin.name, W, b, float(act.params.get("negative_slope", 0.0))))
-        i += 2
-    return layers
+    """The layers of an MLP graph (read by :func:`lipbound.exact.from_graph.mlp_from_graph`,
+    which composes affine chains); UnsupportedModelError names any other operator."""
+    gm = mlp_from_graph(graph, "split='relu'",
+                        "split='input' or methods 'crown' / 'alpha-crown'")
+    m = gm.mlp
+    names = (*gm.preact_nodes, graph.output)
+    slopes = (*m.negative_slopes, None)
+    return [Layer(z, W, b, k) for z, W, b, k in zip(names, m.weights, m.biases, slopes)]
 
 
 def _lp_point(layers: list[Layer], box_lo: np.ndarray, box_hi: np.ndarray,

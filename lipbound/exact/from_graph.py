@@ -37,16 +37,17 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().to(torch.float64).numpy().copy()
 
 
-def _unsupported(node) -> UnsupportedModelError:
+def _unsupported(node, method: str = "method 'exact'",
+                 alternatives: str = f"methods {_OTHER_METHODS}") -> UnsupportedModelError:
     if node.op in ACTIVATIONS:
         return UnsupportedModelError(
-            f"method 'exact' supports ReLU and LeakyReLU networks only; the model uses "
-            f"{node.op!r} at {node.where}. Methods {_OTHER_METHODS} support {node.op}."
+            f"{method} supports ReLU and LeakyReLU networks only; the model uses "
+            f"{node.op!r} at {node.where}. Use {alternatives} for {node.op}."
         )
     return UnsupportedModelError(
-        f"method 'exact' needs a fully connected ReLU/LeakyReLU chain (linear, relu, "
+        f"{method} needs a fully connected ReLU/LeakyReLU chain (linear, relu, "
         f"leaky_relu, flatten); operator {node.op!r} at {node.where} is not part of one. "
-        f"Use methods {_OTHER_METHODS}."
+        f"Use {alternatives}."
     )
 
 
@@ -66,9 +67,11 @@ def _affine_of(node, n_in: int) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def mlp_from_graph(graph: Graph) -> GraphMLP:
+def mlp_from_graph(graph: Graph, method: str = "method 'exact'",
+                   alternatives: str = f"methods {_OTHER_METHODS}") -> GraphMLP:
     """The :class:`MLP` computing the same function as ``graph`` (UnsupportedModelError if the
-    graph is not a ReLU/LeakyReLU chain; the message names the operator and other methods)."""
+    graph is not a ReLU/LeakyReLU chain; the message names the operator, ``method`` and the
+    ``alternatives`` to use instead)."""
     nodes = [n for n in graph.nodes if n.op != INPUT]
     first = graph[graph.input]
     n_cur = int(np.prod(first.shape)) if first.shape else 1
@@ -78,10 +81,10 @@ def mlp_from_graph(graph: Graph) -> GraphMLP:
     pending = False
     for node in nodes:
         if node.inputs != (prev,):
-            raise _unsupported(node)
+            raise _unsupported(node, method, alternatives)
         if node.op in EXACT_ACTIVATIONS:
             if not pending:
-                raise _unsupported(node)
+                raise _unsupported(node, method, alternatives)
             weights.append(W)
             biases.append(b)
             slopes.append(float(node.params.get("negative_slope", 0.0))
@@ -91,7 +94,7 @@ def mlp_from_graph(graph: Graph) -> GraphMLP:
         else:
             aff = _affine_of(node, W.shape[0])
             if aff is None or aff[0].shape[1] != W.shape[0]:
-                raise _unsupported(node)
+                raise _unsupported(node, method, alternatives)
             W, b = aff[0] @ W, aff[0] @ b + aff[1]
             pending = pending or node.op == "linear" or node.op == "scale_shift"
         prev = node.name
