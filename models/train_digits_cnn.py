@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
+from _training import fit_classifier, save_classifier
 
 from lipbound.models.digits_cnn import digits_cnn
 from lipbound.models.digits_smooth import digits_images
@@ -25,19 +25,8 @@ def main() -> None:
     Xtr, ytr, Xte, yte = digits_images()
     model = digits_cnn()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(40):
-        perm = torch.randperm(len(Xtr))
-        for i in range(0, len(Xtr), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            loss_fn(model(Xtr[idx]), ytr[idx]).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(Xte).argmax(1) == yte).float().mean().item()
-    torch.save(model.state_dict(), OUT)
-    print(f"digits-cnn test accuracy {acc:.4f}; saved {OUT}")
+    fit_classifier(model, Xtr, ytr, opt, epochs=40, batch=64)
+    save_classifier(model, Xte, yte, OUT, "digits-cnn")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
+from _training import fit_classifier, save_classifier
 
 from lipbound.models.digits import digits_data, digits_mlp
 
@@ -24,19 +24,8 @@ def main() -> None:
     Xtr, ytr, Xte, yte = digits_data()
     model = digits_mlp()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(60):
-        perm = torch.randperm(len(Xtr))
-        for i in range(0, len(Xtr), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            loss_fn(model(Xtr[idx]), ytr[idx]).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(Xte).argmax(1) == yte).float().mean().item()
-    torch.save(model.state_dict(), OUT)
-    print(f"digits-mlp test accuracy {acc:.4f}; saved {OUT}")
+    fit_classifier(model, Xtr, ytr, opt, epochs=60, batch=64)
+    save_classifier(model, Xte, yte, OUT, "digits-mlp")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
+from _training import fit_classifier, save_classifier
 
 from lipbound.models.mnist1d import mnist1d_cnn, mnist1d_data
 
@@ -26,20 +26,8 @@ def main() -> None:
     model = mnist1d_cnn()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 60)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(60):
-        perm = torch.randperm(len(Xtr))
-        for i in range(0, len(Xtr), 100):
-            idx = perm[i:i + 100]
-            opt.zero_grad()
-            loss_fn(model(Xtr[idx]), ytr[idx]).backward()
-            opt.step()
-        sched.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(Xte).argmax(1) == yte).float().mean().item()
-    torch.save(model.state_dict(), OUT)
-    print(f"mnist1d-cnn test accuracy {acc:.4f}; saved {OUT}")
+    fit_classifier(model, Xtr, ytr, opt, epochs=60, batch=100, sched=sched)
+    save_classifier(model, Xte, yte, OUT, "mnist1d-cnn")
 
 
 if __name__ == "__main__":
