@@ -144,6 +144,16 @@ def check_map_args(seed: Any, timeout: Any, retries: Any) -> tuple[int, float | 
     return int(seed), timeout, int(retries)
 
 
+@dataclass
+class PendingJob:
+    """A job a backend still has to run: its input, its seed and the attempts made so far."""
+
+    index: int
+    item: Any
+    seed: int
+    attempts: int = 0
+
+
 def died_record(index: int, attempts: int, why: str, elapsed: float) -> JobRecord:
     """The record of a job whose worker died on every one of its ``attempts``."""
     return JobRecord(index, "error", None,

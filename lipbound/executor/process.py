@@ -16,7 +16,6 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -26,18 +25,11 @@ from lipbound.executor.base import (
     JobFn,
     JobRecord,
     Outcome,
+    PendingJob,
     check_picklable,
     died_record,
     run_job,
 )
-
-
-@dataclass
-class _Job:
-    index: int
-    item: Any
-    seed: int
-    attempts: int = 0
 
 
 def _worker_main(conn: Any, threads: int) -> None:
@@ -75,11 +67,11 @@ class _Worker:
         self.proc.start()
         child.close()
         self.fn_version = -1
-        self.job: _Job | None = None
+        self.job: PendingJob | None = None
         self.running = False
         self.started = 0.0
 
-    def assign(self, job: _Job, fn: JobFn, version: int, timeout: float | None) -> None:
+    def assign(self, job: PendingJob, fn: JobFn, version: int, timeout: float | None) -> None:
         if self.fn_version != version:
             self.conn.send(("fn", fn))
             self.fn_version = version
@@ -145,10 +137,10 @@ class ProcessExecutor(Executor):
     def _map(self, fn: JobFn, triples: Iterator[tuple[int, Any, int]],
              timeout: float | None, retries: int) -> Iterator[JobRecord]:
         check_picklable(fn)
-        jobs = (_Job(i, item, seed) for i, item, seed in triples)
+        jobs = (PendingJob(i, item, seed) for i, item, seed in triples)
         return self._run(fn, jobs, timeout, retries)
 
-    def _run(self, fn: JobFn, jobs: Iterator[_Job], timeout: float | None,
+    def _run(self, fn: JobFn, jobs: Iterator[PendingJob], timeout: float | None,
              retries: int) -> Iterator[JobRecord]:
         """Workers start on first iteration (an unused map leaves no processes behind)."""
         yield from self._get_pool().drive(fn, jobs, timeout, self.kill_grace, retries)
@@ -167,10 +159,10 @@ class _Pool:
         self.workers = [self.new() for _ in range(workers)]
         self.version = 0
 
-    def drive(self, fn: JobFn, jobs: Iterator[_Job], timeout: float | None, grace: float,
+    def drive(self, fn: JobFn, jobs: Iterator[PendingJob], timeout: float | None, grace: float,
               retries: int) -> Iterator[JobRecord]:
         self.version += 1
-        again: deque[_Job] = deque()
+        again: deque[PendingJob] = deque()
         limit = None if timeout is None else timeout + grace
         try:
             while self._fill(fn, jobs, again, timeout):
@@ -191,7 +183,7 @@ class _Pool:
                     w.kill()
                     self.workers[k] = self.new()
 
-    def _fill(self, fn: JobFn, jobs: Iterator[_Job], again: deque[_Job],
+    def _fill(self, fn: JobFn, jobs: Iterator[PendingJob], again: deque[PendingJob],
               timeout: float | None) -> bool:
         """Give every idle worker a job; False when nothing is left running."""
         for k, w in enumerate(self.workers):
@@ -223,7 +215,7 @@ def _wait_for(busy: list[_Worker], limit: float | None) -> float | None:
 
 
 def _check(w: _Worker, limit: float | None, retries: int,
-           again: deque[_Job]) -> tuple[JobRecord | None, bool]:
+           again: deque[PendingJob]) -> tuple[JobRecord | None, bool]:
     """(record or None, whether ``w`` must be replaced) for a busy worker.
 
     ``limit``: seconds after its start at which the driver kills a job that did not stop."""

@@ -30,6 +30,7 @@ from lipbound.executor.base import (
     Executor,
     JobFn,
     JobRecord,
+    PendingJob,
     died_record,
     run_job,
 )
@@ -74,11 +75,7 @@ def _remote_actor() -> Any:
 
 
 @dataclass
-class _Job:
-    index: int
-    item: Any
-    seed: int
-    attempts: int = 0
+class _Job(PendingJob):
     started: float = 0.0
     actor: Any = None
 
