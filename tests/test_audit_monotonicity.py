@@ -103,3 +103,61 @@ def test_bad_input_is_rejected():
         audit.monotonicity(model, lo, hi, timeout=0, progress=False)
     with pytest.raises(ModelModeError):
         audit.monotonicity(Known().train(), lo, hi, progress=False)
+
+
+# --- the shipped tabular model: monotone / non-monotone by construction ---------------------
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    import lipbound
+    from lipbound.models.diabetes import MONOTONE_FEATURES, NON_MONOTONE_FEATURE, diabetes_box
+
+    model = lipbound.models.load("diabetes-mlp")
+    lo, hi = diabetes_box()
+    feats = [*MONOTONE_FEATURES, NON_MONOTONE_FEATURE]
+    rep = audit.monotonicity(model, lo, hi, features=feats, timeout=20, progress=False)
+    return model, lo.double(), hi.double(), rep
+
+
+def test_shipped_model_is_certified_increasing_in_its_monotone_features(shipped):
+    from lipbound.models.diabetes import MONOTONE_FEATURES
+
+    model, lo, hi, rep = shipped
+    g = torch.Generator().manual_seed(1)
+    z = lo + torch.rand(4000, 10, generator=g, dtype=torch.float64) * (hi - lo)
+    z.requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.double()(z).sum(), z)
+    for j in MONOTONE_FEATURES:
+        v = rep.verdict(j)
+        assert v.verdict == "increasing", (j, v)
+        assert v.derivative_lower >= -rep.tol
+        # the certified enclosure holds at every sample, and is not vacuous
+        assert float(grad[:, j].max()) <= v.derivative_upper
+        assert v.derivative_upper < 10 * float(grad[:, j].max()) + 1e-6
+
+
+def test_shipped_model_non_monotone_feature_has_a_verified_counterexample(shipped):
+    from lipbound.models.diabetes import NON_MONOTONE_FEATURE as j
+
+    model, lo, hi, rep = shipped
+    v = rep.verdict(j)
+    assert v.verdict == "not monotone"
+    m64 = model.double()
+    slopes = []
+    for p, claimed in ((v.witness, v.witness_derivative), (v.support, v.support_derivative)):
+        assert bool(((p >= lo) & (p <= hi)).all())
+        d = _derivative(m64, p, j)  # autograd re-check
+        assert d == pytest.approx(claimed, rel=1e-9, abs=1e-12)
+        # a genuine violating pair: a finite difference along feature j inside the box
+        h = 1e-4 * float(hi[j] - lo[j])
+        a, b = p.clone().double(), p.clone().double()
+        a[j], b[j] = max(float(lo[j]), float(p[j]) - h), min(float(hi[j]), float(p[j]) + h)
+        with torch.no_grad():
+            diff = float(m64(b[None]) - m64(a[None])) / float(b[j] - a[j])
+        assert diff == pytest.approx(d, rel=1e-6)
+        slopes.append(d)
+    assert slopes[0] * slopes[1] < 0  # one increasing pair and one decreasing pair
+    # by construction the age slopes are c_plus and -c_minus, both at least 0.05 in magnitude
+    assert min(abs(s) for s in slopes) >= 0.05
+    assert v.derivative_lower <= min(slopes) and max(slopes) <= v.derivative_upper

@@ -31,10 +31,11 @@ def test_audit_monotonicity_on_the_tabular_model(capsys, tmp_path):
         j = r["spec"]["feature"]
         lo, up = float(r["lower"]), float(r["upper"])
         assert lo <= up
+        tol = r["settings"]["tol"]  # the verdicts allow the bounds' outward rounding
         if r["status"] == "increasing":
-            assert lo >= 0
+            assert lo >= -tol
         if r["status"] == "decreasing":
-            assert up <= 0
+            assert up <= tol
         w = r["details"]["witness"]
         if r["status"] == "not monotone":
             x = torch.tensor(w, dtype=torch.float64, requires_grad=True)

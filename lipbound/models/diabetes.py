@@ -1,12 +1,24 @@
-"""The ``diabetes-mlp`` regressor: a 10-16-16-1 ReLU MLP on scikit-learn's diabetes data set.
+"""The ``diabetes-mlp`` regressor: a 10-16-16-1 ReLU MLP on scikit-learn's diabetes data set,
+monotone by construction in some features and non-monotone by construction in another.
 
 Built for monotonicity audits (``lipbound.audit.monotonicity``). Features are standardised
 with the training split's mean and standard deviation, and so is the target (disease
-progression one year later): the model predicts ``(y - mean_y) / std_y``. It was trained with
-a penalty on partial derivatives below a margin of 0.05 with respect to
-``MONOTONE_FEATURES`` (bmi, bp, s5), sampled uniformly in the training box
-:func:`diabetes_box`, so those features are meant to be increasing; the other features are
-unconstrained. Trained by ``models/train_diabetes_mlp.py`` (seed 0).
+progression one year later): the model predicts ``(y - mean_y) / std_y``.
+
+Construction (``models/train_diabetes_mlp.py``, seed 0, enforced by a parametrisation during
+training, so the shipped weights satisfy it exactly):
+
+* **Increasing in** ``MONOTONE_FEATURES`` (bmi, bp, s5) everywhere: every hidden unit carries a
+  sign ``s`` (:func:`unit_signs`), and ``s_i W1[i, j] >= 0`` for j in MONOTONE_FEATURES,
+  ``s_i s_k W2[i, k] >= 0`` and ``s_i W3[0, i] >= 0``. Every path from such a feature to the
+  output then has a non-negative weight product; ReLU derivatives are in [0, 1], so every
+  (Clarke) partial derivative in those features is >= 0.
+* **Not monotone in** ``NON_MONOTONE_FEATURE`` (age): age enters only through the last two
+  first-layer units, ``relu(x_age - m)`` and ``relu(m - x_age)``, copied unchanged by the last
+  two second-layer units into output weights ``c_plus, c_minus >= 0.05``, with ``m`` inside the
+  training box. So ``d f / d x_age`` is ``c_plus`` above ``m`` and ``-c_minus`` below it
+  (a V-shape in age).
+* The other features are unconstrained.
 """
 
 from __future__ import annotations
@@ -18,6 +30,8 @@ from lipbound.models.registry import ModelInfo, register
 
 FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
 MONOTONE_FEATURES = (2, 3, 8)
+NON_MONOTONE_FEATURE = 0
+HIDDEN = 16  # per layer; the last two units of each layer carry the age V-shape
 SPLIT = "train_test_split(X, y, test_size=0.25, random_state=0)"
 
 
@@ -45,16 +59,26 @@ def diabetes_box() -> tuple[torch.Tensor, torch.Tensor]:
     return Xtr.min(0).values, Xtr.max(0).values
 
 
+def unit_signs() -> torch.Tensor:
+    """The sign of each hidden unit's dependence on the monotone features ([HIDDEN], the same
+    for both layers): alternating +1/-1 for the free units, +1 for the two age units."""
+    s = torch.ones(HIDDEN)
+    s[1:HIDDEN - 2:2] = -1.0
+    return s
+
+
 def diabetes_mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
-                         nn.Linear(16, 1))
+    return nn.Sequential(nn.Linear(10, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(),
+                         nn.Linear(HIDDEN, 1))
 
 
 register(ModelInfo(
     name="diabetes-mlp", factory=diabetes_mlp, weights="diabetes-mlp.pt", input_shape=(10,),
     num_outputs=1, data="sklearn diabetes (features and target standardised on the train split)",
-    description="10-16-16-1 ReLU regressor, trained to be increasing in bmi, bp and s5",
+    description="10-16-16-1 ReLU regressor, increasing in bmi, bp and s5 by construction "
+                "(sign-constrained paths) and V-shaped in age by construction",
     trained_by="models/train_diabetes_mlp.py",
     extra={"split": SPLIT, "features": list(FEATURES),
-           "monotone_features": list(MONOTONE_FEATURES), "task": "regression"},
+           "monotone_features": list(MONOTONE_FEATURES),
+           "non_monotone_feature": NON_MONOTONE_FEATURE, "task": "regression"},
 ))
