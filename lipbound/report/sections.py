@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lipbound.report import plots
-
 
 @dataclass
 class Table:
@@ -35,6 +33,14 @@ class Section:
     text: str = ""
     tables: list[Table] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
+
+
+def _plots():
+    """The plotting module, imported on first use (matplotlib takes seconds to import, and
+    most commands never plot)."""
+    from lipbound.report import plots
+
+    return plots
 
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -117,8 +123,9 @@ def lipschitz(records: Sequence[dict]) -> Section:
     text = ("Local Lipschitz constants over the input ball: the upper bound is certified, the "
             "lower bound is attained (the gradient norm at a witness point in the ball); the "
             "true constant lies between them.")
+    png = _plots().upper_vs_lower(labels, ups, los, "Lipschitz constant")
     plot = Plot("lipschitz_upper_lower", "Certified upper vs attained lower local Lipschitz "
-                "constant per input", plots.upper_vs_lower(labels, ups, los, "Lipschitz constant"))
+                "constant per input", png)
     return Section("Local Lipschitz constants", text, [Table(
         ["input", "method", "norm", "eps", "upper", "lower", "upper/lower", "status",
          "time (s)"], rows)], [plot])
@@ -130,7 +137,7 @@ def anytime(records: Sequence[dict]) -> Section:
     return Section("Bound vs time", "Anytime curves of branch-and-bound runs: the certified "
                    "upper bound falls and the attained lower bound rises with time.", [],
                    [Plot("bound_vs_time", "Upper and lower bound vs time",
-                         plots.bound_vs_time(traces))])
+                         _plots().bound_vs_time(traces))])
 
 
 def accuracy_curves(records: Sequence[dict]) -> dict[str, tuple[list[float], list[float]]]:
@@ -167,7 +174,7 @@ def certified_accuracy(records: Sequence[dict], norm: str) -> Section:
         ["method", "inputs", "clean certified acc.", "median radius (correct)",
          "empirical robust"], rows)],
         [Plot(f"certified_accuracy_l{norm}", f"Certified accuracy vs l_{norm} radius",
-              plots.certified_accuracy(curves, f"l_{norm}"))])
+              _plots().certified_accuracy(curves, f"l_{norm}"))])
 
 
 def monotonicity(records: Sequence[dict]) -> Section:
@@ -192,7 +199,7 @@ def monotonicity(records: Sequence[dict]) -> Section:
         ["feature", "output", "verdict", "derivative lower", "derivative upper", "witness",
          "witness derivative", "domains", "time (s)"], rows)],
         [Plot("monotonicity", "Certified derivative range per feature",
-              plots.monotonicity_bars(names, lo, up, verdicts))])
+              _plots().monotonicity_bars(names, lo, up, verdicts))])
 
 
 def weights(records: Sequence[dict], lipschitz_records: Sequence[dict]) -> Section:
