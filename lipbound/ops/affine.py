@@ -113,6 +113,10 @@ class Sum(LinearOp):
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return tuple(c * A for c in params["coeffs"])
 
+    def apply_linear_one(self, params: Params, index: int, x: Tensor,
+                         in_shapes: Sequence[tuple[int, ...]]) -> Tensor:
+        return params["coeffs"][index] * x
+
 
 def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n

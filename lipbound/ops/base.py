@@ -70,6 +70,17 @@ class LinearOp(Op):
         """The constant part, broadcastable to [N, *out], or None for zero."""
         return None
 
+    def apply_linear_one(self, params: Params, index: int, x: Tensor,
+                         in_shapes: Sequence[tuple[int, ...]]) -> Tensor:
+        """L_index(x): the linear part with every input but ``index`` zero (x [N, *in_index]).
+
+        Default: :meth:`apply_linear` with zero tensors for the other inputs; multi-input ops
+        override it to skip them.
+        """
+        xs = [x if i == index else torch.zeros((x.shape[0], *s), dtype=x.dtype, device=x.device)
+              for i, s in enumerate(in_shapes)]
+        return self.apply_linear(params, *xs)
+
     def apply(self, params: Params, *xs: Tensor) -> Tensor:
         y = self.apply_linear(params, *xs)
         off = self.offset(params)
@@ -147,8 +158,22 @@ class NonlinearOp(Op):
             uw = torch.zeros_like(lw) if uw is None else uw
             lw = torch.zeros_like(uw) if lw is None else lw
             As.append(A * torch.where(pos, uw, lw))
-        bias = A * torch.where(pos, rel.upper_bias, rel.lower_bias)
-        return tuple(As), bias.flatten(2).sum(-1)
+        return tuple(As), _signed_bias(A, pos, rel.upper_bias, rel.lower_bias)
+
+
+def _signed_bias(A: Tensor, pos: Tensor, ub: Tensor, lb: Tensor) -> Tensor:
+    """``sum over elements of A * (ub where A > 0 else lb)``, as [B, S].
+
+    When the lower bias is zero and the upper bias is shared by the S rows (the usual ReLU
+    relaxation) this is ``relu(A) @ ub``, one matrix product instead of two full-size
+    temporaries (the same sum, accumulated in a different order).
+    """
+    B, S = A.shape[:2]
+    if (ub.dim() == A.dim() and ub.shape[1] == 1 and ub.shape[0] in (1, B)
+            and not ub.requires_grad and not lb.requires_grad and not bool(lb.any())):
+        ubf = ub.expand(B, 1, *A.shape[2:]).reshape(B, -1, 1)
+        return torch.bmm(A.clamp(min=0).reshape(B, S, -1), ubf)[..., 0]
+    return (A * torch.where(pos, ub, lb)).flatten(2).sum(-1)
 
 
 def _to64(params: Params) -> dict[str, Any]:

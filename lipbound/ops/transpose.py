@@ -34,10 +34,8 @@ class Transpose(LinearOp):
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         inner = get(params["inner"])
-        shapes, idx = params["in_shapes"], params["index"]
-        xs = [A if i == idx else torch.zeros((A.shape[0], *s), dtype=A.dtype, device=A.device)
-              for i, s in enumerate(shapes)]
-        return (inner.apply_linear(params["inner_params"], *xs),)
+        return (inner.apply_linear_one(params["inner_params"], params["index"], A,
+                                       params["in_shapes"]),)
 
 
 register(Transpose())
