@@ -1,34 +1,43 @@
 """Verification verdicts and local Lipschitz bounds on the shared VNN-COMP 2021 networks.
 
-Instances: the rows of each benchmark's instances CSV whose network and property are shared
-(file names looked up in the benchmark folder when the CSV's sub-folder differs); for folders
-without a CSV (test, verivital, oval21, cifar10_resnet) every shared property with the shared
-network(s) it names, timeout = the cap. To keep the run feasible on a shared 2-core machine:
+Instances: the rows of each benchmark's instances CSV whose network and property are shared.
+Folders shipped without a CSV get the time limit of their CSV in the public VNN-COMP 2021
+repository (``NO_CSV_TIMEOUT``: verivital avgpool 300 s, oval21 720 s, cifar10_resnet 300 s; the
+three test networks are not in that CSV and get 60 s).
 
-- every verification gets ``min(CSV timeout, --cap)`` seconds (default cap 20 s; the CSV
-  timeouts are 116 s for ACAS Xu, 120 s for mnistfc, 300 s for eran), plus untimed preparation
-  (loading, tracing), reported separately;
-- mnistfc uses properties 0 .. --mnistfc-props - 1 (default 4, both radii) on each network;
-- local Lipschitz bounds are computed at the first --lip-props properties (default 2) of each
-  network, each call interrupted after --lip-cap seconds (default 120).
+Two parts, each resumable (rows already in the JSON are skipped, so a long run can be done in
+pieces; ``--redo`` recomputes them):
 
-Lipschitz: l_inf input norm, all output rows, the value ``max_j sup ||grad f_j||_1`` over the
-property's box, written as centre and radius by ``center_radius_linf`` (clipped to [0, 1] when
-the box is a clipped ball in [0, 1]; else the box itself as a ball clipped to the box). Methods
-crown and bab (bab recorded as unavailable when this lipbound does not have it); ``lower`` is
-the sampled lower bound ``result.lower`` (256 samples + ascent).
+- ``verify``: ``lipbound.verify`` with the instance's time limit (``--cap S`` lowers every limit to
+  at most S seconds; default: none, the CSV limits). Preparation (loading, tracing, opening
+  onnxruntime) is untimed and reported separately, as in VNN-COMP. Every "sat" is re-checked here
+  on a fresh onnxruntime session of the original file (x inside the box, f(x) in the unsafe set,
+  no tolerance) and the result stored as ``recheck``.
+- ``lipschitz``: at the box of EVERY shared property of each network, ``local_lipschitz`` with
+  ``crown`` and ``bab`` (l_inf input norm, all output rows, ``max_j sup ||grad f_j||_1``), the
+  box written as centre and radius clipped to [0, 1] when it is a clipped ball in [0, 1], else
+  the box itself as a ball clipped to the box. Properties with the same box share one
+  computation. Each call is interrupted after the network's cap (``--lip-cap``, overridden per
+  network by ``--lip-cap-net STEM=SECONDS``); bab gets 3/4 of it as its own limit so it returns
+  its anytime bound. ``lower`` is the best sampled/attained gradient norm (a lower bound).
 
-    python experiments/bench_vnncomp.py [--cap 20] [--out experiments/out/bench_vnncomp.json]
+    nice -n 5 python experiments/bench_vnncomp.py --part verify --only eran verivital --threads 1
+    nice -n 5 python experiments/bench_vnncomp.py --part lipschitz --lip-cap 60 \\
+        --lip-cap-net resnet_2b=120 --threads 1
+    python experiments/bench_vnncomp.py --part table     # rewrite the .md from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
+import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import lipbound
@@ -39,17 +48,17 @@ from lipbound.verify import verify
 from lipbound.verify.deadline import Deadline, Expired, interrupt_at
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "vnncomp2021"
+BENCHMARKS = ("test", "eran", "verivital", "cifar10_resnet", "oval21", "acasxu", "mnistfc")
 NO_CSV = {
-    "test": [("test/test_nano.onnx", "test/test_nano.vnnlib"),
-             ("test/test_small.onnx", "test/test_small.vnnlib"),
-             ("test/test_tiny.onnx", "test/test_tiny.vnnlib")],
-    "verivital": [("verivital/Convnet_avgpool.onnx", str(p.relative_to(BENCH)))
-                  for p in sorted((BENCH / "verivital" / "specs").glob("avgpool_*.vnnlib"))],
-    "oval21": [("oval21/nets/cifar_base_kw.onnx", str(p.relative_to(BENCH)))
-               for p in sorted((BENCH / "oval21" / "vnnlib").glob("*.vnnlib"))],
-    "cifar10_resnet": [("cifar10_resnet/onnx/resnet_2b.onnx", str(p.relative_to(BENCH)))
-                       for p in sorted((BENCH / "cifar10_resnet" / "vnnlib").glob("*.vnnlib"))],
+    "test": ("test", ["test_nano", "test_small", "test_tiny"]),
+    "verivital": ("verivital/Convnet_avgpool.onnx", "verivital/specs/avgpool_*.vnnlib"),
+    "oval21": ("oval21/nets/cifar_base_kw.onnx", "oval21/vnnlib/*.vnnlib"),
+    "cifar10_resnet": ("cifar10_resnet/onnx/resnet_2b.onnx", "cifar10_resnet/vnnlib/*.vnnlib"),
 }
+# time limits of these instances in the public VNN-COMP 2021 repository's CSVs
+# (benchmarks/verivital/mnist_Conv_pool_instances.csv, oval21/oval21_instances.csv,
+# cifar10_resnet/instance.csv); the test networks are not in benchmarks/test's CSV
+NO_CSV_TIMEOUT = {"test": 60.0, "verivital": 300.0, "oval21": 720.0, "cifar10_resnet": 300.0}
 
 
 def _find(folder: Path, rel: str) -> Path | None:
@@ -60,12 +69,20 @@ def _find(folder: Path, rel: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def instances(cap: float, mnistfc_props: int) -> list[dict]:
+def _no_csv_rows(bench: str) -> list[tuple[Path, Path]]:
+    onnx, pattern = NO_CSV[bench]
+    if bench == "test":
+        return [(BENCH / onnx / f"{n}.onnx", BENCH / onnx / f"{n}.vnnlib") for n in pattern]
+    return [(BENCH / onnx, p) for p in sorted(BENCH.glob(pattern))]
+
+
+def instances(cap: float | None) -> list[dict]:
+    """Every shared instance with its CSV time limit and the limit used (``min(csv, cap)``)."""
     out = []
-    for bench in ("test", "acasxu", "mnistfc", "eran", "verivital", "oval21", "cifar10_resnet"):
+    for bench in BENCHMARKS:
         folder = BENCH / bench
         if bench in NO_CSV:
-            rows = [(BENCH / o, BENCH / v, cap) for o, v in NO_CSV[bench]]
+            rows = [(o, v, NO_CSV_TIMEOUT[bench]) for o, v in _no_csv_rows(bench)]
         else:
             rows = []
             text = next(folder.glob("*instances.csv")).read_text()
@@ -74,22 +91,48 @@ def instances(cap: float, mnistfc_props: int) -> list[dict]:
                 if po is not None and pv is not None:
                     rows.append((po, pv, float(t)))
         for onnx, vnnlib, timeout in rows:
-            if bench == "mnistfc" and int(vnnlib.stem.split("_")[1]) >= mnistfc_props:
-                continue
             out.append({"benchmark": bench, "onnx": str(onnx.relative_to(BENCH)),
                         "vnnlib": str(vnnlib.relative_to(BENCH)), "csv_timeout": timeout,
-                        "timeout": min(timeout, cap)})
+                        "timeout": timeout if cap is None else min(timeout, cap)})
     return out
+
+
+# ------------------------------------------------------------------------------ verification
+def recheck(onnx: Path, prop, x: torch.Tensor) -> dict:
+    """Independent check of a counterexample on a fresh onnxruntime session (no tolerance)."""
+    import onnxruntime as ort
+
+    data = onnx.read_bytes()
+    if onnx.suffix == ".gz":
+        data = gzip.decompress(data)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    dt = np.float64 if inp.type == "tensor(double)" else np.float32
+    xs = x.numpy().astype(dt)
+    y = np.asarray(sess.run(None, {inp.name: xs.reshape(shape)})[0], dtype=np.float64)
+    x64 = torch.from_numpy(xs.astype(np.float64)).reshape(-1)
+    y64 = torch.from_numpy(y).reshape(-1)
+    return {"in_box": any(r.contains(x64) for r in prop.regions),
+            "violates": bool(prop.is_counterexample(x64, y64)), "y": y64.tolist()}
 
 
 def run_verify(inst: dict) -> dict:
     prop = read_vnnlib(BENCH / inst["vnnlib"])
     res = verify(BENCH / inst["onnx"], prop, inst["timeout"])
-    return {**inst, "verdict": res.verdict, "time": res.time,
-            "prepare_time": res.details["prepare_time"], "decided_by": res.details["decided_by"],
-            "stages": res.details["stages"]}
+    row = {**inst, "verdict": res.verdict, "time": res.time,
+           "prepare_time": res.details["prepare_time"], "decided_by": res.details["decided_by"],
+           "stages": res.details["stages"]}
+    if res.verdict == "sat":
+        x, _ = res.counterexample
+        row["recheck"] = recheck(BENCH / inst["onnx"], prop, x)
+        row["counterexample_x"] = x.tolist()
+    return row
 
 
+# ------------------------------------------------------------------------------ Lipschitz
 def ball_of(lo: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, float, object, str]:
     """Centre, radius and data_range describing the box, and which description was used."""
     try:
@@ -101,100 +144,183 @@ def ball_of(lo: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, float, ob
         return x0, eps, (lo, up), "box"
 
 
-def run_lipschitz(onnx: str, vnnlib: str, lip_cap: float) -> dict:
+def _lip_one(model, method: str, x0, eps: float, dr, cap: float) -> dict:
+    t0 = time.perf_counter()
+    try:
+        with interrupt_at(Deadline(cap)):
+            # bab's own limit leaves a quarter of the cap for its set-up and final CROWN bound
+            kw = {"timeout": 0.75 * cap, "progress": False} if method == "bab" else {}
+            r = lipbound.local_lipschitz(model, x0, eps, method=method, data_range=dr, **kw)
+        return {"upper": r.value, "lower": float(r.lower.max()),
+                "time": time.perf_counter() - t0, "status": r.status}
+    except UnknownMethodError:
+        return {"status": "unavailable"}
+    except Expired:
+        return {"status": f"interrupted after {cap:g} s", "time": cap}
+    except LipboundError as exc:
+        return {"status": f"error: {type(exc).__name__}: {exc}"[:300]}
+
+
+def run_lipschitz(onnx: str, vnnlib: str, cap: float, methods: list[str]) -> dict:
     model = resolve_model(BENCH / onnx)
-    region = read_vnnlib(BENCH / vnnlib).regions[0]
+    prop = read_vnnlib(BENCH / vnnlib)
+    region = prop.regions[0]
     x0, eps, dr, kind = ball_of(region.lower, region.upper)
     shape = model.input_shape
     if not isinstance(dr[0], float):
         dr = (dr[0].reshape(shape), dr[1].reshape(shape))
-    row = {"onnx": onnx, "vnnlib": vnnlib, "eps": eps, "ball": kind}
-    for method in ("crown", "bab"):
-        t0 = time.perf_counter()
-        try:
-            with interrupt_at(Deadline(lip_cap)):
-                # bab's own time limit leaves a quarter of the cap for its set-up and the
-                # final CROWN bound, so it returns its anytime result before the interrupt
-                kw = {"timeout": 0.75 * lip_cap, "progress": False} if method == "bab" else {}
-                r = lipbound.local_lipschitz(model, x0.reshape(shape), eps, method=method,
-                                             data_range=dr, **kw)
-            row[method] = {"upper": r.value, "lower": float(r.lower.max()),
-                           "time": time.perf_counter() - t0, "status": r.status}
-        except UnknownMethodError:
-            row[method] = {"status": "unavailable"}
-        except Expired:
-            row[method] = {"status": f"interrupted after {lip_cap:g} s"}
-        except LipboundError as exc:
-            row[method] = {"status": f"error: {type(exc).__name__}: {exc}"[:300]}
+    row = {"onnx": onnx, "vnnlib": vnnlib, "eps": eps, "ball": kind, "cap": cap,
+           "regions": len(prop.regions)}
+    for method in methods:
+        row[method] = _lip_one(model, method, x0.reshape(shape), eps, dr, cap)
     return row
 
 
+def box_key(vnnlib: str) -> str:
+    region = read_vnnlib(BENCH / vnnlib).regions[0]
+    return str(hash((tuple(region.lower.tolist()), tuple(region.upper.tolist()))))
+
+
+# ------------------------------------------------------------------------------ tables
+def _fmt_lip(c: dict) -> str:
+    if "upper" not in c:
+        return f"{c.get('status', '-')} | -"
+    return f"{c['upper']:.4g} | {c['time']:.1f}"
+
+
+def _median(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.1f}" if xs else "-"
+
+
+def verdict_summary(rows: list[dict]) -> list[str]:
+    lines = ["| benchmark | instances | time limit (s) | unsat | sat | timeout | unknown | error "
+             "| median time, all (s) | median time, decided (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for b in BENCHMARKS:
+        rs = [r for r in rows if r["benchmark"] == b]
+        if not rs:
+            continue
+        c = {v: sum(r["verdict"] == v for r in rs)
+             for v in ("unsat", "sat", "timeout", "unknown", "error")}
+        limits = sorted({f"{r['timeout']:g}" for r in rs})
+        decided = [r["time"] for r in rs if r["verdict"] in ("unsat", "sat")]
+        lines.append(f"| {b} | {len(rs)} | {', '.join(limits)} | {c['unsat']} | {c['sat']} "
+                     f"| {c['timeout']} | {c['unknown']} | {c['error']} "
+                     f"| {_median([r['time'] for r in rs])} | {_median(decided)} |")
+    return lines
+
+
 def markdown(data: dict) -> str:
-    lines = ["| benchmark | network | property | timeout (s) | verdict | time (s) | prep (s) "
-             "| decided by |", "|---|---|---|---|---|---|---|---|"]
-    for r in data["verify"]:
+    rows = data["verify"]
+    lines = ["## Verdicts per benchmark", ""] + verdict_summary(rows)
+    lines += ["", "## Verdicts per instance", "",
+              "| benchmark | network | property | limit (s) | CSV limit (s) | verdict | time (s) "
+              "| prep (s) | decided by | recheck |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rc = r.get("recheck")
+        rc = "-" if rc is None else ("ok" if rc["in_box"] and rc["violates"] else "FAILED")
         lines.append(f"| {r['benchmark']} | {Path(r['onnx']).stem} | {Path(r['vnnlib']).stem} "
-                     f"| {r['timeout']:g} | {r['verdict']} | {r['time']:.1f} "
-                     f"| {r['prepare_time']:.1f} | {r['decided_by'] or '-'} |")
-    counts: dict = {}
-    for r in data["verify"]:
-        c = counts.setdefault(r["benchmark"], {"unsat": 0, "sat": 0, "timeout": 0,
-                                               "unknown": 0, "error": 0})
-        c[r["verdict"]] += 1
-    lines += ["", "| benchmark | unsat | sat | timeout | unknown | error |",
-              "|---|---|---|---|---|---|"]
-    for b, c in counts.items():
-        lines.append(f"| {b} | {c['unsat']} | {c['sat']} | {c['timeout']} | {c['unknown']} "
-                     f"| {c['error']} |")
-    lines += ["", "| network | property | eps | crown upper | sampled lower | crown time (s) "
-              "| bab |", "|---|---|---|---|---|---|---|"]
+                     f"| {r['timeout']:g} | {r['csv_timeout']:g} | {r['verdict']} "
+                     f"| {r['time']:.1f} | {r['prepare_time']:.1f} | {r['decided_by'] or '-'} "
+                     f"| {rc} |")
+    lines += ["", "## Local Lipschitz bounds (l_inf input, max_j sup ||grad f_j||_1 over the box)",
+              "", "| network | property | eps | ball | cap (s) | crown upper | crown time (s) "
+              "| bab upper | bab time (s) | sampled lower |", "|---" * 10 + "|"]
     for r in data["lipschitz"]:
-        c, b = r["crown"], r["bab"]
-        crown = (f"{c['upper']:.4g} | {c['lower']:.4g} | {c['time']:.1f}" if "upper" in c
-                 else f"{c['status']} | - | -")
-        bab = (f"{b['upper']:.4g} ({b['time']:.1f} s)" if "upper" in b else b["status"])
+        c, b = r.get("crown", {}), r.get("bab", {})
+        low = max([m["lower"] for m in (c, b) if "lower" in m], default=None)
         lines.append(f"| {Path(r['onnx']).stem} | {Path(r['vnnlib']).stem} | {r['eps']:.4g} "
-                     f"| {crown} | {bab} |")
+                     f"| {r['ball']} | {r.get('cap', '-')} | {_fmt_lip(c)} | {_fmt_lip(b)} "
+                     f"| {'-' if low is None else f'{low:.4g}'} |")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cap", type=float, default=20.0)
-    ap.add_argument("--mnistfc-props", type=int, default=4)
-    ap.add_argument("--lip-props", type=int, default=2)
-    ap.add_argument("--lip-cap", type=float, default=120.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", nargs="*", help="benchmarks to run (default all)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "bench_vnncomp.json"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"cap": args.cap, "threads": args.threads, "torch": torch.__version__,
-            "verify": [], "lipschitz": []}
-    todo = [i for i in instances(args.cap, args.mnistfc_props)
-            if not args.only or i["benchmark"] in args.only]
+# ------------------------------------------------------------------------------ driver
+def _save(out: Path, data: dict) -> None:
+    out.write_text(json.dumps(data, indent=1))
+    out.with_suffix(".md").write_text(markdown(data))
+
+
+def _caps(args) -> dict[str, float]:
+    caps = {}
+    for item in args.lip_cap_net or []:
+        stem, sec = item.split("=")
+        caps[stem] = float(sec)
+    return caps
+
+
+def do_verify(args, data: dict, out: Path, todo: list[dict]) -> None:
+    done = {(r["onnx"], r["vnnlib"], r["timeout"]) for r in data["verify"]}
     for inst in todo:
+        key = (inst["onnx"], inst["vnnlib"], inst["timeout"])
+        if key in done and not args.redo:
+            continue
         try:
             row = run_verify(inst)
         except LipboundError as exc:
             row = {**inst, "verdict": "error", "time": 0.0, "prepare_time": 0.0,
                    "decided_by": f"{type(exc).__name__}: {exc}"[:200]}
-        data["verify"].append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "stages"}), flush=True)
-        out.write_text(json.dumps(data, indent=2))
-    seen: dict[str, int] = {}
+        data["verify"] = [r for r in data["verify"]
+                          if (r["onnx"], r["vnnlib"], r["timeout"]) != key] + [row]
+        print(json.dumps({k: v for k, v in row.items()
+                          if k not in ("stages", "counterexample_x")})[:400], flush=True)
+        _save(out, data)
+
+
+def do_lipschitz(args, data: dict, out: Path, todo: list[dict]) -> None:
+    caps = _caps(args)
+    done = {(r["onnx"], r["vnnlib"]) for r in data["lipschitz"]}
+    computed: dict[tuple[str, str], dict] = {}
     for inst in todo:
-        if seen.get(inst["onnx"], 0) >= args.lip_props:
+        key = (inst["onnx"], inst["vnnlib"])
+        if (key in done and not args.redo) or key in computed:
             continue
-        seen[inst["onnx"]] = seen.get(inst["onnx"], 0) + 1
-        row = run_lipschitz(inst["onnx"], inst["vnnlib"], args.lip_cap)
-        data["lipschitz"].append(row)
+        cap = caps.get(Path(inst["onnx"]).stem, args.lip_cap)
+        same = (inst["onnx"], box_key(inst["vnnlib"]))
+        if same in computed:  # same network and box: the same Lipschitz problem
+            row = {**computed[same], "vnnlib": inst["vnnlib"], "same_box_as":
+                   computed[same]["vnnlib"]}
+        else:
+            row = run_lipschitz(inst["onnx"], inst["vnnlib"], cap, args.methods)
+            computed[same] = row
+        computed[key] = row
+        data["lipschitz"] = [r for r in data["lipschitz"]
+                             if (r["onnx"], r["vnnlib"]) != key] + [row]
         print(json.dumps(row), flush=True)
-        out.write_text(json.dumps(data, indent=2))
-    out.with_suffix(".md").write_text(markdown(data))
+        _save(out, data)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=("verify", "lipschitz", "table"), required=True)
+    ap.add_argument("--cap", type=float, default=None,
+                    help="lower every verification time limit to at most this (default: none)")
+    ap.add_argument("--only", nargs="*", help="benchmarks to run (default all)")
+    ap.add_argument("--nets", nargs="*", help="network stems to run (default all)")
+    ap.add_argument("--props", nargs="*", help="property stems to run (default all)")
+    ap.add_argument("--lip-cap", type=float, default=60.0)
+    ap.add_argument("--lip-cap-net", nargs="*", metavar="STEM=SECONDS")
+    ap.add_argument("--methods", nargs="*", default=["crown", "bab"])
+    ap.add_argument("--redo", action="store_true", help="recompute rows already in the JSON")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "bench_vnncomp.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.loads(out.read_text()) if out.is_file()
+            else {"torch": torch.__version__, "verify": [], "lipschitz": []})
+    data["threads"] = args.threads
+    todo = [i for i in instances(args.cap)
+            if (not args.only or i["benchmark"] in args.only)
+            and (not args.nets or Path(i["onnx"]).stem in args.nets)
+            and (not args.props or Path(i["vnnlib"]).stem in args.props)]
+    if args.part == "verify":
+        do_verify(args, data, out, todo)
+    elif args.part == "lipschitz":
+        do_lipschitz(args, data, out, todo)
+    _save(out, data)
 
 
 if __name__ == "__main__":
