@@ -58,7 +58,7 @@ def robustness_records(model: nn.Module, report: Any, inputs: Any, *, norm: Any,
                        seed: int | None = None) -> list[dict[str, Any]]:
     """Records of a ``RobustnessReport`` on the rows ``inputs.X`` (an Inputs or a tensor)."""
     X = inputs.X if hasattr(inputs, "X") else torch.as_tensor(inputs)
-    indices = getattr(inputs, "indices", None)
+    indices = None if isinstance(inputs, torch.Tensor) else getattr(inputs, "indices", None)
     out = []
     for rec in report.records:
         i = int(_field(rec, "index"))

@@ -177,17 +177,29 @@ def certified_accuracy(records: Sequence[dict], norm: str) -> Section:
               _plots().certified_accuracy(curves, f"l_{norm}"))])
 
 
+def _coordinate(point: Any, spec: dict) -> str:
+    """The audited feature's value at a (nested-list) witness point, or "-"."""
+    if point is None:
+        return "-"
+    flat = point
+    while flat and isinstance(flat[0], list):
+        flat = [e for row in flat for e in row]
+    j = spec.get("feature")
+    return fmt(flat[j]) if isinstance(j, int) and 0 <= j < len(flat) else fmt(point)
+
+
 def monotonicity(records: Sequence[dict]) -> Section:
     rows, names, lo, up, verdicts = [], [], [], [], []
     for r in records:
         feat = str(r["spec"].get("feature"))
         if r["spec"].get("feature_name"):
             feat += f" ({r['spec']['feature_name']})"
-        witness = (r.get("details") or {}).get("witness")
+        details = r.get("details") or {}
         rows.append([feat, str(r["spec"].get("output")), r["status"], fmt(r["lower"]),
-                     fmt(r["upper"]), "-" if witness is None else fmt(witness),
-                     fmt((r.get("details") or {}).get("witness_derivative")),
-                     fmt((r.get("details") or {}).get("domains")), fmt(r["time"], 3)])
+                     fmt(r["upper"]), _coordinate(details.get("witness"), r["spec"]),
+                     fmt(details.get("witness_derivative")),
+                     fmt(details.get("support_derivative")),
+                     fmt(details.get("domains")), fmt(r["time"], 3)])
         names.append(feat)
         lo.append(_num(r["lower"]))
         up.append(_num(r["upper"]))
@@ -196,8 +208,9 @@ def monotonicity(records: Sequence[dict]) -> Section:
             "'increasing' / 'decreasing': the sign is certified; 'not monotone': a witness point "
             "where autograd finds the wrong sign; 'unknown': undecided at the timeout.")
     return Section("Monotonicity", text, [Table(
-        ["feature", "output", "verdict", "derivative lower", "derivative upper", "witness",
-         "witness derivative", "domains", "time (s)"], rows)],
+        ["feature", "output", "verdict", "derivative lower", "derivative upper",
+         "witness x_feature", "witness derivative", "support derivative", "domains",
+         "time (s)"], rows)],
         [Plot("monotonicity", "Certified derivative range per feature",
               _plots().monotonicity_bars(names, lo, up, verdicts))])
 
