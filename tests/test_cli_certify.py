@@ -11,6 +11,8 @@ import torch
 import lipbound.models as zoo
 from lipbound.cli import main
 from lipbound.models.digits_smooth import digits_images
+from lipbound.report import provenance, read_records, validate
+from lipbound.report.provenance import tensor_hash
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.dataset import certify_dataset, input_seed
 from lipbound.smoothing.records import TSV_COLUMNS, read_tsv
@@ -18,11 +20,12 @@ from lipbound.smoothing.records import TSV_COLUMNS, read_tsv
 SMALL = ["--n0", "20", "--n", "300", "--alpha", "0.01", "--threads", "1", "--no-progress"]
 
 
+ROW_KEYS = ("idx", "label", "predict", "radius", "correct", "certificate", "details")
+
+
 def _stable(rec: dict) -> dict:
-    """A record without its timings."""
-    rec = dict(rec)
-    rec.pop("time")
-    return rec
+    """The smoothing-format keys of a record, without its timings."""
+    return {k: rec[k] for k in ROW_KEYS}
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:
@@ -61,6 +64,27 @@ def test_tsv_json_and_per_input_seeds(tmp_path, capsys):
     assert rc == 0
     sub = json.loads(js2.read_text())["records"]
     assert [_stable(r) for r in sub] == [_stable(r) for r in recs[2:]]
+
+
+def test_json_records_validate_against_the_report_schema(tmp_path, capsys):
+    js = tmp_path / "c.json"
+    rc, _, _ = _run(capsys, "--model", "digits-smooth-0.25", "--indices", "3,7", "--json",
+                    str(js), "--seed", "2", *SMALL)
+    assert rc == 0
+    recs = read_records(js)
+    _, _, xte, yte = digits_images()
+    model_hash = provenance.model_hash(zoo.load("digits-smooth-0.25"))
+    for rec, i in zip(recs, (3, 7)):
+        validate(rec)
+        assert rec["kind"] == "smoothing" and rec["model"]["hash"] == model_hash
+        assert rec["lower"] == rec["radius"] and rec["upper"] is None
+        assert rec["domain"]["center_hash"] == tensor_hash(xte[i])
+        assert rec["input"] == {"index": i, "label": int(yte[i]), "correct": rec["correct"]}
+        assert rec["seed"] == input_seed(2, i) and rec["settings"]["sigma"] == 0.25
+        assert rec["status"] == ("abstain" if rec["predict"] < 0 else "certified")
+    page = tmp_path / "c.html"
+    assert main(["report", str(js), "-o", str(page)]) == 0  # the report command reads it
+    assert "Certified accuracy" in page.read_text()
 
 
 def test_file_inputs_labels_and_dual(tmp_path, capsys):

@@ -5,8 +5,10 @@
 
 Writes Cohen et al.'s TSV (``idx label predict radius correct time``; their analysis scripts
 read it) streamed line by line, and lipbound's JSON records (``lipbound.smoothing/1``: every
-certificate's details, the per-input seed) at the end. Each input's seed is derived from
-``--seed`` and its row number, so a sub-range reproduces the same records as a full run.
+certificate's details, the per-input seed) at the end; each record also carries the keys of
+the bound-report schema (``lipbound.report``), so ``lipbound report OUT.json`` renders it.
+Each input's seed is derived from ``--seed`` and its row number, so a sub-range reproduces the
+same records as a full run.
 """
 
 from __future__ import annotations
@@ -130,9 +132,19 @@ def run(args: argparse.Namespace) -> int:
             "n": args.n, "alpha": args.alpha, "certificate": args.certificate,
             "batch_size": args.batch_size, "seed": args.seed, "num_classes": k}
     if args.json:
-        write_json(args.json, records, meta=meta)
+        write_json(args.json, _schema_records(loaded, inputs, records, meta), meta=meta)
     _summary(records, meta)
     return 0
+
+
+def _schema_records(loaded: LoadedModel, inputs, records: list[dict], meta: dict) -> list[dict]:
+    """The rows with the report schema's keys added (``lipbound report`` reads the file)."""
+    from lipbound.report.records import smoothing_row_record
+
+    pos = {idx: i for i, idx in enumerate(inputs.indices or range(inputs.X.shape[0]))}
+    settings = {k: meta[k] for k in ("n0", "n", "alpha", "batch_size")}
+    return [smoothing_row_record(loaded.module, inputs.X[pos[r["idx"]]], r, sigma=meta["sigma"],
+                                 settings=settings, model_name=loaded.name) for r in records]
 
 
 def _summary(records: list[dict], meta: dict) -> None:

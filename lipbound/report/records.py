@@ -163,6 +163,28 @@ def smoothing_record(model: nn.Module, x: Any, cert: Any, *, sigma: float,
     return rec
 
 
+def smoothing_row_record(model: nn.Module, x: Any, row: dict, *, sigma: float,
+                         settings: dict | None = None,
+                         model_name: str | None = None) -> dict[str, Any]:
+    """A row of ``lipbound.smoothing.dataset.certify_dataset`` (keys ``idx``, ``label``,
+    ``predict``, ``radius``, ``correct``, ``certificate``, ``time``, ``details``) with the schema
+    keys of a ``smoothing`` record added beside them (as :func:`smoothing_record`; the seed is
+    the row's per-input seed), so it validates while keeping the smoothing format's keys."""
+    predict = int(row["predict"])
+    seed = (row.get("details") or {}).get("seed")
+    rec = header("smoothing", model, status="abstain" if predict < 0 else "certified",
+                 time=float(row["time"]), model_name=model_name,
+                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+                 dtype="float32")
+    spec = {"type": "smoothed_class", "prediction": predict, "certificate": row["certificate"]}
+    radius = float(row["radius"])
+    rec.update(_bound_keys(ball_domain(x, radius, 2), spec, str(row["certificate"]),
+                           {"sigma": sigma, **(settings or {})}, None, radius))
+    rec["input"] = jsonable({"index": row["idx"], "label": row["label"],
+                             "correct": row["correct"]})
+    return {**jsonable(row), **rec}
+
+
 def weights_record(model: nn.Module, layers: Sequence, *, model_name: str | None = None,
                    time: float = 0.0) -> dict[str, Any]:
     """Record of a weight audit (``lipbound.audit.weights(model)``: LayerStats per layer)."""
