@@ -18,8 +18,9 @@ pieces; ``--redo`` recomputes them):
   box written as centre and radius clipped to [0, 1] when it is a clipped ball in [0, 1], else
   the box itself as a ball clipped to the box. Properties with the same box share one
   computation. Each call is interrupted after the network's cap (``--lip-cap``, overridden per
-  network by ``--lip-cap-net STEM=SECONDS``); bab gets 3/4 of it as its own limit so it returns
-  its anytime bound. ``lower`` is the best sampled/attained gradient norm (a lower bound).
+  network by ``--lip-cap-net STEM=SECONDS``; bab: ``--bab-cap`` / ``--bab-cap-net``, default the
+  same); bab gets 3/4 of its cap as its own limit so it returns its anytime bound. ``lower`` is
+  the best sampled/attained gradient norm (a lower bound).
 
     nice -n 5 python experiments/bench_vnncomp.py --part verify --only eran verivital --threads 1
     nice -n 5 python experiments/bench_vnncomp.py --part lipschitz --lip-cap 60 \\
@@ -145,6 +146,7 @@ def ball_of(lo: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, float, ob
 
 
 def _lip_one(model, method: str, x0, eps: float, dr, cap: float) -> dict:
+    """One ``local_lipschitz`` call interrupted after ``cap`` seconds."""
     t0 = time.perf_counter()
     try:
         with interrupt_at(Deadline(cap)):
@@ -161,7 +163,7 @@ def _lip_one(model, method: str, x0, eps: float, dr, cap: float) -> dict:
         return {"status": f"error: {type(exc).__name__}: {exc}"[:300]}
 
 
-def run_lipschitz(onnx: str, vnnlib: str, cap: float, methods: list[str]) -> dict:
+def run_lipschitz(onnx: str, vnnlib: str, caps: dict[str, float], methods: list[str]) -> dict:
     model = resolve_model(BENCH / onnx)
     prop = read_vnnlib(BENCH / vnnlib)
     region = prop.regions[0]
@@ -169,10 +171,10 @@ def run_lipschitz(onnx: str, vnnlib: str, cap: float, methods: list[str]) -> dic
     shape = model.input_shape
     if not isinstance(dr[0], float):
         dr = (dr[0].reshape(shape), dr[1].reshape(shape))
-    row = {"onnx": onnx, "vnnlib": vnnlib, "eps": eps, "ball": kind, "cap": cap,
-           "regions": len(prop.regions)}
+    row = {"onnx": onnx, "vnnlib": vnnlib, "eps": eps, "ball": kind, "cap": caps["crown"],
+           "bab_cap": caps["bab"], "regions": len(prop.regions)}
     for method in methods:
-        row[method] = _lip_one(model, method, x0.reshape(shape), eps, dr, cap)
+        row[method] = _lip_one(model, method, x0.reshape(shape), eps, dr, caps[method])
     return row
 
 
@@ -182,6 +184,22 @@ def box_key(vnnlib: str) -> str:
 
 
 # ------------------------------------------------------------------------------ tables
+EXPECTED = Path(__file__).parent / "vnncomp2021_expected.csv"
+
+
+def expected_results() -> dict[tuple[str, str], str]:
+    """(network stem, property stem) -> consensus VNN-COMP 2021 verdict (see the CSV's header)."""
+    lines = [ln for ln in EXPECTED.read_text().splitlines() if not ln.startswith("#")]
+    return {(r["network"], r["property"]): r["expected"] for r in csv.DictReader(lines)}
+
+
+def agreement(verdict: str, expected: str | None) -> str:
+    """'CONTRADICTS' when a decided verdict is the opposite of the expected one."""
+    if expected is None or expected == "unknown" or verdict not in ("sat", "unsat"):
+        return "-"
+    return "agrees" if verdict == expected else "CONTRADICTS"
+
+
 def _fmt_lip(c: dict) -> str:
     if "upper" not in c:
         return f"{c.get('status', '-')} | -"
@@ -212,25 +230,28 @@ def verdict_summary(rows: list[dict]) -> list[str]:
 
 def markdown(data: dict) -> str:
     rows = data["verify"]
+    exp = expected_results()
     lines = ["## Verdicts per benchmark", ""] + verdict_summary(rows)
     lines += ["", "## Verdicts per instance", "",
               "| benchmark | network | property | limit (s) | CSV limit (s) | verdict | time (s) "
-              "| prep (s) | decided by | recheck |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| prep (s) | decided by | cex recheck | VNN-COMP 2021 | |", "|---" * 12 + "|"]
     for r in rows:
         rc = r.get("recheck")
         rc = "-" if rc is None else ("ok" if rc["in_box"] and rc["violates"] else "FAILED")
+        e = exp.get((Path(r["onnx"]).stem, Path(r["vnnlib"]).stem))
         lines.append(f"| {r['benchmark']} | {Path(r['onnx']).stem} | {Path(r['vnnlib']).stem} "
                      f"| {r['timeout']:g} | {r['csv_timeout']:g} | {r['verdict']} "
                      f"| {r['time']:.1f} | {r['prepare_time']:.1f} | {r['decided_by'] or '-'} "
-                     f"| {rc} |")
+                     f"| {rc} | {e or '-'} | {agreement(r['verdict'], e)} |")
     lines += ["", "## Local Lipschitz bounds (l_inf input, max_j sup ||grad f_j||_1 over the box)",
-              "", "| network | property | eps | ball | cap (s) | crown upper | crown time (s) "
-              "| bab upper | bab time (s) | sampled lower |", "|---" * 10 + "|"]
+              "", "| network | property | eps | ball | cap crown/bab (s) | crown upper "
+              "| crown time (s) | bab upper | bab time (s) | sampled lower |", "|---" * 10 + "|"]
     for r in data["lipschitz"]:
         c, b = r.get("crown", {}), r.get("bab", {})
         low = max([m["lower"] for m in (c, b) if "lower" in m], default=None)
         lines.append(f"| {Path(r['onnx']).stem} | {Path(r['vnnlib']).stem} | {r['eps']:.4g} "
-                     f"| {r['ball']} | {r.get('cap', '-')} | {_fmt_lip(c)} | {_fmt_lip(b)} "
+                     f"| {r['ball']} | {r.get('cap', '-')}/{r.get('bab_cap', '-')} "
+                     f"| {_fmt_lip(c)} | {_fmt_lip(b)} "
                      f"| {'-' if low is None else f'{low:.4g}'} |")
     return "\n".join(lines) + "\n"
 
@@ -241,9 +262,9 @@ def _save(out: Path, data: dict) -> None:
     out.with_suffix(".md").write_text(markdown(data))
 
 
-def _caps(args) -> dict[str, float]:
+def _net_caps(items: list[str] | None) -> dict[str, float]:
     caps = {}
-    for item in args.lip_cap_net or []:
+    for item in items or []:
         stem, sec = item.split("=")
         caps[stem] = float(sec)
     return caps
@@ -268,20 +289,22 @@ def do_verify(args, data: dict, out: Path, todo: list[dict]) -> None:
 
 
 def do_lipschitz(args, data: dict, out: Path, todo: list[dict]) -> None:
-    caps = _caps(args)
+    crown_caps, bab_caps = _net_caps(args.lip_cap_net), _net_caps(args.bab_cap_net)
     done = {(r["onnx"], r["vnnlib"]) for r in data["lipschitz"]}
     computed: dict[tuple[str, str], dict] = {}
     for inst in todo:
         key = (inst["onnx"], inst["vnnlib"])
         if (key in done and not args.redo) or key in computed:
             continue
-        cap = caps.get(Path(inst["onnx"]).stem, args.lip_cap)
+        stem = Path(inst["onnx"]).stem
+        cap = crown_caps.get(stem, args.lip_cap)
+        caps = {"crown": cap, "bab": bab_caps.get(stem, args.bab_cap or cap)}
         same = (inst["onnx"], box_key(inst["vnnlib"]))
         if same in computed:  # same network and box: the same Lipschitz problem
             row = {**computed[same], "vnnlib": inst["vnnlib"], "same_box_as":
                    computed[same]["vnnlib"]}
         else:
-            row = run_lipschitz(inst["onnx"], inst["vnnlib"], cap, args.methods)
+            row = run_lipschitz(inst["onnx"], inst["vnnlib"], caps, args.methods)
             computed[same] = row
         computed[key] = row
         data["lipschitz"] = [r for r in data["lipschitz"]
@@ -301,6 +324,8 @@ def main() -> None:
     ap.add_argument("--props", nargs="*", help="property stems to run (default all)")
     ap.add_argument("--lip-cap", type=float, default=60.0)
     ap.add_argument("--lip-cap-net", nargs="*", metavar="STEM=SECONDS")
+    ap.add_argument("--bab-cap", type=float, default=None, help="default: --lip-cap")
+    ap.add_argument("--bab-cap-net", nargs="*", metavar="STEM=SECONDS")
     ap.add_argument("--methods", nargs="*", default=["crown", "bab"])
     ap.add_argument("--redo", action="store_true", help="recompute rows already in the JSON")
     ap.add_argument("--threads", type=int, default=1)
