@@ -15,14 +15,12 @@ LP solutions are inputs of the domain and give attained lower bounds.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-import numpy as np
 import torch
-from scipy.optimize import linprog
 from torch import Tensor, nn
 
 from lipbound.bab.engine import BabResult, TracePoint
+from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bounds.domains import LpBall
 from lipbound.exact.from_graph import mlp_from_graph
 from lipbound.graph.ir import Graph
@@ -31,17 +29,7 @@ from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.progress import ProgressFlag, bar
 
 
-@dataclass(frozen=True)
-class Layer:
-    """z = W a_prev + b, a = act(z) with negative slope k (None for the output layer)."""
-
-    z: str
-    W: np.ndarray
-    b: np.ndarray
-    k: float | None
-
-
-def mlp_layers(graph: Graph) -> list[Layer]:
+def mlp_layers(graph: Graph) -> list[MlpLayer]:
     """The layers of an MLP graph (read by :func:`lipbound.exact.from_graph.mlp_from_graph`,
     which composes affine chains); UnsupportedModelError names any other operator."""
     gm = mlp_from_graph(graph, "split='relu'",
@@ -49,62 +37,11 @@ def mlp_layers(graph: Graph) -> list[Layer]:
     m = gm.mlp
     names = (*gm.preact_nodes, graph.output)
     slopes = (*m.negative_slopes, None)
-    return [Layer(z, W, b, k) for z, W, b, k in zip(names, m.weights, m.biases, slopes)]
+    return [MlpLayer(z, W, b, k) for z, W, b, k in zip(names, m.weights, m.biases, slopes)]
 
 
-def _lp_point(layers: list[Layer], box_lo: np.ndarray, box_hi: np.ndarray,
-              bounds: list[tuple[np.ndarray, np.ndarray]], signs: list[np.ndarray],
-              time_limit: float = 60.0) -> np.ndarray | None | bool:
-    """A point x of the box whose pre-activations can take the given signs (LP relaxation:
-    exact for split and stable neurons, triangle hull for the others), or None if the LP is
-    infeasible (then no input of the box has these signs); True when the solver stopped at
-    ``time_limit`` undecided. Variables: x, then (z, a) per hidden layer."""
-    n0 = box_lo.size
-    sizes = [len(L.b) for L in layers[:-1]]
-    nvar = n0 + 2 * sum(sizes)
-    A_eq, b_eq, A_ub, b_ub = [], [], [], []
-    tol = 1e-8  # relax every bound a little: "infeasible" then means infeasible beyond rounding
-    var_bounds = list(zip((box_lo - tol).tolist(), (box_hi + tol).tolist()))
-    prev, off = list(range(n0)), n0
-    for L, (l, u), sg, m in zip(layers[:-1], bounds, signs, sizes):
-        lo = np.where(sg > 0, np.maximum(l, 0.0), l)
-        hi = np.where(sg < 0, np.minimum(u, 0.0), u)
-        if (lo > hi + 1e-12).any():
-            return None
-        slack = tol * (1 + np.abs(lo) + np.abs(hi))
-        var_bounds += list(zip((lo - slack).tolist(), (hi + slack).tolist())) + [(None, None)] * m
-        k = L.k
-        for r in range(m):
-            z, a = off + r, off + m + r
-            row = np.zeros(nvar)
-            row[prev], row[z] = L.W[r], -1.0
-            A_eq.append(row)
-            b_eq.append(-L.b[r])
-            row = np.zeros(nvar)
-            if lo[r] >= 0 or hi[r] <= 0:  # a fixed linear piece: a = z or a = k z
-                row[a], row[z] = 1.0, -(1.0 if lo[r] >= 0 else k)
-                A_eq.append(row)
-                b_eq.append(0.0)
-                continue
-            slope = (hi[r] - k * lo[r]) / (hi[r] - lo[r])
-            row[a], row[z] = 1.0, -slope  # a <= chord
-            A_ub.append(row)
-            b_ub.append(k * lo[r] - slope * lo[r] + slack[r])
-            for coef in (1.0, k):  # a >= z, a >= k z
-                row = np.zeros(nvar)
-                row[z], row[a] = coef, -1.0
-                A_ub.append(row)
-                b_ub.append(0.0)
-        prev, off = list(range(off + m, off + 2 * m)), off + 2 * m
-    res = linprog(np.zeros(nvar), A_ub=np.array(A_ub) if A_ub else None,
-                  b_ub=np.array(b_ub) if b_ub else None, A_eq=np.array(A_eq),
-                  b_eq=np.array(b_eq), bounds=var_bounds, method="highs",
-                  options={"time_limit": max(time_limit, 0.01)})
-    if res.status == 0:
-        return res.x[:n0]
-    return None if res.status == 2 else True  # 2: proven infeasible; else undecided
-
-
+#: alpha/beta-CROWN steps for the forward bounds of every domain (beta: split multipliers)
+FORWARD_ITERATIONS = 20
 #: the LP feasibility check runs on domains with at most this many unstable unsplit neurons
 #: (near the leaves, where it prunes; on wide layers an LP per domain costs more than it saves)
 LP_MAX_OPEN = 32
@@ -130,6 +67,7 @@ class _Search:
         self.names = [L.z for L in self.layers[:-1]]
         self.graph, self.C, self.domain, self.q = graph, C, domain, q
         self.lp_enabled = True
+        self.forward_iterations = FORWARD_ITERATIONS
         self.m64, self.dtype = _model64(model)
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
@@ -142,8 +80,8 @@ class _Search:
         dom = self.domain.select(torch.zeros(D, dtype=torch.long, device=signs[0].device))
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, self.C, dom, "crown", self.q,
-                                       forward_iterations=0, splits=splits,
-                                       bound_gradient=False)
+                                       forward_iterations=self.forward_iterations,
+                                       splits=splits)
             ub = norm_upper(state, jg, self.q, "crown").reshape(D, S)
         rows = torch.arange(D, device=ub.device) * S
         los, ups = [], []
@@ -161,15 +99,18 @@ class _Search:
         return torch.where(empty[:, None], -torch.inf, ub), los, ups
 
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
-                 time_limit: float) -> Tensor | None | bool:
-        """A point of the ball with these signs, None if none exists, True if undecided."""
+                 time_limit: float, margin: bool = False) -> Tensor | None | bool:
+        """A point of the ball with these signs, None if none exists, True if undecided.
+        With ``margin`` the point is strictly inside the region when one exists (else True)."""
         bounds = [(lo.double().cpu().numpy(), up.double().cpu().numpy())
                   for lo, up in zip(los, ups)]
-        x = _lp_point(self.layers, self.blo, self.bhi, bounds,
-                      [s.cpu().numpy() for s in sg], time_limit)
-        if x is None or x is True:
-            return x
-        pt = torch.as_tensor(x, dtype=self.C.dtype, device=self.C.device)
+        ans = sign_lp(self.layers, self.blo, self.bhi, bounds,
+                      [s.cpu().numpy() for s in sg], time_limit, margin)
+        if ans.status != "feasible":
+            return None if ans.status == "infeasible" else True
+        if margin and ans.margin <= 0:
+            return True
+        pt = torch.as_tensor(ans.x, dtype=self.C.dtype, device=self.C.device)
         pt = pt.clamp(torch.as_tensor(self.blo, dtype=pt.dtype), torch.as_tensor(self.bhi,
                                                                                dtype=pt.dtype))
         pt = pt.reshape(1, *self.domain.in_shape)
@@ -238,6 +179,10 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
                     pts.append(x)
                 which = _pick_neuron(lo, up, sg)
                 if which is None:  # every neuron fixed: the bound is this pattern's norm
+                    if bool((ub_q[d] > L).any()) and use_lp:  # attain it strictly inside
+                        x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT), margin=True)
+                        if x is not None and x is not True:
+                            pts.append(x)
                     done = torch.maximum(done, ub_q[d])
                     continue
                 li, j = which

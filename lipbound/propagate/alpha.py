@@ -1,5 +1,6 @@
 """alpha-CROWN: optimise the free parameters of the relaxations (ReLU lower slopes, slopes
-of smooth activations, product-plane interpolations) by projected Adam on the final bound.
+of smooth activations, product-plane interpolations) by projected Adam on the final bound;
+under branch-and-bound splits also the split multipliers beta >= 0 (beta-CROWN).
 
 Every parameter value is sound after projection, so every iterate is a certified bound; the
 result is the elementwise best over all iterates including the CROWN initialisation, hence
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lipbound.ops import registry
-from lipbound.propagate.crown import crown_upper
+from lipbound.propagate.crown import beta_key, crown_upper
 from lipbound.propagate.state import BoundState
 
 
@@ -33,7 +34,40 @@ def init_params(state: BoundState, target: str, S: int) -> dict[str, dict[str, T
             k: v.detach().unsqueeze(1).expand(v.shape[0], S, *v.shape[1:]).clone()
             .requires_grad_(True) for k, v in init.items()
         }
-    return params
+    return params | init_betas(state, target, S)
+
+
+#: Adam learning rate of the split multipliers
+BETA_LR = 0.1
+
+
+def init_betas(state: BoundState, target: str, S: int) -> dict[str, dict[str, Tensor]]:
+    """Zero multipliers [B, S, *shape] for split nodes up to ``target`` (zero = no change)."""
+    g = state.graph
+    pos = g.position(target)
+    out = {}
+    dtype = state.domain.interval().lower.dtype
+    for name, split in state.splits.items():
+        if g.position(name) > pos or not state.dep[name] or not bool((split != 0).any()):
+            continue
+        beta = torch.zeros(split.shape[0], S, *split.shape[1:], dtype=dtype,
+                           device=split.device)
+        out[beta_key(name)] = {"beta": beta.requires_grad_(True)}
+    return out
+
+
+def _lr(state: BoundState, key: str) -> float:
+    if key.endswith("#beta"):
+        return BETA_LR
+    return registry.get(state.graph[key].op).opt_lr
+
+
+def _project(state: BoundState, key: str, p: dict[str, Tensor]) -> None:
+    if key.endswith("#beta"):
+        p["beta"].clamp_(min=0)
+        return
+    node = state.graph[key]
+    registry.get(node.op).project_opt(node.params, p)
 
 
 def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int = 30,
@@ -46,8 +80,7 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
         return best
     groups = []
     for name, p in opt.items():
-        op = registry.get(state.graph[name].op)
-        groups.append({"params": list(p.values()), "lr": op.opt_lr * lr_scale})
+        groups.append({"params": list(p.values()), "lr": _lr(state, name) * lr_scale})
     adam = torch.optim.Adam(groups, foreach=True)
     sched = torch.optim.lr_scheduler.ExponentialLR(adam, 0.95)
     for _ in range(iterations):
@@ -60,8 +93,7 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
         sched.step()
         with torch.no_grad():
             for name, p in opt.items():
-                node = state.graph[name]
-                registry.get(node.op).project_opt(node.params, p)
+                _project(state, name, p)
     with torch.no_grad():
         best = torch.minimum(best, crown_upper(state, target, A, opt=opt))
     return best

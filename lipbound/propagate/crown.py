@@ -38,6 +38,11 @@ def relaxation(state: BoundState, name: str, opt: Mapping[str, Tensor] | None = 
     return rel
 
 
+def beta_key(name: str) -> str:
+    """Key of the split multipliers of node ``name`` in an ``opt`` mapping."""
+    return f"{name}#beta"
+
+
 def backsubstitute(state: BoundState, target: str, A: Tensor,
                    opt: Mapping[str, Mapping[str, Tensor]] | None = None
                    ) -> tuple[Tensor | None, Tensor]:
@@ -46,6 +51,10 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
     A: [B, S, *shape(target)]. Returns (A_x [B, S, *in], bias [B, S]) with
     <A, v_target(x)> <= <A_x, x> + bias for every x in the domain; A_x is None when the bound
     does not depend on x (e.g. gradient nodes whose relaxations are constant in x).
+    ``opt`` may hold split multipliers under :func:`beta_key` (``{"beta": [B, S, *shape]}``,
+    >= 0) for nodes with ``state.splits``: the term sum_j beta_j s_j v_j, non-negative on the
+    split sub-domain (s_j v_j >= 0), is added to the objective there (beta-CROWN's Lagrangian),
+    so the bound holds on the sub-domain and can be tighter than with clamping alone.
     """
     g = state.graph
     B, S = A.shape[:2]
@@ -56,6 +65,9 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
         Ac = pending.pop(node.name, None)
         if Ac is None:
             continue
+        if opt is not None and beta_key(node.name) in opt:
+            split = state.splits[node.name].unsqueeze(1).to(Ac.dtype)
+            Ac = Ac + opt[beta_key(node.name)]["beta"] * split
         if not state.dep[node.name]:
             val = state.fixed[node.name].unsqueeze(1)
             bias = bias + (Ac * val).flatten(2).sum(-1)
@@ -164,13 +176,17 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
 
     Skips nodes whose interval is already exact (the input, affine images of a box, outputs of
     monotone-piece elementwise functions, whose IBP range is exact for their input interval)
-    and, per node, elements that cannot change any relaxation (e.g. stable ReLU inputs).
-    With ``iterations`` > 0 the bounds are optimised (alpha-CROWN per element).
+    and, per node, elements that cannot change any relaxation (e.g. stable ReLU inputs);
+    nodes with split elements are bounded even then (their own splits constrain the input).
+    With ``iterations`` > 0 the bounds are optimised (alpha-CROWN per element, with split
+    multipliers beta under branch-and-bound splits).
     """
     for name in nodes_needing_bounds(state.graph):
         if (skip and name in skip) or name == state.graph.input:
             continue
-        if _is_first_affine_of_box(state, name) or _has_exact_interval(state, name):
+        split_here = name in state.splits and bool((state.splits[name] != 0).any())
+        exact = _is_first_affine_of_box(state, name) or _has_exact_interval(state, name)
+        if exact and not split_here:  # splits of its own elements can tighten it (beta)
             continue
         rows = node_rows(state, name)
         state.set_bounds(name, crown_node_bounds(state, name, rows, iterations))
@@ -200,5 +216,5 @@ def _is_first_affine_of_box(state: BoundState, name: str) -> bool:
     return op.linear and node.inputs[0] == state.graph.input
 
 
-__all__ = ["Relaxation", "backsubstitute", "crown_intermediate", "crown_node_bounds",
+__all__ = ["Relaxation", "backsubstitute", "beta_key", "crown_intermediate", "crown_node_bounds",
            "crown_upper", "node_rows", "relaxation"]
