@@ -80,3 +80,59 @@ def test_argparse_usage_errors_exit_2():
     with pytest.raises(SystemExit) as exc:
         main(["bound", "--eps", "abc"])
     assert exc.value.code == 2
+
+
+# --- the must-show bad inputs, on every subcommand that meets them ----------------------------
+
+CERTIFY = ["certify", "--n0", "10", "--n", "50", "--threads", "1", "--no-progress"]
+MONO = ["audit", "monotonicity", "--features", "2", "--timeout", "2"]
+ROBUST = ["audit", "robustness", "--index", "0", "--eps-max", "0.01", "--no-attack"]
+LOWER_GT_UPPER = ["--lower", *["0"] * 10, "--upper", *["1"] * 9, "-1"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    # a file that is not a model (text, a saved tensor, a state dict without its factory)
+    (["bound", "--model", "notes.txt", *FAST], "notes.txt is not a model file"),
+    ([*MONO, "--model", "tensor.pt"], "tensor.pt is not a model file"),
+    ([*ROBUST, "--model", "state.pt"], "state.pt is not a model file"),
+    ([*CERTIFY, "--model", "tensor.pt", "--sigma", "0.25"], "tensor.pt is not a model file"),
+    (["demo", "--model", "notes.txt"], "notes.txt is not a model file"),
+    # a missing data file
+    ([*MONO, "--inputs", "missing.npy"], "input file missing.npy does not exist"),
+    ([*ROBUST, "--inputs", "missing.npy"], "input file missing.npy does not exist"),
+    ([*CERTIFY, "--model", "digits-smooth-0.25", "--data", "missing.npy"],
+     "input file missing.npy does not exist"),
+    (["bound", *FAST, "--labels", "missing.npy", "--inputs", "digits"], "missing.npy"),
+    (["report", "missing.jsonl", "-o", "r.html"], "result file missing.jsonl does not exist"),
+    # a feature index out of range
+    ([*MONO[:2], "--features", "0,10", "--output", "m.json"], "must lie in 0..9"),
+    ([*MONO[:2], "--features", "-1", "--output", "m.jsonl"], "must lie in 0..9"),
+    # lower > upper
+    ([*MONO[:2], *LOWER_GT_UPPER, "--output", "m.json"], "lower > upper for feature 9"),
+    ([*ROBUST, "--data-range", "1", "0", "--output", "r.json"], "LO must be <= HI"),
+    # an output that cannot be written (missing folder, a file as folder, a folder as file)
+    ([*MONO, "--output", "no_dir/m.json"], "directory no_dir does not exist"),
+    ([*MONO, "--output", "notes.txt/m.jsonl"], "notes.txt is not a directory"),
+    ([*ROBUST, "--output", "no_dir/r.jsonl"], "directory no_dir does not exist"),
+    ([*CERTIFY, "--model", "digits-smooth-0.25", "--tsv", "no_dir/c.tsv"], "does not exist"),
+    ([*CERTIFY, "--model", "digits-smooth-0.25", "--json", "notes.txt/c.json"],
+     "notes.txt is not a directory"),
+    ([*CERTIFY, "--model", "digits-smooth-0.25", "--tsv", "."], "is a directory"),
+    (["report", "notes.txt", "-o", "no_dir/r.html"], "directory no_dir does not exist"),
+    (["demo", "--report", "notes.txt/r.html"], "notes.txt is not a directory"),
+    # bad settings found only once the run starts: no header-only TSV, no partial JSON
+    ([*CERTIFY, "--model", "digits-smooth-0.25", "--n", "0", "--tsv", "c.tsv", "--json",
+      "c.json"], "n must be an integer >= 1"),
+])
+def test_must_show_bad_inputs_leave_nothing_behind(capsys, tmp_path, monkeypatch, argv, message):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save({"0.weight": torch.zeros(2, 2)}, tmp_path / "state.pt")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lipbound: error:") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no partial or temp files

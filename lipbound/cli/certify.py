@@ -14,8 +14,8 @@ same records as a full run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
-from pathlib import Path
 
 import torch
 
@@ -24,10 +24,11 @@ from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
 from lipbound.errors import InputError
 from lipbound.executor.certify_job import certify_on_executor
 from lipbound.executor.options import add_backend_args
+from lipbound.report.output import check_writable, write_atomic
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.certificates import NAMES
 from lipbound.smoothing.dataset import certify_dataset
-from lipbound.smoothing.records import TsvWriter, certified_accuracy, write_json
+from lipbound.smoothing.records import FORMAT, TsvWriter, certified_accuracy, jsonable
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -108,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
     inputs = fit_shape(select(load_inputs(source, args.labels), args.indices),
                        loaded.input_shape)
     for path in (args.tsv, args.json):
-        if path and not Path(path).parent.exists():
-            raise InputError(f"the folder of {path} does not exist")
+        if path:
+            check_writable(path)  # before any work
     k = _num_classes(loaded.module, inputs.X)
     smooth = Smooth(loaded.module, k, sigma, dual=_dual(args, loaded),
                     input_shape=tuple(inputs.X.shape[1:]))
-    tsv = TsvWriter(args.tsv) if args.tsv else None
+    tsv = _LazyTsv(args.tsv) if args.tsv else None
     try:
         if args.backend == "local":
             records = certify_dataset(
@@ -132,9 +133,28 @@ def run(args: argparse.Namespace) -> int:
             "n": args.n, "alpha": args.alpha, "certificate": args.certificate,
             "batch_size": args.batch_size, "seed": args.seed, "num_classes": k}
     if args.json:
-        write_json(args.json, _schema_records(loaded, inputs, records, meta), meta=meta)
+        doc = {"format": FORMAT, "meta": jsonable(meta),
+               "records": jsonable(_schema_records(loaded, inputs, records, meta))}
+        write_atomic(args.json, json.dumps(doc, indent=1, allow_nan=False))  # all or nothing
     _summary(records, meta)
     return 0
+
+
+class _LazyTsv:
+    """A TsvWriter opened at the first record, so a run that fails before any result leaves
+    no file (finished lines of a run stopped later stay: each is a complete record)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self._writer = path, None
+
+    def write_record(self, rec: dict) -> None:
+        if self._writer is None:
+            self._writer = TsvWriter(self.path)
+        self._writer.write_record(rec)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _schema_records(loaded: LoadedModel, inputs, records: list[dict], meta: dict) -> list[dict]:
