@@ -305,6 +305,11 @@ def do_lipschitz(args, data: dict, out: Path, todo: list[dict]) -> None:
                    computed[same]["vnnlib"]}
         else:
             row = run_lipschitz(inst["onnx"], inst["vnnlib"], caps, args.methods)
+            old = next((r for r in data["lipschitz"] if (r["onnx"], r["vnnlib"]) == key), None)
+            if old is not None:  # --redo of some methods: keep the others' results and caps
+                row = {**old, **{m: row[m] for m in args.methods},
+                       **({"cap": caps["crown"]} if "crown" in args.methods else {}),
+                       **({"bab_cap": caps["bab"]} if "bab" in args.methods else {})}
             computed[same] = row
         computed[key] = row
         data["lipschitz"] = [r for r in data["lipschitz"]

@@ -175,3 +175,22 @@ def test_plain_torch_module_is_checked_with_torch():
     x, y = res.counterexample
     np.testing.assert_allclose(forward(x.numpy()[None])[0], y.numpy(), atol=1e-5)
     assert float(y[0]) >= 1.9
+
+
+def test_targeted_attack_confirms_a_reachable_disjunct_only(net):
+    from lipbound.inputs import resolve_model
+    from lipbound.verify.falsify import targeted_attack
+
+    model = resolve_model(net)
+    checker = Checker(model, (2,))
+    # disjunct 0 is impossible (y0 >= 0 always), disjunct 1 holds near (1, -1) where y0 = 2
+    p = prop("(assert (or (and (<= Y_0 -1)) (and (>= Y_0 1.95))))")
+    found = targeted_attack(model, p.regions[0], (2,), checker, steps=50, restarts=16,
+                            generator=torch.Generator().manual_seed(0))
+    assert found is not None
+    x, y = found
+    ref = ort_output(net, x)
+    assert ref[0] >= 1.95 and p.is_counterexample(x, torch.from_numpy(ref.astype(np.float64)))
+    impossible = prop("(assert (or (and (<= Y_0 -1)) (and (>= Y_0 5))))")
+    assert targeted_attack(model, impossible.regions[0], (2,), checker, steps=50, restarts=4,
+                           generator=torch.Generator().manual_seed(0)) is None

@@ -4,7 +4,8 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
 
 1. screening: the model at the centre and 63 random points of every box;
 2. CROWN bounds on every region, then a short PGD attack on the violation of every region;
-3. alpha-CROWN on the regions still open, then a longer PGD attack;
+3. alpha-CROWN on the regions still open, then a longer PGD attack on the whole violation and
+   one PGD attack per disjunct (at most 16 disjuncts per region);
 4. branch and bound (``method="bab"`` of ``lipbound.output_bounds``) when the installed
    lipbound has it (otherwise recorded as unavailable in ``details``);
 5. input splitting with CROWN for regions of at most ``SPLIT_MAX_INPUTS`` inputs;
@@ -30,7 +31,14 @@ from lipbound.inputs import get_graph, resolve_model
 from lipbound.io.vnnlib import VnnlibProperty
 from lipbound.progress import bar
 from lipbound.verify.deadline import Deadline, Expired, interrupt_at
-from lipbound.verify.falsify import Checker, attack, model_dtype, random_points, screen
+from lipbound.verify.falsify import (
+    Checker,
+    attack,
+    model_dtype,
+    random_points,
+    screen,
+    targeted_attack,
+)
 from lipbound.verify.prove import refute, split_prove
 from lipbound.verify.result import VerificationResult
 
@@ -87,6 +95,16 @@ class _Run:
         for r in range(len(self.prop.regions)):
             found = attack(self.model, self.prop.regions[r], self.in_shape, self.checker,
                            steps=steps, restarts=restarts, generator=self.gen)
+            if found is not None:
+                raise _Found(found, name)
+        self.log(name, t0)
+
+    def targeted(self, name: str, steps: int, restarts: int) -> None:
+        t0 = self.deadline.elapsed()
+        for r in range(len(self.prop.regions)):
+            found = targeted_attack(self.model, self.prop.regions[r], self.in_shape,
+                                    self.checker, steps=steps, restarts=restarts,
+                                    generator=self.gen)
             if found is not None:
                 raise _Found(found, name)
         self.log(name, t0)
@@ -202,6 +220,7 @@ def _plan(run: _Run, methods, input_split: bool, attack_rounds: int, details: di
             plan.append(lambda: run.attack("attack-1", steps=30, restarts=4))
         if k == 1:
             plan.append(lambda: run.attack("attack-2", steps=100, restarts=16))
+            plan.append(lambda: run.targeted("attack-targeted", steps=100, restarts=8))
     if input_split:
         plan.append(run.split)
     plan.append(extra_attacks)

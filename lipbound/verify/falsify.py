@@ -166,3 +166,50 @@ def attack(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...], che
         return None
     x = torch.minimum(torch.maximum(x.detach(), lo), up)
     return checker.confirm(region, x.reshape(-1))
+
+
+def targeted_attack(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...],
+                    checker: Checker, *, steps: int, restarts: int,
+                    generator: torch.Generator, max_disjuncts: int = 16
+                    ) -> tuple[Tensor, Tensor] | None:
+    """PGD on each disjunct of the region separately, most violated at the centre first.
+
+    The joint objective (min over disjuncts) can stall when two disjuncts trade places during
+    the ascent; one attack per disjunct does not. Regions with more than ``max_disjuncts``
+    disjuncts are skipped. A confirmed counterexample or None.
+    """
+    nd = len(region.disjuncts)
+    if nd == 0 or nd > max_disjuncts:
+        return None
+    dtype = model_dtype(model)
+    box = snap_box(region.lower, region.upper, dtype)
+    if box is None:
+        return None
+    lo, up = (t.reshape(in_shape) for t in box)
+    with torch.no_grad():
+        y0 = model(((lo + up) / 2).unsqueeze(0)).reshape(1, -1)
+    order = sorted(range(nd), key=lambda i: float(_disjunct_violation(y0, region, i)[0]))
+    for i in order:
+        C, d = region.disjuncts[i]
+        if C.shape[0] == 0:
+            continue
+
+        def objective(z: Tensor, i: int = i) -> Tensor:
+            return _disjunct_violation(model(z).reshape(z.shape[0], -1), region, i)
+
+        x, v = pgd_minimize(objective, lo, up, steps=steps, restarts=restarts,
+                            generator=generator)
+        if v > 1e-6:
+            continue
+        found = checker.confirm(region, torch.minimum(torch.maximum(x.detach(), lo), up)
+                                .reshape(-1))
+        if found is not None:
+            return found
+    return None
+
+
+def _disjunct_violation(y: Tensor, region: InputRegion, i: int) -> Tensor:
+    """``max_j (C_j y - d_j)`` over the rows of disjunct i: <= 0 iff y satisfies it. y [R, K]."""
+    C, d = region.disjuncts[i]
+    return (y @ C.to(y.dtype).T - d.to(y.dtype)).max(dim=1).values
+
