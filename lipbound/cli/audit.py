@@ -11,6 +11,7 @@ from lipbound.cli import common
 from lipbound.cli.config import add_config_option
 from lipbound.cli.data import load_inputs, parse_indices
 from lipbound.errors import InputError, ShapeError
+from lipbound.executor.options import add_backend_args
 from lipbound.report.audit_records import monotonicity_records, robustness_records
 
 
@@ -91,16 +92,17 @@ def run_robustness(args: argparse.Namespace) -> int:
         dr = common.data_range_from(args, inputs)
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         smooth = {"sigma": args.sigma} if args.sigma is not None else None
-        from lipbound import audit
+        from lipbound.executor.audit_job import robustness_on_executor
 
-        rep = audit.robustness(
-            loaded.module, inputs.X, inputs.y, eps_max=args.eps_max,
-            norm=common.parse_norm(args.norm), data_range=dr, methods=methods, smooth=smooth,
-            attack=not args.no_attack, radii=args.radii, seed=args.seed,
-            progress=common.progress_flag(args))
-        for rec in robustness_records(loaded.module, rep, inputs, norm=args.norm,
-                                      data_range=dr, model_name=loaded.name, seed=args.seed):
-            sink.add(rec)
+        def stream(one_row) -> None:  # each input's records are written as it finishes
+            for rec in robustness_records(loaded.module, one_row, inputs, norm=args.norm,
+                                          data_range=dr, model_name=loaded.name, seed=args.seed):
+                sink.add(rec)
+
+        rep = robustness_on_executor(
+            loaded, inputs, args, on_record=stream, progress=common.progress_flag(args),
+            eps_max=args.eps_max, norm=common.parse_norm(args.norm), data_range=dr,
+            methods=methods, smooth=smooth, attack=not args.no_attack, radii=args.radii)
     radii = args.radii or [args.eps_max * k / 4 for k in range(5)]
     curves = rep.curves(radii)
     if args.json:
@@ -147,6 +149,7 @@ def _robustness_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--sigma", type=float, default=None, help="noise level for smoothing")
     r.add_argument("--no-attack", action="store_true", help="skip the PGD attack")
     r.add_argument("--radii", nargs="+", type=float, help="radii of the accuracy table")
+    add_backend_args(r)
     common.add_output_options(r)
     add_config_option(r)
     r.set_defaults(func=run_robustness)

@@ -18,13 +18,15 @@ import torch
 
 
 @functools.lru_cache(maxsize=4)
-def _load(source: str, state_dict: str | None) -> torch.nn.Module:
+def load_source(source: str, state_dict: str | None) -> torch.nn.Module:
+    """The model of a CLI model source, loaded once per process."""
     from lipbound.cli.loading import load_model
 
     return load_model(source, state_dict).module
 
 
-def _absolute(path: str | None) -> str | None:
+def absolute(path: str | None) -> str | None:
+    """An existing file's absolute path (workers may run in another directory); else as is."""
     return os.path.abspath(path) if path is not None and os.path.exists(path) else path
 
 
@@ -52,7 +54,7 @@ class BoundJob:
     @classmethod
     def from_cli(cls, args: Any, loaded: Any, input_source: str, norm: float,
                  data_range: Any) -> BoundJob:
-        return cls(_absolute(args.model), _absolute(args.state_dict), loaded.name, input_source,
+        return cls(absolute(args.model), absolute(args.state_dict), loaded.name, input_source,
                    args.eps, norm, args.method, args.lipschitz_method, args.spec, args.timeout,
                    data_range, loaded.module)
 
@@ -63,7 +65,7 @@ class BoundJob:
 
     def model(self) -> torch.nn.Module:
         if self.module is None:
-            self.module = _load(self.source, self.state_dict)
+            self.module = load_source(self.source, self.state_dict)
         return self.module
 
     def __call__(self, item: Any, seed: int) -> list[dict[str, Any]]:
