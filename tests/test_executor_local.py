@@ -305,3 +305,33 @@ def test_cli_certify_gives_the_same_records_on_the_process_backend(tmp_path):
     local = run("local")
     assert [r[0] for r in local] == [7, 8, 9]
     assert run("pool", "--backend", "process", "--num-cpus", "2") == local
+
+
+def robustness_cli_records(tmp_path, name, *extra, index="0:4"):
+    """``lipbound audit robustness`` (smoothing radii: seeded per row) on a tiny MLP."""
+    from lipbound.cli import main
+    from tests.models import mlp
+
+    X = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+    y = mlp()(torch.from_numpy(X)).argmax(1).numpy()
+    y[3] = (y[3] + 1) % 3  # one misclassified row
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / f"{name}.jsonl"
+    code = main(["audit", "robustness", "--model", "tests.models:mlp", "--inputs",
+                 str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--index", index,
+                 "--norm", "2", "--methods", "smoothing", "--sigma", "0.5", "--no-attack",
+                 "--progress", "off", "--output", str(out), *extra])
+    assert code == 0
+    return sorted((without_times(r) for r in read_jsonl(out)), key=lambda r: r["input"]["index"])
+
+
+def test_cli_audit_robustness_gives_the_same_records_on_every_backend(tmp_path):
+    local = robustness_cli_records(tmp_path, "local")
+    assert [r["input"]["index"] for r in local] == [0, 1, 2, 3]
+    assert [r["input"]["correct"] for r in local] == [True, True, True, False]
+    assert all(r["lower"] > 0 for r in local[:3]) and local[3]["lower"] == 0
+    # rows keep the seeds of the full run when run alone
+    assert robustness_cli_records(tmp_path, "part", index="2:4") == local[2:]
+    pool = robustness_cli_records(tmp_path, "pool", "--backend", "process", "--num-cpus", "2")
+    assert pool == local

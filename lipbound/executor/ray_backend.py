@@ -4,7 +4,8 @@
   A registry-named model is loaded once per Ray worker process (they are reused) and stays
   resident there.
 * ``mode="actors"``: one actor per slot holds the job function (and its model, e.g. on a GPU
-  share given by ``num_gpus_per_job``) for the whole run.
+  share given by ``num_gpus_per_job``) for the whole run; the actors stay up for the next run
+  of the same executor until :meth:`RayExecutor.close` (use the executor as a context manager).
 
 At most one job per slot is in flight (slots = cluster CPUs / ``num_cpus_per_job``, and GPUs /
 ``num_gpus_per_job`` when jobs take GPUs), so a submitted job starts promptly and records
@@ -57,12 +58,17 @@ def _remote_job() -> Any:
 
 
 class _JobActor:
-    """Holds the job function (and whatever model it keeps resident) for a whole run."""
+    """Runs jobs, keeping the job function of the current run (and the model it holds)
+    resident; the actor outlives runs, so a new run only swaps the function."""
 
-    def __init__(self, fn: JobFn) -> None:
-        self.fn = fn
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.fn: JobFn | None = None
 
-    def run(self, item: Any, seed: int, timeout: float | None) -> Any:
+    def run(self, fn_box: tuple[Any], item: Any, seed: int, timeout: float | None) -> Any:
+        ref = fn_box[0]  # boxed, so that Ray passes the reference and not the object
+        if ref.hex() != self.key:
+            self.fn, self.key = ray.get(ref), ref.hex()
         return run_job(self.fn, item, seed, timeout)
 
     def ready(self) -> bool:
@@ -74,6 +80,27 @@ def _remote_actor() -> Any:
     return ray.remote(_JobActor)
 
 
+#: seconds to wait for actors to come up before reporting that the cluster cannot host them
+ACTOR_START_TIMEOUT = 120.0
+
+#: Ray's own default lowers every worker's priority by 15 nice levels below the process that
+#: started the instance; workers of a local instance keep that process's priority instead.
+WORKER_NICENESS = 0
+
+
+def start_local_instance(num_cpus: int | None) -> None:
+    """Start a local Ray instance with ``num_cpus`` CPUs (default: all), no dashboard, whose
+    workers run at the priority of this process.
+
+    Ray's default worker niceness (+15) starves its workers whenever anything else of the
+    same user session keeps a core busy (Linux groups a session's processes for scheduling,
+    so nice levels compete inside that group): importing torch in a fresh worker then took
+    minutes instead of seconds, which showed as actors that never came up.
+    """
+    ray.init(num_cpus=num_cpus, include_dashboard=False,
+             _system_config={"worker_niceness": WORKER_NICENESS})
+
+
 @dataclass
 class _Job(PendingJob):
     started: float = 0.0
@@ -83,32 +110,40 @@ class _Job(PendingJob):
 class RayExecutor(Executor):
     """Runs jobs on a Ray cluster: ``address`` (e.g. "auto" or "ray://host:10001") joins an
     existing one; ``None`` joins the running instance of this process or starts a local one
-    with ``num_cpus`` CPUs (no dashboard), which :meth:`close` shuts down again."""
+    with ``num_cpus`` CPUs (no dashboard, workers at this process's priority), which
+    :meth:`close` shuts down again. ``start_timeout``: seconds an actor pool may take to come
+    up before the run stops with an error naming the cause."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
                  num_cpus_per_job: float = 1.0, num_gpus_per_job: float = 0.0,
                  mode: str = "tasks", kill_grace: float = 30.0,
-                 max_in_flight: int | None = None) -> None:
+                 max_in_flight: int | None = None,
+                 start_timeout: float = ACTOR_START_TIMEOUT) -> None:
         if ray is None:
             raise InputError("the ray backend needs Ray: pip install 'lipbound[ray]'")
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         for name, v in (("num_cpus_per_job", num_cpus_per_job),
-                        ("num_gpus_per_job", num_gpus_per_job), ("kill_grace", kill_grace)):
+                        ("num_gpus_per_job", num_gpus_per_job), ("kill_grace", kill_grace),
+                        ("start_timeout", start_timeout)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a number >= 0, got {v!r}")
+        if start_timeout == 0:
+            raise InputError("start_timeout must be > 0 seconds")
         if num_cpus_per_job == 0 and num_gpus_per_job == 0:
             raise InputError("a job must take some CPU or GPU (num_cpus_per_job > 0 or "
                              "num_gpus_per_job > 0)")
         self.mode, self.kill_grace = mode, float(kill_grace)
         self.cpus, self.gpus = float(num_cpus_per_job), float(num_gpus_per_job)
         self.max_in_flight = max_in_flight
+        self.start_timeout = float(start_timeout)
+        self._actors: list[Any] = []  # idle actors, kept from run to run until close()
         self._started = False
         if not ray.is_initialized():
             if address is None:
-                ray.init(num_cpus=num_cpus, include_dashboard=False)
+                start_local_instance(num_cpus)
             else:
                 ray.init(address=address)
             self._started = True
@@ -130,6 +165,11 @@ class RayExecutor(Executor):
         return int(n)
 
     def close(self) -> None:
+        """Kill this executor's actors; shut down the Ray instance it started."""
+        if ray.is_initialized():
+            for actor in self._actors:
+                ray.kill(actor, no_restart=True)
+        self._actors = []
         if self._started and ray.is_initialized():
             ray.shutdown()
         self._started = False
@@ -141,8 +181,11 @@ class RayExecutor(Executor):
         except Exception as exc:
             raise InputError(f"the job function cannot be serialised for Ray: {exc}") from exc
         jobs = (_Job(i, item, seed) for i, item, seed in triples)
-        runner_cls = _TaskRunner if self.mode == "tasks" else _ActorRunner
-        runner = runner_cls(fn_ref, self.cpus, self.gpus, timeout)
+        if self.mode == "tasks":
+            runner: Any = _TaskRunner(fn_ref, self.cpus, self.gpus, timeout)
+        else:
+            runner = _ActorRunner(self._actors, fn_ref, self.cpus, self.gpus, timeout,
+                                  self.start_timeout)
         limit = None if timeout is None else timeout + self.kill_grace
         return _drive(runner, jobs, self.slots(), limit, retries)
 
@@ -167,45 +210,43 @@ class _TaskRunner:
     def lost(self, job: _Job, ref: Any) -> None:
         ray.cancel(ref, force=True)
 
-    def shutdown(self, refs: Iterable[Any]) -> None:
-        for ref in refs:
+    def shutdown(self, inflight: dict[Any, _Job]) -> None:
+        for ref in inflight:
             ray.cancel(ref, force=True)
 
 
-#: seconds to wait for actors to come up before reporting that the cluster cannot host them
-ACTOR_START_TIMEOUT = 120.0
-
-
 class _ActorRunner:
-    """One actor per slot keeps the job function resident; a lost actor is replaced."""
+    """Jobs on a pool of actors (``idle``: the executor's idle actors, which outlive the run);
+    a lost actor is killed and replaced when a job needs it."""
 
-    def __init__(self, fn_ref: Any, cpus: float, gpus: float, timeout: float | None) -> None:
-        self.fn_ref, self.timeout = fn_ref, timeout
+    def __init__(self, idle: list[Any], fn_ref: Any, cpus: float, gpus: float,
+                 timeout: float | None, start_timeout: float) -> None:
+        self.idle, self.fn_box = idle, (fn_ref,)
+        self.timeout, self.start_timeout = timeout, start_timeout
         self.cls = _remote_actor().options(num_cpus=cpus, num_gpus=gpus, max_restarts=0)
-        self.idle: list[Any] = []
-        self.all: list[Any] = []
 
     def warm(self, slots: int) -> None:
-        self.idle.extend(self._start(slots))
+        if len(self.idle) < slots:
+            self.idle.extend(self._start(slots - len(self.idle)))
 
     def submit(self, job: _Job) -> Any:
         if not self.idle:
             self.idle.extend(self._start(1))
         job.actor = self.idle.pop()
-        return job.actor.run.remote(job.item, job.seed, self.timeout)
+        return job.actor.run.remote(self.fn_box, job.item, job.seed, self.timeout)
 
     def _start(self, count: int) -> list[Any]:
         """``count`` new actors, once they are up (start-up never counts against a job)."""
-        actors = [self.cls.remote(self.fn_ref) for _ in range(count)]
-        self.all.extend(actors)
+        actors = [self.cls.remote() for _ in range(count)]
         try:
-            ray.get([a.ready.remote() for a in actors], timeout=ACTOR_START_TIMEOUT)
+            ray.get([a.ready.remote() for a in actors], timeout=self.start_timeout)
         except ray.exceptions.RayError as exc:  # GetTimeoutError included
             for a in actors:
                 ray.kill(a, no_restart=True)
-            raise InputError(
-                f"could not start {count} Ray actor(s) within {ACTOR_START_TIMEOUT:.0f} s "
-                f"(does the cluster have free resources for them?): {exc}") from exc
+            why = ("does the cluster have free resources for them?"
+                   if isinstance(exc, ray.exceptions.GetTimeoutError) else "they failed")
+            raise InputError(f"could not start {count} Ray actor(s) within "
+                             f"{self.start_timeout:g} s ({why}): {exc}") from exc
         return actors
 
     def done(self, job: _Job) -> None:
@@ -213,12 +254,11 @@ class _ActorRunner:
 
     def lost(self, job: _Job, ref: Any) -> None:
         ray.kill(job.actor, no_restart=True)
-        self.all.remove(job.actor)
 
-    def shutdown(self, refs: Iterable[Any]) -> None:
-        for actor in self.all:
-            ray.kill(actor, no_restart=True)
-        self.all, self.idle = [], []
+    def shutdown(self, inflight: dict[Any, _Job]) -> None:
+        """Kill the actors still busy with jobs of an abandoned run."""
+        for job in inflight.values():
+            ray.kill(job.actor, no_restart=True)
 
 
 def _drive(runner: Any, jobs: Iterator[_Job], slots: int, limit: float | None,
@@ -249,7 +289,7 @@ def _drive(runner: Any, jobs: Iterator[_Job], slots: int, limit: float | None,
                     yield record
             yield from _expire(runner, inflight, limit)
     finally:
-        runner.shutdown(list(inflight))
+        runner.shutdown(inflight)
 
 
 def _wait_for(jobs: Iterable[_Job], limit: float | None) -> float | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 _SHAVE = 1e-12
 
@@ -83,6 +83,8 @@ def binomial_pvalue(k: int, n: int) -> float:
     Uses ``scipy.stats.binomtest`` (``binom_test``, which Cohen et al.'s PREDICT calls, was
     removed in SciPy 1.12).
     """
+    from scipy import stats  # imported on use: scipy.stats adds ~1 s to every worker start
+
     if n == 0:
         return 1.0
     return float(stats.binomtest(int(k), int(n), 0.5, alternative="two-sided").pvalue)
