@@ -1,13 +1,15 @@
-"""Input-splitting branch-and-bound on the sign of one partial derivative.
+"""Input-splitting branch-and-bound on the sign of one partial derivative, batched.
 
 To certify ``sign * d f / d x_j >= -tol`` over a box, bound the Clarke Jacobian of f on the box
-(``lipbound.jacobian_bounds``, CROWN; the box is the l_inf ball around its centre with radius
-its largest half-width, clipped to the box by ``data_range``). A box whose bound already
-meets the target is closed; otherwise the worst open box (lowest bound, best-first) is halved
-along the coordinate with the largest ``width_i * max(|J_lower_i|, |J_upper_i|)`` (how much f
-can move along i inside the box; the widest coordinate when that is 0), both halves are
-bounded, and their centres are checked for a wrong-signed derivative. The search ends with
-every box closed (certified), a verified witness, or at the time / domain budget.
+(:class:`BoxBounder`: the box is the l_inf ball around its centre with radius its largest
+half-width, clipped to the box; many boxes go through one batched propagation). A box whose
+bound already meets the target is closed. Each step takes up to ``BATCH`` of the worst open
+boxes (lowest bound, best-first) and halves each along the coordinate whose two halves have the
+best sum of interval (IBP) bounds, all candidate halves of all boxes bounded in one IBP call
+(cheap strong branching); the chosen halves are re-bounded by ``method`` (plain CROWN forward
+bounds for speed, the parent's Jacobian bounds intersected in) where IBP did not close them, and
+their centres are checked for a wrong-signed derivative. The search ends with every box closed
+(certified), a verified witness, or at the time / domain budget.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import heapq
 import itertools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from lipbound.api import jacobian_bounds
 from lipbound.audit._probe import Probe
+from lipbound.bounds.domains import LpBall
+from lipbound.bounds.interval import Interval
+from lipbound.inputs import batched_input, get_graph, resolve_model, widen
+from lipbound.propagate.driver import check_method
+
+BATCH = 32  # open boxes split per step
+MAX_CANDIDATES = 16384  # candidate halves bounded per strong-branching IBP call
 
 
 @dataclass
@@ -34,26 +41,56 @@ class Box:
     ju: Tensor  # flat Jacobian upper bounds [n]
 
 
-def bound_box(model: nn.Module, lo: Tensor, hi: Tensor, spec: Tensor, method: str,
-              done: Callable[[Box], bool] | None = None) -> Box:
-    """Certified element-wise bounds on the Clarke Jacobian of ``spec . f`` over [lo, hi].
+class BoxBounder:
+    """Certified element-wise bounds on the Clarke Jacobian of ``spec . f`` over many boxes.
 
-    IBP first (cheap); when ``done`` says that is not enough, ``method`` too, keeping the
-    intersection of both enclosures (each is sound, so their intersection is).
+    ``bound(lo, hi, method)`` with ``lo``/``hi`` [N, *in] returns (jl, ju) [N, n] (flat inputs):
+    every chain-rule Clarke gradient of ``spec . f`` at any point of box i lies in
+    [jl[i], ju[i]] (float64, widened outward like :func:`lipbound.jacobian_bounds`).
+    ``parent`` ([N, n] pairs) are known bounds on the boxes (e.g. a parent box's), intersected
+    in before the backward relaxations are formed and again at the end.
     """
-    center = (lo + hi) / 2
-    eps = float(((hi - lo) / 2).max())
-    box = None
-    for m in dict.fromkeys(("ibp", method)):
-        jl, ju = jacobian_bounds(model, center, eps, norm=math.inf, spec=spec, method=m,
-                                 data_range=(lo, hi))
-        jl, ju = jl.flatten(), ju.flatten()
-        if box is not None:
-            jl, ju = torch.maximum(jl, box.jl), torch.minimum(ju, box.ju)
-        box = Box(lo, hi, jl, ju)
-        if done is not None and done(box):
-            break
-    return box
+
+    def __init__(self, model: nn.Module, example: Tensor, spec: Tensor) -> None:
+        from lipbound.jacobian.bound import jacobian_state
+
+        self._jacobian_state = jacobian_state
+        model = resolve_model(model)
+        x1 = batched_input(model, example.to(torch.float64))
+        self.graph = get_graph(model, x1, torch.float64, example.device)
+        self.spec = spec.to(torch.float64)
+        self.in_shape = tuple(x1.shape[1:])
+
+    def bound(self, lo: Tensor, hi: Tensor, method: str, *, forward_iterations: int | None = None,
+              parent: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        method = check_method(method)
+        N = lo.shape[0]
+        lo, hi = lo.reshape(N, *self.in_shape), hi.reshape(N, *self.in_shape)
+        eps = ((hi - lo) / 2).flatten(1).amax(1)
+        dom = LpBall((lo + hi) / 2, eps, math.inf, lo, hi)
+        known = None
+        if parent is not None and method != "ibp":
+            known = Interval(parent[0].reshape(N, *self.in_shape),
+                             parent[1].reshape(N, *self.in_shape))
+        with torch.no_grad():
+            kw = {} if known is None else {"gradient_bounds": known}
+            state, jg = self._jacobian_state(self.graph, self.spec, dom, method,
+                                             forward_iterations=forward_iterations, **kw)
+            g = state.interval(jg.gradient)
+        jl, ju = widen(g.lower.reshape(N, -1), g.upper.reshape(N, -1))
+        if parent is not None:
+            jl, ju = torch.maximum(jl, parent[0]), torch.minimum(ju, parent[1])
+        return jl, ju
+
+
+def bound_box(bounder: BoxBounder, lo: Tensor, hi: Tensor, method: str) -> Box:
+    """The root box [lo, hi] bounded by IBP and ``method`` (its optimised forward bounds), the
+    intersection of both enclosures (each is sound, so their intersection is)."""
+    il, iu = bounder.bound(lo[None], hi[None], "ibp")
+    jl, ju = il, iu
+    if method != "ibp":
+        jl, ju = bounder.bound(lo[None], hi[None], method, parent=(il, iu))
+    return Box(lo, hi, jl[0], ju[0])
 
 
 @dataclass
@@ -66,37 +103,75 @@ class Outcome:
     extra: dict = field(default_factory=dict)
 
 
-def _split_coordinate(box: Box, root_width: Tensor) -> int:
-    width = (box.hi - box.lo).flatten()
-    score = width * torch.maximum(box.jl.abs(), box.ju.abs())
-    if float(score.max()) <= 0:
-        score = width / root_width.clamp_min(1e-300)
-    return int(torch.argmax(score))
+def _halves(lo: Tensor, hi: Tensor, coords: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Left/right halves of boxes lo, hi [M, n] along coords [M]: (l_lo, l_hi, r_lo, r_hi)."""
+    rows = torch.arange(lo.shape[0], device=lo.device)
+    mid = (lo[rows, coords] + hi[rows, coords]) / 2
+    l_hi, r_lo = hi.clone(), lo.clone()
+    l_hi[rows, coords] = mid
+    r_lo[rows, coords] = mid
+    return lo, l_hi, r_lo, hi
 
 
-def _strong_coordinate(model, box: Box, key, spec: Tensor, min_width: float) -> int:
-    """The coordinate whose halves have the best sum of IBP keys (cheap strong branching)."""
-    width = (box.hi - box.lo).flatten()
-    best, best_i = -math.inf, int(torch.argmax(width))
-    for i in range(width.numel()):
-        if float(width[i]) <= min_width:
-            continue
-        score = sum(key(bound_box(model, lo, hi, spec, "ibp")) for lo, hi in _halves(box, i))
-        if score > best:
-            best, best_i = score, i
-    return best_i
+class _Search:
+    """The state of one :func:`certify_sign` run (heap of open boxes, closed envelope)."""
+
+    def __init__(self, j: int, sign: int, tol: float, min_width: float) -> None:
+        self.j, self.sign, self.tol, self.min_width = j, sign, tol, min_width
+        self.heap: list = []
+        self.counter = itertools.count()
+        self.closed = [math.inf, -math.inf]
+        self.stuck: list[Box] = []
+
+    def key(self, jl: Tensor, ju: Tensor) -> Tensor:
+        """sign * (lower bound of d f / d x_j): >= -tol closes a box."""
+        return jl[..., self.j] if self.sign > 0 else -ju[..., self.j]
+
+    def settle(self, b: Box) -> None:
+        k = float(self.key(b.jl, b.ju))
+        if k >= -self.tol:
+            self.closed[0] = min(self.closed[0], float(b.jl[self.j]))
+            self.closed[1] = max(self.closed[1], float(b.ju[self.j]))
+        else:
+            heapq.heappush(self.heap, (k, -next(self.counter), b))
+
+    def envelope(self, *extra: Box) -> tuple[float, float]:
+        leaves = [b for _, _, b in self.heap] + self.stuck + list(extra)
+        lo = min([self.closed[0]] + [float(b.jl[self.j]) for b in leaves])
+        hi = max([self.closed[1]] + [float(b.ju[self.j]) for b in leaves])
+        return lo, hi
+
+    def pop(self, k: int) -> list[Box]:
+        """Up to k open boxes, worst first; boxes too thin to split go to ``stuck``."""
+        out = []
+        while self.heap and len(out) < k:
+            b = heapq.heappop(self.heap)[2]
+            if float((b.hi - b.lo).max()) <= self.min_width:
+                self.stuck.append(b)
+            else:
+                out.append(b)
+        return out
 
 
-def _halves(box: Box, i: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    lo, hi = box.lo.flatten().clone(), box.hi.flatten().clone()
-    mid = (lo[i] + hi[i]) / 2
-    hi_left, lo_right = hi.clone(), lo.clone()
-    hi_left[i], lo_right[i] = mid, mid
-    shape = box.lo.shape
-    return (lo.view(shape), hi_left.view(shape)), (lo_right.view(shape), hi.view(shape))
+def _choose(bounder: BoxBounder, search: _Search, lo: Tensor, hi: Tensor):
+    """Strong branching for boxes [M, n]: the coordinate per box whose two halves have the best
+    sum of IBP keys, and those halves with their IBP bounds (one batched IBP call)."""
+    M, n = lo.shape
+    box = torch.arange(M).repeat_interleave(n)
+    coord = torch.arange(n).repeat(M)
+    l_lo, l_hi, r_lo, r_hi = _halves(lo[box], hi[box], coord)
+    jl, ju = bounder.bound(torch.cat([l_lo, r_lo]), torch.cat([l_hi, r_hi]), "ibp")
+    keys = search.key(jl, ju).clamp(max=0.0)  # a closed half counts as closed, no more
+    score = (keys[:M * n] + keys[M * n:]).view(M, n)
+    score[((hi - lo) <= search.min_width)] = -math.inf
+    best = score.argmax(1)
+    pick = torch.arange(M) * n + best
+    both = torch.cat([pick, pick + M * n])
+    los, his = torch.cat([l_lo, r_lo])[both], torch.cat([l_hi, r_hi])[both]
+    return los, his, jl[both], ju[both]
 
 
-def certify_sign(model: nn.Module, probe: Probe, root: Box, spec: Tensor, j: int, sign: int,
+def certify_sign(bounder: BoxBounder, probe: Probe, root: Box, j: int, sign: int,
                  deadline: float, max_domains: int, method: str = "crown") -> Outcome:
     """Branch-and-bound for ``sign * d f / d x_j >= -tol`` over ``root`` (already bounded).
 
@@ -104,45 +179,37 @@ def certify_sign(model: nn.Module, probe: Probe, root: Box, spec: Tensor, j: int
     (``witness``: a point verified by :meth:`Probe.verify`) or "budget". ``lower``/``upper``
     always enclose every Clarke derivative d f / d x_j on the root box (min/max over leaves).
     """
-    tol = probe.tol
-    key = (lambda b: float(b.jl[j])) if sign > 0 else (lambda b: -float(b.ju[j]))
-    root_width = (root.hi - root.lo).flatten()
-    min_width = 1e-9 * float(root_width.max())
-    counter = itertools.count()
-    heap: list = []
-    closed = [math.inf, -math.inf]
-    stuck: list[Box] = []
-
-    def settle(b: Box) -> None:
-        if key(b) >= -tol:
-            closed[0], closed[1] = min(closed[0], float(b.jl[j])), max(closed[1], float(b.ju[j]))
-        else:
-            heapq.heappush(heap, (key(b), -next(counter), b))
-
-    def envelope(*extra: Box) -> tuple[float, float]:
-        leaves = [b for _, _, b in heap] + stuck + list(extra)
-        lo = min([closed[0]] + [float(b.jl[j]) for b in leaves])
-        hi = max([closed[1]] + [float(b.ju[j]) for b in leaves])
-        return lo, hi
-
-    settle(root)
+    shape = root.lo.shape
+    width = float((root.hi - root.lo).max())
+    search = _Search(j, sign, probe.tol, 1e-9 * width)
+    search.settle(root)
     domains = 1
-    while heap:
+    while search.heap:
         if time.perf_counter() > deadline or domains >= max_domains:
-            return Outcome("budget", *envelope(), domains)
-        _, _, box = heapq.heappop(heap)
-        i = _strong_coordinate(model, box, key, spec, min_width)
-        if float((box.hi - box.lo).flatten()[i]) <= min_width:
-            stuck.append(box)
-            continue
-        halves = _halves(box, i)
-        centers = torch.stack([(lo + hi) / 2 for lo, hi in halves])
+            return Outcome("budget", *search.envelope(), domains)
+        per_step = max(1, min(BATCH, MAX_CANDIDATES // (2 * root.lo.numel())))
+        boxes = search.pop(min(per_step, max(1, (max_domains - domains) // 2)))
+        if not boxes:
+            break
+        lo = torch.stack([b.lo.flatten() for b in boxes])
+        hi = torch.stack([b.hi.flatten() for b in boxes])
+        los, his, jl, ju = _choose(bounder, search, lo, hi)
+        parent = (torch.cat([torch.stack([b.jl for b in boxes])] * 2),
+                  torch.cat([torch.stack([b.ju for b in boxes])] * 2))
+        jl, ju = torch.maximum(jl, parent[0]), torch.minimum(ju, parent[1])
+        centers = ((los + his) / 2).view(-1, *shape)
         d = sign * probe.derivative(centers, j)
-        for c in centers[torch.argsort(d)]:
-            if probe.verify(c, j, sign):
-                return Outcome("refuted", *envelope(box), domains, witness=c)
-        for lo, hi in halves:
-            settle(bound_box(model, lo, hi, spec, method, done=lambda b: key(b) >= -tol))
-            domains += 1
-    status = "certified" if not stuck else "budget"
-    return Outcome(status, *envelope(), domains)
+        for i in torch.argsort(d)[:8]:
+            if float(d[i]) < -probe.tol and probe.verify(centers[i], j, sign):
+                return Outcome("refuted", *search.envelope(*boxes), domains,
+                               witness=centers[i])
+        open_ = (search.key(jl, ju) < -probe.tol).nonzero().flatten()
+        if method != "ibp" and open_.numel():
+            cl, cu = bounder.bound(los[open_], his[open_], method, forward_iterations=0,
+                                   parent=(jl[open_], ju[open_]))
+            jl[open_], ju[open_] = cl, cu
+        for i in range(los.shape[0]):
+            search.settle(Box(los[i].view(shape), his[i].view(shape), jl[i], ju[i]))
+        domains += los.shape[0]
+    status = "certified" if not search.stuck and not search.heap else "budget"
+    return Outcome(status, *search.envelope(), domains)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lipbound.audit._box_bab import Box, bound_box, certify_sign
+from lipbound.audit._box_bab import Box, BoxBounder, bound_box, certify_sign
 from lipbound.audit._common import (
     box_bounds,
     check_model,
@@ -156,9 +156,10 @@ def monotonicity(model: nn.Module, lower: Any, upper: Any, features: Any = None,
     spec = torch.zeros(1, K, dtype=torch.float64, device=lo.device)
     spec[0, output] = 1.0
     probe = Probe(float64_model(model), lo, hi, output, float(tol))
-    root = bound_box(model, lo, hi, spec, method)
+    bounder = BoxBounder(model, lo, spec)
+    root = bound_box(bounder, lo, hi, method)
     verdicts = [
-        _audit_feature(model, probe, root, spec, j, timeout, max_domains, seed, method)
+        _audit_feature(bounder, probe, root, j, timeout, max_domains, seed, method)
         for j in bar(feats, progress=progress, desc="monotonicity", unit="feature")
     ]
     return MonotonicityReport(verdicts, output, lo, hi, float(tol), method, timeout,
@@ -195,8 +196,8 @@ def _first_verified(probe: Probe, pts: Tensor, d: Tensor, j: int, sign: int) -> 
     return None
 
 
-def _audit_feature(model: nn.Module, probe: Probe, root: Box, spec: Tensor, j: int,
-                   timeout: float, max_domains: int, seed: int, method: str) -> FeatureVerdict:
+def _audit_feature(bounder: BoxBounder, probe: Probe, root: Box, j: int, timeout: float,
+                   max_domains: int, seed: int, method: str) -> FeatureVerdict:
     start = time.perf_counter()
     deadline = start + timeout
     lo_j, hi_j = float(root.jl[j]), float(root.ju[j])
@@ -218,7 +219,7 @@ def _audit_feature(model: nn.Module, probe: Probe, root: Box, spec: Tensor, j: i
         witness = _first_verified(probe, pts, d, j, sign)
         out = None
         if witness is None:
-            out = certify_sign(model, probe, root, spec, j, sign, deadline,
+            out = certify_sign(bounder, probe, root, j, sign, deadline,
                                max_domains - domains + 1, method)
             domains += out.domains - 1
             lo_j, hi_j = max(lo_j, out.lower), min(hi_j, out.upper)
