@@ -486,3 +486,31 @@ def test_fixed_point_moments_cover_the_exact_moments():
             assert abs(fractions.Fraction(mom.mean[c]) - mean) <= fractions.Fraction(mom.slack)
             assert fractions.Fraction(mom.std[c]) ** 2 >= var
             assert mom.std[c] == pytest.approx(float(var) ** 0.5, rel=1e-5, abs=1e-5)
+
+
+class _ProbabilitiesOnSmallBatches(nn.Module):
+    """Softmax outputs on batches of up to 100 rows (the 20 selection samples below), outputs
+    summing to 2 on larger ones (the 500 estimation samples, one batch)."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        return torch.softmax(self.base(x), dim=1) * (1 if x.shape[0] <= 100 else 2)
+
+
+def test_identity_map_needs_probability_outputs():
+    base = _mlp()
+    probs = nn.Sequential(base, nn.Softmax(dim=1)).eval()
+    x = torch.rand(1, 4, 4)
+    kw = dict(n0=20, n=500, batch_size=1000, certificate="lvm", seed=0,
+              grid=[("identity", 1.0)])
+    for selection in ("n0", "split"):
+        ok = Smooth(probs, 3, 0.3).certify(x, selection=selection, **kw)
+        assert ok.prediction in (-1, 0, 1, 2)  # probabilities pass the check
+        with pytest.raises(InputError, match="probability simplex"):  # on the selection
+            Smooth(base, 3, 0.3).certify(x, selection=selection, **kw)
+    # caught on the estimation samples (checked on the device, read once after the pass)
+    with pytest.raises(InputError, match="probability simplex"):
+        Smooth(_ProbabilitiesOnSmallBatches(base).eval(), 3, 0.3).certify(x, **kw)

@@ -54,17 +54,29 @@ DEFAULT_TEMPERATURES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 _SUM_SLACK = 1e-5
 
 
-def soft_outputs(name: str, logits: torch.Tensor, t: float) -> torch.Tensor:
+def soft_outputs(name: str, logits: torch.Tensor, t: float,
+                 violations: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``s_t(logits)`` in [0, 1]. Map "identity" needs outputs in the probability simplex: a
+    violation raises ``InputError`` now, or, with ``violations`` given, is appended to it as a
+    flag on the device (no host synchronisation; see :func:`raise_if_not_simplex`)."""
     out = apply_map(name, logits, t)
     if name == "identity":
-        bad = (out < -1e-6) | (out > 1 + 1e-6)
-        if bool(bad.any()) or bool((out.sum(dim=1) > 1 + _SUM_SLACK).any()):
-            raise InputError(
-                "map 'identity' needs model outputs in the probability simplex (each in [0, 1], "
-                "summing to at most 1)"
-            )
+        bad = ((out < -1e-6) | (out > 1 + 1e-6)).any() | (out.sum(dim=1) > 1 + _SUM_SLACK).any()
+        if violations is None:
+            raise_if_not_simplex([bad])
+        else:
+            violations.append(bad)
         out = out.clamp(0.0, 1.0)
     return out
+
+
+def raise_if_not_simplex(violations: Sequence[torch.Tensor]) -> None:
+    """Raise ``InputError`` if any flag of :func:`soft_outputs` is set (one host read)."""
+    if violations and bool(torch.stack(list(violations)).any()):
+        raise InputError(
+            "map 'identity' needs model outputs in the probability simplex (each in [0, 1], "
+            "summing to at most 1)"
+        )
 
 
 class SoftStats(Consumer):
@@ -76,14 +88,18 @@ class SoftStats(Consumer):
         self.s1 = FixedPointSum(num_classes, total)
         self.s2 = FixedPointSum(num_classes, total)
         self.seen = 0
+        self._violations: list[torch.Tensor] = []  # simplex checks, read once at the end
 
     def update(self, batch: Samples, count: int) -> None:
-        s = soft_outputs(self.map_name, batch.logits[:count], self.t)
+        s = soft_outputs(self.map_name, batch.logits[:count], self.t, self._violations)
+        if len(self._violations) > 1:  # keep one flag
+            self._violations[:] = [torch.stack(self._violations).any()]
         self.s1.add(s)
         self.s2.add(s * s)
         self.seen += count
 
     def moments(self) -> Moments:
+        raise_if_not_simplex(self._violations)
         return fixed_point_moments(self.s1.result(), self.s2.result(), self.seen, self.s1.bits)
 
 
