@@ -8,8 +8,9 @@ boxes (lowest bound, best-first) and halves each along the coordinate whose two 
 best sum of interval (IBP) bounds, all candidate halves of all boxes bounded in one IBP call
 (cheap strong branching); the chosen halves are re-bounded by ``method`` (plain CROWN forward
 bounds for speed, the parent's Jacobian bounds intersected in) where IBP did not close them, and
-their centres are checked for a wrong-signed derivative. The search ends with every box closed
-(certified), a verified witness, or at the time / domain budget.
+their centres and a few random points in each are checked for a wrong-signed derivative. The
+search ends with every box closed (certified), a verified witness, or at the time / domain
+budget.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lipbound.propagate.driver import check_method
 
 BATCH = 32  # open boxes split per step
 MAX_CANDIDATES = 16384  # candidate halves bounded per strong-branching IBP call
+SAMPLES = 4  # random points per new box checked for a wrong-signed derivative
 
 
 @dataclass
@@ -171,8 +173,23 @@ def _choose(bounder: BoxBounder, search: _Search, lo: Tensor, hi: Tensor):
     return los, his, jl[both], ju[both]
 
 
+def _find_witness(probe: Probe, lo: Tensor, hi: Tensor, shape: tuple, j: int, sign: int,
+                  gen: torch.Generator, per_box: int = SAMPLES) -> Tensor | None:
+    """A verified wrong-signed point among the centres of the boxes [M, n] and ``per_box``
+    uniform points in each (one batched autograd call), or None."""
+    u = torch.rand((lo.shape[0], per_box, lo.shape[1]), generator=gen, dtype=lo.dtype)
+    pts = torch.cat([((lo + hi) / 2)[:, None], lo[:, None] + u.to(lo.device) * (hi - lo)[:, None]],
+                    dim=1).reshape(-1, *shape)
+    d = sign * probe.derivative(pts, j)
+    for i in torch.argsort(d)[:8]:
+        if float(d[i]) < -probe.tol and probe.verify(pts[i], j, sign):
+            return pts[i]
+    return None
+
+
 def certify_sign(bounder: BoxBounder, probe: Probe, root: Box, j: int, sign: int,
-                 deadline: float, max_domains: int, method: str = "crown") -> Outcome:
+                 deadline: float, max_domains: int, method: str = "crown",
+                 seed: int = 0) -> Outcome:
     """Branch-and-bound for ``sign * d f / d x_j >= -tol`` over ``root`` (already bounded).
 
     Returns "certified" (every box closed: the claim holds on the whole root box), "refuted"
@@ -184,6 +201,7 @@ def certify_sign(bounder: BoxBounder, probe: Probe, root: Box, j: int, sign: int
     search = _Search(j, sign, probe.tol, 1e-9 * width)
     search.settle(root)
     domains = 1
+    gen = torch.Generator().manual_seed(seed)
     while search.heap:
         if time.perf_counter() > deadline or domains >= max_domains:
             return Outcome("budget", *search.envelope(), domains)
@@ -197,12 +215,9 @@ def certify_sign(bounder: BoxBounder, probe: Probe, root: Box, j: int, sign: int
         parent = (torch.cat([torch.stack([b.jl for b in boxes])] * 2),
                   torch.cat([torch.stack([b.ju for b in boxes])] * 2))
         jl, ju = torch.maximum(jl, parent[0]), torch.minimum(ju, parent[1])
-        centers = ((los + his) / 2).view(-1, *shape)
-        d = sign * probe.derivative(centers, j)
-        for i in torch.argsort(d)[:8]:
-            if float(d[i]) < -probe.tol and probe.verify(centers[i], j, sign):
-                return Outcome("refuted", *search.envelope(*boxes), domains,
-                               witness=centers[i])
+        witness = _find_witness(probe, los, his, shape, j, sign, gen)
+        if witness is not None:
+            return Outcome("refuted", *search.envelope(*boxes), domains, witness=witness)
         open_ = (search.key(jl, ju) < -probe.tol).nonzero().flatten()
         if method != "ibp" and open_.numel():
             cl, cu = bounder.bound(los[open_], his[open_], method, forward_iterations=0,

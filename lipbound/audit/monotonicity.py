@@ -220,7 +220,7 @@ def _audit_feature(bounder: BoxBounder, probe: Probe, root: Box, j: int, timeout
         out = None
         if witness is None:
             out = certify_sign(bounder, probe, root, j, sign, deadline,
-                               max_domains - domains + 1, method)
+                               max_domains - domains + 1, method, seed=int(seed) + j)
             domains += out.domains - 1
             lo_j, hi_j = max(lo_j, out.lower), min(hi_j, out.upper)
             witness = out.witness
