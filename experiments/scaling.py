@@ -13,9 +13,11 @@ Parts (``--parts``, default all):
   instance with 2 CPUs (Ray start-up reported separately); the records must agree exactly.
 
 Device: ``--device cpu|cuda|auto``. On CUDA, peak memory is ``torch.cuda.max_memory_allocated``
-(exact); on the CPU it is the peak rise of the process's resident set size, sampled every 2 ms
-(approximate: it misses allocations freed within 2 ms and counts allocator caching). The
-GPU-versus-CPU figures (smoothing images/s, BaB domains/s) come from running the script twice,
+(exact); on the CPU it is the peak rise of the bytes in use on the C heap (glibc
+``mallinfo2``, which does not count memory the allocator keeps cached after a free), sampled
+every millisecond (it may miss a peak shorter than that). BaB rows report ``domains_per_s``
+(local Lipschitz constants; output bounds do not report a count). The GPU-versus-CPU
+figures (smoothing images/s, BaB domains/s) come from running the script twice,
 ``--device cpu`` and ``--device cuda``, on a machine with CUDA.
 
 Outputs: ``<out>/scaling_<device>.json`` and PNG plots ``<out>/scaling_<part>_<device>.png``.
@@ -50,23 +52,21 @@ OUT = Path(__file__).resolve().parent / "out"
 # ------------------------------------------------------------------------- measuring
 
 
-class _RssPeak:
-    """Peak resident-set size (bytes) of this process while active, sampled every 2 ms."""
+class _HeapPeak:
+    """Peak bytes in use on the C heap (glibc ``mallinfo2``: arena plus mmapped blocks in use,
+    so memory that the allocator keeps cached after a free does not count) while active,
+    sampled every millisecond; the resident set size where ``mallinfo2`` is missing."""
 
     def __init__(self) -> None:
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.peak = self.base = self.rss()
+        self._used = _heap_in_use_fn()
+        self.peak = self.base = self._used()
         self._stop = threading.Event()
 
-    def rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self.page
-
     def _run(self) -> None:
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, self.rss())
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._used())
 
-    def __enter__(self) -> _RssPeak:
+    def __enter__(self) -> _HeapPeak:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -74,32 +74,61 @@ class _RssPeak:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.rss())
+        self.peak = max(self.peak, self._used())
+
+
+def _heap_in_use_fn() -> Callable[[], int]:
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks",
+                                                    "hblkhd", "usmblks", "fsmblks", "uordblks",
+                                                    "fordblks", "keepcost")]
+
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+        fn.restype = MallInfo2
+    except (OSError, AttributeError):
+        page = os.sysconf("SC_PAGE_SIZE")
+
+        def rss() -> int:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * page
+
+        return rss
+
+    def used() -> int:
+        info = fn()
+        return info.uordblks + info.hblkhd
+
+    return used
 
 
 def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> dict[str, float]:
-    """First-call time, median time of ``repeats`` further calls, peak extra memory (MiB)."""
+    """First-call time, median time of ``repeats`` further calls, peak extra memory (MiB);
+    BaB domains per second of the last call when its result reports them."""
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
-    times, peak = [], 0.0
+    times, peak, res = [], 0.0, None
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             t0 = time.perf_counter()
-            fn()
+            res = fn()
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
             peak = max(peak, (torch.cuda.max_memory_allocated() - base) / 2**20)
         else:
-            with _RssPeak() as mem:
+            with _HeapPeak() as mem:
                 t0 = time.perf_counter()
-                fn()
+                res = fn()
                 times.append(time.perf_counter() - t0)
             peak = max(peak, (mem.peak - mem.base) / 2**20)
-    return {"time_first": first, "time_median": statistics.median(times), "peak_mib": peak}
+    return {"time_first": first, "time_median": statistics.median(times), "peak_mib": peak,
+            **domain_rate(res, times[-1])}
 
 
 # ------------------------------------------------------------------------- networks
@@ -148,12 +177,18 @@ def network_cases(quick: bool) -> list[dict[str, Any]]:
 
 def bound_calls(model: nn.Module, x: torch.Tensor, method: str, eps: float,
                 timeout: float) -> dict[str, Callable[[], Any]]:
-    kw: dict[str, Any] = {"timeout": timeout} if method == "bab" else {}
+    kw: dict[str, Any] = {"timeout": timeout, "progress": False} if method == "bab" else {}
     return {
         "local_lipschitz": lambda: lipbound.local_lipschitz(model, x, eps, method=method,
                                                             n_samples=0, **kw),
-        "output_bounds": lambda: lipbound.output_bounds(model, x, eps, method=method),
+        "output_bounds": lambda: lipbound.output_bounds(model, x, eps, method=method, **kw),
     }
+
+
+def domain_rate(result: Any, seconds: float) -> dict[str, float]:
+    """BaB domains bounded and domains per second of a ``LipschitzResult`` (when reported)."""
+    n = (getattr(result, "details", None) or {}).get("domains_bounded")
+    return {} if n is None else {"domains": n, "domains_per_s": n / seconds}
 
 
 def run_networks(device: torch.device, quick: bool, repeats: int, methods: list[str],
@@ -218,38 +253,43 @@ def _timed_map(ex: Any, job: Any, items: list, seed: int) -> tuple[float, list]:
 
 
 def run_executors(images: int, n: int, cpus: int) -> dict[str, Any]:
-    """Wall time of the same smoothing run on each backend; records must agree exactly."""
+    """Wall time of the same smoothing run on each backend; records must agree exactly.
+    ``load`` holds the 1-minute load average before each run (the machine may be shared)."""
     from lipbound.executor import LocalExecutor, ProcessExecutor, SmoothingJob
 
     job = SmoothingJob("digits-smooth-0.25", 0.25, n0=100, n=n, batch_size=1000, device="cpu")
     items = digits_items(images)
-    out: dict[str, Any] = {"images": images, "n": n, "cpus": cpus}
-    out["local_s"], ref = _timed_map(LocalExecutor(), job, items, 0)
     threads = torch.get_num_threads()
-    out["local_threads"] = threads
-    torch.set_num_threads(1)
-    out["local_1thread_s"], recs = _timed_map(LocalExecutor(), job, items, 0)
-    torch.set_num_threads(threads)
-    out["local_1thread_same_records"] = _same(recs, ref)
-    print(json.dumps({k: out[k] for k in ("local_s", "local_1thread_s")}), flush=True)
+    out: dict[str, Any] = {"images": images, "n": n, "cpus": cpus, "local_threads": threads,
+                           "load": {}}
+
+    def run(name: str, ex: Any, seed: int = 0) -> list:
+        out["load"][name] = os.getloadavg()[0]
+        out[f"{name}_s"], recs = _timed_map(ex, job, items, seed)
+        print(json.dumps({f"{name}_s": out[f"{name}_s"], "load": out["load"][name]}),
+              flush=True)
+        return recs
+
+    ref = run("local", LocalExecutor())
+    if threads > 1:  # small models on a shared machine: one thread is often much faster
+        torch.set_num_threads(1)
+        out["local_1thread_same_records"] = _same(run("local_1thread", LocalExecutor()), ref)
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     with ProcessExecutor(workers=cpus) as pool:
-        out["process_s"], recs = _timed_map(pool, job, items, 0)
+        out["process_same_records"] = _same(run("process", pool), ref)
     out["process_total_s"] = time.perf_counter() - t0
-    out["process_same_records"] = _same(recs, ref)
-    print(json.dumps({k: out[k] for k in ("process_s", "process_total_s")}), flush=True)
     try:
         from lipbound.executor import RayExecutor
 
         t0 = time.perf_counter()
-        ray_ex = RayExecutor(num_cpus=cpus)
-        out["ray_start_s"] = time.perf_counter() - t0
-        out["ray_s"], recs = _timed_map(ray_ex, job, items, 0)
-        out["ray_second_run_s"], _ = _timed_map(ray_ex, job, items, 1)  # workers warm
-        out["ray_same_records"] = _same(recs, ref)
-        ray_ex.close()
-        print(json.dumps({k: out[k] for k in ("ray_start_s", "ray_s", "ray_second_run_s")}),
-              flush=True)
+        with RayExecutor(num_cpus=cpus) as ray_ex:
+            out["ray_start_s"] = time.perf_counter() - t0
+            out["ray_same_records"] = _same(run("ray", ray_ex), ref)
+            run("ray_second_run", ray_ex, seed=1)  # workers warm
+            with RayExecutor(mode="actors") as actors:  # joins the instance
+                out["ray_actors_same_records"] = _same(run("ray_actors", actors), ref)
+                run("ray_actors_second_run", actors, seed=1)  # the same actors
     except lipbound.InputError as exc:
         out["ray_unavailable"] = str(exc)
     return out
@@ -274,7 +314,7 @@ def plot_networks(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sweeps = list(dict.fromkeys(r["sweep"] for r in rows))
-    fig, axes = plt.subplots(2, len(sweeps), figsize=(4 * len(sweeps), 6.5), squeeze=False)
+    fig, axes = plt.subplots(3, len(sweeps), figsize=(4 * len(sweeps), 9.5), squeeze=False)
     for j, sweep in enumerate(sweeps):
         for key in {(r["method"], r["call"]) for r in rows if r["sweep"] == sweep}:
             pts = [r for r in rows if r["sweep"] == sweep and (r["method"], r["call"]) == key
@@ -285,13 +325,18 @@ def plot_networks(rows: list[dict], path: Path) -> None:
             label = f"{key[1]} ({key[0]})"
             axes[0][j].plot(xs, [r["time_median"] for r in pts], "o-", label=label)
             axes[1][j].plot(xs, [r["peak_mib"] for r in pts], "o-", label=label)
+            rate = [r for r in pts if "domains_per_s" in r]
+            if rate:
+                axes[2][j].plot([r["x"] for r in rate], [r["domains_per_s"] for r in rate],
+                                "o-", label=label)
         axes[0][j].set_title(sweep)
         axes[0][j].set_yscale("log")
-        axes[1][j].set_xlabel(sweep.split("_")[1])
-        for i in range(2):
+        axes[2][j].set_xlabel(sweep.split("_")[1])
+        for i in range(3):
             axes[i][j].set_xscale("log", base=2)
     axes[0][0].set_ylabel("median time (s)")
     axes[1][0].set_ylabel("peak extra memory (MiB)")
+    axes[2][0].set_ylabel("BaB domains / s")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -321,16 +366,22 @@ def plot_executors(res: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"local\n({res['local_threads']} torch threads)", "local\n(1 torch thread)"]
-    values = [res["local_s"], res["local_1thread_s"]]
+    labels = [f"local\n({res['local_threads']} torch thr.)"]
+    values = [res["local_s"]]
+    if "local_1thread_s" in res:
+        labels.append("local\n(1 torch thr.)")
+        values.append(res["local_1thread_s"])
     labels.append(f"process pool\n({res['cpus']} workers)")
     values.append(res["process_total_s"])
     if "ray_s" in res:
-        labels += [f"Ray ({res['cpus']} CPUs)\nincl. start-up", "Ray\nwarm workers"]
+        labels += [f"Ray ({res['cpus']} CPUs)\nincl. start-up", "Ray tasks\nwarm workers"]
         values += [res["ray_start_s"] + res["ray_s"], res["ray_second_run_s"]]
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    ax.bar(labels, values, color=["#4c72b0", "#64b5cd", "#55a868", "#c44e52", "#dd8452"][
-        :len(values)])
+    if "ray_actors_s" in res:
+        labels += ["Ray actors\nincl. start", "Ray actors\nwarm"]
+        values += [res["ray_actors_s"], res["ray_actors_second_run_s"]]
+    fig, ax = plt.subplots(figsize=(9.5, 3.8))
+    ax.bar(labels, values, color=["#4c72b0", "#64b5cd", "#55a868", "#c44e52", "#dd8452",
+                                  "#8172b3", "#937860"][:len(values)])
     for k, v in enumerate(values):
         ax.text(k, v, f"{v:.0f} s", ha="center", va="bottom")
     ax.set_ylabel("wall time (s)")
