@@ -58,7 +58,7 @@ def test_domain_bounds_contain_every_sample_satisfying_the_splits(seed, slope):
         z1s, z2s = _preacts(net, pts)
     for _ in range(6):
         s1, s2 = _random_splits(z1s, z2s, gen)
-        ub, los, ups = srch.bound([s1[None], s2[None]])
+        ub, los, ups, _ = srch.bound([s1[None], s2[None]])
         inside = ((s1 * z1s >= 0).all(1) & (s2 * z2s >= 0).all(1))
         assert inside.any()
         for z, lo, up in ((z1s, los[0], ups[0]), (z2s, los[1], ups[1])):
@@ -104,7 +104,7 @@ def test_sign_lp_matches_sampling_and_margin_points_are_strictly_inside():
     pts = x0 + eps * (2 * torch.rand(20000, 3, generator=gen, dtype=torch.float64) - 1)
     with torch.no_grad():
         z1s, z2s = _preacts(net, pts)
-    _, los, ups = srch.bound([torch.zeros(1, 10), torch.zeros(1, 10)])
+    _, los, ups, _ = srch.bound([torch.zeros(1, 10), torch.zeros(1, 10)])
     bounds = [(lo[0].numpy(), up[0].numpy()) for lo, up in zip(los, ups)]
     seen = {tuple(torch.sign(torch.cat([a, b])).int().tolist()) for a, b in zip(z1s, z2s)}
     layers = srch.layers

@@ -49,13 +49,25 @@ LP_MAX_OPEN = 32
 LP_TIME_LIMIT = 1.0
 
 
-def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor]) -> tuple[int, int] | None:
-    """The unstable unsplit neuron of the earliest layer with the largest triangle area."""
-    for li, (l, u, s) in enumerate(zip(lo, up, sg)):
+def _input_reach(layers: list[MlpLayer], C: Tensor) -> list[Tensor]:
+    """Per hidden layer i, ||(|W_1|^T ... |W_i|^T) e_j||_1 for each neuron j: a bound on how
+    far a unit change of neuron j's switch output moves the input gradient."""
+    out, acc = [], None
+    for L in layers[:-1]:
+        W = torch.tensor(L.W, dtype=C.dtype, device=C.device).abs()
+        acc = W.sum(1) if acc is None else W @ acc  # [m]: |W_i| reach of layer i's rows
+        out.append(acc * (1.0 - (L.k or 0.0)))
+    return out
+
+
+def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
+                 score: list[Tensor]) -> tuple[int, int] | None:
+    """The unstable unsplit neuron of the earliest such layer whose switch can move the
+    gradient most (splitting earlier layers first also tightens later forward bounds)."""
+    for li, (l, u, s, sc) in enumerate(zip(lo, up, sg, score)):
         unst = (l < 0) & (u > 0) & (s == 0)
         if unst.any():
-            score = torch.where(unst, -l * u / (u - l).clamp_min(1e-300), -torch.inf)
-            return li, int(score.argmax())
+            return li, int(torch.where(unst, sc, -torch.inf).argmax())
     return None
 
 
@@ -69,12 +81,15 @@ class _Search:
         self.lp_enabled = True
         self.forward_iterations = FORWARD_ITERATIONS
         self.m64, self.dtype = _model64(model)
+        self.reach = _input_reach(self.layers, C)
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
         self.bhi = box.upper[0].flatten().double().cpu().numpy()
 
-    def bound(self, signs: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """ub [D, S] (-inf for empty domains) and forward bounds per layer [D, m]."""
+    def bound(self, signs: list[Tensor]
+              ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        """ub [D, S] (-inf for empty domains), forward bounds per layer [D, m] and the
+        branching scores per layer [D, m] (see :meth:`jacobian_scores`)."""
         D, S = signs[0].shape[0], self.C.shape[0]
         splits = {n: s.reshape(D, *self.graph[n].shape) for n, s in zip(self.names, signs)}
         dom = self.domain.select(torch.zeros(D, dtype=torch.long, device=signs[0].device))
@@ -96,7 +111,21 @@ class _Search:
             empty |= (lo > up + 2 * tiny).any(1)
             los.append(lo)
             ups.append(up)
-        return torch.where(empty[:, None], -torch.inf, ub), los, ups
+        scores = self.jacobian_scores(state, jg, D)
+        return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
+
+    def jacobian_scores(self, state, jg, D: int) -> list[Tensor]:
+        """Per neuron, how much its switch can move the gradient: the largest |cotangent| it
+        reads (over spec rows) times the l1 reach of its row to the input (|W| products)."""
+        switch_in = {n.inputs[0]: n.inputs[1] for n in jg.graph.nodes
+                     if n.op in ("relu_switch", "leaky_switch")}
+        out = []
+        for n, reach in zip(self.names, self.reach):
+            iv = state.interval(switch_in[n])
+            mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(-1, reach.numel())
+            mag = mag.reshape(D, -1, reach.numel()) if mag.shape[0] > 1 else mag[None]
+            out.append((mag.amax(1) * reach).expand(D, -1))
+        return out
 
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
                  time_limit: float, margin: bool = False) -> Tensor | None | bool:
@@ -122,7 +151,7 @@ class _Search:
 
 
 def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,
-                       timeout: float, rtol: float = 1e-4, atol: float = 1e-9, batch: int = 8,
+                       timeout: float, rtol: float = 1e-4, atol: float = 1e-9, batch: int = 32,
                        max_domains: int = 100_000, n_samples: int = 256, seed: int = 0,
                        progress: ProgressFlag = "auto") -> BabResult:
     """Anytime sign-splitting search for max over the ball of ||grad C_s f||_q (MLPs).
@@ -134,7 +163,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
     srch = _Search(model, graph, C, domain, q)
     dev = C.device
     sg_q = [torch.zeros(1, graph[n].numel, device=dev) for n in srch.names]
-    ub_q, lo_q, up_q = srch.bound(sg_q)
+    ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
     L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
     L, W = L.to(C.dtype), W.to(C.dtype)
     done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
@@ -167,6 +196,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
                 lo = [t[d] for t in lo_q]
                 up = [t[d] for t in up_q]
                 sg = [t[d] for t in sg_q]
+                sc = [t[d] for t in sc_q]
                 n_open = sum(int(((a < 0) & (b > 0) & (c == 0)).sum()) for a, b, c in
                              zip(lo, up, sg))
                 use_lp = srch.lp_enabled and n_open <= LP_MAX_OPEN
@@ -177,7 +207,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
                     continue  # no input of the ball has these signs: drop the domain
                 if x is not True:  # True: undecided (time limit), keep splitting
                     pts.append(x)
-                which = _pick_neuron(lo, up, sg)
+                which = _pick_neuron(lo, up, sg, sc)
                 if which is None:  # every neuron fixed: the bound is this pattern's norm
                     if bool((ub_q[d] > L).any()) and use_lp:  # attain it strictly inside
                         x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT), margin=True)
@@ -202,9 +232,10 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
             lo_q = [t[keep] for t in lo_q]
             up_q = [t[keep] for t in up_q]
             sg_q = [t[keep] for t in sg_q]
+            sc_q = [t[keep] for t in sc_q]
             ub_q = ub_q[keep]
             if sg_k is not None:
-                cub, clo, cup = srch.bound(sg_k)
+                cub, clo, cup, csc = srch.bound(sg_k)
                 cub = torch.minimum(cub, torch.stack(parents))
                 bounded += len(kids)
                 pbar.update(len(kids))
@@ -215,6 +246,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
                 lo_q = [torch.cat([a, b[alive]]) for a, b in zip(lo_q, clo)]
                 up_q = [torch.cat([a, b[alive]]) for a, b in zip(up_q, cup)]
                 sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
+                sc_q = [torch.cat([a, b[alive]]) for a, b in zip(sc_q, csc)]
                 ub_q = torch.cat([ub_q, cub[alive]])
             step = time.perf_counter() - t0
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)

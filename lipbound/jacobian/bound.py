@@ -27,7 +27,8 @@ FORWARD_ITERATIONS = 20
 def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
                    q: float | None = None, iterations: int = 20,
                    forward_iterations: int | None = None,
-                   splits: dict[str, Tensor] | None = None, bound_gradient: bool = True
+                   splits: dict[str, Tensor] | None = None, bound_gradient: bool = True,
+                   gradient_bounds: Interval | None = None
                    ) -> tuple[BoundState, JacobianGraph]:
     """Bounds of every node of the joint graph for spec rows C [S, K] over D input sets.
 
@@ -42,6 +43,9 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     to the points where the split signs hold: the forward bounds are clamped, and the switch
     of a split neuron takes the split's derivative (its sibling domain covers the other one;
     the gradient norm is convex in each switch, so vertex patterns attain the supremum).
+    ``gradient_bounds`` ([D * S, *in]) are known bounds of the gradient on the sets (e.g. a
+    branch-and-bound parent's, valid on its sub-domains); they are intersected in before the
+    backward graph's relaxations are formed.
     """
     it = iterations if method == "alpha-crown" else 0
     if forward_iterations is None:
@@ -65,6 +69,8 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
                           torch.where(sp < 0, iv.upper.clamp(max=-tiny), iv.upper))
         state.bounds[name] = iv if D == 1 else Interval(iv.lower[rows], iv.upper[rows])
     ibp_pass(state, only_missing=True)
+    if gradient_bounds is not None:
+        state.set_bounds(jg.gradient, gradient_bounds)
     if method != "ibp":
         crown_intermediate(state, skip=set(fstate.bounds) | {jg.gradient}, iterations=it)
         if bound_gradient and state.dep[jg.gradient]:

@@ -77,13 +77,8 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
             continue
         op = registry.get(node.op, node.where)
         if op.linear:
-            in_shapes = [g[s].shape for s in node.inputs]
-            flat = Ac.reshape(Ac.shape[0] * S, *node.shape)
-            parts = op.vjp(node.params, flat, in_shapes)
-            parts = [p.reshape(Ac.shape[0], S, *p.shape[1:]) for p in parts]
-            off = op.offset(node.params)
-            if off is not None:
-                bias = bias + (Ac * off).flatten(2).sum(-1)
+            parts, b = _linear_backward(g, node, op, Ac)
+            bias = bias + b
         else:
             rel = relaxation(state, node.name, None if opt is None else opt.get(node.name))
             parts, b = op.crown_backward(node.params, Ac, rel)
@@ -94,6 +89,24 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
             prev = pending.get(src)
             pending[src] = part if prev is None else prev + part
     return A_x, bias
+
+
+def _linear_backward(g, node, op, Ac: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Coefficients of a linear op's inputs and the bias its offset adds, [B, S] (or [1, S]).
+    A coefficient shared by the whole batch (an expanded tensor, e.g. identity rows) is
+    mapped once and expanded again, instead of once per batch element."""
+    shared = Ac.shape[0] > 1 and Ac.stride(0) == 0
+    Ab = Ac[:1] if shared else Ac
+    S = Ab.shape[1]
+    in_shapes = [g[s].shape for s in node.inputs]
+    flat = Ab.reshape(Ab.shape[0] * S, *node.shape)
+    parts = op.vjp(node.params, flat, in_shapes)
+    parts = [p.reshape(Ab.shape[0], S, *p.shape[1:]) for p in parts]
+    off = op.offset(node.params)
+    bias = (Ab * off).flatten(2).sum(-1) if off is not None else Ab.new_zeros(Ab.shape[:2])
+    if shared:
+        parts = [p.expand(Ac.shape[0], *p.shape[1:]) for p in parts]
+    return parts, bias
 
 
 def crown_upper(state: BoundState, target: str, A: Tensor,
