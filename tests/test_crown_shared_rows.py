@@ -24,6 +24,7 @@ def test_expanded_and_materialised_coefficients_give_the_same_bound():
     a = crown_upper(state, graph.output, shared)
     b = crown_upper(state, graph.output, shared.contiguous())
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
-    y = net(x.unsqueeze(1) + 0.3 * (2 * torch.rand(4, 500, 5, dtype=torch.float64) - 1))
+    pts = x.unsqueeze(1) + 0.3 * (2 * torch.rand(4, 500, 5, dtype=torch.float64) - 1)
+    y = net(pts.reshape(-1, 5)).reshape(4, 500, 3)
     vals = torch.einsum("bsk,bnk->bns", shared, y)
     assert (vals <= a.unsqueeze(1) + 1e-9).all()
