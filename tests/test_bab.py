@@ -101,3 +101,18 @@ def test_relu_split_rejects_non_mlp_with_a_clear_error():
         lipbound.local_lipschitz(net.eval(), torch.zeros(3), 0.1, method="bab", split="relu")
     with pytest.raises(InputError, match="split"):
         lipbound.local_lipschitz(net.eval(), torch.zeros(3), 0.1, method="bab", split="cols")
+
+
+def test_input_split_weight_is_the_first_layer_column_mass():
+    from lipbound.api import _setup
+    from lipbound.bab.lipschitz import first_layer_weight
+
+    net = _net(6, sizes=(3, 5, 2))
+    graph, _, C, _ = _setup(net, torch.zeros(3), 0.1, math.inf, None, None, torch.float64)
+    w = first_layer_weight(graph, C)
+    assert torch.allclose(w, net[0].weight.abs().sum(0).double())
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 2)).double().eval()
+    graph, _, C, _ = _setup(cnn, torch.zeros(1, 4, 4), 0.1, math.inf, None, None,
+                            torch.float64)
+    assert first_layer_weight(graph, C) is None

@@ -58,11 +58,13 @@ def _tolerance(lower: Tensor, rtol: float, atol: float) -> Tensor:
     return lower + rtol * lower.abs() + atol
 
 
-def _split(lo: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
-    """Halve each box along its widest coordinate: 2N children (lower, upper) [2N, *in]."""
+def _split(lo: Tensor, up: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Halve each box along the coordinate with the largest weighted width (weight [*in],
+    e.g. how strongly each input moves the first layer): 2N children (lower, upper)."""
     N = lo.shape[0]
     flo, fup = lo.flatten(1), up.flatten(1)
-    j = (fup - flo).argmax(1)
+    width = fup - flo
+    j = (width if weight is None else width * weight.flatten()).argmax(1)
     mid = (flo.gather(1, j[:, None]) + fup.gather(1, j[:, None])) / 2
     lo2, up2 = flo.repeat(2, 1), fup.repeat(2, 1)
     rows = torch.arange(N, device=lo.device)
@@ -75,11 +77,13 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
              init_lower: Tensor, init_witness: Tensor, timeout: float, rtol: float = 1e-4,
              atol: float = 1e-9, batch: int = 64, max_domains: int = 200_000,
              stop_below: Tensor | None = None, project: Callable[[Tensor], Tensor] | None = None,
-             progress: ProgressFlag = "auto", desc: str = "bab") -> BabResult:
+             split_weight: Tensor | None = None, progress: ProgressFlag = "auto",
+             desc: str = "bab") -> BabResult:
     """Run the search on the box [lower, upper] ([*in] each) until a stopping rule fires.
 
     ``init_lower`` [R] / ``init_witness`` [R, *in]: values already attained (e.g. sampling).
     ``project`` maps box centres into X when the boxes cover more than X (l_2 / l_1 balls).
+    ``split_weight`` [*in] scales the widths when choosing the coordinate to halve.
     """
     proj = project or (lambda t: t)
     start = time.perf_counter()
@@ -115,7 +119,7 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=ub_q.device)
             keep[pick] = False
             parents_ub = ub_q[pick]
-            clo, cup = _split(lo_q[pick], up_q[pick])
+            clo, cup = _split(lo_q[pick], up_q[pick], split_weight)
             cub = torch.minimum(bound_fn(clo, cup), parents_ub.repeat(2, 1))
             bounded += len(clo)
             pbar.update(len(clo))

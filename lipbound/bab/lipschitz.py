@@ -28,15 +28,18 @@ def _sub_balls(domain: LpBall, lo: Tensor, up: Tensor) -> LpBall:
 
 
 def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,
-                        timeout: float, rtol: float = 1e-4, batch: int = 32,
+                        timeout: float, rtol: float = 1e-4, batch: int = 128,
                         max_domains: int = 200_000, n_samples: int = 256, seed: int = 0,
-                        forward_iterations: int = 0, progress: ProgressFlag = "auto"
-                        ) -> BabResult:
+                        forward_iterations: int = 0, split_weight: Tensor | None = None,
+                        progress: ProgressFlag = "auto") -> BabResult:
     """Anytime bounds on max over the ball (batch 1) of ||grad C_s f||_q for every row s.
 
     Returns upper [S] (certified at any stopping point) and lower [S] attained at witness
-    [S, *in] inside the ball.
+    [S, *in] inside the ball. ``split_weight`` [*in] (default: :func:`first_layer_weight`)
+    scales box widths when choosing the coordinate to halve.
     """
+    if split_weight is None:
+        split_weight = first_layer_weight(graph, C)
     m64, dtype = _model64(model)
     C64 = C.to(dtype)
 
@@ -59,5 +62,19 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
     box = domain.interval()
     return maximize(bound, attain, box.lower[0], box.upper[0], init_lower=low.to(C.dtype),
                     init_witness=wit.to(C.dtype), timeout=timeout, rtol=rtol, batch=batch,
-                    max_domains=max_domains, project=project, progress=progress,
-                    desc="bab lipschitz")
+                    max_domains=max_domains, project=project, split_weight=split_weight,
+                    progress=progress, desc="bab lipschitz")
+
+
+def first_layer_weight(graph: Graph, C: Tensor) -> Tensor | None:
+    """For an MLP, sum_j |W_1[j, i]| per input i (how strongly input i moves the first
+    layer's pre-activations, hence the activation pattern); None for other graphs."""
+    from lipbound.bab.relu_split import mlp_layers
+    from lipbound.errors import UnsupportedModelError
+
+    try:
+        W = mlp_layers(graph)[0].W
+    except UnsupportedModelError:
+        return None
+    w = torch.tensor(abs(W).sum(0), dtype=C.dtype, device=C.device)
+    return w.reshape(graph[graph.input].shape)
