@@ -58,6 +58,40 @@ def _tolerance(lower: Tensor, rtol: float, atol: float) -> Tensor:
     return lower + rtol * lower.abs() + atol
 
 
+@dataclass
+class Anytime:
+    """The bookkeeping every anytime search shares: the trace, the progress bar's figures
+    and the stopping rules (gap closed / queue empty, threshold, time, domain cap)."""
+
+    timeout: float
+    rtol: float
+    atol: float
+    max_domains: int
+    start: float = field(default_factory=time.perf_counter)
+    trace: list[TracePoint] = field(default_factory=list)
+    step_time: float = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def stop(self, U: Tensor, L: Tensor, queued: int, growth: int, pbar,
+             stop_below: Tensor | None = None) -> str | None:
+        """Record the state; the status to stop with, or None to go on. ``growth``: how many
+        domains the next step can add."""
+        self.trace.append(TracePoint(self.elapsed(), float(U.max()), float(L.max()), queued))
+        pbar.set_postfix(domains=queued, upper=f"{float(U.max()):.6g}",
+                         lower=f"{float(L.max()):.6g}")
+        if queued == 0 or bool((U <= _tolerance(L, self.rtol, self.atol)).all()):
+            return "certified"
+        if stop_below is not None and bool((U < stop_below).all()):
+            return "below threshold"
+        if self.elapsed() + self.step_time >= self.timeout:
+            return "timeout"
+        if queued + growth > self.max_domains:
+            return "domain limit"
+        return None
+
+
 def _split(lo: Tensor, up: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Halve each box along the coordinate with the largest weighted width (weight [*in],
     e.g. how strongly each input moves the first layer): 2N children (lower, upper)."""
@@ -86,31 +120,18 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
     ``split_weight`` [*in] scales the widths when choosing the coordinate to halve.
     """
     proj = project or (lambda t: t)
-    start = time.perf_counter()
+    run = Anytime(timeout, rtol, atol, max_domains)
     lo_q, up_q = lower.unsqueeze(0), upper.unsqueeze(0)
     ub_q = bound_fn(lo_q, up_q)
     L, W = init_lower.clone(), init_witness.clone()
     L, W = _attain(attain_fn, proj, lo_q, up_q, L, W)
     pruned = torch.full_like(L, -torch.inf)
-    trace, bounded, status, step_time = [], 1, "timeout", 0.0
+    bounded = 1
     with bar(progress=progress, desc=desc, unit="dom") as pbar:
         while True:
             U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
-            trace.append(TracePoint(time.perf_counter() - start, float(U.max()), float(L.max()),
-                                    len(ub_q)))
-            pbar.set_postfix(domains=len(ub_q), upper=f"{float(U.max()):.5g}",
-                             lower=f"{float(L.max()):.5g}")
-            if bool((U <= _tolerance(L, rtol, atol)).all()) or len(ub_q) == 0:
-                status = "certified"
-                break
-            if stop_below is not None and bool((U < stop_below).all()):
-                status = "below threshold"
-                break
-            now = time.perf_counter() - start
-            if now + step_time >= timeout:
-                break
-            if len(ub_q) + batch > max_domains:
-                status = "domain limit"
+            status = run.stop(U, L, len(ub_q), batch, pbar, stop_below)
+            if status is not None:
                 break
             t_step = time.perf_counter()
             gap = ((ub_q - L) / (L.abs() + atol)).max(1).values
@@ -130,9 +151,9 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             lo_q = torch.cat([lo_q[keep], clo[alive]])
             up_q = torch.cat([up_q[keep], cup[alive]])
             ub_q = torch.cat([ub_q[keep], cub[alive]])
-            step_time = time.perf_counter() - t_step
+            run.step_time = time.perf_counter() - t_step
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
-    return BabResult(U, L, W, status, bounded, tuple(trace))
+    return BabResult(U, L, W, status, bounded, tuple(run.trace))
 
 
 def _attain(attain_fn: AttainFn, project: Callable[[Tensor], Tensor], lo: Tensor, up: Tensor,

@@ -19,7 +19,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.engine import BabResult, TracePoint
+from lipbound.bab.engine import Anytime, BabResult
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bounds.domains import LpBall
 from lipbound.exact.from_graph import mlp_from_graph
@@ -159,7 +159,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
     Stops when the gap closes or the queue is exhausted ("certified"; then the upper bound is
     the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
     """
-    start = time.perf_counter()
+    run = Anytime(timeout, rtol, atol, max_domains)
     srch = _Search(model, graph, C, domain, q)
     dev = C.device
     sg_q = [torch.zeros(1, graph[n].numel, device=dev) for n in srch.names]
@@ -167,21 +167,12 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
     L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
     L, W = L.to(C.dtype), W.to(C.dtype)
     done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
-    trace, bounded, status, step = [], 1, "timeout", 0.0
+    bounded = 1
     with bar(progress=progress, desc="bab lipschitz (relu splits)", unit="dom") as pbar:
         while True:
             U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-            trace.append(TracePoint(time.perf_counter() - start, float(U.max()),
-                                    float(L.max()), len(ub_q)))
-            pbar.set_postfix(domains=len(ub_q), upper=f"{float(U.max()):.6g}",
-                             lower=f"{float(L.max()):.6g}")
-            if len(ub_q) == 0 or bool((U <= L + rtol * L.abs() + atol).all()):
-                status = "certified"
-                break
-            if time.perf_counter() - start + step >= timeout:
-                break
-            if len(ub_q) + 2 * batch > max_domains:
-                status = "domain limit"
+            status = run.stop(U, L, len(ub_q), 2 * batch, pbar)
+            if status is not None:
                 break
             t0 = time.perf_counter()
             pick = ((ub_q - L) / (L.abs() + atol)).max(1).values.topk(min(batch, len(ub_q))).indices
@@ -189,7 +180,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
             keep[pick] = False
             kids, parents, pts = [], [], []
             for d in pick.tolist():
-                left = timeout - (time.perf_counter() - start)
+                left = timeout - run.elapsed()
                 if left <= 0:
                     keep[d] = True  # not processed: back to the queue
                     continue
@@ -248,7 +239,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
                 sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
                 sc_q = [torch.cat([a, b[alive]]) for a, b in zip(sc_q, csc)]
                 ub_q = torch.cat([ub_q, cub[alive]])
-            step = time.perf_counter() - t0
+            run.step_time = time.perf_counter() - t0
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-    return BabResult(U, L, W, status, bounded, tuple(trace))
+    return BabResult(U, L, W, status, bounded, tuple(run.trace))
 
