@@ -16,7 +16,7 @@ import torch
 
 from lipbound.api import _setup
 from lipbound.bab.lp import sign_lp
-from lipbound.bab.relu_split import _Search
+from lipbound.bab.relu_split import LipschitzSearch
 from lipbound.bounds.domains import LpBall
 from lipbound.exact.testing import random_sequential
 from lipbound.graph.trace import trace
@@ -52,7 +52,7 @@ def test_domain_bounds_contain_every_sample_satisfying_the_splits(seed, slope):
     x0 = torch.randn(1, 3, generator=gen, dtype=torch.float64)
     eps = 0.6
     graph, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
-    srch = _Search(net, graph, C, dom, 1.0)
+    srch = LipschitzSearch(net, graph, C, dom, 1.0)
     pts = x0 + eps * (2 * torch.rand(20000, 3, generator=gen, dtype=torch.float64) - 1)
     with torch.no_grad():
         z1s, z2s = _preacts(net, pts)
@@ -100,7 +100,7 @@ def test_sign_lp_matches_sampling_and_margin_points_are_strictly_inside():
     x0 = torch.randn(1, 3, generator=gen, dtype=torch.float64)
     eps = 0.5
     graph, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
-    srch = _Search(net, graph, C, dom, 1.0)
+    srch = LipschitzSearch(net, graph, C, dom, 1.0)
     pts = x0 + eps * (2 * torch.rand(20000, 3, generator=gen, dtype=torch.float64) - 1)
     with torch.no_grad():
         z1s, z2s = _preacts(net, pts)

@@ -71,61 +71,48 @@ def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
     return None
 
 
-class _Search:
-    """The queue of sign domains and the bounding calls (see the module docstring)."""
+class SignSearch:
+    """What every sign-splitting search shares: the MLP's layers, the input box, the LP
+    check and the per-layer bounds of a propagation. Subclasses define :meth:`bound`
+    (ub [D, R], forward bounds and branching scores per layer [D, m]) and :meth:`attain`
+    (values [N, R] at points of the set)."""
 
-    def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
+    desc = "bab (relu splits)"
+
+    def __init__(self, graph: Graph, C: Tensor, domain: LpBall):
         self.layers = mlp_layers(graph)
         self.names = [L.z for L in self.layers[:-1]]
-        self.graph, self.C, self.domain, self.q = graph, C, domain, q
+        self.graph, self.C, self.domain = graph, C, domain
         self.lp_enabled = True
         self.forward_iterations = FORWARD_ITERATIONS
-        self.m64, self.dtype = _model64(model)
-        self.reach = _input_reach(self.layers, C)
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
         self.bhi = box.upper[0].flatten().double().cpu().numpy()
 
-    def bound(self, signs: list[Tensor]
-              ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
-        """ub [D, S] (-inf for empty domains), forward bounds per layer [D, m] and the
-        branching scores per layer [D, m] (see :meth:`jacobian_scores`)."""
-        D, S = signs[0].shape[0], self.C.shape[0]
+    def splits(self, signs: list[Tensor]) -> tuple[dict[str, Tensor], LpBall]:
+        """The split tensors by node name and the domain repeated D times."""
+        D = signs[0].shape[0]
         splits = {n: s.reshape(D, *self.graph[n].shape) for n, s in zip(self.names, signs)}
-        dom = self.domain.select(torch.zeros(D, dtype=torch.long, device=signs[0].device))
-        with torch.no_grad():
-            state, jg = jacobian_state(self.graph, self.C, dom, "crown", self.q,
-                                       forward_iterations=self.forward_iterations,
-                                       splits=splits)
-            ub = norm_upper(state, jg, self.q, "crown").reshape(D, S)
-        rows = torch.arange(D, device=ub.device) * S
+        return splits, self.domain.select(torch.zeros(D, dtype=torch.long,
+                                                      device=signs[0].device))
+
+    def layer_bounds(self, state, D: int, stride: int) -> tuple[list[Tensor], list[Tensor],
+                                                               Tensor]:
+        """Forward bounds per layer [D, m] (domain d at state row d * stride) and a mask [D]
+        of domains whose bounds crossed (no input produces their signs)."""
+        rows = torch.arange(D, device=self.C.device) * stride
         los, ups = [], []
-        empty = torch.zeros(D, dtype=torch.bool, device=ub.device)
+        empty = torch.zeros(D, dtype=torch.bool, device=self.C.device)
         for n in self.names:
             iv = state.bounds[n]
             lo = iv.lower if iv.lower.shape[0] == 1 else iv.lower[rows]
             up = iv.upper if iv.upper.shape[0] == 1 else iv.upper[rows]
             lo, up = lo.reshape(-1, self.graph[n].numel), up.reshape(-1, self.graph[n].numel)
             lo, up = lo.expand(D, -1), up.expand(D, -1)
-            tiny = torch.finfo(lo.dtype).tiny
-            empty |= (lo > up + 2 * tiny).any(1)
+            empty |= (lo > up + 2 * torch.finfo(lo.dtype).tiny).any(1)
             los.append(lo)
             ups.append(up)
-        scores = self.jacobian_scores(state, jg, D)
-        return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
-
-    def jacobian_scores(self, state, jg, D: int) -> list[Tensor]:
-        """Per neuron, how much its switch can move the gradient: the largest |cotangent| it
-        reads (over spec rows) times the l1 reach of its row to the input (|W| products)."""
-        switch_in = {n.inputs[0]: n.inputs[1] for n in jg.graph.nodes
-                     if n.op in ("relu_switch", "leaky_switch")}
-        out = []
-        for n, reach in zip(self.names, self.reach):
-            iv = state.interval(switch_in[n])
-            mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(-1, reach.numel())
-            mag = mag.reshape(D, -1, reach.numel()) if mag.shape[0] > 1 else mag[None]
-            out.append((mag.amax(1) * reach).expand(D, -1))
-        return out
+        return los, ups, empty
 
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
                  time_limit: float, margin: bool = False) -> Tensor | None | bool:
@@ -145,6 +132,46 @@ class _Search:
         pt = pt.reshape(1, *self.domain.in_shape)
         return pt if bool(self.domain.contains(pt.unsqueeze(0), 1e-9).all()) else True
 
+
+class LipschitzSearch(SignSearch):
+    """Sign domains bounded on the Clarke-Jacobian graph: ub [D, S] >= ||grad C_s f||_q."""
+
+    desc = "bab lipschitz (relu splits)"
+
+    def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
+        super().__init__(graph, C, domain)
+        self.q = q
+        self.m64, self.dtype = _model64(model)
+        self.reach = _input_reach(self.layers, C)
+
+    def bound(self, signs: list[Tensor]
+              ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        """ub [D, S] (-inf for empty domains), forward bounds per layer [D, m] and the
+        branching scores per layer [D, m] (see :meth:`jacobian_scores`)."""
+        D, S = signs[0].shape[0], self.C.shape[0]
+        splits, dom = self.splits(signs)
+        with torch.no_grad():
+            state, jg = jacobian_state(self.graph, self.C, dom, "crown", self.q,
+                                       forward_iterations=self.forward_iterations,
+                                       splits=splits)
+            ub = norm_upper(state, jg, self.q, "crown").reshape(D, S)
+        los, ups, empty = self.layer_bounds(state, D, S)
+        scores = self.jacobian_scores(state, jg, D)
+        return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
+
+    def jacobian_scores(self, state, jg, D: int) -> list[Tensor]:
+        """Per neuron, how much its switch can move the gradient: the largest |cotangent| it
+        reads (over spec rows) times the l1 reach of its row to the input (|W| products)."""
+        switch_in = {n.inputs[0]: n.inputs[1] for n in jg.graph.nodes
+                     if n.op in ("relu_switch", "leaky_switch")}
+        out = []
+        for n, reach in zip(self.names, self.reach):
+            iv = state.interval(switch_in[n])
+            mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(-1, reach.numel())
+            mag = mag.reshape(D, -1, reach.numel()) if mag.shape[0] > 1 else mag[None]
+            out.append((mag.amax(1) * reach).expand(D, -1))
+        return out
+
     def attain(self, pts: Tensor) -> Tensor:
         G = _row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
         return torch.linalg.vector_norm(G.flatten(2), ord=self.q, dim=2).t().to(self.C.dtype)
@@ -160,18 +187,33 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
     the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
     """
     run = Anytime(timeout, rtol, atol, max_domains)
-    srch = _Search(model, graph, C, domain, q)
-    dev = C.device
-    sg_q = [torch.zeros(1, graph[n].numel, device=dev) for n in srch.names]
-    ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
+    srch = LipschitzSearch(model, graph, C, domain, q)
     L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
-    L, W = L.to(C.dtype), W.to(C.dtype)
+    return sign_search(srch, L.to(C.dtype), W.to(C.dtype), run, batch=batch, progress=progress)
+
+
+def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: int,
+                stop_below: Tensor | None = None, progress: ProgressFlag = "auto"
+                ) -> BabResult:
+    """Best-first search over sign domains maximising the R quantities of ``srch``.
+
+    ``L`` [R] / ``W`` [R, *in]: values attained so far and their points. Each step pops the
+    ``batch`` domains with the largest relative gap; a domain that the LP proves empty is
+    dropped, a fully split one is final (its bound is that pattern's), any other is split on
+    :func:`_pick_neuron`'s neuron and its children are bounded together, taking
+    min(child, parent). U = max(queued bounds, final and pruned bounds) is certified at
+    every stop; ``stop_below`` [R] stops once U < stop_below everywhere.
+    """
+    rtol, atol, timeout = run.rtol, run.atol, run.timeout
+    dev = srch.C.device
+    sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
+    ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
     done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
     bounded = 1
-    with bar(progress=progress, desc="bab lipschitz (relu splits)", unit="dom") as pbar:
+    with bar(progress=progress, desc=srch.desc, unit="dom") as pbar:
         while True:
             U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-            status = run.stop(U, L, len(ub_q), 2 * batch, pbar)
+            status = run.stop(U, L, len(ub_q), 2 * batch, pbar, stop_below)
             if status is not None:
                 break
             t0 = time.perf_counter()
