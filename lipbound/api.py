@@ -34,13 +34,14 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
                   spec: Any = None, method: str = "crown",
                   data_range: tuple[Any, Any] | None = None, iterations: int = 30,
                   dtype: torch.dtype = torch.float64, timeout: float | None = None,
-                  progress: bool | str = "auto") -> OutputBounds:
+                  progress: bool | str = "auto", split: str = "auto") -> OutputBounds:
     """Sound bounds on ``C f(x')`` over ``{x' : ||x' - x||_norm <= eps}`` (∩ data_range).
 
     model: eval-mode module mapping [B, *in] -> [B, K]; x: [*in] or [1, *in]; spec: None
-    (identity) or [S, K]; method: "ibp" | "crown" | "alpha-crown" | "bab" (input-splitting
-    branch-and-bound for ``timeout`` seconds, default ``DEFAULT_BAB_TIMEOUT``; it stops early
-    once the bounds meet values attained at points of the set). Computation runs in
+    (identity) or [S, K]; method: "ibp" | "crown" | "alpha-crown" | "bab" (branch-and-bound
+    for ``timeout`` seconds, default ``DEFAULT_BAB_TIMEOUT``; it stops early once the bounds
+    meet values attained at points of the set; ``split`` as for :func:`local_lipschitz`:
+    "input" boxes, "relu" signs with beta-CROWN and LP checks, or "auto"). Computation runs in
     ``dtype`` (float64 by default) on x's device; results are widened outward to absorb
     rounding.
     """
@@ -49,11 +50,14 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     if method == "bab":
         from lipbound.bab import bab_output_bounds
+        from lipbound.bab.outputs import bab_relu_output_bounds
 
         _check_timeout(timeout)
-        lo, up, _ = bab_output_bounds(model, graph, C, domain,
-                                      timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
-                                      progress=progress)
+        run = bab_relu_output_bounds if _choose_split(graph, split) == "relu" \
+            else bab_output_bounds
+        lo, up, _ = run(model, graph, C, domain,
+                        timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
+                        progress=progress)
         return OutputBounds(*widen(lo, up))
     state = prepare_state(graph, domain, method)
     lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lipbound
-from lipbound.errors import InputError
+from lipbound.errors import InputError, UnsupportedModelError
 from lipbound.exact.enumerate import enumerate_local_lipschitz
 from lipbound.exact.testing import random_sequential
 
@@ -116,3 +116,26 @@ def test_input_split_weight_is_the_first_layer_column_mass():
     graph, _, C, _ = _setup(cnn, torch.zeros(1, 4, 4), 0.1, math.inf, None, None,
                             torch.float64)
     assert first_layer_weight(graph, C) is None
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_relu_split_output_bounds_contain_samples_and_tighten_crown(slope):
+    net = _net(7, slope, sizes=(6, 16, 16, 3))
+    x = torch.randn(6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    lo_c, up_c = lipbound.output_bounds(net, x, 0.4)
+    lo_b, up_b = lipbound.output_bounds(net, x, 0.4, method="bab", split="relu", timeout=8,
+                                        progress=False)
+    assert (lo_b >= lo_c - 1e-9).all() and (up_b <= up_c + 1e-9).all()
+    pts = x + 0.4 * (2 * torch.rand(20000, 6, generator=torch.Generator().manual_seed(8),
+                                    dtype=torch.float64) - 1)
+    y = net(pts)
+    assert (y >= lo_b - 1e-9).all() and (y <= up_b + 1e-9).all()
+    assert float((up_b - lo_b).sum()) < 0.9 * float((up_c - lo_c).sum())
+
+
+def test_relu_split_output_bounds_reject_non_mlp():
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 2)).eval()
+    with pytest.raises(UnsupportedModelError, match="conv"):
+        lipbound.output_bounds(cnn, torch.zeros(1, 4, 4), 0.1, method="bab", split="relu",
+                               timeout=1)

@@ -1,9 +1,12 @@
-"""Branch-and-bound on input sub-boxes for output bounds ``lower <= C f(x) <= upper``.
+"""Branch-and-bound for output bounds ``lower <= C f(x) <= upper``.
 
-The engine maximises the 2S rows [C; -C]: upper bounds of C f and of -C f over every sub-box
-come from CROWN (one batched propagation over the boxes, intersected with IBP), attained
-values from evaluating f at box centres (projected into the input set). ``stop_below`` lets a
-verifier stop as soon as a property is proven.
+Both searches maximise the 2S rows [C; -C]. ``bab_output_bounds`` splits input boxes: upper
+bounds over every sub-box come from CROWN (one batched propagation over the boxes,
+intersected with IBP), attained values from evaluating f at box centres (projected into the
+input set). ``bab_relu_output_bounds`` splits ReLU signs of an MLP: every domain is bounded
+by alpha/beta-CROWN with its splits in force (:class:`OutputSearch`), domains that the LP
+proves empty are dropped, and LP points are attained values. ``stop_below`` lets a verifier
+stop as soon as a property is proven.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.engine import BabResult, maximize
+from lipbound.bab.engine import Anytime, BabResult, maximize
 from lipbound.bab.lipschitz import _sub_balls
+from lipbound.bab.relu_split import SignSearch, sign_search
 from lipbound.bounds.domains import LpBall
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import _model64, _project
 from lipbound.progress import ProgressFlag
+from lipbound.propagate.alpha import alpha_crown_upper
+from lipbound.propagate.crown import crown_intermediate
 from lipbound.propagate.driver import bound_graph_spec, prepare_state
+from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
 
 
 def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
@@ -55,4 +62,69 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
                    timeout=timeout, rtol=rtol, atol=atol, batch=batch, max_domains=max_domains,
                    stop_below=stop_below, project=project, progress=progress,
                    desc="bab outputs")
+    return -res.upper[S:], res.upper[:S], res
+
+
+#: alpha/beta-CROWN steps for the spec rows of every sign domain
+OUTPUT_ITERATIONS = 20
+
+
+class OutputSearch(SignSearch):
+    """Sign domains bounded on the forward graph: ub [D, 2S] >= [C; -C] f over the domain."""
+
+    desc = "bab outputs (relu splits)"
+
+    def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall):
+        super().__init__(graph, C, domain)
+        self.CC = torch.cat([C, -C])
+        self.m64, self.dtype = _model64(model)
+        self.reach = _output_reach(self.layers, self.CC)
+
+    def bound(self, signs: list[Tensor]
+              ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        """ub [D, 2S] (-inf for empty domains), forward bounds and scores per layer [D, m]:
+        the triangle area of each unstable neuron times its |W| reach to the spec rows."""
+        D = signs[0].shape[0]
+        splits, dom = self.splits(signs)
+        state = BoundState(self.graph, dom, evaluate_fixed(self.graph), splits=splits)
+        with torch.no_grad():
+            ibp_pass(state)
+            crown_intermediate(state, iterations=self.forward_iterations)
+        A = self.CC.unsqueeze(0).expand(D, *self.CC.shape)
+        ub = alpha_crown_upper(state, self.graph.output, A, OUTPUT_ITERATIONS).detach()
+        los, ups, empty = self.layer_bounds(state, D, 1)
+        scores = [(-lo * up).clamp_min(0) / (up - lo).clamp_min(1e-300) * r
+                  for lo, up, r in zip(los, ups, self.reach)]
+        return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
+
+    def attain(self, pts: Tensor) -> Tensor:
+        with torch.no_grad():
+            y = self.m64(pts.to(self.dtype).reshape(pts.shape[0], *self.domain.in_shape))
+        return y.reshape(pts.shape[0], -1).to(self.C.dtype) @ self.CC.t()
+
+
+def _output_reach(layers, CC: Tensor) -> list[Tensor]:
+    """Per hidden layer, sum over spec rows of (|CC| |W_L| ... |W_{i+1}|)_j for neuron j."""
+    out, acc = [], CC.abs().sum(0)
+    for L in reversed(layers[1:]):
+        acc = torch.tensor(abs(L.W), dtype=CC.dtype, device=CC.device).t() @ acc
+        out.append(acc)
+    return out[::-1]
+
+
+def bab_relu_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
+                           timeout: float, rtol: float = 1e-4, atol: float = 1e-7,
+                           batch: int = 32, max_domains: int = 100_000,
+                           stop_below: Tensor | None = None, progress: ProgressFlag = "auto"
+                           ) -> tuple[Tensor, Tensor, BabResult]:
+    """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set, by
+    ReLU sign splitting (ReLU / LeakyReLU MLPs). ``stop_below`` [2S] as for
+    :func:`bab_output_bounds`."""
+    run = Anytime(timeout, rtol, atol, max_domains)
+    srch = OutputSearch(model, graph, C, domain)
+    S = C.shape[0]
+    center = domain.center
+    L = srch.attain(center)[0]
+    W = center.expand(2 * S, *center.shape[1:]).clone()
+    res = sign_search(srch, L, W, run, batch=batch, stop_below=stop_below, progress=progress)
     return -res.upper[S:], res.upper[:S], res
