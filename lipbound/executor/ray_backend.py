@@ -95,7 +95,9 @@ def start_local_instance(num_cpus: int | None) -> None:
     Ray's default worker niceness (+15) starves its workers whenever anything else of the
     same user session keeps a core busy (Linux groups a session's processes for scheduling,
     so nice levels compete inside that group): importing torch in a fresh worker then took
-    minutes instead of seconds, which showed as actors that never came up.
+    minutes instead of seconds, which showed as actors that never came up. (A cluster
+    started with ``ray start`` keeps Ray's default unless started with
+    ``RAY_worker_niceness=0`` in its environment.)
     """
     ray.init(num_cpus=num_cpus, include_dashboard=False,
              _system_config={"worker_niceness": WORKER_NICENESS})
