@@ -99,3 +99,26 @@ def test_bad_input_is_rejected():
         audit.robustness(model, X, [0, 1], eps_max=0, progress=False)
     with pytest.raises(UnsupportedNormError):
         audit.robustness(model, X, [0, 1], eps_max=0.1, smooth={"sigma": 0.1}, progress=False)
+    with pytest.raises(InputError, match="bab_timeout"):
+        audit.robustness(model, X, [0, 1], eps_max=0.1, bab_timeout=-1, progress=False)
+
+
+def test_bab_timeout_zero_keeps_crown_radii():
+    """bab_timeout=0 skips the BaB stage: each radius is certified by CROWN itself (checked by
+    a direct output_bounds call) and never exceeds the attack radius."""
+    import lipbound
+    from lipbound.audit._radius import margin_spec
+
+    model = mlp((4, 16, 16, 3), seed=3)
+    X = torch.rand(3, 4, generator=torch.Generator().manual_seed(2))
+    y = model(X).argmax(1)
+    rep = audit.robustness(model, X, y, eps_max=1.0, methods=("bounds",), bisection_steps=6,
+                           bab_timeout=0, progress=False)
+    for rec, x in zip(rep.records, X):
+        r = rec.radii["bounds"]
+        assert rec.details["bounds_method"] == "crown" and r > 0
+        C = margin_spec(3, rec.label, torch.float64, x.device)
+        lower = lipbound.output_bounds(model, x, r, spec=C, method="crown").lower
+        assert bool((lower > 0).all())
+        if rec.attack_radius is not None:
+            assert r <= rec.attack_radius

@@ -51,11 +51,11 @@ def bracket(certified: Callable[[float], bool], hi: float, steps: int) -> tuple[
 
 
 def bounds_radius(model: nn.Module, x: Tensor, C: Tensor, hi: float, norm: float,
-                  data_range, steps: int) -> tuple[float, str]:
+                  data_range, steps: int, bab_timeout: float = BAB_TIMEOUT) -> tuple[float, str]:
     """Radius certified by CROWN output bounds (bisection), then, if method "bab" (where the
     API offers it, else "alpha-crown") certifies the smallest radius CROWN failed at, pushed
-    up by a bisection with that method between there and ``hi``. Returns (radius, the method
-    that certified it)."""
+    up by a bisection with that method between there and ``hi`` (``bab_timeout`` seconds per
+    "bab" call; 0 skips this stage). Returns (radius, the method that certified it)."""
 
     def ok(method: str, **kw) -> Callable[[float], bool]:
         def certified(r: float) -> bool:
@@ -65,11 +65,11 @@ def bounds_radius(model: nn.Module, x: Tensor, C: Tensor, hi: float, norm: float
         return certified
 
     r, bad = bracket(ok("crown"), hi, steps)
-    if r >= hi:
+    if r >= hi or bab_timeout <= 0:
         return r, "crown"
     has_timeout = "timeout" in inspect.signature(output_bounds).parameters
     try:
-        tighter = ok("bab", **({"timeout": BAB_TIMEOUT} if has_timeout else {}))
+        tighter = ok("bab", **({"timeout": bab_timeout} if has_timeout else {}))
         name = "bab"
         first = tighter(bad)  # where CROWN failed; skip the search if this fails too
     except UnknownMethodError:

@@ -38,7 +38,13 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.audit._common import check_model, float64_model, model_device, positive, run_batch
-from lipbound.audit._radius import attack_radius, bounds_radius, lipschitz_radius, margin_spec
+from lipbound.audit._radius import (
+    BAB_TIMEOUT,
+    attack_radius,
+    bounds_radius,
+    lipschitz_radius,
+    margin_spec,
+)
 from lipbound.bounds.domains import parse_norm
 from lipbound.errors import InputError, ShapeError, UnknownMethodError, UnsupportedNormError
 from lipbound.inputs import as_tensor
@@ -131,12 +137,18 @@ def _inputs(model: nn.Module, X: Any, y: Any) -> tuple[Tensor, Tensor, Tensor]:
 def robustness(model: nn.Module, X: Any, y: Any, *, eps_max: float, norm: Any = math.inf,
                data_range: Any = None, methods: Any = ("bounds", "lipschitz", "smoothing"),
                smooth: Any = None, attack: bool = True, radii: Any = None,
-               bisection_steps: int = 12, seed: int = 0,
+               bisection_steps: int = 12, seed: int = 0, bab_timeout: float = BAB_TIMEOUT,
                progress: ProgressFlag = "auto") -> RobustnessReport:
-    """Certified radii of every (X[i], y[i]) up to ``eps_max`` (see the module docstring)."""
+    """Certified radii of every (X[i], y[i]) up to ``eps_max`` (see the module docstring).
+
+    ``bab_timeout``: seconds per branch-and-bound call of the "bounds" method (0: CROWN only).
+    """
     start = time.perf_counter()
     check_model(model)
     eps_max = positive("eps_max", eps_max)
+    if isinstance(bab_timeout, bool) or not isinstance(bab_timeout, (int, float)) \
+            or not bab_timeout >= 0:
+        raise InputError(f"bab_timeout must be a number >= 0, got {bab_timeout!r}")
     steps = positive("bisection_steps", bisection_steps, integer=True)
     p = parse_norm(norm)
     methods = tuple(methods)
@@ -156,7 +168,8 @@ def robustness(model: nn.Module, X: Any, y: Any, *, eps_max: float, norm: Any = 
     records = []
     for i in bar(range(X.shape[0]), progress=progress, desc="robustness", unit="point"):
         records.append(_one(model, model64, sm, X[i], int(y[i]), int(logits[i].argmax()), i,
-                            methods, eps_max, p, data_range, steps, can_attack, gen, seed))
+                            methods, eps_max, p, data_range, steps, can_attack, gen, seed,
+                            bab_timeout=float(bab_timeout)))
     curve = ([float(r) for r in radii] if radii is not None
              else [eps_max * k / 10 for k in range(11)])
     return RobustnessReport(records, methods, p, eps_max, curve, int(seed),
@@ -164,7 +177,7 @@ def robustness(model: nn.Module, X: Any, y: Any, *, eps_max: float, norm: Any = 
 
 
 def _one(model, model64, sm, x, y, pred, index, methods, eps_max, p, data_range, steps,
-         can_attack, gen, seed) -> RobustnessRecord:
+         can_attack, gen, seed, bab_timeout: float = BAB_TIMEOUT) -> RobustnessRecord:
     radii, times, details = {}, {}, {}
     correct = pred == y
     t = time.perf_counter()
@@ -179,7 +192,8 @@ def _one(model, model64, sm, x, y, pred, index, methods, eps_max, p, data_range,
         t = time.perf_counter()
         r = 0.0
         if m == "bounds" and correct:
-            r, details["bounds_method"] = bounds_radius(model, x, C, hi, p, data_range, steps)
+            r, details["bounds_method"] = bounds_radius(model, x, C, hi, p, data_range, steps,
+                                                        bab_timeout)
         elif m == "lipschitz" and correct:
             r = lipschitz_radius(model, model64, x, C, hi, p, data_range, steps)
         elif m == "smoothing":
