@@ -112,7 +112,8 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
                     spec: Any = None, method: str = "crown", timeout: float | None = None,
                     data_range: tuple[Any, Any] | None = None, n_samples: int = 256,
                     seed: int = 0, iterations: int = 30, dtype: torch.dtype = torch.float64,
-                    progress: bool | str = "auto", split: str = "auto"):
+                    progress: bool | str = "auto", split: str = "auto",
+                    objective: str = "max"):
     """Certified local Lipschitz constants of the rows of C f over an l_p ball around x.
 
     Returns a :class:`~lipbound.results.LipschitzResult` with ``upper[s]`` >= sup over
@@ -124,8 +125,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
     holds the anytime curve; ``split``: "input" (halve input boxes), "relu" (activation
     signs with LP feasibility, ReLU/LeakyReLU MLPs) or "auto": input for at most
-    ``INPUT_SPLIT_MAX_DIM`` input dimensions or non-MLPs, relu otherwise), "exact" (MILP,
-    :mod:`lipbound.exact.api`).
+    ``INPUT_SPLIT_MAX_DIM`` input dimensions or non-MLPs, relu otherwise; ``objective``:
+    "max" tightens ``value`` = max_s upper[s] (rows whose bound is already below the best
+    value attained by any row are not refined further; their upper bounds stay certified)
+    and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
     """
     import time
 
@@ -146,8 +149,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     q = dual_norm(domain.p)
     if method == "bab":
+        if objective not in ("max", "rows"):
+            raise InputError(f"objective must be 'max' or 'rows', got {objective!r}")
         return _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress,
-                              start, split)
+                              start, split, objective == "max")
     if method == "naive":
         upper = naive_lipschitz(graph, C, domain.p)
     else:
@@ -181,7 +186,7 @@ def _choose_split(graph: Graph, split: str) -> str:
 
 
 def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress, start,
-                   split):
+                   split, focus_max):
     import time
 
     from lipbound.bab import bab_local_lipschitz
@@ -195,7 +200,7 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     run = bab_relu_lipschitz if split == "relu" else bab_local_lipschitz
     res = run(model, graph, C, domain, q,
               timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
-              n_samples=n_samples, seed=seed, progress=progress)
+              n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
     with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
         state, jg = jacobian_state(graph, C, domain, "crown", q)
         crown = norm_upper(state, jg, q, "crown")
@@ -206,7 +211,7 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
-                            "split": split})
+                            "split": split, "objective": "max" if focus_max else "rows"})
 
 
 def _check_timeout(timeout: Any) -> None:

@@ -139,3 +139,19 @@ def test_relu_split_output_bounds_reject_non_mlp():
     with pytest.raises(UnsupportedModelError, match="conv"):
         lipbound.output_bounds(cnn, torch.zeros(1, 4, 4), 0.1, method="bab", split="relu",
                                timeout=1)
+
+
+@pytest.mark.parametrize("split", ["input", "relu"])
+def test_objective_max_certifies_the_largest_row_and_keeps_every_row_sound(split):
+    net = _net(8, sizes=(2, 10, 10, 3))
+    x = torch.randn(2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    exact = [enumerate_local_lipschitz(net, x, 0.4, c=torch.eye(3, dtype=torch.float64)[s])
+             .value for s in range(3)]
+    r = lipbound.local_lipschitz(net, x, 0.4, method="bab", split=split, timeout=30,
+                                 progress=False, objective="max")
+    tol = 1e-7 * (1 + max(exact))
+    assert r.status == "certified" and r.details["objective"] == "max"
+    assert abs(r.value - max(exact)) <= 2e-4 * max(exact) + tol
+    assert all(float(u) >= e - tol for u, e in zip(r.upper, exact))
+    with pytest.raises(InputError, match="objective"):
+        lipbound.local_lipschitz(net, x, 0.4, method="bab", objective="mean")

@@ -67,12 +67,28 @@ class Anytime:
     rtol: float
     atol: float
     max_domains: int
+    focus_max: bool = False
     start: float = field(default_factory=time.perf_counter)
     trace: list[TracePoint] = field(default_factory=list)
     step_time: float = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    def target(self, L: Tensor) -> Tensor:
+        """The value each row's upper bound must come down to. With ``focus_max`` a row
+        only has to reach the best value attained by any row: rows below it cannot change
+        max_r U_r, so their domains are not refined further (their U_r stay certified)."""
+        return torch.maximum(L, L.max()) if self.focus_max else L
+
+    def alive(self, ub: Tensor, L: Tensor) -> Tensor:
+        """Domains [N] with some row above its target (plus tolerance)."""
+        return (ub > _tolerance(self.target(L), self.rtol, self.atol)).any(1)
+
+    def gaps(self, ub: Tensor, L: Tensor) -> Tensor:
+        """Priority [N]: the largest relative gap of a domain's rows to their targets."""
+        T = self.target(L)
+        return ((ub - T) / (T.abs() + self.atol)).max(1).values
 
     def stop(self, U: Tensor, L: Tensor, queued: int, growth: int, pbar,
              stop_below: Tensor | None = None) -> str | None:
@@ -81,7 +97,7 @@ class Anytime:
         self.trace.append(TracePoint(self.elapsed(), float(U.max()), float(L.max()), queued))
         pbar.set_postfix(domains=queued, upper=f"{float(U.max()):.6g}",
                          lower=f"{float(L.max()):.6g}")
-        if queued == 0 or bool((U <= _tolerance(L, self.rtol, self.atol)).all()):
+        if queued == 0 or bool((U <= _tolerance(self.target(L), self.rtol, self.atol)).all()):
             return "certified"
         if stop_below is not None and bool((U < stop_below).all()):
             return "below threshold"
@@ -111,16 +127,17 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
              init_lower: Tensor, init_witness: Tensor, timeout: float, rtol: float = 1e-4,
              atol: float = 1e-9, batch: int = 64, max_domains: int = 200_000,
              stop_below: Tensor | None = None, project: Callable[[Tensor], Tensor] | None = None,
-             split_weight: Tensor | None = None, progress: ProgressFlag = "auto",
-             desc: str = "bab") -> BabResult:
+             split_weight: Tensor | None = None, focus_max: bool = False,
+             progress: ProgressFlag = "auto", desc: str = "bab") -> BabResult:
     """Run the search on the box [lower, upper] ([*in] each) until a stopping rule fires.
 
     ``init_lower`` [R] / ``init_witness`` [R, *in]: values already attained (e.g. sampling).
     ``project`` maps box centres into X when the boxes cover more than X (l_2 / l_1 balls).
-    ``split_weight`` [*in] scales the widths when choosing the coordinate to halve.
+    ``split_weight`` [*in] scales the widths when choosing the coordinate to halve;
+    ``focus_max`` certifies max_r U_r only (see :meth:`Anytime.target`).
     """
     proj = project or (lambda t: t)
-    run = Anytime(timeout, rtol, atol, max_domains)
+    run = Anytime(timeout, rtol, atol, max_domains, focus_max)
     lo_q, up_q = lower.unsqueeze(0), upper.unsqueeze(0)
     ub_q = bound_fn(lo_q, up_q)
     L, W = init_lower.clone(), init_witness.clone()
@@ -134,7 +151,7 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             if status is not None:
                 break
             t_step = time.perf_counter()
-            gap = ((ub_q - L) / (L.abs() + atol)).max(1).values
+            gap = run.gaps(ub_q, L)
             k = min(batch, len(ub_q))
             pick = gap.topk(k).indices
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=ub_q.device)
@@ -145,7 +162,7 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             bounded += len(clo)
             pbar.update(len(clo))
             L, W = _attain(attain_fn, proj, clo, cup, L, W)
-            alive = (cub > _tolerance(L, rtol, atol)).any(1)
+            alive = run.alive(cub, L)
             if (~alive).any():
                 pruned = torch.maximum(pruned, cub[~alive].max(0).values)
             lo_q = torch.cat([lo_q[keep], clo[alive]])

@@ -31,7 +31,7 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
                         timeout: float, rtol: float = 1e-4, batch: int = 128,
                         max_domains: int = 200_000, n_samples: int = 256, seed: int = 0,
                         forward_iterations: int = 0, split_weight: Tensor | None = None,
-                        progress: ProgressFlag = "auto") -> BabResult:
+                        focus_max: bool = False, progress: ProgressFlag = "auto") -> BabResult:
     """Anytime bounds on max over the ball (batch 1) of ||grad C_s f||_q for every row s.
 
     Returns upper [S] (certified at any stopping point) and lower [S] attained at witness
@@ -63,7 +63,7 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
     return maximize(bound, attain, box.lower[0], box.upper[0], init_lower=low.to(C.dtype),
                     init_witness=wit.to(C.dtype), timeout=timeout, rtol=rtol, batch=batch,
                     max_domains=max_domains, project=project, split_weight=split_weight,
-                    progress=progress, desc="bab lipschitz")
+                    focus_max=focus_max, progress=progress, desc="bab lipschitz")
 
 
 def first_layer_weight(graph: Graph, C: Tensor) -> Tensor | None:

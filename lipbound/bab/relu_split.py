@@ -180,13 +180,14 @@ class LipschitzSearch(SignSearch):
 def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,
                        timeout: float, rtol: float = 1e-4, atol: float = 1e-9, batch: int = 32,
                        max_domains: int = 100_000, n_samples: int = 256, seed: int = 0,
-                       progress: ProgressFlag = "auto") -> BabResult:
+                       focus_max: bool = False, progress: ProgressFlag = "auto") -> BabResult:
     """Anytime sign-splitting search for max over the ball of ||grad C_s f||_q (MLPs).
 
     Stops when the gap closes or the queue is exhausted ("certified"; then the upper bound is
     the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
+    ``focus_max``: certify max_s only (see :meth:`lipbound.bab.engine.Anytime.target`).
     """
-    run = Anytime(timeout, rtol, atol, max_domains)
+    run = Anytime(timeout, rtol, atol, max_domains, focus_max)
     srch = LipschitzSearch(model, graph, C, domain, q)
     L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
     return sign_search(srch, L.to(C.dtype), W.to(C.dtype), run, batch=batch, progress=progress)
@@ -204,7 +205,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     min(child, parent). U = max(queued bounds, final and pruned bounds) is certified at
     every stop; ``stop_below`` [R] stops once U < stop_below everywhere.
     """
-    rtol, atol, timeout = run.rtol, run.atol, run.timeout
+    timeout = run.timeout
     dev = srch.C.device
     sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
     ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
@@ -217,7 +218,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
             if status is not None:
                 break
             t0 = time.perf_counter()
-            pick = ((ub_q - L) / (L.abs() + atol)).max(1).values.topk(min(batch, len(ub_q))).indices
+            pick = run.gaps(ub_q, L).topk(min(batch, len(ub_q))).indices
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=dev)
             keep[pick] = False
             kids, parents, pts = [], [], []
@@ -242,7 +243,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                     pts.append(x)
                 which = _pick_neuron(lo, up, sg, sc)
                 if which is None:  # every neuron fixed: the bound is this pattern's norm
-                    if bool((ub_q[d] > L).any()) and use_lp:  # attain it strictly inside
+                    if bool((ub_q[d] > run.target(L)).any()) and use_lp:  # attain it inside
                         x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT), margin=True)
                         if x is not None and x is not True:
                             pts.append(x)
@@ -272,7 +273,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 cub = torch.minimum(cub, torch.stack(parents))
                 bounded += len(kids)
                 pbar.update(len(kids))
-                alive = torch.isfinite(cub).all(1) & (cub > L + rtol * L.abs() + atol).any(1)
+                alive = torch.isfinite(cub).all(1) & run.alive(cub, L)
                 dead = ~alive & torch.isfinite(cub).all(1)
                 if dead.any():
                     done = torch.maximum(done, cub[dead].max(0).values)
