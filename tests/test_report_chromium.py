@@ -92,7 +92,8 @@ def _records() -> list[dict]:
 
 def _chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--no-first-run",
          f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=10000", *args,
          page.resolve().as_uri()],
         capture_output=True, text=True, timeout=180, check=True)
