@@ -198,16 +198,17 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")
     split = _choose_split(graph, split)
     run = bab_relu_lipschitz if split == "relu" else bab_local_lipschitz
-    res = run(model, graph, C, domain, q,
-              timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
-              n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
     with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
         state, jg = jacobian_state(graph, C, domain, "crown", q)
         crown = norm_upper(state, jg, q, "crown")
+    budget = DEFAULT_BAB_TIMEOUT if timeout is None else timeout
+    offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
+    res = run(model, graph, C, domain, q, timeout=max(budget - offset, 1e-3),
+              n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
     best = torch.minimum(res.upper, crown)
     upper = widen(best, best)[1]
     cmax = float(crown.max())
-    trace = [(p.time, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
+    trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,

@@ -139,7 +139,9 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
     proj = project or (lambda t: t)
     run = Anytime(timeout, rtol, atol, max_domains, focus_max)
     lo_q, up_q = lower.unsqueeze(0), upper.unsqueeze(0)
+    t_root = time.perf_counter()
     ub_q = bound_fn(lo_q, up_q)
+    run.step_time = 2 * (time.perf_counter() - t_root)  # the first step bounds two boxes
     L, W = init_lower.clone(), init_witness.clone()
     L, W = _attain(attain_fn, proj, lo_q, up_q, L, W)
     pruned = torch.full_like(L, -torch.inf)

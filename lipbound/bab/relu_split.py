@@ -208,7 +208,9 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     timeout = run.timeout
     dev = srch.C.device
     sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
+    t_root = time.perf_counter()
     ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
+    run.step_time = 2 * (time.perf_counter() - t_root)  # the first step bounds two domains
     done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
     bounded = 1
     with bar(progress=progress, desc=srch.desc, unit="dom") as pbar:
