@@ -34,6 +34,19 @@ def _preacts(net, x):
     return z1, net[2](net[1](z1))
 
 
+def _sampled(seed: int, slope: float, eps: float):
+    """(net, search, 20000 points of the ball, their pre-activations per layer, generator)."""
+    net = _net(seed, slope)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(1, 3, generator=gen, dtype=torch.float64)
+    graph, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
+    srch = LipschitzSearch(net, graph, C, dom, 1.0)
+    pts = x0 + eps * (2 * torch.rand(20000, 3, generator=gen, dtype=torch.float64) - 1)
+    with torch.no_grad():
+        z1s, z2s = _preacts(net, pts)
+    return net, srch, pts, z1s, z2s, gen
+
+
 def _random_splits(z1s, z2s, gen):
     """Signs on random unstable neurons, taken from one sampled point (so they are feasible)."""
     pick = int(torch.randint(len(z1s), (1,), generator=gen))
@@ -47,15 +60,7 @@ def _random_splits(z1s, z2s, gen):
 
 @pytest.mark.parametrize("seed,slope", [(0, 0.0), (1, 0.0), (2, 0.1), (3, 0.0)])
 def test_domain_bounds_contain_every_sample_satisfying_the_splits(seed, slope):
-    net = _net(seed, slope)
-    gen = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(1, 3, generator=gen, dtype=torch.float64)
-    eps = 0.6
-    graph, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
-    srch = LipschitzSearch(net, graph, C, dom, 1.0)
-    pts = x0 + eps * (2 * torch.rand(20000, 3, generator=gen, dtype=torch.float64) - 1)
-    with torch.no_grad():
-        z1s, z2s = _preacts(net, pts)
+    net, srch, pts, z1s, z2s, gen = _sampled(seed, slope, 0.6)
     for _ in range(6):
         s1, s2 = _random_splits(z1s, z2s, gen)
         ub, los, ups, _ = srch.bound([s1[None], s2[None]])
@@ -95,15 +100,7 @@ def test_split_multipliers_tighten_a_sibling_bound():
 
 
 def test_sign_lp_matches_sampling_and_margin_points_are_strictly_inside():
-    net = _net(4)
-    gen = torch.Generator().manual_seed(4)
-    x0 = torch.randn(1, 3, generator=gen, dtype=torch.float64)
-    eps = 0.5
-    graph, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
-    srch = LipschitzSearch(net, graph, C, dom, 1.0)
-    pts = x0 + eps * (2 * torch.rand(20000, 3, generator=gen, dtype=torch.float64) - 1)
-    with torch.no_grad():
-        z1s, z2s = _preacts(net, pts)
+    net, srch, pts, z1s, z2s, gen = _sampled(4, 0.0, 0.5)
     _, los, ups, _ = srch.bound([torch.zeros(1, 10), torch.zeros(1, 10)])
     bounds = [(lo[0].numpy(), up[0].numpy()) for lo, up in zip(los, ups)]
     seen = {tuple(torch.sign(torch.cat([a, b])).int().tolist()) for a, b in zip(z1s, z2s)}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from lipbound.errors import LipboundError, ShapeError
-from lipbound.executor.bound_job import absolute, load_source
+from lipbound.executor.bound_job import SourceModel, absolute
 
 #: the audit combines its seed with a row number; seeds below 2**31 keep that in range
 AUDIT_SEED_BITS = 31
@@ -30,7 +30,7 @@ def audit_seed(seed: int) -> int:
 
 
 @dataclass
-class RobustnessJob:
+class RobustnessJob(SourceModel):
     """``job((x, label), seed) -> RobustnessReport`` of ``audit.robustness`` on that one input
     (its record's ``index`` is 0; the driver puts the row's position back). The certified
     radii carry the guarantees stated in ``lipbound.audit.robustness``."""
@@ -39,16 +39,6 @@ class RobustnessJob:
     state_dict: str | None
     options: dict[str, Any]
     module: torch.nn.Module | None = field(default=None, repr=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["module"] = None  # workers load the model from its source
-        return state
-
-    def model(self) -> torch.nn.Module:
-        if self.module is None:
-            self.module = load_source(self.source, self.state_dict)
-        return self.module
 
     def __call__(self, item: Any, seed: int) -> Any:
         from lipbound import audit

@@ -30,8 +30,27 @@ def absolute(path: str | None) -> str | None:
     return os.path.abspath(path) if path is not None and os.path.exists(path) else path
 
 
+class SourceModel:
+    """Mixin for jobs that name their model by a CLI source (``source``, ``state_dict``) and
+    may hold it in ``module``: pickling drops the module, workers load it on first use."""
+
+    source: str
+    state_dict: str | None
+    module: torch.nn.Module | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["module"] = None  # workers load the model from its source
+        return state
+
+    def model(self) -> torch.nn.Module:
+        if self.module is None:
+            self.module = load_source(self.source, self.state_dict)
+        return self.module
+
+
 @dataclass
-class BoundJob:
+class BoundJob(SourceModel):
     """``job((x, label, source_index), seed) -> [output-bounds record, lipschitz record]``.
 
     The records' guarantees are those of ``lipbound.output_bounds`` and
@@ -57,16 +76,6 @@ class BoundJob:
         return cls(absolute(args.model), absolute(args.state_dict), loaded.name, input_source,
                    args.eps, norm, args.method, args.lipschitz_method, args.spec, args.timeout,
                    data_range, loaded.module)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["module"] = None  # workers load the model from its source
-        return state
-
-    def model(self) -> torch.nn.Module:
-        if self.module is None:
-            self.module = load_source(self.source, self.state_dict)
-        return self.module
 
     def __call__(self, item: Any, seed: int) -> list[dict[str, Any]]:
         import lipbound
