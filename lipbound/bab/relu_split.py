@@ -1,15 +1,20 @@
-"""Branch-and-bound on ReLU / LeakyReLU activation signs for local Lipschitz constants of MLPs.
+"""Branch-and-bound on ReLU / LeakyReLU activation signs of MLPs (local Lipschitz constants;
+output bounds reuse the search through :class:`SignSearch`, see :mod:`lipbound.bab.outputs`).
 
 A domain fixes the sign of some pre-activations (z_i >= 0 or z_i <= 0, closed). It is bounded
-with the splits in force: forward bounds are clamped and re-tightened by CROWN under the
-splits, and the switches of split neurons take the split's derivative (the gradient norm is
-convex in each switch, so the vertex patterns carry the supremum over the Clarke set). Before
-a domain is split, an LP over the ball with the exact constraints of split and stable neurons
+with the splits in force: forward bounds are clamped and re-tightened by alpha/beta-CROWN
+(the Lagrangian terms beta_j s_j z_j >= 0 of the split constraints, also between splits of
+one layer, :mod:`lipbound.propagate.alpha`), the switches of split neurons take the split's
+derivative (the gradient norm is convex in each switch, so the vertex patterns carry the
+supremum over the Clarke set), and every gradient element gets its own CROWN bound. Before a
+domain is split, an LP over the ball with the exact constraints of split and stable neurons
 and the triangle relaxation of the others decides whether any input produces its signs; an
 infeasible domain is dropped. This is what lets the search go below the maximum over all
 patterns: once every neuron of a domain is fixed, its bound is the exact gradient norm of a
 pattern that the LP proved feasible, so the search converges to the exact constant. Feasible
-LP solutions are inputs of the domain and give attained lower bounds.
+LP solutions (strictly inside the region at the leaves) give attained lower bounds. The
+neuron to split is the unstable one of the earliest layer whose switch can move the gradient
+most (largest |cotangent| times its |W| reach to the input).
 """
 
 from __future__ import annotations
