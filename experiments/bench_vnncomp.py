@@ -228,6 +228,37 @@ def verdict_summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _rng(xs: list[float]) -> str:
+    return "-" if not xs else (f"{min(xs):.4g}" if len(xs) == 1
+                               else f"{min(xs):.4g} – {max(xs):.4g}")
+
+
+def lipschitz_summary(rows: list[dict]) -> list[str]:
+    """Per network: ranges over its distinct property boxes, median times, interruptions."""
+    lines = ["| network | property boxes | crown upper | crown median time (s) | bab upper "
+             "| bab median time (s) | sampled lower | not finished (crown/bab) |",
+             "|---" * 8 + "|"]
+    nets = list(dict.fromkeys(r["onnx"] for r in rows))
+    for net in nets:
+        rs = [r for r in rows if r["onnx"] == net and "same_box_as" not in r]
+        col = {m: [r.get(m, {}) for r in rs] for m in ("crown", "bab")}
+        up = {m: [c["upper"] for c in col[m] if "upper" in c] for m in col}
+        tm = {m: [c["time"] for c in col[m] if "upper" in c] for m in col}
+        low = [max(c.get("lower", -1) for c in (r.get("crown", {}), r.get("bab", {})))
+               for r in rs]
+        miss = "/".join(str(sum("upper" not in c for c in col[m])) for m in col)
+        lines.append(f"| {Path(net).stem} | {len(rs)} | {_rng(up['crown'])} "
+                     f"| {_median(tm['crown'])} | {_rng(up['bab'])} | {_median(tm['bab'])} "
+                     f"| {_rng([v for v in low if v >= 0])} | {miss} |")
+    bad = [r["vnnlib"] for r in rows
+           if max(c.get("lower", -1) for c in (r.get("crown", {}), r.get("bab", {})))
+           > min([c["upper"] for c in (r.get("crown", {}), r.get("bab", {})) if "upper" in c],
+                 default=float("inf"))]
+    lines += ["", f"Sanity: sampled lower <= every certified upper on all rows: "
+              f"{'yes' if not bad else 'NO: ' + ', '.join(bad)}"]
+    return lines
+
+
 def markdown(data: dict) -> str:
     rows = data["verify"]
     exp = expected_results()
@@ -243,6 +274,8 @@ def markdown(data: dict) -> str:
                      f"| {r['timeout']:g} | {r['csv_timeout']:g} | {r['verdict']} "
                      f"| {r['time']:.1f} | {r['prepare_time']:.1f} | {r['decided_by'] or '-'} "
                      f"| {rc} | {e or '-'} | {agreement(r['verdict'], e)} |")
+    lines += ["", "## Local Lipschitz bounds per network (ranges over the property boxes)", ""]
+    lines += lipschitz_summary(data["lipschitz"])
     lines += ["", "## Local Lipschitz bounds (l_inf input, max_j sup ||grad f_j||_1 over the box)",
               "", "| network | property | eps | ball | cap crown/bab (s) | crown upper "
               "| crown time (s) | bab upper | bab time (s) | sampled lower |", "|---" * 10 + "|"]
