@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lipbound.bab.chunks import bound_in_chunks
 from lipbound.progress import ProgressFlag, bar
 
 BoundFn = Callable[[Tensor, Tensor], Tensor]  # (lower [N, *in], upper [N, *in]) -> ub [N, R]
@@ -160,7 +161,8 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             keep[pick] = False
             parents_ub = ub_q[pick]
             clo, cup = _split(lo_q[pick], up_q[pick], split_weight)
-            cub = torch.minimum(bound_fn(clo, cup), parents_ub.repeat(2, 1))
+            cub = torch.minimum(bound_in_chunks(bound_fn, clo, cup, n=len(clo)),
+                                parents_ub.repeat(2, 1))
             bounded += len(clo)
             pbar.update(len(clo))
             L, W = _attain(attain_fn, proj, clo, cup, L, W)

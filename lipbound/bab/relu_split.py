@@ -24,6 +24,7 @@ import time
 import torch
 from torch import Tensor, nn
 
+from lipbound.bab.chunks import bound_in_chunks
 from lipbound.bab.engine import Anytime, BabResult
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bounds.domains import LpBall
@@ -276,7 +277,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
             sc_q = [t[keep] for t in sc_q]
             ub_q = ub_q[keep]
             if sg_k is not None:
-                cub, clo, cup, csc = srch.bound(sg_k)
+                cub, clo, cup, csc = bound_in_chunks(srch.bound, sg_k, n=len(kids))
                 cub = torch.minimum(cub, torch.stack(parents))
                 bounded += len(kids)
                 pbar.update(len(kids))
