@@ -34,14 +34,17 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
                   spec: Any = None, method: str = "crown",
                   data_range: tuple[Any, Any] | None = None, iterations: int = 30,
                   dtype: torch.dtype = torch.float64, timeout: float | None = None,
-                  progress: bool | str = "auto", split: str = "auto") -> OutputBounds:
+                  progress: bool | str = "auto", split: str = "auto",
+                  prove_above: Any = None) -> OutputBounds:
     """Sound bounds on ``C f(x')`` over ``{x' : ||x' - x||_norm <= eps}`` (∩ data_range).
 
     model: eval-mode module mapping [B, *in] -> [B, K]; x: [*in] or [1, *in]; spec: None
     (identity) or [S, K]; method: "ibp" | "crown" | "alpha-crown" | "bab" (branch-and-bound
     for ``timeout`` seconds, default ``DEFAULT_BAB_TIMEOUT``; it stops early once the bounds
     meet values attained at points of the set; ``split`` as for :func:`local_lipschitz`:
-    "input" boxes, "relu" signs with beta-CROWN and LP checks, or "auto"). Computation runs in
+    "input" boxes, "relu" signs with beta-CROWN and LP checks, or "auto"; ``prove_above``
+    [S] stops the search as soon as every ``lower[s] > prove_above[s]`` is certified, as a
+    verifier needs). Computation runs in
     ``dtype`` (float64 by default) on x's device; results are widened outward to absorb
     rounding.
     """
@@ -57,7 +60,7 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
             else bab_output_bounds
         lo, up, _ = run(model, graph, C, domain,
                         timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
-                        progress=progress)
+                        stop_below=_stop_below(prove_above, C), progress=progress)
         return OutputBounds(*widen(lo, up))
     state = prepare_state(graph, domain, method)
     lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
@@ -213,6 +216,17 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
                             "split": split, "objective": "max" if focus_max else "rows"})
+
+
+def _stop_below(prove_above: Any, C: torch.Tensor) -> torch.Tensor | None:
+    """The BaB threshold on the rows [C; -C] that proves lower > prove_above (None: none)."""
+    if prove_above is None:
+        return None
+    d = torch.as_tensor(prove_above, dtype=C.dtype, device=C.device).reshape(-1)
+    if d.numel() != C.shape[0] or not bool(torch.isfinite(d).all()):
+        raise InputError(f"prove_above needs {C.shape[0]} finite values (one per spec row), "
+                         f"got {d.numel()}")
+    return torch.cat([torch.full_like(d, torch.inf), -d])
 
 
 def _check_timeout(timeout: Any) -> None:

@@ -155,3 +155,20 @@ def test_objective_max_certifies_the_largest_row_and_keeps_every_row_sound(split
     assert all(float(u) >= e - tol for u, e in zip(r.upper, exact))
     with pytest.raises(InputError, match="objective"):
         lipbound.local_lipschitz(net, x, 0.4, method="bab", objective="mean")
+
+
+@pytest.mark.parametrize("split", ["input", "relu"])
+def test_prove_above_reaches_a_threshold_between_crown_and_the_true_minimum(split):
+    net = _net(7, 0.0, sizes=(6, 16, 16, 3))
+    x = torch.randn(6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    spec = torch.tensor([[1.0, -1.0, 0.0]], dtype=torch.float64)
+    lo_c, _ = lipbound.output_bounds(net, x, 0.4, spec=spec)
+    pts = x + 0.4 * (2 * torch.rand(20000, 6, generator=torch.Generator().manual_seed(9),
+                                    dtype=torch.float64) - 1)
+    true_min = float((net(pts) @ spec.t()).min())
+    d = float(lo_c[0]) + 0.5 * (true_min - float(lo_c[0]))
+    lo_b, _ = lipbound.output_bounds(net, x, 0.4, spec=spec, method="bab", split=split,
+                                     timeout=30, progress=False, prove_above=[d])
+    assert d < float(lo_b[0]) <= true_min + 1e-9
+    with pytest.raises(InputError, match="prove_above"):
+        lipbound.output_bounds(net, x, 0.4, spec=spec, method="bab", prove_above=[0.0, 1.0])

@@ -57,6 +57,7 @@ def refute(model: nn.Module, region: InputRegion, ids: list[int], method: str,
     kwargs = {}
     if timeout is not None and method == "bab" and _accepts_timeout():
         kwargs["timeout"] = max(timeout, 1e-3)
+        kwargs["prove_above"] = d  # stop once every row is refuted
     lower, _ = output_bounds(model, x0, eps, spec=C, method=method, data_range=data_range,
                              **kwargs)
     above = lower.reshape(-1).cpu().to(torch.float64) > d
