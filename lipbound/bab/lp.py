@@ -81,8 +81,8 @@ def _rows(layers, bounds, signs, n0):
     for i, (L, (lo, hi), sg) in enumerate(zip(layers[:-1], bounds, signs)):
         lo = np.where(sg > 0, np.maximum(lo, 0.0), lo)
         hi = np.where(sg < 0, np.minimum(hi, 0.0), hi)
-        if (lo > hi + 1e-12).any():
-            return None
+        if (lo > hi + 1e-9 * (1 + np.abs(lo) + np.abs(hi))).any():
+            return None  # crossed by more than rounding: no input has these signs
         out.append(_layer_rows(L, lo, hi, nvar, slice(offs[i], offs[i + 1]),
                                slice(offs[i + 1], offs[i + 2])))
     A, rlo, rhi = zip(*out)

@@ -46,6 +46,10 @@ def mlp_layers(graph: Graph) -> list[MlpLayer]:
     return [MlpLayer(z, W, b, k) for z, W, b, k in zip(names, m.weights, m.biases, slopes)]
 
 
+#: a domain is empty only when some neuron's bounds cross by more than this (relative):
+#: intermediate bounds are computed in floating point, and a domain whose region touches
+#: z = 0 must not be dropped because rounding pushed a bound across it
+EMPTY_RTOL = 1e-9
 #: alpha/beta-CROWN steps for the forward bounds of every domain (beta: split multipliers)
 FORWARD_ITERATIONS = 20
 #: the LP feasibility check runs on domains with at most this many unstable unsplit neurons
@@ -115,7 +119,8 @@ class SignSearch:
             up = iv.upper if iv.upper.shape[0] == 1 else iv.upper[rows]
             lo, up = lo.reshape(-1, self.graph[n].numel), up.reshape(-1, self.graph[n].numel)
             lo, up = lo.expand(D, -1), up.expand(D, -1)
-            empty |= (lo > up + 2 * torch.finfo(lo.dtype).tiny).any(1)
+            slack = EMPTY_RTOL * (1 + lo.abs() + up.abs())  # bounds carry rounding error
+            empty |= (lo > up + slack).any(1)
             los.append(lo)
             ups.append(up)
         return los, ups, empty
