@@ -172,3 +172,19 @@ def test_prove_above_reaches_a_threshold_between_crown_and_the_true_minimum(spli
     assert d < float(lo_b[0]) <= true_min + 1e-9
     with pytest.raises(InputError, match="prove_above"):
         lipbound.output_bounds(net, x, 0.4, spec=spec, method="bab", prove_above=[0.0, 1.0])
+
+
+def test_lazy_rows_keep_the_parent_bound_of_rows_below_the_threshold():
+    from lipbound.api import _setup
+    from lipbound.bab.relu_split import LipschitzSearch
+
+    net = _net(9, sizes=(3, 8, 8, 4))
+    x = torch.randn(3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    graph, _, C, dom = _setup(net, x, 0.5, math.inf, None, None, torch.float64)
+    srch = LipschitzSearch(net, graph, C, dom, 1.0)
+    signs = [torch.zeros(1, 8), torch.zeros(1, 8)]
+    full = srch.bound(signs)[0]
+    parent = full + torch.tensor([[0.0, 5.0, 0.0, 0.0]], dtype=torch.float64)
+    lazy = srch.bound(signs, parent, float(parent[0, 1]))[0]  # only row 1 reaches it
+    assert torch.equal(lazy[:, [0, 2, 3]], parent[:, [0, 2, 3]])
+    assert torch.allclose(lazy[:, 1], full[:, 1])

@@ -23,7 +23,9 @@ def _is_oom(err: BaseException) -> bool:
 def _take(x: Any, sl: slice) -> Any:
     if isinstance(x, Tensor):
         return x[sl]
-    return [_take(t, sl) for t in x]
+    if isinstance(x, (list, tuple)):
+        return [_take(t, sl) for t in x]
+    return x  # scalars and None are shared by every chunk
 
 
 def _join(parts: list[Any]) -> Any:
@@ -34,7 +36,8 @@ def _join(parts: list[Any]) -> Any:
 
 
 def bound_in_chunks(fn: Callable[..., Any], *args: Any, n: int) -> Any:
-    """``fn(*args)`` where every tensor in ``args`` (or in lists of them) has ``n`` rows and
+    """``fn(*args)`` where every tensor in ``args`` (or in lists of them) has ``n`` rows (other
+    arguments are passed to every chunk as they are) and
     the result is a tensor or (nested) tuples / lists of tensors with ``n`` rows; bounded in
     halves when the whole batch runs out of memory."""
     try:

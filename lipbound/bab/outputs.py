@@ -80,10 +80,12 @@ class OutputSearch(SignSearch):
         self.m64, self.dtype = _model64(model)
         self.reach = _output_reach(self.layers, self.CC)
 
-    def bound(self, signs: list[Tensor]
+    def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
+              threshold: float | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
         """ub [D, 2S] (-inf for empty domains), forward bounds and scores per layer [D, m]:
-        the triangle area of each unstable neuron times its |W| reach to the spec rows."""
+        the triangle area of each unstable neuron times its |W| reach to the spec rows (the
+        parent bounds are not needed: every row is recomputed)."""
         D = signs[0].shape[0]
         splits, dom = self.splits(signs)
         state = BoundState(self.graph, dom, evaluate_fixed(self.graph), splits=splits)

@@ -70,6 +70,21 @@ def _input_reach(layers: list[MlpLayer], C: Tensor) -> list[Tensor]:
     return out
 
 
+def _rows_to_bound(parent_ub: Tensor | None, threshold: float | None) -> Tensor | None:
+    """Spec rows [S'] whose parent bound reaches ``threshold`` somewhere in the batch (at
+    least the largest one), or None for all rows."""
+    if parent_ub is None or threshold is None:
+        return None
+    need = (parent_ub >= threshold).any(0)
+    need[parent_ub.max(0).values.argmax()] = True
+    return None if bool(need.all()) else need.nonzero().flatten()
+
+
+#: with objective "max", children recompute only the spec rows whose parent bound is at least
+#: this fraction of the current certified maximum (the others keep the parent's bound)
+LAZY_ROWS = 0.5
+
+
 def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
                  score: list[Tensor]) -> tuple[int, int] | None:
     """The unstable unsplit neuron of the earliest such layer whose switch can move the
@@ -155,18 +170,25 @@ class LipschitzSearch(SignSearch):
         self.m64, self.dtype = _model64(model)
         self.reach = _input_reach(self.layers, C)
 
-    def bound(self, signs: list[Tensor]
+    def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
+              threshold: float | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
         """ub [D, S] (-inf for empty domains), forward bounds per layer [D, m] and the
-        branching scores per layer [D, m] (see :meth:`jacobian_scores`)."""
-        D, S = signs[0].shape[0], self.C.shape[0]
+        branching scores per layer [D, m] (see :meth:`jacobian_scores`). With ``parent_ub``
+        [D, S] and ``threshold``, only the spec rows some parent bounds at or above the
+        threshold are recomputed; the others keep the parent's bound (valid on the child)."""
+        D = signs[0].shape[0]
+        rows = _rows_to_bound(parent_ub, threshold)
+        C = self.C if rows is None else self.C[rows]
         splits, dom = self.splits(signs)
         with torch.no_grad():
-            state, jg = jacobian_state(self.graph, self.C, dom, "crown", self.q,
+            state, jg = jacobian_state(self.graph, C, dom, "crown", self.q,
                                        forward_iterations=self.forward_iterations,
                                        splits=splits)
-            ub = norm_upper(state, jg, self.q, "crown").reshape(D, S)
-        los, ups, empty = self.layer_bounds(state, D, S)
+            ub = norm_upper(state, jg, self.q, "crown").reshape(D, C.shape[0])
+        if rows is not None:
+            ub = parent_ub.clone().index_copy_(1, rows, ub)
+        los, ups, empty = self.layer_bounds(state, D, C.shape[0])
         scores = self.jacobian_scores(state, jg, D)
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
@@ -282,8 +304,10 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
             sc_q = [t[keep] for t in sc_q]
             ub_q = ub_q[keep]
             if sg_k is not None:
-                cub, clo, cup, csc = bound_in_chunks(srch.bound, sg_k, n=len(kids))
-                cub = torch.minimum(cub, torch.stack(parents))
+                pub = torch.stack(parents)
+                thr = LAZY_ROWS * float(U.max()) if run.focus_max else None
+                cub, clo, cup, csc = bound_in_chunks(srch.bound, sg_k, pub, thr, n=len(kids))
+                cub = torch.minimum(cub, pub)
                 bounded += len(kids)
                 pbar.update(len(kids))
                 alive = torch.isfinite(cub).all(1) & run.alive(cub, L)
