@@ -19,6 +19,8 @@ from scipy import sparse
 
 #: relative outward slack of every bound of the LP
 TOL = 1e-8
+#: LPs with more variables use HiGHS's interior-point solver
+IPM_MIN_VARS = 300
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ def _solve(A, rlo, rhi, clo, chi, cost, time_limit, n0, margin) -> LpAnswer:
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", max(float(time_limit), 0.01))
+    if A.shape[1] > IPM_MIN_VARS:  # dual simplex stalls on these degenerate LPs (MNIST: >10 s
+        h.setOptionValue("solver", "ipm")  # undecided vs 0.4 s for the interior-point method)
     h.passModel(lp)
     h.run()
     st = h.getModelStatus()

@@ -55,6 +55,11 @@ FORWARD_ITERATIONS = 20
 #: the LP feasibility check runs on domains with at most this many unstable unsplit neurons
 #: (near the leaves, where it prunes; on wide layers an LP per domain costs more than it saves)
 LP_MAX_OPEN = 32
+#: per step, domains with more open neurons than LP_ALWAYS_OPEN get at most LP_PER_STEP LPs
+#: (the largest gaps first): on MNIST-size inputs an LP costs about as much as bounding a
+#: domain; near the leaves, where it prunes, every domain gets one
+LP_PER_STEP = 4
+LP_ALWAYS_OPEN = 8
 #: seconds per LP; one undecided LP switches the checks off for the rest of the search
 LP_TIME_LIMIT = 1.0
 
@@ -256,7 +261,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
             pick = run.gaps(ub_q, L).topk(min(batch, len(ub_q))).indices
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=dev)
             keep[pick] = False
-            kids, parents, pts = [], [], []
+            kids, parents, pts, n_lp = [], [], [], 0
             for d in pick.tolist():
                 left = timeout - run.elapsed()
                 if left <= 0:
@@ -268,7 +273,9 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 sc = [t[d] for t in sc_q]
                 n_open = sum(int(((a < 0) & (b > 0) & (c == 0)).sum()) for a, b, c in
                              zip(lo, up, sg))
-                use_lp = srch.lp_enabled and n_open <= LP_MAX_OPEN
+                use_lp = srch.lp_enabled and n_open <= LP_MAX_OPEN and (
+                    n_lp < LP_PER_STEP or n_open <= LP_ALWAYS_OPEN)
+                n_lp += int(use_lp)
                 x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT)) if use_lp else True
                 if use_lp and x is True:
                     srch.lp_enabled = False  # LPs this large cost more than they prune
