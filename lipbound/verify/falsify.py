@@ -144,17 +144,21 @@ def random_points(region: InputRegion, n: int, dtype: torch.dtype,
     return torch.minimum(torch.maximum(x, lo), up)
 
 
+def _region_box(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...]
+                ) -> tuple[Tensor, Tensor] | None:
+    """The region's box in the model's dtype, shaped like one input, or None if empty."""
+    box = snap_box(region.lower, region.upper, model_dtype(model))
+    return None if box is None else tuple(t.reshape(in_shape) for t in box)
+
+
 def attack(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...], checker: Checker,
            *, steps: int, restarts: int, generator: torch.Generator
            ) -> tuple[Tensor, Tensor] | None:
     """PGD on the violation over the region's box; a confirmed counterexample or None."""
-    if not region.disjuncts:
-        return None
-    dtype = model_dtype(model)
-    box = snap_box(region.lower, region.upper, dtype)
+    box = _region_box(model, region, in_shape) if region.disjuncts else None
     if box is None:
         return None
-    lo, up = (t.reshape(in_shape) for t in box)
+    lo, up = box
     C, d, owner, nd = _stacked(region, lo.device)
 
     def objective(z: Tensor) -> Tensor:
@@ -179,13 +183,10 @@ def targeted_attack(model: nn.Module, region: InputRegion, in_shape: tuple[int, 
     disjuncts are skipped. A confirmed counterexample or None.
     """
     nd = len(region.disjuncts)
-    if nd == 0 or nd > max_disjuncts:
-        return None
-    dtype = model_dtype(model)
-    box = snap_box(region.lower, region.upper, dtype)
+    box = _region_box(model, region, in_shape) if 0 < nd <= max_disjuncts else None
     if box is None:
         return None
-    lo, up = (t.reshape(in_shape) for t in box)
+    lo, up = box
     with torch.no_grad():
         y0 = model(((lo + up) / 2).unsqueeze(0)).reshape(1, -1)
     order = sorted(range(nd), key=lambda i: float(_disjunct_violation(y0, region, i)[0]))
