@@ -116,13 +116,5 @@ def attack_radius(model: nn.Module, x: Tensor, y: int, eps_max: float, norm: flo
         return margin_attack(model, x, y, r, norm=norm, data_range=dr,
                              generator=generator) is not None
 
-    if not found(eps_max):
-        return None
-    bad, good = eps_max, 0.0  # adversarial found at bad, none at good
-    for _ in range(steps):
-        mid = (good + bad) / 2
-        if found(mid):
-            bad = mid
-        else:
-            good = mid
-    return bad
+    _, bad = bracket(lambda r: not found(r), eps_max, steps)  # bad: smallest radius attacked
+    return None if bad == math.inf else bad
