@@ -158,8 +158,8 @@ class SignSearch:
         if margin and ans.margin <= 0:
             return True
         pt = torch.as_tensor(ans.x, dtype=self.C.dtype, device=self.C.device)
-        pt = pt.clamp(torch.as_tensor(self.blo, dtype=pt.dtype), torch.as_tensor(self.bhi,
-                                                                               dtype=pt.dtype))
+        box = self.domain.interval()  # on the model's device, unlike the LP's numpy box
+        pt = torch.minimum(torch.maximum(pt, box.lower[0].flatten()), box.upper[0].flatten())
         pt = pt.reshape(1, *self.domain.in_shape)
         return pt if bool(self.domain.contains(pt.unsqueeze(0), 1e-9).all()) else True
 
