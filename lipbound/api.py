@@ -124,7 +124,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     gradient v of C_s . f (q the dual norm of p), and ``lower[s]``, the dual norm of a gradient
     at ``witness[s]`` inside the set. Methods: "naive" (global product of induced norms),
     "ibp" (Fast-Lip), "crown", "alpha-crown", "bab" (anytime branch-and-bound on input
-    sub-boxes, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
+    sub-boxes or activation signs, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
     holds the anytime curve; ``split``: "input" (halve input boxes), "relu" (activation
     signs with LP feasibility, ReLU/LeakyReLU MLPs) or "auto": input for at most
@@ -230,7 +230,5 @@ def _stop_below(prove_above: Any, C: torch.Tensor) -> torch.Tensor | None:
 
 
 def _check_timeout(timeout: Any) -> None:
-    from lipbound.errors import InputError
-
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise InputError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
