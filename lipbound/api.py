@@ -127,8 +127,9 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     sub-boxes or activation signs, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
     holds the anytime curve; ``split``: "input" (halve input boxes), "relu" (activation
-    signs with LP feasibility, ReLU/LeakyReLU MLPs) or "auto": input for at most
-    ``INPUT_SPLIT_MAX_DIM`` input dimensions or non-MLPs, relu otherwise; ``objective``:
+    signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs) or "auto": input
+    for at most ``INPUT_SPLIT_MAX_DIM`` input dimensions or networks without ReLUs, relu
+    otherwise; ``objective``:
     "max" tightens ``value`` = max_s upper[s] (rows whose bound is already below the best
     value attained by any row are not refined further; their upper bounds stay certified)
     and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
@@ -170,19 +171,19 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
 
 
 def _choose_split(graph: Graph, split: str) -> str:
-    from lipbound.bab.relu_split import mlp_layers
+    from lipbound.bab.relu_split import relu_inputs
     from lipbound.errors import UnsupportedModelError
 
     if split not in ("auto", "input", "relu"):
         raise InputError(f"split must be 'auto', 'input' or 'relu', got {split!r}")
     if split != "auto":
         if split == "relu":
-            mlp_layers(graph)  # raises UnsupportedModelError with the offending op
+            relu_inputs(graph)  # raises UnsupportedModelError without ReLUs to split
         return split
     if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM:
         return "input"
     try:
-        mlp_layers(graph)
+        relu_inputs(graph)
     except UnsupportedModelError:
         return "input"
     return "relu"
@@ -201,16 +202,18 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")
     split = _choose_split(graph, split)
     run = bab_relu_lipschitz if split == "relu" else bab_local_lipschitz
-    with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
-        state, jg = jacobian_state(graph, C, domain, "crown", q)
-        crown = norm_upper(state, jg, q, "crown")
+    crown = None  # the sign search's root bound is CROWN's; the box search's is not
+    if split == "input":
+        with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
+            state, jg = jacobian_state(graph, C, domain, "crown", q)
+            crown = norm_upper(state, jg, q, "crown")
     budget = DEFAULT_BAB_TIMEOUT if timeout is None else timeout
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
     res = run(model, graph, C, domain, q, timeout=max(budget - offset, 1e-3),
               n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
-    best = torch.minimum(res.upper, crown)
+    best = res.upper if crown is None else torch.minimum(res.upper, crown)
     upper = widen(best, best)[1]
-    cmax = float(crown.max())
+    cmax = math.inf if crown is None else float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,

@@ -3,10 +3,10 @@
 Both searches maximise the 2S rows [C; -C]. ``bab_output_bounds`` splits input boxes: upper
 bounds over every sub-box come from CROWN (one batched propagation over the boxes,
 intersected with IBP), attained values from evaluating f at box centres (projected into the
-input set). ``bab_relu_output_bounds`` splits ReLU signs of an MLP: every domain is bounded
-by alpha/beta-CROWN with its splits in force (:class:`OutputSearch`), domains that the LP
-proves empty are dropped, and LP points are attained values. ``stop_below`` lets a verifier
-stop as soon as a property is proven.
+input set). ``bab_relu_output_bounds`` splits ReLU signs (any graph; the LP needs an MLP): every
+domain is bounded by alpha/beta-CROWN with its splits in force (:class:`OutputSearch`),
+domains that the LP proves empty are dropped, and LP points are attained values.
+``stop_below`` lets a verifier stop as soon as a property is proven.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from torch import Tensor, nn
 
 from lipbound.bab.engine import Anytime, BabResult, maximize
 from lipbound.bab.lipschitz import _sub_balls
-from lipbound.bab.relu_split import SignSearch, sign_search
+from lipbound.bab.relu_split import SignSearch, cotangent_magnitude, sign_search
 from lipbound.bounds.domains import LpBall
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import _model64, _project
+from lipbound.jacobian.bound import jacobian_state
 from lipbound.progress import ProgressFlag
 from lipbound.propagate.alpha import alpha_crown_upper
 from lipbound.propagate.crown import crown_intermediate
@@ -78,7 +79,8 @@ class OutputSearch(SignSearch):
         super().__init__(graph, C, domain)
         self.CC = torch.cat([C, -C])
         self.m64, self.dtype = _model64(model)
-        self.reach = _output_reach(self.layers, self.CC)
+        self.reach = (_output_reach(self.layers, self.CC) if self.layers is not None else
+                      _cotangent_reach(graph, self.CC, domain, self.names))
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
               threshold: float | None = None
@@ -114,13 +116,22 @@ def _output_reach(layers, CC: Tensor) -> list[Tensor]:
     return out[::-1]
 
 
+def _cotangent_reach(graph: Graph, CC: Tensor, domain: LpBall, names: list[str]) -> list[Tensor]:
+    """Per split node (any graph), the largest interval |cotangent| of the rows CC at its
+    ReLU's output over the ball (IBP on the Clarke-Jacobian graph), [m]: how much a unit
+    change of the neuron's output can move the spec rows."""
+    with torch.no_grad():
+        state, jg = jacobian_state(graph, CC, domain, "ibp")
+    return [m[0] for m in cotangent_magnitude(state, jg, names, 1)]
+
+
 def bab_relu_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
                            timeout: float, rtol: float = 1e-4, atol: float = 1e-7,
                            batch: int = 32, max_domains: int = 100_000,
                            stop_below: Tensor | None = None, progress: ProgressFlag = "auto"
                            ) -> tuple[Tensor, Tensor, BabResult]:
     """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set, by
-    ReLU sign splitting (ReLU / LeakyReLU MLPs). ``stop_below`` [2S] as for
+    ReLU sign splitting (any graph with ReLU / LeakyReLU activations). ``stop_below`` [2S] as for
     :func:`bab_output_bounds`."""
     run = Anytime(timeout, rtol, atol, max_domains)
     srch = OutputSearch(model, graph, C, domain)

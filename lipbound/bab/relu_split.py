@@ -1,5 +1,9 @@
-"""Branch-and-bound on ReLU / LeakyReLU activation signs of MLPs (local Lipschitz constants;
-output bounds reuse the search through :class:`SignSearch`, see :mod:`lipbound.bab.outputs`).
+"""Branch-and-bound on ReLU / LeakyReLU activation signs (local Lipschitz constants; output
+bounds reuse the search through :class:`SignSearch`, see :mod:`lipbound.bab.outputs`).
+
+Any graph whose ReLU / LeakyReLU inputs can be split works (MLPs, CNNs, residual networks);
+the LP feasibility check below needs an MLP (:func:`mlp_layers`) and is off for other graphs,
+whose domains are pruned only when their forward bounds cross.
 
 A domain fixes the sign of some pre-activations (z_i >= 0 or z_i <= 0, closed). It is bounded
 with the splits in force: forward bounds are clamped and re-tightened by alpha/beta-CROWN
@@ -19,6 +23,7 @@ most (largest |cotangent| times its |W| reach to the input).
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -28,11 +33,19 @@ from lipbound.bab.chunks import bound_in_chunks
 from lipbound.bab.engine import Anytime, BabResult
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bounds.domains import LpBall
+from lipbound.bounds.interval import Interval
+from lipbound.errors import UnsupportedModelError
 from lipbound.exact.from_graph import mlp_from_graph
-from lipbound.graph.ir import Graph
+from lipbound.graph.ir import INPUT, Graph
 from lipbound.jacobian.attained import _model64, _row_gradients, attained_lower
 from lipbound.jacobian.bound import jacobian_state, norm_upper
+from lipbound.ops import registry
 from lipbound.progress import ProgressFlag, bar
+from lipbound.propagate.crown import crown_node_bounds
+from lipbound.propagate.state import evaluate_fixed
+
+#: the operators whose inputs a sign search splits
+SPLIT_OPS = ("relu", "leaky_relu")
 
 
 def mlp_layers(graph: Graph) -> list[MlpLayer]:
@@ -44,6 +57,44 @@ def mlp_layers(graph: Graph) -> list[MlpLayer]:
     names = (*gm.preact_nodes, graph.output)
     slopes = (*m.negative_slopes, None)
     return [MlpLayer(z, W, b, k) for z, W, b, k in zip(names, m.weights, m.biases, slopes)]
+
+
+def relu_inputs(graph: Graph) -> list[str]:
+    """The input-dependent nodes that ReLU / LeakyReLU nodes read (the pre-activations a sign
+    search splits), in topological order; UnsupportedModelError when there are none."""
+    dep = graph.depends_on_input()
+    names = {n.inputs[0] for n in graph.nodes if n.op in SPLIT_OPS and dep[n.inputs[0]]}
+    if not names:
+        other = [f"{n.op!r} at {n.where}" for n in graph.nodes if dep[n.name]
+                 and n.op != INPUT and not registry.get(n.op, n.where).linear]
+        raise UnsupportedModelError(
+            "split='relu' needs ReLU or LeakyReLU activations that depend on the input; this "
+            f"model has none (nonlinear operators: {', '.join(other) or 'none'}). Use "
+            "split='input' or methods 'crown' / 'alpha-crown'.")
+    return sorted(names, key=graph.position)
+
+
+def _graph_reach(graph: Graph, names: list[str], dtype: torch.dtype,
+                 device: torch.device) -> list[Tensor]:
+    """Per node of ``names``, its interval radius [m] over the input box [-1, 1]^n in the
+    network with every ReLU / LeakyReLU replaced by the identity. Through linear operators
+    the radius is |A| 1, so for affine chains this is the l1 norm of each row of the |W|
+    product (:func:`_input_reach`); other operators contribute their interval images."""
+    fixed = evaluate_fixed(graph)
+    dep = graph.depends_on_input()
+    iv: dict[str, Interval] = {}
+    for n in graph.nodes:
+        if not dep[n.name]:
+            continue
+        if n.op == INPUT:
+            one = torch.ones(1, *n.shape, dtype=dtype, device=device)
+            iv[n.name] = Interval(-one, one)
+        elif n.op in SPLIT_OPS:
+            iv[n.name] = iv[n.inputs[0]]
+        else:
+            args = [iv[s] if dep[s] else Interval.point(fixed[s]) for s in n.inputs]
+            iv[n.name] = registry.get(n.op, n.where).ibp(n.params, *args)
+    return [((iv[z].upper - iv[z].lower) / 2).flatten() for z in names]
 
 
 #: a domain is empty only when some neuron's bounds cross by more than this (relative):
@@ -102,18 +153,22 @@ def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
 
 
 class SignSearch:
-    """What every sign-splitting search shares: the MLP's layers, the input box, the LP
-    check and the per-layer bounds of a propagation. Subclasses define :meth:`bound`
-    (ub [D, R], forward bounds and branching scores per layer [D, m]) and :meth:`attain`
-    (values [N, R] at points of the set)."""
+    """What every sign-splitting search shares: the split nodes (pre-activations), the input
+    box, the LP check (MLPs: ``layers``; None for other graphs, where the LP is off) and the
+    per-layer bounds of a propagation. Subclasses define :meth:`bound` (ub [D, R], forward
+    bounds and branching scores per layer [D, m]) and :meth:`attain` (values [N, R] at
+    points of the set)."""
 
     desc = "bab (relu splits)"
 
     def __init__(self, graph: Graph, C: Tensor, domain: LpBall):
-        self.layers = mlp_layers(graph)
-        self.names = [L.z for L in self.layers[:-1]]
+        try:
+            self.layers: list[MlpLayer] | None = mlp_layers(graph)
+            self.names = [L.z for L in self.layers[:-1]]
+        except UnsupportedModelError:
+            self.layers, self.names = None, relu_inputs(graph)
         self.graph, self.C, self.domain = graph, C, domain
-        self.lp_enabled = True
+        self.lp_enabled = self.layers is not None
         self.forward_iterations = FORWARD_ITERATIONS
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
@@ -164,8 +219,23 @@ class SignSearch:
         return pt if bool(self.domain.contains(pt.unsqueeze(0), 1e-9).all()) else True
 
 
+#: domains recompute the CROWN bound of each gradient element (input element x spec row)
+#: when there are at most this many per domain and, at the root, they tightened the norm
+#: bound by more than ELEMENT_ROWS_GAIN (relative); otherwise (images, or networks whose
+#: linear |.| bound is as good) domains reuse the root's element bounds, valid on every
+#: sub-domain, and tighten the norm through the |.| node alone (a CROWN row per spec row)
+ELEMENT_ROWS_MAX = 8192
+ELEMENT_ROWS_GAIN = 1e-2
+
+
 class LipschitzSearch(SignSearch):
-    """Sign domains bounded on the Clarke-Jacobian graph: ub [D, S] >= ||grad C_s f||_q."""
+    """Sign domains bounded on the Clarke-Jacobian graph: ub [D, S] >= ||grad C_s f||_q.
+
+    The root is bounded exactly as method "crown" does (alpha-optimised forward bounds, a
+    CROWN bound per gradient element); its forward and element bounds, valid on every
+    sub-domain, are intersected into every domain's. Children of MLPs re-optimise their
+    forward bounds with alpha/beta-CROWN; on other graphs (convolutions: costly per step)
+    they use CROWN with the root's bounds and the split clamps."""
 
     desc = "bab lipschitz (relu splits)"
 
@@ -173,7 +243,12 @@ class LipschitzSearch(SignSearch):
         super().__init__(graph, C, domain)
         self.q = q
         self.m64, self.dtype = _model64(model)
-        self.reach = _input_reach(self.layers, C)
+        self.reach = (_input_reach(self.layers, C) if self.layers is not None else
+                      _graph_reach(graph, self.names, C.dtype, C.device))
+        self.root_gradient: Interval | None = None  # element bounds [S, *in] on the ball
+        self.root_forward: dict[str, Interval] = {}  # forward bounds [1, *shape] on the ball
+        self.element_rows = math.prod(domain.in_shape) * C.shape[0] <= ELEMENT_ROWS_MAX
+        self.shared_time = 0.0  # seconds of the last bound() without element rows
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
               threshold: float | None = None
@@ -186,10 +261,19 @@ class LipschitzSearch(SignSearch):
         rows = _rows_to_bound(parent_ub, threshold)
         C = self.C if rows is None else self.C[rows]
         splits, dom = self.splits(signs)
+        root = self.root_gradient is None
+        fwd_it = self.forward_iterations if root or self.layers is not None else 0
+        t0 = time.perf_counter()
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, C, dom, "crown", self.q,
-                                       forward_iterations=self.forward_iterations,
-                                       splits=splits)
+                                       forward_iterations=fwd_it, splits=splits,
+                                       bound_gradient=False, forward_bounds=self.root_forward,
+                                       gradient_bounds=self._known_gradient(rows, D))
+            self.shared_time = time.perf_counter() - t0
+            if root:
+                self._keep_root(state, jg)
+            elif state.dep[jg.gradient] and self.element_rows:
+                state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
             ub = norm_upper(state, jg, self.q, "crown").reshape(D, C.shape[0])
         if rows is not None:
             ub = parent_ub.clone().index_copy_(1, rows, ub)
@@ -197,29 +281,62 @@ class LipschitzSearch(SignSearch):
         scores = self.jacobian_scores(state, jg, D)
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
+    def _keep_root(self, state, jg) -> None:
+        """Bound the root's gradient elements, keep its element and forward bounds, and
+        decide whether children recompute the elements (see ``ELEMENT_ROWS_GAIN``)."""
+        without = float(norm_upper(state, jg, self.q, "crown").max())
+        if state.dep[jg.gradient]:
+            state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
+        self.root_gradient = state.interval(jg.gradient)
+        self.root_forward = {n.name: state.bounds[n.name] for n in self.graph.nodes
+                             if n.name in state.bounds}
+        with_rows = float(norm_upper(state, jg, self.q, "crown").max())
+        gain = (without - with_rows) / max(abs(without), 1e-300)
+        self.element_rows = self.element_rows and gain > ELEMENT_ROWS_GAIN
+
+    def _known_gradient(self, rows: Tensor | None, D: int) -> Interval | None:
+        """The root's element bounds for spec rows ``rows`` repeated over D domains
+        ([D * S', *in], row d * S' + s), when domains reuse them."""
+        g = self.root_gradient
+        if g is None or self.element_rows:
+            return None
+        lo, up = (g.lower, g.upper) if rows is None else (g.lower[rows], g.upper[rows])
+        rep = (D,) + (1,) * (lo.dim() - 1)
+        return Interval(lo.repeat(*rep), up.repeat(*rep))
+
     def jacobian_scores(self, state, jg, D: int) -> list[Tensor]:
         """Per neuron, how much its switch can move the gradient: the largest |cotangent| it
         reads (over spec rows) times the l1 reach of its row to the input (|W| products)."""
-        switch_in = {n.inputs[0]: n.inputs[1] for n in jg.graph.nodes
-                     if n.op in ("relu_switch", "leaky_switch")}
-        out = []
-        for n, reach in zip(self.names, self.reach):
-            iv = state.interval(switch_in[n])
-            mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(-1, reach.numel())
-            mag = mag.reshape(D, -1, reach.numel()) if mag.shape[0] > 1 else mag[None]
-            out.append((mag.amax(1) * reach).expand(D, -1))
-        return out
+        mags = cotangent_magnitude(state, jg, self.names, D)
+        return [m * r for m, r in zip(mags, self.reach)]
 
     def attain(self, pts: Tensor) -> Tensor:
         G = _row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
         return torch.linalg.vector_norm(G.flatten(2), ord=self.q, dim=2).t().to(self.C.dtype)
 
 
+def cotangent_magnitude(state, jg, names: list[str], D: int) -> list[Tensor]:
+    """Per split node of ``names``, the largest |cotangent| its switch reads over the spec
+    rows of each domain, [D, m]: a bound on how much a unit change of the neuron's output
+    moves the rows (``state``: bounds of the joint graph ``jg`` with batch D * S)."""
+    switch_in = {n.inputs[0]: n.inputs[1] for n in jg.graph.nodes
+                 if n.op in ("relu_switch", "leaky_switch")}
+    out = []
+    for n in names:
+        iv = state.interval(switch_in[n])
+        m = state.graph[switch_in[n]].numel
+        mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(-1, m)
+        mag = mag.reshape(D, -1, m) if mag.shape[0] > 1 else mag[None]
+        out.append(mag.amax(1).expand(D, -1))
+    return out
+
+
 def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,
                        timeout: float, rtol: float = 1e-4, atol: float = 1e-9, batch: int = 32,
                        max_domains: int = 100_000, n_samples: int = 256, seed: int = 0,
                        focus_max: bool = False, progress: ProgressFlag = "auto") -> BabResult:
-    """Anytime sign-splitting search for max over the ball of ||grad C_s f||_q (MLPs).
+    """Anytime sign-splitting search for max over the ball of ||grad C_s f||_q (any graph
+    with ReLU / LeakyReLU activations; the root bound is CROWN's, see :class:`LipschitzSearch`).
 
     Stops when the gap closes or the queue is exhausted ("certified"; then the upper bound is
     the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
@@ -248,7 +365,10 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
     t_root = time.perf_counter()
     ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
-    run.step_time = 2 * (time.perf_counter() - t_root)  # the first step bounds two domains
+    per_domain = time.perf_counter() - t_root  # the root's cost, an estimate for a child
+    if getattr(srch, "element_rows", True) is False:  # children skip the element rows
+        per_domain = srch.shared_time
+    run.step_time = 2 * per_domain  # the first step bounds two domains
     done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
     bounded = 1
     with bar(progress=progress, desc=srch.desc, unit="dom") as pbar:
@@ -326,7 +446,9 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
                 sc_q = [torch.cat([a, b[alive]]) for a, b in zip(sc_q, csc)]
                 ub_q = torch.cat([ub_q, cub[alive]])
-            run.step_time = time.perf_counter() - t0
+                per_domain = (time.perf_counter() - t0) / len(kids)
+            # the next step bounds up to two children per popped domain
+            run.step_time = per_domain * 2 * min(batch, len(ub_q))
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
     return BabResult(U, L, W, status, bounded, tuple(run.trace))
 

@@ -28,7 +28,8 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
                    q: float | None = None, iterations: int = 20,
                    forward_iterations: int | None = None,
                    splits: dict[str, Tensor] | None = None, bound_gradient: bool = True,
-                   gradient_bounds: Interval | None = None
+                   gradient_bounds: Interval | None = None,
+                   forward_bounds: dict[str, Interval] | None = None
                    ) -> tuple[BoundState, JacobianGraph]:
     """Bounds of every node of the joint graph for spec rows C [S, K] over D input sets.
 
@@ -45,7 +46,9 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     the gradient norm is convex in each switch, so vertex patterns attain the supremum).
     ``gradient_bounds`` ([D * S, *in]) are known bounds of the gradient on the sets (e.g. a
     branch-and-bound parent's, valid on its sub-domains); they are intersected in before the
-    backward graph's relaxations are formed.
+    backward graph's relaxations are formed. ``forward_bounds`` (by forward node name, batch 1
+    or D) are known bounds of forward nodes on the sets, intersected in before the forward
+    CROWN pass (a branch-and-bound root's optimised bounds hold on every sub-domain).
     """
     it = iterations if method == "alpha-crown" else 0
     if forward_iterations is None:
@@ -55,6 +58,8 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
         fwd_it = 0  # smooth relaxations re-solve intercepts every step: too slow to pay off
     fstate = BoundState(forward, domain, evaluate_fixed(forward), splits=dict(splits or {}))
     ibp_pass(fstate)
+    for name, iv in (forward_bounds or {}).items():
+        fstate.set_bounds(name, iv)
     if method != "ibp":
         crown_intermediate(fstate, iterations=fwd_it)
     D, S = domain.batch_size, C.shape[0]
