@@ -11,6 +11,8 @@ domains that the LP proves empty are dropped, and LP points are attained values.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor, nn
 
@@ -91,12 +93,21 @@ class OutputSearch(SignSearch):
         D = signs[0].shape[0]
         splits, dom = self.splits(signs)
         state = BoundState(self.graph, dom, evaluate_fixed(self.graph), splits=splits)
+        root = self.is_root(signs)
+        if root:
+            self.prime_root(dom)
+        t0 = time.perf_counter()
         with torch.no_grad():
             ibp_pass(state)
-            crown_intermediate(state, iterations=self.forward_iterations)
+            for name, iv in self.root_forward.items():
+                state.set_bounds(name, iv)
+            crown_intermediate(state, iterations=self.forward_steps())
         A = self.CC.unsqueeze(0).expand(D, *self.CC.shape)
         ub = alpha_crown_upper(state, self.graph.output, A, OUTPUT_ITERATIONS).detach()
         los, ups, empty = self.layer_bounds(state, D, 1)
+        if root:
+            self.keep_forward(state)
+            self.child_cost = time.perf_counter() - t0
         scores = [(-lo * up).clamp_min(0) / (up - lo).clamp_min(1e-300) * r
                   for lo, up, r in zip(los, ups, self.reach)]
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores

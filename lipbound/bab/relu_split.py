@@ -41,8 +41,8 @@ from lipbound.jacobian.attained import _model64, _row_gradients, attained_lower
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.ops import registry
 from lipbound.progress import ProgressFlag, bar
-from lipbound.propagate.crown import crown_node_bounds
-from lipbound.propagate.state import evaluate_fixed
+from lipbound.propagate.crown import crown_intermediate, crown_node_bounds
+from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
 
 #: the operators whose inputs a sign search splits
 SPLIT_OPS = ("relu", "leaky_relu")
@@ -169,10 +169,44 @@ class SignSearch:
             self.layers, self.names = None, relu_inputs(graph)
         self.graph, self.C, self.domain = graph, C, domain
         self.lp_enabled = self.layers is not None
+        self.root_forward: dict[str, Interval] = {}  # forward bounds [1, *shape] on the ball
+        self.child_cost: float | None = None  # seconds to bound one child, set at the root
         self.forward_iterations = FORWARD_ITERATIONS
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
         self.bhi = box.upper[0].flatten().double().cpu().numpy()
+
+    def forward_steps(self) -> int:
+        """alpha/beta-CROWN steps for every domain's forward bounds: MLPs re-optimise them
+        per domain; other graphs (convolutions: costly per step) use CROWN with the root's
+        optimised bounds (:meth:`prime_root`) and the split clamps."""
+        return self.forward_iterations if self.layers is not None else 0
+
+    def prime_root(self, domain: LpBall) -> None:
+        """Graphs other than MLPs: the whole ball's alpha-optimised forward bounds (as method
+        "crown" computes them), kept in ``root_forward`` before the root is bounded, so the
+        root's own bound costs what a child's does (the estimate of a step's duration)."""
+        if self.layers is not None:
+            return
+        from lipbound.jacobian.bound import _relu_like_only
+
+        state = BoundState(self.graph, domain, evaluate_fixed(self.graph))
+        it = self.forward_iterations if _relu_like_only(self.graph) else 0
+        with torch.no_grad():
+            ibp_pass(state)
+            crown_intermediate(state, iterations=it)
+        self.keep_forward(state)
+
+    @staticmethod
+    def is_root(signs: list[Tensor]) -> bool:
+        """One domain without splits (the whole ball): its bounds hold on every domain."""
+        return signs[0].shape[0] == 1 and not any(bool(s.any()) for s in signs)
+
+    def keep_forward(self, state) -> None:
+        """Keep the root's forward bounds: valid on every sub-domain, they are intersected
+        into every later domain's."""
+        self.root_forward = {n.name: state.bounds[n.name] for n in self.graph.nodes
+                             if n.name in state.bounds}
 
     def splits(self, signs: list[Tensor]) -> tuple[dict[str, Tensor], LpBall]:
         """The split tensors by node name and the domain repeated D times."""
@@ -233,9 +267,7 @@ class LipschitzSearch(SignSearch):
 
     The root is bounded exactly as method "crown" does (alpha-optimised forward bounds, a
     CROWN bound per gradient element); its forward and element bounds, valid on every
-    sub-domain, are intersected into every domain's. Children of MLPs re-optimise their
-    forward bounds with alpha/beta-CROWN; on other graphs (convolutions: costly per step)
-    they use CROWN with the root's bounds and the split clamps."""
+    sub-domain, are intersected into every domain's (forward steps: :meth:`forward_steps`)."""
 
     desc = "bab lipschitz (relu splits)"
 
@@ -246,9 +278,7 @@ class LipschitzSearch(SignSearch):
         self.reach = (_input_reach(self.layers, C) if self.layers is not None else
                       _graph_reach(graph, self.names, C.dtype, C.device))
         self.root_gradient: Interval | None = None  # element bounds [S, *in] on the ball
-        self.root_forward: dict[str, Interval] = {}  # forward bounds [1, *shape] on the ball
         self.element_rows = math.prod(domain.in_shape) * C.shape[0] <= ELEMENT_ROWS_MAX
-        self.shared_time = 0.0  # seconds of the last bound() without element rows
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
               threshold: float | None = None
@@ -261,18 +291,19 @@ class LipschitzSearch(SignSearch):
         rows = _rows_to_bound(parent_ub, threshold)
         C = self.C if rows is None else self.C[rows]
         splits, dom = self.splits(signs)
-        root = self.root_gradient is None
-        fwd_it = self.forward_iterations if root or self.layers is not None else 0
+        root = self.is_root(signs) and rows is None
+        if root:
+            self.prime_root(dom)
         t0 = time.perf_counter()
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, C, dom, "crown", self.q,
-                                       forward_iterations=fwd_it, splits=splits,
+                                       forward_iterations=self.forward_steps(), splits=splits,
                                        bound_gradient=False, forward_bounds=self.root_forward,
                                        gradient_bounds=self._known_gradient(rows, D))
-            self.shared_time = time.perf_counter() - t0
             if root:
+                self.child_cost = time.perf_counter() - t0
                 self._keep_root(state, jg)
-            elif state.dep[jg.gradient] and self.element_rows:
+            elif state.dep[jg.gradient] and (self.element_rows or self.root_gradient is None):
                 state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
             ub = norm_upper(state, jg, self.q, "crown").reshape(D, C.shape[0])
         if rows is not None:
@@ -288,11 +319,12 @@ class LipschitzSearch(SignSearch):
         if state.dep[jg.gradient]:
             state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
         self.root_gradient = state.interval(jg.gradient)
-        self.root_forward = {n.name: state.bounds[n.name] for n in self.graph.nodes
-                             if n.name in state.bounds}
+        self.keep_forward(state)
         with_rows = float(norm_upper(state, jg, self.q, "crown").max())
         gain = (without - with_rows) / max(abs(without), 1e-300)
         self.element_rows = self.element_rows and gain > ELEMENT_ROWS_GAIN
+        if self.element_rows:  # children recompute the elements too: they cost what it cost
+            self.child_cost = None
 
     def _known_gradient(self, rows: Tensor | None, D: int) -> Interval | None:
         """The root's element bounds for spec rows ``rows`` repeated over D domains
@@ -365,9 +397,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
     t_root = time.perf_counter()
     ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
-    per_domain = time.perf_counter() - t_root  # the root's cost, an estimate for a child
-    if getattr(srch, "element_rows", True) is False:  # children skip the element rows
-        per_domain = srch.shared_time
+    per_domain = srch.child_cost or time.perf_counter() - t_root  # estimate for a child
     run.step_time = 2 * per_domain  # the first step bounds two domains
     done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
     bounded = 1
