@@ -1,7 +1,14 @@
 """lipbound: certified local Lipschitz constants, output bounds and smoothing certificates."""
 
 from lipbound import audit, models
-from lipbound.api import OutputBounds, jacobian_bounds, local_lipschitz, output_bounds
+from lipbound.api import (
+    OutputBounds,
+    OutputProof,
+    jacobian_bounds,
+    local_lipschitz,
+    output_bounds,
+    prove_outputs,
+)
 from lipbound.errors import (
     InputError,
     LipboundError,
@@ -26,11 +33,13 @@ __all__ = [
     "load_onnx",
     "read_vnnlib",
     "OutputBounds",
+    "OutputProof",
     "jacobian_bounds",
     "local_lipschitz",
     "audit",
     "models",
     "output_bounds",
+    "prove_outputs",
     "trace",
     "InputError",
     "LipboundError",

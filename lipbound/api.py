@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -43,8 +44,9 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     for ``timeout`` seconds, default ``DEFAULT_BAB_TIMEOUT``; it stops early once the bounds
     meet values attained at points of the set; ``split`` as for :func:`local_lipschitz`:
     "input" boxes, "relu" signs with beta-CROWN and LP checks, or "auto"; ``prove_above``
-    [S] stops the search as soon as every ``lower[s] > prove_above[s]`` is certified, as a
-    verifier needs). Computation runs in
+    [S] refines only the lower bounds not yet above it and stops as soon as every
+    ``lower[s] > prove_above[s]`` is certified, as a verifier needs; the upper bounds are then
+    the root's). Computation runs in
     ``dtype`` (float64 by default) on x's device; results are widened outward to absorb
     rounding.
     """
@@ -52,19 +54,67 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     method = check_method(method, (*METHODS, "bab"))
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     if method == "bab":
-        from lipbound.bab import bab_output_bounds
-        from lipbound.bab.outputs import bab_relu_output_bounds
-
-        _check_timeout(timeout)
-        run = bab_relu_output_bounds if _choose_split(graph, split) == "relu" \
-            else bab_output_bounds
-        lo, up, _ = run(model, graph, C, domain,
-                        timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
-                        stop_below=_stop_below(prove_above, C), progress=progress)
+        lo, up, _ = _bab_outputs(model, graph, C, domain, timeout, split, progress,
+                                 _stop_below(prove_above, C))
         return OutputBounds(*widen(lo, up))
     state = prepare_state(graph, domain, method)
     lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
     return OutputBounds(*widen(lo[0], up[0]))
+
+
+@dataclass(frozen=True)
+class OutputProof:
+    """Result of :func:`prove_outputs`: certified ``lower <= C f <= upper`` [S] over the
+    set, and ``proven`` [G]: goal g holds at every point of the set (some row s of goal g
+    has C_s f > prove_above[s] there); ``status`` is the search's stopping reason."""
+
+    lower: Tensor
+    upper: Tensor
+    proven: Tensor
+    status: str
+
+
+def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: Any,
+                  groups: Any = None, norm: float | int | str = math.inf,
+                  data_range: tuple[Any, Any] | None = None, timeout: float | None = None,
+                  dtype: torch.dtype = torch.float64, split: str = "auto",
+                  progress: bool | str = "auto") -> OutputProof:
+    """Branch and bound towards goals of the form "some row s of goal g has C_s f(x') >
+    prove_above[s]", for every x' in the set (as :func:`output_bounds`).
+
+    ``groups`` [S]: a non-negative goal id per spec row (default: every row its own goal);
+    ``proven`` lists the goals in increasing id order.
+    A goal is a disjunction over its rows, decided per sub-domain: different parts of the set
+    may use different rows (what refuting a conjunction of output constraints needs: the
+    unsafe set ``C f <= d`` is empty when some row exceeds its d on every part). The search
+    refines only domains where some goal does not hold yet and stops once every goal holds
+    everywhere (status "below threshold"), at ``timeout`` or at its domain cap.
+    """
+    model = resolve_model(model)
+    graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    below = _stop_below(prove_above, C)
+    S = C.shape[0]
+    g = torch.arange(S) if groups is None else torch.as_tensor(groups).reshape(-1)
+    if g.numel() != S or g.dtype.is_floating_point or bool((g < 0).any()):
+        raise InputError(f"groups needs {S} non-negative integer goal ids (one per spec row), "
+                         f"got {groups!r}")
+    g = g.to(device=C.device, dtype=torch.long)
+    ids, g = torch.unique(g, return_inverse=True)
+    rows = torch.cat([torch.full_like(g, -1), g])  # the upper rows [C] are no goal's
+    lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows)
+    lo, up = widen(lo, up)
+    return OutputProof(lo, up, res.proven, res.status)
+
+
+def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, groups=None):
+    from lipbound.bab import bab_output_bounds
+    from lipbound.bab.outputs import bab_relu_output_bounds
+
+    _check_timeout(timeout)
+    run = bab_relu_output_bounds if _choose_split(graph, split) == "relu" \
+        else bab_output_bounds
+    return run(model, graph, C, domain, timeout=DEFAULT_BAB_TIMEOUT if timeout is None
+               else timeout, stop_below=stop_below, groups=groups, progress=progress)
 
 
 LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "bab", "exact")

@@ -13,8 +13,9 @@ propagation), takes ``min(child, parent)`` (a child is a subset, so splitting ne
 bound), and drops children that cannot raise any U_r above ``L_r + tol``. It stops when
 ``U_r <= L_r + tol`` for every r ("certified": the gap is closed), at the time limit
 ("timeout"; no step starts when the previous step's duration would overrun it), at the
-domain cap ("domain limit"), or when ``U_r < stop_below_r`` for every r
-("below threshold", for verification). Whatever the status, U is a certified upper bound.
+domain cap ("domain limit"), or once its proof goals hold on every domain ("below
+threshold", for verification: see :class:`Anytime`). Whatever the status, U is a certified
+upper bound.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class BabResult:
     status: str
     domains_bounded: int
     trace: tuple[TracePoint, ...] = field(default_factory=tuple)
+    #: [G] with proof goals (:class:`Anytime`): goal g held on every domain of the cover
+    proven: Tensor | None = None
 
 
 def _tolerance(lower: Tensor, rtol: float, atol: float) -> Tensor:
@@ -62,16 +65,28 @@ def _tolerance(lower: Tensor, rtol: float, atol: float) -> Tensor:
 @dataclass
 class Anytime:
     """The bookkeeping every anytime search shares: the trace, the progress bar's figures
-    and the stopping rules (gap closed / queue empty, threshold, time, domain cap)."""
+    and the stopping rules (gap closed / queue empty, proof goals met, time, domain cap).
+
+    Proof goals (verification): ``stop_below`` [R] thresholds and ``groups`` [R] (a goal id
+    per row, -1 for rows no goal reads; default: every row with a finite threshold is its own
+    goal). Goal g holds on a domain when SOME row r of g has ub[r] < stop_below[r] there
+    (a conjunction of output constraints is refuted by any one of them, and different
+    domains may use different rows); a domain where every goal holds is closed and leaves
+    the queue. The search proves goal g when it holds on every domain that was dropped or is
+    still queued (:meth:`proven`), and stops ("below threshold") once every goal is proven.
+    """
 
     timeout: float
     rtol: float
     atol: float
     max_domains: int
     focus_max: bool = False
+    stop_below: Tensor | None = None
+    groups: Tensor | None = None
     start: float = field(default_factory=time.perf_counter)
     trace: list[TracePoint] = field(default_factory=list)
     step_time: float = 0.0
+    dropped_proven: Tensor | None = None  # [G]: goal g held on every dropped domain
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -82,26 +97,71 @@ class Anytime:
         max_r U_r, so their domains are not refined further (their U_r stay certified)."""
         return torch.maximum(L, L.max()) if self.focus_max else L
 
+    def _members(self) -> Tensor:
+        """[R, G] membership of rows in goals."""
+        g = self.groups
+        if g is None:
+            g = torch.where(torch.isfinite(self.stop_below),
+                            torch.arange(len(self.stop_below), device=self.stop_below.device),
+                            -1)
+        ids = g.unique()
+        ids = ids[ids >= 0]
+        return g[:, None] == ids[None, :]
+
+    def goals_held(self, ub: Tensor) -> Tensor:
+        """[N, G]: whether goal g holds on domain n (some row of g below its threshold)."""
+        below = (ub < self.stop_below).to(ub.dtype)
+        return (below @ self._members().to(ub.dtype)) > 0
+
+    def closed(self, ub: Tensor) -> Tensor:
+        """Domains [N] where every goal holds (always False without goals)."""
+        if self.stop_below is None:
+            return torch.zeros(ub.shape[0], dtype=torch.bool, device=ub.device)
+        return self.goals_held(ub).all(1)
+
+    def drop(self, ub: Tensor) -> None:
+        """Record domains [N, R] leaving the search (pruned, final or empty)."""
+        if self.stop_below is None or ub.shape[0] == 0:
+            return
+        held = self.goals_held(ub).all(0)
+        self.dropped_proven = held if self.dropped_proven is None else self.dropped_proven & held
+
+    def proven(self, ub_q: Tensor) -> Tensor | None:
+        """[G]: goal g holds on every dropped and queued domain (None without goals)."""
+        if self.stop_below is None:
+            return None
+        held = self.goals_held(ub_q).all(0)
+        return held if self.dropped_proven is None else held & self.dropped_proven
+
     def alive(self, ub: Tensor, L: Tensor) -> Tensor:
-        """Domains [N] with some row above its target (plus tolerance)."""
-        return (ub > _tolerance(self.target(L), self.rtol, self.atol)).any(1)
+        """Domains [N] with some row above its target (plus tolerance) that are not closed."""
+        open_rows = ub > _tolerance(self.target(L), self.rtol, self.atol)
+        return open_rows.any(1) & ~self.closed(ub)
 
     def gaps(self, ub: Tensor, L: Tensor) -> Tensor:
-        """Priority [N]: the largest relative gap of a domain's rows to their targets."""
+        """Priority [N]: the largest relative gap of a domain's rows to their targets; with
+        goals, the largest over open goals of the smallest excess of a goal's rows over
+        their thresholds (how far the domain is from holding that goal)."""
+        if self.stop_below is not None:
+            M = self._members()  # [R, G]
+            excess = (ub - self.stop_below)[:, :, None].expand(-1, -1, M.shape[1])
+            need = torch.where(M[None], excess, torch.inf).min(1).values  # [N, G]
+            return torch.where(need >= 0, need, -torch.inf).max(1).values
         T = self.target(L)
         return ((ub - T) / (T.abs() + self.atol)).max(1).values
 
-    def stop(self, U: Tensor, L: Tensor, queued: int, growth: int, pbar,
-             stop_below: Tensor | None = None) -> str | None:
-        """Record the state; the status to stop with, or None to go on. ``growth``: how many
-        domains the next step can add."""
+    def stop(self, U: Tensor, L: Tensor, ub_q: Tensor, growth: int, pbar) -> str | None:
+        """Record the state; the status to stop with, or None to go on. ``ub_q`` [N, R]:
+        the queued domains' bounds; ``growth``: how many domains the next step can add."""
+        queued = len(ub_q)
         self.trace.append(TracePoint(self.elapsed(), float(U.max()), float(L.max()), queued))
         pbar.set_postfix(domains=queued, upper=f"{float(U.max()):.6g}",
                          lower=f"{float(L.max()):.6g}")
+        proven = self.proven(ub_q)
+        if proven is not None and bool(proven.all()):
+            return "below threshold"
         if queued == 0 or bool((U <= _tolerance(self.target(L), self.rtol, self.atol)).all()):
             return "certified"
-        if stop_below is not None and bool((U < stop_below).all()):
-            return "below threshold"
         if self.elapsed() + self.step_time >= self.timeout:
             return "timeout"
         if queued + growth > self.max_domains:
@@ -127,7 +187,8 @@ def _split(lo: Tensor, up: Tensor, weight: Tensor | None = None) -> tuple[Tensor
 def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tensor, *,
              init_lower: Tensor, init_witness: Tensor, timeout: float, rtol: float = 1e-4,
              atol: float = 1e-9, batch: int = 64, max_domains: int = 200_000,
-             stop_below: Tensor | None = None, project: Callable[[Tensor], Tensor] | None = None,
+             stop_below: Tensor | None = None, groups: Tensor | None = None,
+             project: Callable[[Tensor], Tensor] | None = None,
              split_weight: Tensor | None = None, focus_max: bool = False,
              progress: ProgressFlag = "auto", desc: str = "bab") -> BabResult:
     """Run the search on the box [lower, upper] ([*in] each) until a stopping rule fires.
@@ -135,10 +196,11 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
     ``init_lower`` [R] / ``init_witness`` [R, *in]: values already attained (e.g. sampling).
     ``project`` maps box centres into X when the boxes cover more than X (l_2 / l_1 balls).
     ``split_weight`` [*in] scales the widths when choosing the coordinate to halve;
-    ``focus_max`` certifies max_r U_r only (see :meth:`Anytime.target`).
+    ``focus_max`` certifies max_r U_r only (see :meth:`Anytime.target`); ``stop_below`` /
+    ``groups``: proof goals (see :class:`Anytime`).
     """
     proj = project or (lambda t: t)
-    run = Anytime(timeout, rtol, atol, max_domains, focus_max)
+    run = Anytime(timeout, rtol, atol, max_domains, focus_max, stop_below, groups)
     lo_q, up_q = lower.unsqueeze(0), upper.unsqueeze(0)
     t_root = time.perf_counter()
     ub_q = bound_fn(lo_q, up_q)
@@ -150,7 +212,7 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
     with bar(progress=progress, desc=desc, unit="dom") as pbar:
         while True:
             U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
-            status = run.stop(U, L, len(ub_q), batch, pbar, stop_below)
+            status = run.stop(U, L, ub_q, batch, pbar)
             if status is not None:
                 break
             t_step = time.perf_counter()
@@ -169,12 +231,13 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             alive = run.alive(cub, L)
             if (~alive).any():
                 pruned = torch.maximum(pruned, cub[~alive].max(0).values)
+                run.drop(cub[~alive])
             lo_q = torch.cat([lo_q[keep], clo[alive]])
             up_q = torch.cat([up_q[keep], cup[alive]])
             ub_q = torch.cat([ub_q[keep], cub[alive]])
             run.step_time = time.perf_counter() - t_step
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
-    return BabResult(U, L, W, status, bounded, tuple(run.trace))
+    return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
 
 
 def _attain(attain_fn: AttainFn, project: Callable[[Tensor], Tensor], lo: Tensor, up: Tensor,

@@ -33,10 +33,13 @@ from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
 def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
                       timeout: float, rtol: float = 1e-4, atol: float = 1e-7, batch: int = 64,
                       max_domains: int = 200_000, stop_below: Tensor | None = None,
-                      progress: ProgressFlag = "auto") -> tuple[Tensor, Tensor, BabResult]:
+                      groups: Tensor | None = None, progress: ProgressFlag = "auto"
+                      ) -> tuple[Tensor, Tensor, BabResult]:
     """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set.
 
-    ``stop_below`` [2S] (optional): stop once every row of [C; -C] is certified below it.
+    ``stop_below`` / ``groups`` [2S] (optional): proof goals on the rows [C; -C] (see
+    :class:`~lipbound.bab.engine.Anytime`; default: every row with a finite threshold);
+    ``res.proven`` says which goals hold on the whole set.
     """
     m64, dtype = _model64(model)
     S = C.shape[0]
@@ -63,7 +66,7 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
     box = domain.interval()
     res = maximize(bound, attain, box.lower[0], box.upper[0], init_lower=init, init_witness=wit,
                    timeout=timeout, rtol=rtol, atol=atol, batch=batch, max_domains=max_domains,
-                   stop_below=stop_below, project=project, progress=progress,
+                   stop_below=stop_below, groups=groups, project=project, progress=progress,
                    desc="bab outputs")
     return -res.upper[S:], res.upper[:S], res
 
@@ -139,16 +142,16 @@ def _cotangent_reach(graph: Graph, CC: Tensor, domain: LpBall, names: list[str])
 def bab_relu_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
                            timeout: float, rtol: float = 1e-4, atol: float = 1e-7,
                            batch: int = 32, max_domains: int = 100_000,
-                           stop_below: Tensor | None = None, progress: ProgressFlag = "auto"
-                           ) -> tuple[Tensor, Tensor, BabResult]:
+                           stop_below: Tensor | None = None, groups: Tensor | None = None,
+                           progress: ProgressFlag = "auto") -> tuple[Tensor, Tensor, BabResult]:
     """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set, by
     ReLU sign splitting (any graph with ReLU / LeakyReLU activations). ``stop_below`` [2S] as for
     :func:`bab_output_bounds`."""
-    run = Anytime(timeout, rtol, atol, max_domains)
+    run = Anytime(timeout, rtol, atol, max_domains, stop_below=stop_below, groups=groups)
     srch = OutputSearch(model, graph, C, domain)
     S = C.shape[0]
     center = domain.center
     L = srch.attain(center)[0]
     W = center.expand(2 * S, *center.shape[1:]).clone()
-    res = sign_search(srch, L, W, run, batch=batch, stop_below=stop_below, progress=progress)
+    res = sign_search(srch, L, W, run, batch=batch, progress=progress)
     return -res.upper[S:], res.upper[:S], res

@@ -183,10 +183,11 @@ class SignSearch:
         return self.forward_iterations if self.layers is not None else 0
 
     def prime_root(self, domain: LpBall) -> None:
-        """Graphs other than MLPs: the whole ball's alpha-optimised forward bounds (as method
-        "crown" computes them), kept in ``root_forward`` before the root is bounded, so the
-        root's own bound costs what a child's does (the estimate of a step's duration)."""
-        if self.layers is not None:
+        """When domains do not optimise their forward bounds (:meth:`forward_steps` is 0):
+        the whole ball's alpha-optimised forward bounds (as method "crown" computes them),
+        kept in ``root_forward`` before the root is bounded, so the root's own bound costs
+        what a child's does (the estimate of a step's duration)."""
+        if self.forward_steps() > 0:
             return
         from lipbound.jacobian.bound import _relu_like_only
 
@@ -381,8 +382,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
 
 
 def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: int,
-                stop_below: Tensor | None = None, progress: ProgressFlag = "auto"
-                ) -> BabResult:
+                progress: ProgressFlag = "auto") -> BabResult:
     """Best-first search over sign domains maximising the R quantities of ``srch``.
 
     ``L`` [R] / ``W`` [R, *in]: values attained so far and their points. Each step pops the
@@ -390,7 +390,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     dropped, a fully split one is final (its bound is that pattern's), any other is split on
     :func:`_pick_neuron`'s neuron and its children are bounded together, taking
     min(child, parent). U = max(queued bounds, final and pruned bounds) is certified at
-    every stop; ``stop_below`` [R] stops once U < stop_below everywhere.
+    every stop; ``run``'s proof goals (if any) stop it once they hold on every domain.
     """
     timeout = run.timeout
     dev = srch.C.device
@@ -404,7 +404,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     with bar(progress=progress, desc=srch.desc, unit="dom") as pbar:
         while True:
             U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-            status = run.stop(U, L, len(ub_q), 2 * batch, pbar, stop_below)
+            status = run.stop(U, L, ub_q, 2 * batch, pbar)
             if status is not None:
                 break
             t0 = time.perf_counter()
@@ -429,8 +429,9 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT)) if use_lp else True
                 if use_lp and x is True:
                     srch.lp_enabled = False  # LPs this large cost more than they prune
-                if x is None:
-                    continue  # no input of the ball has these signs: drop the domain
+                if x is None:  # no input of the ball has these signs: drop the domain
+                    run.drop(torch.full_like(ub_q[d:d + 1], -torch.inf))
+                    continue
                 if x is not True:  # True: undecided (time limit), keep splitting
                     pts.append(x)
                 which = _pick_neuron(lo, up, sg, sc)
@@ -440,6 +441,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                         if x is not None and x is not True:
                             pts.append(x)
                     done = torch.maximum(done, ub_q[d])
+                    run.drop(ub_q[d:d + 1])
                     continue
                 li, j = which
                 for sign in (1.0, -1.0):
@@ -471,6 +473,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 dead = ~alive & torch.isfinite(cub).all(1)
                 if dead.any():
                     done = torch.maximum(done, cub[dead].max(0).values)
+                run.drop(cub[~alive])
                 lo_q = [torch.cat([a, b[alive]]) for a, b in zip(lo_q, clo)]
                 up_q = [torch.cat([a, b[alive]]) for a, b in zip(up_q, cup)]
                 sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
@@ -480,5 +483,5 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
             # the next step bounds up to two children per popped domain
             run.step_time = per_domain * 2 * min(batch, len(ub_q))
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-    return BabResult(U, L, W, status, bounded, tuple(run.trace))
+    return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
 

@@ -12,12 +12,10 @@ of ``C_j f(x)`` over the whole box above ``d_j``; the region is safe once all it
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import Tensor, nn
 
-from lipbound.api import output_bounds
+from lipbound.api import DEFAULT_BAB_TIMEOUT, output_bounds, prove_outputs
 from lipbound.bounds.domains import Box
 from lipbound.inputs import get_graph, widen
 from lipbound.io.vnnlib import InputRegion, stack_conjunctions
@@ -38,30 +36,29 @@ def box_as_ball(region: InputRegion, in_shape: tuple[int, ...]):
     return x0.reshape(in_shape), eps, (lo.reshape(in_shape), up.reshape(in_shape))
 
 
-def _accepts_timeout() -> bool:
-    return "timeout" in inspect.signature(output_bounds).parameters
-
-
 def refute(model: nn.Module, region: InputRegion, ids: list[int], method: str,
            in_shape: tuple[int, ...], timeout: float | None = None) -> list[int]:
     """The disjuncts among ``ids`` that certified ``method`` bounds refute over the box.
 
-    Disjuncts without rows (every output unsafe) are never refuted. ``timeout`` is passed to
-    methods that accept one (branch and bound).
+    A disjunct (a conjunction of rows C_j f <= d_j) is refuted when some row's lower bound
+    exceeds its d_j; under method "bab" (for ``timeout`` seconds) the row may differ between
+    the search's sub-domains (:func:`lipbound.prove_outputs`, one goal per disjunct).
+    Disjuncts without rows (every output unsafe) are never refuted.
     """
     with_rows = [i for i in ids if region.disjuncts[i].C.shape[0] > 0]
     if not with_rows:
         return []
     C, d, owner = stack_conjunctions([region.disjuncts[i] for i in with_rows])
     x0, eps, data_range = box_as_ball(region, in_shape)
-    kwargs = {}
-    if timeout is not None and method == "bab" and _accepts_timeout():
-        kwargs["timeout"] = max(timeout, 1e-3)
-        kwargs["prove_above"] = d  # stop once every row is refuted
-    lower, _ = output_bounds(model, x0, eps, spec=C, method=method, data_range=data_range,
-                             **kwargs)
+    if method == "bab":
+        res = prove_outputs(model, x0, eps, C, d, owner, data_range=data_range,
+                            timeout=max(timeout or DEFAULT_BAB_TIMEOUT, 1e-3), progress=False)
+        lower, proven = res.lower, res.proven.cpu()
+    else:
+        lower, _ = output_bounds(model, x0, eps, spec=C, method=method, data_range=data_range)
+        proven = torch.zeros(len(with_rows), dtype=torch.bool)
     above = lower.reshape(-1).cpu().to(torch.float64) > d
-    return [i for k, i in enumerate(with_rows) if bool(above[owner == k].any())]
+    return [i for k, i in enumerate(with_rows) if bool(proven[k]) or bool(above[owner == k].any())]
 
 
 def _crown_lower(graph, lo: Tensor, up: Tensor, C: Tensor) -> Tensor:
