@@ -6,11 +6,13 @@ the LP feasibility check below needs an MLP (:func:`mlp_layers`) and is off for 
 whose domains are pruned only when their forward bounds cross.
 
 A domain fixes the sign of some pre-activations (z_i >= 0 or z_i <= 0, closed). It is bounded
-with the splits in force: forward bounds are clamped and re-tightened by alpha/beta-CROWN
-(the Lagrangian terms beta_j s_j z_j >= 0 of the split constraints, also between splits of
-one layer, :mod:`lipbound.propagate.alpha`), the switches of split neurons take the split's
-derivative (the gradient norm is convex in each switch, so the vertex patterns carry the
-supremum over the Clarke set), and every gradient element gets its own CROWN bound. Before a
+with the splits in force: the root's bounds (forward nodes and gradient elements, valid on
+every sub-domain) are intersected in, forward bounds are clamped and re-tightened (MLPs:
+alpha/beta-CROWN, with the Lagrangian terms beta_j s_j z_j >= 0 of the split constraints,
+also between splits of one layer, :mod:`lipbound.propagate.alpha`; other graphs: CROWN), the
+switches of split neurons take the split's derivative (the gradient norm is convex in each
+switch, so the vertex patterns carry the supremum over the Clarke set), and the gradient
+elements get their own CROWN bounds where that pays (:data:`ELEMENT_ROWS_MAX`). Before a
 domain is split, an LP over the ball with the exact constraints of split and stable neurons
 and the triangle relaxation of the others decides whether any input produces its signs; an
 infeasible domain is dropped. This is what lets the search go below the maximum over all
@@ -18,7 +20,7 @@ patterns: once every neuron of a domain is fixed, its bound is the exact gradien
 pattern that the LP proved feasible, so the search converges to the exact constant. Feasible
 LP solutions (strictly inside the region at the leaves) give attained lower bounds. The
 neuron to split is the unstable one of the earliest layer whose switch can move the gradient
-most (largest |cotangent| times its |W| reach to the input).
+most (largest |cotangent| times its |W| reach to the input, :func:`_graph_reach` off MLPs).
 """
 
 from __future__ import annotations
