@@ -12,10 +12,10 @@ halves each along its widest coordinate, bounds the children together (one batch
 propagation), takes ``min(child, parent)`` (a child is a subset, so splitting never loosens a
 bound), and drops children that cannot raise any U_r above ``L_r + tol``. It stops when
 ``U_r <= L_r + tol`` for every r ("certified": the gap is closed), at the time limit
-("timeout"; no step starts when the previous step's duration would overrun it), at the
-domain cap ("domain limit"), or once its proof goals hold on every domain ("below
-threshold", for verification: see :class:`Anytime`). Whatever the status, U is a certified
-upper bound.
+("timeout"; near it, steps pop only as many boxes as the time left fits at the last step's
+cost per box, and none starts when even one box would overrun it), at the domain cap
+("domain limit"), or once its proof goals hold on every domain ("below threshold", for
+verification: see :class:`Anytime`). Whatever the status, U is a certified upper bound.
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
     lo_q, up_q = lower.unsqueeze(0), upper.unsqueeze(0)
     t_root = time.perf_counter()
     ub_q = bound_fn(lo_q, up_q)
-    run.step_time = 2 * (time.perf_counter() - t_root)  # the first step bounds two boxes
+    per_box = time.perf_counter() - t_root  # estimate for a child box
+    run.step_time = 2 * per_box  # the smallest step bounds two boxes
     L, W = init_lower.clone(), init_witness.clone()
     L, W = _attain(attain_fn, proj, lo_q, up_q, L, W)
     pruned = torch.full_like(L, -torch.inf)
@@ -217,7 +218,8 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
                 break
             t_step = time.perf_counter()
             gap = run.gaps(ub_q, L)
-            k = min(batch, len(ub_q))
+            fits = max(1, int((timeout - run.elapsed()) / (2 * per_box)))
+            k = min(batch, len(ub_q), fits)  # near the deadline, steps shrink to what fits
             pick = gap.topk(k).indices
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=ub_q.device)
             keep[pick] = False
@@ -235,7 +237,8 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             lo_q = torch.cat([lo_q[keep], clo[alive]])
             up_q = torch.cat([up_q[keep], cup[alive]])
             ub_q = torch.cat([ub_q[keep], cub[alive]])
-            run.step_time = time.perf_counter() - t_step
+            per_box = (time.perf_counter() - t_step) / len(clo)
+            run.step_time = 2 * per_box
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
     return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
 

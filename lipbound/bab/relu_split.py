@@ -388,11 +388,12 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     """Best-first search over sign domains maximising the R quantities of ``srch``.
 
     ``L`` [R] / ``W`` [R, *in]: values attained so far and their points. Each step pops the
-    ``batch`` domains with the largest relative gap; a domain that the LP proves empty is
-    dropped, a fully split one is final (its bound is that pattern's), any other is split on
-    :func:`_pick_neuron`'s neuron and its children are bounded together, taking
-    min(child, parent). U = max(queued bounds, final and pruned bounds) is certified at
-    every stop; ``run``'s proof goals (if any) stop it once they hold on every domain.
+    ``batch`` domains with the largest gap (fewer when the time left fits fewer); a domain
+    that the LP proves empty is dropped, a fully split one is final (its bound is that
+    pattern's), any other is split on :func:`_pick_neuron`'s neuron and its children are
+    bounded together, taking min(child, parent). U = max(queued bounds, final and pruned
+    bounds) is certified at every stop; ``run``'s proof goals (if any) stop it once they hold
+    on every domain.
     """
     timeout = run.timeout
     dev = srch.C.device
@@ -410,7 +411,8 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
             if status is not None:
                 break
             t0 = time.perf_counter()
-            pick = run.gaps(ub_q, L).topk(min(batch, len(ub_q))).indices
+            fits = max(1, int((timeout - run.elapsed()) / (2 * per_domain)))
+            pick = run.gaps(ub_q, L).topk(min(batch, len(ub_q), fits)).indices
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=dev)
             keep[pick] = False
             kids, parents, pts, n_lp = [], [], [], 0
@@ -482,8 +484,9 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 sc_q = [torch.cat([a, b[alive]]) for a, b in zip(sc_q, csc)]
                 ub_q = torch.cat([ub_q, cub[alive]])
                 per_domain = (time.perf_counter() - t0) / len(kids)
-            # the next step bounds up to two children per popped domain
-            run.step_time = per_domain * 2 * min(batch, len(ub_q))
+            # the smallest next step pops one domain (two children); steps shrink to what
+            # the time left fits, so the search uses its budget instead of stopping early
+            run.step_time = per_domain * 2
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
     return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
 

@@ -42,6 +42,9 @@ from lipbound.verify.falsify import (
 from lipbound.verify.prove import refute, split_prove
 from lipbound.verify.result import VerificationResult
 
+#: Fraction of the time limit (at most 10 s) that branch and bound leaves to the stages after
+#: it (input splitting, the last attacks).
+BAB_RESERVE = 0.03
 #: Input splitting is tried only for regions with at most this many inputs.
 SPLIT_MAX_INPUTS = 64
 
@@ -112,8 +115,11 @@ class _Run:
     def bound(self, method: str) -> None:
         t0 = self.deadline.elapsed()
         todo = self.open_regions()
+        # branch and bound uses its time to the end; keep a little for the stages after it
+        total = self.deadline.end - self.deadline.start
+        reserve = min(BAB_RESERVE * total, 10.0) if method == "bab" else 0.0
         for k, r in enumerate(todo):
-            share = self.deadline.remaining() / (len(todo) - k)
+            share = (self.deadline.remaining() - reserve) / (len(todo) - k)
             done = refute(self.model, self.prop.regions[r], self.open[r], method,
                           self.in_shape, timeout=share)
             self.open[r] = [i for i in self.open[r] if i not in done]

@@ -52,7 +52,8 @@ def refute(model: nn.Module, region: InputRegion, ids: list[int], method: str,
     x0, eps, data_range = box_as_ball(region, in_shape)
     if method == "bab":
         res = prove_outputs(model, x0, eps, C, d, owner, data_range=data_range,
-                            timeout=max(timeout or DEFAULT_BAB_TIMEOUT, 1e-3), progress=False)
+                            timeout=DEFAULT_BAB_TIMEOUT if timeout is None
+                            else max(timeout, 1e-3), progress=False)
         lower, proven = res.lower, res.proven.cpu()
     else:
         lower, _ = output_bounds(model, x0, eps, spec=C, method=method, data_range=data_range)
