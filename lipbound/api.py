@@ -99,7 +99,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
         raise InputError(f"groups needs {S} non-negative integer goal ids (one per spec row), "
                          f"got {groups!r}")
     g = g.to(device=C.device, dtype=torch.long)
-    ids, g = torch.unique(g, return_inverse=True)
+    _, g = torch.unique(g, return_inverse=True)  # ids 0 .. G-1 in increasing order
     rows = torch.cat([torch.full_like(g, -1), g])  # the upper rows [C] are no goal's
     lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows)
     lo, up = widen(lo, up)
