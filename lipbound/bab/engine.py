@@ -85,11 +85,20 @@ class Anytime:
     groups: Tensor | None = None
     start: float = field(default_factory=time.perf_counter)
     trace: list[TracePoint] = field(default_factory=list)
-    step_time: float = 0.0
+    child_time: float = 0.0  # seconds to bound one child domain (the last step's average)
     dropped_proven: Tensor | None = None  # [G]: goal g held on every dropped domain
+
+    def __post_init__(self) -> None:
+        self.members = None if self.stop_below is None else self._members()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    def pops(self, batch: int, queued: int) -> int:
+        """Domains the next step splits: ``batch``, fewer near the time limit (as many as
+        the time left fits at two children each, at least one), at most ``queued``."""
+        fits = int((self.timeout - self.elapsed()) / max(2 * self.child_time, 1e-12))
+        return min(batch, queued, max(1, fits))
 
     def target(self, L: Tensor) -> Tensor:
         """The value each row's upper bound must come down to. With ``focus_max`` a row
@@ -98,7 +107,7 @@ class Anytime:
         return torch.maximum(L, L.max()) if self.focus_max else L
 
     def _members(self) -> Tensor:
-        """[R, G] membership of rows in goals."""
+        """[R, G] membership of rows in goals (computed once, as ``members``)."""
         g = self.groups
         if g is None:
             g = torch.where(torch.isfinite(self.stop_below),
@@ -111,7 +120,7 @@ class Anytime:
     def goals_held(self, ub: Tensor) -> Tensor:
         """[N, G]: whether goal g holds on domain n (some row of g below its threshold)."""
         below = (ub < self.stop_below).to(ub.dtype)
-        return (below @ self._members().to(ub.dtype)) > 0
+        return (below @ self.members.to(ub.dtype)) > 0
 
     def closed(self, ub: Tensor) -> Tensor:
         """Domains [N] where every goal holds (always False without goals)."""
@@ -143,7 +152,7 @@ class Anytime:
         goals, the largest over open goals of the smallest excess of a goal's rows over
         their thresholds (how far the domain is from holding that goal)."""
         if self.stop_below is not None:
-            M = self._members()  # [R, G]
+            M = self.members  # [R, G]
             excess = (ub - self.stop_below)[:, :, None].expand(-1, -1, M.shape[1])
             need = torch.where(M[None], excess, torch.inf).min(1).values  # [N, G]
             return torch.where(need >= 0, need, -torch.inf).max(1).values
@@ -162,7 +171,7 @@ class Anytime:
             return "below threshold"
         if queued == 0 or bool((U <= _tolerance(self.target(L), self.rtol, self.atol)).all()):
             return "certified"
-        if self.elapsed() + self.step_time >= self.timeout:
+        if self.elapsed() + 2 * self.child_time >= self.timeout:  # not even one domain fits
             return "timeout"
         if queued + growth > self.max_domains:
             return "domain limit"
@@ -204,8 +213,7 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
     lo_q, up_q = lower.unsqueeze(0), upper.unsqueeze(0)
     t_root = time.perf_counter()
     ub_q = bound_fn(lo_q, up_q)
-    per_box = time.perf_counter() - t_root  # estimate for a child box
-    run.step_time = 2 * per_box  # the smallest step bounds two boxes
+    run.child_time = time.perf_counter() - t_root  # the root's cost estimates a child's
     L, W = init_lower.clone(), init_witness.clone()
     L, W = _attain(attain_fn, proj, lo_q, up_q, L, W)
     pruned = torch.full_like(L, -torch.inf)
@@ -218,9 +226,7 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
                 break
             t_step = time.perf_counter()
             gap = run.gaps(ub_q, L)
-            fits = max(1, int((timeout - run.elapsed()) / (2 * per_box)))
-            k = min(batch, len(ub_q), fits)  # near the deadline, steps shrink to what fits
-            pick = gap.topk(k).indices
+            pick = gap.topk(run.pops(batch, len(ub_q))).indices
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=ub_q.device)
             keep[pick] = False
             parents_ub = ub_q[pick]
@@ -237,8 +243,7 @@ def maximize(bound_fn: BoundFn, attain_fn: AttainFn, lower: Tensor, upper: Tenso
             lo_q = torch.cat([lo_q[keep], clo[alive]])
             up_q = torch.cat([up_q[keep], cup[alive]])
             ub_q = torch.cat([ub_q[keep], cub[alive]])
-            per_box = (time.perf_counter() - t_step) / len(clo)
-            run.step_time = 2 * per_box
+            run.child_time = (time.perf_counter() - t_step) / len(clo)
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else pruned, pruned)
     return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
 

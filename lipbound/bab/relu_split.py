@@ -306,8 +306,8 @@ class LipschitzSearch(SignSearch):
             if root:
                 self.child_cost = time.perf_counter() - t0
                 self._keep_root(state, jg)
-            elif state.dep[jg.gradient] and (self.element_rows or self.root_gradient is None):
-                state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
+            elif self.element_rows or self.root_gradient is None:
+                _bound_elements(state, jg)
             ub = norm_upper(state, jg, self.q, "crown").reshape(D, C.shape[0])
         if rows is not None:
             ub = parent_ub.clone().index_copy_(1, rows, ub)
@@ -319,8 +319,7 @@ class LipschitzSearch(SignSearch):
         """Bound the root's gradient elements, keep its element and forward bounds, and
         decide whether children recompute the elements (see ``ELEMENT_ROWS_GAIN``)."""
         without = float(norm_upper(state, jg, self.q, "crown").max())
-        if state.dep[jg.gradient]:
-            state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
+        _bound_elements(state, jg)
         self.root_gradient = state.interval(jg.gradient)
         self.keep_forward(state)
         with_rows = float(norm_upper(state, jg, self.q, "crown").max())
@@ -348,6 +347,12 @@ class LipschitzSearch(SignSearch):
     def attain(self, pts: Tensor) -> Tensor:
         G = _row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
         return torch.linalg.vector_norm(G.flatten(2), ord=self.q, dim=2).t().to(self.C.dtype)
+
+
+def _bound_elements(state, jg) -> None:
+    """A CROWN bound for every gradient element (input element x spec row), intersected in."""
+    if state.dep[jg.gradient]:
+        state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
 
 
 def cotangent_magnitude(state, jg, names: list[str], D: int) -> list[Tensor]:
@@ -400,8 +405,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
     sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
     t_root = time.perf_counter()
     ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
-    per_domain = srch.child_cost or time.perf_counter() - t_root  # estimate for a child
-    run.step_time = 2 * per_domain  # the first step bounds two domains
+    run.child_time = srch.child_cost or time.perf_counter() - t_root  # estimate for a child
     done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
     bounded = 1
     with bar(progress=progress, desc=srch.desc, unit="dom") as pbar:
@@ -411,8 +415,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
             if status is not None:
                 break
             t0 = time.perf_counter()
-            fits = max(1, int((timeout - run.elapsed()) / (2 * per_domain)))
-            pick = run.gaps(ub_q, L).topk(min(batch, len(ub_q), fits)).indices
+            pick = run.gaps(ub_q, L).topk(run.pops(batch, len(ub_q))).indices
             keep = torch.ones(len(ub_q), dtype=torch.bool, device=dev)
             keep[pick] = False
             kids, parents, pts, n_lp = [], [], [], 0
@@ -483,10 +486,7 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
                 sc_q = [torch.cat([a, b[alive]]) for a, b in zip(sc_q, csc)]
                 ub_q = torch.cat([ub_q, cub[alive]])
-                per_domain = (time.perf_counter() - t0) / len(kids)
-            # the smallest next step pops one domain (two children); steps shrink to what
-            # the time left fits, so the search uses its budget instead of stopping early
-            run.step_time = per_domain * 2
+                run.child_time = (time.perf_counter() - t0) / len(kids)
     U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
     return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
 
