@@ -13,15 +13,16 @@ from lipbound.bounds.domains import make_domain
 from lipbound.errors import InputError
 from lipbound.graph.ir import Graph
 from lipbound.inputs import (
+    Traced,
     as_tensor,
     batched_input,
     check_eps,
-    get_graph,
+    get_traced,
     resolve_model,
     spec_matrix,
-    widen,
 )
 from lipbound.propagate.driver import METHODS, bound_graph_spec, check_method, prepare_state
+from lipbound.propagate.rounding import finish_elements, finish_norms, finish_outputs
 
 
 class OutputBounds(NamedTuple):
@@ -46,20 +47,31 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     "input" boxes, "relu" signs with beta-CROWN and LP checks, or "auto"; ``prove_above``
     [S] refines only the lower bounds not yet above it and stops as soon as every
     ``lower[s] > prove_above[s]`` is certified, as a verifier needs; the upper bounds are then
-    the root's). Computation runs in
-    ``dtype`` (float64 by default) on x's device; results are widened outward to absorb
-    rounding.
+    the root's). Computation runs in ``dtype`` (float64 by default) on x's device.
+
+    The bounds contain both the real-arithmetic function of the stored weights and the
+    model's own forward pass in its dtype, at every point of the set: they are widened by the
+    forward pass's rounding error bound and their own computation's
+    (:mod:`lipbound.bounds.rounding`). Bounds that overflow raise InputError.
     """
     model = resolve_model(model)
     method = check_method(method, (*METHODS, "bab"))
-    graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    graph = traced.graph
     if method == "bab":
         lo, up, _ = _bab_outputs(model, graph, C, domain, timeout, split, progress,
                                  _stop_below(prove_above, C))
-        return OutputBounds(*widen(lo, up))
+        return OutputBounds(*_finish_outputs(lo, up, C, traced, domain))
     state = prepare_state(graph, domain, method)
     lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
-    return OutputBounds(*widen(lo[0], up[0]))
+    return OutputBounds(*_finish_outputs(lo[0], up[0], C, traced, domain, state.bounds))
+
+
+def _finish_outputs(lo, up, C, traced: Traced, domain, known=None):
+    """Output bounds widened for the forward pass's and their own rounding."""
+    with torch.no_grad():
+        return finish_outputs(lo.detach(), up.detach(), C, traced.graph, traced.raw,
+                              domain.interval(), traced.precision, known)
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,8 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     everywhere (status "below threshold"), at ``timeout`` or at its domain cap.
     """
     model = resolve_model(model)
-    graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    graph = traced.graph
     below = _stop_below(prove_above, C)
     S = C.shape[0]
     g = torch.arange(S) if groups is None else torch.as_tensor(groups).reshape(-1)
@@ -102,7 +115,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     _, g = torch.unique(g, return_inverse=True)  # ids 0 .. G-1 in increasing order
     rows = torch.cat([torch.full_like(g, -1), g])  # the upper rows [C] are no goal's
     lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows)
-    lo, up = widen(lo, up)
+    lo, up = _finish_outputs(lo, up, C, traced, domain)
     return OutputProof(lo, up, res.proven, res.status)
 
 
@@ -127,19 +140,19 @@ INPUT_SPLIT_MAX_DIM = 8
 
 def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
            dtype: torch.dtype):
-    """Validated (graph, x1, C [S, K], domain) shared by the Jacobian entry points."""
+    """Validated (traced graphs, x1, C [S, K], domain) shared by the API entry points."""
     eps = check_eps(eps)
     x = as_tensor(x)
     if isinstance(model, Graph):
         x1 = x.reshape(1, *model[model.input].shape)
     else:
         x1 = batched_input(model, x)
-    graph = get_graph(model, x1, dtype, x.device)
+    traced = get_traced(model, x1, dtype, x.device)
     x1 = x1.to(dtype)
-    K = graph[graph.output].shape[0]
+    K = traced.graph[traced.graph.output].shape[0]
     C = spec_matrix(spec, K, dtype, x.device)
     domain = make_domain(x1, eps, norm, data_range)
-    return graph, x1, C, domain
+    return traced, x1, C, domain
 
 
 def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
@@ -149,16 +162,19 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
     """Certified element-wise bounds on the Clarke Jacobian of C f over the input set.
 
     Returns (lower, upper), each [S, *in]: for every x' in the set, every chain-rule Clarke
-    gradient v of C_s . f at x' satisfies lower[s] <= v <= upper[s] elementwise.
+    gradient v of C_s . f at x' satisfies lower[s] <= v <= upper[s] elementwise (the Clarke
+    Jacobian of the real-arithmetic function; widened for the computation's rounding).
     """
     from lipbound.jacobian.bound import jacobian_state
 
     model = resolve_model(model)
     method = check_method(method)
-    graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
-    state, jg = jacobian_state(graph, C, domain, method)
+    traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    state, jg = jacobian_state(traced.graph, C, domain, method)
     g = state.interval(jg.gradient)
-    return OutputBounds(*widen(g.lower, g.upper))
+    with torch.no_grad():
+        return OutputBounds(*finish_elements(g.lower.detach(), g.upper.detach(), jg.graph,
+                                             jg.gradient, domain.interval()))
 
 
 def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
@@ -200,7 +216,8 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
 
         return exact_local_lipschitz(model, x, eps, norm, spec, timeout, data_range, dtype=dtype)
     _check_timeout(timeout)
-    graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
+    graph = traced.graph
     q = dual_norm(domain.p)
     if method == "bab":
         if objective not in ("max", "rows"):
@@ -212,12 +229,21 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     else:
         state, jg = jacobian_state(graph, C, domain, method, q)
         upper = norm_upper(state, jg, q, method, iterations)
-    upper = widen(upper, upper)[1]
+    upper = _finish_norms(upper, graph, C, domain, q)
     lower, witness = (attained_lower(model, C, domain, q, n_samples, seed=seed)
                       if not isinstance(model, Graph) else (torch.zeros_like(upper), None))
     return LipschitzResult(upper.detach(), lower.detach().to(upper.dtype), witness, method,
                            domain.p, float(domain.eps[0]), "certified",
                            time.perf_counter() - start)
+
+
+def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> Tensor:
+    """Gradient-norm bounds widened for their computation's rounding."""
+    from lipbound.jacobian.build import jacobian_graph
+
+    jg = jacobian_graph(graph, C)
+    with torch.no_grad():
+        return finish_norms(upper.detach(), jg.graph, jg.gradient, domain.interval(), q)
 
 
 def _choose_split(graph: Graph, split: str) -> str:
@@ -262,7 +288,7 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     res = run(model, graph, C, domain, q, timeout=max(budget - offset, 1e-3),
               n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
     best = res.upper if crown is None else torch.minimum(res.upper, crown)
-    upper = widen(best, best)[1]
+    upper = _finish_norms(best, graph, C, domain, q)
     cmax = math.inf if crown is None else float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lipbound.bounds.rounding import Precision
 from lipbound.errors import InputError, ShapeError, SpecError
 from lipbound.graph.ir import Graph, graph_to
+from lipbound.graph.normalize import normalize
 from lipbound.graph.trace import check_eval_mode, trace
 
-_CACHE: OrderedDict[tuple, Graph] = OrderedDict()
+_CACHE: OrderedDict[tuple, tuple[Graph, Graph]] = OrderedDict()
 _CACHE_SIZE = 16
 
 
@@ -105,25 +108,53 @@ def _fingerprint(model: nn.Module) -> tuple:
     return tuple(parts)
 
 
-def get_graph(model: nn.Module | Graph, x1: Tensor, dtype: torch.dtype,
-              device: torch.device) -> Graph:
-    """The traced, normalised graph of ``model`` at input shape x1 (cached), cast/moved."""
+@dataclass(frozen=True)
+class Traced:
+    """A model's normalised ``graph`` (what bounds are computed on), its unrewritten graph
+    ``raw`` (the operations its forward pass performs) and the ``precision`` of that pass."""
+
+    graph: Graph
+    raw: Graph
+    precision: Precision
+
+
+def get_traced(model: nn.Module | Graph, x1: Tensor, dtype: torch.dtype,
+               device: torch.device) -> Traced:
+    """The traced graphs of ``model`` at input shape x1 (cached), cast to ``dtype`` on
+    ``device``. A Graph passed in is its own raw graph, run in its parameters' dtype."""
     if isinstance(model, Graph):
-        return graph_to(model, dtype, device)
+        g = graph_to(model, dtype, device)
+        return Traced(g, g, Precision.of(_graph_dtype(model)))
     check_eval_mode(model)
     key = (id(model), tuple(x1.shape), _fingerprint(model))
-    graph = _CACHE.get(key)
-    if graph is None:
-        param = next(iter(model.parameters()), None)
-        mdtype = param.dtype if param is not None else torch.float32
-        mdev = param.device if param is not None else torch.device("cpu")
-        graph = trace(model, x1.to(device=mdev, dtype=mdtype))
-        _CACHE[key] = graph
+    cached = _CACHE.get(key)
+    param = next(iter(model.parameters()), None)
+    mdtype = param.dtype if param is not None else torch.float32
+    mdev = param.device if param is not None else torch.device("cpu")
+    if cached is None:
+        raw = trace(model, x1.to(device=mdev, dtype=mdtype), normalize_graph=False)
+        cached = (normalize(raw), raw)
+        _CACHE[key] = cached
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     else:
         _CACHE.move_to_end(key)
-    return graph_to(graph, dtype, device)
+    graph, raw = (graph_to(g, dtype, device) for g in cached)
+    return Traced(graph, raw, Precision.of(mdtype, mdev))
+
+
+def get_graph(model: nn.Module | Graph, x1: Tensor, dtype: torch.dtype,
+              device: torch.device) -> Graph:
+    """The traced, normalised graph of ``model`` at input shape x1 (cached), cast/moved."""
+    return get_traced(model, x1, dtype, device).graph
+
+
+def _graph_dtype(graph: Graph) -> torch.dtype:
+    for n in graph.nodes:
+        for v in n.params.values():
+            if isinstance(v, Tensor) and v.is_floating_point():
+                return v.dtype if v.dtype != torch.float64 else torch.float32
+    return torch.float32
 
 
 def check_eps(eps: Any) -> float:
@@ -152,11 +183,3 @@ def spec_matrix(spec: Any, num_outputs: int, dtype: torch.dtype, device: torch.d
             f"got shape {list(C.shape)}"
         )
     return C
-
-
-def widen(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-    """Widen final bounds outward to absorb floating-point rounding (never inward)."""
-    rel = 1e-10 if lower.dtype == torch.float64 else 1e-5
-    lo = lower - rel * (1 + lower.abs())
-    up = upper + rel * (1 + upper.abs())
-    return lo, up

@@ -108,13 +108,15 @@ def test_input_split_weight_is_the_first_layer_column_mass():
     from lipbound.bab.lipschitz import first_layer_weight
 
     net = _net(6, sizes=(3, 5, 2))
-    graph, _, C, _ = _setup(net, torch.zeros(3), 0.1, math.inf, None, None, torch.float64)
+    traced, _, C, _ = _setup(net, torch.zeros(3), 0.1, math.inf, None, None, torch.float64)
+    graph = traced.graph
     w = first_layer_weight(graph, C)
     assert torch.allclose(w, net[0].weight.abs().sum(0).double())
     cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                               torch.nn.Linear(8, 2)).double().eval()
-    graph, _, C, _ = _setup(cnn, torch.zeros(1, 4, 4), 0.1, math.inf, None, None,
+    traced, _, C, _ = _setup(cnn, torch.zeros(1, 4, 4), 0.1, math.inf, None, None,
                             torch.float64)
+    graph = traced.graph
     assert first_layer_weight(graph, C) is None
 
 
@@ -180,7 +182,8 @@ def test_lazy_rows_keep_the_parent_bound_of_rows_below_the_threshold():
 
     net = _net(9, sizes=(3, 8, 8, 4))
     x = torch.randn(3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    graph, _, C, dom = _setup(net, x, 0.5, math.inf, None, None, torch.float64)
+    traced, _, C, dom = _setup(net, x, 0.5, math.inf, None, None, torch.float64)
+    graph = traced.graph
     srch = LipschitzSearch(net, graph, C, dom, 1.0)
     signs = [torch.zeros(1, 8), torch.zeros(1, 8)]
     full = srch.bound(signs)[0]

@@ -51,7 +51,8 @@ def _setup_cnn(seed: int, eps: float):
     net = _ResCNN(seed).double().eval()
     gen = torch.Generator().manual_seed(seed)
     x0 = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
-    graph, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
+    traced, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
+    graph = traced.graph
     pts = x0 + eps * (2 * torch.rand(4000, 1, 6, 6, generator=gen, dtype=torch.float64) - 1)
     with torch.no_grad():
         zs = [z.flatten(1) for z in net.preacts(pts)]
@@ -68,7 +69,8 @@ def test_relu_inputs_are_the_preactivations_in_topological_order():
 
 def test_graph_reach_equals_the_weight_product_reach_on_an_mlp():
     net = random_sequential([4, 7, 5, 2], 3, 0.0).double().eval()
-    graph, _, C, _ = _setup(net, torch.zeros(4), 0.1, math.inf, None, None, torch.float64)
+    traced, _, C, _ = _setup(net, torch.zeros(4), 0.1, math.inf, None, None, torch.float64)
+    graph = traced.graph
     layers = mlp_layers(graph)
     got = _graph_reach(graph, [L.z for L in layers[:-1]], torch.float64, torch.device("cpu"))
     for a, b in zip(got, _input_reach(layers, C)):

@@ -39,7 +39,8 @@ def _sampled(seed: int, slope: float, eps: float):
     net = _net(seed, slope)
     gen = torch.Generator().manual_seed(seed)
     x0 = torch.randn(1, 3, generator=gen, dtype=torch.float64)
-    graph, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
+    traced, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
+    graph = traced.graph
     srch = LipschitzSearch(net, graph, C, dom, 1.0)
     pts = x0 + eps * (2 * torch.rand(20000, 3, generator=gen, dtype=torch.float64) - 1)
     with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -81,13 +82,20 @@ def test_box_domain_and_spec_rows_are_sound():
 
 
 def test_hand_computed_relu_example():
-    """f(x) = relu(x1 + x2) - relu(x1 - x2) on the box [-1, 1]^2 (l_inf ball of radius 1)."""
-    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)).eval()
+    """f(x) = relu(x1 + x2) - relu(x1 - x2) on the box [-1, 1]^2 (l_inf ball of radius 1).
+
+    The model runs in float64, so the allowance for its forward pass's rounding is ~1e-15;
+    in float32 the bounds widen by that pass's worst-case error (a few 1e-7 per layer).
+    """
+    model32 = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)).eval()
     with torch.no_grad():
-        model[0].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
-        model[0].bias.zero_()
-        model[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
-        model[2].bias.zero_()
+        model32[0].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+        model32[0].bias.zero_()
+        model32[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        model32[2].bias.zero_()
+    lo32, up32 = lipbound.output_bounds(model32, torch.zeros(2), 1.0, method="ibp")
+    assert -2.0 - 1e-5 < float(lo32) < -2.0 < 2.0 < float(up32) < 2.0 + 1e-5
+    model = model32.double()
     lo, up = lipbound.output_bounds(model, torch.zeros(2), 1.0, method="ibp")
     assert float(lo) == pytest.approx(-2.0, abs=1e-8) and float(up) == pytest.approx(2.0, abs=1e-8)
     # CROWN: each hidden unit in [-2, 2], relaxation 0.5 z + 1 above; alpha = 1 below
@@ -99,12 +107,19 @@ def test_hand_computed_relu_example():
 
 
 def test_eps_zero_gives_the_point_value():
+    """In float64 the bounds at eps = 0 are the point value; for the float32 model they
+    contain both its forward pass and the real function, within its rounding allowance."""
     model = small_cnn(torch.tanh)
     x = torch.rand(1, 1, 4, 4)
     for method in ["ibp", "crown"]:
-        lo, up = lipbound.output_bounds(model, x, 0.0, method=method)
-        y = model.double()(x.double())[0]
-        model.float()
+        lo32, up32 = lipbound.output_bounds(model, x, 0.0, method=method)
+        with torch.no_grad():
+            y32 = model(x)[0].double()
+            model64 = copy.deepcopy(model).double()
+            y = model64(x.double())[0]
+        assert bool((lo32 <= torch.minimum(y, y32)).all() and (torch.maximum(y, y32) <= up32).all())
+        assert float((up32 - lo32).max()) < 1e-4  # worst-case float32 error of 5 layers
+        lo, up = lipbound.output_bounds(model64, x.double(), 0.0, method=method)
         assert torch.allclose(lo, y, atol=1e-8) and torch.allclose(up, y, atol=1e-8)
 
 

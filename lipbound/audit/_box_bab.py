@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from lipbound.audit._probe import Probe
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
-from lipbound.inputs import batched_input, get_graph, resolve_model, widen
+from lipbound.inputs import batched_input, get_graph, resolve_model
 from lipbound.propagate.driver import check_method
+from lipbound.propagate.rounding import finish_elements
 
 BATCH = 32  # open boxes split per step
 MAX_CANDIDATES = 16384  # candidate halves bounded per strong-branching IBP call
@@ -48,7 +49,7 @@ class BoxBounder:
 
     ``bound(lo, hi, method)`` with ``lo``/``hi`` [N, *in] returns (jl, ju) [N, n] (flat inputs):
     every chain-rule Clarke gradient of ``spec . f`` at any point of box i lies in
-    [jl[i], ju[i]] (float64, widened outward like :func:`lipbound.jacobian_bounds`).
+    [jl[i], ju[i]] (float64, widened for rounding like :func:`lipbound.jacobian_bounds`).
     ``parent`` ([N, n] pairs) are known bounds on the boxes (e.g. a parent box's), intersected
     in before the backward relaxations are formed and again at the end.
     """
@@ -79,7 +80,9 @@ class BoxBounder:
             state, jg = self._jacobian_state(self.graph, self.spec, dom, method,
                                              forward_iterations=forward_iterations, **kw)
             g = state.interval(jg.gradient)
-        jl, ju = widen(g.lower.reshape(N, -1), g.upper.reshape(N, -1))
+            rows = torch.arange(N, device=lo.device).repeat_interleave(self.spec.shape[0])
+            jl, ju = finish_elements(g.lower.reshape(N, -1), g.upper.reshape(N, -1), jg.graph,
+                                     jg.gradient, dom.select(rows).interval())
         if parent is not None:
             jl, ju = torch.maximum(jl, parent[0]), torch.minimum(ju, parent[1])
         return jl, ju

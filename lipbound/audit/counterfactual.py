@@ -32,8 +32,11 @@ from lipbound.attack import pgd_minimize
 from lipbound.audit._common import check_model, float64_model, model_device, to_list
 from lipbound.audit._radius import margin_spec
 from lipbound.bounds.domains import make_domain
+from lipbound.bounds.interval import Interval
+from lipbound.bounds.rounding import Precision, outward
 from lipbound.errors import InputError, UnknownMethodError
-from lipbound.inputs import as_tensor, batched_input, check_eps, widen
+from lipbound.inputs import as_tensor, batched_input, check_eps, get_traced
+from lipbound.propagate.rounding import execution_error
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,18 @@ def counterfactual_stability(model: nn.Module, x_cf: Any, eps: float, norm: Any 
     g0 = C @ f
     lip_change = lip.double() * eps
     bnd_change = torch.maximum(g0 - lo, up - g0)
-    cmin, upper = widen(torch.maximum(g0 - lip_change, lo),  # g0 rounding: widen outward
-                        torch.minimum(lip_change, bnd_change))
+    g0_err = _forward_error(model, x, C)  # g0 is model64's float64 forward pass
+    cmin, upper = outward(torch.maximum(g0 - lip_change - g0_err, lo),
+                          torch.minimum(lip_change, bnd_change + g0_err))
     low, witness = _attained(model64, x, eps, p, C, data_range, g0)
     stable = bool((cmin > 0).all()) if output is None else None
     return CounterfactualStability(pred, rows, g0, upper, lip.double(), lip_change, bnd_change,
                                    cmin, low, witness, stable, eps, p, used,
                                    time.perf_counter() - start)
+
+
+def _forward_error(model: nn.Module, x: Tensor, C: Tensor) -> Tensor:
+    """Bound [S] on |C f64(x) - C f(x)|: the rounding of a float64 forward pass at x."""
+    traced = get_traced(model, x.unsqueeze(0), torch.float64, x.device)
+    err = execution_error(traced.raw, Interval.point(x.unsqueeze(0)), Precision.of(torch.float64))
+    return C.abs() @ err.flatten()

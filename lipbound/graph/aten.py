@@ -189,13 +189,19 @@ def _convolution(b, fx, x, w, bias, stride, padding, dilation, transposed, outpu
 def _batch_norm_params(fx, x, w, bias, mean, var, eps):
     if any(isinstance(t, Var) for t in (w, bias, mean, var)):
         raise _unsupported(fx, "batch-norm statistics depend on the input")
+    var, mean = var.double(), mean.double()  # exact: the stored float32 values, in float64
     scale = 1.0 / torch.sqrt(var + eps)
     if w is not None:
-        scale = scale * w
-    shift = -mean * scale + (bias if bias is not None else 0.0)
+        scale = scale * w.double()
+    beta = torch.zeros_like(mean) if bias is None else bias.double()
+    shift = -mean * scale + beta
     extra = len(x.shape) - 1
     shape = (-1,) + (1,) * extra
-    return {"scale": scale.reshape(shape), "shift": shift.reshape(shape)}
+    # the kernel's own rounding: rsqrt(var + eps), the products and the sums (8 operations)
+    # on |x scale| + |mean scale| + |beta| (float error rule of scale_shift)
+    shift_mag = (mean * scale).abs() + beta.abs()
+    return {"scale": scale.reshape(shape), "shift": shift.reshape(shape),
+            "shift_mag": shift_mag.reshape(shape), "rounded_ops": 8}
 
 
 def _batch_norm(b, fx, x, w, bias, mean, var, training=False, momentum=0.1, eps=1e-5,

@@ -67,9 +67,9 @@ def _convert(ep: torch.export.ExportedProgram) -> Graph:
         if spec.kind.name == "USER_INPUT":
             user_inputs.append(name)
         elif spec.target in ep.state_dict:
-            consts[name] = ep.state_dict[spec.target].detach()
+            consts[name] = _exact64(ep.state_dict[spec.target])
         elif spec.target in ep.constants:
-            consts[name] = ep.constants[spec.target].detach()
+            consts[name] = _exact64(ep.constants[spec.target])
     if len(user_inputs) != 1:
         raise TracingError(f"expected exactly one tensor input, found {len(user_inputs)}")
     b = Builder(consts)
@@ -83,3 +83,11 @@ def _convert(ep: torch.export.ExportedProgram) -> Graph:
             b.set_output(node.args[0][0] if isinstance(node.args[0], (tuple, list))
                          else node.args[0])
     return b.build()
+
+
+def _exact64(t: Tensor) -> Tensor:
+    """A parameter as float64 (exact for float32/float16 values), so that every rewrite of the
+    graph (BatchNorm folding, merged Linear layers) rounds in float64, not in the model's
+    dtype; non-floating tensors are kept."""
+    t = t.detach()
+    return t.double() if t.is_floating_point() else t

@@ -23,6 +23,10 @@ class LinearLayer(LinearOp):
     """y = x W^T + b on the last dimension; params ``weight`` [out, in], ``bias`` [out] or None."""
 
     kind = "linear"
+    matmul_like = True
+
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        return params["weight"].shape[1] + 1
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.linear(x, _maybe_abs(params["weight"], absolute))
@@ -38,6 +42,10 @@ class Conv(LinearOp):
     """N-d convolution (1-d or 2-d); params weight, bias, stride, padding, dilation, groups."""
 
     kind = "conv"
+    matmul_like = True
+
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        return params["weight"][0].numel() + 1  # in_channels / groups * kernel taps, + bias
 
     def _conv(self, x: Tensor, w: Tensor, params: Params) -> Tensor:
         fn = F.conv1d if w.dim() == 3 else F.conv2d
@@ -71,6 +79,11 @@ class ConvTranspose(LinearOp):
     padding, output_padding, groups, dilation. Transpose by autodiff (generic vjp)."""
 
     kind = "conv_transpose"
+    matmul_like = True
+
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        w = params["weight"]  # [in, out / groups, *kernel]: in / groups channels, each tap
+        return w.shape[0] // params["groups"] * w[0, 0].numel() + 1
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.conv_transpose2d(x, _maybe_abs(params["weight"], absolute), None,
@@ -88,6 +101,18 @@ class ScaleShift(LinearOp):
 
     kind = "scale_shift"
 
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        """A multiply and an add; BatchNorm states its own count (``rounded_ops``: the
+        kernel's subtraction, rsqrt, products and sums)."""
+        return int(params.get("rounded_ops", 2))
+
+    def magnitude(self, params: Params, x: Tensor) -> Tensor:
+        """|scale| |x| + the magnitude of the shift's parts (``shift_mag``: BatchNorm's
+        |mean scale| + |beta|, which its kernel sums separately), else |shift|."""
+        m = self.apply_linear(params, x, absolute=True)
+        shift = params.get("shift_mag", params.get("shift"))
+        return m if shift is None else m + shift.abs()
+
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x * _maybe_abs(params["scale"], absolute)
 
@@ -102,6 +127,10 @@ class Sum(LinearOp):
     """y = sum_i coeffs[i] * x_i (residual additions, subtractions, gradient fan-in)."""
 
     kind = "add"
+
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        coeffs = params["coeffs"]
+        return len(coeffs) - 1 + sum(abs(c) != 1.0 for c in coeffs)
 
     def apply_linear(self, params: Params, *xs: Tensor, absolute: bool = False) -> Tensor:
         coeffs = params["coeffs"]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.rounding import Precision, gamma
 
 Params = Mapping[str, Any]
 
@@ -55,6 +56,18 @@ class Op:
         """Per-sample output shape, by evaluating on zeros (ops may override)."""
         xs = [torch.zeros((1, *s), dtype=torch.float64) for s in in_shapes]
         return tuple(self.apply(_to64(params), *xs).shape[1:])
+
+    def magnitude(self, params: Params, *mags: Tensor) -> Tensor:
+        """A bound on |y| and on the terms a bound computation sums for this op (its
+        absolute-value network), given bounds ``mags`` on |x_i|."""
+        raise NotImplementedError
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision) -> Tensor:
+        """A bound on |y_computed - y_exact| for one evaluation in floating point with
+        precision ``prec``, when the computed inputs are off by at most ``errs`` and their
+        computed values are bounded by ``mags`` in absolute value (all [N, *in_i])."""
+        raise NotImplementedError(f"no floating-point error rule for op {self.kind!r}")
 
 
 class LinearOp(Op):
@@ -100,6 +113,34 @@ class LinearOp(Op):
             grads = torch.autograd.grad(y, xs, A, create_graph=A.requires_grad, allow_unused=True)
         return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs))
 
+    #: True for ops whose products may run on TensorFloat-32 operands (matmul, convolution)
+    matmul_like: bool = False
+
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        """The most rounded operations behind one output element in floating point: n + 1
+        for a sum of n products plus an offset; 0 for ops that only move values (default)."""
+        return 0
+
+    def magnitude(self, params: Params, *mags: Tensor) -> Tensor:
+        """|L|(mags) + |offset|."""
+        m = self.apply_linear(params, *mags, absolute=True)
+        off = self.offset(params)
+        return m if off is None else m + off.abs()
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision) -> Tensor:
+        """|L| errs (input errors carried through) + gamma_n (|L| mags + |offset|) with
+        n = :meth:`rounded_ops` (Higham, Thm 3.5 for dot products in any order), plus the
+        operand rounding of TensorFloat-32 products where ``prec.u_operand`` is set."""
+        e = self.apply_linear(params, *errs, absolute=True)
+        n = self.rounded_ops(params, [tuple(m.shape[1:]) for m in mags])
+        if n == 0:
+            return e
+        g = gamma(n, prec.u)
+        if self.matmul_like and prec.u_operand:
+            g += (2 * prec.u_operand + prec.u_operand ** 2) * (1 + g)
+        return e + g * self.magnitude(params, *mags)
+
     def ibp(self, params: Params, *ivals: Interval) -> Interval:
         """Exact interval image of a box under an affine map: centre +- |L| radius."""
         c = self.apply(params, *[iv.center for iv in ivals])
@@ -121,6 +162,32 @@ class NonlinearOp(Op):
         :meth:`project_opt`); None selects the op's default relaxation.
         """
         raise NotImplementedError
+
+    def lipschitz(self, params: Params) -> float | None:
+        """sup |f'| of an elementwise op over the real line (how much it can amplify an input
+        error); None for ops that are not elementwise functions of one input."""
+        return None
+
+    def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
+                   ) -> Tensor | float:
+        """Bound on the rounding of one evaluation at exact inputs (0: exact, like max)."""
+        return 0.0
+
+    def magnitude(self, params: Params, *mags: Tensor) -> Tensor:
+        """max |y| over inputs |x_i| <= mags (by :meth:`ibp`), and at least lipschitz * |x|
+        (the slopes of a relaxation scale coefficients by at most that)."""
+        m = self.ibp(params, *[Interval(-v, v) for v in mags]).abs_max()
+        lip = self.lipschitz(params)
+        return m if lip is None else torch.maximum(m, lip * mags[0])
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision) -> Tensor:
+        """lipschitz * input error + :meth:`eval_error` (elementwise ops)."""
+        lip = self.lipschitz(params)
+        if lip is None:
+            return super().float_error(params, errs, mags, prec)
+        m_out = self.magnitude(params, *mags)
+        return lip * errs[0] + self.eval_error(params, mags[0], m_out, prec)
 
     #: Adam step size for this op's optimisable parameters (alpha-CROWN)
     opt_lr: float = 0.1

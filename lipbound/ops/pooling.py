@@ -46,6 +46,10 @@ class MaxPool2d(NonlinearOp):
     def ibp(self, params: Params, iv: Interval) -> Interval:
         return Interval(self.apply(params, iv.lower), self.apply(params, iv.upper))
 
+    def float_error(self, params: Params, errs, mags, prec) -> Tensor:
+        """Exact comparisons: |max(x + e) - max(x)| <= max |e| over the window."""
+        return self.apply(params, errs[0])
+
     def windows(self, params: Params, x: Tensor, fill: float) -> Tensor:
         """[N, C, H, W] -> [N, C, K, L] window contents, padding filled with ``fill``."""
         ph, pw = _pair(params["padding"])

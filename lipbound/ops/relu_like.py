@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.registry import register
 
@@ -30,6 +31,14 @@ class LeakyReLU(NonlinearOp):
 
     def slope(self, params: Params) -> float:
         return float(params.get("negative_slope", 0.0))
+
+    def lipschitz(self, params: Params) -> float:
+        return max(1.0, abs(self.slope(params)))
+
+    def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
+                   ) -> Tensor | float:
+        """ReLU is exact; the product k x of LeakyReLU rounds once."""
+        return 0.0 if self.slope(params) == 0 else prec.u * m_out
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         k = self.slope(params)

@@ -58,6 +58,13 @@ class AvgPool(LinearOp):
 
     kind = "avg_pool"
 
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        k = params["kernel_size"]
+        taps = 1
+        for v in (k if isinstance(k, (tuple, list)) else (k,) * params.get("ndim", 2)):
+            taps *= v
+        return taps + 1  # the window's sum and the division
+
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         if params.get("ndim", 2) == 1:
             return F.avg_pool1d(x, params["kernel_size"], params["stride"], params["padding"],

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.registry import register
 
@@ -42,6 +43,16 @@ class SmoothFn:
     df: Callable[[Tensor], Tensor]
     breakpoints: tuple[float, ...]
     lipschitz: float
+    #: absolute error of torch's evaluation beyond its ulps (softplus returns x above 20)
+    eval_abs: float = 0.0
+
+
+#: ulps of max(|x|, |f(x)|) that torch's vectorised evaluation of a smooth activation may be
+#: off by: a few rounded operations (1 / (1 + exp(-x)), x Phi(x), ...) of library functions
+#: accurate to a few ulps each
+EVAL_ULPS = 8
+#: absolute floor for results that underflow to subnormals (larger than float32's 2^-149)
+_UNDERFLOW = 2.0 ** -120
 
 
 def _roots_of_df(fn: SmoothFn, k: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -123,6 +134,13 @@ class SmoothActivation(NonlinearOp):
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         return self.fn.f(x)
+
+    def lipschitz(self, params: Params) -> float:
+        return self.fn.lipschitz
+
+    def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
+                   ) -> Tensor:
+        return EVAL_ULPS * prec.u * (m_in + m_out) + self.fn.eval_abs + _UNDERFLOW
 
     def ibp(self, params: Params, iv: Interval) -> Interval:
         return fn_interval(self.fn, iv.lower, iv.upper)
@@ -234,7 +252,8 @@ TANH = SmoothFn("tanh", torch.tanh, _dtanh, (0.0,), 1.0)
 GELU = SmoothFn("gelu", lambda x: x * _Phi(x), _dgelu, (-_SQRT2, _SQRT2), 1.12891)
 SILU = SmoothFn("silu", lambda x: x * torch.sigmoid(x), _dsilu,
                 sign_changes(_d2silu, -20.0, 20.0, 40_001), 1.0999)
-SOFTPLUS = SmoothFn("softplus", torch.nn.functional.softplus, torch.sigmoid, (), 1.0)
+SOFTPLUS = SmoothFn("softplus", torch.nn.functional.softplus, torch.sigmoid, (), 1.0,
+                    eval_abs=math.exp(-20.0))
 ELU = SmoothFn("elu", _elu, _delu, (0.0,), 1.0)
 
 # derivatives, as functions of the pre-activation, for Clarke-Jacobian graphs

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from lipbound.api import DEFAULT_BAB_TIMEOUT, output_bounds, prove_outputs
 from lipbound.bounds.domains import Box
-from lipbound.inputs import get_graph, widen
+from lipbound.inputs import Traced, get_traced
 from lipbound.io.vnnlib import InputRegion, stack_conjunctions
 from lipbound.propagate.driver import bound_graph_spec, prepare_state
+from lipbound.propagate.rounding import finish_outputs
 from lipbound.verify.deadline import Deadline
 from lipbound.verify.falsify import Checker, model_dtype, violation
 
@@ -62,11 +63,14 @@ def refute(model: nn.Module, region: InputRegion, ids: list[int], method: str,
     return [i for k, i in enumerate(with_rows) if bool(proven[k]) or bool(above[owner == k].any())]
 
 
-def _crown_lower(graph, lo: Tensor, up: Tensor, C: Tensor) -> Tensor:
-    """Certified lower bounds [B, M] of C f over the boxes [lo_b, up_b] (float64)."""
-    state = prepare_state(graph, Box(lo, up), "crown")
-    lower, upper = bound_graph_spec(state, graph.output, C.unsqueeze(0), "crown")
-    return widen(lower, upper)[0]
+def _crown_lower(traced: Traced, lo: Tensor, up: Tensor, C: Tensor) -> Tensor:
+    """Certified lower bounds [B, M] of C f over the boxes [lo_b, up_b] (float64), for the
+    real function and the model's forward pass (:mod:`lipbound.bounds.rounding`)."""
+    box = Box(lo, up)
+    state = prepare_state(traced.graph, box, "crown")
+    lower, upper = bound_graph_spec(state, traced.graph.output, C.unsqueeze(0), "crown")
+    return finish_outputs(lower, upper, C, traced.graph, traced.raw, box.interval(),
+                          traced.precision, state.bounds)[0]
 
 
 def _split_dims(model: nn.Module, centers: Tensor, width: Tensor, C: Tensor,
@@ -99,8 +103,8 @@ def split_prove(model: nn.Module, region: InputRegion, ids: list[int],
     C, d, owner = stack_conjunctions(disjuncts)
     Ca, da, owner_a = region.spec() if region.disjuncts else (C, d, owner)
     nd = len(disjuncts)
-    graph = get_graph(model, region.lower.reshape(1, *in_shape).to(model_dtype(model)),
-                      torch.float64, region.lower.device)
+    traced = get_traced(model, region.lower.reshape(1, *in_shape).to(model_dtype(model)),
+                        torch.float64, region.lower.device)
     lo_q, up_q = region.lower.reshape(1, -1), region.upper.reshape(1, -1)
     mask_q = torch.ones(1, nd, dtype=torch.bool)
     bounded = 0
@@ -111,7 +115,7 @@ def split_prove(model: nn.Module, region: InputRegion, ids: list[int],
             return "unknown", None, {"boxes": bounded, "open": lo_q.shape[0]}
         lo, up, mask = lo_q[-batch:], up_q[-batch:], mask_q[-batch:]
         lo_q, up_q, mask_q = lo_q[:-batch], up_q[:-batch], mask_q[:-batch]
-        lower = _crown_lower(graph, lo.reshape(-1, *in_shape), up.reshape(-1, *in_shape), C)
+        lower = _crown_lower(traced, lo.reshape(-1, *in_shape), up.reshape(-1, *in_shape), C)
         bounded += lo.shape[0]
         row_ok = (lower.reshape(lo.shape[0], -1).cpu() > d).to(torch.int8)
         refuted = torch.zeros(lo.shape[0], nd, dtype=torch.int8).scatter_reduce(
