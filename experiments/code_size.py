@@ -54,10 +54,10 @@ def main() -> None:
     for key, value in rows:
         print(f"{key:<{width}}  {value:>6}")
     if args.list:
-        print(f"\nlongest modules:")
+        print("\nlongest modules:")
         for name, n in sorted(modules, key=lambda r: -r[1])[: args.list]:
             print(f"  {n:5d}  {name}")
-        print(f"\nlongest functions:")
+        print("\nlongest functions:")
         for name, n in sorted(functions, key=lambda r: -r[1])[: args.list]:
             print(f"  {n:5d}  {name}")
 
