@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from lipbound.audit._probe import Probe
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.restriction import Restriction
 from lipbound.inputs import batched_input, get_graph, resolve_model
 from lipbound.propagate.driver import check_method
 from lipbound.propagate.rounding import finish_elements
@@ -76,9 +77,9 @@ class BoxBounder:
             known = Interval(parent[0].reshape(N, *self.in_shape),
                              parent[1].reshape(N, *self.in_shape))
         with torch.no_grad():
-            kw = {} if known is None else {"gradient_bounds": known}
             state, jg = self._jacobian_state(self.graph, self.spec, dom, method,
-                                             forward_iterations=forward_iterations, **kw)
+                                             forward_iterations=forward_iterations,
+                                             restriction=Restriction(gradient=known))
             g = state.interval(jg.gradient)
             rows = torch.arange(N, device=lo.device).repeat_interleave(self.spec.shape[0])
             jl, ju = finish_elements(g.lower.reshape(N, -1), g.upper.reshape(N, -1), jg.graph,

@@ -20,14 +20,13 @@ from lipbound.bab.engine import Anytime, BabResult, maximize
 from lipbound.bab.lipschitz import _sub_balls
 from lipbound.bab.relu_split import SignSearch, cotangent_magnitude, sign_search
 from lipbound.bounds.domains import LpBall
+from lipbound.bounds.restriction import Restriction
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import _model64, _project
 from lipbound.jacobian.bound import jacobian_state
 from lipbound.progress import ProgressFlag
 from lipbound.propagate.alpha import alpha_crown_upper
-from lipbound.propagate.crown import crown_intermediate
 from lipbound.propagate.driver import bound_graph_spec, prepare_state
-from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
 
 
 def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
@@ -95,16 +94,13 @@ class OutputSearch(SignSearch):
         parent bounds are not needed: every row is recomputed)."""
         D = signs[0].shape[0]
         splits, dom = self.splits(signs)
-        state = BoundState(self.graph, dom, evaluate_fixed(self.graph), splits=splits)
         root = self.is_root(signs)
         if root:
             self.prime_root(dom)
         t0 = time.perf_counter()
         with torch.no_grad():
-            ibp_pass(state)
-            for name, iv in self.root_forward.items():
-                state.set_bounds(name, iv)
-            crown_intermediate(state, iterations=self.forward_steps())
+            state = prepare_state(self.graph, dom, "crown", Restriction(splits, self.root_forward),
+                                  iterations=self.forward_steps())
         A = self.CC.unsqueeze(0).expand(D, *self.CC.shape)
         ub = alpha_crown_upper(state, self.graph.output, A, OUTPUT_ITERATIONS).detach()
         los, ups, empty = self.layer_bounds(state, D, 1)

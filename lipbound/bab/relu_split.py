@@ -36,6 +36,7 @@ from lipbound.bab.engine import Anytime, BabResult
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.restriction import Restriction
 from lipbound.errors import UnsupportedModelError
 from lipbound.exact.from_graph import mlp_from_graph
 from lipbound.graph.ir import INPUT, Graph
@@ -43,8 +44,9 @@ from lipbound.jacobian.attained import _model64, _row_gradients, attained_lower
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.ops import registry
 from lipbound.progress import ProgressFlag, bar
-from lipbound.propagate.crown import crown_intermediate, crown_node_bounds
-from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
+from lipbound.propagate.crown import crown_node_bounds
+from lipbound.propagate.driver import prepare_state
+from lipbound.propagate.state import evaluate_fixed
 
 #: the operators whose inputs a sign search splits
 SPLIT_OPS = ("relu", "leaky_relu")
@@ -193,11 +195,9 @@ class SignSearch:
             return
         from lipbound.jacobian.bound import _relu_like_only
 
-        state = BoundState(self.graph, domain, evaluate_fixed(self.graph))
         it = self.forward_iterations if _relu_like_only(self.graph) else 0
         with torch.no_grad():
-            ibp_pass(state)
-            crown_intermediate(state, iterations=it)
+            state = prepare_state(self.graph, domain, "crown", iterations=it)
         self.keep_forward(state)
 
     @staticmethod
@@ -298,11 +298,11 @@ class LipschitzSearch(SignSearch):
         if root:
             self.prime_root(dom)
         t0 = time.perf_counter()
+        known = Restriction(splits, self.root_forward, self._known_gradient(rows, D))
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, C, dom, "crown", self.q,
-                                       forward_iterations=self.forward_steps(), splits=splits,
-                                       bound_gradient=False, forward_bounds=self.root_forward,
-                                       gradient_bounds=self._known_gradient(rows, D))
+                                       forward_iterations=self.forward_steps(),
+                                       bound_gradient=False, restriction=known)
             if root:
                 self.child_cost = time.perf_counter() - t0
                 self._keep_root(state, jg)

@@ -85,78 +85,14 @@ def enumerate_local_lipschitz(
             f"(up to 2^{n_unstable} patterns); pass a larger max_unstable= to "
             "enumerate_local_lipschitz, or use milp_local_lipschitz"
         )
-    lp = RegionLP(ball)
-    xscale = float(np.max(np.abs(np.concatenate([ball.box_lo, ball.box_hi])), initial=0.0))
-    unstable_idx = [np.flatnonzero(s == UNSTABLE) for s in status]
-    L = mlp.num_hidden_layers
-    n = mlp.in_features
+    search = _PatternSearch(mlp, ball, cvec, q, status)
+    search.run()
 
-    best = {"value": -1.0, "pattern": None}
-    counters = {"leaves": 0}
-
-    def leaf(pattern: list[np.ndarray]) -> None:
-        counters["leaves"] += 1
-        pat = tuple(p_.copy() for p_ in pattern)
-        val = vec_norm(mlp.gradient_for_pattern(pat, cvec), q)
-        if val > best["value"]:
-            best["value"], best["pattern"] = val, pat
-
-    def region(rows: list[np.ndarray], rhs: list[float]):
-        if not rows:
-            return np.zeros((0, n)), np.zeros(0)
-        return np.vstack(rows), np.asarray(rhs)
-
-    def dfs(layer: int, A: np.ndarray, cv: np.ndarray, pos: int, pattern: list[np.ndarray],
-            rows: list[np.ndarray], rhs: list[float]) -> None:
-        if layer == L:
-            leaf(pattern)
-            return
-        idx = unstable_idx[layer]
-        if pos == len(idx):  # layer complete: compose its affine map and go deeper
-            d = np.where(pattern[layer], 1.0, mlp.negative_slopes[layer])
-            if layer + 1 == L:
-                dfs(L, A, cv, 0, pattern, rows, rhs)
-                return
-            w, b = mlp.weights[layer + 1], mlp.biases[layer + 1]
-            dfs(layer + 1, w @ (d[:, None] * A), w @ (d * cv) + b, 0, pattern, rows, rhs)
-            return
-        j = int(idx[pos])
-        gz, cz = A[j], float(cv[j])
-        G, g = region(rows, rhs)
-        lo_res = lp.optimize(gz, G, g, maximize=False)
-        if lo_res is None:  # cannot happen: the parent region was checked non-empty
-            raise SolverError("an activation region checked reachable became infeasible")
-        hi_res = lp.optimize(gz, G, g, maximize=True)
-        zmin = lo_res[0] + cz
-        zmax = hi_res[0] + cz
-        tol = 1e-9 * (1.0 + abs(cz) + float(np.sum(np.abs(gz))) * xscale)
-        can_active = zmax >= -tol
-        can_inactive = zmin <= tol
-        for active, ok in ((True, can_active), (False, can_inactive)):
-            if not ok:
-                continue
-            pattern[layer][j] = active
-            needs_row = can_active and can_inactive  # otherwise implied by the region
-            if needs_row:
-                s = 1.0 if active else -1.0
-                rows.append(s * gz)
-                rhs.append(s * cz)
-            dfs(layer, A, cv, pos + 1, pattern, rows, rhs)
-            if needs_row:
-                rows.pop()
-                rhs.pop()
-
-    pattern0 = [s == ACTIVE for s in status]
-    if L == 0:
-        leaf([])
-    else:
-        dfs(0, mlp.weights[0].copy(), mlp.biases[0].copy(), 0, pattern0, [], [])
-
-    pat = best["pattern"]
+    pat, lp = search.best_pattern, search.lp
     real = realize_pattern(mlp, ball, pat, lp)
     if real is None:
         raise SolverError("could not find a witness point for the best activation pattern")
-    value = float(best["value"])
+    value = float(search.best_value)
     witness = torch.from_numpy(real.x.copy()).reshape(ball.shape)
     return ExactResult(
         value=value,
@@ -172,10 +108,93 @@ def enumerate_local_lipschitz(
         norm=ball.p,
         eps=ball.eps,
         details={
-            "n_patterns": counters["leaves"],
+            "n_patterns": search.leaves,
             "n_lps": lp.calls,
-            "unstable_per_layer": [int(len(i)) for i in unstable_idx],
+            "unstable_per_layer": [int(len(i)) for i in search.unstable_idx],
             "witness_violation": real.violation,
             "witness_margin": real.margin,
         },
     )
+
+
+class _PatternSearch:
+    """Depth-first search over the reachable activation patterns of the unstable neurons.
+
+    Neurons are assigned layer by layer; ``rows``/``rhs`` hold the region ``G x + g >= 0`` of
+    the signs fixed so far (only the rows not implied by the others), ``(A, cv)`` the current
+    layer's pre-activation as an affine function of x on that region. Every full pattern
+    reached is a leaf; the best gradient norm and its pattern are kept.
+    """
+
+    def __init__(self, mlp: MLP, ball, cvec: np.ndarray, q: float, status) -> None:
+        self.mlp, self.cvec, self.q, self.status = mlp, cvec, q, status
+        self.lp = RegionLP(ball)
+        self.xscale = float(np.max(np.abs(np.concatenate([ball.box_lo, ball.box_hi])),
+                                   initial=0.0))
+        self.unstable_idx = [np.flatnonzero(s == UNSTABLE) for s in status]
+        self.best_value, self.best_pattern = -1.0, None
+        self.leaves = 0
+
+    def run(self) -> None:
+        mlp = self.mlp
+        pattern0 = [s == ACTIVE for s in self.status]
+        if mlp.num_hidden_layers == 0:
+            self.leaf([])
+        else:
+            self.dfs(0, mlp.weights[0].copy(), mlp.biases[0].copy(), 0, pattern0, [], [])
+
+    def leaf(self, pattern: list[np.ndarray]) -> None:
+        self.leaves += 1
+        pat = tuple(p_.copy() for p_ in pattern)
+        val = vec_norm(self.mlp.gradient_for_pattern(pat, self.cvec), self.q)
+        if val > self.best_value:
+            self.best_value, self.best_pattern = val, pat
+
+    def region(self, rows: list[np.ndarray], rhs: list[float]):
+        if not rows:
+            return np.zeros((0, self.mlp.in_features)), np.zeros(0)
+        return np.vstack(rows), np.asarray(rhs)
+
+    def dfs(self, layer: int, A: np.ndarray, cv: np.ndarray, pos: int,
+            pattern: list[np.ndarray], rows: list[np.ndarray], rhs: list[float]) -> None:
+        mlp, L = self.mlp, self.mlp.num_hidden_layers
+        if layer == L:
+            self.leaf(pattern)
+            return
+        idx = self.unstable_idx[layer]
+        if pos == len(idx):  # layer complete: compose its affine map and go deeper
+            d = np.where(pattern[layer], 1.0, mlp.negative_slopes[layer])
+            if layer + 1 == L:
+                self.dfs(L, A, cv, 0, pattern, rows, rhs)
+                return
+            w, b = mlp.weights[layer + 1], mlp.biases[layer + 1]
+            self.dfs(layer + 1, w @ (d[:, None] * A), w @ (d * cv) + b, 0, pattern, rows, rhs)
+            return
+        j = int(idx[pos])
+        gz, cz = A[j], float(cv[j])
+        can_active, can_inactive = self.reachable(gz, cz, rows, rhs)
+        for active, ok in ((True, can_active), (False, can_inactive)):
+            if not ok:
+                continue
+            pattern[layer][j] = active
+            needs_row = can_active and can_inactive  # otherwise implied by the region
+            if needs_row:
+                s = 1.0 if active else -1.0
+                rows.append(s * gz)
+                rhs.append(s * cz)
+            self.dfs(layer, A, cv, pos + 1, pattern, rows, rhs)
+            if needs_row:
+                rows.pop()
+                rhs.pop()
+
+    def reachable(self, gz: np.ndarray, cz: float, rows, rhs) -> tuple[bool, bool]:
+        """Whether z = gz . x + cz can be >= 0 / <= 0 on the region (two LPs, tolerance 1e-9)."""
+        G, g = self.region(rows, rhs)
+        lo_res = self.lp.optimize(gz, G, g, maximize=False)
+        if lo_res is None:  # cannot happen: the parent region was checked non-empty
+            raise SolverError("an activation region checked reachable became infeasible")
+        hi_res = self.lp.optimize(gz, G, g, maximize=True)
+        zmin = lo_res[0] + cz
+        zmax = hi_res[0] + cz
+        tol = 1e-9 * (1.0 + abs(cz) + float(np.sum(np.abs(gz))) * self.xscale)
+        return zmax >= -tol, zmin <= tol

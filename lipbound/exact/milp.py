@@ -7,17 +7,9 @@ Value computed (see :mod:`lipbound.exact.mlp` for the network notation): for the
 B = {x : ||x - x0||_p <= eps} intersected with the optional box data_range, q the dual norm of p,
 closed consistency (delta free where z = 0).  Supported: p = inf (q = 1) and p = 1 (q = inf).
 
-Encoding (all float64 numpy data, cvxpy model, HiGHS branch and bound):
-- one binary d per unstable neuron (l <= 0 <= u), shared by the forward and the backward pass;
-- forward: h = k z + (1 - k) r with r = relu(z) by the standard big-M
-  r >= 0, r >= z, r <= z - l (1 - d), r <= u d   (d = 1 forces z >= 0, d = 0 forces z <= 0);
-- backward, a_{L-1} = W_L^T c, s = k a + (1 - k) w with w = d a, a_{i-1} = W_i^T s; when a is not a
-  constant, w = d a by four big-M constraints from interval bounds [la, ua] on a:
-  w <= a - la (1 - d), w >= a - ua (1 - d), w <= ua d, w >= la d;
-- objective, q = 1: sum_j t_j with t_j = |a_0j| encoded by a sign binary per coordinate whose
-  bounds straddle 0 (t_j <= a_j - 2 la_j (1 - sigma_j), t_j <= -a_j + 2 ua_j sigma_j);
-  q = inf: t <= +-a_0j + M (1 - sigma_{j,+-}) with one binary per candidate (coordinate, sign)
-  pair, sum sigma = 1; pairs whose interval bound cannot beat the gradient at x0 are dropped.
+The encoding (one binary per unstable neuron shared by the forward and backward pass, big-M
+switches, sign binaries for the dual norm) is built by :mod:`lipbound.exact.milp_encoding`;
+this module checks the arguments, solves with HiGHS and certifies what it reads back.
 
 The bounds (forward l, u; backward la, ua; the input gradient) default to interval arithmetic;
 ``preact_bounds`` (one (l, u) per hidden layer) and ``extra_bounds`` (a
@@ -64,6 +56,14 @@ from lipbound.exact.domain import (
     vec_norm,
 )
 from lipbound.exact.enumerate import as_mlp
+from lipbound.exact.milp_encoding import (
+    MilpModel,
+    encode_backward,
+    encode_forward,
+    encode_input,
+    encode_objective,
+    objective_plan,
+)
 from lipbound.exact.result import ExactResult
 
 DEFAULT_MAX_BINARIES = 1000
@@ -97,22 +97,6 @@ def _check_extra(mlp, eb: MilpBounds) -> MilpBounds:
     if not ok:
         raise ShapeError("extra_bounds do not match the network's layer sizes")
     return eb
-
-
-def _objective_plan(q: float, la0: np.ndarray, ua0: np.ndarray, lower0: float):
-    """Which coordinates / (coordinate, sign) pairs need sign binaries."""
-    if q == 1.0:
-        mixed = np.flatnonzero((la0 < 0) & (ua0 > 0))
-        return {"mixed": mixed, "n_binaries": int(mixed.size)}
-    # q = inf: candidate pairs (j, +1) bounded by ua0_j, (j, -1) bounded by -la0_j
-    pairs = []
-    for j in range(la0.size):
-        for sgn, ub in ((1.0, ua0[j]), (-1.0, -la0[j])):
-            if ub >= lower0 and ub > 0:
-                pairs.append((j, sgn, float(ub), float(la0[j] if sgn > 0 else -ua0[j])))
-    if not pairs:  # only when everything is 0: keep one pair so the model is well formed
-        pairs.append((0, 1.0, float(ua0[0]), float(la0[0])))
-    return {"pairs": pairs, "n_binaries": 0 if len(pairs) == 1 else len(pairs)}
 
 
 def _sampled_start(mlp, ball, cvec, q, n: int):
@@ -185,11 +169,7 @@ def milp_local_lipschitz(
     """
     t_start = time.perf_counter()
     mlp = as_mlp(mlp)
-    tlimit = _check_timeout(timeout)
-    if not isinstance(max_binaries, (int, np.integer)) or max_binaries < 0:
-        raise InputError(f"max_binaries must be a non-negative integer, got {max_binaries!r}")
-    if not (isinstance(rel_gap, (int, float)) and 0 <= rel_gap < 1):
-        raise InputError(f"rel_gap must be in [0, 1), got {rel_gap!r}")
+    tlimit = _check_args(timeout, max_binaries, rel_gap)
     ball = make_ball(mlp, x0, eps, p, data_range)
     if ball.p == 2.0:
         raise UnsupportedNormError(
@@ -198,210 +178,33 @@ def milp_local_lipschitz(
         )
     cvec = mlp.spec_row(c)
     q = dual_norm(ball.p)
-    mb = interval_milp_bounds(mlp, ball, cvec, preact_bounds)
-    if extra_bounds is not None:
-        mb = intersect_forward(mlp, ball, cvec, mb, _check_extra(mlp, extra_bounds))
-    bounds = list(mb.preact)
-    status = stability(bounds)
-    back = mb.backward
+    mb, interval_upper = _milp_bounds(mlp, ball, cvec, q, preact_bounds, extra_bounds)
+    status = stability(list(mb.preact))
     la0, ua0 = mb.gradient
-    mag0 = np.maximum(np.abs(la0), np.abs(ua0))
-    interval_upper = min(mb.norm_upper, float(np.sum(mag0)) if q == 1.0
-                         else float(np.max(mag0, initial=0.0)))
-    n_in = mlp.in_features
-    lp = RegionLP(ball)
 
     # a first attained value: the best gradient at the point of B nearest x0 and at a few
     # deterministic samples of B (each point with its own pattern, which is consistent)
-    best_x, best_pat, best_lower = _sampled_start(mlp, ball, cvec, q, n_start)
+    start = _sampled_start(mlp, ball, cvec, q, n_start)
 
     unstable_idx = [np.flatnonzero(s == UNSTABLE) for s in status]
     n_unstable = int(sum(i.size for i in unstable_idx))
-    plan = _objective_plan(q, la0, ua0, best_lower)
-    n_binaries = n_unstable + plan["n_binaries"]
-    if n_binaries > max_binaries:
-        raise ProblemTooLargeError(
-            f"the MILP needs {n_binaries} binaries ({n_unstable} unstable neurons + "
-            f"{plan['n_binaries']} sign binaries), above max_binaries={max_binaries}; pass a "
-            "larger max_binaries= (solve time grows exponentially) or tighter bounds "
-            "(big_m='crown')"
-        )
+    plan = objective_plan(q, la0, ua0, start[2])
+    n_binaries = _check_size(n_unstable, plan["n_binaries"], max_binaries)
 
-    # ------------------------------------------------------------------ model
-    x = cp.Variable(n_in, name="x")
-    cons = [x >= ball.box_lo, x <= ball.box_hi]
-    if ball.p == 1.0:
-        cons.append(cp.norm1(x - ball.x0) <= ball.eps)
-    h = x
-    ds = []
-    for i in range(mlp.num_hidden_layers):
-        w, b, k = mlp.weights[i], mlp.biases[i], mlp.negative_slopes[i]
-        l, u = bounds[i]
-        z = w @ h + b
-        base = np.where(status[i] == ACTIVE, 1.0, k)
-        U = unstable_idx[i]
-        if U.size:
-            d = cp.Variable(U.size, boolean=True, name=f"d{i}")
-            r = cp.Variable(U.size, name=f"r{i}")
-            zu = z[U]
-            cons += [r >= 0, r >= zu, r <= zu - cp.multiply(l[U], 1 - d), r <= cp.multiply(u[U], d)]
-            P = np.zeros((U.size, w.shape[0]))
-            P[np.arange(U.size), U] = 1.0
-            h = cp.multiply(base, z) + (1.0 - k) * (P.T @ r)
-        else:
-            d, P = None, None
-            h = cp.multiply(base, z)
-        ds.append((d, P))
-
-    a = mlp.weights[-1].T @ cvec  # numpy constant until the first switch with a binary
-    for i in reversed(range(mlp.num_hidden_layers)):
-        k = mlp.negative_slopes[i]
-        base = np.where(status[i] == ACTIVE, 1.0, k)
-        d, P = ds[i]
-        la, ua = back[i]
-        if d is None:
-            s = cp.multiply(base, a) if isinstance(a, cp.Expression) else base * a
-        else:
-            U = unstable_idx[i]
-            if isinstance(a, np.ndarray):
-                wv = cp.multiply(a[U], d)
-            else:
-                wv = cp.Variable(U.size, name=f"w{i}")
-                au = a[U]
-                lu, uu = la[U], ua[U]
-                cons += [
-                    wv <= au - cp.multiply(lu, 1 - d),
-                    wv >= au - cp.multiply(uu, 1 - d),
-                    wv <= cp.multiply(uu, d),
-                    wv >= cp.multiply(lu, d),
-                ]
-            s = cp.multiply(base, a) + (1.0 - k) * (P.T @ wv)
-        a = mlp.weights[i].T @ s
-    grad = a  # expression (or constant when the net has no unstable neuron)
-
-    obj = cp.Variable(name="obj")
-    if not isinstance(grad, cp.Expression):
-        grad = cp.Constant(grad)
-    if q == 1.0:
-        mixed = plan["mixed"]
-        pos = np.flatnonzero(la0 >= 0)
-        neg = np.flatnonzero((ua0 <= 0) & ~(la0 >= 0))
-        parts = []
-        if pos.size:
-            parts.append(cp.sum(grad[pos]))
-        if neg.size:
-            parts.append(-cp.sum(grad[neg]))
-        if mixed.size:
-            t = cp.Variable(mixed.size, name="t")
-            sig = cp.Variable(mixed.size, boolean=True, name="sigma")
-            gm = grad[mixed]
-            cons += [
-                t <= gm - cp.multiply(2 * la0[mixed], 1 - sig),
-                t <= -gm + cp.multiply(2 * ua0[mixed], sig),
-            ]
-            parts.append(cp.sum(t))
-        cons.append(obj == (cp.sum(cp.hstack(parts)) if parts else 0))
-    else:
-        pairs = plan["pairs"]
-        if len(pairs) == 1:
-            j, sgn, _, _ = pairs[0]
-            cons.append(obj <= sgn * grad[j])
-        else:
-            tmax = max(pr[2] for pr in pairs)
-            sig = cp.Variable(len(pairs), boolean=True, name="sigma")
-            idx = np.array([pr[0] for pr in pairs])
-            sg = np.array([pr[1] for pr in pairs])
-            lows = np.array([pr[3] for pr in pairs])
-            big = tmax - lows
-            cons += [obj <= cp.multiply(sg, grad[idx]) + cp.multiply(big, 1 - sig),
-                     cp.sum(sig) == 1]
-        cons.append(obj <= tmax if len(pairs) > 1 else obj <= pairs[0][2])
+    model = encode_input(mlp, ball)
+    encode_forward(model, mlp, list(mb.preact), status, unstable_idx)
+    grad = encode_backward(model, mlp, cvec, status, mb.backward, unstable_idx)
+    obj = encode_objective(model, q, grad, plan, la0, ua0)
     if objective_cut and math.isfinite(interval_upper):
-        cons.append(obj <= interval_upper)  # sound: the bounds hold on the whole feasible set
-    prob = cp.Problem(cp.Maximize(obj), cons)
+        model.cons.append(obj <= interval_upper)  # sound: the bounds hold on the whole feasible set
+    prob = cp.Problem(cp.Maximize(obj), model.cons)
 
-    # ------------------------------------------------------------------ solve
-    opts = {
-        "mip_rel_gap": float(rel_gap),
-        "mip_abs_gap": 1e-10,
-        "mip_feasibility_tolerance": 1e-9,
-        "primal_feasibility_tolerance": 1e-9,
-        "dual_feasibility_tolerance": 1e-9,
-        "random_seed": 0,
-    }
-    if tlimit is not None:
-        opts["time_limit"] = tlimit
-    if threads is not None:
-        opts["threads"] = int(threads)
-    t_solve = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            # cvxpy warns "Solution may be inaccurate" on a time limit; the status says it
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-            prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
-    except cp.error.SolverError as e:
-        raise SolverError(f"HiGHS failed on the Lipschitz MILP: {e}") from e
-    solve_seconds = time.perf_counter() - t_solve
-    info = prob.solver_stats.extra_stats if prob.solver_stats is not None else None
-    has_ints = n_binaries > 0
-
-    if prob.status == cp.OPTIMAL:
-        res_status = "optimal"
-    elif prob.status == cp.USER_LIMIT:
-        res_status = "timeout"
-    elif prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-        raise SolverError(
-            "the Lipschitz MILP is infeasible although B is not empty: the preact_bounds "
-            "passed are probably not sound"
-        )
-    else:
-        raise SolverError(f"HiGHS returned status {prob.status!r} on the Lipschitz MILP")
-
-    # ------------------------------------------------------------------ certified upper bound
-    dual_upper = math.inf
-    primal = None
-    if info is not None:
-        feasible = getattr(info, "primal_solution_status", 0) == 2
-        if feasible and prob.value is not None and np.isfinite(prob.value):
-            primal = float(prob.value)
-            # cvxpy hands HiGHS "minimise -obj": check that sign convention before using it
-            if abs(primal + float(info.objective_function_value)) > 1e-6 * (1 + abs(primal)):
-                raise SolverError("unexpected objective sign convention from cvxpy/HiGHS")
-        if has_ints:
-            mdb = float(getattr(info, "mip_dual_bound", math.nan))
-            if math.isfinite(mdb):
-                dual_upper = _widen_up(-mdb)
-        elif res_status == "optimal" and primal is not None:
-            dual_upper = _widen_up(primal)  # an LP: strong duality
+    res_status, info, solve_seconds = _solve(prob, rel_gap, tlimit, threads, verbose)
+    primal, dual_upper = _certified_upper(prob, info, n_binaries > 0, res_status)
     upper = min(dual_upper, interval_upper)
-
-    # ------------------------------------------------------------------ attained lower bound
-    witness_info = {"source": "sampled start"}
-    if x.value is not None and primal is not None:
-        xv = np.asarray(x.value, dtype=np.float64)
-        pat = []
-        for i in range(mlp.num_hidden_layers):
-            pi = status[i] == ACTIVE
-            d, _ = ds[i]
-            if d is not None:
-                pi = pi.copy()
-                pi[unstable_idx[i]] = np.asarray(d.value) > 0.5
-            pat.append(pi)
-        pat = tuple(pat)
-        real = realize_pattern(mlp, ball, pat, lp)
-        if real is not None:
-            cand_x, cand_pat = real.x, pat
-            witness_info = {"source": "milp pattern", "margin": real.margin}
-        else:  # the solver's pattern is not realisable in float64: use the point's own pattern
-            cand_x = ball.pull_inside(xv)
-            cand_pat = mlp.pattern_at(cand_x)
-            witness_info = {"source": "milp point (pattern not realisable)"}
-        val = vec_norm(mlp.gradient_for_pattern(cand_pat, cvec), q)
-        if val > best_lower:
-            best_lower, best_x, best_pat = val, cand_x, cand_pat
-        else:
-            witness_info = {"source": "sampled start"}
-    lower = best_lower
+    best_x, best_pat, lower, witness_info = _attained(
+        mlp, ball, cvec, q, model, status, unstable_idx, primal, start
+    )
     if upper < lower:  # solver tolerances: the attained value is the truth
         upper = lower
     violation = mlp.pattern_violation(best_x, best_pat) if mlp.num_hidden_layers else -math.inf
@@ -434,3 +237,133 @@ def milp_local_lipschitz(
             "witness_violation": violation,
         },
     )
+
+
+def _check_args(timeout, max_binaries, rel_gap) -> float | None:
+    """The time limit in seconds (None: none) after checking the solver arguments."""
+    tlimit = _check_timeout(timeout)
+    if not isinstance(max_binaries, (int, np.integer)) or max_binaries < 0:
+        raise InputError(f"max_binaries must be a non-negative integer, got {max_binaries!r}")
+    if not (isinstance(rel_gap, (int, float)) and 0 <= rel_gap < 1):
+        raise InputError(f"rel_gap must be in [0, 1), got {rel_gap!r}")
+    return tlimit
+
+
+def _milp_bounds(mlp, ball, cvec, q, preact_bounds, extra_bounds):
+    """The bounds of every MILP quantity and the norm bound they give (a valid objective cut)."""
+    mb = interval_milp_bounds(mlp, ball, cvec, preact_bounds)
+    if extra_bounds is not None:
+        mb = intersect_forward(mlp, ball, cvec, mb, _check_extra(mlp, extra_bounds))
+    la0, ua0 = mb.gradient
+    mag0 = np.maximum(np.abs(la0), np.abs(ua0))
+    interval_upper = min(mb.norm_upper, float(np.sum(mag0)) if q == 1.0
+                         else float(np.max(mag0, initial=0.0)))
+    return mb, interval_upper
+
+
+def _check_size(n_unstable: int, n_sign: int, max_binaries: int) -> int:
+    """The number of binaries, refused above ``max_binaries``."""
+    n_binaries = n_unstable + n_sign
+    if n_binaries > max_binaries:
+        raise ProblemTooLargeError(
+            f"the MILP needs {n_binaries} binaries ({n_unstable} unstable neurons + "
+            f"{n_sign} sign binaries), above max_binaries={max_binaries}; pass a "
+            "larger max_binaries= (solve time grows exponentially) or tighter bounds "
+            "(big_m='crown')"
+        )
+    return n_binaries
+
+
+def _solve(prob, rel_gap: float, tlimit: float | None, threads, verbose: bool):
+    """Solve with HiGHS: ("optimal" or "timeout", HiGHS' extra stats or None, seconds)."""
+    opts = {
+        "mip_rel_gap": float(rel_gap),
+        "mip_abs_gap": 1e-10,
+        "mip_feasibility_tolerance": 1e-9,
+        "primal_feasibility_tolerance": 1e-9,
+        "dual_feasibility_tolerance": 1e-9,
+        "random_seed": 0,
+    }
+    if tlimit is not None:
+        opts["time_limit"] = tlimit
+    if threads is not None:
+        opts["threads"] = int(threads)
+    t_solve = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            # cvxpy warns "Solution may be inaccurate" on a time limit; the status says it
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
+    except cp.error.SolverError as e:
+        raise SolverError(f"HiGHS failed on the Lipschitz MILP: {e}") from e
+    solve_seconds = time.perf_counter() - t_solve
+    info = prob.solver_stats.extra_stats if prob.solver_stats is not None else None
+
+    if prob.status == cp.OPTIMAL:
+        res_status = "optimal"
+    elif prob.status == cp.USER_LIMIT:
+        res_status = "timeout"
+    elif prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        raise SolverError(
+            "the Lipschitz MILP is infeasible although B is not empty: the preact_bounds "
+            "passed are probably not sound"
+        )
+    else:
+        raise SolverError(f"HiGHS returned status {prob.status!r} on the Lipschitz MILP")
+    return res_status, info, solve_seconds
+
+
+def _certified_upper(prob, info, has_ints: bool, res_status: str) -> tuple[float | None, float]:
+    """(the primal value or None, the certified upper bound: HiGHS' dual bound, widened)."""
+    dual_upper = math.inf
+    primal = None
+    if info is not None:
+        feasible = getattr(info, "primal_solution_status", 0) == 2
+        if feasible and prob.value is not None and np.isfinite(prob.value):
+            primal = float(prob.value)
+            # cvxpy hands HiGHS "minimise -obj": check that sign convention before using it
+            if abs(primal + float(info.objective_function_value)) > 1e-6 * (1 + abs(primal)):
+                raise SolverError("unexpected objective sign convention from cvxpy/HiGHS")
+        if has_ints:
+            mdb = float(getattr(info, "mip_dual_bound", math.nan))
+            if math.isfinite(mdb):
+                dual_upper = _widen_up(-mdb)
+        elif res_status == "optimal" and primal is not None:
+            dual_upper = _widen_up(primal)  # an LP: strong duality
+    return primal, dual_upper
+
+
+def _attained(mlp, ball, cvec, q, model: MilpModel, status, unstable_idx, primal, start):
+    """The best attained value: the sampled ``start`` (x, pattern, value) or the solver's point.
+
+    The solver's activation pattern counts when an LP finds a witness point of B in its closed
+    region (checked in float64); otherwise the solver's point, pulled into B, with its own
+    pattern. Returns (x, pattern, value, witness details).
+    """
+    best_x, best_pat, best_lower = start
+    witness_info = {"source": "sampled start"}
+    if model.x.value is not None and primal is not None:
+        xv = np.asarray(model.x.value, dtype=np.float64)
+        pat = []
+        for i in range(mlp.num_hidden_layers):
+            pi = status[i] == ACTIVE
+            d, _ = model.switches[i]
+            if d is not None:
+                pi = pi.copy()
+                pi[unstable_idx[i]] = np.asarray(d.value) > 0.5
+            pat.append(pi)
+        pat = tuple(pat)
+        real = realize_pattern(mlp, ball, pat, RegionLP(ball))
+        if real is not None:
+            cand_x, cand_pat = real.x, pat
+            witness_info = {"source": "milp pattern", "margin": real.margin}
+        else:  # the solver's pattern is not realisable in float64: use the point's own pattern
+            cand_x = ball.pull_inside(xv)
+            cand_pat = mlp.pattern_at(cand_x)
+            witness_info = {"source": "milp point (pattern not realisable)"}
+        val = vec_norm(mlp.gradient_for_pattern(cand_pat, cvec), q)
+        if val > best_lower:
+            best_lower, best_x, best_pat = val, cand_x, cand_pat
+        else:
+            witness_info = {"source": "sampled start"}
+    return best_x, best_pat, best_lower, witness_info

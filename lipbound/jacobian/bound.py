@@ -13,10 +13,12 @@ from torch import Tensor
 
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.build import JacobianGraph, jacobian_graph
 from lipbound.propagate.alpha import alpha_crown_upper
 from lipbound.propagate.crown import crown_intermediate, crown_node_bounds, crown_upper
+from lipbound.propagate.driver import prepare_state
 from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
 
 #: alpha-CROWN steps for the forward intermediate bounds under method "crown" (cheap: batch 1);
@@ -26,10 +28,8 @@ FORWARD_ITERATIONS = 20
 
 def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
                    q: float | None = None, iterations: int = 20,
-                   forward_iterations: int | None = None,
-                   splits: dict[str, Tensor] | None = None, bound_gradient: bool = True,
-                   gradient_bounds: Interval | None = None,
-                   forward_bounds: dict[str, Interval] | None = None
+                   forward_iterations: int | None = None, bound_gradient: bool = True,
+                   restriction: Restriction = UNRESTRICTED
                    ) -> tuple[BoundState, JacobianGraph]:
     """Bounds of every node of the joint graph for spec rows C [S, K] over D input sets.
 
@@ -40,15 +40,13 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     every intermediate and gradient bound optimised for ``iterations`` steps. "ibp":
     intervals only. ``bound_gradient=False`` skips the per-element CROWN bounds of the gradient
     (a row per input element; branch-and-bound relies on the linear norm bound instead).
-    ``splits`` ([D, *shape] in {-1, 0, 1} per ReLU input node) restrict set d
-    to the points where the split signs hold: the forward bounds are clamped, and the switch
-    of a split neuron takes the split's derivative (its sibling domain covers the other one;
-    the gradient norm is convex in each switch, so vertex patterns attain the supremum).
-    ``gradient_bounds`` ([D * S, *in]) are known bounds of the gradient on the sets (e.g. a
-    branch-and-bound parent's, valid on its sub-domains); they are intersected in before the
-    backward graph's relaxations are formed. ``forward_bounds`` (by forward node name, batch 1
-    or D) are known bounds of forward nodes on the sets, intersected in before the forward
-    CROWN pass (a branch-and-bound root's optimised bounds hold on every sub-domain).
+    ``restriction`` (:class:`~lipbound.bounds.restriction.Restriction`) restricts set d to its
+    split signs and brings in known bounds: the forward bounds are clamped to the splits and
+    intersected with ``restriction.forward`` before the forward CROWN pass, the switch of a
+    split neuron takes the split's derivative (its sibling domain covers the other one; the
+    gradient norm is convex in each switch, so vertex patterns attain the supremum), and
+    ``restriction.gradient`` is intersected in before the backward graph's relaxations are
+    formed.
     """
     it = iterations if method == "alpha-crown" else 0
     if forward_iterations is None:
@@ -56,26 +54,17 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     fwd_it = max(it, forward_iterations) if method != "ibp" else 0
     if method == "crown" and not _relu_like_only(forward):
         fwd_it = 0  # smooth relaxations re-solve intercepts every step: too slow to pay off
-    fstate = BoundState(forward, domain, evaluate_fixed(forward), splits=dict(splits or {}))
-    ibp_pass(fstate)
-    for name, iv in (forward_bounds or {}).items():
-        fstate.set_bounds(name, iv)
-    if method != "ibp":
-        crown_intermediate(fstate, iterations=fwd_it)
+    fstate = prepare_state(forward, domain, method, restriction, iterations=fwd_it)
     D, S = domain.batch_size, C.shape[0]
     jg = jacobian_graph(forward, C.repeat(D, 1) if D > 1 else C, q)
     rows = torch.arange(D, device=C.device).repeat_interleave(S)
     state = BoundState(jg.graph, domain.select(rows), evaluate_fixed(jg.graph))
     for name, iv in fstate.bounds.items():
-        if splits and name in splits:  # strict signs for the switches of split neurons
-            tiny = torch.finfo(iv.lower.dtype).tiny
-            sp = splits[name]
-            iv = Interval(torch.where(sp > 0, iv.lower.clamp(min=tiny), iv.lower),
-                          torch.where(sp < 0, iv.upper.clamp(max=-tiny), iv.upper))
+        iv = restriction.strict_switch(name, iv)  # strict signs for the switches of splits
         state.bounds[name] = iv if D == 1 else Interval(iv.lower[rows], iv.upper[rows])
     ibp_pass(state, only_missing=True)
-    if gradient_bounds is not None:
-        state.set_bounds(jg.gradient, gradient_bounds)
+    if restriction.gradient is not None:
+        state.set_bounds(jg.gradient, restriction.gradient)
     if method != "ibp":
         crown_intermediate(state, skip=set(fstate.bounds) | {jg.gradient}, iterations=it)
         if bound_gradient and state.dep[jg.gradient]:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.domains import Domain
+from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.errors import UnknownMethodError
 from lipbound.graph.ir import Graph
 from lipbound.propagate.alpha import alpha_crown_upper
@@ -24,12 +25,21 @@ def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> str:
     return key
 
 
-def prepare_state(graph: Graph, domain: Domain, method: str = "crown") -> BoundState:
-    """Fixed values, IBP bounds of every node, and (crown methods) CROWN intermediate bounds."""
-    state = BoundState(graph, domain, evaluate_fixed(graph))
+def prepare_state(graph: Graph, domain: Domain, method: str = "crown",
+                  restriction: Restriction = UNRESTRICTED, iterations: int = 0) -> BoundState:
+    """Fixed values, IBP bounds of every node, and (crown methods) CROWN intermediate bounds.
+
+    Under a ``restriction`` the bounds hold on its sub-domains: the state carries its splits
+    (bounds clamped to the split signs, beta terms in CROWN) and its known forward bounds are
+    intersected in after IBP. ``iterations`` > 0 optimises the intermediate bounds
+    (alpha/beta-CROWN per element, see :func:`~lipbound.propagate.crown.crown_intermediate`).
+    """
+    state = BoundState(graph, domain, evaluate_fixed(graph), splits=dict(restriction.splits))
     ibp_pass(state)
+    for name, iv in restriction.forward.items():
+        state.set_bounds(name, iv)
     if method != "ibp":
-        crown_intermediate(state)
+        crown_intermediate(state, iterations=iterations)
     return state
 
 
