@@ -15,7 +15,10 @@ from lipbound.graph.ir import Graph
 from lipbound.inputs import (
     as_tensor,
     batched_input,
+    check_dtype,
     check_eps,
+    check_positive_int,
+    check_timeout,
     get_graph,
     resolve_model,
     spec_matrix,
@@ -52,14 +55,17 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     """
     model = resolve_model(model)
     method = check_method(method, (*METHODS, "bab"))
+    iterations = check_positive_int(iterations, "iterations")
+    timeout = check_timeout(timeout)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     if method == "bab":
         lo, up, _ = _bab_outputs(model, graph, C, domain, timeout, split, progress,
                                  _stop_below(prove_above, C))
-        return OutputBounds(*widen(lo, up))
-    state = prepare_state(graph, domain, method)
-    lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
-    return OutputBounds(*widen(lo[0], up[0]))
+    else:
+        state = prepare_state(graph, domain, method)
+        lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
+        lo, up = lo[0], up[0]
+    return OutputBounds(*widen(lo, up))
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     everywhere (status "below threshold"), at ``timeout`` or at its domain cap.
     """
     model = resolve_model(model)
+    timeout = check_timeout(timeout)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     below = _stop_below(prove_above, C)
     S = C.shape[0]
@@ -110,7 +117,6 @@ def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, 
     from lipbound.bab import bab_output_bounds
     from lipbound.bab.outputs import bab_relu_output_bounds
 
-    _check_timeout(timeout)
     run = bab_relu_output_bounds if _choose_split(graph, split) == "relu" \
         else bab_output_bounds
     return run(model, graph, C, domain, timeout=DEFAULT_BAB_TIMEOUT if timeout is None
@@ -127,18 +133,23 @@ INPUT_SPLIT_MAX_DIM = 8
 
 def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
            dtype: torch.dtype):
-    """Validated (graph, x1, C [S, K], domain) shared by the Jacobian entry points."""
+    """Validated (graph, x1, C [S, K], domain) shared by the entry points.
+
+    ``model`` comes checked from :func:`resolve_model` (eval mode, precision); every argument
+    is checked here before the model is traced.
+    """
     eps = check_eps(eps)
+    dtype = check_dtype(dtype)
     x = as_tensor(x)
     if isinstance(model, Graph):
         x1 = x.reshape(1, *model[model.input].shape)
     else:
         x1 = batched_input(model, x)
-    graph = get_graph(model, x1, dtype, x.device)
     x1 = x1.to(dtype)
+    domain = make_domain(x1, eps, norm, data_range)
+    graph = get_graph(model, x1, dtype, x.device)
     K = graph[graph.output].shape[0]
     C = spec_matrix(spec, K, dtype, x.device)
-    domain = make_domain(x1, eps, norm, data_range)
     return graph, x1, C, domain
 
 
@@ -195,11 +206,13 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     start = time.perf_counter()
     model = resolve_model(model)
     method = check_method(method, LIPSCHITZ_METHODS)
+    timeout = check_timeout(timeout)
+    n_samples = check_positive_int(n_samples, "n_samples")
+    iterations = check_positive_int(iterations, "iterations")
     if method == "exact":  # MILP per row (ReLU/LeakyReLU chains, l_inf / l_1)
         from lipbound.exact.api import exact_local_lipschitz
 
         return exact_local_lipschitz(model, x, eps, norm, spec, timeout, data_range, dtype=dtype)
-    _check_timeout(timeout)
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     q = dual_norm(domain.p)
     if method == "bab":
@@ -281,7 +294,3 @@ def _stop_below(prove_above: Any, C: torch.Tensor) -> torch.Tensor | None:
                          f"got {d.numel()}")
     return torch.cat([torch.full_like(d, torch.inf), -d])
 
-
-def _check_timeout(timeout: Any) -> None:
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise InputError(f"timeout must be a positive number of seconds or None, got {timeout!r}")

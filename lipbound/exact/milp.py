@@ -65,20 +65,9 @@ from lipbound.exact.domain import (
 )
 from lipbound.exact.enumerate import as_mlp
 from lipbound.exact.result import ExactResult
+from lipbound.inputs import check_timeout
 
 DEFAULT_MAX_BINARIES = 1000
-
-
-def _check_timeout(timeout) -> float | None:
-    if timeout is None:
-        return None
-    try:
-        t = float(timeout)
-    except (TypeError, ValueError):
-        raise InputError(f"timeout must be a number of seconds or None, got {timeout!r}") from None
-    if math.isnan(t) or t <= 0:
-        raise InputError(f"timeout must be > 0 seconds (or None for no limit), got {timeout!r}")
-    return None if math.isinf(t) else t
 
 
 def _widen_up(v: float) -> float:
@@ -178,14 +167,14 @@ def milp_local_lipschitz(
         extra_bounds: optional sound :class:`~lipbound.exact.bounds.MilpBounds` (e.g. from
             CROWN), intersected with the interval bounds of every MILP quantity.
         objective_cut: add the (sound) cut objective <= the bounds' norm bound.
-        timeout: HiGHS time limit in seconds (None: none; <= 0: InputError).
+        timeout: HiGHS time limit in seconds (None: none; InputError unless finite > 0).
         max_binaries: refuse (ProblemTooLargeError) above this many binaries.
         rel_gap: HiGHS' relative MIP gap for "optimal" (upper - lower <= rel_gap * upper).
         n_start: points of B sampled (deterministically) for a first attained lower bound.
     """
     t_start = time.perf_counter()
     mlp = as_mlp(mlp)
-    tlimit = _check_timeout(timeout)
+    tlimit = check_timeout(timeout)
     if not isinstance(max_binaries, (int, np.integer)) or max_binaries < 0:
         raise InputError(f"max_binaries must be a non-negative integer, got {max_binaries!r}")
     if not (isinstance(rel_gap, (int, float)) and 0 <= rel_gap < 1):
