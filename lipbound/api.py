@@ -17,6 +17,7 @@ from lipbound.inputs import (
     batched_input,
     check_dtype,
     check_eps,
+    check_finite_result,
     check_positive_int,
     check_timeout,
     get_graph,
@@ -65,7 +66,7 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
         state = prepare_state(graph, domain, method)
         lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
         lo, up = lo[0], up[0]
-    return OutputBounds(*widen(lo, up))
+    return OutputBounds(*_finite(widen(lo, up), "output bounds", domain))
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     _, g = torch.unique(g, return_inverse=True)  # ids 0 .. G-1 in increasing order
     rows = torch.cat([torch.full_like(g, -1), g])  # the upper rows [C] are no goal's
     lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows)
-    lo, up = widen(lo, up)
+    lo, up = _finite(widen(lo, up), "output bounds", domain)
     return OutputProof(lo, up, res.proven, res.status)
 
 
@@ -153,6 +154,12 @@ def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
     return graph, x1, C, domain
 
 
+def _finite(bounds: tuple[Tensor, Tensor], what: str, domain) -> tuple[Tensor, Tensor]:
+    """``bounds`` after :func:`check_finite_result` (InputError if any overflowed)."""
+    check_finite_result(*bounds, what, float(domain.eps[0]))
+    return bounds
+
+
 def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
                     spec: Any = None, method: str = "crown",
                     data_range: tuple[Any, Any] | None = None,
@@ -169,7 +176,7 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
     graph, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     state, jg = jacobian_state(graph, C, domain, method)
     g = state.interval(jg.gradient)
-    return OutputBounds(*widen(g.lower, g.upper))
+    return OutputBounds(*_finite(widen(g.lower, g.upper), "Jacobian bounds", domain))
 
 
 def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
@@ -225,7 +232,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     else:
         state, jg = jacobian_state(graph, C, domain, method, q)
         upper = norm_upper(state, jg, q, method, iterations)
-    upper = widen(upper, upper)[1]
+    upper = _finite(widen(upper, upper), "Lipschitz upper bounds", domain)[1]
     lower, witness = (attained_lower(model, C, domain, q, n_samples, seed=seed)
                       if not isinstance(model, Graph) else (torch.zeros_like(upper), None))
     return LipschitzResult(upper.detach(), lower.detach().to(upper.dtype), witness, method,
@@ -275,7 +282,7 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     res = run(model, graph, C, domain, q, timeout=max(budget - offset, 1e-3),
               n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
     best = res.upper if crown is None else torch.minimum(res.upper, crown)
-    upper = widen(best, best)[1]
+    upper = _finite(widen(best, best), "Lipschitz upper bounds", domain)[1]
     cmax = math.inf if crown is None else float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,

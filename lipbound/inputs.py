@@ -120,6 +120,20 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def check_finite_result(lower: Any, upper: Any, what: str, eps: float | None = None) -> None:
+    """Raise InputError unless every bound in ``lower`` and ``upper`` is finite.
+
+    The last guard of an entry point: bounds that overflowed (an absurd eps, or a data range
+    too wide for the model) are NaN or infinite, never a certified result.
+    """
+    for t in (lower, upper):
+        if t is not None and not bool(torch.isfinite(torch.as_tensor(t)).all()):
+            at = "" if eps is None else f" at eps {eps:g}"
+            raise InputError(f"bounds overflow: {what} are not finite{at}; eps is too large for "
+                             "this model (use a smaller eps, or a data_range that bounds the "
+                             "inputs)")
+
+
 def batched_input(model: nn.Module, x: Tensor) -> Tensor:
     """x as a batch of one, [1, *in], checked by running the model.
 

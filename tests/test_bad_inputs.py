@@ -146,6 +146,14 @@ BAB = {"method": "bab", "progress": False}
 
 # calls on the eval-mode BatchNorm network: (call, exception type, message)
 BAD_CALLS = [
+    _case("eps overflow", lambda m: lipbound.output_bounds(m, X, 1e308),
+          r"bounds overflow: output bounds are not finite at eps 1e\+308; eps is too large"),
+    _case("eps overflow bab", lambda m: lipbound.output_bounds(m, X, 1e308, timeout=2, **BAB),
+          "bounds overflow"),
+    _case("eps overflow prove", lambda m: lipbound.prove_outputs(m, X, 1e308, **PROVE),
+          "bounds overflow"),
+    _case("eps overflow exact", lambda m: lipbound.local_lipschitz(m, X, 1e308, method="exact"),
+          "bounds overflow: the MILP's big-M bounds"),
     _case("data_range nan", lambda m: lipbound.output_bounds(m, X, 0.1, data_range=(math.nan, 1)),
           "data_range must hold finite numbers"),
     _case("data_range inf",
@@ -204,6 +212,21 @@ def test_bad_arguments_raise_lipbound_errors_and_leave_the_model(call, error, me
     with pytest.raises(error, match=message):
         call(model)
     assert_unchanged(model, snap)
+
+
+def test_no_certified_result_holds_nan():
+    """Overflowing bounds are refused whichever bound overflows: a model whose Jacobian bound
+    exceeds float64 gets InputError from the Lipschitz and Jacobian entry points too."""
+    model = flat_mlp()
+    with torch.no_grad():
+        for lin in (model[0], model[2]):
+            lin.weight.mul_(1e160)
+    for call in (lambda: lipbound.local_lipschitz(model, X, 0.1),
+                 lambda: lipbound.jacobian_bounds(model, X, 0.1)):
+        with pytest.raises(InputError, match="bounds overflow"):
+            call()
+    lo, up = lipbound.output_bounds(flat_mlp(), X, 1e3)  # large but representable: fine
+    assert bool(torch.isfinite(lo).all() and torch.isfinite(up).all())
 
 
 @pytest.mark.parametrize("model, error, message", [

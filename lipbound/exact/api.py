@@ -35,6 +35,7 @@ from lipbound.inputs import (
     batched_input,
     check_dtype,
     check_eps,
+    check_finite_result,
     check_timeout,
     get_graph,
     resolve_model,
@@ -133,7 +134,11 @@ def exact_local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | in
         graph = get_graph(model, x1, dtype, x.device)
     q = dual_norm(p)
     t_b = time.perf_counter()
-    row_bounds = _row_bounds(gm, graph, C, domain, x1, eps, p, data_range, big_m)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+        row_bounds = _row_bounds(gm, graph, C, domain, x1, eps, p, data_range, big_m)
+    for mb in row_bounds:  # overflowed big-M constants: refuse before the MILP
+        for lo, hi in (*mb.preact, *mb.backward, mb.gradient):
+            check_finite_result(lo, hi, "the MILP's big-M bounds", eps)
     bounds_time = time.perf_counter() - t_b
     est = [estimate_binaries(mb, q) for mb in row_bounds]
     worst = max(est, key=sum)
