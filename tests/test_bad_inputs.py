@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +28,7 @@ from lipbound.io import parse_vnnlib
 from lipbound.smoothing import Smooth
 from lipbound.verify import verify
 
+ROOT = Path(__file__).resolve().parents[1]
 X = torch.tensor([0.2, -0.3])
 PROP = """(declare-const X_0 Real)
 (declare-const X_1 Real)
@@ -265,6 +271,34 @@ def test_loading_a_model_on_a_missing_device():
             lipbound.models.load("digits-mlp", device=device)
     with pytest.raises(InputError, match="not a device name"):
         lipbound.models.load("digits-mlp", device="gpu-please")
+
+
+_BANNER_SCRIPT = """
+import json
+import numpy as np
+import torch
+from lipbound.bab.lp import MlpLayer, sign_lp
+from lipbound.exact import exact_local_lipschitz
+from tests.test_bad_inputs import flat_mlp
+
+layer = MlpLayer("z", np.eye(2), np.zeros(2), 0.0)
+out = MlpLayer("y", np.eye(2), np.zeros(2), None)
+ans = sign_lp([layer, out], -np.ones(2), np.ones(2), [(-np.ones(2), np.ones(2))],
+              [np.array([1, 0])], 5.0)
+res = exact_local_lipschitz(flat_mlp(), torch.tensor([0.2, -0.3]), 0.5)
+print(json.dumps({"lp": ans.status, "exact": res.status}))
+"""
+
+
+def test_highs_prints_nothing_on_stdout():
+    """A fresh process (HiGHS prints its banner once per process) that solves an LP through
+    highspy and a MILP through cvxpy: stdout holds only the JSON it prints."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", _BANNER_SCRIPT], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"lp": "feasible", "exact": "certified"}
+    assert "HiGHS" not in run.stdout
 
 
 def test_lipbound_errors_keep_their_builtin_bases():

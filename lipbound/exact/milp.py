@@ -65,6 +65,7 @@ from lipbound.exact.domain import (
 )
 from lipbound.exact.enumerate import as_mlp
 from lipbound.exact.result import ExactResult
+from lipbound.highs import silence_banner
 from lipbound.inputs import check_timeout
 
 DEFAULT_MAX_BINARIES = 1000
@@ -327,6 +328,7 @@ def milp_local_lipschitz(
         with warnings.catch_warnings():
             # cvxpy warns "Solution may be inaccurate" on a time limit; the status says it
             warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            silence_banner()  # cvxpy constructs its own Highs: keep its banner off stdout
             prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
     except cp.error.SolverError as e:
         raise SolverError(f"HiGHS failed on the Lipschitz MILP: {e}") from e
