@@ -273,6 +273,13 @@ def test_loading_a_model_on_a_missing_device():
         lipbound.models.load("digits-mlp", device="gpu-please")
 
 
+def test_vnnlib_box_with_lower_above_upper_is_an_error():
+    with pytest.raises(InputError, match="input box is empty: X_0 has lower bound 1 > upper "
+                                         "bound 0"):
+        parse_vnnlib(PROP.format(lo=1, hi=0), "p.vnnlib")
+    assert len(parse_vnnlib(PROP.format(lo=0, hi=0)).regions) == 1  # a point is a box
+
+
 _BANNER_SCRIPT = """
 import json
 import numpy as np
