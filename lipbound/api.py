@@ -16,7 +16,11 @@ from lipbound.inputs import (
     Traced,
     as_tensor,
     batched_input,
+    check_dtype,
     check_eps,
+    check_finite_result,
+    check_positive_int,
+    check_timeout,
     get_traced,
     resolve_model,
     spec_matrix,
@@ -56,6 +60,8 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     """
     model = resolve_model(model)
     method = check_method(method, (*METHODS, "bab"))
+    iterations = check_positive_int(iterations, "iterations")
+    timeout = check_timeout(timeout)
     traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     graph = traced.graph
     if method == "bab":
@@ -68,10 +74,12 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
 
 
 def _finish_outputs(lo, up, C, traced: Traced, domain, known=None):
-    """Output bounds widened for the forward pass's and their own rounding."""
+    """Output bounds widened for the forward pass's and their own rounding (InputError if
+    any overflowed)."""
     with torch.no_grad():
-        return finish_outputs(lo.detach(), up.detach(), C, traced.graph, traced.raw,
-                              domain.interval(), traced.precision, known)
+        bounds = finish_outputs(lo.detach(), up.detach(), C, traced.graph, traced.raw,
+                                domain.interval(), traced.precision, known)
+    return _finite(bounds, "output bounds", domain)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     everywhere (status "below threshold"), at ``timeout`` or at its domain cap.
     """
     model = resolve_model(model)
+    timeout = check_timeout(timeout)
     traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     graph = traced.graph
     below = _stop_below(prove_above, C)
@@ -123,7 +132,6 @@ def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, 
     from lipbound.bab import bab_output_bounds
     from lipbound.bab.outputs import bab_relu_output_bounds
 
-    _check_timeout(timeout)
     run = bab_relu_output_bounds if _choose_split(graph, split) == "relu" \
         else bab_output_bounds
     return run(model, graph, C, domain, timeout=DEFAULT_BAB_TIMEOUT if timeout is None
@@ -140,19 +148,30 @@ INPUT_SPLIT_MAX_DIM = 8
 
 def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
            dtype: torch.dtype):
-    """Validated (traced graphs, x1, C [S, K], domain) shared by the API entry points."""
+    """Validated (traced graphs, x1, C [S, K], domain) shared by the entry points.
+
+    ``model`` comes checked from :func:`resolve_model` (eval mode, precision); every argument
+    is checked here before the model is traced.
+    """
     eps = check_eps(eps)
+    dtype = check_dtype(dtype)
     x = as_tensor(x)
     if isinstance(model, Graph):
         x1 = x.reshape(1, *model[model.input].shape)
     else:
         x1 = batched_input(model, x)
-    traced = get_traced(model, x1, dtype, x.device)
     x1 = x1.to(dtype)
+    domain = make_domain(x1, eps, norm, data_range)
+    traced = get_traced(model, x1, dtype, x.device)
     K = traced.graph[traced.graph.output].shape[0]
     C = spec_matrix(spec, K, dtype, x.device)
-    domain = make_domain(x1, eps, norm, data_range)
     return traced, x1, C, domain
+
+
+def _finite(bounds: tuple[Tensor, Tensor], what: str, domain) -> tuple[Tensor, Tensor]:
+    """``bounds`` after :func:`check_finite_result` (InputError if any overflowed)."""
+    check_finite_result(*bounds, what, float(domain.eps[0]))
+    return bounds
 
 
 def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
@@ -173,8 +192,9 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
     state, jg = jacobian_state(traced.graph, C, domain, method)
     g = state.interval(jg.gradient)
     with torch.no_grad():
-        return OutputBounds(*finish_elements(g.lower.detach(), g.upper.detach(), jg.graph,
-                                             jg.gradient, domain.interval()))
+        bounds = finish_elements(g.lower.detach(), g.upper.detach(), jg.graph, jg.gradient,
+                                 domain.interval())
+    return OutputBounds(*_finite(bounds, "Jacobian bounds", domain))
 
 
 def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
@@ -211,11 +231,13 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     start = time.perf_counter()
     model = resolve_model(model)
     method = check_method(method, LIPSCHITZ_METHODS)
+    timeout = check_timeout(timeout)
+    n_samples = check_positive_int(n_samples, "n_samples")
+    iterations = check_positive_int(iterations, "iterations")
     if method == "exact":  # MILP per row (ReLU/LeakyReLU chains, l_inf / l_1)
         from lipbound.exact.api import exact_local_lipschitz
 
         return exact_local_lipschitz(model, x, eps, norm, spec, timeout, data_range, dtype=dtype)
-    _check_timeout(timeout)
     traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     graph = traced.graph
     q = dual_norm(domain.p)
@@ -243,7 +265,8 @@ def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> T
 
     jg = jacobian_graph(graph, C)
     with torch.no_grad():
-        return finish_norms(upper.detach(), jg.graph, jg.gradient, domain.interval(), q)
+        up = finish_norms(upper.detach(), jg.graph, jg.gradient, domain.interval(), q)
+    return _finite((up, up), "Lipschitz upper bounds", domain)[1]
 
 
 def _choose_split(graph: Graph, split: str) -> str:
@@ -307,7 +330,3 @@ def _stop_below(prove_above: Any, C: torch.Tensor) -> torch.Tensor | None:
                          f"got {d.numel()}")
     return torch.cat([torch.full_like(d, torch.inf), -d])
 
-
-def _check_timeout(timeout: Any) -> None:
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise InputError(f"timeout must be a positive number of seconds or None, got {timeout!r}")

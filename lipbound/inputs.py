@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.bounds.rounding import Precision
-from lipbound.errors import InputError, ShapeError, SpecError
+from lipbound.errors import InputError, ShapeError, SpecError, UnsupportedModelError
 from lipbound.graph.ir import Graph, graph_to
 from lipbound.graph.normalize import normalize
 from lipbound.graph.trace import check_eval_mode, trace
@@ -36,12 +37,113 @@ def as_tensor(x: Any, name: str = "x") -> Tensor:
     return x.detach()
 
 
+#: compute dtypes whose rounding the bounds account for (:mod:`lipbound.bounds.rounding`)
+COMPUTE_DTYPES = (torch.float32, torch.float64)
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_module(model: Any) -> nn.Module:
+    """``model`` if it is a ``torch.nn.Module`` in eval mode.
+
+    Call it before anything runs the model: a module in training mode would update its
+    BatchNorm statistics. Raises InputError (not a module) or ModelModeError (training mode).
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_eval_mode(model)
+    return model
+
+
+def check_model(model: Any) -> nn.Module | Graph:
+    """``model`` checked for bound computations: a traced Graph, or a module that passes
+    :func:`check_module` and whose parameters and buffers are not float16 / bfloat16.
+
+    Raises UnsupportedModelError for float16 / bfloat16 weights (their rounding is not
+    accounted for; convert the model with ``model.float()`` or ``model.double()``).
+    """
+    if isinstance(model, Graph):
+        return model
+    check_module(model)
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    low = [(name, t.dtype) for name, t in tensors if t.dtype in _LOW_PRECISION]
+    if low:
+        name, dtype = low[0]
+        raise UnsupportedModelError(
+            f"the model has {str(dtype).removeprefix('torch.')} weights (e.g. {name!r}); "
+            f"lipbound's bounds need float32 or float64 weights: convert the model with "
+            "model.float() (or model.double()) first")
+    return model
+
+
+def check_dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` if it is a compute dtype lipbound bounds soundly (float32 or float64)."""
+    if dtype in _LOW_PRECISION:
+        raise InputError(f"dtype {dtype} is too low a precision for certified bounds (their "
+                         "rounding is not accounted for); pass dtype=torch.float32 or "
+                         "torch.float64")
+    if dtype not in COMPUTE_DTYPES:
+        raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device``; InputError for a name torch does not know or a CUDA
+    device this machine does not have."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"device {device!r} is not a device name (e.g. 'cpu', 'cuda', "
+                         "'cuda:0')") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {device!r}: CUDA is not available on this machine "
+                             "(use device='cpu')")
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"device {device!r}: this machine has {count} CUDA device(s)")
+    return dev
+
+
+def check_timeout(timeout: Any, optional: bool = True) -> float | None:
+    """``timeout`` in seconds: a finite number > 0 (or None for no limit when ``optional``)."""
+    if timeout is None and optional:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) \
+            or not (math.isfinite(timeout) and timeout > 0):
+        none = " or None (no limit)" if optional else ""
+        raise InputError(f"timeout must be a finite number of seconds > 0{none}, got "
+                         f"{timeout!r}")
+    return float(timeout)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (InputError for bools, floats and smaller values)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_finite_result(lower: Any, upper: Any, what: str, eps: float | None = None) -> None:
+    """Raise InputError unless every bound in ``lower`` and ``upper`` is finite.
+
+    The last guard of an entry point: bounds that overflowed (an absurd eps, or a data range
+    too wide for the model) are NaN or infinite, never a certified result.
+    """
+    for t in (lower, upper):
+        if t is not None and not bool(torch.isfinite(torch.as_tensor(t)).all()):
+            at = "" if eps is None else f" at eps {eps:g}"
+            raise InputError(f"bounds overflow: {what} are not finite{at}; eps is too large for "
+                             "this model (use a smaller eps, or a data_range that bounds the "
+                             "inputs)")
+
+
 def batched_input(model: nn.Module, x: Tensor) -> Tensor:
     """x as a batch of one, [1, *in], checked by running the model.
 
     Accepts [*in] or [1, *in]; raises ShapeError if the model runs on neither or its output is
-    not a [1, K] batch.
+    not a [1, K] batch (and ModelModeError, before running it, for a model in training mode).
     """
+    check_module(model)
     cands = [x] if x.dim() >= 1 and x.shape[0] == 1 else []
     cands.append(x.unsqueeze(0))
     param = next(iter(model.parameters()), None)
@@ -74,10 +176,11 @@ def resolve_model(model: Any) -> Any:
     A ``str`` / ``os.PathLike`` naming a ``.onnx`` (or ``.onnx.gz``) file is loaded with
     :func:`lipbound.io.load_onnx` (eval mode, the file's dtype); loads are cached by resolved
     path, size and modification time, so repeated calls share one module (do not modify it in
-    place). Any other path raises :class:`~lipbound.errors.InputError`; other objects pass through.
+    place). Any other path raises :class:`~lipbound.errors.InputError`; the model is then
+    checked with :func:`check_model` (before anything runs it).
     """
     if not isinstance(model, (str, os.PathLike)):
-        return model
+        return check_model(model)
     path = Path(model)
     if not (path.suffix == ".onnx" or path.name.endswith(".onnx.gz")):
         raise InputError(
@@ -98,7 +201,7 @@ def resolve_model(model: Any) -> Any:
             _ONNX_MODELS.popitem(last=False)
     else:
         _ONNX_MODELS.move_to_end(key)
-    return net
+    return check_model(net)
 
 
 def _fingerprint(model: nn.Module) -> tuple:
@@ -125,7 +228,7 @@ def get_traced(model: nn.Module | Graph, x1: Tensor, dtype: torch.dtype,
     if isinstance(model, Graph):
         g = graph_to(model, dtype, device)
         return Traced(g, g, Precision.of(_graph_dtype(model)))
-    check_eval_mode(model)
+    check_model(model)
     key = (id(model), tuple(x1.shape), _fingerprint(model))
     cached = _CACHE.get(key)
     param = next(iter(model.parameters()), None)
@@ -158,6 +261,9 @@ def _graph_dtype(graph: Graph) -> torch.dtype:
 
 
 def check_eps(eps: Any) -> float:
+    """``eps`` as a float: a finite number >= 0 (not a bool)."""
+    if isinstance(eps, (bool, np.bool_)):
+        raise InputError(f"eps must be a number, got {eps!r}")
     try:
         e = float(eps)
     except (TypeError, ValueError):

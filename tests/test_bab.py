@@ -27,7 +27,7 @@ def test_bab_brackets_exact_value_at_every_step_and_converges(seed, slope, norm)
     x = torch.randn(2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     eps, spec = 0.4, torch.tensor([[1.0, -1.0]], dtype=torch.float64)
     exact = enumerate_local_lipschitz(net, x, eps, p=norm, c=spec[0]).value
-    crown = lipbound.local_lipschitz(net, x, eps, norm=norm, spec=spec, n_samples=0).value
+    crown = lipbound.local_lipschitz(net, x, eps, norm=norm, spec=spec, n_samples=1).value
     r = lipbound.local_lipschitz(net, x, eps, norm=norm, spec=spec, method="bab",
                                  timeout=60 if norm == math.inf else 10, progress=False)
     tol = 1e-7 * (1 + exact)

@@ -10,16 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.errors import InputError
-from lipbound.graph.trace import check_eval_mode
 from lipbound.inputs import as_tensor
-
-
-def check_model(model: Any) -> nn.Module:
-    """The model itself, after checking that it is a module in eval mode."""
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_eval_mode(model)
-    return model
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -29,13 +29,13 @@ from torch import Tensor, nn
 
 from lipbound.api import local_lipschitz, output_bounds
 from lipbound.attack import pgd_minimize
-from lipbound.audit._common import check_model, float64_model, model_device, to_list
+from lipbound.audit._common import float64_model, model_device, to_list
 from lipbound.audit._radius import margin_spec
 from lipbound.bounds.domains import make_domain
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision, outward
 from lipbound.errors import InputError, UnknownMethodError
-from lipbound.inputs import as_tensor, batched_input, check_eps, get_traced
+from lipbound.inputs import as_tensor, batched_input, check_eps, check_model, get_traced
 from lipbound.propagate.rounding import execution_error
 
 

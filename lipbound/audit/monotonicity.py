@@ -35,7 +35,6 @@ from torch import Tensor, nn
 from lipbound.audit._box_bab import Box, BoxBounder, bound_box, certify_sign
 from lipbound.audit._common import (
     box_bounds,
-    check_model,
     float64_model,
     model_device,
     positive,
@@ -44,6 +43,7 @@ from lipbound.audit._common import (
 )
 from lipbound.audit._probe import Probe
 from lipbound.errors import InputError, ShapeError
+from lipbound.inputs import check_model
 from lipbound.progress import ProgressFlag, bar
 
 VERDICTS = ("increasing", "decreasing", "not monotone", "unknown")

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lipbound.audit._common import check_model, float64_model, model_device, positive, run_batch
+from lipbound.audit._common import float64_model, model_device, positive, run_batch
 from lipbound.audit._radius import (
     BAB_TIMEOUT,
     attack_radius,
@@ -47,7 +47,7 @@ from lipbound.audit._radius import (
 )
 from lipbound.bounds.domains import parse_norm
 from lipbound.errors import InputError, ShapeError, UnknownMethodError, UnsupportedNormError
-from lipbound.inputs import as_tensor
+from lipbound.inputs import as_tensor, check_model
 from lipbound.progress import ProgressFlag, bar
 
 METHODS = ("bounds", "lipschitz", "smoothing")

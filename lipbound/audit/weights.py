@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lipbound.audit._common import model_device
+from lipbound.inputs import check_module
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -100,6 +101,7 @@ def conv_norm_upper(conv: nn.Module) -> float:
 
 
 def _conv_input_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple]:
+    check_module(model)  # it runs the model: never in training mode
     shapes: dict[str, tuple] = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(
         n, tuple(inp[0].shape[1:]))) for n, m in model.named_modules() if isinstance(m, _CONV)]

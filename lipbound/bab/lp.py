@@ -17,6 +17,8 @@ import highspy
 import numpy as np
 from scipy import sparse
 
+from lipbound.highs import new_highs
+
 #: relative outward slack of every bound of the LP
 TOL = 1e-8
 #: LPs with more variables use HiGHS's interior-point solver
@@ -140,8 +142,7 @@ def _solve(A, rlo, rhi, clo, chi, cost, time_limit, n0, margin) -> LpAnswer:
     lp.row_lower_, lp.row_upper_ = rlo, rhi
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = M.indptr, M.indices, M.data
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()  # no banner on stdout
     h.setOptionValue("time_limit", max(float(time_limit), 0.01))
     if A.shape[1] > IPM_MIN_VARS:  # dual simplex stalls on these degenerate LPs (MNIST: >10 s
         h.setOptionValue("solver", "ipm")  # undecided vs 0.4 s for the interior-point method)

@@ -216,8 +216,9 @@ def make_domain(center: Tensor, eps: float | Tensor, norm: float | int | str,
                 data_range: tuple[float | Tensor, float | Tensor] | None = None) -> LpBall:
     """Validate and build an :class:`LpBall` around a batched center [B, *in].
 
-    Raises InputError for NaN/inf in the center, a negative or non-finite eps, an empty data
-    range or a center outside the data range; UnsupportedNormError for an unknown norm.
+    Raises InputError for NaN/inf in the center, a negative or non-finite eps, a data range
+    that is not finite, empty or of the wrong shape, or a center outside the data range;
+    UnsupportedNormError for an unknown norm.
     """
     p = parse_norm(norm)
     if not torch.isfinite(center).all():
@@ -241,6 +242,8 @@ def make_domain(center: Tensor, eps: float | Tensor, norm: float | int | str,
             lo, hi = lo.expand_as(center[:1]), hi.expand_as(center[:1])
         except RuntimeError:
             raise InputError("data_range bounds do not broadcast to the input shape") from None
+        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+            raise InputError("data_range must hold finite numbers (no NaN or inf)")
         if (lo > hi).any():
             raise InputError("data_range lower bound exceeds its upper bound")
         if (center < lo).any() or (center > hi).any():

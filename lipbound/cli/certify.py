@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from lipbound.cli.data import fit_shape, load_inputs, select
+from lipbound.cli.common import fitted
+from lipbound.cli.data import load_inputs, select
 from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
 from lipbound.errors import InputError
 from lipbound.executor.certify_job import certify_on_executor
@@ -65,8 +66,9 @@ def _dual(args: argparse.Namespace, loaded: LoadedModel) -> DualPair | None:
 
 
 def _num_classes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    param = next(iter(model.parameters()), None)
     with torch.no_grad():
-        out = model(x[:1])
+        out = model(x[:1] if param is None else x[:1].to(param.dtype))
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise InputError("the model must map [B, *in] to class scores [B, K]")
     return int(out.shape[1])
@@ -106,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
     source = args.inputs or loaded.data
     if source is None:
         raise InputError(f"model {loaded.name} has no default data set; give --data")
-    inputs = fit_shape(select(load_inputs(source, args.labels), args.indices),
-                       loaded.input_shape)
+    inputs = fitted(select(load_inputs(source, args.labels), args.indices), loaded)
     for path in (args.tsv, args.json):
         if path:
             check_writable(path)  # before any work

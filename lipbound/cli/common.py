@@ -8,9 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lipbound.cli.data import Inputs, fit_shape, load_inputs, select
+from lipbound.cli.data import DefaultRows, Inputs, fit_shape, load_inputs, select
 from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
 from lipbound.errors import InputError, UnsupportedNormError
+from lipbound.inputs import batched_input, check_model
 from lipbound.report.files import dumps
 from lipbound.report.jsonl import JsonlWriter
 from lipbound.report.output import check_writable, write_atomic
@@ -28,8 +29,9 @@ def add_input_options(p: argparse.ArgumentParser, index: str = "0") -> None:
                    help=".npy/.npz/.pt file or data set (digits, digits:train, breast_cancer, "
                         "diabetes, mnist1d); default: the shipped model's test split")
     p.add_argument("--labels", metavar="FILE", help="labels (.npy/.pt) for a file of inputs")
-    p.add_argument("--index", default=index,
-                   help=f"rows to use: 'all', N, N,M,... or A:B (default: {index})")
+    p.add_argument("--index", default=DefaultRows(index),
+                   help=f"rows to use: 'all', N, N,M,... or A:B (default: {index}, or as many "
+                        "rows as there are)")
     p.add_argument("--data-range", nargs=2, type=float, metavar=("LO", "HI"),
                    help="clip the input ball to [LO, HI] (default: the data set's range, e.g. "
                         "[0, 1] for digits; none for files)")
@@ -59,9 +61,12 @@ def parse_norm(norm: Any) -> float:
 
 
 def model_from(args: argparse.Namespace) -> LoadedModel:
+    """The ``--model``, checked as the bound API checks it (eval mode, float32/float64)."""
     if not args.model:
         raise InputError(f"give a model with --model ({SOURCES_HELP})")
-    return load_model(args.model, args.state_dict)
+    loaded = load_model(args.model, args.state_dict)
+    check_model(loaded.module)
+    return loaded
 
 
 def inputs_from(args: argparse.Namespace, loaded: LoadedModel) -> Inputs:
@@ -70,13 +75,23 @@ def inputs_from(args: argparse.Namespace, loaded: LoadedModel) -> Inputs:
     if source is None:
         raise InputError(f"model {loaded.name} has no default data set; give --inputs")
     inputs = select(load_inputs(source, args.labels), args.index)
-    return fit_shape(inputs, loaded.input_shape)
+    return fitted(inputs, loaded)
+
+
+def fitted(inputs: Inputs, loaded: LoadedModel) -> Inputs:
+    """``inputs`` reshaped for the model (:func:`fit_shape`) and checked to run on it, as the
+    API checks an input (a lipbound ShapeError before any work, not torch's error later)."""
+    inputs = fit_shape(inputs, loaded.input_shape)
+    batched_input(loaded.module, inputs.X[0])
+    return inputs
 
 
 def data_range_from(args: argparse.Namespace, inputs: Inputs) -> tuple[float, float] | None:
     if args.data_range is None:
         return inputs.data_range
     lo, hi = args.data_range
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"--data-range: LO and HI must be finite numbers, got {lo} {hi}")
     if not lo <= hi:
         raise InputError(f"--data-range: LO must be <= HI, got {lo} > {hi}")
     return (float(lo), float(hi))

@@ -38,7 +38,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"config file {path} is not a UTF-8 text file (TOML or YAML)") from None
     if path.suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib

@@ -145,19 +145,31 @@ def _checked(inputs: Inputs) -> Inputs:
     return replace(inputs, X=X, y=y)
 
 
+class DefaultRows(str):
+    """A subcommand's default ``--index`` (e.g. ``"0:20"``): its range ``A:B`` stops at the
+    last row of smaller inputs, where a range the user gives must lie inside the inputs."""
+
+
 def parse_indices(spec: str, n: int) -> list[int]:
-    """Row numbers from ``"all"``, ``"3"``, ``"0,4,9"`` or ``"a:b"`` (checked against n)."""
+    """Row numbers from ``"all"``, ``"3"``, ``"0,4,9"`` or ``"a:b"`` (checked against n;
+    a :class:`DefaultRows` range is cut at n instead)."""
+    clip = isinstance(spec, DefaultRows)
     spec = str(spec).strip()
+    stop = 0
     try:
         if spec == "all":
             idx = list(range(n))
         elif ":" in spec:
             a, _, b = spec.partition(":")
-            idx = list(range(int(a or 0), min(int(b) if b else n, n)))
+            stop = int(b) if b else n
+            idx = list(range(int(a or 0), min(stop, n)))
         else:
             idx = [int(t) for t in spec.split(",") if t.strip()]
     except ValueError:
         raise InputError(f"--index {spec!r}: expected 'all', N, N,M,... or A:B") from None
+    if stop > n and not clip:
+        raise InputError(f"--index {spec!r} goes past the last row: the inputs have {n} rows "
+                         f"(0..{n - 1})")
     bad = [i for i in idx if not 0 <= i < n]
     if bad or not idx:
         raise InputError(f"--index {spec!r} selects {'no rows' if not idx else bad[:5]}; the "

@@ -44,6 +44,9 @@ class LoadedModel:
 def load_model(source: str, state_dict: str | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
     """The model named by ``source`` (see the module docstring), in eval mode on ``device``."""
+    from lipbound.inputs import check_device
+
+    device = check_device(device)
     path = Path(source)
     if state_dict is not None and (path.suffix in (".pt2", ".onnx") or ":" not in source):
         raise InputError("--state-dict goes with a module:factory model source, "

@@ -30,9 +30,12 @@ EXIT_DECIDED, EXIT_UNDECIDED, EXIT_ROW_ERRORS = 0, 3, 3
 
 def _verify(args: argparse.Namespace) -> int:
     from lipbound.io import read_vnnlib
+    from lipbound.report.output import check_writable
     from lipbound.report.verdicts import write_result_file
     from lipbound.verify import verify
 
+    if args.counterexample:
+        check_writable(args.counterexample)  # before the run, not after it
     result = verify(args.model, read_vnnlib(args.property), args.timeout, seed=args.seed,
                     progress="auto" if args.progress else False)
     if args.counterexample:

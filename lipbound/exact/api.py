@@ -29,8 +29,18 @@ from lipbound.exact.bounds import MilpBounds, intersect_forward, interval_milp_b
 from lipbound.exact.domain import make_ball
 from lipbound.exact.engine_bounds import engine_milp_bounds
 from lipbound.exact.from_graph import GraphMLP, mlp_from_graph
-from lipbound.exact.milp import DEFAULT_MAX_BINARIES, _check_timeout, milp_local_lipschitz
-from lipbound.inputs import as_tensor, batched_input, check_eps, get_graph, spec_matrix
+from lipbound.exact.milp import DEFAULT_MAX_BINARIES, milp_local_lipschitz
+from lipbound.inputs import (
+    as_tensor,
+    batched_input,
+    check_dtype,
+    check_eps,
+    check_finite_result,
+    check_timeout,
+    get_graph,
+    resolve_model,
+    spec_matrix,
+)
 from lipbound.progress import bar
 from lipbound.results import LipschitzResult
 
@@ -107,22 +117,28 @@ def exact_local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | in
     Returns a LipschitzResult with method "exact" and status "certified" or "timeout".
     """
     start = time.perf_counter()
-    tlimit = _check_timeout(timeout)
+    model = resolve_model(model)
+    tlimit = check_timeout(timeout)
     p = _check_options(norm, big_m, max_binaries)
     eps = check_eps(eps)
+    dtype = check_dtype(dtype)
     x = as_tensor(x)
     x1 = batched_input(model, x)
     f64 = torch.float64  # the MILP's network, centre and spec rows are always float64
+    domain = make_domain(x1.to(dtype), eps, p, data_range)
     graph = get_graph(model, x1, f64, x.device)
     gm = mlp_from_graph(graph)
     C = spec_matrix(spec, graph[graph.output].shape[0], f64, x.device)
     x1 = x1.to(f64)
     if dtype != f64:  # the CROWN bounds in the requested precision (widened for it)
         graph = get_graph(model, x1, dtype, x.device)
-    domain = make_domain(x1.to(dtype), eps, p, data_range)
     q = dual_norm(p)
     t_b = time.perf_counter()
-    row_bounds = _row_bounds(gm, graph, C, domain, x1, eps, p, data_range, big_m)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+        row_bounds = _row_bounds(gm, graph, C, domain, x1, eps, p, data_range, big_m)
+    for mb in row_bounds:  # overflowed big-M constants: refuse before the MILP
+        for lo, hi in (*mb.preact, *mb.backward, mb.gradient):
+            check_finite_result(lo, hi, "the MILP's big-M bounds", eps)
     bounds_time = time.perf_counter() - t_b
     est = [estimate_binaries(mb, q) for mb in row_bounds]
     worst = max(est, key=sum)

@@ -65,20 +65,10 @@ from lipbound.exact.milp_encoding import (
     objective_plan,
 )
 from lipbound.exact.result import ExactResult
+from lipbound.highs import silence_banner
+from lipbound.inputs import check_timeout
 
 DEFAULT_MAX_BINARIES = 1000
-
-
-def _check_timeout(timeout) -> float | None:
-    if timeout is None:
-        return None
-    try:
-        t = float(timeout)
-    except (TypeError, ValueError):
-        raise InputError(f"timeout must be a number of seconds or None, got {timeout!r}") from None
-    if math.isnan(t) or t <= 0:
-        raise InputError(f"timeout must be > 0 seconds (or None for no limit), got {timeout!r}")
-    return None if math.isinf(t) else t
 
 
 def _widen_up(v: float) -> float:
@@ -162,7 +152,7 @@ def milp_local_lipschitz(
         extra_bounds: optional sound :class:`~lipbound.exact.bounds.MilpBounds` (e.g. from
             CROWN), intersected with the interval bounds of every MILP quantity.
         objective_cut: add the (sound) cut objective <= the bounds' norm bound.
-        timeout: HiGHS time limit in seconds (None: none; <= 0: InputError).
+        timeout: HiGHS time limit in seconds (None: none; InputError unless finite > 0).
         max_binaries: refuse (ProblemTooLargeError) above this many binaries.
         rel_gap: HiGHS' relative MIP gap for "optimal" (upper - lower <= rel_gap * upper).
         n_start: points of B sampled (deterministically) for a first attained lower bound.
@@ -241,7 +231,7 @@ def milp_local_lipschitz(
 
 def _check_args(timeout, max_binaries, rel_gap) -> float | None:
     """The time limit in seconds (None: none) after checking the solver arguments."""
-    tlimit = _check_timeout(timeout)
+    tlimit = check_timeout(timeout)
     if not isinstance(max_binaries, (int, np.integer)) or max_binaries < 0:
         raise InputError(f"max_binaries must be a non-negative integer, got {max_binaries!r}")
     if not (isinstance(rel_gap, (int, float)) and 0 <= rel_gap < 1):
@@ -293,6 +283,7 @@ def _solve(prob, rel_gap: float, tlimit: float | None, threads, verbose: bool):
         with warnings.catch_warnings():
             # cvxpy warns "Solution may be inaccurate" on a time limit; the status says it
             warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            silence_banner()  # cvxpy constructs its own Highs: keep its banner off stdout
             prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
     except cp.error.SolverError as e:
         raise SolverError(f"HiGHS failed on the Lipschitz MILP: {e}") from e

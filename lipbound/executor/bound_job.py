@@ -73,9 +73,13 @@ class BoundJob(SourceModel):
     @classmethod
     def from_cli(cls, args: Any, loaded: Any, input_source: str, norm: float,
                  data_range: Any) -> BoundJob:
+        """The job of parsed CLI arguments; eps and timeout are checked (as the API checks
+        them) once here, before any input runs."""
+        from lipbound.inputs import check_eps, check_timeout
+
         return cls(absolute(args.model), absolute(args.state_dict), loaded.name, input_source,
-                   args.eps, norm, args.method, args.lipschitz_method, args.spec, args.timeout,
-                   data_range, loaded.module)
+                   check_eps(args.eps), norm, args.method, args.lipschitz_method, args.spec,
+                   check_timeout(args.timeout), data_range, loaded.module)
 
     def __call__(self, item: Any, seed: int) -> list[dict[str, Any]]:
         import lipbound

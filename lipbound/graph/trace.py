@@ -16,13 +16,22 @@ from lipbound.graph.aten import Builder, convert_node
 from lipbound.graph.ir import Graph
 from lipbound.graph.normalize import normalize
 
+#: modules that compute differently in training mode
+_MODE_DEPENDENT = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                   nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.Dropout,
+                   nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                   nn.FeatureAlphaDropout)
+
 
 def check_eval_mode(model: nn.Module) -> None:
     """Raise ModelModeError if any submodule is in training mode."""
-    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
-    if training:
+    training = [(name, m) for name, m in model.named_modules() if m.training]
+    if training:  # name a module whose mode matters, else a submodule, else the model
+        moded = [(n, m) for n, m in training if isinstance(m, _MODE_DEPENDENT)]
+        name, module = (moded or [(n, m) for n, m in training if n] or training)[0]
+        where = f"{name!r} ({type(module).__name__})" if name else type(module).__name__
         raise ModelModeError(
-            f"the model is in training mode (e.g. {training[0]!r}); BatchNorm and Dropout "
+            f"the model is in training mode (e.g. {where}); BatchNorm and Dropout "
             "behave differently there. Call model.eval() before computing bounds."
         )
 

@@ -96,7 +96,9 @@ def read_vnnlib(
     ``num_inputs`` / ``num_outputs``, if given, must match the declared X / Y variables
     (:class:`~lipbound.errors.ShapeError` otherwise). Malformed files (unbalanced parentheses,
     undeclared variables, unknown operators, inputs without a lower or upper bound, constraints
-    mixing inputs and outputs) raise :class:`~lipbound.errors.InputError` naming the file and line.
+    mixing inputs and outputs) raise :class:`~lipbound.errors.InputError` naming the file and line,
+    and so does an input box with a lower bound above its upper bound (unless another disjunct
+    of an ``or`` leaves a non-empty box: empty boxes there are dropped).
     """
     path = Path(path)
     return parse_vnnlib(_read_text(path), str(path), num_inputs, num_outputs)
@@ -127,20 +129,35 @@ def _regions(reader: Reader, n: int, k: int, common: list, combos: list[list]):
     base = _Split(reader, n, k)
     base.add(common)
     regions: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray, list]] = {}
+    empty_box = None
     for extra in combos:
         part = base.copy()
         part.add(extra)
-        if part.infeasible or bool((part.lower > part.upper).any()):
+        if part.infeasible:
             continue  # an empty region holds no counterexample
+        if bool((part.lower > part.upper).any()):
+            empty_box = part if empty_box is None else empty_box
+            continue
         part.check_bounded()
         key = (part.lower.tobytes(), part.upper.tobytes())
         if key not in regions:
             regions[key] = (part.lower, part.upper, [])
         regions[key][2].append(part.conjunction())
+    if not regions and empty_box is not None:
+        raise _empty_box_error(reader.source, empty_box)
     return tuple(
         InputRegion(torch.from_numpy(lo), torch.from_numpy(hi), tuple(conj))
         for lo, hi, conj in regions.values()
     )
+
+
+def _empty_box_error(source: str, part: _Split) -> InputError:
+    """The error for a property whose every input box is empty (lower > upper): a typo, not a
+    property that holds vacuously. (An empty box beside non-empty ones, in an ``or``, is
+    dropped: it holds no counterexample.)"""
+    i = int(np.flatnonzero(part.lower > part.upper)[0])
+    return InputError(f"{source}: the input box is empty: X_{i} has lower bound "
+                      f"{part.lower[i] + 0.0:g} > upper bound {part.upper[i] + 0.0:g}")
 
 
 class _Split:

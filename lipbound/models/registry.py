@@ -60,7 +60,11 @@ def info(name: str) -> ModelInfo:
 
 
 def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build a shipped model, load its weights and return it in eval mode."""
+    """Build a shipped model, load its weights and return it in eval mode on ``device``
+    (InputError for a device this machine does not have)."""
+    from lipbound.inputs import check_device
+
+    device = check_device(device)
     entry = info(name)
     model = entry.factory()
     path = resources.files("lipbound.models") / "weights" / entry.weights

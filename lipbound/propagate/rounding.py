@@ -24,7 +24,6 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import SAFETY, Precision, gamma, outward, unit_roundoff
-from lipbound.errors import InputError
 from lipbound.graph.ir import CONST, INPUT, Graph
 from lipbound.ops import registry
 from lipbound.propagate.state import evaluate_fixed
@@ -99,7 +98,7 @@ def finish_outputs(lower: Tensor, upper: Tensor, C: Tensor, graph: Graph, raw: G
     allowance = (exec_err + own).to(C.dtype) @ C.abs().T
     if lower.dim() == 1:
         allowance = allowance[0]
-    return _checked(*outward(lower, upper, allowance), "output bounds")
+    return outward(lower, upper, allowance)
 
 
 def finish_elements(lower: Tensor, upper: Tensor, joint: Graph, gradient: str, x: Interval
@@ -108,7 +107,7 @@ def finish_elements(lower: Tensor, upper: Tensor, joint: Graph, gradient: str, x
     flattened to [B, n]) widened for their computation's rounding (the bounds are of the
     real-arithmetic Clarke Jacobian)."""
     allowance = compute_allowance(joint, x, gradient, lower.dtype)
-    return _checked(*outward(lower, upper, allowance.reshape(lower.shape)), "Jacobian bounds")
+    return outward(lower, upper, allowance.reshape(lower.shape))
 
 
 def finish_norms(upper: Tensor, joint: Graph, gradient: str, x: Interval, q: float) -> Tensor:
@@ -117,15 +116,4 @@ def finish_norms(upper: Tensor, joint: Graph, gradient: str, x: Interval, q: flo
     a = compute_allowance(joint, x, gradient, upper.dtype).flatten(1)
     a_norm = torch.linalg.vector_norm(a, ord=q, dim=1).to(upper.dtype)
     rel = SAFETY * gamma(a.shape[1] + RELAXATION_OPS, unit_roundoff(upper.dtype))
-    up = outward(upper, upper, upper.abs() * rel + a_norm)[1]
-    return _checked(up, up, "Lipschitz bounds")[1]
-
-
-def _checked(lower: Tensor, upper: Tensor, what: str) -> tuple[Tensor, Tensor]:
-    """The bounds, or InputError when any is NaN or infinite (overflow: eps or data range too
-    large for the model), so no non-finite value is ever reported as certified."""
-    if not (bool(torch.isfinite(lower).all()) and bool(torch.isfinite(upper).all())):
-        raise InputError(f"{what} overflow (NaN or inf): the input set is too large for this "
-                         "model in floating point; use a smaller eps or data range")
-    return lower, upper
-
+    return outward(upper, upper, upper.abs() * rel + a_norm)[1]

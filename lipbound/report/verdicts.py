@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from lipbound.errors import InputError
+from lipbound.report.output import write_atomic
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -135,7 +136,7 @@ def write_result_file(path: str | Path, verdict: str,
         text = format_counterexample(*counterexample)
     else:
         text = verdict + "\n"
-    Path(path).write_text(text)
+    write_atomic(path, text)  # InputError for a missing or read-only folder
 
 
 _ASSIGN = re.compile(r"\(\s*([XY])_(\d+)\s+([^\s()]+)\s*\)")

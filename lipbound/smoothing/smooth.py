@@ -20,7 +20,8 @@ import time
 import numpy as np
 import torch
 
-from lipbound.errors import InputError, ModelModeError, ShapeError
+from lipbound.errors import InputError, ShapeError
+from lipbound.inputs import check_module, check_positive_int
 from lipbound.smoothing.certificates import NAMES, Certification, Context, DualPair, build
 from lipbound.smoothing.certificates.cohen import predict_from_counts
 from lipbound.smoothing.sampling import (
@@ -34,12 +35,6 @@ from lipbound.smoothing.sampling import (
     resolve_seed,
     run_pass,
 )
-
-
-def _positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {v!r}")
-    return int(v)
 
 
 def _alpha(v) -> float:
@@ -70,25 +65,30 @@ class Smooth:
         input_shape: tuple[int, ...] | None = None,
         noise_chunk: int = DEFAULT_CHUNK,
     ) -> None:
-        if not isinstance(model, torch.nn.Module):
-            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if dual is not None and not isinstance(dual, DualPair):
+            raise InputError("dual must be a lipbound.smoothing.DualPair")
+        self.model = check_module(model)  # before anything runs it (training mode, not a module)
+        self._check_modes(dual)
         if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
             raise InputError(f"sigma must be a positive number, got {sigma!r}")
         if not (math.isfinite(float(sigma)) and float(sigma) > 0):
             raise InputError(f"sigma must be a positive finite number, got {sigma!r}")
-        self.num_classes = _positive_int("num_classes", num_classes)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
         if self.num_classes < 2:
             raise InputError("num_classes must be at least 2")
-        if dual is not None and not isinstance(dual, DualPair):
-            raise InputError("dual must be a lipbound.smoothing.DualPair")
-        self.model = model
         self.sigma = float(sigma)
         self.dual = dual
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.noise_chunk = _positive_int("noise_chunk", noise_chunk)
+        self.noise_chunk = check_positive_int(noise_chunk, "noise_chunk")
         self._evaluator = Evaluator(model, self.num_classes, dual)
 
     # ------------------------------------------------------------------ helpers
+    def _check_modes(self, dual: DualPair | None) -> None:
+        """ModelModeError if the model or a dual half is in training mode (checked again at
+        every call: the user may switch a module back to training)."""
+        for mod in [self.model] + ([dual.left, dual.right] if dual else []):
+            check_module(mod)
+
     def _device_dtype(self, x: torch.Tensor) -> tuple[torch.device, torch.dtype]:
         for p in self.model.parameters():
             dtype = p.dtype if p.dtype.is_floating_point else torch.float32
@@ -96,12 +96,7 @@ class Smooth:
         return x.device, x.dtype if x.dtype.is_floating_point else torch.float32
 
     def _prepare(self, x) -> torch.Tensor:
-        for mod in [self.model] + ([self.dual.left, self.dual.right] if self.dual else []):
-            if mod.training:
-                raise ModelModeError(
-                    "the model is in training mode (Dropout/BatchNorm would be random); "
-                    "call model.eval() first"
-                )
+        self._check_modes(self.dual)
         if not isinstance(x, torch.Tensor):
             try:
                 x = torch.as_tensor(np.asarray(x))
@@ -153,9 +148,9 @@ class Smooth:
 
         The returned class differs from the smoothed classifier's with probability
         ``<= alpha``."""
-        n = _positive_int("n", n)
+        n = check_positive_int(n, "n")
         alpha = _alpha(alpha)
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = check_positive_int(batch_size, "batch_size")
         x = self._prepare(x)
         base = resolve_seed(seed)
         counts = CountConsumer(self.num_classes)
@@ -183,10 +178,10 @@ class Smooth:
         smoothed classifier predicts A everywhere in the open l2 ball of radius R around x.
         """
         t0 = time.perf_counter()
-        n0 = _positive_int("n0", n0)
-        n = _positive_int("n", n)
+        n0 = check_positive_int(n0, "n0")
+        n = check_positive_int(n, "n")
         alpha = _alpha(alpha)
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = check_positive_int(batch_size, "batch_size")
         cert = build(certificate, model=self.model, has_dual=self.dual is not None, **options)
         x = self._prepare(x)
         base = resolve_seed(seed)

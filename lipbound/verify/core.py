@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lipbound.errors import InputError, ShapeError, UnknownMethodError
-from lipbound.inputs import get_graph, resolve_model
+from lipbound.inputs import check_timeout, get_graph, resolve_model
 from lipbound.io.vnnlib import VnnlibProperty
 from lipbound.progress import bar
 from lipbound.verify.deadline import Deadline, Expired, interrupt_at
@@ -160,8 +160,7 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
     Loading the model, opening onnxruntime and tracing come first and do not count: their time
     is ``details["prepare_time"]`` (VNN-COMP's preparation phase); ``result.time`` is the rest.
     """
-    if not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    timeout = check_timeout(timeout, optional=False)
     prep = Deadline(math.inf)
     model = resolve_model(model)
     if not isinstance(prop, VnnlibProperty):
