@@ -227,6 +227,10 @@ def _binary(kind: str) -> Callable:
                                    "(only by constants)")
         var, c = (x, y) if isinstance(x, Var) else (y, x)
         nd = len(fx.meta["val"].shape) - 1
+        if per_sample_shape(fx) != var.shape:
+            raise _unsupported(fx, f"a constant operand that broadcasts the input from "
+                                   f"{list(var.shape)} to {list(per_sample_shape(fx))} is not "
+                                   "supported (a scale-shift keeps the shape of its input)")
         c = _as_per_sample(c, fx, nd)
         if kind == "add":
             return b.add(fx, "scale_shift", [var], {"scale": _one(c), "shift": c * alpha})
