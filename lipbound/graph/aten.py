@@ -121,7 +121,20 @@ def convert_node(b: Builder, fx: torch.fx.Node) -> None:
         raise UnsupportedOperationError(
             str(fx.target), where_of(fx), SUPPORTED,
             hint="Rewrite the model with supported operators or open an issue.")
-    handler(b, fx, *args, **kwargs)
+    # constants made in forward (torch.ones, torch.eye, ...) come in the model's dtype; the
+    # graph's parameters are float64 (exact widening), so that rewrites round in float64
+    handler(b, fx, *_float64(args), **_float64(kwargs))
+
+
+def _float64(a: Any) -> Any:
+    """Floating constant tensors in ``a`` (nested lists/tuples/dicts) widened to float64."""
+    if isinstance(a, Tensor):
+        return a.double() if a.is_floating_point() else a
+    if isinstance(a, (list, tuple)):
+        return type(a)(_float64(v) for v in a)
+    if isinstance(a, dict):
+        return {k: _float64(v) for k, v in a.items()}
+    return a
 
 
 def _unsupported(fx: torch.fx.Node, why: str) -> UnsupportedOperationError:
