@@ -204,7 +204,8 @@ class LpBall(Domain):
 
     def select(self, index: Tensor) -> LpBall:
         def sel(t: Tensor | None) -> Tensor | None:
-            if t is None or t.shape[0] == 1:
+            # bounds without a batch dimension (0-d, [*in]) or with batch 1 apply to every row
+            if t is None or t.dim() < self.center.dim() or t.shape[0] == 1:
                 return t
             return t[index]
 

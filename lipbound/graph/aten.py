@@ -121,7 +121,20 @@ def convert_node(b: Builder, fx: torch.fx.Node) -> None:
         raise UnsupportedOperationError(
             str(fx.target), where_of(fx), SUPPORTED,
             hint="Rewrite the model with supported operators or open an issue.")
-    handler(b, fx, *args, **kwargs)
+    # constants made in forward (torch.ones, torch.eye, ...) come in the model's dtype; the
+    # graph's parameters are float64 (exact widening), so that rewrites round in float64
+    handler(b, fx, *_float64(args), **_float64(kwargs))
+
+
+def _float64(a: Any) -> Any:
+    """Floating constant tensors in ``a`` (nested lists/tuples/dicts) widened to float64."""
+    if isinstance(a, Tensor):
+        return a.double() if a.is_floating_point() else a
+    if isinstance(a, (list, tuple)):
+        return type(a)(_float64(v) for v in a)
+    if isinstance(a, dict):
+        return {k: _float64(v) for k, v in a.items()}
+    return a
 
 
 def _unsupported(fx: torch.fx.Node, why: str) -> UnsupportedOperationError:
@@ -227,6 +240,10 @@ def _binary(kind: str) -> Callable:
                                    "(only by constants)")
         var, c = (x, y) if isinstance(x, Var) else (y, x)
         nd = len(fx.meta["val"].shape) - 1
+        if per_sample_shape(fx) != var.shape:
+            raise _unsupported(fx, f"a constant operand that broadcasts the input from "
+                                   f"{list(var.shape)} to {list(per_sample_shape(fx))} is not "
+                                   "supported (a scale-shift keeps the shape of its input)")
         c = _as_per_sample(c, fx, nd)
         if kind == "add":
             return b.add(fx, "scale_shift", [var], {"scale": _one(c), "shift": c * alpha})

@@ -59,7 +59,7 @@ def _rewrite_once(graph: Graph) -> Graph | None:
             folded = _fold_after(src, n)
             if folded is not None:
                 # the merged node takes the later node's place and name
-                merged = Node(n.name, src.op, src.inputs, n.shape, folded, src.where)
+                merged = Node(n.name, src.op, src.inputs, n.shape, freeze(folded), src.where)
                 return _replace_pair(graph, src.name, merged)
         if src.op == "scale_shift" and len(users[src.name]) == 1:
             params = _compose_scale_shift(src.params, n.params)
