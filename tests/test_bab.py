@@ -191,3 +191,28 @@ def test_lazy_rows_keep_the_parent_bound_of_rows_below_the_threshold():
     lazy = srch.bound(signs, parent, float(parent[0, 1]))[0]  # only row 1 reaches it
     assert torch.equal(lazy[:, [0, 2, 3]], parent[:, [0, 2, 3]])
     assert torch.allclose(lazy[:, 1], full[:, 1])
+
+
+def test_an_undecided_lp_does_not_switch_the_lp_checks_off(monkeypatch):
+    """An LP that hits its time limit (a loaded machine) rations later LPs by their share of
+    the search time instead of disabling them: LPs keep running and the search still closes
+    the gap to the exact value."""
+    from lipbound.bab import relu_split
+    from lipbound.bab.lp import LpAnswer
+
+    calls = {"n": 0}
+    real = relu_split.sign_lp
+
+    def first_undecided(*args, **kwargs):
+        calls["n"] += 1
+        return LpAnswer("undecided") if calls["n"] == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(relu_split, "sign_lp", first_undecided)
+    net = _net(4, sizes=(10, 16, 16, 2))
+    x = torch.randn(10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    r = lipbound.local_lipschitz(net, x, 0.3, method="bab", split="relu", timeout=120,
+                                 progress=False)  # generous: the root alone is ~1 s quiet
+    exact = lipbound.local_lipschitz(net, x, 0.3, method="exact")
+    assert calls["n"] > 1, (calls, r.status, r.details["domains_bounded"])
+    assert r.value >= exact.value * (1 - 1e-6)
+    assert r.status == "certified" and r.value <= exact.value * (1 + 1e-3)

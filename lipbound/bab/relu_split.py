@@ -115,8 +115,11 @@ LP_MAX_OPEN = 32
 #: domain; near the leaves, where it prunes, every domain gets one
 LP_PER_STEP = 4
 LP_ALWAYS_OPEN = 8
-#: seconds per LP; one undecided LP switches the checks off for the rest of the search
+#: seconds per LP; an undecided LP (time limit) leaves its domain to be split further
 LP_TIME_LIMIT = 1.0
+#: LPs run while they have taken at most this share of the search's time so far: slow LPs
+#: (a loaded machine, wide layers) are rationed, never switched off for the rest of the search
+LP_TIME_SHARE = 0.5
 
 
 def _input_reach(layers: list[MlpLayer], C: Tensor) -> list[Tensor]:
@@ -173,6 +176,7 @@ class SignSearch:
             self.layers, self.names = None, relu_inputs(graph)
         self.graph, self.C, self.domain = graph, C, domain
         self.lp_enabled = self.layers is not None
+        self.lp_seconds = 0.0  # time spent in LPs so far
         self.root_forward: dict[str, Interval] = {}  # forward bounds [1, *shape] on the ball
         self.child_cost: float | None = None  # seconds to bound one child, set at the root
         self.forward_iterations = FORWARD_ITERATIONS
@@ -237,14 +241,21 @@ class SignSearch:
             ups.append(up)
         return los, ups, empty
 
+    def lp_allowed(self, elapsed: float) -> bool:
+        """Whether the next LP may run: MLPs only, while LPs have used at most
+        ``LP_TIME_SHARE`` of the ``elapsed`` search time."""
+        return self.lp_enabled and self.lp_seconds <= LP_TIME_SHARE * elapsed
+
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
                  time_limit: float, margin: bool = False) -> Tensor | None | bool:
         """A point of the ball with these signs, None if none exists, True if undecided.
         With ``margin`` the point is strictly inside the region when one exists (else True)."""
         bounds = [(lo.double().cpu().numpy(), up.double().cpu().numpy())
                   for lo, up in zip(los, ups)]
+        t0 = time.perf_counter()
         ans = sign_lp(self.layers, self.blo, self.bhi, bounds,
                       [s.cpu().numpy() for s in sg], time_limit, margin)
+        self.lp_seconds += time.perf_counter() - t0
         if ans.status != "feasible":
             return None if ans.status == "infeasible" else True
         if margin and ans.margin <= 0:
@@ -430,12 +441,10 @@ def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: 
                 sc = [t[d] for t in sc_q]
                 n_open = sum(int(((a < 0) & (b > 0) & (c == 0)).sum()) for a, b, c in
                              zip(lo, up, sg))
-                use_lp = srch.lp_enabled and n_open <= LP_MAX_OPEN and (
+                use_lp = srch.lp_allowed(run.elapsed()) and n_open <= LP_MAX_OPEN and (
                     n_lp < LP_PER_STEP or n_open <= LP_ALWAYS_OPEN)
                 n_lp += int(use_lp)
                 x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT)) if use_lp else True
-                if use_lp and x is True:
-                    srch.lp_enabled = False  # LPs this large cost more than they prune
                 if x is None:  # no input of the ball has these signs: drop the domain
                     run.drop(torch.full_like(ub_q[d:d + 1], -torch.inf))
                     continue
