@@ -186,10 +186,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     """
     import time
 
-    from lipbound.bounds.domains import dual_norm
     from lipbound.jacobian.attained import attained_lower
     from lipbound.jacobian.bound import jacobian_state, norm_upper
     from lipbound.jacobian.naive import naive_lipschitz
+    from lipbound.norms import dual_norm
     from lipbound.results import LipschitzResult
 
     start = time.perf_counter()

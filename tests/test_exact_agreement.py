@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from lipbound.errors import InputError, ProblemTooLargeError
 from lipbound.exact.domain import (
     UNSTABLE,
-    dual_norm,
     interval_bounds,
     make_ball,
     stability,
@@ -30,6 +29,7 @@ from lipbound.exact.testing import (
     sampled_gradient_norms,
     sampled_lower,
 )
+from lipbound.norms import dual_norm
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

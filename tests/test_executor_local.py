@@ -27,8 +27,8 @@ from lipbound.executor import (
     map_options,
     run_all,
 )
-from lipbound.executor.jobs import margin_spec
 from lipbound.report.jsonl import JsonlWriter, read_jsonl
+from lipbound.specs import margin_spec
 
 # ---------------------------------------------------------------- job functions (module level)
 

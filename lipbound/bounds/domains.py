@@ -18,30 +18,8 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
-from lipbound.errors import InputError, UnsupportedNormError
-
-_NORM_NAMES = {"inf": math.inf, "linf": math.inf, "l_inf": math.inf, "2": 2.0, "l2": 2.0,
-               "l_2": 2.0, "1": 1.0, "l1": 1.0, "l_1": 1.0}
-
-
-def parse_norm(norm: float | int | str) -> float:
-    """Normalise a norm spec to ``math.inf``, ``2.0`` or ``1.0``; anything else is an error."""
-    if isinstance(norm, str):
-        key = norm.strip().lower()
-        if key in _NORM_NAMES:
-            return _NORM_NAMES[key]
-    elif isinstance(norm, (int, float)) and not isinstance(norm, bool):
-        if norm in (math.inf, 2, 1):
-            return float(norm)
-    raise UnsupportedNormError(
-        f"unsupported norm {norm!r}: lipbound supports the l_inf (norm=float('inf') or 'inf'), "
-        "l_2 (norm=2) and l_1 (norm=1) input norms"
-    )
-
-
-def dual_norm(p: float) -> float:
-    """Hoelder dual exponent: inf <-> 1, 2 <-> 2."""
-    return {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[parse_norm(p)]
+from lipbound.errors import InputError
+from lipbound.norms import dual_norm, parse_norm
 
 
 def vector_norm(v: Tensor, q: float, dim: int = -1) -> Tensor:

@@ -12,6 +12,7 @@ from lipbound.cli.config import add_config_option
 from lipbound.cli.data import load_inputs, parse_indices
 from lipbound.errors import InputError, ShapeError
 from lipbound.executor.options import add_backend_args
+from lipbound.norms import parse_norm
 from lipbound.report.audit_records import monotonicity_records, robustness_records
 
 
@@ -101,7 +102,7 @@ def run_robustness(args: argparse.Namespace) -> int:
 
         rep = robustness_on_executor(
             loaded, inputs, args, on_record=stream, progress=common.progress_flag(args),
-            eps_max=args.eps_max, norm=common.parse_norm(args.norm), data_range=dr,
+            eps_max=args.eps_max, norm=parse_norm(args.norm), data_range=dr,
             methods=methods, smooth=smooth, attack=not args.no_attack, radii=args.radii)
     radii = args.radii or [args.eps_max * k / 4 for k in range(5)]
     curves = rep.curves(radii)

@@ -12,15 +12,11 @@ from lipbound.cli.data import Inputs
 from lipbound.cli.loading import LoadedModel
 from lipbound.errors import InputError, LipboundError
 from lipbound.executor.options import add_backend_args
+from lipbound.norms import parse_norm
 from lipbound.progress import bar
+from lipbound.specs import margin_spec
 
 DEMO_REPORT = "lipbound-demo-report.html"
-
-
-def margin_spec(label: int, k: int) -> torch.Tensor:
-    """Rows e_label - e_j for j != label: all lower bounds > 0 certify the label."""
-    eye = torch.eye(k)
-    return torch.stack([eye[label] - eye[j] for j in range(k) if j != label])
 
 
 def _spec(kind: str, model: torch.nn.Module, x: torch.Tensor, label: int | None
@@ -51,7 +47,7 @@ def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
     from lipbound.executor import executor_from_args, map_options
     from lipbound.executor.bound_job import BoundJob
 
-    job = BoundJob.from_cli(args, loaded, inputs.name, common.parse_norm(args.norm),
+    job = BoundJob.from_cli(args, loaded, inputs.name, parse_norm(args.norm),
                             common.data_range_from(args, inputs))
     rows = range(inputs.X.shape[0])
     items = [(inputs.X[i], common.label_of(inputs, i), common.source_index(inputs, i))

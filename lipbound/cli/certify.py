@@ -24,11 +24,12 @@ from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
 from lipbound.errors import InputError
 from lipbound.executor.certify_job import certify_on_executor
 from lipbound.executor.options import add_backend_args
+from lipbound.jsonutil import jsonable
 from lipbound.report.output import check_writable, write_atomic
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.certificates import NAMES
 from lipbound.smoothing.dataset import certify_dataset
-from lipbound.smoothing.records import FORMAT, TsvWriter, certified_accuracy, jsonable
+from lipbound.smoothing.records import FORMAT, TsvWriter, certified_accuracy
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 

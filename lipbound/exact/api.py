@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lipbound.bounds.domains import dual_norm, make_domain, parse_norm
+from lipbound.bounds.domains import make_domain
 from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedNormError
 from lipbound.exact.bounds import MilpBounds, intersect_forward, interval_milp_bounds
 from lipbound.exact.domain import make_ball
@@ -31,6 +31,7 @@ from lipbound.exact.engine_bounds import engine_milp_bounds
 from lipbound.exact.from_graph import GraphMLP, mlp_from_graph
 from lipbound.exact.milp import DEFAULT_MAX_BINARIES, _check_timeout, milp_local_lipschitz
 from lipbound.inputs import as_tensor, batched_input, check_eps, get_graph, spec_matrix
+from lipbound.norms import dual_norm, parse_norm
 from lipbound.progress import bar
 from lipbound.results import LipschitzResult
 

@@ -18,33 +18,12 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 
-from lipbound.errors import InputError, ShapeError, SolverError, UnsupportedNormError
+from lipbound.errors import InputError, ShapeError, SolverError
 from lipbound.exact.mlp import MLP, Pattern
+from lipbound.norms import dual_norm, parse_norm
 
 ACTIVE, INACTIVE, UNSTABLE = 1, -1, 0
 _WIDEN = 1e-12
-
-
-def parse_norm(p) -> float:
-    """inf / "inf" / 2 / 1 -> float; anything else raises UnsupportedNormError."""
-    if isinstance(p, str):
-        key = p.strip().lower()
-        table = {"inf": math.inf, "linf": math.inf, "l_inf": math.inf, "2": 2.0, "l2": 2.0,
-                 "1": 1.0, "l1": 1.0}
-        if key not in table:
-            raise UnsupportedNormError(f"unsupported norm {p!r}; use inf, 2 or 1")
-        return table[key]
-    try:
-        v = float(p)
-    except (TypeError, ValueError):
-        raise UnsupportedNormError(f"unsupported norm {p!r}; use inf, 2 or 1") from None
-    if v not in (math.inf, 1.0, 2.0):
-        raise UnsupportedNormError(f"unsupported norm {p!r}; use inf, 2 or 1")
-    return v
-
-
-def dual_norm(p: float) -> float:
-    return {math.inf: 1.0, 1.0: math.inf, 2.0: 2.0}[p]
 
 
 def vec_norm(v: np.ndarray, q: float) -> float:

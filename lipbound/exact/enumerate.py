@@ -32,7 +32,6 @@ from lipbound.exact.domain import (
     ACTIVE,
     UNSTABLE,
     RegionLP,
-    dual_norm,
     interval_bounds,
     make_ball,
     pattern_to_tuple,
@@ -42,6 +41,7 @@ from lipbound.exact.domain import (
 )
 from lipbound.exact.mlp import MLP
 from lipbound.exact.result import ExactResult
+from lipbound.norms import dual_norm
 
 DEFAULT_MAX_UNSTABLE = 22
 

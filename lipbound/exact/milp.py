@@ -56,7 +56,6 @@ from lipbound.exact.domain import (
     ACTIVE,
     UNSTABLE,
     RegionLP,
-    dual_norm,
     make_ball,
     pattern_to_tuple,
     realize_pattern,
@@ -65,6 +64,7 @@ from lipbound.exact.domain import (
 )
 from lipbound.exact.enumerate import as_mlp
 from lipbound.exact.result import ExactResult
+from lipbound.norms import dual_norm
 
 DEFAULT_MAX_BINARIES = 1000
 

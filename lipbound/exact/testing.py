@@ -15,12 +15,12 @@ from lipbound.exact.domain import (
     UNSTABLE,
     InputBall,
     RegionLP,
-    dual_norm,
     interval_bounds,
     make_ball,
     stability,
 )
 from lipbound.exact.mlp import MLP
+from lipbound.norms import dual_norm
 
 
 def random_sequential(sizes, seed: int, negative_slope: float = 0.0,

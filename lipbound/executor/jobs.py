@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lipbound.errors import InputError, UnknownMethodError
+from lipbound.specs import margin_spec
 
 ModelRef = str | torch.nn.Module
 
@@ -55,12 +56,6 @@ def split_item(item: Any) -> tuple[Any, int | None]:
     if isinstance(item, (tuple, list)) and len(item) == 2:
         return item[0], int(item[1])
     return item, None
-
-
-def margin_spec(label: int, num_classes: int) -> torch.Tensor:
-    """Rows ``e_label - e_j`` (j != label): all rows positive means the label wins."""
-    eye = torch.eye(num_classes)
-    return torch.stack([eye[label] - eye[j] for j in range(num_classes) if j != label])
 
 
 @dataclass(frozen=True)

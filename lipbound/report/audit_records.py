@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lipbound.jsonutil import jsonable
 from lipbound.report.records import _bound_keys, ball_domain, box_domain, header, norm_name
-from lipbound.smoothing.records import jsonable
 
 
 def monotonicity_records(model: nn.Module, report: Any, lower: Any, upper: Any, *,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lipbound.jsonutil import jsonable
 from lipbound.report.provenance import (
     device_of,
     environment,
@@ -24,7 +25,6 @@ from lipbound.report.provenance import (
     tensor_hash,
 )
 from lipbound.report.schema import SCHEMA_VERSION
-from lipbound.smoothing.records import jsonable
 
 CENTER_VALUES_MAX = 256  # inputs with at most this many entries are written out in full
 

@@ -31,13 +31,7 @@ import torch
 
 from lipbound.errors import InputError, UnsupportedModelError
 from lipbound.smoothing.lipschitz_constants import cached_pair_lipschitz
-
-
-def margin_spec(label: int, num_classes: int, dtype=torch.float32) -> torch.Tensor:
-    """``[K-1, K]`` rows ``e_label - e_j`` for ``j != label``."""
-    eye = torch.eye(num_classes, dtype=dtype)
-    others = [j for j in range(num_classes) if j != label]
-    return eye[label].unsqueeze(0) - eye[others]
+from lipbound.specs import margin_spec
 
 
 def _margins(logits: torch.Tensor, label: int) -> torch.Tensor:

@@ -16,30 +16,10 @@ import os
 from collections.abc import Iterable
 from decimal import ROUND_FLOOR, Decimal
 
-import numpy as np
-import torch
+from lipbound.jsonutil import jsonable
 
 TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 FORMAT = "lipbound.smoothing/1"
-
-
-def jsonable(obj):
-    """Recursively convert numpy/torch scalars and arrays, tuples and non-finite floats."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 def floor_sig(x: float, digits: int = 6) -> str:
