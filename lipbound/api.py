@@ -221,8 +221,8 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
 
 
 def _choose_split(graph: Graph, split: str) -> str:
-    from lipbound.bab.relu_split import relu_inputs
     from lipbound.errors import UnsupportedModelError
+    from lipbound.graph.shapes import relu_inputs
 
     if split not in ("auto", "input", "relu"):
         raise InputError(f"split must be 'auto', 'input' or 'relu', got {split!r}")

@@ -19,17 +19,17 @@ from lipbound.exact.domain import (
     stability,
     vec_norm,
 )
-from lipbound.exact.enumerate import enumerate_local_lipschitz
 from lipbound.exact.milp import milp_local_lipschitz
 from lipbound.exact.mlp import MLP
-from lipbound.exact.testing import (
+from lipbound.norms import dual_norm
+from tests.oracles import (
+    enumerate_local_lipschitz,
     exact_preact_bounds,
     random_mlp,
     sample_ball,
     sampled_gradient_norms,
     sampled_lower,
 )
-from lipbound.norms import dual_norm
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.engine import BabResult, maximize
+from lipbound.bab.anytime import BabResult
+from lipbound.bab.input_split import maximize
 from lipbound.bounds.domains import LpBall
 from lipbound.graph.ir import Graph
-from lipbound.jacobian.attained import _model64, _project, _row_gradients, attained_lower
+from lipbound.jacobian.attained import attained_lower, model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.progress import ProgressFlag
 
@@ -40,7 +41,7 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
     """
     if split_weight is None:
         split_weight = first_layer_weight(graph, C)
-    m64, dtype = _model64(model)
+    m64, dtype = model64(model)
     C64 = C.to(dtype)
 
     def bound(lo: Tensor, up: Tensor) -> Tensor:
@@ -52,11 +53,11 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
         return ub.reshape(lo.shape[0], C.shape[0])
 
     def attain(pts: Tensor) -> Tensor:
-        G = _row_gradients(m64, pts.to(dtype), C64)  # [S, N, *in]
+        G = row_gradients(m64, pts.to(dtype), C64)  # [S, N, *in]
         return torch.linalg.vector_norm(G.flatten(2), ord=q, dim=2).t().to(C.dtype)
 
     def project(pts: Tensor) -> Tensor:
-        return _project(domain, pts)
+        return domain.project(pts)
 
     low, wit = attained_lower(model, C, domain, q, n_samples, seed=seed)
     box = domain.interval()

@@ -62,7 +62,7 @@ from lipbound.exact.domain import (
     stability,
     vec_norm,
 )
-from lipbound.exact.enumerate import as_mlp
+from lipbound.exact.mlp import as_mlp
 from lipbound.exact.result import ExactResult
 from lipbound.norms import dual_norm
 
@@ -194,7 +194,7 @@ def milp_local_lipschitz(
     if ball.p == 2.0:
         raise UnsupportedNormError(
             "the MILP handles p = inf and p = 1 only (an l2 ball makes it a mixed-integer SOCP); "
-            "use enumerate_local_lipschitz for p = 2"
+            "use method 'bab' of lipbound.local_lipschitz for p = 2"
         )
     cvec = mlp.spec_row(c)
     q = dual_norm(ball.p)
