@@ -18,6 +18,7 @@ from lipbound.errors import (
     UnknownMethodError,
     UnsupportedModelError,
 )
+from lipbound.report.records import smoothing_record
 from lipbound.smoothing import DualPair, GlobalLipschitzRadius, Smooth
 from lipbound.smoothing.certificates.dual import split_indices
 from lipbound.smoothing.records import (
@@ -26,7 +27,6 @@ from lipbound.smoothing.records import (
     certified_accuracy,
     floor_sig,
     read_tsv,
-    record,
     write_json,
 )
 from tests.test_smoothing_support import Constant, LinearBinary, linear_radius, one_thread
@@ -374,7 +374,8 @@ def test_tsv_and_json_records(tmp_path):
     acc = certified_accuracy(rows, [0.0, 0.1])
     assert set(acc) == {0.0, 0.1}
     jpath = tmp_path / "out.json"
-    write_json(jpath, [record(i, 1, c) for i, c in enumerate(certs)], meta={"sigma": 0.3})
+    write_json(jpath, [smoothing_record(smooth.model, x, c, sigma=0.3, label=1, index=i)
+                       for i, c in enumerate(certs)], meta={"sigma": 0.3})
     doc = json.loads(jpath.read_text())
     assert doc["meta"]["sigma"] == 0.3 and len(doc["records"]) == 3
     assert doc["records"][2]["details"]["candidates"]

@@ -17,7 +17,7 @@ import sys
 
 from lipbound.errors import LipboundError
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("basic", "audit", "report", "verify", "certify")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("demo", "bound", "audit", "report", "verify", "certify")
 
 
 def build_parser() -> argparse.ArgumentParser:

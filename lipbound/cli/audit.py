@@ -12,6 +12,8 @@ from lipbound.cli.config import add_config_option
 from lipbound.cli.data import load_inputs, parse_indices
 from lipbound.errors import InputError, ShapeError
 from lipbound.executor.options import add_backend_args
+from lipbound.jobs import ModelSource
+from lipbound.jobs.robustness import robustness_on_executor
 from lipbound.norms import parse_norm
 from lipbound.report.audit_records import monotonicity_records, robustness_records
 
@@ -93,7 +95,6 @@ def run_robustness(args: argparse.Namespace) -> int:
         dr = common.data_range_from(args, inputs)
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         smooth = {"sigma": args.sigma} if args.sigma is not None else None
-        from lipbound.executor.audit_job import robustness_on_executor
 
         def stream(one_row) -> None:  # each input's records are written as it finishes
             for rec in robustness_records(loaded.module, one_row, inputs, norm=args.norm,
@@ -101,7 +102,8 @@ def run_robustness(args: argparse.Namespace) -> int:
                 sink.add(rec)
 
         rep = robustness_on_executor(
-            loaded, inputs, args, on_record=stream, progress=common.progress_flag(args),
+            ModelSource(args.model, args.state_dict, loaded.module), inputs, args,
+            on_record=stream, progress=common.progress_flag(args),
             eps_max=args.eps_max, norm=parse_norm(args.norm), data_range=dr,
             methods=methods, smooth=smooth, attack=not args.no_attack, radii=args.radii)
     radii = args.radii or [args.eps_max * k / 4 for k in range(5)]

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from lipbound.cli.data import Inputs, fit_shape, load_inputs, select
-from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
 from lipbound.errors import InputError
+from lipbound.io.model_source import SOURCES_HELP, LoadedModel, load_model
 from lipbound.jsonutil import jsonable
 from lipbound.report.files import dumps
 from lipbound.report.jsonl import JsonlWriter

@@ -1,9 +1,12 @@
-"""Output records of smoothing runs.
+"""Output files of smoothing runs.
 
 * Cohen et al.'s TSV (``idx label predict radius correct time``), which their ``analyze.py``
   reads with ``pandas.read_csv(path, delimiter="\\t")``. Radii are written rounded *down* to 6
   significant digits (their ``{:.3}`` can round a radius up); times as ``str(timedelta)``.
-* lipbound's JSON record: one object per input with every certificate's details.
+* lipbound's JSON document ``{"format": FORMAT, "meta": ..., "records": [...]}``: the run's
+  settings and one record per input. The records are report-schema ``smoothing`` records
+  (:func:`lipbound.report.records.smoothing_record`, what ``certify_one`` returns), so
+  ``lipbound report`` reads the file; ``FORMAT`` names the document, not another record format.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class TsvWriter:
         print(tsv_line(idx, label, cert, elapsed), file=self._fh, flush=True)
 
     def write_record(self, rec: dict) -> None:
-        """A line from a JSON record (``record()`` / ``certify_dataset``)."""
+        """A line from a smoothing record (``certify_one`` / ``certify_dataset``)."""
         line = tsv_fields(rec["idx"], rec["label"], rec["predict"], rec["radius"], rec["time"])
         print(line, file=self._fh, flush=True)
 
@@ -102,21 +105,6 @@ def read_tsv(path: str | os.PathLike) -> list[dict]:
                 }
             )
     return rows
-
-
-def record(idx: int, label: int | None, cert) -> dict:
-    """JSON-ready record of one certification."""
-    rec = {
-        "idx": idx,
-        "label": label,
-        "predict": cert.prediction,
-        "radius": cert.radius,
-        "correct": None if label is None else bool(cert.prediction == label),
-        "certificate": cert.certificate,
-        "time": cert.time,
-        "details": cert.details,
-    }
-    return jsonable(rec)
 
 
 def write_json(path: str | os.PathLike, records: Iterable[dict], meta: dict | None = None) -> None:
