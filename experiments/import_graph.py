@@ -58,16 +58,16 @@ def unit_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else FACADE
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT.parent).with_suffix("")
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _units() -> set[str]:
-    return {p.stem if p.is_file() else p.name for p in ROOT.iterdir()
+def _units(root: Path = ROOT) -> set[str]:
+    return {p.stem if p.is_file() else p.name for p in root.iterdir()
             if (p.is_dir() and (p / "__init__.py").exists())
             or (p.suffix == ".py" and p.stem != "__init__")}
 
@@ -90,11 +90,12 @@ def _targets(node: ast.AST, package: str, units: set[str]) -> list[str]:
 
 
 def scan(root: Path = ROOT) -> list[Import]:
-    """Every import of a lipbound module by a module of the package."""
-    units = _units()
+    """Every import of a lipbound module by a module of the package (a copy at ``root``
+    is scanned as if it were lipbound)."""
+    units = _units(root)
     found = []
     for path in sorted(root.rglob("*.py")):
-        module = _module_name(path)
+        module = _module_name(path, root)
         package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         local_nodes = {id(n) for f in ast.walk(tree)
@@ -114,14 +115,14 @@ def local_imports(root: Path = ROOT) -> list[tuple[str, int, str]]:
     out = []
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        seen = set()
+        seen: set[int] = set()
         for f in ast.walk(tree):
             if not isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for n in ast.walk(f):
                 if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in seen:
                     seen.add(id(n))
-                    out.append((_module_name(path), n.lineno, ast.unparse(n)))
+                    out.append((_module_name(path, root), n.lineno, ast.unparse(n)))
     return sorted(out)
 
 

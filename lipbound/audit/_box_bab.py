@@ -28,6 +28,7 @@ from lipbound.audit._probe import Probe
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
 from lipbound.inputs import batched_input, get_graph, resolve_model, widen
+from lipbound.jacobian.bound import jacobian_state
 from lipbound.propagate.driver import check_method
 
 BATCH = 32  # open boxes split per step
@@ -54,9 +55,6 @@ class BoxBounder:
     """
 
     def __init__(self, model: nn.Module, example: Tensor, spec: Tensor) -> None:
-        from lipbound.jacobian.bound import jacobian_state
-
-        self._jacobian_state = jacobian_state
         model = resolve_model(model)
         x1 = batched_input(model, example.to(torch.float64))
         self.graph = get_graph(model, x1, torch.float64, example.device)
@@ -76,7 +74,7 @@ class BoxBounder:
                              parent[1].reshape(N, *self.in_shape))
         with torch.no_grad():
             kw = {} if known is None else {"gradient_bounds": known}
-            state, jg = self._jacobian_state(self.graph, self.spec, dom, method,
+            state, jg = jacobian_state(self.graph, self.spec, dom, method,
                                              forward_iterations=forward_iterations, **kw)
             g = state.interval(jg.gradient)
         jl, ju = widen(g.lower.reshape(N, -1), g.upper.reshape(N, -1))

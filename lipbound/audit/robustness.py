@@ -48,6 +48,7 @@ from lipbound.errors import InputError, ShapeError, UnknownMethodError, Unsuppor
 from lipbound.inputs import as_tensor
 from lipbound.norms import parse_norm
 from lipbound.progress import ProgressFlag, bar
+from lipbound.smoothing import Smooth
 from lipbound.specs import margin_spec
 
 METHODS = ("bounds", "lipschitz", "smoothing")
@@ -104,8 +105,6 @@ class RobustnessReport:
 
 
 def _smoother(smooth: Any, model: nn.Module, K: int):
-    from lipbound.smoothing import Smooth
-
     if isinstance(smooth, Smooth):
         return smooth, {}
     if not isinstance(smooth, dict) or "sigma" not in smooth:

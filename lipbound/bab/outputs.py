@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lipbound.bab.anytime import Anytime, BabResult
 from lipbound.bab.input_split import maximize
-from lipbound.bab.lipschitz import _sub_balls
+from lipbound.bab.lipschitz import sub_balls
 from lipbound.bab.relu_split import SignSearch, cotangent_magnitude, sign_search
 from lipbound.bounds.domains import LpBall
 from lipbound.graph.ir import Graph
@@ -48,7 +48,7 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
     CC = torch.cat([C, -C])
 
     def bound(lo: Tensor, up: Tensor) -> Tensor:
-        dom = _sub_balls(domain, lo, up)
+        dom = sub_balls(domain, lo, up)
         with torch.no_grad():
             state = prepare_state(graph, dom, "crown")
             lo_b, up_b = bound_graph_spec(state, graph.output, C.unsqueeze(0), "crown")

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from lipbound import audit
 from lipbound.cli import common
 from lipbound.cli.config import add_config_option
 from lipbound.cli.data import load_inputs, parse_indices
@@ -63,7 +64,6 @@ def run_monotonicity(args: argparse.Namespace) -> int:
         feats = _features(args.features, lo.numel())
         if loaded.input_shape is not None:
             lo, up = lo.reshape(loaded.input_shape), up.reshape(loaded.input_shape)
-        from lipbound import audit
 
         rep = audit.monotonicity(
             loaded.module, lo, up, features=feats, output=args.output_index,

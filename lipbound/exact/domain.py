@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cvxpy as cp
 import numpy as np
 import torch
 from scipy.optimize import linprog
@@ -304,8 +305,6 @@ class RegionLP:
         return float(obj @ x), x
 
     def _optimize_cvx(self, obj, G, g, maximize):
-        import cvxpy as cp
-
         x = cp.Variable(self.ball.n)
         cons = [cp.norm(x - self.ball.x0, 2) <= self.ball.eps]
         fin_lo = np.isfinite(self.ball.lo)
@@ -341,8 +340,6 @@ class RegionLP:
         norms = np.linalg.norm(G, axis=1)
         norms = np.where(norms > 0, norms, 1.0)
         if ball.p == 2.0:
-            import cvxpy as cp
-
             x = cp.Variable(n)
             t = cp.Variable()
             cons = [cp.norm(x - ball.x0, 2) <= ball.eps, t <= 1, G @ x + g - t * norms >= 0]

@@ -47,7 +47,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "RayExecutor":  # imported on demand: Ray is an optional extra
+    if name == "RayExecutor":  # Ray is an optional extra
+        # deferred: heavy optional dependency (ray)
         from lipbound.executor.ray_backend import RayExecutor
 
         return RayExecutor

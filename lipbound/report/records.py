@@ -96,8 +96,10 @@ def _scalar(v: Any) -> float | None:
     return float(torch.as_tensor(v).max()) if not isinstance(v, (int, float)) else float(v)
 
 
-def _bound_keys(domain: dict, spec: dict, method: str, settings: dict | None, upper: Any,
-                lower: Any) -> dict[str, Any]:
+def bound_keys(domain: dict, spec: dict, method: str, settings: dict | None, upper: Any,
+               lower: Any) -> dict[str, Any]:
+    """The keys of a bound record (see :mod:`lipbound.report.schema`): what was bounded where,
+    how, and the bounds with their gap."""
     return {"domain": domain, "spec": spec, "method": method,
             "settings": jsonable(settings or {}), "upper": jsonable(upper),
             "lower": jsonable(lower), "gap": jsonable(gap(upper, lower))}
@@ -112,8 +114,8 @@ def output_bounds_record(model: nn.Module, x: Any, eps: float, bounds: Sequence,
     lo, up = (torch.as_tensor(b).detach() for b in bounds)
     rec = header("output_bounds", model, status="certified", time=time, model_name=model_name,
                  seed=seed, dtype=dtype)
-    rec.update(_bound_keys(ball_domain(x, eps, norm, data_range),
-                           spec_info(spec, lo.shape[-1]), method, settings, up, lo))
+    rec.update(bound_keys(ball_domain(x, eps, norm, data_range),
+                          spec_info(spec, lo.shape[-1]), method, settings, up, lo))
     if input is not None:
         rec["input"] = jsonable(input)
     return rec
@@ -130,9 +132,9 @@ def lipschitz_record(model: nn.Module, x: Any, result: Any, *, spec: Any = None,
     """
     rec = header("lipschitz", model, status=result.status, time=result.time,
                  model_name=model_name, seed=seed, dtype=dtype)
-    rec.update(_bound_keys(ball_domain(x, result.eps, result.norm, data_range),
-                           spec_info(spec, int(result.upper.numel())), result.method, settings,
-                           result.upper, result.lower))
+    rec.update(bound_keys(ball_domain(x, result.eps, result.norm, data_range),
+                          spec_info(spec, int(result.upper.numel())), result.method, settings,
+                          result.upper, result.lower))
     details = result.to_dict().get("details", {})
     trace = details.pop("trace", None)
     if trace:  # (t, upper, lower[, domains]) points of the anytime curve
@@ -167,8 +169,8 @@ def smoothing_record(model: nn.Module, x: Any, cert: Any, *, sigma: float,
                  time=float(cert.time), model_name=model_name, seed=seed, dtype="float32")
     spec = {"type": "smoothed_class", "prediction": predict, "certificate": cert.certificate}
     radius = float(cert.radius)
-    rec.update(_bound_keys(ball_domain(x, radius, 2), spec, str(cert.certificate),
-                           {"sigma": sigma, **(settings or {})}, None, radius))
+    rec.update(bound_keys(ball_domain(x, radius, 2), spec, str(cert.certificate),
+                          {"sigma": sigma, **(settings or {})}, None, radius))
     rec["input"] = jsonable({"index": index, "label": label, "correct": correct})
     return {**row, **rec}
 
