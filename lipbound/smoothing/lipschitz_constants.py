@@ -23,14 +23,9 @@ from torch import nn
 
 from lipbound.api import local_lipschitz
 from lipbound.errors import TracingError, UnsupportedModelError, UnsupportedOperationError
+from lipbound.specs import pair_spec
 
 _INFLATE = 1.0 + 1e-9
-
-
-def pair_spec(k: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Rows ``e_c - e_j`` for every ordered pair c != j, c-major: [K (K - 1), K]."""
-    eye = torch.eye(k, dtype=dtype)
-    return torch.stack([eye[c] - eye[j] for c in range(k) for j in range(k) if j != c])
 
 
 def naive_pair_lipschitz(model: nn.Module, x: torch.Tensor) -> np.ndarray:
