@@ -32,9 +32,9 @@ import torch
 
 import lipbound
 from lipbound import audit
+from lipbound.jsonutil import jsonable
 from lipbound.models.diabetes import FEATURES, diabetes_box
 from lipbound.models.digits import digits_data
-from lipbound.smoothing.records import jsonable
 
 OUT = Path(__file__).parent / "out"
 

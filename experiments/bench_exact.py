@@ -10,7 +10,7 @@
 - ``lipsdp``: LipSDP-Neuron (SCS, certified in float64) versus the naive product of spectral norms
   on a random 10-50-50-10 net.
 
-Nets: ``lipbound.exact.testing.random_sequential(sizes, seed)`` (torch.manual_seed(seed), then
+Nets: ``tests/oracles.py``'s ``random_sequential(sizes, seed)`` (torch.manual_seed(seed), then
 nn.Linear's default init); centres x0 = numpy default_rng(seed).standard_normal(n_in).  Times are
 the median of ``--repeats`` runs (a run longer than ``--repeat-below`` seconds is not repeated).
 
@@ -36,7 +36,9 @@ from torch import nn
 
 from lipbound.exact.api import exact_local_lipschitz
 from lipbound.exact.lipsdp import lipsdp_neuron
-from lipbound.exact.testing import random_mlp, random_sequential
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/
+from tests.oracles import random_mlp, random_sequential  # noqa: E402
 
 MILP_CASES = [
     {"name": "mlp-10-64-64-1", "sizes": [10, 64, 64, 1], "seed": 0, "eps": 0.1},

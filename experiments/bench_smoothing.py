@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 
 import lipbound.models as zoo
+from lipbound.jsonutil import jsonable
 from lipbound.models.digits_smooth import SIGMAS, digits_images, name_of
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.dataset import certify_dataset
-from lipbound.smoothing.records import TsvWriter, certified_accuracy, jsonable
+from lipbound.smoothing.records import TsvWriter, certified_accuracy
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 CERTIFICATES = ("cohen", "lvm", "lipschitz", "local-margins", "dual", "best")

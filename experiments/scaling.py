@@ -8,7 +8,7 @@ Parts (``--parts``, default all):
   median wall time and peak memory of ``local_lipschitz`` and ``output_bounds``.
 * ``smoothing``: images/s (and noisy samples/s) of ``Smooth.certify`` on the shipped
   ``digits-smooth-0.25`` model versus ``batch_size``.
-* ``executors``: wall time of certifying ``--images`` digits test images (SmoothingJob, n0 100,
+* ``executors``: wall time of certifying ``--images`` digits test images (CertifyJob, n0 100,
   ``--n`` samples) in-process (``local``), on a 2-worker process pool and on a local Ray
   instance with 2 CPUs (Ray start-up reported separately); the records must agree exactly.
 
@@ -255,9 +255,10 @@ def _timed_map(ex: Any, job: Any, items: list, seed: int) -> tuple[float, list]:
 def run_executors(images: int, n: int, cpus: int) -> dict[str, Any]:
     """Wall time of the same smoothing run on each backend; records must agree exactly.
     ``load`` holds the 1-minute load average before each run (the machine may be shared)."""
-    from lipbound.executor import LocalExecutor, ProcessExecutor, SmoothingJob
+    from lipbound.executor import LocalExecutor, ProcessExecutor
+    from lipbound.jobs import CertifyJob
 
-    job = SmoothingJob("digits-smooth-0.25", 0.25, n0=100, n=n, batch_size=1000, device="cpu")
+    job = CertifyJob("digits-smooth-0.25", 0.25, n0=100, n=n, batch_size=1000, device="cpu")
     items = digits_items(images)
     threads = torch.get_num_threads()
     out: dict[str, Any] = {"images": images, "n": n, "cpus": cpus, "local_threads": threads,

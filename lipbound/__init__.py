@@ -24,8 +24,7 @@ from lipbound.graph.trace import trace
 from lipbound.io import load_onnx, read_vnnlib
 from lipbound.results import LipschitzResult
 from lipbound.smoothing import Smooth
-
-__version__ = "0.1.0"
+from lipbound.version import __version__
 
 __all__ = [
     "LipschitzResult",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -10,8 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.bounds.domains import make_domain
-from lipbound.errors import InputError
+from lipbound.errors import InputError, UnsupportedModelError
 from lipbound.graph.ir import Graph
+from lipbound.graph.shapes import relu_inputs
 from lipbound.inputs import (
     Traced,
     as_tensor,
@@ -25,8 +27,13 @@ from lipbound.inputs import (
     resolve_model,
     spec_matrix,
 )
+from lipbound.jacobian.attained import attained_lower
+from lipbound.jacobian.bound import jacobian_state, norm_upper
+from lipbound.jacobian.naive import naive_lipschitz
+from lipbound.norms import dual_norm
 from lipbound.propagate.driver import METHODS, bound_graph_spec, check_method, prepare_state
 from lipbound.propagate.rounding import finish_elements, finish_norms, finish_outputs
+from lipbound.results import LipschitzResult
 
 
 class OutputBounds(NamedTuple):
@@ -129,6 +136,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
 
 
 def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, groups=None):
+    # deferred: heavy optional dependency (highspy via the sign-split LP)
     from lipbound.bab import bab_output_bounds
     from lipbound.bab.outputs import bab_relu_output_bounds
 
@@ -184,8 +192,6 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
     gradient v of C_s . f at x' satisfies lower[s] <= v <= upper[s] elementwise (the Clarke
     Jacobian of the real-arithmetic function; widened for the computation's rounding).
     """
-    from lipbound.jacobian.bound import jacobian_state
-
     model = resolve_model(model)
     method = check_method(method)
     traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
@@ -220,14 +226,6 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     value attained by any row are not refined further; their upper bounds stay certified)
     and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
     """
-    import time
-
-    from lipbound.bounds.domains import dual_norm
-    from lipbound.jacobian.attained import attained_lower
-    from lipbound.jacobian.bound import jacobian_state, norm_upper
-    from lipbound.jacobian.naive import naive_lipschitz
-    from lipbound.results import LipschitzResult
-
     start = time.perf_counter()
     model = resolve_model(model)
     method = check_method(method, LIPSCHITZ_METHODS)
@@ -235,6 +233,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     n_samples = check_positive_int(n_samples, "n_samples")
     iterations = check_positive_int(iterations, "iterations")
     if method == "exact":  # MILP per row (ReLU/LeakyReLU chains, l_inf / l_1)
+        # deferred: heavy optional dependency (cvxpy)
         from lipbound.exact.api import exact_local_lipschitz
 
         return exact_local_lipschitz(model, x, eps, norm, spec, timeout, data_range, dtype=dtype)
@@ -270,9 +269,6 @@ def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> T
 
 
 def _choose_split(graph: Graph, split: str) -> str:
-    from lipbound.bab.relu_split import relu_inputs
-    from lipbound.errors import UnsupportedModelError
-
     if split not in ("auto", "input", "relu"):
         raise InputError(f"split must be 'auto', 'input' or 'relu', got {split!r}")
     if split != "auto":
@@ -290,12 +286,9 @@ def _choose_split(graph: Graph, split: str) -> str:
 
 def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress, start,
                    split, focus_max):
-    import time
-
+    # deferred: heavy optional dependency (highspy via the sign-split LP)
     from lipbound.bab import bab_local_lipschitz
     from lipbound.bab.relu_split import bab_relu_lipschitz
-    from lipbound.jacobian.bound import jacobian_state, norm_upper
-    from lipbound.results import LipschitzResult
 
     if isinstance(model, Graph):
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")

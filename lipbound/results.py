@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -53,3 +55,12 @@ class LipschitzResult:
             "details": {k: v for k, v in self.details.items()
                         if isinstance(v, (int, float, str, bool, list, dict, type(None)))},
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LipschitzResult:
+        """The result back from :meth:`to_dict` (float64 bounds; the witness, which
+        ``to_dict`` does not keep, is empty)."""
+        return cls(torch.tensor(d["upper"], dtype=torch.float64),
+                   torch.tensor(d["lower"], dtype=torch.float64), torch.empty(0), d["method"],
+                   math.inf if d["norm"] == "inf" else float(d["norm"]), float(d["eps"]),
+                   d["status"], float(d["time"]), dict(d["details"]))

@@ -107,7 +107,7 @@ def test_bab_timeout_zero_keeps_crown_radii():
     """bab_timeout=0 skips the BaB stage: each radius is certified by CROWN itself (checked by
     a direct output_bounds call) and never exceeds the attack radius."""
     import lipbound
-    from lipbound.audit._radius import margin_spec
+    from lipbound.specs import margin_spec
 
     model = mlp((4, 16, 16, 3), seed=3)
     X = torch.rand(3, 4, generator=torch.Generator().manual_seed(2))
@@ -117,7 +117,7 @@ def test_bab_timeout_zero_keeps_crown_radii():
     for rec, x in zip(rep.records, X):
         r = rec.radii["bounds"]
         assert rec.details["bounds_method"] == "crown" and r > 0
-        C = margin_spec(3, rec.label, torch.float64, x.device)
+        C = margin_spec(rec.label, 3, torch.float64, x.device)
         lower = lipbound.output_bounds(model, x, r, spec=C, method="crown").lower
         assert bool((lower > 0).all())
         if rec.attack_radius is not None:

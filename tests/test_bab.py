@@ -10,8 +10,7 @@ import torch
 
 import lipbound
 from lipbound.errors import InputError, UnsupportedModelError
-from lipbound.exact.enumerate import enumerate_local_lipschitz
-from lipbound.exact.testing import random_sequential
+from tests.oracles import enumerate_local_lipschitz, random_sequential
 
 
 def _net(seed: int, slope: float = 0.0, sizes=(2, 12, 12, 2)) -> torch.nn.Module:

@@ -23,10 +23,10 @@ from lipbound.bab.relu_split import (
     _graph_reach,
     _input_reach,
     mlp_layers,
-    relu_inputs,
 )
-from lipbound.exact.testing import random_sequential
-from lipbound.jacobian.attained import _row_gradients
+from lipbound.graph.shapes import relu_inputs
+from lipbound.jacobian.attained import row_gradients
+from tests.oracles import random_sequential
 
 
 class _ResCNN(torch.nn.Module):
@@ -101,7 +101,7 @@ def test_cnn_domain_bounds_contain_every_sample_satisfying_the_splits(seed, reus
         for z, lo, up in zip(zs, los, ups):
             zi = z[inside]
             assert (zi >= lo - 1e-9).all() and (zi <= up + 1e-9).all()
-        G = _row_gradients(net, pts[inside][:500], C)  # [S, N, *in]
+        G = row_gradients(net, pts[inside][:500], C)  # [S, N, *in]
         norms = G.flatten(2).abs().sum(2).t()  # [N, S]: l1 norms (the l_inf ball's dual)
         assert (norms <= ub * (1 + 1e-9) + 1e-12).all()
         assert all(sc.shape == (1, z.shape[1]) and (sc >= 0).all() for sc, z in zip(scores, zs))
@@ -114,7 +114,7 @@ def test_cnn_lipschitz_bab_is_sound_and_tightens_crown():
     bab = lipbound.local_lipschitz(net, x0, 0.1, method="bab", timeout=6, progress=False,
                                    objective="rows")
     assert bab.details["split"] == "relu"
-    norms = _row_gradients(net, pts, C).flatten(2).abs().sum(2).max(1).values  # [S]
+    norms = row_gradients(net, pts, C).flatten(2).abs().sum(2).max(1).values  # [S]
     assert (bab.upper >= norms * (1 - 1e-9)).all()
     assert (bab.upper >= bab.lower).all()
     assert (bab.upper <= crown.upper * (1 + 1e-9)).all()

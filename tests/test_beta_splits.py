@@ -18,10 +18,11 @@ from lipbound.api import _setup
 from lipbound.bab.lp import sign_lp
 from lipbound.bab.relu_split import LipschitzSearch
 from lipbound.bounds.domains import LpBall
-from lipbound.exact.testing import random_sequential
 from lipbound.graph.trace import trace
-from lipbound.propagate.crown import crown_intermediate
-from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
+from lipbound.propagate.ibp import evaluate_fixed, ibp_pass
+from lipbound.propagate.intermediate import crown_intermediate
+from lipbound.propagate.state import BoundState
+from tests.oracles import random_sequential
 
 
 def _net(seed: int, slope: float = 0.0):

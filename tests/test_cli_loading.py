@@ -10,7 +10,7 @@ import torch
 
 import lipbound
 from lipbound.cli import main
-from lipbound.cli.loading import load_model
+from lipbound.io.model_source import load_model
 from lipbound.report.provenance import model_hash
 from tests.models import mlp
 

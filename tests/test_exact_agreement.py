@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 from lipbound.errors import InputError, ProblemTooLargeError
 from lipbound.exact.domain import (
     UNSTABLE,
-    dual_norm,
     interval_bounds,
     make_ball,
     stability,
     vec_norm,
 )
-from lipbound.exact.enumerate import enumerate_local_lipschitz
 from lipbound.exact.milp import milp_local_lipschitz
 from lipbound.exact.mlp import MLP
-from lipbound.exact.testing import (
+from lipbound.norms import dual_norm
+from tests.oracles import (
+    enumerate_local_lipschitz,
     exact_preact_bounds,
     random_mlp,
     sample_ball,

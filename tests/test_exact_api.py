@@ -11,9 +11,8 @@ from torch import nn
 
 from lipbound.exact.api import exact_local_lipschitz
 from lipbound.exact.domain import make_ball
-from lipbound.exact.enumerate import enumerate_local_lipschitz
 from lipbound.exact.mlp import MLP
-from lipbound.exact.testing import random_sequential
+from tests.oracles import enumerate_local_lipschitz, random_sequential
 
 CASES = [  # (sizes, seed, negative slope, eps, norm, data range)
     ([3, 6, 5, 2], 3, 0.0, 0.7, math.inf, None),

@@ -17,8 +17,8 @@ from lipbound.errors import (
 from lipbound.exact.api import _row_bounds, exact_local_lipschitz
 from lipbound.exact.domain import make_ball
 from lipbound.exact.from_graph import mlp_from_graph
-from lipbound.exact.testing import random_mlp, random_sequential, sample_ball
 from lipbound.inputs import get_graph
+from tests.oracles import random_mlp, random_sequential, sample_ball
 
 NET = random_sequential([3, 4, 1], 0)
 X0 = torch.zeros(3)

@@ -16,11 +16,11 @@ from lipbound.errors import (
     UnsupportedModelError,
     UnsupportedNormError,
 )
-from lipbound.exact.domain import dual_norm, make_ball, vec_norm
-from lipbound.exact.enumerate import enumerate_local_lipschitz
+from lipbound.exact.domain import make_ball, vec_norm
 from lipbound.exact.lipsdp import lipsdp_neuron
 from lipbound.exact.milp import milp_local_lipschitz
-from lipbound.exact.testing import random_mlp, random_sequential, sampled_lower
+from lipbound.norms import dual_norm
+from tests.oracles import enumerate_local_lipschitz, random_mlp, random_sequential, sampled_lower
 
 MLP_321 = random_mlp([3, 2, 1], 0)
 X0 = torch.zeros(3)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lipbound.exact.domain import make_ball, vec_norm
-from lipbound.exact.enumerate import enumerate_local_lipschitz
 from lipbound.exact.milp import milp_local_lipschitz
 from lipbound.exact.mlp import MLP
+from tests.oracles import enumerate_local_lipschitz
 
 INF = math.inf
 

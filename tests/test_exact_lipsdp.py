@@ -8,7 +8,7 @@ import torch
 
 from lipbound.exact.lipsdp import certify_multipliers, lipsdp_neuron
 from lipbound.exact.mlp import MLP
-from lipbound.exact.testing import random_mlp
+from tests.oracles import random_mlp
 
 
 def sampled_global(mlp: MLP, c=None, n=4000, seed=0, scale=3.0):

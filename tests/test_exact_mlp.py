@@ -9,7 +9,7 @@ from torch import nn
 
 from lipbound.errors import ShapeError, SpecError, UnsupportedModelError
 from lipbound.exact.mlp import MLP
-from lipbound.exact.testing import random_sequential
+from tests.oracles import random_sequential
 
 
 def test_from_sequential_reads_layers_and_matches_torch():

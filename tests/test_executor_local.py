@@ -15,10 +15,8 @@ import torch
 
 import lipbound
 from lipbound.executor import (
-    LipschitzJob,
     LocalExecutor,
     ProcessExecutor,
-    SmoothingJob,
     add_backend_args,
     derive_seed,
     executor_from_args,
@@ -27,8 +25,9 @@ from lipbound.executor import (
     map_options,
     run_all,
 )
-from lipbound.executor.jobs import margin_spec
+from lipbound.jobs import BoundJob, CertifyJob
 from lipbound.report.jsonl import JsonlWriter, read_jsonl
+from lipbound.specs import margin_spec
 
 # ---------------------------------------------------------------- job functions (module level)
 
@@ -92,7 +91,7 @@ def smoothing_items(count=4):
     return [(X[i], int(y[i])) for i in range(count)]
 
 
-SMOOTH_JOB = SmoothingJob("digits-smooth-0.25", 0.25, n0=50, n=400, batch_size=128)
+SMOOTH_JOB = CertifyJob("digits-smooth-0.25", 0.25, n0=50, n=400, batch_size=128)
 
 
 # ---------------------------------------------------------------- seeds
@@ -184,8 +183,7 @@ def test_process_pool_timeouts_never_hang(pool):
 
 def test_lipschitz_job_matches_the_api():
     model, x = tiny_mlp(), torch.tensor([0.1, -0.2, 0.3, 0.0])
-    job = LipschitzJob(model, eps=0.1, spec="margin", num_classes=3, output_bounds=True,
-                       device="cpu")
+    job = BoundJob(model, eps=0.1, spec="margin", output_bounds=True, device="cpu")
     rec = next(iter(LocalExecutor().map(job, [(x, 1)], seed=2)))
     assert rec.status == "ok", rec.error
     direct = lipbound.local_lipschitz(model, x, 0.1, spec=margin_spec(1, 3), seed=derive_seed(2, 0))
@@ -195,7 +193,7 @@ def test_lipschitz_job_matches_the_api():
 
 
 def test_lipschitz_job_bab_runs_or_falls_back():
-    job = LipschitzJob(tiny_mlp(), eps=0.05, method="bab", device="cpu", timeout=5)
+    job = BoundJob(tiny_mlp(), eps=0.05, method="bab", device="cpu", timeout=5)
     rec = next(iter(LocalExecutor().map(job, [torch.zeros(4)], seed=0)))
     assert rec.status == "ok", rec.error
     lip = rec.result["lipschitz"]

@@ -15,7 +15,8 @@ import time
 import pytest
 import torch
 
-from lipbound.executor import LipschitzJob, LocalExecutor, in_order
+from lipbound.executor import LocalExecutor, in_order
+from lipbound.jobs import BoundJob
 from tests.test_executor_local import (
     SMOOTH_JOB,
     always_crash_job,
@@ -48,8 +49,7 @@ def ray_tasks():
 
 
 def lipschitz_case():
-    job = LipschitzJob(tiny_mlp(), eps=0.1, spec="margin", num_classes=3, output_bounds=True,
-                       device="cpu")
+    job = BoundJob(tiny_mlp(), eps=0.1, spec="margin", output_bounds=True, device="cpu")
     gen = torch.Generator().manual_seed(1)
     return job, [(torch.randn(4, generator=gen), k % 3) for k in range(3)]
 

@@ -14,7 +14,7 @@ import torch
 
 import lipbound
 from lipbound.errors import InputError
-from lipbound.exact.testing import random_sequential
+from tests.oracles import random_sequential
 
 
 def _mirror() -> torch.nn.Module:

@@ -18,6 +18,7 @@ from lipbound.errors import (
     UnknownMethodError,
     UnsupportedModelError,
 )
+from lipbound.report.records import smoothing_record
 from lipbound.smoothing import DualPair, GlobalLipschitzRadius, Smooth
 from lipbound.smoothing.certificates.dual import split_indices
 from lipbound.smoothing.records import (
@@ -26,7 +27,6 @@ from lipbound.smoothing.records import (
     certified_accuracy,
     floor_sig,
     read_tsv,
-    record,
     write_json,
 )
 from tests.test_smoothing_support import Constant, LinearBinary, linear_radius, one_thread
@@ -255,9 +255,15 @@ def test_lipschitz_constant_sources():
     assert a.prediction == b.prediction == c.prediction >= 0
     assert b.radius == pytest.approx(c.radius, abs=1e-6)
     assert a.radius >= b.radius - 1e-9
+    # the naive constants come from lipbound's traced graph: any model it bounds (a CNN
+    # too); a layer it cannot bound raises UnsupportedModelError naming it
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3)).eval()
-    with pytest.raises(UnsupportedModelError, match="Conv2d"):
-        Smooth(conv, 3, 0.3).certify(x, n0=10, n=100, certificate="lipschitz", seed=0)
+    assert Smooth(conv, 3, 0.3).certify(x, n0=10, n=100, certificate="lipschitz",
+                                        seed=0).details["lipschitz_source"] == \
+        "naive product of spectral norms"
+    norm = nn.Sequential(nn.Flatten(), nn.LayerNorm(16), nn.Linear(16, 3)).eval()
+    with pytest.raises(UnsupportedModelError, match="LayerNorm"):
+        Smooth(norm, 3, 0.3).certify(x, n0=10, n=100, certificate="lipschitz", seed=0)
     with pytest.raises(InputError):
         smooth.certify(x, n0=10, n=100, certificate="lipschitz", of="soft-outputs", seed=0)
 
@@ -368,7 +374,8 @@ def test_tsv_and_json_records(tmp_path):
     acc = certified_accuracy(rows, [0.0, 0.1])
     assert set(acc) == {0.0, 0.1}
     jpath = tmp_path / "out.json"
-    write_json(jpath, [record(i, 1, c) for i, c in enumerate(certs)], meta={"sigma": 0.3})
+    write_json(jpath, [smoothing_record(smooth.model, x, c, sigma=0.3, label=1, index=i)
+                       for i, c in enumerate(certs)], meta={"sigma": 0.3})
     doc = json.loads(jpath.read_text())
     assert doc["meta"]["sigma"] == 0.3 and len(doc["records"]) == 3
     assert doc["records"][2]["details"]["candidates"]

@@ -1,4 +1,5 @@
-"""The Lipschitz-enhanced radius, simplex-map constants and naive Lipschitz products."""
+"""The Lipschitz-enhanced radius, simplex-map constants and the naive pair constants (lipbound's
+naive bound of the logit differences)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from scipy import integrate, special
 from torch import nn
 
 from lipbound.errors import UnsupportedModelError
-from lipbound.smoothing.lipschitz_constants import naive_lipschitz, naive_pair_lipschitz
+from lipbound.smoothing.lipschitz_constants import naive_pair_lipschitz
 from lipbound.smoothing.lipschitz_radius import (
     gradient_bound,
     lipschitz_radius,
@@ -136,7 +137,7 @@ def _grad_norms(fn, x):
 def _mlp(seed, d=6, k=4):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d, 12), nn.ReLU(), nn.Linear(12, 9), nn.ReLU(),
-                         nn.Linear(9, k)).double()
+                         nn.Linear(9, k)).double().eval()
 
 
 @pytest.mark.parametrize("map_name", ["softmax", "sparsemax"])
@@ -144,7 +145,7 @@ def _mlp(seed, d=6, k=4):
 def test_simplex_factor_bounds_soft_output_gradients(map_name, t):
     for seed in range(3):
         net = _mlp(seed)
-        pairs = naive_pair_lipschitz(net)
+        pairs = naive_pair_lipschitz(net, torch.zeros(6, dtype=torch.float64))
         bound = lipschitz_factor(map_name, t, 4) * pairs.max(axis=1)
         x = torch.randn(400, 6, dtype=torch.float64) * 3
         g = _grad_norms(lambda z, net=net: apply_map(map_name, net(z), t), x)
@@ -176,27 +177,52 @@ def test_sparsemax_is_projection_onto_simplex():
     assert torch.allclose(p[0], torch.tensor([0.0, 0.75, 0.25, 0.0]))
 
 
-def test_naive_pair_constants_bound_gradients_and_reject_other_models():
+def _spectral_product(net) -> float:
+    """The product of the spectral norms of the Linear layers (the whole map's l2 constant)."""
+    return float(np.prod([np.linalg.norm(m.weight.detach().double().numpy(), 2)
+                          for m in net if isinstance(m, nn.Linear)]))
+
+
+def _check_pairs_bound_gradients(net, pairs, x):
+    k = pairs.shape[0]
+    for c in range(k):
+        for j in range(k):
+            if c != j:
+                def diff(z, c=c, j=j, net=net):
+                    out = net(z)
+                    return (out[:, c] - out[:, j])[:, None]
+
+                g = _grad_norms(diff, x)
+                assert torch.all(g <= pairs[c, j])
+
+
+def test_naive_pair_constants_bound_gradients_of_any_model_and_reject_unsupported_ones():
+    """lipbound's naive bound (the engine's, on the traced model) of every logit difference:
+    at most sqrt(2) times the product of spectral norms, above every sampled gradient norm, for
+    MLPs and for the models the old Sequential-only product rejected (convolutions, a bare
+    Linear, Tanh); models lipbound cannot trace raise UnsupportedModelError naming the layer."""
     for seed in range(3):
         net = _mlp(seed)
-        pairs = naive_pair_lipschitz(net)
-        assert naive_lipschitz(net) * np.sqrt(2) >= pairs.max() * (1 - 1e-9)
+        pairs = naive_pair_lipschitz(net, torch.zeros(6, dtype=torch.float64))
+        assert _spectral_product(net) * np.sqrt(2) >= pairs.max() * (1 - 1e-9)
         x = torch.randn(300, 6, dtype=torch.float64) * 3
-        for c in range(4):
-            for j in range(4):
-                if c != j:
-                    def diff(z, c=c, j=j, net=net):
-                        out = net(z)
-                        return (out[:, c] - out[:, j])[:, None]
-
-                    g = _grad_norms(diff, x)
-                    assert torch.all(g <= pairs[c, j])
-    with pytest.raises(UnsupportedModelError, match="Conv2d"):
-        naive_pair_lipschitz(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)))
-    with pytest.raises(UnsupportedModelError, match="Sequential"):
-        naive_pair_lipschitz(nn.Linear(3, 2))
-    with pytest.raises(UnsupportedModelError, match="Tanh"):
-        naive_pair_lipschitz(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2)))
+        _check_pairs_bound_gradients(net, pairs, x)
+    torch.manual_seed(0)
+    others = [
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)).double().eval(),
+         (1, 3, 3)),
+        (nn.Linear(3, 2).double().eval(), (3,)),
+        (nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2)).double().eval(), (3,)),
+    ]
+    for net, shape in others:
+        pairs = naive_pair_lipschitz(net, torch.zeros(shape, dtype=torch.float64))
+        _check_pairs_bound_gradients(net, pairs, torch.randn(300, *shape, dtype=torch.float64))
+    with pytest.raises(UnsupportedModelError, match="LayerNorm"):
+        naive_pair_lipschitz(nn.Sequential(nn.LayerNorm(3), nn.Linear(3, 2)).eval(),
+                             torch.zeros(3))
+    with pytest.raises(UnsupportedModelError, match="Softmax"):
+        naive_pair_lipschitz(nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=1)).eval(),
+                             torch.zeros(3))
 
 
 def test_lipsdp_pair_constants_bound_gradients_and_beat_naive():
@@ -205,8 +231,8 @@ def test_lipsdp_pair_constants_bound_gradients_and_beat_naive():
     from lipbound.smoothing.lipschitz_constants import lipsdp_pair_lipschitz
 
     net = _mlp(0)
-    pairs = lipsdp_pair_lipschitz(net)
-    naive = naive_pair_lipschitz(net)
+    pairs = lipsdp_pair_lipschitz(net, torch.zeros(6, dtype=torch.float64))
+    naive = naive_pair_lipschitz(net, torch.zeros(6, dtype=torch.float64))
     assert np.all(pairs <= naive) and pairs.max() < naive.max()
     x = torch.randn(300, 6, dtype=torch.float64) * 3
     for c in range(4):

@@ -29,6 +29,7 @@ from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.restriction import Restriction
 from lipbound.inputs import batched_input, get_graph, resolve_model
+from lipbound.jacobian.bound import jacobian_state
 from lipbound.propagate.driver import check_method
 from lipbound.propagate.rounding import finish_elements
 
@@ -56,9 +57,6 @@ class BoxBounder:
     """
 
     def __init__(self, model: nn.Module, example: Tensor, spec: Tensor) -> None:
-        from lipbound.jacobian.bound import jacobian_state
-
-        self._jacobian_state = jacobian_state
         model = resolve_model(model)
         x1 = batched_input(model, example.to(torch.float64))
         self.graph = get_graph(model, x1, torch.float64, example.device)
@@ -77,9 +75,9 @@ class BoxBounder:
             known = Interval(parent[0].reshape(N, *self.in_shape),
                              parent[1].reshape(N, *self.in_shape))
         with torch.no_grad():
-            state, jg = self._jacobian_state(self.graph, self.spec, dom, method,
-                                             forward_iterations=forward_iterations,
-                                             restriction=Restriction(gradient=known))
+            state, jg = jacobian_state(self.graph, self.spec, dom, method,
+                                       forward_iterations=forward_iterations,
+                                       restriction=Restriction(gradient=known))
             g = state.interval(jg.gradient)
             rows = torch.arange(N, device=lo.device).repeat_interleave(self.spec.shape[0])
             jl, ju = finish_elements(g.lower.reshape(N, -1), g.upper.reshape(N, -1), jg.graph,

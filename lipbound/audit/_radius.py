@@ -22,13 +22,6 @@ from lipbound.errors import UnknownMethodError
 BAB_TIMEOUT = 1.0  # seconds per branch-and-bound call inside a bisection
 
 
-def margin_spec(K: int, y: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Rows e_y - e_k for every k != y: [K - 1, K]."""
-    C = -torch.eye(K, dtype=dtype, device=device)
-    C[:, y] += 1.0
-    return torch.cat([C[:y], C[y + 1:]])
-
-
 def bisect(certified: Callable[[float], bool], hi: float, steps: int) -> float:
     """Largest radius in [0, hi] found certified by ``steps`` halvings (0 if none)."""
     return bracket(certified, hi, steps)[0]

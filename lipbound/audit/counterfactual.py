@@ -30,13 +30,13 @@ from torch import Tensor, nn
 from lipbound.api import local_lipschitz, output_bounds
 from lipbound.attack import pgd_minimize
 from lipbound.audit._common import float64_model, model_device, to_list
-from lipbound.audit._radius import margin_spec
 from lipbound.bounds.domains import make_domain
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision, outward
 from lipbound.errors import InputError, UnknownMethodError
 from lipbound.inputs import as_tensor, batched_input, check_eps, check_model, get_traced
 from lipbound.propagate.rounding import execution_error
+from lipbound.specs import margin_spec
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def counterfactual_stability(model: nn.Module, x_cf: Any, eps: float, norm: Any 
     K = f.shape[0]
     pred = int(f.argmax())
     if output is None:
-        C = margin_spec(K, pred, torch.float64, x.device)
+        C = margin_spec(pred, K, torch.float64, x.device)
         rows = [f"f{pred} - f{k}" for k in range(K) if k != pred]
     else:
         if isinstance(output, bool) or not isinstance(output, int) or not 0 <= output < K:

@@ -43,12 +43,13 @@ from lipbound.audit._radius import (
     attack_radius,
     bounds_radius,
     lipschitz_radius,
-    margin_spec,
 )
-from lipbound.bounds.domains import parse_norm
 from lipbound.errors import InputError, ShapeError, UnknownMethodError, UnsupportedNormError
 from lipbound.inputs import as_tensor, check_model
+from lipbound.norms import parse_norm
 from lipbound.progress import ProgressFlag, bar
+from lipbound.smoothing import Smooth
+from lipbound.specs import margin_spec
 
 METHODS = ("bounds", "lipschitz", "smoothing")
 
@@ -104,8 +105,6 @@ class RobustnessReport:
 
 
 def _smoother(smooth: Any, model: nn.Module, K: int):
-    from lipbound.smoothing import Smooth
-
     if isinstance(smooth, Smooth):
         return smooth, {}
     if not isinstance(smooth, dict) or "sigma" not in smooth:
@@ -187,7 +186,7 @@ def _one(model, model64, sm, x, y, pred, index, methods, eps_max, p, data_range,
                                                      max(1, steps // 2), gen)
         times["attack"] = time.perf_counter() - t
     hi = eps_max if att is None else min(eps_max, att)
-    C = margin_spec(model_out_dim(model, x), y, torch.float64, x.device)
+    C = margin_spec(y, model_out_dim(model, x), torch.float64, x.device)
     for m in methods:
         t = time.perf_counter()
         r = 0.0

@@ -2,11 +2,14 @@
 bounds, for local Lipschitz constants (``method="bab"`` of ``local_lipschitz``) and output
 bounds (``method="bab"`` of ``output_bounds``).
 
-- ``engine.py``: the generic best-first loop (batched domains, pruning, anytime trace).
+- ``input_split.py``: the best-first loop over input sub-boxes (batched domains, pruning);
+  ``anytime.py``: the result, trace and stopping rules every search shares;
+  ``relu_split.py``: the search over activation signs.
 - ``lipschitz.py`` / ``outputs.py``: the two bound and attainment functions it maximises.
 """
 
-from lipbound.bab.engine import BabResult, TracePoint, maximize
+from lipbound.bab.anytime import BabResult, TracePoint
+from lipbound.bab.input_split import maximize
 from lipbound.bab.lipschitz import bab_local_lipschitz
 from lipbound.bab.outputs import bab_output_bounds
 

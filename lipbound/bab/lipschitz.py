@@ -12,15 +12,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.engine import BabResult, maximize
+from lipbound.bab.anytime import BabResult
+from lipbound.bab.input_split import maximize
+from lipbound.bab.relu_split import mlp_layers
 from lipbound.bounds.domains import LpBall
+from lipbound.errors import UnsupportedModelError
 from lipbound.graph.ir import Graph
-from lipbound.jacobian.attained import _model64, _project, _row_gradients, attained_lower
+from lipbound.jacobian.attained import attained_lower, model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.progress import ProgressFlag
 
 
-def _sub_balls(domain: LpBall, lo: Tensor, up: Tensor) -> LpBall:
+def sub_balls(domain: LpBall, lo: Tensor, up: Tensor) -> LpBall:
     """The input set ∩ each box [lo[n], up[n]] as a batch of N clipped balls."""
     N = lo.shape[0]
     idx = torch.zeros(N, dtype=torch.long, device=lo.device)
@@ -40,11 +43,11 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
     """
     if split_weight is None:
         split_weight = first_layer_weight(graph, C)
-    m64, dtype = _model64(model)
+    m64, dtype = model64(model)
     C64 = C.to(dtype)
 
     def bound(lo: Tensor, up: Tensor) -> Tensor:
-        dom = _sub_balls(domain, lo, up)
+        dom = sub_balls(domain, lo, up)
         with torch.no_grad():
             state, jg = jacobian_state(graph, C, dom, "crown", q,
                                        forward_iterations=forward_iterations)
@@ -52,11 +55,11 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
         return ub.reshape(lo.shape[0], C.shape[0])
 
     def attain(pts: Tensor) -> Tensor:
-        G = _row_gradients(m64, pts.to(dtype), C64)  # [S, N, *in]
+        G = row_gradients(m64, pts.to(dtype), C64)  # [S, N, *in]
         return torch.linalg.vector_norm(G.flatten(2), ord=q, dim=2).t().to(C.dtype)
 
     def project(pts: Tensor) -> Tensor:
-        return _project(domain, pts)
+        return domain.project(pts)
 
     low, wit = attained_lower(model, C, domain, q, n_samples, seed=seed)
     box = domain.interval()
@@ -69,9 +72,6 @@ def bab_local_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBal
 def first_layer_weight(graph: Graph, C: Tensor) -> Tensor | None:
     """For an MLP, sum_j |W_1[j, i]| per input i (how strongly input i moves the first
     layer's pre-activations, hence the activation pattern); None for other graphs."""
-    from lipbound.bab.relu_split import mlp_layers
-    from lipbound.errors import UnsupportedModelError
-
     try:
         W = mlp_layers(graph)[0].W
     except UnsupportedModelError:

@@ -16,13 +16,14 @@ import time
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.engine import Anytime, BabResult, maximize
-from lipbound.bab.lipschitz import _sub_balls
+from lipbound.bab.anytime import Anytime, BabResult
+from lipbound.bab.input_split import maximize
+from lipbound.bab.lipschitz import sub_balls
 from lipbound.bab.relu_split import SignSearch, cotangent_magnitude, sign_search
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.restriction import Restriction
 from lipbound.graph.ir import Graph
-from lipbound.jacobian.attained import _model64, _project
+from lipbound.jacobian.attained import model64
 from lipbound.jacobian.bound import jacobian_state
 from lipbound.progress import ProgressFlag
 from lipbound.propagate.alpha import alpha_crown_upper
@@ -37,15 +38,15 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
     """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set.
 
     ``stop_below`` / ``groups`` [2S] (optional): proof goals on the rows [C; -C] (see
-    :class:`~lipbound.bab.engine.Anytime`; default: every row with a finite threshold);
+    :class:`~lipbound.bab.anytime.Anytime`; default: every row with a finite threshold);
     ``res.proven`` says which goals hold on the whole set.
     """
-    m64, dtype = _model64(model)
+    m64, dtype = model64(model)
     S = C.shape[0]
     CC = torch.cat([C, -C])
 
     def bound(lo: Tensor, up: Tensor) -> Tensor:
-        dom = _sub_balls(domain, lo, up)
+        dom = sub_balls(domain, lo, up)
         with torch.no_grad():
             state = prepare_state(graph, dom, "crown")
             lo_b, up_b = bound_graph_spec(state, graph.output, C.unsqueeze(0), "crown")
@@ -57,7 +58,7 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
         return (y.reshape(pts.shape[0], -1).to(C.dtype) @ CC.t())
 
     def project(pts: Tensor) -> Tensor:
-        return _project(domain, pts)
+        return domain.project(pts)
 
     center = domain.center
     init = attain(center)[0]
@@ -82,7 +83,7 @@ class OutputSearch(SignSearch):
     def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall):
         super().__init__(graph, C, domain)
         self.CC = torch.cat([C, -C])
-        self.m64, self.dtype = _model64(model)
+        self.m64, self.dtype = model64(model)
         self.reach = (_output_reach(self.layers, self.CC) if self.layers is not None else
                       _cotangent_reach(graph, self.CC, domain, self.names))
 

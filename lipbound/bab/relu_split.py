@@ -31,51 +31,32 @@ import time
 import torch
 from torch import Tensor, nn
 
+from lipbound.bab.anytime import Anytime, BabResult
 from lipbound.bab.chunks import bound_in_chunks
-from lipbound.bab.engine import Anytime, BabResult
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.restriction import Restriction
 from lipbound.errors import UnsupportedModelError
-from lipbound.exact.from_graph import mlp_from_graph
 from lipbound.graph.ir import INPUT, Graph
-from lipbound.jacobian.attained import _model64, _row_gradients, attained_lower
+from lipbound.graph.shapes import SPLIT_OPS, relu_chain, relu_inputs, relu_like_only
+from lipbound.jacobian.attained import attained_lower, model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.ops import registry
 from lipbound.progress import ProgressFlag, bar
-from lipbound.propagate.crown import crown_node_bounds
 from lipbound.propagate.driver import prepare_state
-from lipbound.propagate.state import evaluate_fixed
-
-#: the operators whose inputs a sign search splits
-SPLIT_OPS = ("relu", "leaky_relu")
+from lipbound.propagate.ibp import evaluate_fixed
+from lipbound.propagate.intermediate import crown_node_bounds
 
 
 def mlp_layers(graph: Graph) -> list[MlpLayer]:
-    """The layers of an MLP graph (read by :func:`lipbound.exact.from_graph.mlp_from_graph`,
-    which composes affine chains); UnsupportedModelError names any other operator."""
-    gm = mlp_from_graph(graph, "split='relu'",
-                        "split='input' or methods 'crown' / 'alpha-crown'")
-    m = gm.mlp
-    names = (*gm.preact_nodes, graph.output)
-    slopes = (*m.negative_slopes, None)
-    return [MlpLayer(z, W, b, k) for z, W, b, k in zip(names, m.weights, m.biases, slopes)]
-
-
-def relu_inputs(graph: Graph) -> list[str]:
-    """The input-dependent nodes that ReLU / LeakyReLU nodes read (the pre-activations a sign
-    search splits), in topological order; UnsupportedModelError when there are none."""
-    dep = graph.depends_on_input()
-    names = {n.inputs[0] for n in graph.nodes if n.op in SPLIT_OPS and dep[n.inputs[0]]}
-    if not names:
-        other = [f"{n.op!r} at {n.where}" for n in graph.nodes if dep[n.name]
-                 and n.op != INPUT and not registry.get(n.op, n.where).linear]
-        raise UnsupportedModelError(
-            "split='relu' needs ReLU or LeakyReLU activations that depend on the input; this "
-            f"model has none (nonlinear operators: {', '.join(other) or 'none'}). Use "
-            "split='input' or methods 'crown' / 'alpha-crown'.")
-    return sorted(names, key=graph.position)
+    """The layers of an MLP graph (read by :func:`lipbound.graph.shapes.relu_chain`, which
+    composes affine chains); UnsupportedModelError names any other operator."""
+    chain = relu_chain(graph, "split='relu'", "split='input' or methods 'crown' / 'alpha-crown'")
+    names = (*chain.preact_nodes, graph.output)
+    slopes = (*chain.negative_slopes, None)
+    return [MlpLayer(z, W, b, k)
+            for z, W, b, k in zip(names, chain.weights, chain.biases, slopes)]
 
 
 def _graph_reach(graph: Graph, names: list[str], dtype: torch.dtype,
@@ -197,9 +178,7 @@ class SignSearch:
         what a child's does (the estimate of a step's duration)."""
         if self.forward_steps() > 0:
             return
-        from lipbound.jacobian.bound import _relu_like_only
-
-        it = self.forward_iterations if _relu_like_only(self.graph) else 0
+        it = self.forward_iterations if relu_like_only(self.graph) else 0
         with torch.no_grad():
             state = prepare_state(self.graph, domain, "crown", iterations=it)
         self.keep_forward(state)
@@ -288,7 +267,7 @@ class LipschitzSearch(SignSearch):
     def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
         super().__init__(graph, C, domain)
         self.q = q
-        self.m64, self.dtype = _model64(model)
+        self.m64, self.dtype = model64(model)
         self.reach = (_input_reach(self.layers, C) if self.layers is not None else
                       _graph_reach(graph, self.names, C.dtype, C.device))
         self.root_gradient: Interval | None = None  # element bounds [S, *in] on the ball
@@ -356,7 +335,7 @@ class LipschitzSearch(SignSearch):
         return [m * r for m, r in zip(mags, self.reach)]
 
     def attain(self, pts: Tensor) -> Tensor:
-        G = _row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
+        G = row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
         return torch.linalg.vector_norm(G.flatten(2), ord=self.q, dim=2).t().to(self.C.dtype)
 
 
@@ -391,7 +370,7 @@ def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall
 
     Stops when the gap closes or the queue is exhausted ("certified"; then the upper bound is
     the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
-    ``focus_max``: certify max_s only (see :meth:`lipbound.bab.engine.Anytime.target`).
+    ``focus_max``: certify max_s only (see :meth:`lipbound.bab.anytime.Anytime.target`).
     """
     run = Anytime(timeout, rtol, atol, max_domains, focus_max)
     srch = LipschitzSearch(model, graph, C, domain, q)

@@ -18,30 +18,8 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
-from lipbound.errors import InputError, UnsupportedNormError
-
-_NORM_NAMES = {"inf": math.inf, "linf": math.inf, "l_inf": math.inf, "2": 2.0, "l2": 2.0,
-               "l_2": 2.0, "1": 1.0, "l1": 1.0, "l_1": 1.0}
-
-
-def parse_norm(norm: float | int | str) -> float:
-    """Normalise a norm spec to ``math.inf``, ``2.0`` or ``1.0``; anything else is an error."""
-    if isinstance(norm, str):
-        key = norm.strip().lower()
-        if key in _NORM_NAMES:
-            return _NORM_NAMES[key]
-    elif isinstance(norm, (int, float)) and not isinstance(norm, bool):
-        if norm in (math.inf, 2, 1):
-            return float(norm)
-    raise UnsupportedNormError(
-        f"unsupported norm {norm!r}: lipbound supports the l_inf (norm=float('inf') or 'inf'), "
-        "l_2 (norm=2) and l_1 (norm=1) input norms"
-    )
-
-
-def dual_norm(p: float) -> float:
-    """Hoelder dual exponent: inf <-> 1, 2 <-> 2."""
-    return {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[parse_norm(p)]
+from lipbound.errors import InputError
+from lipbound.norms import dual_norm, parse_norm
 
 
 def vector_norm(v: Tensor, q: float, dim: int = -1) -> Tensor:
@@ -185,14 +163,30 @@ class LpBall(Domain):
             sign = torch.randint(0, 2, g.shape, generator=generator, device=g.device) * 2 - 1
             d = (sign * g / (g.sum(-1, keepdim=True) + extra)).reshape(shape)
         x = self.center + d * self._eps_like(self.center)
-        return self._clip(x)
+        return self.clip(x)
 
-    def _clip(self, x: Tensor) -> Tensor:
+    def clip(self, x: Tensor) -> Tensor:
+        """``x`` clipped to the data range (unchanged without one)."""
         if self.data_lower is not None:
             x = torch.maximum(x, self.data_lower.expand_as(x))
         if self.data_upper is not None:
             x = torch.minimum(x, self.data_upper.expand_as(x))
         return x
+
+    def project(self, X: Tensor) -> Tensor:
+        """Points [N, *in] moved into the ball around ``center[0]`` (radius ``eps[0]``): the
+        offset is clamped (l_inf), scaled down (l_2) or projected onto the l_1 ball, then
+        clipped to the data range."""
+        d = (X - self.center).flatten(1)
+        e = float(self.eps[0])
+        if self.p == math.inf:
+            d = d.clamp(-e, e)
+        elif self.p == 2.0:
+            nrm = d.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            d = d * torch.clamp(e / nrm, max=1.0)
+        else:
+            d = _project_l1(d, e)
+        return self.clip(self.center + d.reshape(X.shape))
 
     def contains(self, x: Tensor, tol: float = 1e-9) -> Tensor:
         nd = len(self.in_shape)
@@ -211,6 +205,20 @@ class LpBall(Domain):
 
         return LpBall(self.center[index], self.eps[index], self.p, sel(self.data_lower),
                       sel(self.data_upper))
+
+
+def _project_l1(d: Tensor, e: float) -> Tensor:
+    """Euclidean projection of each row onto the l1 ball of radius e."""
+    a = d.abs()
+    inside = a.sum(1, keepdim=True) <= e
+    srt = a.sort(1, descending=True).values
+    css = srt.cumsum(1)
+    k = torch.arange(1, d.shape[1] + 1, device=d.device, dtype=d.dtype)
+    cond = srt - (css - e) / k > 0
+    rho = cond.to(d.dtype).cumsum(1).argmax(1, keepdim=True)
+    theta = (css.gather(1, rho) - e) / (rho + 1).to(d.dtype)
+    proj = torch.sign(d) * (a - theta).clamp_min(0)
+    return torch.where(inside, d, proj)
 
 
 def make_domain(center: Tensor, eps: float | Tensor, norm: float | int | str,

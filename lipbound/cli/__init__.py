@@ -15,9 +15,10 @@ import argparse
 import importlib
 import sys
 
+from lipbound.cli.config import apply_config
 from lipbound.errors import LipboundError
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("basic", "audit", "report", "verify", "certify")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("demo", "bound", "audit", "report", "verify", "certify")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipbound.cli.config import apply_config
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -7,11 +7,15 @@ import math
 
 import torch
 
+from lipbound import audit
 from lipbound.cli import common
 from lipbound.cli.config import add_config_option
 from lipbound.cli.data import load_inputs, parse_indices
 from lipbound.errors import InputError, ShapeError
 from lipbound.executor.options import add_backend_args
+from lipbound.jobs import ModelSource
+from lipbound.jobs.robustness import robustness_on_executor
+from lipbound.norms import parse_norm
 from lipbound.report.audit_records import monotonicity_records, robustness_records
 
 
@@ -60,7 +64,6 @@ def run_monotonicity(args: argparse.Namespace) -> int:
         feats = _features(args.features, lo.numel())
         if loaded.input_shape is not None:
             lo, up = lo.reshape(loaded.input_shape), up.reshape(loaded.input_shape)
-        from lipbound import audit
 
         rep = audit.monotonicity(
             loaded.module, lo, up, features=feats, output=args.output_index,
@@ -92,7 +95,6 @@ def run_robustness(args: argparse.Namespace) -> int:
         dr = common.data_range_from(args, inputs)
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         smooth = {"sigma": args.sigma} if args.sigma is not None else None
-        from lipbound.executor.audit_job import robustness_on_executor
 
         def stream(one_row) -> None:  # each input's records are written as it finishes
             for rec in robustness_records(loaded.module, one_row, inputs, norm=args.norm,
@@ -100,8 +102,9 @@ def run_robustness(args: argparse.Namespace) -> int:
                 sink.add(rec)
 
         rep = robustness_on_executor(
-            loaded, inputs, args, on_record=stream, progress=common.progress_flag(args),
-            eps_max=args.eps_max, norm=common.parse_norm(args.norm), data_range=dr,
+            ModelSource(args.model, args.state_dict, loaded.module), inputs, args,
+            on_record=stream, progress=common.progress_flag(args),
+            eps_max=args.eps_max, norm=parse_norm(args.norm), data_range=dr,
             methods=methods, smooth=smooth, attack=not args.no_attack, radii=args.radii)
     radii = args.radii or [args.eps_max * k / 4 for k in range(5)]
     curves = rep.curves(radii)

@@ -4,9 +4,9 @@
         --n 10000 --certificate cohen --tsv out.tsv --json out.json
 
 Writes Cohen et al.'s TSV (``idx label predict radius correct time``; their analysis scripts
-read it) streamed line by line, and lipbound's JSON records (``lipbound.smoothing/1``: every
-certificate's details, the per-input seed) at the end; each record also carries the keys of
-the bound-report schema (``lipbound.report``), so ``lipbound report OUT.json`` renders it.
+read it) streamed line by line, and at the end lipbound's JSON document (``lipbound.smoothing/1``:
+the run's settings and one bound-report ``smoothing`` record per input, with every
+certificate's details and the per-input seed), so ``lipbound report OUT.json`` renders it.
 Each input's seed is derived from ``--seed`` and its row number, so a sub-range reproduces the
 same records as a full run.
 """
@@ -19,17 +19,19 @@ import math
 
 import torch
 
+from lipbound import models
 from lipbound.cli.common import fitted
 from lipbound.cli.data import load_inputs, select
-from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
 from lipbound.errors import InputError
-from lipbound.executor.certify_job import certify_on_executor
 from lipbound.executor.options import add_backend_args
+from lipbound.io.model_source import SOURCES_HELP, LoadedModel, load_model
+from lipbound.jobs.certify import CertifyJob, certify_on_executor
+from lipbound.jsonutil import jsonable
 from lipbound.report.output import check_writable, write_atomic
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.certificates import NAMES
 from lipbound.smoothing.dataset import certify_dataset
-from lipbound.smoothing.records import FORMAT, TsvWriter, certified_accuracy, jsonable
+from lipbound.smoothing.records import FORMAT, TsvWriter, certified_accuracy
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -37,8 +39,6 @@ RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 def _registry_extra(loaded: LoadedModel) -> dict:
     if loaded.source != "registry":
         return {}
-    from lipbound import models
-
     return dict(models.info(loaded.name).extra)
 
 
@@ -56,8 +56,6 @@ def _dual(args: argparse.Namespace, loaded: LoadedModel) -> DualPair | None:
         left, right = (load_model(s).module for s in args.dual)
         return DualPair(left, right, split=args.dual_split)
     if loaded.source == "registry":
-        from lipbound import models
-
         names = [f"{loaded.name}-left", f"{loaded.name}-right"]
         if all(nm in models.available() for nm in names):
             split = models.info(names[0]).extra.get("dual_split") or args.dual_split
@@ -113,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         if path:
             check_writable(path)  # before any work
     k = _num_classes(loaded.module, inputs.X)
-    smooth = Smooth(loaded.module, k, sigma, dual=_dual(args, loaded),
-                    input_shape=tuple(inputs.X.shape[1:]))
+    dual = _dual(args, loaded)
+    input_shape = tuple(inputs.X.shape[1:])
+    smooth = Smooth(loaded.module, k, sigma, dual=dual, input_shape=input_shape)
     tsv = _LazyTsv(args.tsv) if args.tsv else None
     try:
         if args.backend == "local":
@@ -122,10 +121,14 @@ def run(args: argparse.Namespace) -> int:
                 smooth, inputs.X, inputs.y, indices=inputs.indices, n0=args.n0, n=args.n,
                 alpha=args.alpha, batch_size=args.batch_size, certificate=args.certificate,
                 seed=args.seed, progress=_progress(args.progress),
-                on_record=tsv.write_record if tsv else None, **_options(args))
+                on_record=tsv.write_record if tsv else None, model_name=loaded.name,
+                **_options(args))
         else:
-            records = certify_on_executor(smooth, inputs, args, _options(args),
-                                          tsv.write_record if tsv else None,
+            job = CertifyJob(loaded.module, sigma, k, n0=args.n0, n=args.n, alpha=args.alpha,
+                             batch_size=args.batch_size, certificate=args.certificate,
+                             dual=dual, input_shape=input_shape, base_seed=args.seed,
+                             model_name=loaded.name, device="cpu", options=_options(args))
+            records = certify_on_executor(job, inputs, args, tsv.write_record if tsv else None,
                                           _progress(args.progress))
     finally:
         if tsv is not None:
@@ -134,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
             "n": args.n, "alpha": args.alpha, "certificate": args.certificate,
             "batch_size": args.batch_size, "seed": args.seed, "num_classes": k}
     if args.json:
-        doc = {"format": FORMAT, "meta": jsonable(meta),
-               "records": jsonable(_schema_records(loaded, inputs, records, meta))}
+        doc = {"format": FORMAT, "meta": jsonable(meta), "records": jsonable(records)}
         write_atomic(args.json, json.dumps(doc, indent=1, allow_nan=False))  # all or nothing
     _summary(records, meta)
     return 0
@@ -156,16 +158,6 @@ class _LazyTsv:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-
-
-def _schema_records(loaded: LoadedModel, inputs, records: list[dict], meta: dict) -> list[dict]:
-    """The rows with the report schema's keys added (``lipbound report`` reads the file)."""
-    from lipbound.report.records import smoothing_row_record
-
-    pos = {idx: i for i, idx in enumerate(inputs.indices or range(inputs.X.shape[0]))}
-    settings = {k: meta[k] for k in ("n0", "n", "alpha", "batch_size")}
-    return [smoothing_row_record(loaded.module, inputs.X[pos[r["idx"]]], r, sigma=meta["sigma"],
-                                 settings=settings, model_name=loaded.name) for r in records]
 
 
 def _summary(records: list[dict], meta: dict) -> None:

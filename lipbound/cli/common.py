@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from lipbound.cli.data import DefaultRows, Inputs, fit_shape, load_inputs, select
-from lipbound.cli.loading import SOURCES_HELP, LoadedModel, load_model
-from lipbound.errors import InputError, UnsupportedNormError
+from lipbound.errors import InputError
 from lipbound.inputs import batched_input, check_model
+from lipbound.io.model_source import SOURCES_HELP, LoadedModel, load_model
+from lipbound.jsonutil import jsonable
 from lipbound.report.files import dumps
 from lipbound.report.jsonl import JsonlWriter
 from lipbound.report.output import check_writable, write_atomic
-from lipbound.smoothing.records import jsonable
 
 
 def add_model_options(p: argparse.ArgumentParser, default: str | None = "digits-mlp") -> None:
@@ -48,16 +48,6 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 def progress_flag(args: argparse.Namespace) -> bool | str:
     return {"auto": "auto", "on": True, "off": False}[args.progress]
-
-
-def parse_norm(norm: Any) -> float:
-    """``inf``, 2 or 1 as a float; UnsupportedNormError otherwise."""
-    text = str(norm).strip().lower().removeprefix("l")
-    if text in ("inf", "infinity"):
-        return math.inf
-    if text in ("1", "2", "1.0", "2.0"):
-        return float(text)
-    raise UnsupportedNormError(f"norm must be inf, 2 or 1, got {norm!r}")
 
 
 def model_from(args: argparse.Namespace) -> LoadedModel:

@@ -44,7 +44,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config file {path} is not a UTF-8 text file (TOML or YAML)") from None
     if path.suffix == ".toml":
         if sys.version_info >= (3, 11):
-            import tomllib
+            import tomllib  # deferred: heavy optional dependency (a --config parser)
         else:  # pragma: no cover - python 3.10
             import tomli as tomllib
         try:
@@ -53,7 +53,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
             raise InputError(f"config file {path} is not valid TOML: {exc}") from None
     elif path.suffix in (".yaml", ".yml"):
         try:
-            import yaml
+            import yaml  # deferred: heavy optional dependency (a --config parser)
         except ImportError:
             raise InputError("YAML config files need PyYAML (pip install pyyaml); or use "
                              "TOML") from None

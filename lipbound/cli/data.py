@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 from lipbound.errors import InputError, ShapeError
+from lipbound.models.diabetes import FEATURES, diabetes_data
+from lipbound.models.digits import digits_data
+from lipbound.models.mnist1d import mnist1d_data
 
 
 @dataclass(frozen=True)
@@ -39,21 +42,17 @@ class Inputs:
 
 
 def _digits(split: str):
-    from lipbound.models.digits import digits_data
-
     return digits_data(), (0.0, 1.0), None
 
 
 def _diabetes(split: str):
-    from lipbound.models.diabetes import FEATURES, diabetes_data
-
     return diabetes_data(), None, tuple(FEATURES)
 
 
 def _breast_cancer(split: str):
     """Standardised with the training split's mean/std (split: test_size 0.25, seed 0,
     stratified); labels 0 = malignant, 1 = benign."""
-    from sklearn.datasets import load_breast_cancer
+    from sklearn.datasets import load_breast_cancer  # deferred: heavy optional dependency (sklearn)
     from sklearn.model_selection import train_test_split
 
     d = load_breast_cancer()
@@ -66,8 +65,6 @@ def _breast_cancer(split: str):
 
 
 def _mnist1d(split: str):
-    from lipbound.models.mnist1d import mnist1d_data
-
     return mnist1d_data(), None, None
 
 

@@ -9,12 +9,13 @@ gap).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from lipbound.audit import robustness, weights
 from lipbound.cli import common
+from lipbound.cli.bound import bound_inputs
 from lipbound.cli.config import add_config_option
 from lipbound.report.audit_records import robustness_records
 from lipbound.report.html import write_html
@@ -45,23 +46,13 @@ def summary(records: list[dict]) -> list[dict[str, Any]]:
 
 
 def audit_records(loaded, inputs, args: argparse.Namespace, sink: common.RecordSink) -> None:
-    """The weight audit and the certified-accuracy records (robustness audit).
-
-    An audit that this installation lacks is skipped with a note on stderr (the audits of
-    ``lipbound.audit`` landed one by one)."""
-    from lipbound import audit
-
-    weights, robustness = getattr(audit, "weights", None), getattr(audit, "robustness", None)
-    missing = [n for n, f in (("weights", weights), ("robustness", robustness)) if f is None]
-    if missing:
-        print(f"lipbound demo: note: lipbound.audit lacks {', '.join(missing)}; "
-              "its section is left out", file=sys.stderr)
-    if weights is not None:
-        start = time.perf_counter()
-        layers = weights(loaded.module)
-        sink.add(weights_record(loaded.module, layers, model_name=loaded.name,
-                                time=time.perf_counter() - start))
-    if robustness is None or inputs.y is None:
+    """The weight audit and the certified-accuracy records (robustness audit; inputs with
+    labels only)."""
+    start = time.perf_counter()
+    layers = weights(loaded.module)
+    sink.add(weights_record(loaded.module, layers, model_name=loaded.name,
+                            time=time.perf_counter() - start))
+    if inputs.y is None:
         return
     dr = common.data_range_from(args, inputs)
     rob = robustness(
@@ -76,8 +67,6 @@ def audit_records(loaded, inputs, args: argparse.Namespace, sink: common.RecordS
 
 def demo_records(args: argparse.Namespace, sink: common.RecordSink) -> dict[str, Any]:
     """Add all records of the demo to ``sink``; return a summary for the terminal."""
-    from lipbound.cli.basic import bound_inputs
-
     loaded = common.model_from(args)
     inputs = common.inputs_from(args, loaded)
     bound_inputs(loaded, inputs, args, sink)
@@ -110,7 +99,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="certify a shipped model end to end, write an HTML report",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

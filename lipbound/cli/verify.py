@@ -25,15 +25,16 @@ import json
 import sys
 from pathlib import Path
 
+from lipbound.errors import InputError, LipboundError
+from lipbound.io import read_instances, read_vnnlib
+from lipbound.report.output import check_writable
+from lipbound.report.verdicts import ResultRow, append_result, write_result_file
+from lipbound.verify import verify
+
 EXIT_DECIDED, EXIT_UNDECIDED, EXIT_ROW_ERRORS = 0, 3, 3
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from lipbound.io import read_vnnlib
-    from lipbound.report.output import check_writable
-    from lipbound.report.verdicts import write_result_file
-    from lipbound.verify import verify
-
     if args.counterexample:
         check_writable(args.counterexample)  # before the run, not after it
     result = verify(args.model, read_vnnlib(args.property), args.timeout, seed=args.seed,
@@ -49,8 +50,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 def find_instances_csv(target: Path) -> Path:
     """``target`` if it is a file, else the one ``*instances.csv`` inside the folder."""
-    from lipbound.errors import InputError
-
     if target.is_file():
         return target
     if not target.is_dir():
@@ -69,11 +68,6 @@ def _existing(path: Path) -> Path | None:
 
 
 def _verify_instances(args: argparse.Namespace) -> int:
-    from lipbound.errors import InputError, LipboundError
-    from lipbound.io import read_instances, read_vnnlib
-    from lipbound.report.verdicts import ResultRow, append_result, write_result_file
-    from lipbound.verify import verify
-
     if not args.timeout_scale > 0:
         raise InputError(f"--timeout-scale must be positive, got {args.timeout_scale}")
     if args.limit is not None and args.limit < 1:

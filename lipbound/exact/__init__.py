@@ -1,7 +1,5 @@
-"""Exact and SDP baselines for ReLU / LeakyReLU MLPs: the ground truth for lipbound's bounds.
+"""Exact and SDP methods for ReLU / LeakyReLU MLPs: the ground truth for lipbound's bounds.
 
-- :func:`enumerate_local_lipschitz`: exact local Lipschitz constant by enumerating reachable
-  activation patterns (tiny nets; p = inf, 2, 1);
 - :func:`milp_local_lipschitz`: the same constant by a LipMIP-style MILP with HiGHS (p = inf, 1),
   with a certified bracket on time-out;
 - :func:`lipsdp_neuron`: certified global l2 Lipschitz bound by LipSDP-Neuron (SCS);
@@ -9,27 +7,25 @@
   for any model that traces to a ReLU/LeakyReLU chain, CROWN big-M, a LipschitzResult).
 
 The local constant is the chain-rule (Clarke-superset) one with closed activation patterns; see
-:mod:`lipbound.exact.mlp` and :mod:`lipbound.exact.enumerate` for the definitions.
+:mod:`lipbound.exact.mlp` for the definitions. The test oracle that enumerates activation
+patterns (tiny nets) lives with the tests (``tests/oracles.py``).
 """
 
 from lipbound.exact.api import exact_local_lipschitz
 from lipbound.exact.bounds import MilpBounds
-from lipbound.exact.enumerate import DEFAULT_MAX_UNSTABLE, as_mlp, enumerate_local_lipschitz
 from lipbound.exact.lipsdp import certify_multipliers, lipsdp_neuron
 from lipbound.exact.milp import DEFAULT_MAX_BINARIES, milp_local_lipschitz
-from lipbound.exact.mlp import MLP
+from lipbound.exact.mlp import MLP, as_mlp
 from lipbound.exact.result import ExactResult, LipSDPResult
 
 __all__ = [
     "DEFAULT_MAX_BINARIES",
-    "DEFAULT_MAX_UNSTABLE",
     "MLP",
     "ExactResult",
     "LipSDPResult",
     "MilpBounds",
     "as_mlp",
     "certify_multipliers",
-    "enumerate_local_lipschitz",
     "exact_local_lipschitz",
     "lipsdp_neuron",
     "milp_local_lipschitz",

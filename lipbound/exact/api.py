@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lipbound.bounds.domains import dual_norm, make_domain, parse_norm
+from lipbound.bounds.domains import make_domain
 from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedNormError
 from lipbound.exact.bounds import MilpBounds, intersect_forward, interval_milp_bounds
 from lipbound.exact.domain import make_ball
@@ -41,6 +41,7 @@ from lipbound.inputs import (
     resolve_model,
     spec_matrix,
 )
+from lipbound.norms import dual_norm, parse_norm
 from lipbound.progress import bar
 from lipbound.results import LipschitzResult
 

@@ -14,37 +14,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cvxpy as cp
 import numpy as np
 import torch
 from scipy.optimize import linprog
 
-from lipbound.errors import InputError, ShapeError, SolverError, UnsupportedNormError
+from lipbound.errors import InputError, ShapeError, SolverError
 from lipbound.exact.mlp import MLP, Pattern
+from lipbound.norms import dual_norm, parse_norm
 
 ACTIVE, INACTIVE, UNSTABLE = 1, -1, 0
 _WIDEN = 1e-12
-
-
-def parse_norm(p) -> float:
-    """inf / "inf" / 2 / 1 -> float; anything else raises UnsupportedNormError."""
-    if isinstance(p, str):
-        key = p.strip().lower()
-        table = {"inf": math.inf, "linf": math.inf, "l_inf": math.inf, "2": 2.0, "l2": 2.0,
-                 "1": 1.0, "l1": 1.0}
-        if key not in table:
-            raise UnsupportedNormError(f"unsupported norm {p!r}; use inf, 2 or 1")
-        return table[key]
-    try:
-        v = float(p)
-    except (TypeError, ValueError):
-        raise UnsupportedNormError(f"unsupported norm {p!r}; use inf, 2 or 1") from None
-    if v not in (math.inf, 1.0, 2.0):
-        raise UnsupportedNormError(f"unsupported norm {p!r}; use inf, 2 or 1")
-    return v
-
-
-def dual_norm(p: float) -> float:
-    return {math.inf: 1.0, 1.0: math.inf, 2.0: 2.0}[p]
 
 
 def vec_norm(v: np.ndarray, q: float) -> float:
@@ -325,8 +305,6 @@ class RegionLP:
         return float(obj @ x), x
 
     def _optimize_cvx(self, obj, G, g, maximize):
-        import cvxpy as cp
-
         x = cp.Variable(self.ball.n)
         cons = [cp.norm(x - self.ball.x0, 2) <= self.ball.eps]
         fin_lo = np.isfinite(self.ball.lo)
@@ -362,8 +340,6 @@ class RegionLP:
         norms = np.linalg.norm(G, axis=1)
         norms = np.where(norms > 0, norms, 1.0)
         if ball.p == 2.0:
-            import cvxpy as cp
-
             x = cp.Variable(n)
             t = cp.Variable()
             cons = [cp.norm(x - ball.x0, 2) <= ball.eps, t <= 1, G @ x + g - t * norms >= 0]

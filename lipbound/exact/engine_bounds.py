@@ -22,7 +22,7 @@ from lipbound.exact.bounds import WIDEN_REL, MilpBounds, widen
 from lipbound.exact.from_graph import GraphMLP
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.bound import jacobian_state, norm_upper
-from lipbound.propagate.crown import crown_node_bounds
+from lipbound.propagate.intermediate import crown_node_bounds
 
 SWITCH_OPS = ("relu_switch", "leaky_switch")
 

@@ -34,7 +34,7 @@ import cvxpy as cp
 import numpy as np
 
 from lipbound.errors import SolverError
-from lipbound.exact.enumerate import as_mlp
+from lipbound.exact.mlp import as_mlp
 from lipbound.exact.result import LipSDPResult
 
 _EPS = np.finfo(np.float64).eps

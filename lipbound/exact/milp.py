@@ -48,14 +48,12 @@ from lipbound.exact.domain import (
     ACTIVE,
     UNSTABLE,
     RegionLP,
-    dual_norm,
     make_ball,
     pattern_to_tuple,
     realize_pattern,
     stability,
     vec_norm,
 )
-from lipbound.exact.enumerate import as_mlp
 from lipbound.exact.milp_encoding import (
     MilpModel,
     encode_backward,
@@ -64,9 +62,11 @@ from lipbound.exact.milp_encoding import (
     encode_objective,
     objective_plan,
 )
+from lipbound.exact.mlp import as_mlp
 from lipbound.exact.result import ExactResult
 from lipbound.highs import silence_banner
 from lipbound.inputs import check_timeout
+from lipbound.norms import dual_norm
 
 DEFAULT_MAX_BINARIES = 1000
 
@@ -164,7 +164,7 @@ def milp_local_lipschitz(
     if ball.p == 2.0:
         raise UnsupportedNormError(
             "the MILP handles p = inf and p = 1 only (an l2 ball makes it a mixed-integer SOCP); "
-            "use enumerate_local_lipschitz for p = 2"
+            "use method 'bab' of lipbound.local_lipschitz for p = 2"
         )
     cvec = mlp.spec_row(c)
     q = dual_norm(ball.p)

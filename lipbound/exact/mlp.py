@@ -306,3 +306,8 @@ class MLP:
                 k = self.negative_slopes[i]
                 mods.append(nn.ReLU() if k == 0.0 else nn.LeakyReLU(k))
         return nn.Sequential(*mods).eval()
+
+
+def as_mlp(model) -> MLP:
+    """An MLP from an MLP or an nn.Sequential (anything else: UnsupportedModelError)."""
+    return model if isinstance(model, MLP) else MLP.from_sequential(model)

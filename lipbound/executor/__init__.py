@@ -5,8 +5,9 @@ derive_seed(S, i))`` for every input and streams :class:`JobRecord` s (status "o
 or "error") as jobs finish. Seeds depend only on (S, i), so every backend gives the same
 records. Backends: ``LocalExecutor`` (in-process, the default), ``ProcessExecutor`` (local
 process pool) and ``RayExecutor`` (``pip install lipbound[ray]``; tasks or an actor pool,
-fractional GPUs). ``make_executor`` / ``add_backend_args`` pick one by name or by CLI flags;
-jobs for smoothing and Lipschitz bounds are in ``lipbound.executor.jobs``.
+fractional GPUs). ``make_executor`` / ``add_backend_args`` pick one by name or by CLI flags.
+This package holds the execution backends only; the jobs (bounds, smoothing, audits) live in
+:mod:`lipbound.jobs`.
 """
 
 from lipbound.executor.base import (
@@ -16,7 +17,6 @@ from lipbound.executor.base import (
     derive_seed,
     in_order,
 )
-from lipbound.executor.jobs import LipschitzJob, SmoothingJob
 from lipbound.executor.local import LocalExecutor
 from lipbound.executor.options import (
     BACKENDS,
@@ -33,11 +33,9 @@ __all__ = [
     "DEFAULT_RETRIES",
     "Executor",
     "JobRecord",
-    "LipschitzJob",
     "LocalExecutor",
     "ProcessExecutor",
     "RayExecutor",
-    "SmoothingJob",
     "add_backend_args",
     "derive_seed",
     "executor_from_args",
@@ -49,7 +47,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "RayExecutor":  # imported on demand: Ray is an optional extra
+    if name == "RayExecutor":  # Ray is an optional extra
+        # deferred: heavy optional dependency (ray)
         from lipbound.executor.ray_backend import RayExecutor
 
         return RayExecutor

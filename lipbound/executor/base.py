@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import pickle
 import signal
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from lipbound.errors import InputError
+from lipbound.errors import InputError, LipboundError
 
 Status = Literal["ok", "timeout", "error"]
 STATUSES: tuple[str, ...] = ("ok", "timeout", "error")
@@ -125,8 +126,6 @@ def deadline(timeout: float | None) -> Iterator[None]:
 
 
 def _is_lipbound_error(exc: BaseException) -> bool:
-    from lipbound.errors import LipboundError
-
     return isinstance(exc, LipboundError)
 
 
@@ -213,8 +212,6 @@ def _triples(items: Iterable[Any], seed: int,
 
 def check_picklable(fn: JobFn) -> None:
     """Raise InputError unless ``fn`` can be sent to another process."""
-    import pickle
-
     try:
         pickle.dumps(fn)
     except Exception as exc:

@@ -14,6 +14,8 @@ from typing import Any
 
 from lipbound.errors import InputError
 from lipbound.executor.base import DEFAULT_RETRIES, Executor
+from lipbound.executor.local import LocalExecutor
+from lipbound.executor.process import ProcessExecutor
 
 BACKENDS = ("local", "process", "ray")
 
@@ -40,13 +42,10 @@ def make_executor(backend: str = "local", address: str | None = None, *,
         raise InputError(f"num_cpus must be an integer >= 1, got {num_cpus!r}")
     grace = {} if kill_grace is None else {"kill_grace": kill_grace}
     if backend == "local":
-        from lipbound.executor.local import LocalExecutor
-
         return LocalExecutor()
     if backend == "process":
-        from lipbound.executor.process import ProcessExecutor
-
         return ProcessExecutor(workers=num_cpus, **grace)
+    # deferred: heavy optional dependency (ray)
     from lipbound.executor.ray_backend import RayExecutor
 
     return RayExecutor(address, num_cpus=num_cpus if address is None else None,

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
+import torch
+
 from lipbound.errors import InputError
 from lipbound.executor.base import (
     Executor,
@@ -34,8 +36,6 @@ from lipbound.executor.base import (
 
 def _worker_main(conn: Any, threads: int) -> None:
     """Body of a worker process: take a job function, then jobs, until told to stop."""
-    import torch
-
     torch.set_num_threads(threads)
     fn = None
     while True:

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
+import torch
 
 INPUT = "input"
 CONST = "const"
@@ -120,8 +121,6 @@ class Graph:
 
 def graph_to(graph: Graph, dtype: Any = None, device: Any = None) -> Graph:
     """A copy of the graph with every floating-point tensor parameter cast/moved."""
-    import torch
-
     def conv(v: Any) -> Any:
         if isinstance(v, torch.Tensor):
             return v.to(device=device, dtype=dtype if v.is_floating_point() else None)

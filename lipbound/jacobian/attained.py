@@ -17,7 +17,9 @@ from torch import Tensor, nn
 from lipbound.bounds.domains import LpBall, vector_norm
 
 
-def _model64(model: nn.Module) -> tuple[nn.Module, torch.dtype]:
+def model64(model: nn.Module) -> tuple[nn.Module, torch.dtype]:
+    """A float64 copy of ``model`` in eval mode (the model itself, in its own dtype, when it
+    cannot be copied) and the dtype it computes in."""
     try:
         return copy.deepcopy(model).double().eval(), torch.float64
     except Exception:  # models that cannot be copied: use them as they are
@@ -25,7 +27,7 @@ def _model64(model: nn.Module) -> tuple[nn.Module, torch.dtype]:
         return model, (param.dtype if param is not None else torch.float32)
 
 
-def _row_gradients(model: nn.Module, X: Tensor, C: Tensor, chunk: int = 4096) -> Tensor:
+def row_gradients(model: nn.Module, X: Tensor, C: Tensor, chunk: int = 4096) -> Tensor:
     """Gradients of C_s . f at every point: X [N, *in] -> [S, N, *in].
 
     The S rows are stacked into the batch so that one backward pass gives all of them.
@@ -49,49 +51,22 @@ def _candidates(domain: LpBall, n: int, gen: torch.Generator) -> Tensor:
     pts = [domain.center, domain.sample(n, gen)[:, 0]]
     if domain.p == math.inf and n > 0:
         signs = torch.randint(0, 2, (n, *domain.in_shape), generator=gen).to(domain.center) * 2 - 1
-        pts.append(domain._clip(domain.center + signs * domain.eps.reshape(1, *[1] *
+        pts.append(domain.clip(domain.center + signs * domain.eps.reshape(1, *[1] *
                                                                            len(domain.in_shape))))
     return torch.cat(pts)
-
-
-def _project(domain: LpBall, X: Tensor) -> Tensor:
-    d = (X - domain.center).flatten(1)
-    e = float(domain.eps[0])
-    if domain.p == math.inf:
-        d = d.clamp(-e, e)
-    elif domain.p == 2.0:
-        nrm = d.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        d = d * torch.clamp(e / nrm, max=1.0)
-    else:
-        d = _project_l1(d, e)
-    return domain._clip(domain.center + d.reshape(X.shape))
-
-
-def _project_l1(d: Tensor, e: float) -> Tensor:
-    """Euclidean projection of each row onto the l1 ball of radius e."""
-    a = d.abs()
-    inside = a.sum(1, keepdim=True) <= e
-    srt = a.sort(1, descending=True).values
-    css = srt.cumsum(1)
-    k = torch.arange(1, d.shape[1] + 1, device=d.device, dtype=d.dtype)
-    cond = srt - (css - e) / k > 0
-    rho = cond.to(d.dtype).cumsum(1).argmax(1, keepdim=True)
-    theta = (css.gather(1, rho) - e) / (rho + 1).to(d.dtype)
-    proj = torch.sign(d) * (a - theta).clamp_min(0)
-    return torch.where(inside, d, proj)
 
 
 def attained_lower(model: nn.Module, C: Tensor, domain: LpBall, q: float, n_samples: int = 256,
                    ascent_steps: int = 10, seed: int = 0) -> tuple[Tensor, Tensor]:
     """(lower [S], witness [S, *in]): the best dual gradient norm found per row."""
-    m64, dtype = _model64(model)
+    m64, dtype = model64(model)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     dom = LpBall(domain.center.to(dtype), domain.eps.to(dtype), domain.p,
                  None if domain.data_lower is None else domain.data_lower.to(dtype),
                  None if domain.data_upper is None else domain.data_upper.to(dtype))
     X = _candidates(dom, n_samples, gen)
     Cd = C.to(dtype)
-    G = _row_gradients(m64, X, Cd)
+    G = row_gradients(m64, X, Cd)
     norms = vector_norm(G.flatten(2), q)  # [S, N]
     best, idx = norms.max(1)
     witness = X[idx]
@@ -116,7 +91,7 @@ def _ascend(model: nn.Module, C: Tensor, dom: LpBall, q: float, start: Tensor, b
             h = torch.autograd.grad(obj.sum(), Xr, allow_unused=True)[0]
         if h is None or not torch.isfinite(h).all() or h.abs().max() == 0:
             break
-        X = _project(dom, X + step * h.sign())
+        X = dom.project(X + step * h.sign())
         val = vector_norm(_diag_grads(model, X, C).flatten(1), q)
         better = val > best
         best = torch.where(better, val, best)

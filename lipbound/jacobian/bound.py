@@ -15,11 +15,14 @@ from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.graph.ir import Graph
+from lipbound.graph.shapes import relu_like_only
 from lipbound.jacobian.build import JacobianGraph, jacobian_graph
 from lipbound.propagate.alpha import alpha_crown_upper
-from lipbound.propagate.crown import crown_intermediate, crown_node_bounds, crown_upper
+from lipbound.propagate.crown import crown_upper
 from lipbound.propagate.driver import prepare_state
-from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
+from lipbound.propagate.ibp import evaluate_fixed, ibp_pass
+from lipbound.propagate.intermediate import crown_intermediate, crown_node_bounds
+from lipbound.propagate.state import BoundState
 
 #: alpha-CROWN steps for the forward intermediate bounds under method "crown" (cheap: batch 1);
 #: the reference implementation's Jacobian bounds optimise the forward relaxations by default
@@ -52,7 +55,7 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     if forward_iterations is None:
         forward_iterations = FORWARD_ITERATIONS
     fwd_it = max(it, forward_iterations) if method != "ibp" else 0
-    if method == "crown" and not _relu_like_only(forward):
+    if method == "crown" and not relu_like_only(forward):
         fwd_it = 0  # smooth relaxations re-solve intercepts every step: too slow to pay off
     fstate = prepare_state(forward, domain, method, restriction, iterations=fwd_it)
     D, S = domain.batch_size, C.shape[0]
@@ -70,14 +73,6 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
         if bound_gradient and state.dep[jg.gradient]:
             state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, it))
     return state, jg
-
-
-def _relu_like_only(graph: Graph) -> bool:
-    """True when every nonlinear op of the graph is ReLU-like (cheap to optimise)."""
-    from lipbound.ops import registry
-
-    return all(registry.get(n.op, n.where).linear or n.op in ("relu", "leaky_relu")
-               for n in graph.nodes if n.op not in ("input", "const"))
 
 
 def elementwise_norm_upper(g: Interval, q: float) -> Tensor:

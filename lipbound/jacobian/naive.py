@@ -17,6 +17,7 @@ from torch import Tensor
 
 from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.ir import INPUT, Graph, Node
+from lipbound.norms import dual_norm
 from lipbound.ops import registry
 from lipbound.ops.smooth import ACTIVATIONS
 
@@ -91,7 +92,7 @@ def _activation_constant(node: Node, p: float) -> float:
 
 def naive_lipschitz(graph: Graph, C: Tensor, p: float) -> Tensor:
     """Global upper bounds [S] on the Lipschitz constant of each C_s . f w.r.t. ||.||_p."""
-    q = {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[p]
+    q = dual_norm(p)
     dep = graph.depends_on_input()
     K: dict[str, float] = {}
     out = graph[graph.output]

@@ -36,7 +36,7 @@ SPLIT = "train_test_split(X, y, test_size=0.25, random_state=0)"
 
 
 def _raw_split():
-    from sklearn.datasets import load_diabetes
+    from sklearn.datasets import load_diabetes  # deferred: heavy optional dependency (sklearn)
     from sklearn.model_selection import train_test_split
 
     X, y = load_diabetes(return_X_y=True)

@@ -11,7 +11,7 @@ from lipbound.models.registry import ModelInfo, register
 def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(X_train, y_train, X_test, y_test): pixels in [0, 1] as [N, 64] float32 tensors, the
     split of train_test_split(test_size=0.25, random_state=0, stratify=y)."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: heavy optional dependency (sklearn)
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lipbound.models.digits import digits_data
 from lipbound.models.registry import ModelInfo, register
 
 SIGMAS = (0.12, 0.25, 0.5)
@@ -50,8 +51,6 @@ def half_mlp() -> nn.Module:
 
 def digits_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``digits_data()`` reshaped to images ``[N, 1, 8, 8]``."""
-    from lipbound.models.digits import digits_data
-
     xtr, ytr, xte, yte = digits_data()
     return xtr.reshape(-1, 1, 8, 8), ytr, xte.reshape(-1, 1, 8, 8), yte
 

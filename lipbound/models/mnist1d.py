@@ -25,6 +25,7 @@ def mnist1d_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     the global numpy/random states are restored afterwards. Needs ``pip install mnist1d``.
     """
     try:
+        # deferred: heavy optional dependency (mnist1d)
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:
         raise InputError("the MNIST-1D data needs the 'mnist1d' package: pip install mnist1d"

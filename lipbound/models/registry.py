@@ -8,9 +8,12 @@ under the repository's ``models/`` folder and is named in ``ModelInfo.trained_by
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import torch
 
@@ -76,11 +79,6 @@ def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
 
 def _import_families() -> None:
     """Import every family module so that its register() calls run."""
-    import importlib
-    import pkgutil
-
-    import lipbound.models as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if mod.name not in {"registry"}:
             importlib.import_module(f"lipbound.models.{mod.name}")

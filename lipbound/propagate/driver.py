@@ -10,8 +10,10 @@ from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.errors import UnknownMethodError
 from lipbound.graph.ir import Graph
 from lipbound.propagate.alpha import alpha_crown_upper
-from lipbound.propagate.crown import crown_intermediate, crown_upper
-from lipbound.propagate.state import BoundState, evaluate_fixed, ibp_pass
+from lipbound.propagate.crown import crown_upper
+from lipbound.propagate.ibp import evaluate_fixed, ibp_pass, ibp_spec_upper
+from lipbound.propagate.intermediate import crown_intermediate
+from lipbound.propagate.state import BoundState
 
 METHODS = ("ibp", "crown", "alpha-crown")
 
@@ -41,13 +43,6 @@ def prepare_state(graph: Graph, domain: Domain, method: str = "crown",
     if method != "ibp":
         crown_intermediate(state, iterations=iterations)
     return state
-
-
-def ibp_spec_upper(state: BoundState, target: str, A: Tensor) -> Tensor:
-    """Interval-arithmetic bound of <A, v_target>: A+ u + A- l, [B, S]."""
-    iv = state.interval(target)
-    lo, up = iv.lower.unsqueeze(1), iv.upper.unsqueeze(1)
-    return (A.clamp(min=0) * up + A.clamp(max=0) * lo).flatten(2).sum(-1)
 
 
 def bound_graph_spec(state: BoundState, target: str, C: Tensor, method: str = "crown",

@@ -26,7 +26,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import SAFETY, Precision, gamma, outward, unit_roundoff
 from lipbound.graph.ir import CONST, INPUT, Graph
 from lipbound.ops import registry
-from lipbound.propagate.state import evaluate_fixed
+from lipbound.propagate.ibp import evaluate_fixed
 
 #: rounded operations a relaxation adds per node (slopes, intercepts, products with them)
 RELAXATION_OPS = 8

@@ -10,8 +10,7 @@ from torch import Tensor
 
 from lipbound.bounds.domains import Domain
 from lipbound.bounds.interval import Interval
-from lipbound.graph.ir import CONST, INPUT, Graph
-from lipbound.ops import registry
+from lipbound.graph.ir import Graph
 
 
 @dataclass
@@ -53,56 +52,3 @@ class BoundState:
         self.bounds[name] = iv
         for user in self.users[name]:
             self.relax_cache.pop(user, None)
-
-
-def evaluate_fixed(graph: Graph) -> dict[str, Tensor]:
-    """Values of every node that does not depend on the perturbed input."""
-    dep = graph.depends_on_input()
-    vals: dict[str, Tensor] = {}
-    for n in graph.nodes:
-        if dep[n.name]:
-            continue
-        if n.op == CONST:
-            vals[n.name] = n.params["value"]
-        else:
-            op = registry.get(n.op, n.where)
-            vals[n.name] = op.apply(n.params, *[vals[s] for s in n.inputs])
-    return vals
-
-
-def nodes_needing_bounds(graph: Graph) -> list[str]:
-    """Input-dependent nodes read by a nonlinear op, in topological order."""
-    dep = graph.depends_on_input()
-    need: set[str] = set()
-    for n in graph.nodes:
-        if n.op in (INPUT, CONST):
-            continue
-        if not registry.get(n.op, n.where).linear:
-            need.update(s for s in n.inputs if dep[s])
-    return [n.name for n in graph.nodes if n.name in need]
-
-
-def ibp_pass(state: BoundState, only_missing: bool = False) -> None:
-    """Interval bounds of every input-dependent node (intersected with known bounds);
-    ``only_missing`` skips nodes that already have bounds."""
-    for n in state.graph.nodes:
-        if not state.dep[n.name] or (only_missing and n.name in state.bounds):
-            continue
-        if n.op == INPUT:
-            iv = state.domain.interval()
-        else:
-            op = registry.get(n.op, n.where)
-            iv = op.ibp(n.params, *[state.interval(s) for s in n.inputs])
-        state.set_bounds(n.name, iv)
-
-
-def identity_spec(shape: tuple[int, ...], rows: slice, dtype: torch.dtype,
-                  device: torch.device) -> Tensor:
-    """Rows ``rows`` of [I; -I] over a node of per-sample ``shape``: [1, R, *shape]."""
-    m = 1
-    for s in shape:
-        m *= s
-    idx = torch.arange(rows.start, rows.stop, device=device)
-    eye = torch.zeros(len(idx), m, dtype=dtype, device=device)
-    eye[torch.arange(len(idx), device=device), idx % m] = torch.where(idx < m, 1.0, -1.0).to(dtype)
-    return eye.reshape(1, len(idx), *shape)

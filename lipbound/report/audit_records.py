@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lipbound.report.records import _bound_keys, ball_domain, box_domain, header, norm_name
-from lipbound.smoothing.records import jsonable
+from lipbound.jsonutil import jsonable
+from lipbound.report.records import ball_domain, bound_keys, box_domain, header, norm_name
 
 
 def monotonicity_records(model: nn.Module, report: Any, lower: Any, upper: Any, *,
@@ -36,8 +36,8 @@ def monotonicity_records(model: nn.Module, report: Any, lower: Any, upper: Any, 
             spec["feature_name"] = str(feature_names[j])
         rec = header("monotonicity", model, status=str(fv.verdict), time=fv.time,
                      model_name=model_name, seed=seed)
-        rec.update(_bound_keys(dict(domain), spec, method, settings,
-                               float(fv.derivative_upper), float(fv.derivative_lower)))
+        rec.update(bound_keys(dict(domain), spec, method, settings,
+                              float(fv.derivative_upper), float(fv.derivative_lower)))
         info = fv.to_dict() if hasattr(fv, "to_dict") else {
             "witness": fv.witness, "witness_derivative": fv.witness_derivative,
             "domains": fv.domains}
@@ -69,10 +69,10 @@ def robustness_records(model: nn.Module, report: Any, inputs: Any, *, norm: Any,
             r = header("certified_radius", model, status="certified" if correct else
                        "misclassified", time=float((_field(rec, "times") or {}).get(method, 0.0)),
                        model_name=model_name, seed=seed)
-            r.update(_bound_keys(ball_domain(X[i], None, norm, data_range),
-                                 {"type": "classification", "label": label},
-                                 method, {"norm": norm_name(norm)},
-                                 None if attack is None else float(attack), float(radius)))
+            r.update(bound_keys(ball_domain(X[i], None, norm, data_range),
+                                {"type": "classification", "label": label},
+                                method, {"norm": norm_name(norm)},
+                                None if attack is None else float(attack), float(radius)))
             r["input"] = jsonable({"index": indices[i] if indices else i, "label": label,
                                    "prediction": pred, "correct": correct,
                                    "attack_success": _field(rec, "attack_success")})

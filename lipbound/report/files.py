@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from lipbound.errors import InputError
+from lipbound.jsonutil import jsonable
 from lipbound.report.jsonl import read_jsonl
-from lipbound.smoothing.records import jsonable
 
 
 def dumps(record: Any) -> str:

@@ -17,12 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lipbound.errors import InputError
-
-
-def _jsonable(obj: Any) -> Any:
-    from lipbound.smoothing.records import jsonable
-
-    return jsonable(obj)
+from lipbound.jsonutil import jsonable
 
 
 class JsonlWriter:
@@ -54,7 +49,7 @@ class JsonlWriter:
             record = record.to_dict()
         if not isinstance(record, Mapping):
             raise InputError(f"a JSON Lines record must be a mapping, got {type(record).__name__}")
-        line = json.dumps(_jsonable(dict(record)), allow_nan=False, separators=(",", ":"))
+        line = json.dumps(jsonable(dict(record)), allow_nan=False, separators=(",", ":"))
         self._fh.write(line + "\n")
         self._fh.flush()
         if self._fsync and hasattr(self._fh, "fileno"):

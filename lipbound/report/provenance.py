@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lipbound.version import __version__
+
 # distribution name -> key in the record's "environment"
 PACKAGES = {"torch": "torch", "numpy": "numpy", "cvxpy": "cvxpy", "highspy": "highs",
             "scs": "scs"}
@@ -26,9 +28,7 @@ PACKAGES = {"torch": "torch", "numpy": "numpy", "cvxpy": "cvxpy", "highspy": "hi
 
 def lipbound_version() -> str:
     """The installed lipbound version."""
-    import lipbound
-
-    return str(lipbound.__version__)
+    return str(__version__)
 
 
 def environment() -> dict[str, str]:

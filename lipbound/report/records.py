@@ -2,8 +2,9 @@
 
 One builder per producer: :func:`output_bounds_record` (``lipbound.output_bounds``),
 :func:`lipschitz_record` (``LipschitzResult``), :func:`smoothing_record` (a smoothing
-``Certification``), :func:`weights_record` (``lipbound.audit.weights``); the audit reports have
-theirs in :mod:`lipbound.report.audit_records`. Every builder returns a JSON-ready dict that
+``Certification``: the one record smoothing writes), :func:`weights_record`
+(``lipbound.audit.weights``); the audit reports have theirs in
+:mod:`lipbound.report.audit_records`. Every builder returns a JSON-ready dict that
 :func:`~lipbound.report.schema.validate` accepts; bounds are copied as computed (never rounded).
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lipbound.jsonutil import jsonable
 from lipbound.report.provenance import (
     device_of,
     environment,
@@ -24,7 +26,6 @@ from lipbound.report.provenance import (
     tensor_hash,
 )
 from lipbound.report.schema import SCHEMA_VERSION
-from lipbound.smoothing.records import jsonable
 
 CENTER_VALUES_MAX = 256  # inputs with at most this many entries are written out in full
 
@@ -95,8 +96,10 @@ def _scalar(v: Any) -> float | None:
     return float(torch.as_tensor(v).max()) if not isinstance(v, (int, float)) else float(v)
 
 
-def _bound_keys(domain: dict, spec: dict, method: str, settings: dict | None, upper: Any,
-                lower: Any) -> dict[str, Any]:
+def bound_keys(domain: dict, spec: dict, method: str, settings: dict | None, upper: Any,
+               lower: Any) -> dict[str, Any]:
+    """The keys of a bound record (see :mod:`lipbound.report.schema`): what was bounded where,
+    how, and the bounds with their gap."""
     return {"domain": domain, "spec": spec, "method": method,
             "settings": jsonable(settings or {}), "upper": jsonable(upper),
             "lower": jsonable(lower), "gap": jsonable(gap(upper, lower))}
@@ -111,8 +114,8 @@ def output_bounds_record(model: nn.Module, x: Any, eps: float, bounds: Sequence,
     lo, up = (torch.as_tensor(b).detach() for b in bounds)
     rec = header("output_bounds", model, status="certified", time=time, model_name=model_name,
                  seed=seed, dtype=dtype)
-    rec.update(_bound_keys(ball_domain(x, eps, norm, data_range),
-                           spec_info(spec, lo.shape[-1]), method, settings, up, lo))
+    rec.update(bound_keys(ball_domain(x, eps, norm, data_range),
+                          spec_info(spec, lo.shape[-1]), method, settings, up, lo))
     if input is not None:
         rec["input"] = jsonable(input)
     return rec
@@ -129,9 +132,9 @@ def lipschitz_record(model: nn.Module, x: Any, result: Any, *, spec: Any = None,
     """
     rec = header("lipschitz", model, status=result.status, time=result.time,
                  model_name=model_name, seed=seed, dtype=dtype)
-    rec.update(_bound_keys(ball_domain(x, result.eps, result.norm, data_range),
-                           spec_info(spec, int(result.upper.numel())), result.method, settings,
-                           result.upper, result.lower))
+    rec.update(bound_keys(ball_domain(x, result.eps, result.norm, data_range),
+                          spec_info(spec, int(result.upper.numel())), result.method, settings,
+                          result.upper, result.lower))
     details = result.to_dict().get("details", {})
     trace = details.pop("trace", None)
     if trace:  # (t, upper, lower[, domains]) points of the anytime curve
@@ -147,42 +150,29 @@ def smoothing_record(model: nn.Module, x: Any, cert: Any, *, sigma: float,
                      settings: dict | None = None, seed: int | None = None,
                      model_name: str | None = None, label: int | None = None,
                      index: int | None = None) -> dict[str, Any]:
-    """Record of a smoothing ``Certification``: the certified l2 radius is ``lower`` (the
-    smoothed classifier's prediction is constant on the l2 ball of that radius); ``upper`` is
-    null. ``status`` is "abstain" or "certified"."""
-    status = "abstain" if cert.prediction < 0 else "certified"
-    rec = header("smoothing", model, status=status, time=cert.time, model_name=model_name,
-                 seed=seed, dtype="float32")
-    spec = {"type": "smoothed_class", "prediction": int(cert.prediction),
-            "certificate": cert.certificate}
-    rec.update(_bound_keys(ball_domain(x, float(cert.radius), 2), spec, cert.certificate,
-                           {"sigma": sigma, **(settings or {})}, None, float(cert.radius)))
-    rec["input"] = jsonable({"index": index, "label": label,
-                             "correct": None if label is None else cert.prediction == label})
-    rec["details"] = jsonable(cert.details)
-    return rec
-
-
-def smoothing_row_record(model: nn.Module, x: Any, row: dict, *, sigma: float,
-                         settings: dict | None = None,
-                         model_name: str | None = None) -> dict[str, Any]:
-    """A row of ``lipbound.smoothing.dataset.certify_dataset`` (keys ``idx``, ``label``,
-    ``predict``, ``radius``, ``correct``, ``certificate``, ``time``, ``details``) with the schema
-    keys of a ``smoothing`` record added beside them (as :func:`smoothing_record`; the seed is
-    the row's per-input seed), so it validates while keeping the smoothing format's keys."""
-    predict = int(row["predict"])
-    seed = (row.get("details") or {}).get("seed")
+    """Record of a smoothing ``Certification`` (what ``lipbound certify`` and
+    ``lipbound.smoothing.dataset.certify_one`` write): the certified l2 radius is ``lower``
+    (the smoothed classifier's prediction is constant on the l2 ball of that radius); ``upper``
+    is null; ``status`` is "abstain" or "certified"; ``seed`` defaults to the certificate's
+    (``details["seed"]``). Besides the schema keys it carries the smoothing row: ``idx``,
+    ``label``, ``predict`` (-1 = abstain), ``radius``, ``correct``, ``certificate``, ``time``,
+    ``details`` (the keys of Cohen et al.'s TSV and of the certificate's details)."""
+    predict = int(cert.prediction)
+    correct = None if label is None else bool(predict == label)
+    row = jsonable({"idx": index, "label": label, "predict": predict, "radius": cert.radius,
+                    "correct": correct, "certificate": cert.certificate, "time": cert.time,
+                    "details": cert.details})
+    if seed is None:
+        seed = (cert.details or {}).get("seed")
+        seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     rec = header("smoothing", model, status="abstain" if predict < 0 else "certified",
-                 time=float(row["time"]), model_name=model_name,
-                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-                 dtype="float32")
-    spec = {"type": "smoothed_class", "prediction": predict, "certificate": row["certificate"]}
-    radius = float(row["radius"])
-    rec.update(_bound_keys(ball_domain(x, radius, 2), spec, str(row["certificate"]),
-                           {"sigma": sigma, **(settings or {})}, None, radius))
-    rec["input"] = jsonable({"index": row["idx"], "label": row["label"],
-                             "correct": row["correct"]})
-    return {**jsonable(row), **rec}
+                 time=float(cert.time), model_name=model_name, seed=seed, dtype="float32")
+    spec = {"type": "smoothed_class", "prediction": predict, "certificate": cert.certificate}
+    radius = float(cert.radius)
+    rec.update(bound_keys(ball_domain(x, radius, 2), spec, str(cert.certificate),
+                          {"sigma": sigma, **(settings or {})}, None, radius))
+    rec["input"] = jsonable({"index": index, "label": label, "correct": correct})
+    return {**row, **rec}
 
 
 def weights_record(model: nn.Module, layers: Sequence, *, model_name: str | None = None,

@@ -32,6 +32,11 @@ Numbers are finite JSON numbers, or the strings ``"inf"`` / ``"-inf"`` (JSON has
 ``weights`` records carry ``layers``: a list of ``{name, kind, shape, spectral_norm,
 condition_number, sparsity}``. Optional in every record: ``input`` (``index``, ``label``...),
 ``details`` (object), ``trace`` (anytime curve: list of ``[t, upper, lower]``).
+
+``smoothing`` records (the only records randomized smoothing writes, built by
+:func:`lipbound.report.records.smoothing_record`) also carry the smoothing row beside these
+keys: ``idx``, ``label``, ``predict`` (-1 = abstain), ``radius`` (= ``lower``), ``correct`` and
+``certificate`` (Cohen et al.'s TSV columns; ``details`` holds the certificate's details).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class Section:
 def _plots():
     """The plotting module, imported on first use (matplotlib takes seconds to import, and
     most commands never plot)."""
-    from lipbound.report import plots
+    from lipbound.report import plots  # deferred: heavy optional dependency (matplotlib)
 
     return plots
 

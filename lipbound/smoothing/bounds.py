@@ -83,7 +83,8 @@ def binomial_pvalue(k: int, n: int) -> float:
     Uses ``scipy.stats.binomtest`` (``binom_test``, which Cohen et al.'s PREDICT calls, was
     removed in SciPy 1.12).
     """
-    from scipy import stats  # imported on use: scipy.stats adds ~1 s to every worker start
+    # deferred: heavy optional dependency (scipy.stats adds ~1 s to every worker start)
+    from scipy import stats
 
     if n == 0:
         return 1.0

@@ -14,7 +14,7 @@ import torch
 
 from lipbound.errors import InputError, ShapeError
 from lipbound.progress import ProgressFlag, bar
-from lipbound.smoothing.records import record
+from lipbound.report.records import smoothing_record
 from lipbound.smoothing.sampling import derive_seed
 from lipbound.smoothing.smooth import Smooth
 
@@ -38,14 +38,19 @@ def certify_one(
     batch_size: int = 1000,
     certificate="cohen",
     seed: int = 0,
+    model_name: str | None = None,
     **options,
 ) -> dict:
-    """Certify one input and return its JSON-ready record (``records.record``): ``idx``,
+    """Certify one input and return its JSON-ready record
+    (:func:`lipbound.report.records.smoothing_record`: the report schema's keys and ``idx``,
     ``label``, ``predict`` (-1 = abstain), ``radius``, ``correct``, ``certificate``, ``time``
-    and the certificate's ``details`` (including the input's seed)."""
+    and the certificate's ``details``, including the input's seed)."""
     cert = smooth.certify(x, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
                           certificate=certificate, seed=input_seed(seed, index), **options)
-    return record(int(index), None if label is None else int(label), cert)
+    return smoothing_record(smooth.model, x, cert, sigma=smooth.sigma,
+                            settings={"n0": n0, "n": n, "alpha": alpha, "batch_size": batch_size},
+                            model_name=model_name, index=int(index),
+                            label=None if label is None else int(label))
 
 
 def certify_dataset(
@@ -62,14 +67,15 @@ def certify_dataset(
     seed: int = 0,
     progress: ProgressFlag = False,
     on_record: Callable[[dict], None] | None = None,
+    model_name: str | None = None,
     **options,
 ) -> list[dict]:
     """Records of ``certify_one`` for every row of ``X`` ([N, *in]); ``y`` optional labels.
 
     ``indices``: the rows' numbers in the source data (default ``0..N-1``); they name the
     records and fix the seeds. ``on_record`` is called with each record as soon as it exists
-    (e.g. to stream a TSV). Each record's guarantee is that of ``Smooth.certify`` at level
-    ``alpha`` for that input."""
+    (e.g. to stream a TSV); ``model_name`` goes into the records. Each record's guarantee is
+    that of ``Smooth.certify`` at level ``alpha`` for that input."""
     if not isinstance(X, torch.Tensor) or X.dim() < 1:
         raise InputError("X must be a tensor [N, *in]")
     count = X.shape[0]
@@ -83,7 +89,8 @@ def certify_dataset(
     for i in bar(range(count), progress=progress, total=count, desc="certify"):
         label = None if y is None else int(y[i])
         rec = certify_one(smooth, X[i], label, idx[i], n0=n0, n=n, alpha=alpha,
-                          batch_size=batch_size, certificate=certificate, seed=seed, **options)
+                          batch_size=batch_size, certificate=certificate, seed=seed,
+                          model_name=model_name, **options)
         if on_record is not None:
             on_record(rec)
         records.append(rec)

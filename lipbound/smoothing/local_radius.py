@@ -29,15 +29,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from lipbound.api import local_lipschitz, output_bounds
 from lipbound.errors import InputError, UnsupportedModelError
 from lipbound.smoothing.lipschitz_constants import cached_pair_lipschitz
-
-
-def margin_spec(label: int, num_classes: int, dtype=torch.float32) -> torch.Tensor:
-    """``[K-1, K]`` rows ``e_label - e_j`` for ``j != label``."""
-    eye = torch.eye(num_classes, dtype=dtype)
-    others = [j for j in range(num_classes) if j != label]
-    return eye[label].unsqueeze(0) - eye[others]
+from lipbound.specs import margin_spec
 
 
 def _margins(logits: torch.Tensor, label: int) -> torch.Tensor:
@@ -103,9 +98,9 @@ class GlobalLipschitzRadius(LocalRadius):
     def __init__(self, pair_constants: np.ndarray | float | None = None) -> None:
         self.pair_constants = pair_constants
 
-    def _pairs(self, model, k: int) -> np.ndarray:
+    def _pairs(self, model, points: torch.Tensor, k: int) -> np.ndarray:
         if self.pair_constants is None:
-            return cached_pair_lipschitz(model)
+            return cached_pair_lipschitz(model, points[0])
         if np.ndim(self.pair_constants) == 0:
             return np.full((k, k), float(self.pair_constants))
         return np.asarray(self.pair_constants, dtype=np.float64)
@@ -115,7 +110,7 @@ class GlobalLipschitzRadius(LocalRadius):
             with torch.no_grad():
                 logits = model(points)
         k = logits.shape[1]
-        pairs = self._pairs(model, k)
+        pairs = self._pairs(model, points, k)
         lip = torch.as_tensor(np.delete(pairs[label], label), dtype=torch.float64)
         m = _margins(logits, label).cpu()
         r = m.div(lip).min(dim=1).values
@@ -140,10 +135,6 @@ class LocalLipschitzRadius(LocalRadius):
         return {"radius_fn": self.name, "eps": self.eps, "method": self.method}
 
     def radii(self, model, points, label, logits=None, target=None) -> torch.Tensor:
-        try:
-            from lipbound import local_lipschitz
-        except ImportError as exc:  # pragma: no cover - depends on the engine being present
-            raise UnsupportedModelError("lipbound.local_lipschitz is not available") from exc
         if logits is None:
             with torch.no_grad():
                 logits = model(points)
@@ -191,10 +182,6 @@ class OutputBoundsRadius(LocalRadius):
                 "method": self.method}
 
     def radii(self, model, points, label, logits=None, target=None) -> torch.Tensor:
-        try:
-            from lipbound import output_bounds
-        except ImportError as exc:  # pragma: no cover
-            raise UnsupportedModelError("lipbound.output_bounds is not available") from exc
         if logits is None:
             with torch.no_grad():
                 logits = model(points)
@@ -242,12 +229,7 @@ RADIUS_FNS = {
 
 
 def default_radius_fn(model) -> LocalRadius:
-    """``OutputBoundsRadius`` (lipbound's CROWN output bounds) when ``lipbound.output_bounds``
-    is importable, else ``GlobalLipschitzRadius``."""
-    try:
-        from lipbound import output_bounds  # noqa: F401
-    except ImportError:
-        return GlobalLipschitzRadius()
+    """``OutputBoundsRadius`` (lipbound's CROWN output bounds)."""
     return OutputBoundsRadius()
 
 

@@ -1,9 +1,12 @@
-"""Output records of smoothing runs.
+"""Output files of smoothing runs.
 
 * Cohen et al.'s TSV (``idx label predict radius correct time``), which their ``analyze.py``
   reads with ``pandas.read_csv(path, delimiter="\\t")``. Radii are written rounded *down* to 6
   significant digits (their ``{:.3}`` can round a radius up); times as ``str(timedelta)``.
-* lipbound's JSON record: one object per input with every certificate's details.
+* lipbound's JSON document ``{"format": FORMAT, "meta": ..., "records": [...]}``: the run's
+  settings and one record per input. The records are report-schema ``smoothing`` records
+  (:func:`lipbound.report.records.smoothing_record`, what ``certify_one`` returns), so
+  ``lipbound report`` reads the file; ``FORMAT`` names the document, not another record format.
 """
 
 from __future__ import annotations
@@ -16,30 +19,10 @@ import os
 from collections.abc import Iterable
 from decimal import ROUND_FLOOR, Decimal
 
-import numpy as np
-import torch
+from lipbound.jsonutil import jsonable
 
 TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 FORMAT = "lipbound.smoothing/1"
-
-
-def jsonable(obj):
-    """Recursively convert numpy/torch scalars and arrays, tuples and non-finite floats."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 def floor_sig(x: float, digits: int = 6) -> str:
@@ -87,7 +70,7 @@ class TsvWriter:
         print(tsv_line(idx, label, cert, elapsed), file=self._fh, flush=True)
 
     def write_record(self, rec: dict) -> None:
-        """A line from a JSON record (``record()`` / ``certify_dataset``)."""
+        """A line from a smoothing record (``certify_one`` / ``certify_dataset``)."""
         line = tsv_fields(rec["idx"], rec["label"], rec["predict"], rec["radius"], rec["time"])
         print(line, file=self._fh, flush=True)
 
@@ -122,21 +105,6 @@ def read_tsv(path: str | os.PathLike) -> list[dict]:
                 }
             )
     return rows
-
-
-def record(idx: int, label: int | None, cert) -> dict:
-    """JSON-ready record of one certification."""
-    rec = {
-        "idx": idx,
-        "label": label,
-        "predict": cert.prediction,
-        "radius": cert.radius,
-        "correct": None if label is None else bool(cert.prediction == label),
-        "certificate": cert.certificate,
-        "time": cert.time,
-        "details": cert.details,
-    }
-    return jsonable(rec)
 
 
 def write_json(path: str | os.PathLike, records: Iterable[dict], meta: dict | None = None) -> None:

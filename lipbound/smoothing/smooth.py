@@ -182,8 +182,9 @@ class Smooth:
         n = check_positive_int(n, "n")
         alpha = _alpha(alpha)
         batch_size = check_positive_int(batch_size, "batch_size")
-        cert = build(certificate, model=self.model, has_dual=self.dual is not None, **options)
         x = self._prepare(x)
+        cert = build(certificate, model=self.model, has_dual=self.dual is not None,
+                     example_input=x, **options)
         base = resolve_seed(seed)
         ctx = self._context(x, n0, n, batch_size, base)
         selection = draw_samples(self._evaluator, x, self.sigma, base, STREAM_SELECT, n0,

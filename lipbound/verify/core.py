@@ -6,8 +6,7 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
 2. CROWN bounds on every region, then a short PGD attack on the violation of every region;
 3. alpha-CROWN on the regions still open, then a longer PGD attack on the whole violation and
    one PGD attack per disjunct (at most 16 disjuncts per region);
-4. branch and bound (``method="bab"`` of ``lipbound.output_bounds``) when the installed
-   lipbound has it (otherwise recorded as unavailable in ``details``);
+4. branch and bound (``method="bab"`` of ``lipbound.output_bounds``);
 5. input splitting with CROWN for regions of at most ``SPLIT_MAX_INPUTS`` inputs;
 6. further attack rounds; "unknown" if they find nothing and time is left.
 
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lipbound.errors import InputError, ShapeError, UnknownMethodError
+from lipbound.errors import InputError, ShapeError
 from lipbound.inputs import check_timeout, get_graph, resolve_model
 from lipbound.io.vnnlib import VnnlibProperty
 from lipbound.progress import bar
@@ -174,7 +173,7 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
                                "prepare_time": prep.elapsed()}
     deadline = Deadline(float(timeout))
     run = _Run(model, prop, in_shape, checker, deadline, seed)
-    plan = _plan(run, methods, input_split, attack_rounds, details)
+    plan = _plan(run, methods, input_split, attack_rounds)
     verdict, cex = "unknown", None
     try:
         with interrupt_at(deadline):
@@ -205,13 +204,7 @@ def _check_outputs(model: nn.Module, prop: VnnlibProperty, in_shape: tuple[int, 
     get_graph(model, x, torch.float64, x.device)  # trace now, outside the interruptible part
 
 
-def _plan(run: _Run, methods, input_split: bool, attack_rounds: int, details: dict) -> list:
-    def bab() -> None:
-        try:
-            run.bound("bab")
-        except UnknownMethodError:
-            details["bab"] = "unavailable in this lipbound (method='bab' unknown); skipped"
-
+def _plan(run: _Run, methods, input_split: bool, attack_rounds: int) -> list:
     def extra_attacks() -> None:
         for k in range(attack_rounds):
             if run.deadline.expired():
@@ -220,7 +213,7 @@ def _plan(run: _Run, methods, input_split: bool, attack_rounds: int, details: di
 
     plan: list = [run.screen]
     for k, m in enumerate(methods):
-        plan.append(bab if m == "bab" else (lambda m=m: run.bound(m)))
+        plan.append(lambda m=m: run.bound(m))
         if k == 0:
             plan.append(lambda: run.attack("attack-1", steps=30, restarts=4))
         if k == 1:

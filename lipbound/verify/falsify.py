@@ -64,7 +64,7 @@ class Checker:
 
     def _open_onnxruntime(self, path: Path, declared: tuple) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # deferred: heavy optional dependency (onnxruntime)
         except ImportError:  # pragma: no cover - onnxruntime is a declared dependency
             return
         if not path.is_file():

@@ -25,6 +25,7 @@ from lipbound.smoothing.certificates.dual import Dual, DualPair
 from lipbound.smoothing.certificates.lipschitz import Lipschitz
 from lipbound.smoothing.certificates.local_margins import LocalMargins
 from lipbound.smoothing.certificates.lvm import LVM
+from lipbound.smoothing.lipschitz_constants import cached_pair_lipschitz
 
 CERTIFICATES: dict[str, type[Certificate]] = {
     "cohen": Cohen,
@@ -56,19 +57,17 @@ def _construct(cls: type, options: dict) -> Certificate:
     return cls(**options)
 
 
-def _default_best_candidates(model, has_dual: bool, options: dict) -> list[str]:
-    """cohen, lvm, lipschitz (if a constant is given or the naive product applies),
-    local-margins (its default radius function calls lipbound.output_bounds per noisy sample,
-    which is slow: pass ``radius_fn="global-lipschitz"`` for speed), and dual when a DRS pair
-    is attached."""
-    from lipbound.smoothing.lipschitz_constants import naive_pair_lipschitz
-
+def _default_best_candidates(model, has_dual: bool, options: dict, x=None) -> list[str]:
+    """cohen, lvm, lipschitz (if a constant is given or the naive bound applies to the model
+    at the input ``x``), local-margins (its default radius function calls
+    lipbound.output_bounds per noisy sample, which is slow: pass
+    ``radius_fn="global-lipschitz"`` for speed), and dual when a DRS pair is attached."""
     names = ["cohen", "lvm"]
     if "lipschitz_constant" in options:
         names.append("lipschitz")
-    else:
+    elif x is not None:
         try:
-            naive_pair_lipschitz(model)
+            cached_pair_lipschitz(model, x)
             names.append("lipschitz")
         except UnsupportedModelError:
             pass
@@ -78,11 +77,13 @@ def _default_best_candidates(model, has_dual: bool, options: dict) -> list[str]:
     return names
 
 
-def build(name, model=None, has_dual: bool = False, **options) -> Certificate:
+def build(name, model=None, has_dual: bool = False, example_input=None,
+          **options) -> Certificate:
     """A certificate from a name (or an instance, returned as is) and keyword options.
 
-    For ``best``: ``candidates`` (names or instances; default: every applicable one),
-    ``weights``, ``mode``, and any option of the candidates, routed to those that accept it.
+    For ``best``: ``candidates`` (names or instances; default: every applicable one to
+    ``model`` at ``example_input``), ``weights``, ``mode``, and any option of the candidates,
+    routed to those that accept it.
     """
     if isinstance(name, Certificate):
         if options:
@@ -99,7 +100,7 @@ def build(name, model=None, has_dual: bool = False, **options) -> Certificate:
     rest = {k: v for k, v in options.items() if k not in best_keys}
     cands = own.pop("candidates", None)
     if cands is None:
-        cands = _default_best_candidates(model, has_dual, rest)
+        cands = _default_best_candidates(model, has_dual, rest, example_input)
     built: list[Certificate] = []
     used: set[str] = set()
     for c in cands:

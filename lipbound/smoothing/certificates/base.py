@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from lipbound.jsonutil import jsonable
 from lipbound.smoothing.sampling import Consumer, Evaluator, Samples
 
 
@@ -42,8 +43,6 @@ class Certification:
         return self.prediction < 0
 
     def to_dict(self) -> dict:
-        from lipbound.smoothing.records import jsonable
-
         return jsonable(
             {
                 "prediction": self.prediction,

@@ -13,9 +13,9 @@ Where the constant comes from (``lipschitz_constant``):
   the logit map, element-wise min with the naive pair constants; one SDP per model, cached).
   The number must bound the l2 Lipschitz constant of every logit difference ``f_c - f_j``
   (if you have a bound ``L_f`` of the whole logit map in l2, pass ``sqrt(2) * L_f``; LipSDP gives
-  such an ``L_f``). ``None`` computes per-pair constants by the naive product of exact spectral
-  norms (``lipschitz_constants.naive_pair_lipschitz``; ``nn.Sequential`` of Linear/ReLU/Flatten
-  only, else ``UnsupportedModelError``). Each soft coordinate then gets
+  such an ``L_f``). ``None`` computes per-pair constants by lipbound's naive product of
+  operator norms over the traced model (``lipschitz_constants.naive_pair_lipschitz``; any model
+  lipbound traces, else ``UnsupportedModelError``). Each soft coordinate then gets
   ``L_c = factor(map, t) * max_j L_cj`` with factor ``t/4`` (softmax) or ``t (K-1)/K``
   (sparsemax); see ``simplex.py`` for the proofs. The default grid also holds hardmax (no
   Lipschitz constant: plain LVM with Clopper–Pearson bounds), so the selection on the n0
@@ -101,7 +101,7 @@ class Lipschitz(SoftCertificate):
             const, self._source = value, "callable"
         if const is None or const == "lipsdp":
             source = "naive" if const is None else "lipsdp"
-            self._pairs = cached_pair_lipschitz(ctx.model, source).copy()
+            self._pairs = cached_pair_lipschitz(ctx.model, ctx.x, source).copy()
             if self._pairs.shape != (k, k):
                 raise InputError(
                     f"the model's last layer has {self._pairs.shape[0]} outputs, "

@@ -1,4 +1,5 @@
-"""Load a model named on the command line.
+"""Load a model from its source (what ``--model`` names on the command line, and what jobs
+carry to worker processes).
 
 A model source is one of
 
@@ -24,7 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lipbound import models
 from lipbound.errors import InputError, LipboundError
+from lipbound.io.onnx_loader import load_onnx
 
 SOURCES_HELP = ("a registry name, module:factory (with --state-dict FILE), a torch.export "
                 ".pt2 file or an .onnx file")
@@ -67,8 +70,6 @@ def load_model(source: str, state_dict: str | None = None,
 
 
 def _load_registry(name: str) -> LoadedModel:
-    from lipbound import models
-
     try:
         entry = models.info(name)
     except InputError as exc:
@@ -173,8 +174,6 @@ def _load_export(path: Path) -> LoadedModel:
 
 
 def _load_onnx(path: Path) -> LoadedModel:
-    from lipbound.io import load_onnx
-
     if not path.is_file():
         raise InputError(f"model file {path} does not exist")
     try:

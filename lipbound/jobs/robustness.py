@@ -2,8 +2,9 @@
 
 Each row's audit is seeded from ``(--seed, source row number)`` (its PGD restarts and its
 smoothing noise), so every backend, worker count and sub-range of rows gives the same
-records. The job carries the model source, like :class:`lipbound.executor.bound_job.BoundJob`:
-workers load the model once and keep it; the calling process uses its loaded module.
+records. The job names its model like every job (:mod:`lipbound.jobs.models`): given as a
+``ModelSource``, workers load the model once and keep it; the calling process uses its loaded
+module.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from typing import Any
 
 import torch
 
+from lipbound.audit.robustness import RobustnessReport, robustness
 from lipbound.errors import LipboundError, ShapeError
-from lipbound.executor.bound_job import SourceModel, absolute
+from lipbound.executor.options import executor_from_args, map_options
+from lipbound.jobs.models import ModelRef, resident_model
+from lipbound.progress import bar
 
 #: the audit combines its seed with a row number; seeds below 2**31 keep that in range
 AUDIT_SEED_BITS = 31
@@ -30,26 +34,23 @@ def audit_seed(seed: int) -> int:
 
 
 @dataclass
-class RobustnessJob(SourceModel):
+class RobustnessJob:
     """``job((x, label), seed) -> RobustnessReport`` of ``audit.robustness`` on that one input
     (its record's ``index`` is 0; the driver puts the row's position back). The certified
     radii carry the guarantees stated in ``lipbound.audit.robustness``."""
 
-    source: str
-    state_dict: str | None
-    options: dict[str, Any]
-    module: torch.nn.Module | None = field(default=None, repr=False)
+    model: ModelRef
+    options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
 
     def __call__(self, item: Any, seed: int) -> Any:
-        from lipbound import audit
-
         x, label = item
-        return audit.robustness(self.model(), torch.as_tensor(x).unsqueeze(0),
-                                torch.tensor([int(label)]), seed=audit_seed(seed),
-                                progress=False, **self.options)
+        return robustness(resident_model(self.model, self.device),
+                          torch.as_tensor(x).unsqueeze(0), torch.tensor([int(label)]),
+                          seed=audit_seed(seed), progress=False, **self.options)
 
 
-def robustness_on_executor(loaded: Any, inputs: Any, args: argparse.Namespace, *,
+def robustness_on_executor(model: ModelRef, inputs: Any, args: argparse.Namespace, *,
                            on_record: Callable[[Any], Any] | None = None,
                            progress: Any = "auto", **options: Any) -> Any:
     """``audit.robustness`` over every row of ``inputs`` on the executor of the ``--backend``
@@ -57,16 +58,12 @@ def robustness_on_executor(loaded: Any, inputs: Any, args: argparse.Namespace, *
     in ``inputs.X``). ``options``: keyword arguments of ``audit.robustness`` (not ``seed``:
     rows are seeded from ``args.seed`` and their row numbers). ``on_record`` gets a one-row
     report (its record's ``index`` is the row's position) as each row finishes. Rows that
-    failed or timed out are reported together at the end (a lipbound error)."""
-    from lipbound.audit.robustness import RobustnessReport
-    from lipbound.executor.options import executor_from_args, map_options
-    from lipbound.progress import bar
-
+    failed or timed out are reported together at the end (a lipbound error). ``model``:
+    see :class:`RobustnessJob` (the CLI passes a ``ModelSource`` holding its loaded module)."""
     count = inputs.X.shape[0]
     if inputs.y is None or count == 0:
         raise ShapeError("the robustness audit needs at least one labelled input")
-    job = RobustnessJob(absolute(args.model), absolute(args.state_dict), options,
-                        loaded.module)
+    job = RobustnessJob(model, options, device="cpu")
     rows = list(inputs.indices) if inputs.indices is not None else list(range(count))
     items = [(inputs.X[i], int(inputs.y[i])) for i in range(count)]
     start, reports, failed = time.perf_counter(), {}, []

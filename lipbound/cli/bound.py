@@ -1,44 +1,19 @@
-"""``lipbound bound`` (any model, any inputs) and ``lipbound demo`` (an HTML report)."""
+"""``lipbound bound``: output bounds and local Lipschitz constants of any model, any inputs."""
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-
 from lipbound.cli import common
 from lipbound.cli.config import add_config_option
 from lipbound.cli.data import Inputs
-from lipbound.cli.loading import LoadedModel
-from lipbound.errors import InputError, LipboundError
-from lipbound.executor.options import add_backend_args
+from lipbound.errors import LipboundError
+from lipbound.executor.options import add_backend_args, executor_from_args, map_options
+from lipbound.inputs import check_eps, check_timeout
+from lipbound.io.model_source import LoadedModel
+from lipbound.jobs import BoundJob, ModelSource
+from lipbound.norms import parse_norm
 from lipbound.progress import bar
-
-DEMO_REPORT = "lipbound-demo-report.html"
-
-
-def margin_spec(label: int, k: int) -> torch.Tensor:
-    """Rows e_label - e_j for j != label: all lower bounds > 0 certify the label."""
-    eye = torch.eye(k)
-    return torch.stack([eye[label] - eye[j] for j in range(k) if j != label])
-
-
-def _spec(kind: str, model: torch.nn.Module, x: torch.Tensor, label: int | None
-          ) -> tuple[torch.Tensor | None, dict | None, int | None]:
-    """(spec matrix or None, its description, the model's prediction)."""
-    with torch.no_grad():
-        out = model(x.unsqueeze(0))[0]
-    k = int(out.numel())
-    pred = int(out.argmax()) if k > 1 else None
-    if kind == "identity":
-        return None, None, pred
-    if kind != "margin":
-        raise InputError(f"--spec must be 'identity' or 'margin', got {kind!r}")
-    if k < 2:
-        raise InputError("--spec margin needs a classifier with at least 2 outputs")
-    target = pred if label is None else label
-    C = margin_spec(target, k)
-    return C, {"type": "margin", "label": target, "rows": k - 1, "matrix": C.tolist()}, pred
 
 
 def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
@@ -48,11 +23,12 @@ def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
     Inputs run on the executor of ``--backend`` (default: in this process); each input's seed
     derives from ``--seed`` and its row number. Records stream to the sink as inputs finish;
     inputs that failed or timed out are reported together at the end (a lipbound error)."""
-    from lipbound.executor import executor_from_args, map_options
-    from lipbound.executor.bound_job import BoundJob
-
-    job = BoundJob.from_cli(args, loaded, inputs.name, common.parse_norm(args.norm),
-                            common.data_range_from(args, inputs))
+    # eps and timeout are checked (as the API checks them) once here, before any input runs
+    job = BoundJob(ModelSource(args.model, args.state_dict, loaded.module), check_eps(args.eps),
+                   norm=parse_norm(args.norm), method=args.lipschitz_method, spec=args.spec,
+                   data_range=common.data_range_from(args, inputs),
+                   timeout=check_timeout(args.timeout),
+                   output_bounds=True, bounds_method=args.method, device="cpu")
     rows = range(inputs.X.shape[0])
     items = [(inputs.X[i], common.label_of(inputs, i), common.source_index(inputs, i))
              for i in rows]
@@ -64,7 +40,12 @@ def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
                        desc="bound", unit="input"):
             if rec.status != "ok":
                 failed.append(f"input {items[rec.index][2]}: {rec.status}: {rec.error}")
-            for r in rec.result or []:
+                continue
+            x, label, index = items[rec.index]
+            meta = {"index": index, "label": label, "prediction": rec.result["prediction"],
+                    "source": inputs.name}
+            for r in job.records(loaded.module, x, rec.result, model_name=loaded.name,
+                                 input=meta):
                 sink.add(r)
     if failed:
         raise LipboundError(f"{len(failed)} of {len(items)} inputs failed: " + "; ".join(failed))
@@ -114,9 +95,6 @@ def add_bound_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lipbound.cli.demo import add_demo_parser
-
-    add_demo_parser(sub)
     b = sub.add_parser("bound", help="output bounds and local Lipschitz constants of any model",
                        description="Certified output bounds and local Lipschitz constants "
                                    "over a norm ball around each selected input.")
@@ -127,4 +105,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_backend_args(b)
     add_config_option(b)
     b.set_defaults(func=run_bound)
-
