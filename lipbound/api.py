@@ -10,8 +10,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lipbound.bab.milp_stage import SEARCH_SHARE, ExactFn, milp_applies, milp_stage
 from lipbound.bounds.domains import make_domain
-from lipbound.errors import InputError, UnsupportedModelError
+from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedModelError
 from lipbound.graph.ir import Graph
 from lipbound.graph.shapes import relu_inputs
 from lipbound.inputs import (
@@ -243,8 +244,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     if method == "bab":
         if objective not in ("max", "rows"):
             raise InputError(f"objective must be 'max' or 'rows', got {objective!r}")
+        exact = _exact_rows(model, x, eps, norm, C, data_range, dtype) \
+            if milp_applies(graph, domain.p) else None
         return _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress,
-                              start, split, objective == "max")
+                              start, split, objective == "max", exact)
     if method == "naive":
         upper = naive_lipschitz(graph, C, domain.p)
     else:
@@ -284,8 +287,24 @@ def _choose_split(graph: Graph, split: str) -> str:
     return "relu"
 
 
+def _exact_rows(model, x, eps, norm, C, data_range, dtype) -> ExactFn:
+    """The MILP stage's solver: exact bounds of spec rows ``rows`` within ``seconds``."""
+
+    def exact(rows: Tensor, seconds: float):
+        # deferred: heavy optional dependency (cvxpy)
+        from lipbound.exact.api import exact_local_lipschitz
+
+        r = exact_local_lipschitz(model, x, eps, norm, C[rows], seconds, data_range,
+                                  dtype=dtype)
+        return r.upper, r.lower, r.witness, r.status == "certified"
+
+    return exact
+
+
 def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress, start,
-                   split, focus_max):
+                   split, focus_max, exact: ExactFn | None = None):
+    """Method "bab": the search, then (``exact``: MILP-encodable problems) the MILP stage of
+    :mod:`lipbound.bab.milp_stage` on the rows it left open."""
     # deferred: heavy optional dependency (highspy via the sign-split LP)
     from lipbound.bab import bab_local_lipschitz
     from lipbound.bab.relu_split import bab_relu_lipschitz
@@ -301,8 +320,17 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
             crown = norm_upper(state, jg, q, "crown")
     budget = DEFAULT_BAB_TIMEOUT if timeout is None else timeout
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
-    res = run(model, graph, C, domain, q, timeout=max(budget - offset, 1e-3),
+    share = SEARCH_SHARE[split] if exact is not None else 1.0
+    search_start = time.perf_counter()
+    res = run(model, graph, C, domain, q, timeout=max(budget * share - offset, 1e-3),
               n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
+    stage = {"ran": False}
+    if exact is not None and res.status != "certified":
+        try:
+            res, stage = milp_stage(res, exact, focus_max, budget - (time.perf_counter() - start),
+                                    lambda: time.perf_counter() - search_start)
+        except (ProblemTooLargeError, SolverError) as exc:  # the search's result stands
+            stage = {"ran": False, "skipped": str(exc)}
     best = res.upper if crown is None else torch.minimum(res.upper, crown)
     upper = _finish_norms(best, graph, C, domain, q)
     cmax = math.inf if crown is None else float(crown.max())
@@ -310,7 +338,8 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
-                            "split": split, "objective": "max" if focus_max else "rows"})
+                            "split": split, "objective": "max" if focus_max else "rows",
+                            "milp_stage": stage})
 
 
 def _stop_below(prove_above: Any, C: torch.Tensor) -> torch.Tensor | None:

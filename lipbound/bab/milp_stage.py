@@ -1,0 +1,79 @@
+"""The MILP stage of method "bab": exactness where the branch-and-bound search leaves a gap.
+
+On a ReLU / LeakyReLU MLP with an l_inf or l_1 ball (what the exact MILP encodes), the search
+gets ``SEARCH_SHARE`` of the budget; rows whose gap it has not closed then go to the MILP
+(:func:`lipbound.exact.api.exact_local_lipschitz`, CROWN big-M constants) for the rest. Both
+results are certified over the same set, so per row the smaller upper bound and the larger
+attained lower bound (with its witness) are kept. On low-dimensional inputs, where input
+splitting cannot remove the relaxation of ReLU switches whose hyperplanes cut its boxes, the
+MILP closes the gap exactly; where the search is fast it never reaches the stage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from lipbound.bab.anytime import BabResult, TracePoint
+from lipbound.errors import UnsupportedModelError
+from lipbound.graph.ir import Graph
+from lipbound.graph.shapes import relu_chain
+
+#: the search's share of the budget when a MILP stage can follow it, by brancher: input
+#: splitting stalls on boxes cut by ReLU hyperplanes, where the MILP of a low-dimensional
+#: input is cheap; sign splitting converges on its own more often
+SEARCH_SHARE = {"input": 0.3, "relu": 0.5}
+#: the MILP stage needs at least this many seconds to be worth starting
+MIN_STAGE_SECONDS = 0.5
+
+#: (rows [S'] of the spec, seconds) -> (upper [S'], lower [S'], witness [S', *in], certified)
+ExactFn = Callable[[Tensor, float], tuple[Tensor, Tensor, Tensor, bool]]
+
+
+def milp_applies(graph: Graph, p: float) -> bool:
+    """Whether the exact MILP encodes this problem (a ReLU/LeakyReLU chain, l_inf or l_1)."""
+    if p not in (math.inf, 1.0):
+        return False
+    try:
+        relu_chain(graph)
+    except UnsupportedModelError:
+        return False
+    return True
+
+
+def open_rows(res: BabResult, focus_max: bool, rtol: float = 1e-4) -> Tensor:
+    """Indices of the rows whose gap the search left open (upper above the target, the best
+    attained value of any row with ``focus_max``, else the row's own, by more than ``rtol``
+    relative), smallest gap first."""
+    target = torch.maximum(res.lower, res.lower.max()) if focus_max else res.lower
+    gap = (res.upper - target) / (target.abs() + 1e-12)
+    rows = torch.nonzero(gap > rtol).flatten()
+    return rows[torch.argsort(gap[rows])]  # smallest gaps first: the MILP shares its time
+    # evenly over what is left, so rows it closes fast leave more for the hard ones
+
+
+def milp_stage(res: BabResult, exact: ExactFn, focus_max: bool, seconds: float,
+               clock: Callable[[], float]) -> tuple[BabResult, dict]:
+    """``res`` improved by the MILP on its open rows within ``seconds`` (per row: min of the
+    uppers, max of the attained lowers); the result and a summary for ``details``."""
+    rows = open_rows(res, focus_max)
+    if len(rows) == 0 or seconds < MIN_STAGE_SECONDS:
+        return res, {"ran": False}
+    t0 = time.perf_counter()
+    up, lo, wit, certified = exact(rows, seconds)
+    upper, lower, W = res.upper.clone(), res.lower.clone(), res.witness.clone()
+    upper[rows] = torch.minimum(upper[rows], up.to(upper.dtype))
+    better = lo.to(lower.dtype) > lower[rows]
+    lower[rows] = torch.where(better, lo.to(lower.dtype), lower[rows])
+    W[rows[better]] = wit[better].to(W.dtype).reshape(W[rows[better]].shape)
+    closed = len(open_rows(replace(res, upper=upper, lower=lower), focus_max)) == 0
+    status = "certified" if certified or closed else res.status
+    trace = (*res.trace, TracePoint(clock(), float(upper.max()), float(lower.max()), 0))
+    out = replace(res, upper=upper, lower=lower, witness=W, status=status, trace=trace)
+    return out, {"ran": True, "rows": rows.tolist(), "certified": certified,
+                 "seconds": time.perf_counter() - t0}
