@@ -30,7 +30,8 @@ FACADE = "__init__"
 #: lowest first; a unit may import from its own layer (acyclically) and the layers below
 LAYERS: tuple[tuple[str, ...], ...] = (
     # shared helpers and value types (no engine knowledge)
-    ("errors", "version", "norms", "specs", "jsonutil", "progress", "results", "models", "io"),
+    ("errors", "version", "norms", "specs", "jsonutil", "progress", "results", "models", "io",
+     "highs", "devices"),
     # the engine
     ("graph", "ops", "bounds", "inputs", "propagate", "jacobian", "exact", "bab"),
     # the public bound API and attacks on top of it

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lipbound import models
+from lipbound.devices import check_device
 from lipbound.errors import InputError, LipboundError
 from lipbound.io.onnx_loader import load_onnx
 
@@ -47,7 +48,6 @@ class LoadedModel:
 def load_model(source: str, state_dict: str | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
     """The model named by ``source`` (see the module docstring), in eval mode on ``device``."""
-    from lipbound.inputs import check_device
 
     device = check_device(device)
     path = Path(source)

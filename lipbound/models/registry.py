@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lipbound.devices import check_device
 from lipbound.errors import InputError
 
 
@@ -65,7 +66,6 @@ def info(name: str) -> ModelInfo:
 def load(name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Build a shipped model, load its weights and return it in eval mode on ``device``
     (InputError for a device this machine does not have)."""
-    from lipbound.inputs import check_device
 
     device = check_device(device)
     entry = info(name)

@@ -38,7 +38,7 @@ def naive_pair_lipschitz(model: nn.Module, x: torch.Tensor) -> np.ndarray:
         if k < 2:  # no pair of classes
             return np.zeros((k, k))
         upper = local_lipschitz(model, x1, 0.0, norm=2, spec=pair_spec(k), method="naive",
-                                n_samples=0, progress=False).upper
+                                n_samples=1, progress=False).upper
     except (UnsupportedOperationError, TracingError) as exc:
         raise UnsupportedModelError(
             f"the naive Lipschitz bound of the logit differences is not available for this "
