@@ -224,17 +224,41 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
             raise InputError(f"objective must be 'max' or 'rows', got {objective!r}")
         return _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress,
                               start, split, objective == "max")
+    details: dict[str, Any] = {}
     if method == "naive":
-        upper = naive_lipschitz(graph, C, domain.p)
+        upper = _finish_norms(naive_lipschitz(graph, C, domain.p), graph, C, domain, q)
     else:
         state, jg = jacobian_state(graph, C, domain, method, q)
         upper = norm_upper(state, jg, q, method, iterations)
-    upper = _finish_norms(upper, graph, C, domain, q)
+        upper = _finish_norms(upper, graph, C, domain, q)
+        upper, details = _cap_by_global(model, graph, C, domain.p, upper)
     lower, witness = (attained_lower(model, C, domain, q, n_samples, seed=seed)
                       if not isinstance(model, Graph) else (torch.zeros_like(upper), None))
     return LipschitzResult(upper.detach(), lower.detach().to(upper.dtype), witness, method,
                            domain.p, float(domain.eps[0]), "certified",
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, details)
+
+
+def _cap_by_global(model: Any, graph: Graph, C: Tensor, p: float, upper: Tensor
+                   ) -> tuple[Tensor, dict[str, Any]]:
+    """``min(local, global)`` per row: a global constant bounds every local one
+    (:mod:`lipbound.jacobian.global_bound`, certified, rounding included). The details say
+    which bound each row reports (``bound_source``), the global values, or why none exists."""
+    from lipbound.errors import UnsupportedOperationError
+    from lipbound.jacobian.global_bound import METHOD, graph_global_lipschitz
+
+    try:
+        with torch.no_grad():
+            glob = graph_global_lipschitz(graph, C, p, model)
+    except UnsupportedOperationError as exc:
+        return upper, {"global_upper": None, "global_unavailable": str(exc)}
+    g = glob.to(device=upper.device, dtype=upper.dtype)
+    g = torch.where(g.double() < glob.to(upper.device), torch.nextafter(
+        g, torch.full_like(g, math.inf)), g)  # never round the global bound down
+    use = g < upper
+    details = {"global_upper": g.tolist(), "global_method": METHOD,
+               "bound_source": ["global" if u else "local" for u in use.tolist()]}
+    return torch.where(use, g, upper), details
 
 
 def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> Tensor:
@@ -289,12 +313,14 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
               n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
     best = res.upper if crown is None else torch.minimum(res.upper, crown)
     upper = _finish_norms(best, graph, C, domain, q)
+    upper, capped = _cap_by_global(model, graph, C, domain.p, upper)
     cmax = math.inf if crown is None else float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
-                            "split": split, "objective": "max" if focus_max else "rows"})
+                            "split": split, "objective": "max" if focus_max else "rows",
+                            **capped})
 
 
 def _stop_below(prove_above: Any, C: torch.Tensor) -> torch.Tensor | None:
