@@ -21,6 +21,7 @@ from lipbound.errors import (
     UnsupportedOperationError,
 )
 from lipbound.graph.trace import trace
+from lipbound.jacobian.global_bound import GlobalLipschitz, global_lipschitz
 from lipbound.io import load_onnx, read_vnnlib
 from lipbound.results import LipschitzResult
 from lipbound.smoothing import Smooth
@@ -28,12 +29,14 @@ from lipbound.smoothing import Smooth
 __version__ = "0.1.0"
 
 __all__ = [
+    "GlobalLipschitz",
     "LipschitzResult",
     "Smooth",
     "load_onnx",
     "read_vnnlib",
     "OutputBounds",
     "OutputProof",
+    "global_lipschitz",
     "jacobian_bounds",
     "local_lipschitz",
     "audit",
