@@ -22,17 +22,20 @@ from lipbound.errors import (
 )
 from lipbound.graph.trace import trace
 from lipbound.io import load_onnx, read_vnnlib
+from lipbound.jacobian.global_bound import GlobalLipschitz, global_lipschitz
 from lipbound.results import LipschitzResult
 from lipbound.smoothing import Smooth
 from lipbound.version import __version__
 
 __all__ = [
+    "GlobalLipschitz",
     "LipschitzResult",
     "Smooth",
     "load_onnx",
     "read_vnnlib",
     "OutputBounds",
     "OutputProof",
+    "global_lipschitz",
     "jacobian_bounds",
     "local_lipschitz",
     "audit",

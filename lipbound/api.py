@@ -81,6 +81,36 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     return OutputBounds(*_finish_outputs(lo[0], up[0], C, traced, domain, state.bounds))
 
 
+def output_bounds_batch(model: nn.Module, centers: Any, eps: Any,
+                        norm: float | int | str = math.inf, spec: Any = None,
+                        method: str = "crown", dtype: torch.dtype = torch.float64
+                        ) -> OutputBounds:
+    """:func:`output_bounds` for a batch of B balls at once: ``centers`` [B, *in], ``eps`` a
+    number or [B] (one radius per ball); returns lower, upper [B, S]. One propagation for
+    the whole batch (method "ibp", "crown" or "alpha-crown"), so many small balls (the noisy
+    points of randomized smoothing) cost about as much as a few single calls. The bounds
+    contain the real function and the model's own forward pass, as :func:`output_bounds`."""
+    model = resolve_model(model)
+    method = check_method(method)
+    centers = as_tensor(centers, "centers")
+    if centers.dim() < 2 or centers.shape[0] == 0:
+        raise InputError("centers must be a non-empty batch [B, *in]")
+    traced = get_traced(model, centers[:1], dtype, centers.device)  # checks the shape
+    graph = traced.graph
+    batch = centers.to(dtype)
+    K = graph[graph.output].shape[0]
+    C = spec_matrix(spec, K, dtype, centers.device)
+    e = torch.as_tensor(eps, dtype=dtype).reshape(-1)
+    if e.numel() not in (1, batch.shape[0]):
+        raise InputError(f"eps needs 1 or {batch.shape[0]} entries, got {e.numel()}")
+    for v in e.tolist():
+        check_eps(v)
+    domain = make_domain(batch, e.to(centers.device), norm)
+    state = prepare_state(graph, domain, method)
+    lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method)
+    return OutputBounds(*_finish_outputs(lo, up, C, traced, domain, state.bounds))
+
+
 def _finish_outputs(lo, up, C, traced: Traced, domain, known=None):
     """Output bounds widened for the forward pass's and their own rounding (InputError if
     any overflowed)."""
@@ -248,17 +278,41 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
             if milp_applies(graph, domain.p) else None
         return _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress,
                               start, split, objective == "max", exact)
+    details: dict[str, Any] = {}
     if method == "naive":
-        upper = naive_lipschitz(graph, C, domain.p)
+        upper = _finish_norms(naive_lipschitz(graph, C, domain.p), graph, C, domain, q)
     else:
         state, jg = jacobian_state(graph, C, domain, method, q)
         upper = norm_upper(state, jg, q, method, iterations)
-    upper = _finish_norms(upper, graph, C, domain, q)
+        upper = _finish_norms(upper, graph, C, domain, q)
+        upper, details = _cap_by_global(model, graph, C, domain.p, upper)
     lower, witness = (attained_lower(model, C, domain, q, n_samples, seed=seed)
                       if not isinstance(model, Graph) else (torch.zeros_like(upper), None))
     return LipschitzResult(upper.detach(), lower.detach().to(upper.dtype), witness, method,
                            domain.p, float(domain.eps[0]), "certified",
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, details)
+
+
+def _cap_by_global(model: Any, graph: Graph, C: Tensor, p: float, upper: Tensor
+                   ) -> tuple[Tensor, dict[str, Any]]:
+    """``min(local, global)`` per row: a global constant bounds every local one
+    (:mod:`lipbound.jacobian.global_bound`, certified, rounding included). The details say
+    which bound each row reports (``bound_source``), the global values, or why none exists."""
+    from lipbound.errors import UnsupportedOperationError
+    from lipbound.jacobian.global_bound import METHOD, graph_global_lipschitz
+
+    try:
+        with torch.no_grad():
+            glob = graph_global_lipschitz(graph, C, p, model)
+    except UnsupportedOperationError as exc:
+        return upper, {"global_upper": None, "global_unavailable": str(exc)}
+    g = glob.to(device=upper.device, dtype=upper.dtype)
+    g = torch.where(g.double() < glob.to(upper.device), torch.nextafter(
+        g, torch.full_like(g, math.inf)), g)  # never round the global bound down
+    use = g < upper
+    details = {"global_upper": g.tolist(), "global_method": METHOD,
+               "bound_source": ["global" if u else "local" for u in use.tolist()]}
+    return torch.where(use, g, upper), details
 
 
 def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> Tensor:
@@ -333,13 +387,14 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
             stage = {"ran": False, "skipped": str(exc)}
     best = res.upper if crown is None else torch.minimum(res.upper, crown)
     upper = _finish_norms(best, graph, C, domain, q)
+    upper, capped = _cap_by_global(model, graph, C, domain.p, upper)
     cmax = math.inf if crown is None else float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
                             "split": split, "objective": "max" if focus_max else "rows",
-                            "milp_stage": stage})
+                            "milp_stage": stage, **capped})
 
 
 def _stop_below(prove_above: Any, C: torch.Tensor) -> torch.Tensor | None:

@@ -212,12 +212,20 @@ def test_best_reports_winner_and_splits_alpha():
     x = torch.rand(1, 4, 4)
     c = smooth.certify(x, n0=50, n=2000, alpha=0.01, certificate="best",
                        radius_fn="global-lipschitz", seed=0)
+    everything = {"cohen", "lvm", "lipschitz", "local-margins", "dual"}
     cands = c.details["candidates"]
-    assert set(cands) == {"cohen", "lvm", "lipschitz", "local-margins", "dual"}
+    skipped = c.details["skipped"]
+    # local-margins is optional by default: skipped, with the reason, where it does not pay
+    assert set(cands) | set(skipped) == everything and set(skipped) <= {"local-margins"}
+    assert all("pay" in why for why in skipped.values())
     assert sum(v["alpha"] for v in cands.values()) == pytest.approx(0.01)
     if c.prediction >= 0:
         assert c.details["winner"] in cands
         assert c.radius == max(v["radius"] for v in cands.values() if v["prediction"] >= 0)
+    forced = smooth.certify(x, n0=50, n=2000, alpha=0.01, certificate="best",
+                            radius_fn="global-lipschitz", seed=0, optional=())
+    assert set(forced.details["candidates"]) == everything and not forced.details["skipped"]
+    assert sum(v["alpha"] for v in forced.details["candidates"].values()) == pytest.approx(0.01)
     sel = smooth.certify(x, n0=50, n=2000, alpha=0.01, certificate="best", mode="select",
                          candidates=["cohen", "lvm"], seed=0)
     assert len(sel.details["candidates"]) == 1
@@ -451,7 +459,8 @@ def test_nan_on_estimation_samples_names_the_count():
 def test_nan_before_a_radius_call_names_the_batch():
     """local-margins reads each batch on the host (radius calls): the check happens there."""
     smooth = Smooth(_RareNaN().eval(), 2, 1.0)
-    one = lambda m, pts, label: torch.ones(pts.shape[0])  # noqa: E731
+    # radius 5 everywhere: R = 5 beats Cohen's predicted radius, so the radius is called
+    one = lambda m, pts, label: torch.full((pts.shape[0],), 5.0)  # noqa: E731
     with pytest.raises(InputError, match=r"noisy samples \d+\.\.\d+ of the 5000 estimation"):
         smooth.certify(torch.zeros(3), n0=10, n=5000, seed=0, batch_size=700,
                        certificate="local-margins", radius_fn=one, n_local=5000)

@@ -146,6 +146,55 @@ def test_coverage_best_with_dual():
     assert winners.get("dual", 0) >= 50 and winners.get("dual", 0) <= REPS - 50  # both kinds win
 
 
+def test_coverage_local_margins_engine_radius():
+    """local-margins with its default radius (lipbound's batched CROWN bounds, global-radius
+    and attack pre-screens, bound calls grouped by sample-index blocks) where R > 0 pays:
+    small sigma, so Cohen's radius is capped well below the true radius."""
+    from tests.test_smoothing_any_model import seq_linear
+
+    model = seq_linear([0.6, 0.8], -0.2)
+    x = torch.tensor([1.0, 0.2], dtype=torch.float64)  # true radius 0.56
+    smooth = Smooth(model, 2, 0.15)
+    fails = abstains = positive = 0
+    radii = []
+    for seed in range(REPS):
+        c = smooth.certify(x, n0=N0, n=N, alpha=ALPHA, seed=seed, batch_size=100,
+                           certificate="local-margins")
+        positive += c.details["R"] > 0
+        if c.prediction < 0:
+            abstains += 1
+            continue
+        radii.append(c.radius)
+        fails += c.prediction != 0 or c.radius > 0.56
+    assert positive >= REPS // 2  # the R > 0 path is what is tested
+    _check(fails / REPS, abstains / REPS, sum(radii) / max(len(radii), 1), 0.56)
+
+
+def test_coverage_best_with_optional_local_margins():
+    """``best`` with its default candidates (local-margins optional: planned against the
+    others, skipped where it does not pay, alpha renormalised over what runs)."""
+    from tests.test_smoothing_any_model import seq_linear
+
+    model = seq_linear([0.6, 0.8], -0.2)
+    x = torch.tensor([1.0, 0.2], dtype=torch.float64)
+    smooth = Smooth(model, 2, 0.15)
+    fails = abstains = 0
+    radii = []
+    kept = 0
+    for seed in range(REPS):
+        c = smooth.certify(x, n0=N0, n=N, alpha=ALPHA, seed=seed, batch_size=N,
+                           certificate="best", grid=SMALL_GRID[1:3])
+        kept += "local-margins" in c.details["candidates"]
+        assert sum(v["alpha"] for v in c.details["candidates"].values()) <= ALPHA * (1 + 1e-12)
+        if c.prediction < 0:
+            abstains += 1
+            continue
+        radii.append(c.radius)
+        fails += c.prediction != 0 or c.radius > 0.56
+    assert 0 < kept  # both branches (kept, skipped) occur or local-margins always pays
+    _check(fails / REPS, abstains / REPS, sum(radii) / max(len(radii), 1), 0.56)
+
+
 class _PlugIn:
     """An unsound certifier: Cohen's radius from the raw vote share, no confidence bound."""
 

@@ -137,14 +137,17 @@ class LpBall(Domain):
     def concretize_upper(self, A: Tensor, bias: Tensor) -> Tensor:
         B, S = A.shape[:2]
         A = A.reshape(B, S, -1)
-        box = self.interval()
-        box_bound = bias + _upper_over_box(A, box.lower.flatten(1), box.upper.flatten(1))
-        if self.p == math.inf:
-            return box_bound  # the clipped l_inf ball is exactly this box
+        clipped = self.data_lower is not None or self.data_upper is not None
+        if self.p == math.inf or clipped:
+            box = self.interval()
+            box_bound = bias + _upper_over_box(A, box.lower.flatten(1), box.upper.flatten(1))
+            if self.p == math.inf:
+                return box_bound  # the clipped l_inf ball is exactly this box
         q = dual_norm(self.p)
         ball = bias + (A * self.center.flatten(1).unsqueeze(1)).sum(-1)
         ball = ball + self.eps.reshape(B, 1) * vector_norm(A, q)
-        return torch.minimum(ball, box_bound)
+        # unclipped, the box [c - eps, c + eps] gives <A, c> + eps ||A||_1 >= the ball's bound
+        return torch.minimum(ball, box_bound) if clipped else ball
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         kw = {"generator": generator, "dtype": self.center.dtype, "device": self.center.device}

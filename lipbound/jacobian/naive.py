@@ -1,27 +1,45 @@
 """The naive bound: a product (sum over paths) of induced operator norms.
 
 For the input norm p, every node gets K(n) with ||v_n(x) - v_n(y)||_p <= K(n) ||x - y||_p:
-linear ops multiply by their induced p->p norm (max row sum for l_inf, max column sum for l_1,
-the spectral norm for l_2: exact SVD when the matrix is small, else the Schur bound
-sqrt(||L||_1 ||L||_inf)), fan-in adds, activations multiply by sup |act'|, max pooling by its
-window overlap. The last Linear is folded with the spec: L_s <= ||(C W)_s||_q K(input).
+linear ops multiply by an upper bound of their induced p->p norm, fan-in adds, elementwise
+activations multiply by their op's ``lipschitz`` fact (sup |act'|), max pooling by its window
+overlap. The last Linear is folded with the spec: L_s <= ||(C W)_s||_q K(input).
 The bound is global (valid for every x), hence also local.
+
+Induced norms (each an upper bound of the exact norm of the real matrix, float64 rounding of
+its own computation included; :mod:`lipbound.jacobian.spectral`):
+
+* l_inf / l_1: the largest absolute row / column sum (exact up to the sums' rounding);
+* l_2: the Gram iteration on the matrix (``spectral.gram_upper``: certified, tight to about
+  1e-6) when it is small enough, the unfolded-kernel bound for convolutions, and the Schur
+  test ``sqrt(||L||_1 ||L||_inf)``; the least of those that apply;
+* weight-free reshapes, permutations, zero padding, slices and concatenation parts: 1 in every
+  norm (each output is 0 or a copy of a distinct input element); scale-shift: max |scale|;
+  a sum's input i: |coefficient i|.
+
+Scalar products and sums are rounded upward (``spectral.up``), so the result bounds the real
+product of the real norms.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.ir import INPUT, Graph, Node
+from lipbound.jacobian import spectral
+from lipbound.jacobian.spectral import gamma_up, up
 from lipbound.norms import dual_norm
 from lipbound.ops import registry
 from lipbound.ops.smooth import ACTIVATIONS
 
 _MAX_DENSE = 4_000_000
+#: ops whose every output element is 0 or a copy of a distinct input element: norm <= 1
+_COPY_OPS = ("reshape", "permute", "identity", "pad", "slice", "concat")
 
 
 def _dense(node: Node, idx: int, graph: Graph) -> Tensor:
@@ -30,9 +48,7 @@ def _dense(node: Node, idx: int, graph: Graph) -> Tensor:
     in_shapes = [graph[s].shape for s in node.inputs]
     m = node.numel
     eye = torch.eye(m, dtype=torch.float64).reshape(m, *node.shape)
-    params = {k: (v.double() if isinstance(v, Tensor) and v.is_floating_point() else v)
-              for k, v in node.params.items()}
-    return op.vjp(params, eye, in_shapes)[idx].reshape(m, -1)
+    return op.vjp(_to64(node.params), eye, in_shapes)[idx].reshape(m, -1)
 
 
 def _abs_sums(node: Node, idx: int, graph: Graph, p: float) -> Tensor:
@@ -55,26 +71,59 @@ def _to64(params):
             for k, v in params.items()}
 
 
+def _terms(node: Node, graph: Graph) -> int:
+    """At least the number of terms of one absolute row or column sum of any input's matrix
+    (for their rounding): rows have at most n_in terms, columns at most n_out."""
+    return node.numel + sum(graph[s].numel for s in node.inputs) + 2
+
+
+def _tuple(v, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * n
+
+
 def induced_norm(node: Node, idx: int, graph: Graph, p: float) -> float:
-    """Upper bound on the induced p->p norm of input idx's linear map (exact for inf, 1)."""
+    """Upper bound on the induced p->p norm of input idx's linear map (rounding included)."""
+    if node.op in _COPY_OPS:
+        return 1.0
+    if node.op == "scale_shift":
+        return float(node.params["scale"].double().abs().max())
+    if node.op == "add":
+        return abs(float(node.params["coeffs"][idx]))
     if node.op == "linear":
-        W = node.params["weight"].double().abs()
+        W = node.params["weight"].double()
         if p == math.inf:
-            return float(W.sum(1).max())
+            return up(float(W.abs().sum(1).max()) * (1 + gamma_up(W.shape[1])))
         if p == 1.0:
-            return float(W.sum(0).max())
+            return up(float(W.abs().sum(0).max()) * (1 + gamma_up(W.shape[0])))
+        if min(W.shape) <= spectral.GRAM_MAX_DIM:
+            return min(spectral.gram_upper(W), spectral.dense_schur_upper(W))
+        return spectral.dense_schur_upper(W)
+    terms = _terms(node, graph)
     if p in (math.inf, 1.0):
-        return float(_abs_sums(node, idx, graph, p))
+        return up(float(_abs_sums(node, idx, graph, p)) * (1 + 2 * gamma_up(terms)))
+    a = up(float(_abs_sums(node, idx, graph, 1.0)) * (1 + 2 * gamma_up(terms)))
+    b = up(float(_abs_sums(node, idx, graph, math.inf)) * (1 + 2 * gamma_up(terms)))
+    best = up(math.sqrt(up(a * b)))  # Schur test on the exact |L|
+    if node.op == "conv":
+        w = node.params["weight"]
+        nsp = w.dim() - 2
+        best = min(best, spectral.conv_unfold_upper(
+            w, int(node.params["groups"]), _tuple(node.params["stride"], nsp),
+            _tuple(node.params["dilation"], nsp)))
     n_in = graph[node.inputs[idx]].numel
-    if node.numel * n_in <= _MAX_DENSE:
-        M = node.params["weight"].double() if node.op == "linear" else _dense(node, idx, graph)
-        return float(torch.linalg.matrix_norm(M, ord=2)) * (1 + 1e-12)
-    a = float(_abs_sums(node, idx, graph, 1.0))
-    b = float(_abs_sums(node, idx, graph, math.inf))
-    return math.sqrt(a * b) * (1 + 1e-12)
+    if node.numel * n_in <= _MAX_DENSE and min(node.numel, n_in) <= spectral.GRAM_MAX_DIM:
+        # the dense matrix D is computed in float64: |D - L| <= gamma |L| elementwise, so
+        # ||L||_2 <= ||D||_2 + gamma || |L| ||_2 <= ||D||_2 + gamma sqrt(a b)
+        D = _dense(node, idx, graph)
+        best = min(best, up(spectral.gram_upper(D) + up(2 * gamma_up(terms) * best)))
+    return best
 
 
 def _activation_constant(node: Node, p: float) -> float:
+    op = registry.get(node.op)
+    lip = op.lipschitz(node.params)
+    if lip is not None:
+        return float(lip)
     if node.op in ("relu", "leaky_relu"):
         return 1.0
     if node.op in ACTIVATIONS:
@@ -84,15 +133,25 @@ def _activation_constant(node: Node, p: float) -> float:
         k = (k, k) if isinstance(k, int) else k
         s = (s, s) if isinstance(s, int) else s
         overlap = math.prod(math.ceil(ki / si) for ki, si in zip(k, s))
-        return 1.0 if p == math.inf else overlap ** (1.0 / p)
+        return 1.0 if p == math.inf else up(overlap ** (1.0 / p))
     raise UnsupportedOperationError(node.op, node.where, ["linear ops", "relu",
                                                                    "leaky_relu", "max_pool",
                                                                    *ACTIVATIONS])
 
 
-def naive_lipschitz(graph: Graph, C: Tensor, p: float) -> Tensor:
-    """Global upper bounds [S] on the Lipschitz constant of each C_s . f w.r.t. ||.||_p."""
-    q = dual_norm(p)
+@dataclass(frozen=True)
+class NaiveFactors:
+    """The naive product up to the output: ``k_in`` bounds the p-Lipschitz constant of the
+    last Linear's input (``last`` its weight [K, h]) or, without a final Linear (``last`` is
+    None), of the output itself."""
+
+    k_in: float
+    last: Tensor | None
+    p: float
+
+
+def naive_factors(graph: Graph, p: float) -> NaiveFactors:
+    """Walk the graph once: per-node constants K(n), all rounded up."""
     dep = graph.depends_on_input()
     K: dict[str, float] = {}
     out = graph[graph.output]
@@ -103,13 +162,39 @@ def naive_lipschitz(graph: Graph, C: Tensor, p: float) -> Tensor:
             K[node.name] = 1.0
         elif node is out and node.op == "linear":
             break
-        elif registry.get(node.op).linear:
-            K[node.name] = sum(induced_norm(node, i, graph, p) * K[s]
-                               for i, s in enumerate(node.inputs) if dep[s])
+        elif registry.get(node.op, node.where).linear:
+            total = 0.0
+            for i, s in enumerate(node.inputs):
+                if dep[s]:
+                    total = up(total + up(induced_norm(node, i, graph, p) * K[s]))
+            K[node.name] = total
         else:
-            K[node.name] = _activation_constant(node, p) * K[node.inputs[0]]
-    C64 = C.double()
+            K[node.name] = up(_activation_constant(node, p) * K[node.inputs[0]])
     if out.op == "linear":
-        rows = C64 @ out.params["weight"].double()
-        return torch.linalg.vector_norm(rows, ord=q, dim=1) * K[out.inputs[0]] * (1 + 1e-12)
-    return torch.linalg.vector_norm(C64, ord=q, dim=1) * K[out.name] * (1 + 1e-12)
+        return NaiveFactors(K[out.inputs[0]], out.params["weight"].detach().double(), p)
+    return NaiveFactors(K[out.name], None, p)
+
+
+def fold_spec(f: NaiveFactors, C: Tensor) -> Tensor:
+    """Global upper bounds [S] on the Lipschitz constant of each C_s . f (float64), with the
+    rounding of the fold ``C W`` and of the norm included."""
+    q = dual_norm(f.p)
+    C64 = C.detach().double()
+    if f.last is not None:
+        W = f.last.to(C64.device)
+        rows = C64 @ W
+        # |fl(C W) - C W| <= gamma_K |C| |W|: its q-norm adds at most that much
+        slack = torch.linalg.vector_norm(C64.abs() @ W.abs(), ord=q, dim=1)
+        norms = torch.linalg.vector_norm(rows, ord=q, dim=1)
+        n = W.shape[1]
+        norms = (norms * (1 + gamma_up(n + 2)) + slack * gamma_up(C64.shape[1] + 2))
+    else:
+        n = C64.shape[1]
+        norms = torch.linalg.vector_norm(C64, ord=q, dim=1) * (1 + gamma_up(n + 2))
+    out = norms * f.k_in * (1 + 4 * 2.0 ** -53)
+    return torch.nextafter(out, torch.full_like(out, math.inf))
+
+
+def naive_lipschitz(graph: Graph, C: Tensor, p: float) -> Tensor:
+    """Global upper bounds [S] on the Lipschitz constant of each C_s . f w.r.t. ||.||_p."""
+    return fold_spec(naive_factors(graph, p), C)

@@ -10,8 +10,10 @@ identical for every batch size, provided the model gives the same output for a s
 batch it sits in (true of the usual CPU kernels for batches of 16 samples or more; a batch of
 one may take a different matrix-vector kernel).
 
-Speed. Noise is drawn straight into a preallocated buffer and the noisy points are written into
-a preallocated batch buffer; counts and sums stay on the device; the finiteness check of the
+Speed. Noise is drawn straight into a preallocated chunk buffer (in the input's dtype, on its
+device) and the input is added in place; batches inside a chunk are views of it (batches that
+straddle chunks are gathered into a preallocated batch buffer); counts and sums stay on the
+device; the finiteness check of the
 model outputs is accumulated on the device too. A pass over the estimation samples thus makes
 one host synchronisation at its end (certificates that call a radius function per sample, such
 as ``local-margins``, synchronise per batch by nature).
@@ -85,10 +87,12 @@ def chunk_seed(base: int, stream: int, chunk: int) -> int:
 class NoiseStream:
     """Noisy copies ``x + sigma * eps_i`` of one input for sample indices ``0 <= i < total``.
 
-    Each chunk of noise is drawn (already scaled by sigma) into one reused buffer; ``points``
-    writes ``x + noise`` into a reused batch buffer, one correctly rounded addition per element,
-    so a sample's point is bit-identical however the batches are cut. A returned tensor is
-    valid until the next call to ``points``.
+    Each chunk of noise is drawn (already scaled by sigma, in x's dtype on x's device) into
+    one reused buffer and ``x`` is added in place, one correctly rounded addition per element,
+    so a sample's point is bit-identical however the batches are cut. ``points`` returns a view
+    of that buffer when the range lies in one chunk (no copy; the usual case) and otherwise
+    gathers the pieces into a reused batch buffer. A returned tensor is valid until the next
+    call to ``points``. Memory: one chunk and one batch, whatever ``total``.
     """
 
     def __init__(
@@ -107,23 +111,28 @@ class NoiseStream:
         self.total = total
         self.chunk = chunk
         self._gen = torch.Generator(device=x.device)
-        self._noise = torch.empty((min(chunk, total), *x.shape), device=x.device, dtype=x.dtype)
-        self._noise_chunk = -1
+        self._pts = torch.empty((min(chunk, total), *x.shape), device=x.device, dtype=x.dtype)
+        self._pts_chunk = -1
         self._out: torch.Tensor | None = None
 
     def _chunk(self, k: int) -> torch.Tensor:
         size = min(self.chunk, self.total - k * self.chunk)
-        eps = self._noise[:size]
-        if self._noise_chunk != k:
+        pts = self._pts[:size]
+        if self._pts_chunk != k:
             self._gen.manual_seed(chunk_seed(self.base_seed, self.stream, k))
-            eps.normal_(0.0, self.sigma, generator=self._gen)
-            self._noise_chunk = k
-        return eps
+            pts.normal_(0.0, self.sigma, generator=self._gen)
+            pts.add_(self.x)
+            self._pts_chunk = k
+        return pts
 
     def points(self, start: int, stop: int) -> torch.Tensor:
         """``[stop - start, *x.shape]`` noisy points for sample indices ``start..stop-1``."""
         if not 0 <= start < stop <= self.total:
             raise ValueError(f"bad sample range {start}..{stop} of {self.total}")
+        k = start // self.chunk
+        off = k * self.chunk
+        if stop <= off + self.chunk:  # one chunk: a view
+            return self._chunk(k)[start - off : stop - off]
         m = stop - start
         if self._out is None or self._out.shape[0] < m:
             self._out = torch.empty((m, *self.x.shape), device=self.x.device, dtype=self.x.dtype)
@@ -132,9 +141,9 @@ class NoiseStream:
         while pos < stop:
             k = pos // self.chunk
             off = k * self.chunk
-            eps = self._chunk(k)
-            hi = min(stop, off + eps.shape[0])
-            torch.add(self.x, eps[pos - off : hi - off], out=out[pos - start : hi - start])
+            pts = self._chunk(k)
+            hi = min(stop, off + pts.shape[0])
+            out[pos - start : hi - start].copy_(pts[pos - off : hi - off])
             pos = hi
         return out
 

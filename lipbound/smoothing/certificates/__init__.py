@@ -10,6 +10,11 @@ name                      what it certifies (module)
 ``dual``                  DRS, two half-resolution sub-images (dual.py)
 ``best``                  several of these with alpha split (best.py)
 ========================  ============================================================
+
+Requirements: ``cohen``, ``lvm`` and ``dual`` need forward passes only and certify any eval-mode
+classifier (``dual`` also a ``DualPair``); ``local-margins`` (engine radius functions) and
+``lipschitz`` without a given constant need a model lipbound's engine can trace
+(``Certificate.check``; ``best`` skips what does not apply and says why).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from lipbound.errors import InputError, UnknownMethodError, UnsupportedModelError
+from lipbound.errors import InputError, UnknownMethodError
 from lipbound.smoothing.certificates.base import Certificate, Certification, Context, Plan
 from lipbound.smoothing.certificates.best import Best
 from lipbound.smoothing.certificates.cohen import Cohen
@@ -25,7 +30,6 @@ from lipbound.smoothing.certificates.dual import Dual, DualPair
 from lipbound.smoothing.certificates.lipschitz import Lipschitz
 from lipbound.smoothing.certificates.local_margins import LocalMargins
 from lipbound.smoothing.certificates.lvm import LVM
-from lipbound.smoothing.lipschitz_constants import cached_pair_lipschitz
 
 CERTIFICATES: dict[str, type[Certificate]] = {
     "cohen": Cohen,
@@ -57,21 +61,11 @@ def _construct(cls: type, options: dict) -> Certificate:
     return cls(**options)
 
 
-def _default_best_candidates(model, has_dual: bool, options: dict, x=None) -> list[str]:
-    """cohen, lvm, lipschitz (if a constant is given or the naive bound applies to the model
-    at the input ``x``), local-margins (its default radius function calls
-    lipbound.output_bounds per noisy sample, which is slow: pass
-    ``radius_fn="global-lipschitz"`` for speed), and dual when a DRS pair is attached."""
-    names = ["cohen", "lvm"]
-    if "lipschitz_constant" in options:
-        names.append("lipschitz")
-    elif x is not None:
-        try:
-            cached_pair_lipschitz(model, x)
-            names.append("lipschitz")
-        except UnsupportedModelError:
-            pass
-    names.append("local-margins")
+def _default_best_candidates(has_dual: bool) -> list[str]:
+    """cohen, lvm, lipschitz, local-margins and, with a DRS pair, dual. ``Best`` skips those
+    whose check fails on the model (``details["skipped"]`` says why); local-margins is
+    optional: skipped where it does not pay."""
+    names = ["cohen", "lvm", "lipschitz", "local-margins"]
     if has_dual:
         names.append("dual")
     return names
@@ -81,9 +75,10 @@ def build(name, model=None, has_dual: bool = False, example_input=None,
           **options) -> Certificate:
     """A certificate from a name (or an instance, returned as is) and keyword options.
 
-    For ``best``: ``candidates`` (names or instances; default: every applicable one to
-    ``model`` at ``example_input``), ``weights``, ``mode``, and any option of the candidates,
-    routed to those that accept it.
+    For ``best``: ``candidates`` (names or instances; default: all, those that do not apply
+    to the model skipped), ``weights``, ``mode``, ``optional`` (names ``best`` may skip where
+    they do not pay; default ``("local-margins",)`` when ``candidates`` is not given, none when
+    it is), and any option of the candidates, routed to those that accept it.
     """
     if isinstance(name, Certificate):
         if options:
@@ -95,12 +90,13 @@ def build(name, model=None, has_dual: bool = False, example_input=None,
         return _construct(CERTIFICATES[name], options)
     if name != "best":
         raise UnknownMethodError(f"unknown certificate {name!r}; choose from {', '.join(NAMES)}")
-    best_keys = {"candidates", "weights", "mode"}
+    best_keys = {"candidates", "weights", "mode", "optional"}
     own = {k: v for k, v in options.items() if k in best_keys}
     rest = {k: v for k, v in options.items() if k not in best_keys}
     cands = own.pop("candidates", None)
     if cands is None:
-        cands = _default_best_candidates(model, has_dual, rest, example_input)
+        cands = _default_best_candidates(has_dual)
+        own.setdefault("optional", ("local-margins",))
     built: list[Certificate] = []
     used: set[str] = set()
     for c in cands:

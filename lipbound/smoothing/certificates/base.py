@@ -95,6 +95,13 @@ class Certificate(ABC):
     @abstractmethod
     def finish(self, ctx: Context, plan: Plan) -> Certification: ...
 
+    def check(self, ctx: Context) -> str | None:
+        """Why this certificate cannot run on ``ctx``'s model, or None if it can. Forward-only
+        certificates (the default) run any eval-mode classifier; those that need bounds or a
+        Lipschitz constant need a model the bound engine can trace. ``best`` skips a
+        candidate whose check fails and records the reason in ``details["skipped"]``."""
+        return None
+
     def describe(self) -> dict:
         """The certificate's settings (JSON-ready), recorded in ``details['settings']``."""
         return {}

@@ -143,6 +143,11 @@ class Dual(Certificate):
 
     name = "dual"
 
+    def check(self, ctx: Context) -> str | None:
+        if ctx.evaluator.dual is None:
+            return "no DualPair attached (Smooth(..., dual=DualPair(left, right)))"
+        return None
+
     def plan(self, ctx: Context, selection: Samples, alpha: float) -> Plan:
         left, right = selection.dual_logits
         k = ctx.num_classes

@@ -118,6 +118,19 @@ class Lipschitz(SoftCertificate):
             "logit_difference_lipschitz_max": float(self._pairs.max()) if k > 1 else 0.0,
         }
 
+    def check(self, ctx: Context) -> str | None:
+        """A given constant (number or callable) always applies; otherwise the constants must be
+        computable for this model."""
+        from lipbound.smoothing.engine import ENGINE_ERRORS, describe_engine_error
+
+        if self.constant is not None and self.constant != "lipsdp":
+            return None
+        try:
+            self.prepare(ctx)
+        except ENGINE_ERRORS as exc:
+            return f"no global Lipschitz constant: {describe_engine_error(exc)}"
+        return None
+
     def class_constants(self, ctx: Context, map_name: str, t: float) -> np.ndarray:
         assert self._pairs is not None
         if self.of == "soft-outputs":
