@@ -55,7 +55,8 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
         better = known(n.name)
         ivs[n.name] = iv if better is None else iv.intersect(better)
         mags = [ivs[s].abs_max() + errs[s] for s in n.inputs]
-        errs[n.name] = op.float_error(n.params, [errs[s] for s in n.inputs], mags, prec)
+        kw = {"ivals": ins} if op.interval_facts else {}
+        errs[n.name] = op.float_error(n.params, [errs[s] for s in n.inputs], mags, prec, **kw)
     return errs[raw.output]
 
 
@@ -65,6 +66,7 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
     fixed = evaluate_fixed(graph)
     mags: dict[str, Tensor] = {}
     count: dict[str, int] = {}
+    ivs = _interval_images(graph, x, fixed)
     for n in graph.nodes:
         if n.op == INPUT:
             mags[n.name], count[n.name] = x.abs_max(), 0
@@ -73,10 +75,30 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
             mags[n.name], count[n.name] = fixed[n.name].abs(), 0
             continue
         op = registry.get(n.op, n.where)
-        mags[n.name] = op.magnitude(n.params, *[mags[s] for s in n.inputs])
+        kw = {"ivals": [ivs[s] for s in n.inputs]} if op.interval_facts else {}
+        mags[n.name] = op.magnitude(n.params, *[mags[s] for s in n.inputs], **kw)
         touched = sum(graph[s].numel for s in n.inputs) + n.numel
         count[n.name] = max(count[s] for s in n.inputs) + touched + RELAXATION_OPS
     return mags[target], count[target]
+
+
+def _interval_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]
+                     ) -> dict[str, Interval]:
+    """IBP images of the nodes over ``x``, for ops whose magnitude needs them (log, 1/x:
+    ``interval_facts``); empty when the graph has none."""
+    ops = {n.name: registry.get(n.op, n.where) for n in graph.nodes
+           if n.op not in (INPUT, CONST) and n.name not in fixed}
+    if not any(op.interval_facts for op in ops.values()):
+        return {}
+    ivs: dict[str, Interval] = {}
+    for n in graph.nodes:
+        if n.op == INPUT:
+            ivs[n.name] = x
+        elif n.name in fixed:
+            ivs[n.name] = Interval.point(fixed[n.name])
+        else:
+            ivs[n.name] = ops[n.name].ibp(n.params, *[ivs[s] for s in n.inputs])
+    return ivs
 
 
 def compute_allowance(graph: Graph, x: Interval, target: str, dtype: torch.dtype) -> Tensor:
