@@ -193,7 +193,8 @@ CASES = {
     "center": lambda g: ({"dims": (1,)}, [(3, 4)]), "pairwise_diff": lambda g: ({}, [(2, 4)]),
     "reduce_max": _reduce, "reduce_max_grad": _reduce_max_grad,
     "adaptive_avg_pool": lambda g: ({"output_size": (3, 2)}, [(2, 7, 5)]),
-    "upsample_nearest": _upsample, "softmax": _softmax, "layer_norm": _layer_norm,
+    "upsample_nearest": _upsample, "flip": lambda g: ({"dims": (0, 2)}, [(2, 3, 4)]),
+    "softmax": _softmax, "layer_norm": _layer_norm,
     "rms_norm": _rms_norm, "group_norm": _group_norm,
 }
 

@@ -597,6 +597,10 @@ def _expand(b, fx, x, size, implicit=False):
     b.alias(fx, _broadcast(b, fx, x, shape, "e"))
 
 
+def _flip(b, fx, x, dims):
+    b.add(fx, "flip", [x], {"dims": _dims(fx, x, dims)})
+
+
 def _softmax(log: bool) -> Callable:
     def handler(b, fx, x, dim, *_, **__):
         d = _dims(fx, x, dim)
@@ -758,6 +762,7 @@ HANDLERS: dict[str, Callable] = {
     "aten.max.dim": _max_dim,
     "aten.min.dim": _min_dim,
     "aten.expand.default": _expand,
+    "aten.flip.default": _flip,
     "aten.softmax.int": _softmax(False),
     "aten._softmax.default": _softmax(False),
     "aten.log_softmax.int": _softmax(True),

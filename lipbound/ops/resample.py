@@ -1,6 +1,6 @@
-"""Resampling linear operators: adaptive average pooling to any output size and nearest
-upsampling. Both have non-negative coefficients (their absolute map is themselves) and take
-their transposes from the generic autodiff ``vjp``."""
+"""Resampling linear operators: adaptive average pooling to any output size, nearest
+upsampling and flips. All have non-negative coefficients (their absolute map is themselves);
+transposes come from the generic autodiff ``vjp`` unless a cheaper exact one is given."""
 
 from __future__ import annotations
 
@@ -45,5 +45,17 @@ class UpsampleNearest(LinearOp):
         return F.interpolate(x, size=tuple(params["size"]), mode="nearest")
 
 
-for _op in (AdaptiveAvgPool(), UpsampleNearest()):
+class Flip(LinearOp):
+    """Reverse the order along per-sample ``dims`` (its own transpose)."""
+
+    kind = "flip"
+
+    def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
+        return x.flip([d + 1 for d in params["dims"]])
+
+    def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
+        return (self.apply_linear(params, A),)
+
+
+for _op in (AdaptiveAvgPool(), UpsampleNearest(), Flip()):
     register(_op)
