@@ -15,6 +15,7 @@ normaliser lowers (:mod:`lipbound.ops.composite`).
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,9 +198,10 @@ def _broadcast(b, fx, v: Var, shape: tuple[int, ...], tag: str) -> Var:
     return b.aux(fx, tag + "_x", "expand", [v], shape, {"shape": shape})
 
 
-def _matmul_vars(b, fx, x: Var, y: Var):
+def _matmul_vars(b, fx, x: Var, y: Var, tag: str | None = None) -> Var:
     """x [*, n, k] @ y [*, k, m] of two input-dependent tensors: the products x_ik y_kj as
-    one ``mul`` of broadcast copies [*, n, k, m], summed over k (McCormick per product)."""
+    one ``mul`` of broadcast copies [*, n, k, m], summed over k (McCormick per product).
+    With ``tag`` the result is a helper node, else the node of ``fx``."""
     if len(x.shape) < 2 or len(y.shape) < 2:
         raise _unsupported(fx, "products of two input-dependent tensors need matrices "
                                "(per sample at least 2-d) on both sides")
@@ -207,14 +209,44 @@ def _matmul_vars(b, fx, x: Var, y: Var):
     m = y.shape[-1]
     batch = tuple(torch.broadcast_shapes(x.shape[:-2], y.shape[:-2]))
     full = batch + (n, k, m)
-    x4 = b.aux(fx, "x4", "reshape", [x], x.shape + (1,), {"shape": x.shape + (1,)})
-    y4 = b.aux(fx, "y4", "reshape", [y], y.shape[:-2] + (1,) + y.shape[-2:],
+    t = tag or "mm"
+    x4 = b.aux(fx, t + "_x4", "reshape", [x], x.shape + (1,), {"shape": x.shape + (1,)})
+    y4 = b.aux(fx, t + "_y4", "reshape", [y], y.shape[:-2] + (1,) + y.shape[-2:],
                {"shape": y.shape[:-2] + (1,) + y.shape[-2:]})
-    x4 = _broadcast(b, fx, x4, full, "xb")
-    y4 = _broadcast(b, fx, y4, full, "yb")
-    prod = b.aux(fx, "prod", "mul", [x4, y4], full)
-    b.add(fx, "sum", [prod], {"dims": (len(full) - 2,), "keepdim": False, "scale": 1.0,
-                              "matmul": True})
+    x4 = _broadcast(b, fx, x4, full, t + "_xb")
+    y4 = _broadcast(b, fx, y4, full, t + "_yb")
+    prod = b.aux(fx, t + "_prod", "mul", [x4, y4], full)
+    params = {"dims": (len(full) - 2,), "keepdim": False, "scale": 1.0, "matmul": True}
+    if tag:
+        return b.aux(fx, tag, "sum", [prod], batch + (n, m), params)
+    return b.add(fx, "sum", [prod], params)
+
+
+def _sdpa(b, fx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+          enable_gqa=False):
+    """scaled_dot_product_attention: softmax(q k^T * scale + mask) v, lowered to matrix
+    products of activations and a softmax node (float masks only)."""
+    if not all(isinstance(t, Var) for t in (q, k, v)):
+        raise _unsupported(fx, "attention needs input-dependent queries, keys and values")
+    if is_causal or float(dropout_p) != 0.0 or enable_gqa or isinstance(attn_mask, Var) or (
+            isinstance(attn_mask, Tensor) and attn_mask.dtype == torch.bool):
+        raise _unsupported(fx, "attention is supported without dropout, causal or boolean "
+                               "masks (give an additive float mask instead)")
+    nd = len(k.shape)
+    swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
+    kt = b.aux(fx, "kt", "permute", [k], tuple(k.shape[i] for i in swap), {"dims": swap})
+    scores = _matmul_vars(b, fx, q, kt, "scores")
+    c = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    shift = None
+    if attn_mask is not None:
+        shift = _as_per_sample(attn_mask, fx, len(scores.shape)).to(torch.float64)
+        if not bool(torch.isfinite(shift).all()):
+            raise _unsupported(fx, "attention masks with infinite entries are not supported")
+    scaled = b.aux(fx, "scaled", "scale_shift", [scores], scores.shape,
+                   {"scale": torch.tensor(c, dtype=torch.float64), "shift": shift})
+    att = b.aux(fx, "softmax", "softmax", [scaled], scores.shape,
+                {"dim": len(scores.shape) - 1, "log": False})
+    _matmul_vars(b, fx, att, v)
 
 
 def _conv_params(stride, padding, dilation, groups):
@@ -597,6 +629,31 @@ def _expand(b, fx, x, size, implicit=False):
     b.alias(fx, _broadcast(b, fx, x, shape, "e"))
 
 
+def _split_sizes(b, fx, x, sizes, dim=0):
+    """Parts of x along ``dim`` as ``slice`` nodes (a tuple the getitem calls pick from)."""
+    d = _dims(fx, x, dim)[0]
+    parts, start = [], 0
+    for i, n in enumerate(sizes):
+        shape = x.shape[:d] + (n,) + x.shape[d + 1:]
+        parts.append(b.aux(fx, f"part{i}", "slice", [x], shape,
+                           {"dim": d, "start": start, "end": start + n, "step": 1}))
+        start += n
+    b.vars[fx.name] = tuple(parts)
+
+
+def _split(b, fx, x, split_size, dim=0):
+    if isinstance(split_size, (list, tuple)):
+        return _split_sizes(b, fx, x, split_size, dim)
+    n = x.shape[_dims(fx, x, dim)[0]]
+    sizes = [min(split_size, n - s) for s in range(0, n, split_size)]
+    _split_sizes(b, fx, x, sizes, dim)
+
+
+def _chunk(b, fx, x, chunks, dim=0):
+    n = x.shape[_dims(fx, x, dim)[0]]
+    _split(b, fx, x, -(-n // chunks), dim)
+
+
 def _flip(b, fx, x, dims):
     b.add(fx, "flip", [x], {"dims": _dims(fx, x, dims)})
 
@@ -763,6 +820,10 @@ HANDLERS: dict[str, Callable] = {
     "aten.min.dim": _min_dim,
     "aten.expand.default": _expand,
     "aten.flip.default": _flip,
+    "aten.chunk.default": _chunk,
+    "aten.scaled_dot_product_attention.default": _sdpa,
+    "aten.split.Tensor": _split,
+    "aten.split_with_sizes.default": _split_sizes,
     "aten.softmax.int": _softmax(False),
     "aten._softmax.default": _softmax(False),
     "aten.log_softmax.int": _softmax(True),

@@ -51,6 +51,10 @@ class Op:
     #: whose value or slope is unbounded near some point, such as log or 1/x): callers then
     #: pass them as the keyword ``ivals`` (sound intervals of the exact input values)
     interval_facts: bool = False
+    #: True when :meth:`magnitude` can use the inputs' intervals (keyword ``ivals``) to give a
+    #: tighter value when the caller has them (products: their relaxation's slopes are the
+    #: other factor's bounds); the caller computes intervals only for ``interval_facts`` ops
+    interval_aware: bool = False
 
     def apply(self, params: Params, *xs: Tensor) -> Tensor:
         """Concrete evaluation on batched inputs [N, *in_i] -> [N, *out]."""

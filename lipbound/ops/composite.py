@@ -140,7 +140,8 @@ class Softmax(Composite):
         return low.nodes
 
     def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
-                    prec: Precision, ivals: Sequence[Interval] | None = None) -> Tensor:
+                    prec: Precision, ivals: Sequence[Interval] | None = None,
+                    inner: Mapping[str, Interval] | None = None) -> Tensor:
         """Propagated: softmax is 1/2-Lipschitz and log-softmax 2-Lipschitz from and to the
         l_inf norm of a row (row sums of |diag(p) - p p^T| are 2 p_i (1 - p_i), of
         |I - 1 p^T| are 2 (1 - p_i)). Kernel (``m = max``, ``t = x - m``, ``exp``, sum,
@@ -245,10 +246,14 @@ class Norm(Composite):
         return t.reshape(t.shape[0], -1, rows[-1])
 
     def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
-                    prec: Precision, ivals: Sequence[Interval] | None = None) -> Tensor:
+                    prec: Precision, ivals: Sequence[Interval] | None = None,
+                    inner: Mapping[str, Interval] | None = None) -> Tensor:
         """First-order bound of the fused kernel (``KERNEL_SAFETY`` times), per row of n
-        elements with M the row's largest |x~|, r^ >= rsqrt(var + eps) over the input box
-        widened by the input errors, and |w|, |b| the affine parameters:
+        elements with M the row's largest |x~|, r^ >= rsqrt(var + eps) over the computed
+        inputs, and |w|, |b| the affine parameters. The variance's lower bound is the larger
+        of its interval image over the input box widened by the input errors e and, given
+        ``inner["var"]`` (bounds of the lowering's variance at the exact inputs), that bound
+        minus how far the errors can move it (``8 M e + 4 e^2``):
 
         - propagated: |w| r^ (2 + sqrt n) max e (LayerNorm/GroupNorm: the Jacobian is
           w r (I - 1 1^T / n - c^ c^T / n) with sum c^2 <= n), |w| r^ (1 + sqrt n) max e (RMS);
@@ -271,6 +276,10 @@ class Norm(Composite):
         n = E.shape[-1]
         e_row, M = E.amax(-1, keepdim=True), Mx.amax(-1, keepdim=True)
         v_lo = var_lo.reshape(var_lo.shape[0], -1, 1)
+        if inner and "var" in inner:
+            vk = inner["var"].lower
+            vk = vk.reshape(vk.shape[0], -1, 1) - 8 * M * e_row - 4 * e_row * e_row
+            v_lo = torch.maximum(v_lo, vk.clamp_min(0))
         rms = self.rms
         dmean = 0.0 if rms else gamma(n + 1, u) * M
         dvar = gamma(n + 2, u) * M * M if rms else gamma(8 * n + 16, u) * (2 * M) ** 2

@@ -197,6 +197,20 @@ class Mul(NonlinearOp):
         opt["beta"].data.clamp_(0.0, 1.0)
         opt["gamma"].data.clamp_(0.0, 1.0)
 
+    interval_aware = True
+
+    def magnitude(self, params: Params, mx: Tensor, my: Tensor,
+                  ivals: Sequence[Interval] | None = None) -> Tensor:
+        """m_x m_y; given the factors' intervals, |y|_max m_x + |x|_max m_y + |x|_max |y|_max
+        (the McCormick slopes of x and y are bounds of the other factor, the constant a
+        product of bounds): linear in the magnitudes, so products of products do not square
+        the absolute-value network."""
+        if ivals is None:
+            return mx * my
+        ax = torch.minimum(ivals[0].abs_max(), mx)
+        ay = torch.minimum(ivals[1].abs_max(), my)
+        return ay * mx + ax * my + ax * ay
+
     def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
                     prec: Precision) -> Tensor:
         """x~ y~ (1 + delta) - x y = x~ (y~ - y) + y (x~ - x) + delta x~ y~: at most
@@ -277,9 +291,16 @@ class Square(NonlinearOp):
     def init_opt(self, params: Params, v: Interval) -> dict[str, Tensor]:
         return {"m": (v.lower + v.upper) / 2}
 
-    def magnitude(self, params: Params, v: Tensor) -> Tensor:
-        """v^2 and the relaxation's slopes (at most 2 |v|) times |v|."""
-        return 2 * v * v
+    interval_aware = True
+
+    def magnitude(self, params: Params, v: Tensor,
+                  ivals: Sequence[Interval] | None = None) -> Tensor:
+        """v^2 and the relaxation's slopes (at most 2 |v|) times |v|; given v's interval, with
+        a = its largest |v|: 2 a |v| + a^2."""
+        if ivals is None:
+            return 2 * v * v
+        a = torch.minimum(ivals[0].abs_max(), v)
+        return 2 * a * v + a * a
 
     def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
                     prec: Precision) -> Tensor:
