@@ -17,11 +17,15 @@ Mutation checks (run by hand; each made the named tests fail, then was reverted)
 - ``PiecewiseLinear._h_extremes`` without the one-sided breakpoint values (only l and u as
   candidates): ``test_new_op_relaxations_contain_samples[pwl-*]`` and
   ``test_elementwise_relaxations_sound_for_every_slope[pwl_*]`` fail (lines cut the kinks).
-- ``DomainFunction.relax`` taking the chord on the wrong side (``curv > 0`` <-> ``< 0``):
-  ``test_new_op_relaxations_contain_samples[exp-*]``/``[log-*]`` and the model tests of
-  exp, log, sqrt, rsqrt and reciprocal fail.
-- ``ReduceMax.crown_backward`` treating every group as dominant: the model tests of max/min
-  (output bounds below sampled outputs) fail.
+- exp's derivative given as ``2 e^x`` to the candidate-point machinery (the tangent point is
+  missed, the lower intercept is too high): ``test_elementwise_relaxations_sound_for_every_slope
+  [exp]`` and exp's op and model tests fail; ``pow``'s derivative without its coefficient
+  (``p x^(p-1)``): the grid tests of ``recip_pos`` and ``fourth`` fail. (Taking the chord on
+  the wrong side is *not* a soundness bug here: every slope gets its own sound intercepts.)
+- ``ReduceMax.crown_backward`` treating every group as dominant:
+  ``test_new_op_relaxations_contain_samples[reduce_max-*]`` and
+  ``test_undecided_kinks_and_maximisers[max]``/``[min]`` fail (at eps 0.05 every group of the
+  small models is decided, so only the large-ball test sees it).
 - the product rule in ``jacobian/build.py`` sending ``mul(x, a)`` to x (the wrong factor):
   the eps = 0 Jacobian tests of mul, div, matmul, softmax and layer_norm fail.
 """
@@ -317,6 +321,26 @@ def test_model_lipschitz_other_norms(name, norm):
     q = {2: 2.0, 1: math.inf}[norm]
     norms = torch.linalg.vector_norm(J.flatten(2), ord=q, dim=-1)
     assert (norms.max(1).values <= r.upper).all()
+
+
+@pytest.mark.parametrize("name", ["max", "min", "abs", "hardtanh"])
+def test_undecided_kinks_and_maximisers(name):
+    """A large ball: maximisers are not decided and kinks are crossed (the non-dominant
+    branches of reduce_max / reduce_max_grad and the kink lines of pwl and abs)."""
+    model, x = _model(name)
+    eps = 0.5
+    pts = _points(x, eps, 400, 5)
+    m64 = _copy64(model)
+    with torch.no_grad():
+        y = m64(pts)
+    for method in ("crown", "alpha-crown"):
+        lo, up = lipbound.output_bounds(model, x, eps, method=method, iterations=5)
+        assert (y >= lo).all() and (y <= up).all()
+    lo, up = lipbound.jacobian_bounds(model, x, eps, method="crown")
+    J = _jacobians(m64, pts)
+    assert (J >= lo.unsqueeze(1)).all() and (J <= up.unsqueeze(1)).all()
+    r = lipbound.local_lipschitz(model, x, eps, method="crown")
+    assert (J.flatten(2).abs().sum(-1).max(1).values <= r.upper).all()
 
 
 def test_composites_are_single_nodes_in_the_raw_graph_and_lowered_for_bounds():

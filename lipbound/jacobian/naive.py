@@ -3,9 +3,10 @@
 For the input norm p, every node gets K(n) with ||v_n(x) - v_n(y)||_p <= K(n) ||x - y||_p:
 linear ops multiply by their induced p->p norm (max row sum for l_inf, max column sum for l_1,
 the spectral norm for l_2: exact SVD when the matrix is small, else the Schur bound
-sqrt(||L||_1 ||L||_inf)), fan-in adds, activations multiply by sup |act'|, max pooling by its
-window overlap. The last Linear is folded with the spec: L_s <= ||(C W)_s||_q K(input).
-The bound is global (valid for every x), hence also local.
+sqrt(||L||_1 ||L||_inf)), fan-in adds, activations multiply by sup |act'| (any elementwise op
+with a global ``lipschitz`` constant: hardtanh, hardswish, |.|, ...), max pooling by its
+window overlap, max over dims by 1. The last Linear is folded with the spec:
+L_s <= ||(C W)_s||_q K(input). The bound is global (valid for every x), hence also local.
 """
 
 from __future__ import annotations
@@ -84,9 +85,20 @@ def _activation_constant(node: Node, p: float) -> float:
         s = (s, s) if isinstance(s, int) else s
         overlap = math.prod(math.ceil(ki / si) for ki, si in zip(k, s))
         return 1.0 if p == math.inf else overlap ** (1.0 / p)
+    if node.op == "reduce_max":  # 1-Lipschitz per group, groups disjoint: 1 for every p
+        return 1.0
+    op = registry.get(node.op, node.where)
+    lip = op.lipschitz(node.params) if len(node.inputs) == 1 else None
+    if lip is not None and math.isfinite(lip):  # elementwise: the same constant for every p
+        return float(lip)
     raise UnsupportedOperationError(node.op, node.where, ["linear ops", "relu",
                                                                    "leaky_relu", "max_pool",
-                                                                   *ACTIVATIONS])
+                                                                   "reduce_max",
+                                                                   "globally Lipschitz "
+                                                                   "elementwise ops",
+                                                                   *ACTIVATIONS],
+                                    hint="The naive bound needs a global Lipschitz constant "
+                                         "(exp, log, powers and products have none).")
 
 
 def naive_lipschitz(graph: Graph, C: Tensor, p: float) -> Tensor:
