@@ -51,7 +51,7 @@ DT = torch.float64
 NEW_KINDS = ["pwl", "hardswish", "exp", "log", "pow", "sum", "expand", "center",
              "pairwise_diff", "reduce_max", "reduce_max_grad", "adaptive_avg_pool",
              "upsample_nearest", "softmax", "layer_norm", "rms_norm", "group_norm", "mul",
-             "abs", "square", "flip"]
+             "abs", "square", "flip", "var"]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -154,6 +154,7 @@ def _mm(z):
 #: name -> (activation on the [B, 8] hidden layer, output width)
 MLP_OPS = {
     "neg": lambda z: -z,
+    "rsub": lambda z: 1 - z,
     "abs": torch.abs,
     "relu6": lambda z: F.relu6(3 * z),
     "hardtanh": lambda z: F.hardtanh(z, -0.4, 0.6),
@@ -185,6 +186,9 @@ MLP_OPS = {
     "rms_norm": nn.RMSNorm(8, eps=1e-6),  # eps=None would mean finfo(dtype).eps: 2^-23 in
     # the float32 model, 2^-52 in a float64 copy (two different functions)
     "group_norm": "group_norm",
+    "var": lambda z: z * torch.var(z, -1, keepdim=True),
+    "std_layer_norm": lambda z: (z - z.mean(-1, keepdim=True))
+    / (z.std(-1, correction=0, keepdim=True) + 1e-3),
 }
 
 
@@ -341,6 +345,23 @@ def test_undecided_kinks_and_maximisers(name):
     assert (J >= lo.unsqueeze(1)).all() and (J <= up.unsqueeze(1)).all()
     r = lipbound.local_lipschitz(model, x, eps, method="crown")
     assert (J.flatten(2).abs().sum(-1).max(1).values <= r.upper).all()
+
+
+@pytest.mark.parametrize("name", ["abs", "relu6", "hardtanh", "hardswish", "max", "min",
+                                  "clamp", "hardsigmoid"])
+def test_naive_bound_with_globally_lipschitz_ops(name):
+    model, x = _model(name)
+    r = lipbound.local_lipschitz(model, x, EPS, method="naive")
+    crown = lipbound.local_lipschitz(model, x, EPS, method="crown")
+    J = _jacobians(_copy64(model), _points(x, EPS, 100, 4))
+    norms = (J.abs() - _tol(name, J)).flatten(2).sum(-1).max(1).values
+    assert (norms <= r.upper).all() and (norms <= crown.upper).all()
+
+
+def test_naive_bound_refuses_ops_without_a_global_constant():
+    model, x = _model("exp")
+    with pytest.raises(UnsupportedOperationError, match="exp"):
+        lipbound.local_lipschitz(model, x, EPS, method="naive")
 
 
 def test_composites_are_single_nodes_in_the_raw_graph_and_lowered_for_bounds():

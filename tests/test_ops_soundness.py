@@ -196,6 +196,8 @@ CASES = {
     "upsample_nearest": _upsample, "flip": lambda g: ({"dims": (0, 2)}, [(2, 3, 4)]),
     "softmax": _softmax, "layer_norm": _layer_norm,
     "rms_norm": _rms_norm, "group_norm": _group_norm,
+    "var": lambda g: ({"dims": (1,), "correction": float(g.initial_seed() % 2),
+                       "keepdim": bool(g.initial_seed() % 3), "sqrt": False}, [(3, 4)]),
 }
 
 

@@ -9,8 +9,8 @@ piecewise-linear ``pwl`` node, a clamp with one limit a shifted ReLU; ``sqrt``, 
 ``square``); ``neg`` is a ``scale_shift``; min is ``-max(-x)``; products and quotients of two
 input-dependent tensors become ``mul`` (with ``pow(-1)`` for a divisor) after explicit
 broadcasts, and a matrix product of two of them ``mul`` then ``sum`` over the inner dimension;
-softmax, log-softmax, LayerNorm, RMSNorm and GroupNorm stay single composite nodes that the
-normaliser lowers (:mod:`lipbound.ops.composite`).
+softmax, log-softmax, LayerNorm, RMSNorm, GroupNorm, var and std stay single composite nodes
+that the normaliser lowers (:mod:`lipbound.ops.composite`).
 """
 
 from __future__ import annotations
@@ -654,6 +654,26 @@ def _chunk(b, fx, x, chunks, dim=0):
     _split(b, fx, x, -(-n // chunks), dim)
 
 
+def _rsub(b, fx, x, other, alpha=1):
+    """other - alpha * x for a constant ``other``."""
+    if not isinstance(x, Var) or isinstance(other, Var):
+        raise _unsupported(fx, "rsub needs an input-dependent tensor and a constant")
+    c = _as_per_sample(other, fx, len(per_sample_shape(fx)))
+    b.add(fx, "scale_shift", [x], {"scale": -float(alpha) * _one(c), "shift": c})
+
+
+def _variance(sqrt: bool) -> Callable:
+    def handler(b, fx, x, dims=None, unbiased=None, keepdim=False, *, correction=None):
+        if isinstance(dims, bool):  # var(x, unbiased) spelling
+            dims, unbiased = None, dims
+        corr = correction if correction is not None else (
+            0.0 if unbiased is False else 1.0)
+        b.add(fx, "var", [x], {"dims": _dims(fx, x, dims), "correction": float(corr),
+                               "keepdim": bool(keepdim), "sqrt": sqrt})
+
+    return handler
+
+
 def _flip(b, fx, x, dims):
     b.add(fx, "flip", [x], {"dims": _dims(fx, x, dims)})
 
@@ -820,6 +840,12 @@ HANDLERS: dict[str, Callable] = {
     "aten.min.dim": _min_dim,
     "aten.expand.default": _expand,
     "aten.flip.default": _flip,
+    "aten.var.dim": _variance(False),
+    "aten.var.correction": _variance(False),
+    "aten.std.dim": _variance(True),
+    "aten.std.correction": _variance(True),
+    "aten.rsub.Scalar": _rsub,
+    "aten.rsub.Tensor": _rsub,
     "aten.chunk.default": _chunk,
     "aten.scaled_dot_product_attention.default": _sdpa,
     "aten.split.Tensor": _split,

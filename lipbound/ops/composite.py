@@ -1,4 +1,5 @@
-"""Composite operators: softmax, log-softmax, LayerNorm, RMSNorm and GroupNorm (eval).
+"""Composite operators: softmax, log-softmax, LayerNorm, RMSNorm, GroupNorm (eval), variance
+and standard deviation.
 
 The tracer records each as ONE node of its own kind in the unrewritten graph (what the user's
 forward pass runs: its rounding facts describe the fused kernel torch executes), and
@@ -20,6 +21,8 @@ rewrites of the real function:
   RMSNorm: ``square`` -> mean -> ``+ eps`` -> ``pow(-1/2)`` -> ``mul`` with x -> scale.
   Only the final product is a McCormick relaxation; the variance is >= 0 in every bound, so
   rsqrt(var + eps) stays inside its domain.
+- var / std: ``center`` -> ``square`` -> ``sum`` [-> ``pow(1/2)``: the standard deviation has
+  no Lipschitz constant where the variance can reach 0, and its bounds then refuse].
 
 A composite node left in a bounded graph (a hand-built Graph that skipped normalisation) has
 no relaxation and raises UnsupportedOperationError saying so.
@@ -298,5 +301,63 @@ class Norm(Composite):
         return out.reshape(x_e.shape)
 
 
-for _op in (Softmax(), Norm("layer_norm"), Norm("rms_norm"), Norm("group_norm")):
+class Variance(Composite):
+    """Variance (``sqrt``: standard deviation) over per-sample ``dims`` with Bessel
+    ``correction`` (``keepdim``): lowered to ``center`` -> ``square`` -> ``sum`` (scale
+    1 / (n - correction)) [-> ``pow(1/2)``]."""
+
+    kind = "var"
+
+    def _n(self, params: Params, shape: Sequence[int]) -> int:
+        return math.prod(shape[d] for d in params["dims"])
+
+    def apply(self, params: Params, x: Tensor) -> Tensor:
+        dims = [d + 1 for d in params["dims"]]
+        f = torch.std if params.get("sqrt") else torch.var
+        return f(x, dims, correction=params["correction"], keepdim=bool(params["keepdim"]))
+
+    def lower(self, node: Node, in_shapes: Sequence[tuple[int, ...]]) -> list[Node]:
+        low = _Lowering(node)
+        p = node.params
+        shape = tuple(in_shapes[0])
+        dims = tuple(p["dims"])
+        n = self._n(p, shape)
+        c = low.add("center", "center", [node.inputs[0]], shape, {"dims": dims})
+        q = low.add("square", "square", [c], shape)
+        out = node.shape
+        v = low.add("var", "sum", [q], out, {"dims": dims, "keepdim": bool(p["keepdim"]),
+                                             "scale": 1.0 / (n - p["correction"])},
+                    last=not p.get("sqrt"))
+        if p.get("sqrt"):
+            low.add("sqrt", "pow", [v], out, {"exponent": 0.5, "coeff": 1.0}, last=True)
+        return low.nodes
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision, ivals: Sequence[Interval] | None = None,
+                    inner: Mapping[str, Interval] | None = None) -> Tensor:
+        """Propagated: |d var / d x_i| = 2 |x_i - mean| / (n - c), so at most
+        2 n D e / (n - c) with D >= |x - mean| (2 M). Kernel (two passes or Welford merges, as
+        for LayerNorm): gamma_(8n+16) (2M)^2 n / (n - c) plus the division; the standard
+        deviation adds min(sqrt(d), d / (2 sqrt(var_lo))) for a variance error d, and a few
+        ulps of the square root. ``KERNEL_SAFETY`` times the kernel terms."""
+        dims = [d + 1 for d in params["dims"]]
+        keep = bool(params["keepdim"])
+        e, m = errs[0], mags[0]
+        n = self._n(params, e.shape[1:])
+        k = n / max(n - float(params["correction"]), 1e-300)
+        e_row = e.amax(dims, keepdim=keep)
+        M = m.amax(dims, keepdim=keep)
+        prop = 2 * k * (2 * M) * e_row
+        vmax = k * (2 * M) ** 2
+        dvar = prop + KERNEL_SAFETY * (gamma(8 * n + 16, prec.u) * vmax + prec.u * vmax)
+        if not params.get("sqrt"):
+            return dvar
+        iv = Interval(-m, m) if ivals is None else ivals[0]
+        wide = Interval(iv.lower - e, iv.upper + e)
+        v_lo = self.lowered_values({**params, "sqrt": False}, wide)["out"].lower.clamp_min(0)
+        d_sqrt = torch.minimum(dvar.sqrt(), dvar / (2 * v_lo.sqrt()).clamp_min(1e-300))
+        return d_sqrt + KERNEL_SAFETY * EVAL_ULPS * prec.u * vmax.sqrt() + _UNDERFLOW
+
+
+for _op in (Softmax(), Norm("layer_norm"), Norm("rms_norm"), Norm("group_norm"), Variance()):
     register(_op)
