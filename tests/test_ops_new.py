@@ -25,7 +25,9 @@ Mutation checks (run by hand; each made the named tests fail, then was reverted)
 - ``ReduceMax.crown_backward`` treating every group as dominant:
   ``test_new_op_relaxations_contain_samples[reduce_max-*]`` and
   ``test_undecided_kinks_and_maximisers[max]``/``[min]`` fail (at eps 0.05 every group of the
-  small models is decided, so only the large-ball test sees it).
+  small models is decided, so only the large-ball test sees it); ``reduce_max_grad`` routing
+  the cotangent only to the element of largest lower bound (``cand = onehot``): the same
+  tests fail (the Jacobian part).
 - the product rule in ``jacobian/build.py`` sending ``mul(x, a)`` to x (the wrong factor):
   the eps = 0 Jacobian tests of mul, div, matmul, softmax and layer_norm fail.
 """
@@ -364,6 +366,25 @@ def test_naive_bound_refuses_ops_without_a_global_constant():
         lipbound.local_lipschitz(model, x, EPS, method="naive")
 
 
+def test_alpha_crown_when_no_parameter_reaches_the_target():
+    """A linear node bounded after unrelated nonlinear ones (a parallel branch; LayerNorm's
+    square has the linear derivative 2 z): its alpha-CROWN bound has nothing to optimise."""
+
+    class Parallel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.o = nn.Linear(4, 5), nn.Linear(4, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.o(torch.relu(self.a(x)) + torch.tanh(self.b(x)))
+
+    torch.manual_seed(0)
+    for model in (Parallel().eval(), _model("layer_norm")[0]):
+        r = lipbound.local_lipschitz(model, torch.rand(4), 0.1, norm=2, method="alpha-crown",
+                                     iterations=3)
+        assert torch.isfinite(r.upper).all()
+
+
 def test_composites_are_single_nodes_in_the_raw_graph_and_lowered_for_bounds():
     model, x = _model("layer_norm")
     t = get_traced(model, x.unsqueeze(0), DT, torch.device("cpu"))
@@ -377,7 +398,8 @@ def test_composites_are_single_nodes_in_the_raw_graph_and_lowered_for_bounds():
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "layer_norm", "rms_norm",
-                                  "group_norm", "exp", "matmul", "hardsigmoid"])
+                                  "group_norm", "exp", "matmul", "hardsigmoid", "var",
+                                  "std_layer_norm"])
 def test_float32_forward_inside_eps_zero_bounds_under_stress(name):
     """At eps = 0 the bounds are only the rounding allowances: they must still contain the
     float32 forward pass when the kernels' rounding is large (big offsets and logits)."""

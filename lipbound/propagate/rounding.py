@@ -47,6 +47,7 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
     ivs: dict[str, Interval] = {}
     errs: dict[str, Tensor] = {}
     tight: dict[str, Interval] | None = None
+    needs = _needs_intervals(raw, fixed)
     for n in raw.nodes:
         if n.op == INPUT:
             ivs[n.name], errs[n.name] = x, prec.u * x.abs_max()
@@ -59,6 +60,10 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
         ins = [ivs[s] for s in n.inputs]
         iv = Interval.point(fixed[n.name]) if n.name in fixed else op.ibp(n.params, *ins)
         better = known(n.name)
+        if better is None and needs and n.name not in fixed:  # IBP alone can explode here
+            if tight is None:
+                tight = tight_intervals(raw, x)
+            better = tight.get(n.name)
         ivs[n.name] = iv if better is None else iv.intersect(better)
         mags = [ivs[s].abs_max() + errs[s] for s in n.inputs]
         kw: dict = {"ivals": [ivs[s] for s in n.inputs]} if op.interval_facts else {}
@@ -126,6 +131,19 @@ def _backward_nodes(graph: Graph) -> set[str]:
     return backward
 
 
+def _needs_intervals(graph: Graph, fixed: Mapping[str, Tensor]) -> bool:
+    """Whether the graph has ops whose rounding facts need intervals (``interval_facts``) or
+    products of two forward values (attention, gating), whose magnitudes chain."""
+    backward = _backward_nodes(graph)
+    for n in graph.nodes:
+        if n.op in (INPUT, CONST) or n.name in fixed:
+            continue
+        op = registry.get(n.op, n.where)
+        if op.interval_facts or (op.interval_aware and n.name not in backward):
+            return True
+    return False
+
+
 def _interval_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]
                      ) -> dict[str, Interval]:
     """Sound intervals of the nodes over ``x`` for ops whose magnitude needs them (log, 1/x,
@@ -133,13 +151,10 @@ def _interval_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]
     intersected with CROWN bounds of the forward nodes (on a
     deep graph IBP alone can make rsqrt's slope or exp's value explode); empty when the graph
     has no such op."""
+    if not _needs_intervals(graph, fixed):
+        return {}
     ops = {n.name: registry.get(n.op, n.where) for n in graph.nodes
            if n.op not in (INPUT, CONST) and n.name not in fixed}
-    backward = _backward_nodes(graph)
-    # products of two forward values (attention, gating) chain their magnitudes too
-    if not any(op.interval_facts or (op.interval_aware and name not in backward)
-               for name, op in ops.items()):
-        return {}
     tight = tight_intervals(graph, x)
     ivs: dict[str, Interval] = {}
     for n in graph.nodes:
