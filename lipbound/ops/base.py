@@ -56,6 +56,12 @@ class Op:
     #: other factor's bounds); the caller computes intervals only for ``interval_facts`` ops
     interval_aware: bool = False
 
+    def needs_intervals(self, params: Params) -> bool:
+        """Whether this node's rounding facts need its inputs' intervals (default:
+        :attr:`interval_facts`; a step function's slopes, for instance, are unbounded
+        without them)."""
+        return self.interval_facts
+
     def apply(self, params: Params, *xs: Tensor) -> Tensor:
         """Concrete evaluation on batched inputs [N, *in_i] -> [N, *out]."""
         raise NotImplementedError

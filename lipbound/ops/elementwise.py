@@ -110,6 +110,26 @@ class PiecewiseLinear(NonlinearOp):
         b, s, c = _pieces(params)
         return max(abs(v) for v in s) if _continuous(b, s, c) else None
 
+    interval_aware = True
+
+    def needs_intervals(self, params: Params) -> bool:
+        """Steps (jumps) need intervals: a chord across a jump has no bounded slope."""
+        return self.lipschitz(params) is None
+
+    def magnitude(self, params: Params, m: Tensor,
+                  ivals: Sequence[Interval] | None = None) -> Tensor:
+        """max |y| and the largest slope the relaxation can take times |x| (the Lipschitz
+        constant of a continuous function; over the input interval for a step)."""
+        if ivals is None:
+            if self.lipschitz(params) is None:
+                return torch.full_like(m, _INF)
+            return super().magnitude(params, m)
+        iv = ivals[0]
+        iv = Interval(torch.maximum(iv.lower, -m), torch.minimum(iv.upper, m))
+        kmin, kmax = self._slope_range(params, iv.lower, iv.upper)
+        return torch.maximum(self.ibp(params, iv).abs_max(),
+                             torch.maximum(kmin.abs(), kmax.abs()) * m)
+
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor | float:
         """Clamps (pieces that are constants or the identity) are exact; otherwise s x + c

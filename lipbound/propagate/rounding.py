@@ -97,7 +97,7 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
             mags[n.name], count[n.name] = fixed[n.name].abs(), 0
             continue
         op = registry.get(n.op, n.where)
-        use = op.interval_facts or (op.interval_aware and ivs)
+        use = op.needs_intervals(n.params) or (op.interval_aware and ivs)
         kw = {"ivals": [ivs[s] for s in n.inputs]} if use else {}
         mags[n.name] = op.magnitude(n.params, *[mags[s] for s in n.inputs], **kw)
         touched = sum(graph[s].numel for s in n.inputs) + n.numel
@@ -139,7 +139,7 @@ def _needs_intervals(graph: Graph, fixed: Mapping[str, Tensor]) -> bool:
         if n.op in (INPUT, CONST) or n.name in fixed:
             continue
         op = registry.get(n.op, n.where)
-        if op.interval_facts or (op.interval_aware and n.name not in backward):
+        if op.needs_intervals(n.params) or (op.interval_aware and n.name not in backward):
             return True
     return False
 
