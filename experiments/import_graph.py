@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "version", "norms", "specs", "jsonutil", "progress", "results", "models", "io",
      "highs", "devices"),
     # the engine
-    ("graph", "ops", "bounds", "inputs", "propagate", "jacobian", "exact", "bab"),
+    ("graph.ir", "graph", "ops", "bounds", "inputs", "propagate", "jacobian", "exact", "bab"),
     # the public bound API and attacks on top of it
     ("api", "attack"),
     # the outer ring
@@ -53,8 +53,15 @@ class Import:
     local: bool  # inside a function
 
 
+#: modules that are units of their own inside a subpackage: the graph's value types sit below
+#: the operators (which lower composite ops into nodes), the tracer and normaliser above them
+SUBUNITS = {"lipbound.graph.ir": "graph.ir"}
+
+
 def unit_of(module: str) -> str:
-    """``lipbound.bab.anytime`` -> ``bab``; ``lipbound`` -> the facade."""
+    """``lipbound.bab.anytime`` -> ``bab``; ``lipbound`` -> the facade; see ``SUBUNITS``."""
+    if module in SUBUNITS:
+        return SUBUNITS[module]
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else FACADE
 
@@ -70,7 +77,7 @@ def _module_name(path: Path, root: Path = ROOT) -> str:
 def _units(root: Path = ROOT) -> set[str]:
     return {p.stem if p.is_file() else p.name for p in root.iterdir()
             if (p.is_dir() and (p / "__init__.py").exists())
-            or (p.suffix == ".py" and p.stem != "__init__")}
+            or (p.suffix == ".py" and p.stem != "__init__")} | set(SUBUNITS.values())
 
 
 def _targets(node: ast.AST, package: str, units: set[str]) -> list[str]:

@@ -120,6 +120,63 @@ def _leaky_switch(g):
     return {"negative_slope": float(torch.rand(1, generator=g))}, [(7,), (7,)]
 
 
+def _pwl(g):
+    n = int(torch.randint(1, 4, (1,), generator=g))
+    b = sorted(_t(g, n).tolist())
+    return ({"breakpoints": tuple(b), "slopes": tuple(_t(g, n + 1).tolist()),
+             "intercepts": tuple(_t(g, n + 1).tolist())}, [(7,)])
+
+
+_EXPONENTS = (3.0, 2.0, 4.0, -1.0, -2.0, 0.5, -0.5, 1.5, 0.0, 1.0)
+
+
+def _pow(g):
+    p = _EXPONENTS[int(torch.randint(0, len(_EXPONENTS), (1,), generator=g))]
+    c = float(_t(g, 1))
+    # non-integer or negative exponents need positive inputs (POSITIVE moves them there)
+    return {"exponent": p, "coeff": c}, [(7,)]
+
+
+def _softmax(g):
+    return {"dim": int(torch.randint(0, 2, (1,), generator=g)),
+            "log": bool(torch.randint(0, 2, (1,), generator=g))}, [(3, 4)]
+
+
+def _layer_norm(g):
+    return {"ndim": 1, "eps": 1e-5, "weight": _t(g, 4), "bias": _t(g, 4)}, [(3, 4)]
+
+
+def _rms_norm(g):
+    return {"ndim": 2, "eps": 1e-6, "weight": _t(g, 3, 4), "bias": None}, [(3, 4)]
+
+
+def _group_norm(g):
+    return ({"groups": 2, "eps": 1e-5, "weight": _t(g, 4, 1, 1), "bias": _t(g, 4, 1, 1)},
+            [(4, 2, 3)])
+
+
+def _reduce(g):
+    return {"dims": (0, 2), "keepdim": bool(torch.randint(0, 2, (1,), generator=g))}, [(2, 3, 4)]
+
+
+def _reduce_max_grad(g):
+    return {"dims": (1,), "keepdim": False}, [(3, 4), (3,)]
+
+
+def _sum(g):
+    params, shapes = _reduce(g)
+    return {**params, "scale": float(_t(g, 1))}, shapes
+
+
+def _upsample(g):
+    if g.initial_seed() % 2:
+        return {"size": (6, 4), "scale_factor": None}, [(2, 3, 2)]
+    return {"size": (4, 3), "scale_factor": (1.5, 1.5)}, [(2, 3, 2)]
+
+
+#: kinds whose inputs must be positive (log, and pow with non-integer or negative exponents)
+POSITIVE = {"log", "pow"}
+
 CASES = {
     "linear": _linear, "conv": lambda g: _conv(g) if g.initial_seed() % 2 else _conv1d(g),
     "conv_transpose": _conv_t, "scale_shift": _scale_shift, "add": _add,
@@ -131,6 +188,16 @@ CASES = {
     "d_elu": _unary(), "max_pool": _max_pool, "max_pool_grad": _max_pool_grad,
     "relu_switch": _binary(), "leaky_switch": _leaky_switch, "mul": _binary(),
     "abs": _unary(), "square": _unary(),
+    "pwl": _pwl, "hardswish": _unary(), "exp": _unary(), "log": _unary(), "pow": _pow,
+    "sum": _sum, "expand": lambda g: ({"shape": (3, 4)}, [(3, 1)]),
+    "center": lambda g: ({"dims": (1,)}, [(3, 4)]), "pairwise_diff": lambda g: ({}, [(2, 4)]),
+    "reduce_max": _reduce, "reduce_max_grad": _reduce_max_grad,
+    "adaptive_avg_pool": lambda g: ({"output_size": (3, 2)}, [(2, 7, 5)]),
+    "upsample_nearest": _upsample, "flip": lambda g: ({"dims": (0, 2)}, [(2, 3, 4)]),
+    "softmax": _softmax, "layer_norm": _layer_norm,
+    "rms_norm": _rms_norm, "group_norm": _group_norm,
+    "var": lambda g: ({"dims": (1,), "correction": float(g.initial_seed() % 2),
+                       "keepdim": bool(g.initial_seed() % 3), "sqrt": False}, [(3, 4)]),
 }
 
 
@@ -173,17 +240,30 @@ def _check_relaxation(rel: Relaxation, xs, y):
 @given(kind=st.sampled_from(sorted(CASES)), seed=st.integers(0, 2**31 - 1),
        scale=st.sampled_from([0.05, 1.0, 4.0]))
 def test_op_bounds_contain_sampled_outputs(kind, seed, scale):
+    check_op_soundness(kind, seed, scale)
+
+
+def check_op_soundness(kind: str, seed: int, scale: float) -> None:
+    """IBP and relaxations (default and random optimisable parameters) of op ``kind`` contain
+    sampled outputs over random intervals; linear ops have exact transposes; composite ops
+    lower to their own function."""
     g = _g(seed)
     op = registry.get(kind)
     params, shapes = CASES[kind](g)
     B, n = 2, 64
     ivals = _random_intervals(g, shapes, B, scale)
+    if kind in POSITIVE:
+        shift = [(-iv.lower).clamp(min=0) + 0.05 for iv in ivals]
+        ivals = [Interval(iv.lower + d, iv.upper + d) for iv, d in zip(ivals, shift)]
     xs = [_sample(g, iv, n) for iv in ivals]
     ys = torch.stack([op.apply(params, *[x[i] for x in xs]) for i in range(n)])
     box = op.ibp(params, *ivals)
     assert box.contains(ys, TOL), f"{kind}: IBP bounds violated"
     if op.linear:
         _check_transpose(op, params, shapes, g)
+        return
+    if hasattr(op, "lower"):  # composite: bounded through its lowering, checked there
+        _check_lowering(op, params, [x[0] for x in xs], ys[0])
         return
     unsq = [Interval(v.lower.unsqueeze(1), v.upper.unsqueeze(1)) for v in ivals]
     rels = [op.relax(params, *unsq)]
@@ -211,6 +291,18 @@ def _check_backward(op, params, rel, xs, ys, g):
         if Ai is not None:
             bound = bound + (Ai.unsqueeze(0) * x.unsqueeze(2)).flatten(3).sum(-1)
     assert (val <= bound + TOL * (1 + val.abs())).all()
+
+
+def _check_lowering(op, params, xs, y):
+    """The lowered primitive nodes compute the composite's function."""
+    from lipbound.graph.ir import Node, freeze
+
+    names = tuple(f"in{i}" for i in range(len(xs)))
+    node = Node("out", op.kind, names, tuple(y.shape[1:]), freeze(params), "")
+    vals = dict(zip(names, xs))
+    for n in op.lower(node, [tuple(x.shape[1:]) for x in xs]):
+        vals[n.name] = registry.get(n.op).apply(n.params, *[vals[s] for s in n.inputs])
+    assert torch.allclose(vals["out"], y, rtol=1e-9, atol=1e-9)
 
 
 def _check_transpose(op, params, shapes, g):

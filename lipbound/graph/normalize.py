@@ -7,7 +7,10 @@
   Linear's weights;
 - merge Linear -> Linear when the product is no larger than the two factors.
 
-Every rewrite is an algebraic identity (f is unchanged up to float rounding).
+Every rewrite is an algebraic identity (f is unchanged up to float rounding). Before them,
+composite nodes (softmax, LayerNorm, ...; ops with a ``lower`` method, see
+:mod:`lipbound.ops.composite`) are replaced by their lowering to primitive ops: the
+unrewritten graph keeps them, with the rounding facts of the fused kernels torch runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from lipbound.graph.ir import Graph, Node, freeze
 
 
 def normalize(graph: Graph) -> Graph:
-    """Apply the rewrites until none applies."""
+    """Lower composite nodes, then apply the rewrites until none applies."""
+    graph = lower_composites(graph)
     for _ in range(100):
         graph = _prune(graph)
         new = _rewrite_once(graph)
@@ -27,6 +31,24 @@ def normalize(graph: Graph) -> Graph:
             return graph
         graph = new
     return graph
+
+
+def lower_composites(graph: Graph) -> Graph:
+    """Replace every node whose op has a ``lower`` method by the nodes it lowers to (the last
+    of them keeps the node's name, so its readers are unchanged)."""
+    from lipbound.ops import registry
+
+    if not any(hasattr(registry.get(n.op, n.where), "lower") for n in graph.nodes
+               if n.op not in ("input", "const")):
+        return graph
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        op = None if n.op in ("input", "const") else registry.get(n.op, n.where)
+        if op is not None and hasattr(op, "lower"):
+            nodes.extend(op.lower(n, [graph[s].shape for s in n.inputs]))
+        else:
+            nodes.append(n)
+    return Graph(tuple(nodes), graph.input, graph.output)
 
 
 def _prune(graph: Graph) -> Graph:

@@ -88,7 +88,10 @@ def _ascend(model: nn.Module, C: Tensor, dom: LpBall, q: float, start: Tensor, b
             obj = vector_norm(g.flatten(1), q)
             if not obj.requires_grad:
                 break
-            h = torch.autograd.grad(obj.sum(), Xr, allow_unused=True)[0]
+            try:
+                h = torch.autograd.grad(obj.sum(), Xr, allow_unused=True)[0]
+            except RuntimeError:  # no second derivative in torch (hardsigmoid): stop here
+                break
         if h is None or not torch.isfinite(h).all() or h.abs().max() == 0:
             break
         X = dom.project(X + step * h.sign())

@@ -8,7 +8,13 @@ row s (batched as the batch dimension), the chain-rule gradient ``g = J_f(x)^T C
   pooling and padding -> their adjoints), fan-in adds cotangents (``add``);
 - ReLU / LeakyReLU become ``relu_switch`` / ``leaky_switch`` nodes reading the forward
   pre-activation z; smooth activations become ``mul(act'(z), a)``; max pooling becomes
-  ``max_pool_grad(z, a)``.
+  ``max_pool_grad(z, a)``, max over dims ``reduce_max_grad(z, a)``;
+- every other elementwise op states its derivative as a registered op on the same input
+  (:meth:`~lipbound.ops.base.NonlinearOp.derivative`: a step function ``pwl`` for
+  piecewise-linear ops, |.| and hardswish, ``pow`` for log and powers, ``2 z`` for squares,
+  the op's own output for exp), and the cotangent is ``mul(derivative, a)``;
+- a product ``mul(x, y)`` of two input-dependent values has the product rule: ``mul(y, a)``
+  to x and ``mul(x, a)`` to y.
 
 The set of values g can take at x contains every Clarke generalised gradient of C_s . f at x
 (the chain rule with set-valued derivatives is a superset of the Clarke Jacobian).
@@ -60,8 +66,25 @@ def _backward_node(fwd: Node, idx: int, forward: Graph, g: str, nodes: list[Node
     elif fwd.op == "max_pool":
         nodes.append(Node(name, "max_pool_grad", (src.name, g), src.shape, fwd.params,
                           fwd.where))
+    elif fwd.op == "reduce_max":
+        nodes.append(Node(name, "reduce_max_grad", (src.name, g), src.shape, fwd.params,
+                          fwd.where))
+    elif fwd.op == "mul":
+        other = fwd.inputs[1 - idx]
+        nodes.append(Node(name, "mul", (other, g), src.shape, freeze({}), fwd.where))
+    elif op.derivative(fwd.params) is not None and len(fwd.inputs) == 1:
+        rule = op.derivative(fwd.params)
+        if rule == op.DERIVATIVE_IS_OUTPUT:
+            d = fwd.name
+        else:
+            d = f"dact_{fwd.name}"
+            kind, params = rule
+            nodes.append(Node(d, kind, (src.name,), src.shape, freeze(params), fwd.where))
+        nodes.append(Node(name, "mul", (d, g), src.shape, freeze({}), fwd.where))
     else:
-        supported = ["linear ops", "relu", "leaky_relu", "max_pool", *sorted(DERIVATIVES)]
+        supported = ["linear ops", "relu", "leaky_relu", "max_pool", "reduce_max", "mul",
+                     *sorted(DERIVATIVES), "elementwise ops with a stated derivative "
+                     "(pwl, hardswish, exp, log, pow, abs, square)"]
         raise UnsupportedOperationError(fwd.op, fwd.where, supported,
                                         hint="No Clarke-Jacobian rule for this operator.")
     return name

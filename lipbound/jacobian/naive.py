@@ -2,8 +2,9 @@
 
 For the input norm p, every node gets K(n) with ||v_n(x) - v_n(y)||_p <= K(n) ||x - y||_p:
 linear ops multiply by an upper bound of their induced p->p norm, fan-in adds, elementwise
-activations multiply by their op's ``lipschitz`` fact (sup |act'|), max pooling by its window
-overlap. The last Linear is folded with the spec: L_s <= ||(C W)_s||_q K(input).
+activations (any elementwise op with a global ``lipschitz`` fact, sup |act'|: ReLU-likes,
+smooth activations, hardtanh, hardswish, |.|, ...) multiply by it, max pooling by its window
+overlap, max over dims by 1. The last Linear is folded with the spec: L_s <= ||(C W)_s||_q K(input).
 The bound is global (valid for every x), hence also local.
 
 Induced norms (each an upper bound of the exact norm of the real matrix, float64 rounding of
@@ -120,9 +121,9 @@ def induced_norm(node: Node, idx: int, graph: Graph, p: float) -> float:
 
 
 def _activation_constant(node: Node, p: float) -> float:
-    op = registry.get(node.op)
-    lip = op.lipschitz(node.params)
-    if lip is not None:
+    op = registry.get(node.op, node.where)
+    lip = op.lipschitz(node.params) if len(node.inputs) == 1 else None
+    if lip is not None and math.isfinite(lip):  # elementwise: the same constant for every p
         return float(lip)
     if node.op in ("relu", "leaky_relu"):
         return 1.0
@@ -134,9 +135,16 @@ def _activation_constant(node: Node, p: float) -> float:
         s = (s, s) if isinstance(s, int) else s
         overlap = math.prod(math.ceil(ki / si) for ki, si in zip(k, s))
         return 1.0 if p == math.inf else up(overlap ** (1.0 / p))
+    if node.op == "reduce_max":  # 1-Lipschitz per group, groups disjoint: 1 for every p
+        return 1.0
     raise UnsupportedOperationError(node.op, node.where, ["linear ops", "relu",
                                                                    "leaky_relu", "max_pool",
-                                                                   *ACTIVATIONS])
+                                                                   "reduce_max",
+                                                                   "globally Lipschitz "
+                                                                   "elementwise ops",
+                                                                   *ACTIVATIONS],
+                                    hint="The naive bound needs a global Lipschitz constant "
+                                         "(exp, log, powers and products have none).")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,20 @@ class Op:
 
     kind: str = ""
     linear: bool = False
+    #: True when :meth:`magnitude` and :meth:`float_error` need the inputs' intervals (ops
+    #: whose value or slope is unbounded near some point, such as log or 1/x): callers then
+    #: pass them as the keyword ``ivals`` (sound intervals of the exact input values)
+    interval_facts: bool = False
+    #: True when :meth:`magnitude` can use the inputs' intervals (keyword ``ivals``) to give a
+    #: tighter value when the caller has them (products: their relaxation's slopes are the
+    #: other factor's bounds); the caller computes intervals only for ``interval_facts`` ops
+    interval_aware: bool = False
+
+    def needs_intervals(self, params: Params) -> bool:
+        """Whether this node's rounding facts need its inputs' intervals (default:
+        :attr:`interval_facts`; a step function's slopes, for instance, are unbounded
+        without them)."""
+        return self.interval_facts
 
     def apply(self, params: Params, *xs: Tensor) -> Tensor:
         """Concrete evaluation on batched inputs [N, *in_i] -> [N, *out]."""
@@ -198,6 +212,21 @@ class NonlinearOp(Op):
 
     def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
         """Clamp optimisable parameters into their valid range, in place."""
+
+    def kinks(self, params: Params) -> tuple[float, ...]:
+        """Points where an elementwise op is not differentiable (where branch and bound may
+        split its input, as at 0 for ReLU); () for smooth or non-elementwise ops."""
+        return ()
+
+    #: for :meth:`derivative`: the derivative of this op is its own output (exp)
+    DERIVATIVE_IS_OUTPUT = "output"
+
+    def derivative(self, params: Params) -> tuple[str, dict[str, Any]] | str | None:
+        """The Clarke derivative of an elementwise op as another registered op applied to the
+        same input, ``(kind, params)`` (the set-valued derivative at a kink must be contained
+        in that op's interval bounds there), :attr:`DERIVATIVE_IS_OUTPUT`, or None when the op
+        has no such rule (its Clarke-Jacobian rule lives in :mod:`lipbound.jacobian.build`)."""
+        return None
 
     #: True when :meth:`ibp` is the exact range over its (single) input interval, so CROWN
     #: cannot tighten this op's output bounds in practice (intermediate bounds skip it)

@@ -9,19 +9,25 @@
 - ``leaky_switch(z, a) = k a + (1 - k) relu_switch(z, a)`` (delta in {k, 1}).
 - ``mul(d, a) = d a``: McCormick planes; the lower (upper) bound is a convex combination of
   the two lower (upper) planes with an optimisable weight in [0, 1] (default: the planes whose
-  coefficient of a is the endpoint of d with the smaller magnitude).
-- ``abs(v)``: the chord above, ``k v`` with k in [-1, 1] below (optimisable).
-- ``square(v)``: the chord above, the tangent ``2 m v - m^2`` below at any m (optimisable).
+  coefficient of a is the endpoint of d with the smaller magnitude). Also the product of two
+  activations in forward graphs (gating, attention, normalisation); its Jacobian rule is the
+  product rule (two ``mul`` branches, :mod:`lipbound.jacobian.build`).
+- ``abs(v)``: the chord above, ``k v`` with k in [-1, 1] below (optimisable); also a forward
+  activation, whose derivative is the sign step (``pwl``).
+- ``square(v)``: the chord above, the tangent ``2 m v - m^2`` below at any m (optimisable);
+  also ``x * x`` and ``x ** 2`` in forward graphs, with derivative ``2 v``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.registry import register
 
@@ -191,11 +197,45 @@ class Mul(NonlinearOp):
         opt["beta"].data.clamp_(0.0, 1.0)
         opt["gamma"].data.clamp_(0.0, 1.0)
 
+    interval_aware = True
+
+    def magnitude(self, params: Params, mx: Tensor, my: Tensor,
+                  ivals: Sequence[Interval] | None = None) -> Tensor:
+        """m_x m_y; given the factors' intervals, |y|_max m_x + |x|_max m_y + |x|_max |y|_max
+        (the McCormick slopes of x and y are bounds of the other factor, the constant a
+        product of bounds): linear in the magnitudes, so products of products do not square
+        the absolute-value network."""
+        if ivals is None:
+            return mx * my
+        ax = torch.minimum(ivals[0].abs_max(), mx)
+        ay = torch.minimum(ivals[1].abs_max(), my)
+        return ay * mx + ax * my + ax * ay
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision) -> Tensor:
+        """x~ y~ (1 + delta) - x y = x~ (y~ - y) + y (x~ - x) + delta x~ y~: at most
+        m_x e_y + m_y e_x + u m_x m_y (the magnitudes bound computed and exact values)."""
+        (ex, ey), (mx, my) = errs, mags
+        return mx * ey + my * ex + prec.u * mx * my
+
 
 class Abs(NonlinearOp):
     """|v|: chord above; k v (|k| <= 1) below."""
 
     kind = "abs"
+    exact_interval = True
+
+    def lipschitz(self, params: Params) -> float:
+        return 1.0  # and exact in floating point (eval_error 0)
+
+    def kinks(self, params: Params) -> tuple[float, ...]:
+        return (0.0,)
+
+    def derivative(self, params: Params) -> tuple[str, dict[str, Any]]:
+        """sign(v), the segment [-1, 1] at 0."""
+        from lipbound.ops.elementwise import pwl_params
+
+        return "pwl", pwl_params((0.0,), (0.0, 0.0), (-1.0, 1.0), "sign")
 
     def apply(self, params: Params, v: Tensor) -> Tensor:
         return v.abs()
@@ -250,6 +290,26 @@ class Square(NonlinearOp):
 
     def init_opt(self, params: Params, v: Interval) -> dict[str, Tensor]:
         return {"m": (v.lower + v.upper) / 2}
+
+    interval_aware = True
+
+    def magnitude(self, params: Params, v: Tensor,
+                  ivals: Sequence[Interval] | None = None) -> Tensor:
+        """v^2 and the relaxation's slopes (at most 2 |v|) times |v|; given v's interval, with
+        a = its largest |v|: 2 a |v| + a^2."""
+        if ivals is None:
+            return 2 * v * v
+        a = torch.minimum(ivals[0].abs_max(), v)
+        return 2 * a * v + a * a
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision) -> Tensor:
+        """|x~^2 (1 + delta) - x^2| <= |x~ + x| e + u x~^2 <= 2 m e + u m^2."""
+        e, m = errs[0], mags[0]
+        return 2 * m * e + prec.u * m * m
+
+    def derivative(self, params: Params) -> tuple[str, dict[str, Any]]:
+        return "scale_shift", {"scale": torch.tensor(2.0, dtype=torch.float64), "shift": None}
 
 
 for _op in (ReluSwitch(), LeakySwitch(), Mul(), Abs(), Square()):

@@ -3,9 +3,14 @@
 Every op kind lipbound can bound is listed here, with the module that holds its relaxation.
 Looking for the relaxation of an op? ``lipbound.ops.registry.REGISTRY["tanh"]`` names its class;
 affine ops live in ``ops/affine.py`` and ``ops/shape.py``, ReLU-like ones in ``ops/relu_like.py``,
-smooth activations in ``ops/smooth.py``, pooling in ``ops/pooling.py``, and the ops of Clarke
-Jacobian graphs in ``ops/jacobian_ops.py`` (switches, products, |.|, squares),
-``ops/transpose.py`` (transposed linear ops) and ``ops/pool_grad.py`` (max-pool derivative).
+smooth activations in ``ops/smooth.py``, pooling in ``ops/pooling.py``, piecewise-linear
+functions (hardtanh, relu6, hardsigmoid, steps), hardswish, exp, log and powers in
+``ops/elementwise.py``, reductions (sum, mean, max, centring, broadcasts) in ``ops/reduce.py``,
+adaptive pooling and upsampling in ``ops/resample.py``, composite ops that the graph
+normaliser lowers (softmax, LayerNorm, RMSNorm, GroupNorm) in ``ops/composite.py``, and the
+ops of Clarke Jacobian graphs in ``ops/jacobian_ops.py`` (switches, products, |.|, squares;
+products and |.| serve forward graphs too), ``ops/transpose.py`` (transposed linear ops) and
+``ops/pool_grad.py`` (max-pool derivative).
 """
 
 from __future__ import annotations
@@ -46,10 +51,14 @@ def _load() -> None:
         _LOADED.append(True)
         from lipbound.ops import (  # noqa: F401
             affine,
+            composite,
+            elementwise,
             jacobian_ops,
             pool_grad,
             pooling,
+            reduce,
             relu_like,
+            resample,
             shape,
             smooth,
             transpose,

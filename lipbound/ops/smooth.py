@@ -56,8 +56,13 @@ _UNDERFLOW = 2.0 ** -120
 
 
 def _roots_of_df(fn: SmoothFn, k: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """x in [a, b] with f'(x) = k where f' is monotone on [a, b] (else a); all float64."""
-    ga, gb = fn.df(a) - k, fn.df(b) - k
+    """x in [a, b] with f'(x) = k where f' is monotone on (a, b) (else a); all float64.
+
+    f' is read one ulp inside the ends: at a breakpoint f' may jump (hardswish), and the
+    value on the other side must not hide a root inside the piece."""
+    inside = a < b
+    ga = fn.df(torch.where(inside, torch.nextafter(a, b), a)) - k
+    gb = fn.df(torch.where(inside, torch.nextafter(b, a), b)) - k
     has_root = (ga * gb <= 0) & (a < b)
     lo, hi = a.clone(), b.clone()
     sign_lo = torch.sign(ga)

@@ -87,6 +87,8 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
         adam.zero_grad()
         with torch.enable_grad():
             up = crown_upper(state, target, A, opt=opt)
+            if not up.requires_grad:  # no parameter is an ancestor of the target
+                break
             up.sum().backward()
         best = torch.minimum(best, up.detach())
         adam.step()

@@ -36,10 +36,17 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
                     known: Callable[[str], Interval | None] = lambda name: None) -> Tensor:
     """Bound [B, *out] on |forward pass in precision ``prec`` - real function| at the output
     of ``raw``, for every input in the box ``x`` (the cast of the input to the model's dtype
-    included). ``known(name)`` gives sound intervals of nodes (tighter than IBP's), or None."""
+    included). ``known(name)`` gives sound intervals of nodes (tighter than IBP's), or None.
+
+    Ops whose rounding depends on where their input lies (``interval_facts``: log, 1/x,
+    rsqrt, the fused kernels of composite nodes) get the intervals of their inputs; composite
+    nodes also get ``inner``, the intervals of the nodes of their lowering (from ``known``,
+    else from CROWN over the lowered graph: IBP alone loses the variance of a LayerNorm)."""
     fixed = evaluate_fixed(raw)
     ivs: dict[str, Interval] = {}
     errs: dict[str, Tensor] = {}
+    tight: dict[str, Interval] | None = None
+    needs = _needs_intervals(raw, fixed)
     for n in raw.nodes:
         if n.op == INPUT:
             ivs[n.name], errs[n.name] = x, prec.u * x.abs_max()
@@ -52,9 +59,25 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
         ins = [ivs[s] for s in n.inputs]
         iv = Interval.point(fixed[n.name]) if n.name in fixed else op.ibp(n.params, *ins)
         better = known(n.name)
+        if better is None and needs and n.name not in fixed:  # IBP alone can explode here
+            if tight is None:
+                tight = tight_intervals(raw, x)
+            better = tight.get(n.name)
         ivs[n.name] = iv if better is None else iv.intersect(better)
         mags = [ivs[s].abs_max() + errs[s] for s in n.inputs]
-        errs[n.name] = op.float_error(n.params, [errs[s] for s in n.inputs], mags, prec)
+        kw: dict = {"ivals": [ivs[s] for s in n.inputs]} if op.interval_facts else {}
+        if hasattr(op, "lower"):
+            inner = {}
+            for m in op.lower(n, [raw[s].shape for s in n.inputs]):
+                iv = known(m.name)
+                if iv is None:
+                    if tight is None:
+                        tight = tight_intervals(raw, x)
+                    iv = tight.get(m.name)
+                if iv is not None:
+                    inner[m.name[len(n.name) + 2:] if m.name != n.name else "out"] = iv
+            kw["inner"] = inner
+        errs[n.name] = op.float_error(n.params, [errs[s] for s in n.inputs], mags, prec, **kw)
     return errs[raw.output]
 
 
@@ -64,6 +87,7 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
     fixed = evaluate_fixed(graph)
     mags: dict[str, Tensor] = {}
     count: dict[str, int] = {}
+    ivs = _interval_images(graph, x, fixed)
     for n in graph.nodes:
         if n.op == INPUT:
             mags[n.name], count[n.name] = x.abs_max(), 0
@@ -72,10 +96,76 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
             mags[n.name], count[n.name] = fixed[n.name].abs(), 0
             continue
         op = registry.get(n.op, n.where)
-        mags[n.name] = op.magnitude(n.params, *[mags[s] for s in n.inputs])
+        use = op.needs_intervals(n.params) or (op.interval_aware and ivs)
+        kw = {"ivals": [ivs[s] for s in n.inputs]} if use else {}
+        mags[n.name] = op.magnitude(n.params, *[mags[s] for s in n.inputs], **kw)
         touched = sum(graph[s].numel for s in n.inputs) + n.numel
         count[n.name] = max(count[s] for s in n.inputs) + touched + RELAXATION_OPS
     return mags[target], count[target]
+
+
+def tight_intervals(graph: Graph, x: Interval) -> dict[str, Interval]:
+    """CROWN bounds (intersected with IBP) of the forward nodes of ``graph`` (those that read
+    no ``const`` node, i.e. all but a Jacobian graph's backward part) over the box ``x``;
+    composite nodes are lowered first (their lowered nodes get bounds too)."""
+    from lipbound.bounds.domains import Box
+    from lipbound.graph.normalize import lower_composites
+    from lipbound.propagate.driver import prepare_state
+
+    graph = lower_composites(graph)
+    backward = _backward_nodes(graph)
+    fwd = tuple(n for n in graph.nodes if n.name not in backward)
+    sub = Graph(fwd, graph.input, fwd[-1].name)
+    with torch.no_grad():
+        state = prepare_state(sub, Box(x.lower, x.upper), "crown")
+    return state.bounds
+
+
+def _backward_nodes(graph: Graph) -> set[str]:
+    """Const nodes and the nodes that read one (a Jacobian graph's backward part)."""
+    backward: set[str] = set()
+    for n in graph.nodes:
+        if n.op == CONST or any(s in backward for s in n.inputs):
+            backward.add(n.name)
+    return backward
+
+
+def _needs_intervals(graph: Graph, fixed: Mapping[str, Tensor]) -> bool:
+    """Whether the graph has ops whose rounding facts need intervals (``interval_facts``) or
+    products of two forward values (attention, gating), whose magnitudes chain."""
+    backward = _backward_nodes(graph)
+    for n in graph.nodes:
+        if n.op in (INPUT, CONST) or n.name in fixed:
+            continue
+        op = registry.get(n.op, n.where)
+        if op.needs_intervals(n.params) or (op.interval_aware and n.name not in backward):
+            return True
+    return False
+
+
+def _interval_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]
+                     ) -> dict[str, Interval]:
+    """Sound intervals of the nodes over ``x`` for ops whose magnitude needs them (log, 1/x,
+    exp: ``interval_facts``) or improves with them (products of forward values), IBP
+    intersected with CROWN bounds of the forward nodes (on a
+    deep graph IBP alone can make rsqrt's slope or exp's value explode); empty when the graph
+    has no such op."""
+    if not _needs_intervals(graph, fixed):
+        return {}
+    ops = {n.name: registry.get(n.op, n.where) for n in graph.nodes
+           if n.op not in (INPUT, CONST) and n.name not in fixed}
+    tight = tight_intervals(graph, x)
+    ivs: dict[str, Interval] = {}
+    for n in graph.nodes:
+        if n.op == INPUT:
+            ivs[n.name] = x
+        elif n.name in fixed:
+            ivs[n.name] = Interval.point(fixed[n.name])
+        else:
+            ivs[n.name] = ops[n.name].ibp(n.params, *[ivs[s] for s in n.inputs])
+            if n.name in tight:
+                ivs[n.name] = ivs[n.name].intersect(tight[n.name])
+    return ivs
 
 
 def compute_allowance(graph: Graph, x: Interval, target: str, dtype: torch.dtype) -> Tensor:

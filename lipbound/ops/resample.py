@@ -1,0 +1,61 @@
+"""Resampling linear operators: adaptive average pooling to any output size, nearest
+upsampling and flips. All have non-negative coefficients (their absolute map is themselves);
+transposes come from the generic autodiff ``vjp`` unless a cheaper exact one is given."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from lipbound.ops.base import LinearOp, Params
+from lipbound.ops.registry import register
+
+
+class AdaptiveAvgPool(LinearOp):
+    """F.adaptive_avg_pool1d/2d to ``output_size`` (windows from floor(i n / o) to
+    ceil((i + 1) n / o), which may overlap when o does not divide n)."""
+
+    kind = "adaptive_avg_pool"
+
+    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
+        sizes = in_shapes[0][1:]
+        taps = math.prod(math.ceil(n / o) + 1 for n, o in zip(sizes, params["output_size"]))
+        return taps + 1  # the window's sum and the division
+
+    def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
+        out = tuple(params["output_size"])
+        if len(out) == 1:
+            return F.adaptive_avg_pool1d(x, out)
+        return F.adaptive_avg_pool2d(x, out)
+
+
+class UpsampleNearest(LinearOp):
+    """Nearest-neighbour upsampling (F.interpolate mode "nearest") to ``size``, or by
+    ``scale_factor`` when the model gave one (the kernel then maps indices with it): copies."""
+
+    kind = "upsample_nearest"
+
+    def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
+        sf = params.get("scale_factor")
+        if sf is not None:
+            return F.interpolate(x, scale_factor=tuple(sf), mode="nearest")
+        return F.interpolate(x, size=tuple(params["size"]), mode="nearest")
+
+
+class Flip(LinearOp):
+    """Reverse the order along per-sample ``dims`` (its own transpose)."""
+
+    kind = "flip"
+
+    def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
+        return x.flip([d + 1 for d in params["dims"]])
+
+    def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
+        return (self.apply_linear(params, A),)
+
+
+for _op in (AdaptiveAvgPool(), UpsampleNearest(), Flip()):
+    register(_op)
