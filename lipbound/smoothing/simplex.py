@@ -4,7 +4,7 @@ Each map ``s`` sends a logit vector ``z`` (scaled by an inverse temperature ``t`
 the probability simplex. ``lipschitz_factor(map, t, K)`` is a number ``c`` such that, for every
 class ``c0``, the soft output ``s(t f(x))_{c0}`` is ``c * max_j L_{c0 j}``-Lipschitz (l2) whenever
 every logit difference ``f_{c0} - f_j`` is ``L_{c0 j}``-Lipschitz. Proofs (checked numerically in
-tests/test_smoothing_lipschitz.py):
+tests/smoothing/test_smoothing_lipschitz.py):
 
 * softmax: the gradient of ``p_c`` w.r.t. ``z`` is ``p_c (e_c - p) = p_c sum_j p_j (e_c - e_j)``,
   so the gradient of ``p_c(t f(x))`` has norm ``<= t p_c sum_{j != c} p_j L_cj

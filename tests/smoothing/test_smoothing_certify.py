@@ -29,7 +29,7 @@ from lipbound.smoothing.records import (
     read_tsv,
     write_json,
 )
-from tests.test_smoothing_support import Constant, LinearBinary, linear_radius, one_thread
+from tests.smoothing.test_smoothing_support import Constant, LinearBinary, linear_radius, one_thread
 
 
 @pytest.fixture(autouse=True)

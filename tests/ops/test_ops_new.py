@@ -2,7 +2,7 @@
 
 Op level: for every new op kind, sampled containment of IBP and of the linear relaxations
 (default and random optimisable parameters) over random intervals (the harness of
-``tests/test_ops_soundness.py``, more seeds here), and a dense grid check of every slope the
+``tests/ops/test_ops_soundness.py``, more seeds here), and a dense grid check of every slope the
 optimiser can pick for the elementwise ops.
 
 Model level, for a small model using each op: ``output_bounds`` (ibp, crown, alpha-crown)
@@ -46,7 +46,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.errors import UnsupportedOperationError
 from lipbound.inputs import get_traced
 from lipbound.ops import registry
-from tests.test_ops_soundness import check_op_soundness
+from tests.ops.test_ops_soundness import check_op_soundness
 
 DT = torch.float64
 

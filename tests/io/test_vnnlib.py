@@ -22,7 +22,7 @@ from lipbound.io import (
     stack_conjunctions,
 )
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "vnncomp2021"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "vnncomp2021"
 SHARED_PROPS = sorted(BENCH.glob("**/*.vnnlib")) if BENCH.is_dir() else []
 needs_bench = pytest.mark.skipif(not SHARED_PROPS, reason="shared VNN-COMP benchmarks not present")
 

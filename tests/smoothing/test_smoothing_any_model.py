@@ -16,7 +16,7 @@ from lipbound.smoothing.engine import (
     margin_constants,
     model_support,
 )
-from tests.test_smoothing_support import one_thread
+from tests.smoothing.test_smoothing_support import one_thread
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Executors without Ray: in-process and process pool (seeds, records, retries, timeouts),
 the backend flags and the JSON Lines writer. Job functions live at module level so that worker
-processes can import them; ``tests/test_executor_ray.py`` reuses them."""
+processes can import them; ``tests/executor/test_executor_ray.py`` reuses them."""
 
 from __future__ import annotations
 

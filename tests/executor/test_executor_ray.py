@@ -17,7 +17,7 @@ import torch
 
 from lipbound.executor import LocalExecutor, in_order
 from lipbound.jobs import BoundJob
-from tests.test_executor_local import (
+from tests.executor.test_executor_local import (
     SMOOTH_JOB,
     always_crash_job,
     comparable,

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from lipbound.errors import InputError, ShapeError, UnsupportedOperationError  # noqa: E402
 from lipbound.io import SUPPORTED_OPS, load_onnx, onnx_input_shape  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "vnncomp2021"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "vnncomp2021"
 SHARED_NETS = sorted(BENCH.glob("**/*.onnx")) if BENCH.is_dir() else []
 
 # aten ops the core engine maps (the contract of load_onnx's output)

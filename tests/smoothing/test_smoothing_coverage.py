@@ -17,7 +17,7 @@ import torch
 
 from lipbound.smoothing import Smooth
 from lipbound.smoothing.bounds import norm_ppf
-from tests.test_smoothing_support import (
+from tests.smoothing.test_smoothing_support import (
     LinearBinary,
     Ramp1D,
     dual_truth,
@@ -150,7 +150,7 @@ def test_coverage_local_margins_engine_radius():
     """local-margins with its default radius (lipbound's batched CROWN bounds, global-radius
     and attack pre-screens, bound calls grouped by sample-index blocks) where R > 0 pays:
     small sigma, so Cohen's radius is capped well below the true radius."""
-    from tests.test_smoothing_any_model import seq_linear
+    from tests.smoothing.test_smoothing_any_model import seq_linear
 
     model = seq_linear([0.6, 0.8], -0.2)
     x = torch.tensor([1.0, 0.2], dtype=torch.float64)  # true radius 0.56
@@ -173,7 +173,7 @@ def test_coverage_local_margins_engine_radius():
 def test_coverage_best_with_optional_local_margins():
     """``best`` with its default candidates (local-margins optional: planned against the
     others, skipped where it does not pay, alpha renormalised over what runs)."""
-    from tests.test_smoothing_any_model import seq_linear
+    from tests.smoothing.test_smoothing_any_model import seq_linear
 
     model = seq_linear([0.6, 0.8], -0.2)
     x = torch.tensor([1.0, 0.2], dtype=torch.float64)

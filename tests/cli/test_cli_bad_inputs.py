@@ -15,8 +15,8 @@ import pytest
 from lipbound.cli import main
 
 FAST = ["--method", "ibp", "--lipschitz-method", "none"]
-FLAT = "tests.test_bad_inputs:flat_mlp"  # 2 -> 2 networks (factories of the API tests)
-HALF = "tests.test_bad_inputs:half_mlp"
+FLAT = "tests.api.test_bad_inputs:flat_mlp"  # 2 -> 2 networks (factories of the API tests)
+HALF = "tests.api.test_bad_inputs:half_mlp"
 
 
 @pytest.fixture()
@@ -168,7 +168,7 @@ def test_json_stdout_is_pure_json_with_the_milp(work):
     """``bound --json`` with the exact (MILP, HiGHS through cvxpy) Lipschitz method in a fresh
     process, where HiGHS would print its banner: stdout parses as JSON."""
     data, out = work
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     argv = ["bound", "--model", FLAT, "--inputs", str(data / "x2.npy"), "--index", "0",
             "--lipschitz-method", "exact", "--json"]

@@ -28,7 +28,7 @@ from lipbound.io import parse_vnnlib
 from lipbound.smoothing import Smooth
 from lipbound.verify import verify
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 X = torch.tensor([0.2, -0.3])
 PROP = """(declare-const X_0 Real)
 (declare-const X_1 Real)
@@ -43,7 +43,7 @@ PROP = """(declare-const X_0 Real)
 
 
 def flat_mlp() -> nn.Module:
-    """2 -> 6 -> 2 ReLU network, eval mode (also a CLI factory: tests.test_bad_inputs:...)."""
+    """2 -> 6 -> 2 ReLU network, eval mode (also a CLI factory: tests.api.test_bad_inputs:...)."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
 
@@ -286,7 +286,7 @@ import numpy as np
 import torch
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.exact import exact_local_lipschitz
-from tests.test_bad_inputs import flat_mlp
+from tests.api.test_bad_inputs import flat_mlp
 
 layer = MlpLayer("z", np.eye(2), np.zeros(2), 0.0)
 out = MlpLayer("y", np.eye(2), np.zeros(2), None)

@@ -150,7 +150,7 @@ def test_unsound_preact_bounds_are_rejected_when_detectable():
         milp_local_lipschitz(mlp, x0, 0.1, math.inf, preact_bounds=far)
 
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MLP16 = SHARED / "benchmarks" / "random" / "mlp16.npz"
 
 
