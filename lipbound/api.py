@@ -18,7 +18,7 @@ from lipbound.graph.shapes import relu_inputs
 from lipbound.inputs import (
     Traced,
     as_tensor,
-    batched_input,
+    batched_for,
     check_dtype,
     check_eps,
     check_finite_result,
@@ -195,11 +195,7 @@ def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
     eps = check_eps(eps)
     dtype = check_dtype(dtype)
     x = as_tensor(x)
-    if isinstance(model, Graph):
-        x1 = x.reshape(1, *model[model.input].shape)
-    else:
-        x1 = batched_input(model, x)
-    x1 = x1.to(dtype)
+    x1 = batched_for(model, x).to(dtype)
     domain = make_domain(x1, eps, norm, data_range)
     traced = get_traced(model, x1, dtype, x.device)
     K = traced.graph[traced.graph.output].shape[0]

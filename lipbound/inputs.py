@@ -119,6 +119,13 @@ def check_finite_result(lower: Any, upper: Any, what: str, eps: float | None = N
                              "inputs)")
 
 
+def batched_for(model: nn.Module | Graph, x: Tensor) -> Tensor:
+    """x as a batch of one for ``model``: a Graph's input shape, or :func:`batched_input`."""
+    if isinstance(model, Graph):
+        return x.reshape(1, *model[model.input].shape)
+    return batched_input(model, x)
+
+
 def batched_input(model: nn.Module, x: Tensor) -> Tensor:
     """x as a batch of one, [1, *in], checked by running the model.
 

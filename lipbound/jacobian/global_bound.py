@@ -101,15 +101,11 @@ def pair_spec(num_classes: int, dtype=torch.float64, device=None) -> Tensor:
 
 
 def _traced_graph(model: nn.Module | Graph, x: Any) -> Graph:
-    from lipbound.inputs import as_tensor, batched_input, get_traced, resolve_model
+    from lipbound.inputs import as_tensor, batched_for, get_traced, resolve_model
 
     model = resolve_model(model)
     x = as_tensor(x)
-    if isinstance(model, Graph):
-        x1 = x.reshape(1, *model[model.input].shape)
-    else:
-        x1 = batched_input(model, x)
-    return get_traced(model, x1, torch.float64, x.device).graph
+    return get_traced(model, batched_for(model, x), torch.float64, x.device).graph
 
 
 def global_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2,

@@ -25,7 +25,9 @@ from lipbound.ops.registry import get, register
 
 @dataclass(frozen=True)
 class Routing:
-    """candidates [B, C, K, L] (bool), dominant [B, C, L], bounds of a [B, C, L]."""
+    """The possible maximisers of each output element (max-pool windows: candidates
+    [B, C, K, L] (bool), dominant [B, C, L], bounds of a [B, C, L]; ``reduce_max`` groups:
+    [B, M, K], [B, M], [B, M])."""
 
     candidates: Tensor
     dominant: Tensor

@@ -26,7 +26,8 @@ def _pair(v) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class PoolSelection:
-    """Per output element: one-hot of k* over the window [B, C, K, L], dominance and max u."""
+    """Per output element: one-hot of k* over its K candidates, dominance and max u (max
+    pooling: [B, C, K, L] over a window; ``reduce_max``: [B, M, K] over a group)."""
 
     onehot: Tensor
     dominant: Tensor

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -25,6 +24,8 @@ from torch import Tensor
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import LinearOp, NonlinearOp, Params
+from lipbound.ops.pool_grad import Routing
+from lipbound.ops.pooling import PoolSelection
 from lipbound.ops.registry import register
 
 
@@ -153,16 +154,6 @@ def _out_shape(params: Params, in_shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(s for d, s in enumerate(in_shape) if d not in red)
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Per group: one-hot of k* [B, M, K], dominance [B, M], max upper bound [B, M]."""
-
-    onehot: Tensor
-    dominant: Tensor
-    max_upper: Tensor
-    in_shape: tuple[int, ...]
-
-
 def _select(lw: Tensor, uw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(one-hot of k*, dominance, best lower bound, candidates) from grouped bounds [.., K]."""
     kstar = lw.argmax(-1, keepdim=True)
@@ -194,13 +185,13 @@ class ReduceMax(NonlinearOp):
         return self.apply(params, mags[0])
 
     def relax(self, params: Params, iv: Interval, opt: Mapping[str, Tensor] | None = None
-              ) -> Selection:
+              ) -> PoolSelection:
         lo, up = iv.lower.squeeze(1), iv.upper.squeeze(1)
         lw, uw = _groups(params, lo, 1), _groups(params, up, 1)
         onehot, dominant, _, _ = _select(lw, uw)
-        return Selection(onehot, dominant, uw.max(-1).values, tuple(lo.shape[1:]))
+        return PoolSelection(onehot, dominant, uw.max(-1).values, tuple(lo.shape[1:]))
 
-    def crown_backward(self, params: Params, A: Tensor, rel: Selection):
+    def crown_backward(self, params: Params, A: Tensor, rel: PoolSelection):
         B, S = A.shape[:2]
         a = A.reshape(B, S, -1, 1)  # one coefficient per group (output element order)
         pos, neg = a.clamp(min=0), a.clamp(max=0)
@@ -208,18 +199,6 @@ class ReduceMax(NonlinearOp):
         coef = (neg + pos * dom) * rel.onehot.unsqueeze(1)  # [B, S, M, K]
         bias = (pos * (~dom) * rel.max_upper.unsqueeze(1).unsqueeze(-1)).flatten(2).sum(-1)
         return (_ungroup(params, coef, rel.in_shape, 2),), bias
-
-
-@dataclass(frozen=True)
-class Routing:
-    """candidates [B, M, K] (bool), dominant [B, M], bounds of a [B, M]."""
-
-    candidates: Tensor
-    dominant: Tensor
-    a_lower: Tensor
-    a_upper: Tensor
-    in_shape: tuple[int, ...]
-    a_shape: tuple[int, ...]
 
 
 class ReduceMaxGrad(NonlinearOp):
