@@ -37,8 +37,8 @@ class SortedInputs(nn.Module):
         return self.net(torch.sort(x.flatten(1), dim=1).values)
 
 
-class Negated(nn.Module):
-    """A classifier with a unary minus (``aten.neg``) inside."""
+class Cumulative(nn.Module):
+    """A classifier with a cumulative sum (``aten.cumsum``, which the tracer refuses) inside."""
 
     def __init__(self, d: int = 6, k: int = 3) -> None:
         super().__init__()
@@ -46,7 +46,7 @@ class Negated(nn.Module):
         self.lin = nn.Linear(d, k)
 
     def forward(self, x):
-        return self.lin(x.flatten(1).neg())
+        return self.lin(torch.cumsum(x.flatten(1), 1))
 
 
 def seq_linear(w, b: float) -> nn.Sequential:
@@ -61,7 +61,7 @@ def seq_linear(w, b: float) -> nn.Sequential:
 
 
 # ------------------------------------------------------------------------ any classifier
-@pytest.mark.parametrize("model_cls,op", [(SortedInputs, "aten.sort"), (Negated, "aten.neg")])
+@pytest.mark.parametrize("model_cls,op", [(SortedInputs, "aten.sort"), (Cumulative, "aten.cumsum")])
 def test_black_box_models_certify_with_forward_only_certificates(model_cls, op):
     model = model_cls().eval()
     smooth = Smooth(model, 3, 0.25)
@@ -89,7 +89,7 @@ def test_black_box_models_certify_with_forward_only_certificates(model_cls, op):
 
 
 def test_best_with_no_applicable_candidate_raises():
-    smooth = Smooth(Negated().eval(), 3, 0.25)
+    smooth = Smooth(Cumulative().eval(), 3, 0.25)
     with pytest.raises(UnsupportedModelError, match="no candidate"):
         smooth.certify(torch.zeros(6), n0=10, n=100, certificate="best", seed=0,
                        candidates=["local-margins", "lipschitz"])
