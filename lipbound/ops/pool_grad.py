@@ -93,16 +93,25 @@ class MaxPoolGrad(NonlinearOp):
         B, S = A.shape[:2]
         Aw = self._unfold_zero(params, A.reshape(B * S, *A.shape[2:]))
         Aw = Aw.reshape(B, S, *Aw.shape[1:])  # [B, S, C, K, L]
-        cand = rel.candidates.unsqueeze(1)
-        tmax = Aw.masked_fill(~cand, float("-inf")).max(3).values
-        tmin = Aw.masked_fill(~cand, float("inf")).min(3).values
-        la, ua = rel.a_lower.unsqueeze(1), rel.a_upper.unsqueeze(1)
-        mixed = (la < 0) & (ua > 0)
-        w = torch.where(mixed, ua - la, torch.ones_like(ua))
-        chord = (ua * tmax - la * tmin) / w
-        slope = torch.where(la >= 0, tmax, torch.where(ua <= 0, tmin, chord))
-        bias = torch.where(mixed, la * tmin - chord * la, torch.zeros_like(chord))
-        return (None, slope.reshape(B, S, *rel.a_shape)), bias.flatten(2).sum(-1)
+        return route_backward(Aw, rel, 3)
+
+
+def route_backward(Aw: Tensor, rel: Routing, dim: int):
+    """Back-substitution through a routed cotangent: ``Aw`` [B, S, ...] holds A's entries
+    over each output's K candidate maximisers along ``dim``; <A, g> for one output is a t with
+    t a convex combination of them (the Clarke routing), at most max(a t_max, a t_min), which
+    its chord in a bounds (exact when a's sign is fixed). Returns (None, slope on a), bias."""
+    B, S = Aw.shape[:2]
+    cand = rel.candidates.unsqueeze(1)
+    tmax = Aw.masked_fill(~cand, float("-inf")).max(dim).values
+    tmin = Aw.masked_fill(~cand, float("inf")).min(dim).values
+    la, ua = rel.a_lower.unsqueeze(1), rel.a_upper.unsqueeze(1)
+    mixed = (la < 0) & (ua > 0)
+    w = torch.where(mixed, ua - la, torch.ones_like(ua))
+    chord = (ua * tmax - la * tmin) / w
+    slope = torch.where(la >= 0, tmax, torch.where(ua <= 0, tmin, chord))
+    bias = torch.where(mixed, la * tmin - chord * la, torch.zeros_like(chord))
+    return (None, slope.reshape(B, S, *rel.a_shape)), bias.flatten(2).sum(-1)
 
 
 register(MaxPoolGrad())

@@ -24,7 +24,7 @@ from torch import Tensor
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import LinearOp, NonlinearOp, Params
-from lipbound.ops.pool_grad import Routing
+from lipbound.ops.pool_grad import Routing, route_backward
 from lipbound.ops.pooling import PoolSelection
 from lipbound.ops.registry import register
 
@@ -245,18 +245,7 @@ class ReduceMaxGrad(NonlinearOp):
     def crown_backward(self, params: Params, A: Tensor, rel: Routing):
         """<A, g> over group m is a_m t with t a convex combination of A over the
         candidates: at most max(a t_max, a t_min), bounded by its chord in a."""
-        B, S = A.shape[:2]
-        Aw = _groups(params, A, 2)  # [B, S, M, K]
-        cand = rel.candidates.unsqueeze(1)
-        tmax = Aw.masked_fill(~cand, -math.inf).max(-1).values
-        tmin = Aw.masked_fill(~cand, math.inf).min(-1).values
-        la, ua = rel.a_lower.unsqueeze(1), rel.a_upper.unsqueeze(1)
-        mixed = (la < 0) & (ua > 0)
-        w = torch.where(mixed, ua - la, torch.ones_like(ua))
-        chord = (ua * tmax - la * tmin) / w
-        slope = torch.where(la >= 0, tmax, torch.where(ua <= 0, tmin, chord))
-        bias = torch.where(mixed, la * tmin - chord * la, torch.zeros_like(chord))
-        return (None, slope.reshape(B, S, *rel.a_shape)), bias.flatten(2).sum(-1)
+        return route_backward(_groups(params, A, 2), rel, -1)  # Aw [B, S, M, K]
 
 
 for _op in (ReduceSum(), Expand(), Center(), PairwiseDiff(), ReduceMax(), ReduceMaxGrad()):
