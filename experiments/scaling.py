@@ -180,7 +180,7 @@ def bound_calls(model: nn.Module, x: torch.Tensor, method: str, eps: float,
     kw: dict[str, Any] = {"timeout": timeout, "progress": False} if method == "bab" else {}
     return {
         "local_lipschitz": lambda: lipbound.local_lipschitz(model, x, eps, method=method,
-                                                            n_samples=0, **kw),
+                                                            n_samples=1, **kw),
         "output_bounds": lambda: lipbound.output_bounds(model, x, eps, method=method, **kw),
     }
 
@@ -398,7 +398,7 @@ def plot_executors(res: dict[str, Any], path: Path) -> None:
 def bab_available() -> bool:
     try:
         lipbound.local_lipschitz(random_mlp(2, 2, 1), torch.zeros(2), 0.1, method="bab",
-                                 timeout=1.0, n_samples=0)
+                                 timeout=1.0, n_samples=1)
         return True
     except UnknownMethodError:
         return False
