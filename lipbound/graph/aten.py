@@ -26,7 +26,7 @@ from torch import Tensor
 
 from lipbound.errors import TracingError, UnsupportedOperationError
 from lipbound.graph.ir import INPUT, Graph, Node, freeze
-from lipbound.ops.elementwise import hardsigmoid_params, hardtanh_params
+from lipbound.ops.piecewise import hardsigmoid_params, hardtanh_params
 
 
 @dataclass(frozen=True)
