@@ -233,7 +233,7 @@ class Abs(NonlinearOp):
 
     def derivative(self, params: Params) -> tuple[str, dict[str, Any]]:
         """sign(v), the segment [-1, 1] at 0."""
-        from lipbound.ops.elementwise import pwl_params
+        from lipbound.ops.piecewise import pwl_params
 
         return "pwl", pwl_params((0.0,), (0.0, 0.0), (-1.0, 1.0), "sign")
 

@@ -4,11 +4,11 @@ Every op kind lipbound can bound is listed here, with the module that holds its 
 Looking for the relaxation of an op? ``lipbound.ops.registry.REGISTRY["tanh"]`` names its class;
 affine ops live in ``ops/affine.py`` and ``ops/shape.py``, ReLU-like ones in ``ops/relu_like.py``,
 smooth activations in ``ops/smooth.py``, pooling in ``ops/pooling.py``, piecewise-linear
-functions (hardtanh, relu6, hardsigmoid, steps), hardswish, exp, log and powers in
-``ops/elementwise.py``, reductions (sum, mean, max, centring, broadcasts) in ``ops/reduce.py``,
-adaptive pooling and upsampling in ``ops/resample.py``, composite ops that the graph
-normaliser lowers (softmax, LayerNorm, RMSNorm, GroupNorm) in ``ops/composite.py``, and the
-ops of Clarke Jacobian graphs in ``ops/jacobian_ops.py`` (switches, products, |.|, squares;
+functions (hardtanh, relu6, hardsigmoid, steps) and hardswish in ``ops/piecewise.py``, exp, log
+and powers in ``ops/domain_fns.py``, reductions (sum, mean, max, centring, broadcasts) in
+``ops/reduce.py``, adaptive pooling and upsampling in ``ops/resample.py``, composite ops that
+the graph normaliser lowers (softmax, LayerNorm, RMSNorm, GroupNorm) in ``ops/composite.py``,
+and the ops of Clarke Jacobian graphs in ``ops/jacobian_ops.py`` (switches, products, |.|, squares;
 products and |.| serve forward graphs too), ``ops/transpose.py`` (transposed linear ops) and
 ``ops/pool_grad.py`` (max-pool derivative).
 """
@@ -52,8 +52,9 @@ def _load() -> None:
         from lipbound.ops import (  # noqa: F401
             affine,
             composite,
-            elementwise,
+            domain_fns,
             jacobian_ops,
+            piecewise,
             pool_grad,
             pooling,
             reduce,

@@ -63,7 +63,7 @@ def test_new_op_relaxations_contain_samples(kind, seed):
 
 
 def _elementwise_cases():
-    from lipbound.ops.elementwise import hardsigmoid_params, hardtanh_params, pwl_params
+    from lipbound.ops.piecewise import hardsigmoid_params, hardtanh_params, pwl_params
 
     return {
         "pwl_hardtanh": ("pwl", hardtanh_params(-1.0, 2.0), (-6.0, 6.0)),
@@ -113,7 +113,7 @@ def test_elementwise_relaxations_sound_for_every_slope(case):
 
 def test_pwl_set_valued_at_jumps_and_kinks():
     """A step's interval at its jump holds both one-sided values (the Clarke segment)."""
-    from lipbound.ops.elementwise import hardtanh_params, pwl_params
+    from lipbound.ops.piecewise import hardtanh_params, pwl_params
 
     op = registry.get("pwl")
     step = pwl_params((0.0,), (0.0, 0.0), (-1.0, 1.0))
