@@ -88,6 +88,8 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
     mags: dict[str, Tensor] = {}
     count: dict[str, int] = {}
     ivs = _interval_images(graph, x, fixed)
+    backward = _backward_nodes(graph)
+    values = (ivs or _ibp_images(graph, x, fixed)) if backward else {}
     for n in graph.nodes:
         if n.op == INPUT:
             mags[n.name], count[n.name] = x.abs_max(), 0
@@ -98,7 +100,12 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
         op = registry.get(n.op, n.where)
         use = op.needs_intervals(n.params) or (op.interval_aware and ivs)
         kw = {"ivals": [ivs[s] for s in n.inputs]} if use else {}
-        mags[n.name] = op.magnitude(n.params, *[mags[s] for s in n.inputs], **kw)
+        m = op.magnitude(n.params, *[mags[s] for s in n.inputs], **kw)
+        if n.name in values and n.name not in backward:
+            # a Jacobian graph's forward values enter its backward part only through
+            # derivatives and products: their sound value bounds are the magnitudes there
+            m = torch.minimum(m, values[n.name].abs_max().expand_as(m))
+        mags[n.name] = m
         touched = sum(graph[s].numel for s in n.inputs) + n.numel
         count[n.name] = max(count[s] for s in n.inputs) + touched + RELAXATION_OPS
     return mags[target], count[target]
@@ -165,6 +172,21 @@ def _interval_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]
             ivs[n.name] = ops[n.name].ibp(n.params, *[ivs[s] for s in n.inputs])
             if n.name in tight:
                 ivs[n.name] = ivs[n.name].intersect(tight[n.name])
+    return ivs
+
+
+def _ibp_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]) -> dict[str, Interval]:
+    """IBP intervals of the forward nodes (those outside the backward part) over ``x``."""
+    backward = _backward_nodes(graph)
+    ivs: dict[str, Interval] = {}
+    for n in graph.nodes:
+        if n.op == INPUT:
+            ivs[n.name] = x
+        elif n.name in fixed:
+            ivs[n.name] = Interval.point(fixed[n.name])
+        elif n.name not in backward:
+            ivs[n.name] = registry.get(n.op, n.where).ibp(n.params,
+                                                          *[ivs[s] for s in n.inputs])
     return ivs
 
 
