@@ -192,6 +192,11 @@ class NonlinearOp(Op):
     #: Adam step size for this op's optimisable parameters (alpha-CROWN)
     opt_lr: float = 0.1
 
+    #: True when every input has the output's shape and :meth:`relax` and
+    #: :meth:`crown_backward` act element by element: the relaxation of element i depends only
+    #: on the intervals and parameters of element i (so both may be cropped to any window)
+    elementwise: bool = False
+
     def init_opt(self, params: Params, *ivals: Interval) -> dict[str, Tensor] | None:
         """Initial optimisable parameters (shape [B, *shape]) or None if the op has none."""
         return None

@@ -65,6 +65,7 @@ class LeakySwitch(NonlinearOp):
     """
 
     kind = "leaky_switch"
+    elementwise = True
 
     def slope(self, params: Params) -> float:
         return float(params.get("negative_slope", 0.0))
@@ -150,6 +151,7 @@ class Mul(NonlinearOp):
     """s = d * a elementwise (both inputs bounded); McCormick relaxation."""
 
     kind = "mul"
+    elementwise = True
     opt_lr = 0.1
 
     def apply(self, params: Params, d: Tensor, a: Tensor) -> Tensor:
@@ -196,6 +198,7 @@ class Abs(NonlinearOp):
     """|v|: chord above; k v (|k| <= 1) below."""
 
     kind = "abs"
+    elementwise = True
 
     def apply(self, params: Params, v: Tensor) -> Tensor:
         return v.abs()
@@ -233,6 +236,7 @@ class Square(NonlinearOp):
     """v^2: chord (l + u) v - l u above, tangent 2 m v - m^2 below (any m)."""
 
     kind = "square"
+    elementwise = True
 
     def apply(self, params: Params, v: Tensor) -> Tensor:
         return v * v

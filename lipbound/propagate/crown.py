@@ -15,12 +15,20 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
+from lipbound.errors import ProblemTooLargeError, is_out_of_memory
 from lipbound.graph.ir import INPUT
 from lipbound.ops import registry
 from lipbound.ops.base import Relaxation
+from lipbound.propagate import windows
 from lipbound.propagate.state import BoundState, nodes_needing_bounds
+from lipbound.propagate.windows import Cols, Sparse, Window
 
-# rows of a spec processed together when bounding intermediate nodes (memory cap)
+#: memory cap of one chunk of CROWN rows in :func:`crown_node_bounds`, in tensor elements:
+#: the coefficients a chunk holds at once, batch x rows x the largest node it passes (or, when
+#: optimising, x the sum of those nodes, whose coefficients autograd keeps for the gradient);
+#: 2**25 float64 elements are 256 MiB. A node whose single row exceeds it raises
+#: ProblemTooLargeError, and so does one row that runs out of memory (a chunk that runs out
+#: of memory is bounded in halves).
 MAX_ELEMENTS_PER_CHUNK = 2**25
 
 
@@ -58,47 +66,77 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
     """
     g = state.graph
     B, S = A.shape[:2]
-    pending: dict[str, Tensor] = {target: A}
-    bias = torch.zeros(B, S, dtype=A.dtype, device=A.device)
+    pending: dict[str, Tensor | Sparse] = {target: A}
+    ref = A.data if isinstance(A, (Window, Cols)) else A
+    bias = torch.zeros(B, S, dtype=ref.dtype, device=ref.device)
     A_x = None
     for node in reversed(g.nodes[: g.position(target) + 1]):
         Ac = pending.pop(node.name, None)
         if Ac is None:
             continue
         if opt is not None and beta_key(node.name) in opt:
-            split = state.splits[node.name].unsqueeze(1).to(Ac.dtype)
-            Ac = Ac + opt[beta_key(node.name)]["beta"] * split
+            split = state.splits[node.name].unsqueeze(1).to(ref.dtype)
+            Ac = windows.dense(Ac) + opt[beta_key(node.name)]["beta"] * split
         if not state.dep[node.name]:
             val = state.fixed[node.name].unsqueeze(1)
-            bias = bias + (Ac * val).flatten(2).sum(-1)
+            bias = bias + windows.dot(Ac, val)
             continue
         if node.op == INPUT:
-            A_x = Ac
+            A_x = windows.dense(Ac)
             continue
         op = registry.get(node.op, node.where)
         if op.linear:
             parts, b = _linear_backward(g, node, op, Ac)
-            bias = bias + b
         else:
-            rel = relaxation(state, node.name, None if opt is None else opt.get(node.name))
-            parts, b = op.crown_backward(node.params, Ac, rel)
-            bias = bias + b
+            parts, b = _nonlinear_backward(state, node, op, Ac,
+                                           None if opt is None else opt.get(node.name))
+        bias = bias + b
         for src, part in zip(node.inputs, parts):
             if part is None:
                 continue
             prev = pending.get(src)
-            pending[src] = part if prev is None else prev + part
+            pending[src] = part if prev is None else windows.add(prev, part)
     return A_x, bias
 
 
-def _linear_backward(g, node, op, Ac: Tensor) -> tuple[list[Tensor], Tensor]:
+def _nonlinear_backward(state: BoundState, node, op, Ac, opt) -> tuple[list, Tensor]:
+    """Back-substitution through a nonlinear op's relaxation (windowed coefficients keep
+    their window through elementwise ops, whose relaxation is cropped to it)."""
+    in_shapes = [state.graph[s].shape for s in node.inputs]
+    if not windows.is_elementwise(op, node, in_shapes):
+        rel = relaxation(state, node.name, opt)
+        if isinstance(Ac, Window) and node.op in ("max_pool", "max_pool_grad"):
+            out = windows.pool_backward(op, node.params, Ac, rel, in_shapes[-1])
+            if out is not None:
+                return out
+        return op.crown_backward(node.params, windows.dense(Ac), rel)
+    if isinstance(Ac, Window):
+        if opt is None:
+            rel = windows.crop_relaxation(relaxation(state, node.name), Ac)
+        else:  # elementwise: the relaxation of the window's elements only
+            ivals = [state.interval(s) for s in node.inputs]
+            ivals = [Interval(Ac.crop(v.lower.unsqueeze(1)), Ac.crop(v.upper.unsqueeze(1)))
+                     for v in ivals]
+            rel = op.relax(node.params, *ivals, opt={k: Ac.crop(v) for k, v in opt.items()})
+        return windows.elementwise_backward(op, node.params, Ac, rel)
+    return windows.elementwise_backward(op, node.params, windows.dense(Ac),
+                                        relaxation(state, node.name, opt))
+
+
+def _linear_backward(g, node, op, Ac) -> tuple[list, Tensor]:
     """Coefficients of a linear op's inputs and the bias its offset adds, [B, S] (or [1, S]).
     A coefficient shared by the whole batch (an expanded tensor, e.g. identity rows) is
-    mapped once and expanded again, instead of once per batch element."""
+    mapped once and expanded again, instead of once per batch element; windowed coefficients
+    stay windowed where the op has a rule for them (:mod:`lipbound.propagate.windows`)."""
+    in_shapes = [g[s].shape for s in node.inputs]
+    if isinstance(Ac, (Window, Cols)):
+        out = windows.linear_backward(node, op, in_shapes, Ac)
+        if out is not None:
+            return out
+        Ac = windows.dense(Ac)
     shared = Ac.shape[0] > 1 and Ac.stride(0) == 0
     Ab = Ac[:1] if shared else Ac
     S = Ab.shape[1]
-    in_shapes = [g[s].shape for s in node.inputs]
     flat = Ab.reshape(Ab.shape[0] * S, *node.shape)
     parts = op.vjp(node.params, flat, in_shapes)
     parts = [p.reshape(Ab.shape[0], S, *p.shape[1:]) for p in parts]
@@ -159,19 +197,68 @@ def crown_node_bounds(state: BoundState, name: str, rows: Tensor | None = None,
     upper = torch.full((B, m), torch.inf, dtype=ref.dtype, device=ref.device)
     if R == 0:
         return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
-    chunk = max(1, MAX_ELEMENTS_PER_CHUNK // max(1, B * _largest_numel(state)))
-    ups = []
+    chunk = _chunk_rows(state, name, iterations)
+    up = torch.empty(B, 2 * R, dtype=ref.dtype, device=ref.device)
+    for part, A in _row_groups(node.shape, idx, chunk, ref, B):
+        up[:, part] = _upper_in_halves(state, name, A, iterations)
+    upper[:, idx] = up[:, :R]
+    lower[:, idx] = -up[:, R:]
+    return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
+
+
+#: spatial tile (positions per side) whose rows share a window in :func:`crown_node_bounds`
+#: (0: dense rows)
+WINDOW_TILE = 4
+
+
+def _row_groups(shape: tuple[int, ...], idx: Tensor, chunk: int, ref: Tensor, B: int):
+    """(positions in [0, 2R), coefficients [B, n, *shape]) of the rows [I; -I] at the
+    elements ``idx``: windows of spatial tiles for [C, H, W] nodes, else dense chunks."""
+    R = idx.numel()
+    if WINDOW_TILE and len(shape) == 3 and shape[1] * shape[2] > 1:
+        yield from windows.identity_windows(shape, idx, WINDOW_TILE, chunk, ref.dtype,
+                                            ref.device, B)
+        return
+    m = 1
+    for s in shape:
+        m *= s
     for start in range(0, 2 * R, chunk):
         part = torch.arange(start, min(2 * R, start + chunk), device=ref.device)
         A = torch.zeros(len(part), m, dtype=ref.dtype, device=ref.device)
         sign = torch.where(part < R, 1.0, -1.0).to(ref.dtype)
         A[torch.arange(len(part), device=ref.device), idx[part % R]] = sign
-        A = A.reshape(1, len(part), *node.shape).expand(B, -1, *node.shape)
-        ups.append(_upper(state, name, A, iterations))
-    up = torch.cat(ups, 1)
-    upper[:, idx] = up[:, :R]
-    lower[:, idx] = -up[:, R:]
-    return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
+        yield part, A.reshape(1, len(part), *shape).expand(B, -1, *shape)
+
+
+def _chunk_rows(state: BoundState, name: str, iterations: int) -> int:
+    """Rows per chunk under ``MAX_ELEMENTS_PER_CHUNK`` (ProblemTooLargeError if not one)."""
+    g = state.graph
+    sizes = [n.numel for n in g.nodes[: g.position(name) + 1] if state.dep[n.name]]
+    per_row = state.domain.batch_size * (sum(sizes) if iterations > 0 else max(sizes))
+    if per_row > MAX_ELEMENTS_PER_CHUNK:
+        raise ProblemTooLargeError(
+            f"one CROWN row of node {name!r} needs {per_row} coefficients (batch "
+            f"{state.domain.batch_size}), above the cap of {MAX_ELEMENTS_PER_CHUNK} "
+            "(lipbound.propagate.crown.MAX_ELEMENTS_PER_CHUNK); use fewer specification rows, "
+            "a smaller input or raise the cap")
+    return MAX_ELEMENTS_PER_CHUNK // per_row
+
+
+def _upper_in_halves(state: BoundState, name: str, A, iterations: int) -> Tensor:
+    """:func:`_upper`, in halves of the rows when it runs out of memory."""
+    try:
+        return _upper(state, name, A, iterations)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        if A.shape[1] <= 1:
+            raise ProblemTooLargeError(
+                f"one CROWN row of node {name!r} does not fit in memory; use fewer "
+                "specification rows, a smaller input or a device with more memory") from err
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    halves = windows.split_rows(A, A.shape[1] // 2)
+    return torch.cat([_upper_in_halves(state, name, h, iterations) for h in halves], 1)
 
 
 def _upper(state: BoundState, name: str, A: Tensor, iterations: int) -> Tensor:
@@ -210,10 +297,6 @@ def _has_exact_interval(state: BoundState, name: str) -> bool:
     if node.op in (INPUT,) or len(node.inputs) != 1:
         return False
     return bool(getattr(registry.get(node.op, node.where), "exact_interval", False))
-
-
-def _largest_numel(state: BoundState) -> int:
-    return max(n.numel for n in state.graph.nodes)
 
 
 def _is_first_affine_of_box(state: BoundState, name: str) -> bool:
