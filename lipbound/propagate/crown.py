@@ -279,7 +279,9 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
     and, per node, elements that cannot change any relaxation (e.g. stable ReLU inputs);
     nodes with split elements are bounded even then (their own splits constrain the input).
     With ``iterations`` > 0 the bounds are optimised (alpha-CROWN per element, with split
-    multipliers beta under branch-and-bound splits).
+    multipliers beta under branch-and-bound splits), after a CROWN pass, only for the
+    elements whose CROWN bounds can still change a relaxation (each element's optimisation
+    is independent of the others', so those get the same bounds as when optimising all).
     """
     for name in nodes_needing_bounds(state.graph):
         if (skip and name in skip) or name == state.graph.input:
@@ -289,6 +291,9 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
         if exact and not split_here:  # splits of its own elements can tighten it (beta)
             continue
         rows = node_rows(state, name)
+        if iterations > 0 and rows is not None:  # optimise only what CROWN leaves undecided
+            state.set_bounds(name, crown_node_bounds(state, name, rows, 0))
+            rows = node_rows(state, name)
         state.set_bounds(name, crown_node_bounds(state, name, rows, iterations))
 
 
