@@ -124,9 +124,9 @@ def main() -> None:
                     f"(first {r['first']:.2f} s)")
             if key in old:
                 o = old[key]
-                worse = any(a > b * (1 + 1e-12) + 1e-300 for a, b in zip(up.tolist(), o["upper"]))
+                rel = max((a - b) / max(abs(b), 1e-300) for a, b in zip(up.tolist(), o["upper"]))
                 line += (f"  | before {o['value']:.6g} {o['time']:.2f} s, ratio "
-                         f"{o['time'] / r['median']:.2f}x" + ("  LOOSER!" if worse else ""))
+                         f"{o['time'] / r['median']:.2f}x, max rel. change {rel:+.1e}")
             print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -45,11 +45,13 @@ def _nets():
     pool2 = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(),
                           nn.AvgPool2d(2, 2, padding=1, count_include_pad=False), nn.ReLU(),
                           nn.Flatten(), nn.Linear(3 * 3 * 3, 4))
+    pool3 = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.MaxPool2d(3, 3),  # row 9 unread
+                          nn.Flatten(), nn.Linear(3 * 3 * 3, 4))
     res = Res()
     res.bn.running_mean.uniform_(-0.2, 0.2)
     res.bn.running_var.uniform_(0.5, 2.0)
     return [("pool", pool.eval(), (1, 11, 11)), ("pool2", pool2.eval(), (1, 11, 11)),
-            ("res", res.eval(), (2, 10, 10))]
+            ("pool3", pool3.eval(), (1, 11, 11)), ("res", res.eval(), (2, 10, 10))]
 
 
 NETS = _nets()
@@ -106,7 +108,7 @@ def test_windowed_gradient_bounds_contain_sampled_gradients(tile, name, net, sha
 
 def test_node_rows_subset_equal_dense(tile):
     """Bounds of selected elements only (stable neurons skipped) match the dense rows."""
-    _, net, shape = NETS[2]
+    _, net, shape = NETS[3]
     x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     graph = trace(net.double(), x)
     dom = LpBall(x, torch.tensor([0.1], dtype=torch.float64), float("inf"))
@@ -130,7 +132,7 @@ def test_row_cap_raises_problem_too_large(monkeypatch):
 
 
 def test_out_of_memory_chunks_are_bounded_in_halves(monkeypatch):
-    _, net, shape = NETS[2]
+    _, net, shape = NETS[3]
     x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     net = net.double()
     want = lipbound.jacobian_bounds(net, x, 0.05)

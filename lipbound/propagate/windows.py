@@ -485,14 +485,14 @@ def pool_backward(op, params, A: Window, rel, a_full: tuple[int, ...]
     Ho, Wo = a_full[1:]
     o0, o1 = _forward_range(A.top, A.top + A.h, kh, sh, ph, dh, Ho)
     q0, q1 = _forward_range(A.left, A.left + A.w, kw, sw, pw, dw, Wo)
-    if o1 <= o0 or q1 <= q0:
-        return None
     e0, e1 = o0 * sh - ph, (o1 - 1) * sh - ph + dh * (kh - 1) + 1
     f0, f1 = q0 * sw - pw, (q1 - 1) * sw - pw + dw * (kw - 1) + 1
     r0, r1 = max(A.top, e0), min(A.top + A.h, e1)
     c0, c1 = max(A.left, f0), min(A.left + A.w, f1)
-    if r1 <= r0 or c1 <= c0:
-        return None
+    if o1 <= o0 or q1 <= q0 or r1 <= r0 or c1 <= c0:  # no window reads these inputs: zero
+        zero = (A.data[..., :1, :1, :1] * 0).expand(-1, -1, a_full[0], -1, -1)
+        return ([None, Window(zero, min(o0, Ho - 1), min(q0, Wo - 1), tuple(a_full))],
+                _zero_bias(A).expand(A.data.shape[0], -1))
 
     def ext(d: Tensor) -> Tensor:
         d = d[..., r0 - A.top:r1 - A.top, c0 - A.left:c1 - A.left]
