@@ -126,8 +126,8 @@ def test_node_rows_subset_equal_dense(tile):
 def test_row_cap_raises_problem_too_large(monkeypatch):
     _, net, shape = NETS[0]
     x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(5))
-    monkeypatch.setattr(crown, "MAX_ELEMENTS_PER_CHUNK", 100)
-    with pytest.raises(ProblemTooLargeError, match="MAX_ELEMENTS_PER_CHUNK"):
+    monkeypatch.setattr(crown, "MAX_ELEMENTS_PER_ROW", 100)
+    with pytest.raises(ProblemTooLargeError, match="MAX_ELEMENTS_PER_ROW"):
         lipbound.local_lipschitz(net.float(), x, 0.05)
 
 
@@ -154,3 +154,15 @@ def test_out_of_memory_chunks_are_bounded_in_halves(monkeypatch):
         RuntimeError("can't allocate memory")))
     with pytest.raises(ProblemTooLargeError, match="does not fit in memory"):
         lipbound.jacobian_bounds(net, x, 0.05)
+
+
+def test_small_chunk_cap_gives_the_same_bounds(monkeypatch):
+    """A tiny MAX_ELEMENTS_PER_CHUNK bounds one element per chunk: same bounds, no error."""
+    _, net, shape = NETS[3]
+    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    net = net.double()
+    want = lipbound.jacobian_bounds(net, x, 0.05)
+    monkeypatch.setattr(crown, "MAX_ELEMENTS_PER_CHUNK", 1)
+    got = lipbound.jacobian_bounds(net, x, 0.05)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)

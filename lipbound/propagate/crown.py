@@ -23,13 +23,14 @@ from lipbound.propagate import windows
 from lipbound.propagate.state import BoundState, nodes_needing_bounds
 from lipbound.propagate.windows import Cols, Sparse, Window
 
-#: memory cap of one chunk of CROWN rows in :func:`crown_node_bounds`, in tensor elements:
+#: memory target of one chunk of CROWN rows in :func:`crown_node_bounds`, in tensor elements:
 #: the coefficients a chunk holds at once, batch x rows x the largest node it passes (or, when
 #: optimising, x the sum of those nodes, whose coefficients autograd keeps for the gradient);
-#: 2**25 float64 elements are 256 MiB. A node whose single row exceeds it raises
-#: ProblemTooLargeError, and so does one row that runs out of memory (a chunk that runs out
-#: of memory is bounded in halves).
+#: 2**25 float64 elements are 256 MiB. A chunk that runs out of memory is bounded in halves.
 MAX_ELEMENTS_PER_CHUNK = 2**25
+#: hard cap of a single row (2 GiB in float64): a node whose one row needs more, or one row
+#: that runs out of memory, raises ProblemTooLargeError instead of exhausting the memory
+MAX_ELEMENTS_PER_ROW = 2**28
 
 
 def relaxation(state: BoundState, name: str, opt: Mapping[str, Tensor] | None = None):
@@ -231,17 +232,18 @@ def _row_groups(shape: tuple[int, ...], idx: Tensor, chunk: int, ref: Tensor, B:
 
 
 def _chunk_rows(state: BoundState, name: str, iterations: int) -> int:
-    """Rows per chunk under ``MAX_ELEMENTS_PER_CHUNK`` (ProblemTooLargeError if not one)."""
+    """Rows per chunk under ``MAX_ELEMENTS_PER_CHUNK`` (at least one; ProblemTooLargeError
+    when one row needs more than ``MAX_ELEMENTS_PER_ROW``)."""
     g = state.graph
     sizes = [n.numel for n in g.nodes[: g.position(name) + 1] if state.dep[n.name]]
     per_row = state.domain.batch_size * (sum(sizes) if iterations > 0 else max(sizes))
-    if per_row > MAX_ELEMENTS_PER_CHUNK:
+    if per_row > MAX_ELEMENTS_PER_ROW:
         raise ProblemTooLargeError(
             f"one CROWN row of node {name!r} needs {per_row} coefficients (batch "
-            f"{state.domain.batch_size}), above the cap of {MAX_ELEMENTS_PER_CHUNK} "
-            "(lipbound.propagate.crown.MAX_ELEMENTS_PER_CHUNK); use fewer specification rows, "
+            f"{state.domain.batch_size}), above the cap of {MAX_ELEMENTS_PER_ROW} "
+            "(lipbound.propagate.crown.MAX_ELEMENTS_PER_ROW); use fewer specification rows, "
             "a smaller input or raise the cap")
-    return MAX_ELEMENTS_PER_CHUNK // per_row
+    return max(1, MAX_ELEMENTS_PER_CHUNK // per_row)
 
 
 def _upper_in_halves(state: BoundState, name: str, A, iterations: int) -> Tensor:
