@@ -240,19 +240,18 @@ def _transpose_window(A: Window, geom, in_shape: tuple[int, int, int], apply_t
 
 def _conv_geom(params) -> tuple | None:
     w = params["weight"]
-    if w.dim() != 4:
+    if w.dim() != 4 or isinstance(params["padding"], str):
         return None
     k = w.shape[2:]
     s, p, d = (_pair(params[n]) for n in ("stride", "padding", "dilation"))
-    if isinstance(params["padding"], str):
-        return None
     return ((k[0], s[0], p[0], d[0]), (k[1], s[1], p[1], d[1]))
 
 
 def _avg_geom(params) -> tuple | None:
     if params.get("ndim", 2) != 2 or params["ceil_mode"] or params.get("divisor_override"):
         return None
-    k, s, p = (_pair(params[n]) for n in ("kernel_size", "stride", "padding"))
+    k, p = _pair(params["kernel_size"]), _pair(params["padding"])
+    s = _pair(params["stride"]) if params["stride"] else k
     if (p[0] or p[1]) and not params["count_include_pad"]:
         return None  # the divisor depends on where the padding is
     return ((k[0], s[0], p[0], 1), (k[1], s[1], p[1], 1))
@@ -272,8 +271,9 @@ def _apply_forward(kind: str, params, A: Window, out_shape) -> Window | None:
         geom = _avg_geom(params)
         if geom is None:
             return None
-        k, s = params["kernel_size"], params["stride"]
-        return _forward_window(A, geom, out_shape, lambda x: F.avg_pool2d(x, k, s, 0))
+        (kh, sh, _, _), (kw, sw, _, _) = geom
+        return _forward_window(A, geom, out_shape,
+                               lambda x: F.avg_pool2d(x, (kh, kw), (sh, sw), 0))
     return None
 
 
@@ -449,7 +449,8 @@ def elementwise_backward(op, params, A, rel: Relaxation) -> tuple[list, Tensor]:
 
 # ------------------------------------------------------------------ max pooling and its Clarke
 def _pool_geom(params) -> tuple:
-    k, s, p, d = (_pair(params[n]) for n in ("kernel_size", "stride", "padding", "dilation"))
+    k, p, d = (_pair(params[n]) for n in ("kernel_size", "padding", "dilation"))
+    s = _pair(params["stride"]) if params["stride"] else k
     return ((k[0], s[0], p[0], d[0]), (k[1], s[1], p[1], d[1]))
 
 
