@@ -70,3 +70,14 @@ class SolverError(LipboundError, RuntimeError):
 
 class ProblemTooLargeError(LipboundError, ValueError):
     """The problem exceeds a settable size cap (e.g. too many MILP binaries)."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch running out of memory (a CUDA OutOfMemoryError, or the CPU
+    allocator's RuntimeError), which callers turn into smaller chunks or
+    :class:`ProblemTooLargeError`."""
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)

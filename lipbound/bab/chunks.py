@@ -1,6 +1,7 @@
-"""Bounding a batch of domains within memory: on an out-of-memory error the batch is bounded
-in halves (recursively, down to one domain), so branch-and-bound slows down instead of
-crashing. A single domain that does not fit raises :class:`~lipbound.errors.ProblemTooLargeError`.
+"""Bounding a batch of domains within memory: on an out-of-memory error (or a size cap's
+ProblemTooLargeError) the batch is bounded in halves (recursively, down to one domain), so
+branch-and-bound slows down instead of crashing. A single domain that does not fit raises
+:class:`~lipbound.errors.ProblemTooLargeError`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lipbound.errors import ProblemTooLargeError
+from lipbound.errors import ProblemTooLargeError, is_out_of_memory
 
 
 def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    return is_out_of_memory(err)
 
 
 def _take(x: Any, sl: slice) -> Any:
@@ -42,6 +41,9 @@ def bound_in_chunks(fn: Callable[..., Any], *args: Any, n: int) -> Any:
     halves when the whole batch runs out of memory."""
     try:
         return fn(*args)
+    except ProblemTooLargeError:  # a size cap (e.g. CROWN's chunk cap): halve the batch
+        if n <= 1:
+            raise
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not _is_oom(err):
             raise

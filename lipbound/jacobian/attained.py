@@ -30,20 +30,20 @@ def model64(model: nn.Module) -> tuple[nn.Module, torch.dtype]:
 def row_gradients(model: nn.Module, X: Tensor, C: Tensor, chunk: int = 4096) -> Tensor:
     """Gradients of C_s . f at every point: X [N, *in] -> [S, N, *in].
 
-    The S rows are stacked into the batch so that one backward pass gives all of them.
+    One forward pass per chunk of points and one backward pass per row (cotangent C_s),
+    with at most ``chunk`` point-rows per chunk.
     """
     S, N = C.shape[0], X.shape[0]
     out = []
-    for lo in range(0, N, max(1, chunk // S)):
-        Xc = X[lo:lo + max(1, chunk // S)].detach()
+    step = max(1, chunk // S)
+    for lo in range(0, N, step):
+        Xc = X[lo:lo + step].detach().clone().requires_grad_(True)
         n = Xc.shape[0]
-        Xr = Xc.unsqueeze(0).expand(S, *Xc.shape).reshape(S * n, *Xc.shape[1:])
-        Xr = Xr.clone().requires_grad_(True)
         with torch.enable_grad():
-            y = model(Xr).reshape(S, n, -1)
-            obj = (y * C.unsqueeze(1)).sum()
-            g = torch.autograd.grad(obj, Xr)[0]
-        out.append(g.reshape(S, n, *Xc.shape[1:]))
+            y = model(Xc).reshape(n, -1)
+            grads = [torch.autograd.grad(y, Xc, C[s].expand(n, -1), retain_graph=s < S - 1)[0]
+                     for s in range(S)]
+        out.append(torch.stack(grads))
     return torch.cat(out, 1)
 
 

@@ -206,6 +206,11 @@ class NonlinearOp(Op):
     #: Adam step size for this op's optimisable parameters (alpha-CROWN)
     opt_lr: float = 0.1
 
+    #: True when every input has the output's shape and :meth:`relax` and
+    #: :meth:`crown_backward` act element by element: the relaxation of element i depends only
+    #: on the intervals and parameters of element i (so both may be cropped to any window)
+    elementwise: bool = False
+
     def init_opt(self, params: Params, *ivals: Interval) -> dict[str, Tensor] | None:
         """Initial optimisable parameters (shape [B, *shape]) or None if the op has none."""
         return None
@@ -245,6 +250,23 @@ class NonlinearOp(Op):
         A: [B, S, *out]. Returns (A_i for each input or None, bias [B, S]) such that
         <A, y> <= sum_i <A_i, x_i> + bias whenever the inputs lie in the relaxed intervals.
         """
+        if A.requires_grad:  # optimised bounds: keep the gradient of the selection at A = 0
+            return self._crown_backward_where(A, rel)
+        pos_part, neg_part = A.clamp(min=0), A.clamp(max=0)
+        As: list[Tensor | None] = []
+        for lw, uw in zip(rel.lower_slopes, rel.upper_slopes):
+            if uw is None and lw is None:
+                As.append(None)
+            elif uw is None:
+                As.append(neg_part * lw)
+            elif lw is None:
+                As.append(pos_part * uw)
+            else:  # A+ uw + A- lw: one of the two products is an exact zero per element
+                As.append(torch.addcmul(neg_part * lw, pos_part, uw))
+        return tuple(As), _signed_bias(pos_part, neg_part, rel.upper_bias, rel.lower_bias)
+
+    def _crown_backward_where(self, A: Tensor, rel: Relaxation
+                              ) -> tuple[tuple[Tensor | None, ...], Tensor]:
         pos = A > 0
         As: list[Tensor | None] = []
         for lw, uw in zip(rel.lower_slopes, rel.upper_slopes):
@@ -254,16 +276,34 @@ class NonlinearOp(Op):
             uw = torch.zeros_like(lw) if uw is None else uw
             lw = torch.zeros_like(uw) if lw is None else lw
             As.append(A * torch.where(pos, uw, lw))
-        return tuple(As), _signed_bias(A, pos, rel.upper_bias, rel.lower_bias)
+        return tuple(As), _signed_bias_where(A, pos, rel.upper_bias, rel.lower_bias)
 
 
-def _signed_bias(A: Tensor, pos: Tensor, ub: Tensor, lb: Tensor) -> Tensor:
-    """``sum over elements of A * (ub where A > 0 else lb)``, as [B, S].
+def _signed_bias(pos_part: Tensor, neg_part: Tensor, ub: Tensor, lb: Tensor) -> Tensor:
+    """``sum over elements of A+ * ub + A- * lb``, as [B, S] (A+ = max(A, 0), A- = min(A, 0)).
 
-    When the lower bias is zero and the upper bias is shared by the S rows (the usual ReLU
-    relaxation) this is ``relu(A) @ ub``, one matrix product instead of two full-size
-    temporaries (the same sum, accumulated in a different order).
+    When a bias is shared by the S rows (the usual case) its sum is a matrix product
+    ``A+ @ ub`` (the same sum, accumulated in a different order), skipped when it is zero.
     """
+    B, S = pos_part.shape[:2]
+    out = None
+    for part, b in ((pos_part, ub), (neg_part, lb)):
+        if not isinstance(b, Tensor):
+            b = torch.as_tensor(b, dtype=part.dtype, device=part.device)
+        if b.dim() == part.dim() and b.shape[1] == 1 and b.shape[0] in (1, B):
+            if not bool(b.any()):
+                continue
+            bf = b.expand(B, 1, *part.shape[2:]).reshape(B, -1, 1)
+            term = torch.bmm(part.reshape(B, S, -1), bf)[..., 0]
+        else:
+            term = (part * b).flatten(2).sum(-1)
+        out = term if out is None else out + term
+    return pos_part.new_zeros(B, S) if out is None else out
+
+
+def _signed_bias_where(A: Tensor, pos: Tensor, ub: Tensor, lb: Tensor) -> Tensor:
+    """``sum over elements of A * (ub where A > 0 else lb)``, as [B, S] (``relu(A) @ ub`` when
+    the lower bias is zero and the upper one is shared by the S rows)."""
     B, S = A.shape[:2]
     if (ub.dim() == A.dim() and ub.shape[1] == 1 and ub.shape[0] in (1, B)
             and not ub.requires_grad and not lb.requires_grad and not bool(lb.any())):

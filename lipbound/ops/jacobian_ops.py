@@ -71,6 +71,7 @@ class LeakySwitch(NonlinearOp):
     """
 
     kind = "leaky_switch"
+    elementwise = True
 
     def slope(self, params: Params) -> float:
         return float(params.get("negative_slope", 0.0))
@@ -156,6 +157,7 @@ class Mul(NonlinearOp):
     """s = d * a elementwise (both inputs bounded); McCormick relaxation."""
 
     kind = "mul"
+    elementwise = True
     opt_lr = 0.1
 
     def apply(self, params: Params, d: Tensor, a: Tensor) -> Tensor:
@@ -224,6 +226,7 @@ class Abs(NonlinearOp):
 
     kind = "abs"
     exact_interval = True
+    elementwise = True
 
     def lipschitz(self, params: Params) -> float:
         return 1.0  # and exact in floating point (eval_error 0)
@@ -273,6 +276,7 @@ class Square(NonlinearOp):
     """v^2: chord (l + u) v - l u above, tangent 2 m v - m^2 below (any m)."""
 
     kind = "square"
+    elementwise = True
 
     def apply(self, params: Params, v: Tensor) -> Tensor:
         return v * v

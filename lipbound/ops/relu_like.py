@@ -24,6 +24,7 @@ class LeakyReLU(NonlinearOp):
 
     kind = "leaky_relu"
     exact_interval = True
+    elementwise = True
     opt_lr = 0.5
 
     def tighten_mask(self, params: Params, index: int, iv: Interval) -> Tensor:

@@ -131,6 +131,7 @@ class SmoothActivation(NonlinearOp):
     """An elementwise smooth function with slope-parametrised sound relaxations."""
 
     exact_interval = True
+    elementwise = True
 
     def __init__(self, fn: SmoothFn, kind: str | None = None) -> None:
         self.fn = fn

@@ -9,6 +9,9 @@ never looser than CROWN.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torch import Tensor
 
@@ -70,6 +73,23 @@ def _project(state: BoundState, key: str, p: dict[str, Tensor]) -> None:
     registry.get(node.op).project_opt(node.params, p)
 
 
+#: relative improvement of the summed bounds below which optimisation stops (None: never);
+#: set for a block of code with :func:`stop_when_flat`
+_STOP_REL: ContextVar[float | None] = ContextVar("lipbound_alpha_stop_rel", default=None)
+
+
+@contextmanager
+def stop_when_flat(rel: float | None):
+    """Within the block, :func:`alpha_crown_upper` stops as soon as one step improves the
+    sum of the bounds by at most ``rel`` times the sum of their magnitudes (every iterate is
+    sound; the result is still the best over the iterates, never looser than CROWN)."""
+    token = _STOP_REL.set(rel)
+    try:
+        yield
+    finally:
+        _STOP_REL.reset(token)
+
+
 def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int = 30,
                       lr_scale: float = 1.0) -> Tensor:
     """Optimised CROWN upper bound of <A, v_target> [B, S] (never looser than CROWN)."""
@@ -83,14 +103,18 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
         groups.append({"params": list(p.values()), "lr": _lr(state, name) * lr_scale})
     adam = torch.optim.Adam(groups, foreach=True)
     sched = torch.optim.lr_scheduler.ExponentialLR(adam, 0.95)
-    for _ in range(iterations):
+    stop = _STOP_REL.get()
+    for step in range(iterations):
         adam.zero_grad()
         with torch.enable_grad():
             up = crown_upper(state, target, A, opt=opt)
             if not up.requires_grad:  # no parameter is an ancestor of the target
                 break
             up.sum().backward()
-        best = torch.minimum(best, up.detach())
+        prev, best = best, torch.minimum(best, up.detach())
+        if (stop is not None and step > 0  # the first iterate is the CROWN initialisation
+                and float((prev - best).sum()) <= stop * float(best.abs().sum())):
+            return best  # flat: the last step improved the bounds by <= stop (relative)
         adam.step()
         sched.step()
         with torch.no_grad():

@@ -18,7 +18,9 @@ from lipbound.bounds.interval import Interval
 from lipbound.graph.ir import INPUT
 from lipbound.ops import registry
 from lipbound.ops.base import Relaxation
+from lipbound.propagate import windows
 from lipbound.propagate.state import BoundState
+from lipbound.propagate.windows import Cols, Sparse, Window
 
 
 def relaxation(state: BoundState, name: str, opt: Mapping[str, Tensor] | None = None):
@@ -55,47 +57,77 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
     """
     g = state.graph
     B, S = A.shape[:2]
-    pending: dict[str, Tensor] = {target: A}
-    bias = torch.zeros(B, S, dtype=A.dtype, device=A.device)
+    pending: dict[str, Tensor | Sparse] = {target: A}
+    ref = A.data if isinstance(A, (Window, Cols)) else A
+    bias = torch.zeros(B, S, dtype=ref.dtype, device=ref.device)
     A_x = None
     for node in reversed(g.nodes[: g.position(target) + 1]):
         Ac = pending.pop(node.name, None)
         if Ac is None:
             continue
         if opt is not None and beta_key(node.name) in opt:
-            split = state.splits[node.name].unsqueeze(1).to(Ac.dtype)
-            Ac = Ac + opt[beta_key(node.name)]["beta"] * split
+            split = state.splits[node.name].unsqueeze(1).to(ref.dtype)
+            Ac = windows.dense(Ac) + opt[beta_key(node.name)]["beta"] * split
         if not state.dep[node.name]:
             val = state.fixed[node.name].unsqueeze(1)
-            bias = bias + (Ac * val).flatten(2).sum(-1)
+            bias = bias + windows.dot(Ac, val)
             continue
         if node.op == INPUT:
-            A_x = Ac
+            A_x = windows.dense(Ac)
             continue
         op = registry.get(node.op, node.where)
         if op.linear:
             parts, b = _linear_backward(g, node, op, Ac)
-            bias = bias + b
         else:
-            rel = relaxation(state, node.name, None if opt is None else opt.get(node.name))
-            parts, b = op.crown_backward(node.params, Ac, rel)
-            bias = bias + b
+            parts, b = _nonlinear_backward(state, node, op, Ac,
+                                           None if opt is None else opt.get(node.name))
+        bias = bias + b
         for src, part in zip(node.inputs, parts):
             if part is None:
                 continue
             prev = pending.get(src)
-            pending[src] = part if prev is None else prev + part
+            pending[src] = part if prev is None else windows.add(prev, part)
     return A_x, bias
 
 
-def _linear_backward(g, node, op, Ac: Tensor) -> tuple[list[Tensor], Tensor]:
+def _nonlinear_backward(state: BoundState, node, op, Ac, opt) -> tuple[list, Tensor]:
+    """Back-substitution through a nonlinear op's relaxation (windowed coefficients keep
+    their window through elementwise ops, whose relaxation is cropped to it)."""
+    in_shapes = [state.graph[s].shape for s in node.inputs]
+    if not windows.is_elementwise(op, node, in_shapes):
+        rel = relaxation(state, node.name, opt)
+        if isinstance(Ac, Window) and node.op in ("max_pool", "max_pool_grad"):
+            out = windows.pool_backward(op, node.params, Ac, rel, in_shapes[-1])
+            if out is not None:
+                return out
+        return op.crown_backward(node.params, windows.dense(Ac), rel)
+    if isinstance(Ac, Window):
+        if opt is None:
+            rel = windows.crop_relaxation(relaxation(state, node.name), Ac)
+        else:  # elementwise: the relaxation of the window's elements only
+            ivals = [state.interval(s) for s in node.inputs]
+            ivals = [Interval(Ac.crop(v.lower.unsqueeze(1)), Ac.crop(v.upper.unsqueeze(1)))
+                     for v in ivals]
+            rel = op.relax(node.params, *ivals, opt={k: Ac.crop(v) for k, v in opt.items()})
+        return windows.elementwise_backward(op, node.params, Ac, rel)
+    return windows.elementwise_backward(op, node.params, windows.dense(Ac),
+                                        relaxation(state, node.name, opt))
+
+
+def _linear_backward(g, node, op, Ac) -> tuple[list, Tensor]:
     """Coefficients of a linear op's inputs and the bias its offset adds, [B, S] (or [1, S]).
     A coefficient shared by the whole batch (an expanded tensor, e.g. identity rows) is
-    mapped once and expanded again, instead of once per batch element."""
+    mapped once and expanded again, instead of once per batch element; windowed coefficients
+    stay windowed where the op has a rule for them (:mod:`lipbound.propagate.windows`)."""
+    in_shapes = [g[s].shape for s in node.inputs]
+    if isinstance(Ac, (Window, Cols)):
+        out = windows.linear_backward(node, op, in_shapes, Ac)
+        if out is not None:
+            return out
+        Ac = windows.dense(Ac)
     shared = Ac.shape[0] > 1 and Ac.stride(0) == 0
     Ab = Ac[:1] if shared else Ac
     S = Ab.shape[1]
-    in_shapes = [g[s].shape for s in node.inputs]
     flat = Ab.reshape(Ab.shape[0] * S, *node.shape)
     parts = op.vjp(node.params, flat, in_shapes)
     parts = [p.reshape(Ab.shape[0], S, *p.shape[1:]) for p in parts]

@@ -13,15 +13,23 @@ from torch import Tensor
 
 from lipbound.bounds.domains import Box, LpBall
 from lipbound.bounds.interval import Interval
+from lipbound.errors import ProblemTooLargeError, is_out_of_memory
 from lipbound.graph.ir import INPUT
 from lipbound.graph.shapes import nodes_needing_bounds
 from lipbound.ops import registry
+from lipbound.propagate import windows
 from lipbound.propagate.alpha import alpha_crown_upper
 from lipbound.propagate.crown import crown_upper
 from lipbound.propagate.state import BoundState
 
-# rows of a spec processed together when bounding intermediate nodes (memory cap)
+#: memory target of one chunk of CROWN rows in :func:`crown_node_bounds`, in tensor elements:
+#: the coefficients a chunk holds at once, batch x rows x the largest node it passes (or, when
+#: optimising, x the sum of those nodes, whose coefficients autograd keeps for the gradient);
+#: 2**25 float64 elements are 256 MiB. A chunk that runs out of memory is bounded in halves.
 MAX_ELEMENTS_PER_CHUNK = 2**25
+#: hard cap of a single row (2 GiB in float64): a node whose one row needs more, or one row
+#: that runs out of memory, raises ProblemTooLargeError instead of exhausting the memory
+MAX_ELEMENTS_PER_ROW = 2**28
 
 
 def node_rows(state: BoundState, name: str) -> Tensor | None:
@@ -62,19 +70,69 @@ def crown_node_bounds(state: BoundState, name: str, rows: Tensor | None = None,
     upper = torch.full((B, m), torch.inf, dtype=ref.dtype, device=ref.device)
     if R == 0:
         return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
-    chunk = max(1, MAX_ELEMENTS_PER_CHUNK // max(1, B * _largest_numel(state)))
-    ups = []
+    chunk = _chunk_rows(state, name, iterations)
+    up = torch.empty(B, 2 * R, dtype=ref.dtype, device=ref.device)
+    for part, A in _row_groups(node.shape, idx, chunk, ref, B):
+        up[:, part] = _upper_in_halves(state, name, A, iterations)
+    upper[:, idx] = up[:, :R]
+    lower[:, idx] = -up[:, R:]
+    return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
+
+
+#: spatial tile (positions per side) whose rows share a window in :func:`crown_node_bounds`
+#: (0: dense rows)
+WINDOW_TILE = 4
+
+
+def _row_groups(shape: tuple[int, ...], idx: Tensor, chunk: int, ref: Tensor, B: int):
+    """(positions in [0, 2R), coefficients [B, n, *shape]) of the rows [I; -I] at the
+    elements ``idx``: windows of spatial tiles for [C, H, W] nodes, else dense chunks."""
+    R = idx.numel()
+    if WINDOW_TILE and len(shape) == 3 and shape[1] * shape[2] > 1:
+        yield from windows.identity_windows(shape, idx, WINDOW_TILE, chunk, ref.dtype,
+                                            ref.device, B)
+        return
+    m = 1
+    for s in shape:
+        m *= s
     for start in range(0, 2 * R, chunk):
         part = torch.arange(start, min(2 * R, start + chunk), device=ref.device)
         A = torch.zeros(len(part), m, dtype=ref.dtype, device=ref.device)
         sign = torch.where(part < R, 1.0, -1.0).to(ref.dtype)
         A[torch.arange(len(part), device=ref.device), idx[part % R]] = sign
-        A = A.reshape(1, len(part), *node.shape).expand(B, -1, *node.shape)
-        ups.append(_upper(state, name, A, iterations))
-    up = torch.cat(ups, 1)
-    upper[:, idx] = up[:, :R]
-    lower[:, idx] = -up[:, R:]
-    return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
+        yield part, A.reshape(1, len(part), *shape).expand(B, -1, *shape)
+
+
+def _chunk_rows(state: BoundState, name: str, iterations: int) -> int:
+    """Rows per chunk under ``MAX_ELEMENTS_PER_CHUNK`` (at least one; ProblemTooLargeError
+    when one row needs more than ``MAX_ELEMENTS_PER_ROW``)."""
+    g = state.graph
+    sizes = [n.numel for n in g.nodes[: g.position(name) + 1] if state.dep[n.name]]
+    per_row = state.domain.batch_size * (sum(sizes) if iterations > 0 else max(sizes))
+    if per_row > MAX_ELEMENTS_PER_ROW:
+        raise ProblemTooLargeError(
+            f"one CROWN row of node {name!r} needs {per_row} coefficients (batch "
+            f"{state.domain.batch_size}), above the cap of {MAX_ELEMENTS_PER_ROW} "
+            "(lipbound.propagate.intermediate.MAX_ELEMENTS_PER_ROW); use fewer specification rows, "
+            "a smaller input or raise the cap")
+    return max(1, MAX_ELEMENTS_PER_CHUNK // per_row)
+
+
+def _upper_in_halves(state: BoundState, name: str, A, iterations: int) -> Tensor:
+    """:func:`_upper`, in halves of the rows when it runs out of memory."""
+    try:
+        return _upper(state, name, A, iterations)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        if A.shape[1] <= 1:
+            raise ProblemTooLargeError(
+                f"one CROWN row of node {name!r} does not fit in memory; use fewer "
+                "specification rows, a smaller input or a device with more memory") from err
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    halves = windows.split_rows(A, A.shape[1] // 2)
+    return torch.cat([_upper_in_halves(state, name, h, iterations) for h in halves], 1)
 
 
 def _upper(state: BoundState, name: str, A: Tensor, iterations: int) -> Tensor:
@@ -93,7 +151,9 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
     and, per node, elements that cannot change any relaxation (e.g. stable ReLU inputs);
     nodes with split elements are bounded even then (their own splits constrain the input).
     With ``iterations`` > 0 the bounds are optimised (alpha-CROWN per element, with split
-    multipliers beta under branch-and-bound splits).
+    multipliers beta under branch-and-bound splits), after a CROWN pass, only for the
+    elements whose CROWN bounds can still change a relaxation (each element's optimisation
+    is independent of the others', so those get the same bounds as when optimising all).
     """
     for name in nodes_needing_bounds(state.graph):
         if (skip and name in skip) or name == state.graph.input:
@@ -103,6 +163,9 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
         if exact and not split_here:  # splits of its own elements can tighten it (beta)
             continue
         rows = node_rows(state, name)
+        if iterations > 0 and rows is not None:  # optimise only what CROWN leaves undecided
+            state.set_bounds(name, crown_node_bounds(state, name, rows, 0))
+            rows = node_rows(state, name)
         state.set_bounds(name, crown_node_bounds(state, name, rows, iterations))
 
 
@@ -111,10 +174,6 @@ def _has_exact_interval(state: BoundState, name: str) -> bool:
     if node.op in (INPUT,) or len(node.inputs) != 1:
         return False
     return bool(getattr(registry.get(node.op, node.where), "exact_interval", False))
-
-
-def _largest_numel(state: BoundState) -> int:
-    return max(n.numel for n in state.graph.nodes)
 
 
 def _is_first_affine_of_box(state: BoundState, name: str) -> bool:
