@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
-from lipbound.ops.base import NonlinearOp, Params, Relaxation, _signed_bias
+from lipbound.ops.base import NonlinearOp, Params, Relaxation, _signed_bias_where
 from lipbound.ops.registry import register
 from lipbound.ops.smooth import (
     _UNDERFLOW,
@@ -141,7 +141,7 @@ class DomainFunction(NonlinearOp):
         zero = A == 0
         ub = torch.where(zero, 0.0, rel.upper_bias)
         lb = torch.where(zero, 0.0, rel.lower_bias)
-        return (A * torch.where(pos, uw, lw),), _signed_bias(A, pos, ub, lb)
+        return (A * torch.where(pos, uw, lw),), _signed_bias_where(A, pos, ub, lb)
 
     def init_opt(self, params: Params, iv: Interval) -> dict[str, Tensor]:
         _, l, u = self._safe(params, iv.lower, iv.upper)
