@@ -89,7 +89,7 @@ def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
     count: dict[str, int] = {}
     ivs = _interval_images(graph, x, fixed)
     backward = _backward_nodes(graph)
-    values = (ivs or _ibp_images(graph, x, fixed)) if backward else {}
+    values = (ivs or _ibp_images(graph, x, fixed, skip=backward)) if backward else {}
     for n in graph.nodes:
         if n.op == INPUT:
             mags[n.name], count[n.name] = x.abs_max(), 0
@@ -159,34 +159,24 @@ def _interval_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]
     has no such op."""
     if not _needs_intervals(graph, fixed):
         return {}
-    ops = {n.name: registry.get(n.op, n.where) for n in graph.nodes
-           if n.op not in (INPUT, CONST) and n.name not in fixed}
-    tight = tight_intervals(graph, x)
+    return _ibp_images(graph, x, fixed, tight_intervals(graph, x))
+
+
+def _ibp_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor],
+                tight: Mapping[str, Interval] | None = None,
+                skip: frozenset[str] | set[str] = frozenset()) -> dict[str, Interval]:
+    """IBP intervals of the nodes over ``x`` (intersected with ``tight`` where given), except
+    the nodes in ``skip`` and those that read them."""
     ivs: dict[str, Interval] = {}
     for n in graph.nodes:
         if n.op == INPUT:
             ivs[n.name] = x
         elif n.name in fixed:
             ivs[n.name] = Interval.point(fixed[n.name])
-        else:
-            ivs[n.name] = ops[n.name].ibp(n.params, *[ivs[s] for s in n.inputs])
-            if n.name in tight:
-                ivs[n.name] = ivs[n.name].intersect(tight[n.name])
-    return ivs
-
-
-def _ibp_images(graph: Graph, x: Interval, fixed: Mapping[str, Tensor]) -> dict[str, Interval]:
-    """IBP intervals of the forward nodes (those outside the backward part) over ``x``."""
-    backward = _backward_nodes(graph)
-    ivs: dict[str, Interval] = {}
-    for n in graph.nodes:
-        if n.op == INPUT:
-            ivs[n.name] = x
-        elif n.name in fixed:
-            ivs[n.name] = Interval.point(fixed[n.name])
-        elif n.name not in backward:
-            ivs[n.name] = registry.get(n.op, n.where).ibp(n.params,
-                                                          *[ivs[s] for s in n.inputs])
+        elif n.name not in skip and all(s in ivs for s in n.inputs):
+            iv = registry.get(n.op, n.where).ibp(n.params, *[ivs[s] for s in n.inputs])
+            ivs[n.name] = iv if tight is None or n.name not in tight \
+                else iv.intersect(tight[n.name])
     return ivs
 
 
