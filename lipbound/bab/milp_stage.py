@@ -53,8 +53,9 @@ def open_rows(res: BabResult, focus_max: bool, rtol: float = 1e-4) -> Tensor:
     target = torch.maximum(res.lower, res.lower.max()) if focus_max else res.lower
     gap = (res.upper - target) / (target.abs() + 1e-12)
     rows = torch.nonzero(gap > rtol).flatten()
-    return rows[torch.argsort(gap[rows])]  # smallest gaps first: the MILP shares its time
-    # evenly over what is left, so rows it closes fast leave more for the hard ones
+    # smallest gaps first: the MILP shares its time evenly over what is left, so rows it
+    # closes fast leave more for the hard ones
+    return rows[torch.argsort(gap[rows])]
 
 
 def milp_stage(res: BabResult, exact: ExactFn, focus_max: bool, seconds: float,
