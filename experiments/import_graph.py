@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # the engine
     ("graph.ir", "graph", "ops", "bounds", "inputs", "propagate", "jacobian", "exact", "bab"),
     # the public bound API and attacks on top of it
-    ("api", "attack"),
+    ("api", "attack", "global_api"),
     # the outer ring
     ("audit", "smoothing", "verify", "report", "executor", "jobs"),
     # argument parsing

@@ -20,9 +20,10 @@ from lipbound.errors import (
     UnsupportedNormError,
     UnsupportedOperationError,
 )
+from lipbound.global_api import global_lipschitz, margin_lipschitz
 from lipbound.graph.trace import trace
 from lipbound.io import load_onnx, read_vnnlib
-from lipbound.jacobian.global_bound import GlobalLipschitz, global_lipschitz
+from lipbound.jacobian.global_bound import GlobalLipschitz
 from lipbound.results import LipschitzResult
 from lipbound.smoothing import Smooth
 from lipbound.version import __version__
@@ -36,6 +37,7 @@ __all__ = [
     "OutputBounds",
     "OutputProof",
     "global_lipschitz",
+    "margin_lipschitz",
     "jacobian_bounds",
     "local_lipschitz",
     "audit",

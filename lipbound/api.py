@@ -289,24 +289,28 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
                            time.perf_counter() - start, details)
 
 
+#: the global bound local results are capped with (cheap: no SDP)
+GLOBAL_CAP = "fast: least of the naive product and, for l_2 chains, certified ECLipsE-Fast"
+
+
 def _cap_by_global(model: Any, graph: Graph, C: Tensor, p: float, upper: Tensor
                    ) -> tuple[Tensor, dict[str, Any]]:
     """``min(local, global)`` per row: a global constant bounds every local one
     (:mod:`lipbound.jacobian.global_bound`, certified, rounding included). The details say
     which bound each row reports (``bound_source``), the global values, or why none exists."""
     from lipbound.errors import UnsupportedOperationError
-    from lipbound.jacobian.global_bound import METHOD, graph_global_lipschitz
+    from lipbound.jacobian.global_bound import graph_global_lipschitz
 
     try:
         with torch.no_grad():
-            glob = graph_global_lipschitz(graph, C, p, model)
+            glob = graph_global_lipschitz(graph, C, p, model, "fast")
     except UnsupportedOperationError as exc:
         return upper, {"global_upper": None, "global_unavailable": str(exc)}
     g = glob.to(device=upper.device, dtype=upper.dtype)
     g = torch.where(g.double() < glob.to(upper.device), torch.nextafter(
         g, torch.full_like(g, math.inf)), g)  # never round the global bound down
     use = g < upper
-    details = {"global_upper": g.tolist(), "global_method": METHOD,
+    details = {"global_upper": g.tolist(), "global_method": GLOBAL_CAP,
                "bound_source": ["global" if u else "local" for u in use.tolist()]}
     return torch.where(use, g, upper), details
 

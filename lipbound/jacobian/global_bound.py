@@ -21,15 +21,13 @@ input shape, parameter versions, norm and dtype.
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lipbound.bounds.domains import parse_norm
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.naive import NaiveFactors, fold_spec, naive_factors
 
@@ -49,6 +47,7 @@ class GlobalLipschitz:
     norm: float
     method: str = METHOD
     time: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def value(self) -> float:
@@ -57,7 +56,7 @@ class GlobalLipschitz:
     def to_dict(self) -> dict[str, Any]:
         return {"upper": self.upper.tolist(), "value": self.value,
                 "norm": "inf" if self.norm == math.inf else self.norm,
-                "method": self.method, "time": self.time}
+                "method": self.method, "time": self.time, "details": self.details}
 
 
 def _key(model: Any, graph: Graph, p: float) -> tuple | None:
@@ -89,9 +88,86 @@ def graph_factors(graph: Graph, p: float, model: Any = None) -> NaiveFactors:
     return factors
 
 
-def graph_global_lipschitz(graph: Graph, C: Tensor, p: float, model: Any = None) -> Tensor:
-    """Certified global bounds [S] (float64) on the p-Lipschitz constants of the rows of C f."""
-    return fold_spec(graph_factors(graph, p, model), C)
+#: graph-level methods: the naive product, certified ECLipsE-Fast (l_2, chains of monotone
+#: slope-restricted activations), and "fast": the least of those that apply
+GRAPH_METHODS = ("naive", "eclipse", "fast")
+METHODS_DESCRIBED = {"naive": METHOD, "eclipse": "ECLipsE-Fast, certified (l_2 chains)"}
+
+
+def _eclipse_state(graph: Graph, model: Any = None):
+    """The certified ECLipsE state of the graph (cached like the naive factors); raises
+    UnsupportedOperationError when the graph is not a chain it covers."""
+    from lipbound.jacobian.chain import read_chain
+    from lipbound.jacobian.eclipse import eclipse_chain
+
+    key = _key(model, graph, -2.0)
+    if key is not None and key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    state = eclipse_chain(read_chain(graph))
+    if key is not None:
+        _CACHE[key] = state
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return state
+
+
+def _eclipse_rows(graph: Graph, C: Tensor, p: float, model: Any) -> Tensor:
+    from lipbound.errors import UnsupportedNormError
+    from lipbound.jacobian.eclipse import eclipse_rows
+
+    if p != 2.0:
+        raise UnsupportedNormError("method 'eclipse' bounds l_2 Lipschitz constants only")
+    state = _eclipse_state(graph, model)
+    if state is None:
+        return torch.full((C.shape[0],), math.inf, dtype=torch.float64)
+    return torch.from_numpy(eclipse_rows(state, C.detach().double().cpu().numpy()))
+
+
+def graph_global_lipschitz(graph: Graph, C: Tensor, p: float, model: Any = None,
+                           method: str = "naive") -> Tensor:
+    """Certified global bounds [S] (float64) on the p-Lipschitz constants of the rows of C f.
+
+    ``method``: "naive", "eclipse" (l_2 only; UnsupportedOperationError off a chain) or
+    "fast" (the least of the two where eclipse applies)."""
+    if method not in GRAPH_METHODS:
+        from lipbound.errors import InputError
+
+        raise InputError(f"method must be one of {GRAPH_METHODS}, got {method!r}")
+    if method == "eclipse":
+        return _eclipse_rows(graph, C, p, model)
+    naive = fold_spec(graph_factors(graph, p, model), C)
+    if method == "fast" and p == 2.0:
+        from lipbound.errors import UnsupportedOperationError
+
+        try:
+            return torch.minimum(naive, _eclipse_rows(graph, C, p, model).to(naive.device))
+        except UnsupportedOperationError:
+            return naive
+    return naive
+
+
+def graph_vector_lipschitz(graph: Graph, model: Any = None, method: str = "naive") -> float:
+    """A certified bound on the l_2 -> l_2 Lipschitz constant of the whole output vector
+    (``method`` as in :func:`graph_global_lipschitz`)."""
+    from lipbound.jacobian.eclipse import eclipse_vector
+    from lipbound.jacobian.spectral import gram_upper, up
+
+    out = math.inf
+    if method in ("naive", "fast"):
+        f = graph_factors(graph, 2.0, model)
+        out = f.k_in if f.last is None else up(up(gram_upper(f.last)) * f.k_in)
+    if method in ("eclipse", "fast"):
+        from lipbound.errors import UnsupportedOperationError
+
+        try:
+            state = _eclipse_state(graph, model)
+            if state is not None:
+                out = min(out, eclipse_vector(state))
+        except UnsupportedOperationError:
+            if method == "eclipse":
+                raise
+    return out
 
 
 def pair_spec(num_classes: int, dtype=torch.float64, device=None) -> Tensor:
@@ -100,41 +176,5 @@ def pair_spec(num_classes: int, dtype=torch.float64, device=None) -> Tensor:
     return (eye[:, None, :] - eye[None, :, :]).reshape(num_classes * num_classes, num_classes)
 
 
-def _traced_graph(model: nn.Module | Graph, x: Any) -> Graph:
-    from lipbound.inputs import as_tensor, batched_for, get_traced, resolve_model
-
-    model = resolve_model(model)
-    x = as_tensor(x)
-    return get_traced(model, batched_for(model, x), torch.float64, x.device).graph
-
-
-def global_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2,
-                     spec: Any = None) -> GlobalLipschitz:
-    """Certified global Lipschitz bounds of the rows of ``C f`` (``spec`` as in
-    ``lipbound.local_lipschitz``) w.r.t. the input norm ``norm`` (gradients in its dual).
-    ``x``: any input of the right shape (used to trace the model)."""
-    from lipbound.inputs import resolve_model, spec_matrix
-
-    start = time.perf_counter()
-    p = parse_norm(norm)
-    model = resolve_model(model)
-    graph = _traced_graph(model, x)
-    K = graph[graph.output].shape[0]
-    C = spec_matrix(spec, K, torch.float64, torch.device("cpu"))
-    upper = graph_global_lipschitz(graph, C, p, model)
-    return GlobalLipschitz(upper.cpu(), p, time=time.perf_counter() - start)
-
-
-def margin_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2) -> Tensor:
-    """``[K, K]`` float64 matrix L with ``Lip(f_c - f_j) <= L[c, j]`` in ``norm`` (zero
-    diagonal), for every input."""
-    p = parse_norm(norm)
-    graph = _traced_graph(model, x)
-    K = graph[graph.output].shape[0]
-    out = graph_global_lipschitz(graph, pair_spec(K), p, model).reshape(K, K).cpu()
-    out.fill_diagonal_(0.0)
-    return out
-
-
-__all__ = ["METHOD", "GlobalLipschitz", "global_lipschitz", "graph_factors",
-           "graph_global_lipschitz", "margin_lipschitz", "pair_spec"]
+__all__ = ["GRAPH_METHODS", "METHOD", "GlobalLipschitz", "graph_factors",
+           "graph_global_lipschitz", "graph_vector_lipschitz", "pair_spec"]

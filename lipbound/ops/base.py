@@ -182,6 +182,12 @@ class NonlinearOp(Op):
         error); None for ops that are not elementwise functions of one input."""
         return None
 
+    def slope_range(self, params: Params) -> tuple[float, float] | None:
+        """``(alpha, beta)`` with ``alpha <= (f(a) - f(b)) / (a - b) <= beta`` for all a != b
+        (slope restriction) of an elementwise op of one input; None if unknown or not
+        elementwise (the compositional global bounds then do not apply)."""
+        return None
+
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor | float:
         """Bound on the rounding of one evaluation at exact inputs (0: exact, like max)."""

@@ -93,6 +93,12 @@ class PiecewiseLinear(NonlinearOp):
         b, s, c = _pieces(params)
         return max(abs(v) for v in s) if _continuous(b, s, c) else None
 
+    def slope_range(self, params: Params) -> tuple[float, float] | None:
+        """A continuous piecewise-linear function's difference quotients are convex
+        combinations of its slopes."""
+        b, s, c = _pieces(params)
+        return (min(s), max(s)) if _continuous(b, s, c) else None
+
     interval_aware = True
 
     def needs_intervals(self, params: Params) -> bool:

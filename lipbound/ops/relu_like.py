@@ -36,6 +36,11 @@ class LeakyReLU(NonlinearOp):
     def lipschitz(self, params: Params) -> float:
         return max(1.0, abs(self.slope(params)))
 
+    def slope_range(self, params: Params) -> tuple[float, float]:
+        """Difference quotients of max(x, k x) lie between min(k, 1) and max(k, 1)."""
+        k = self.slope(params)
+        return min(k, 1.0), max(k, 1.0)
+
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor | float:
         """ReLU is exact; the product k x of LeakyReLU rounds once."""

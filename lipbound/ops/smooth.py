@@ -45,6 +45,9 @@ class SmoothFn:
     lipschitz: float
     #: absolute error of torch's evaluation beyond its ulps (softplus returns x above 20)
     eval_abs: float = 0.0
+    #: (inf f', sup f') over the real line (difference quotients lie in between by the mean
+    #: value theorem); None where not recorded
+    slopes: tuple[float, float] | None = None
 
 
 #: ulps of max(|x|, |f(x)|) that torch's vectorised evaluation of a smooth activation may be
@@ -143,6 +146,9 @@ class SmoothActivation(NonlinearOp):
 
     def lipschitz(self, params: Params) -> float:
         return self.fn.lipschitz
+
+    def slope_range(self, params: Params) -> tuple[float, float] | None:
+        return self.fn.slopes
 
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor:
@@ -253,14 +259,14 @@ def sign_changes(g: Callable[[Tensor], Tensor], lo: float = -40.0, hi: float = 4
 _SIG_INFL = math.log((3 - math.sqrt(3)) / (3 + math.sqrt(3)))  # where sigmoid''' = 0
 _TANH_INFL = math.atanh(1 / math.sqrt(3))  # where tanh''' = 0
 
-SIGMOID = SmoothFn("sigmoid", torch.sigmoid, _dsig, (0.0,), 0.25)
-TANH = SmoothFn("tanh", torch.tanh, _dtanh, (0.0,), 1.0)
+SIGMOID = SmoothFn("sigmoid", torch.sigmoid, _dsig, (0.0,), 0.25, slopes=(0.0, 0.25))
+TANH = SmoothFn("tanh", torch.tanh, _dtanh, (0.0,), 1.0, slopes=(0.0, 1.0))
 GELU = SmoothFn("gelu", lambda x: x * _Phi(x), _dgelu, (-_SQRT2, _SQRT2), 1.12891)
 SILU = SmoothFn("silu", lambda x: x * torch.sigmoid(x), _dsilu,
                 sign_changes(_d2silu, -20.0, 20.0, 40_001), 1.0999)
 SOFTPLUS = SmoothFn("softplus", torch.nn.functional.softplus, torch.sigmoid, (), 1.0,
-                    eval_abs=math.exp(-20.0))
-ELU = SmoothFn("elu", _elu, _delu, (0.0,), 1.0)
+                    eval_abs=math.exp(-20.0), slopes=(0.0, 1.0))
+ELU = SmoothFn("elu", _elu, _delu, (0.0,), 1.0, slopes=(0.0, 1.0))
 
 # derivatives, as functions of the pre-activation, for Clarke-Jacobian graphs
 D_SIGMOID = SmoothFn("d_sigmoid", _dsig, _d2sig, (_SIG_INFL, -_SIG_INFL), 0.0963)

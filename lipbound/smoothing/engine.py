@@ -80,15 +80,16 @@ def model_support(model: torch.nn.Module, x: torch.Tensor) -> str | None:
 
 
 def margin_constants(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray | None:
-    """``[K, K]`` certified global l2 constants of ``f_c - f_j`` (engine), or None when the
-    engine has no Lipschitz fact for some op of the model (cached)."""
-    from lipbound.jacobian.global_bound import margin_lipschitz
+    """``[K, K]`` certified global l2 constants of ``f_c - f_j`` (engine: the least of the
+    naive product and, for chains, ECLipsE-Fast), or None when the engine has no Lipschitz
+    fact for some op of the model (cached)."""
+    from lipbound.global_api import margin_lipschitz
 
     sig = _signature(model, tuple(x.shape))
     per = _MARGINS.setdefault(model, {})
     if sig not in per:
         try:
-            per[sig] = margin_lipschitz(model, x, norm=2).numpy()
+            per[sig] = margin_lipschitz(model, x, norm=2, method="fast").numpy()
         except ENGINE_ERRORS:
             per[sig] = None
     return per[sig]
