@@ -15,14 +15,19 @@ T >= 0 diagonal" is solved by SCS through cvxpy on weights rescaled by powers of
 floating point) so that every layer has spectral norm about 1.
 
 Certification: SCS's (rho, T) is only approximately feasible.  For the returned T (clipped to
-T >= 0) and any rho, with lam = lambda_max(M(rho, T)) computed in float64 plus a rigorous bound err
-on the rounding of forming M and of the symmetric eigensolver,
+T >= 0) and any rho, with lam an upper bound on lambda_max(M(rho, T)) of the *exact* real matrix
+built from the float64 weights and T,
 
-    ||df||^2 <= rho ||dx||^2 + max(lam + err, 0) ||dv||^2 <= (rho + max(lam + err, 0) C) ||dx||^2,
+    ||df||^2 <= rho ||dx||^2 + max(lam, 0) ||dv||^2 <= (rho + max(lam, 0) C) ||dx||^2,
 
-C = 1 + sum_i K_i^2 with K_i the naive Lipschitz bound of x -> h_i.  ``certified`` is the square
-root of the minimum of that convex function of rho (golden-section search); it is sound whatever SCS
-returned.
+C = 1 + sum_i K_i^2 with K_i the naive Lipschitz bound of x -> h_i (products of Gram-iteration
+bounds, :func:`lipbound.jacobian.spectral.gram_upper`, rounded up).  ``certified`` is the square
+root of that value at the best rho found by a golden-section search on float64 eigenvalues; only
+the final rho is certified, rigorously: lam comes from
+:func:`lipbound.jacobian.psd.lambda_max_upper` (a Cholesky proof of ``lam I - M >= 0``, Demmel's
+bound), with the rounding of forming M bounded elementwise by ``gamma_{k} |A|^T |T| |A|``-type
+absolute products (k = dim + K + 8 covers every product and sum of an entry) and passed on in
+Frobenius norm.  It is sound whatever SCS returned; the naive product is rigorous too.
 """
 
 from __future__ import annotations
@@ -32,20 +37,22 @@ import time
 
 import cvxpy as cp
 import numpy as np
+import torch
 
 from lipbound.errors import SolverError
 from lipbound.exact.mlp import as_mlp
 from lipbound.exact.result import LipSDPResult
+from lipbound.jacobian.psd import lambda_max_upper
+from lipbound.jacobian.spectral import frobenius_upper, gamma_up, gram_upper, up
 
 _EPS = np.finfo(np.float64).eps
 
 
 def _spec_norm_upper(w: np.ndarray) -> float:
-    """An upper bound on ||w||_2: the SVD value inflated for rounding, capped by Frobenius."""
+    """A certified upper bound on ||w||_2 (Gram iteration, rounding included)."""
     if w.size == 0:
         return 0.0
-    s = float(np.linalg.norm(w, 2)) * (1 + 1e-10)
-    return min(s, float(np.linalg.norm(w)) * (1 + 1e-12))
+    return gram_upper(torch.from_numpy(np.array(w, dtype=np.float64)))
 
 
 def _pow2_scale(w: np.ndarray) -> float:
@@ -89,18 +96,25 @@ def lipsdp_neuron(mlp, c=None, *, eps: float = 1e-6, max_iters: int = 200_000,
     t0 = time.perf_counter()
     mlp = as_mlp(mlp)
     ws = list(mlp.weights)
+    row_err = 0.0  # ||c^T W_L (exact) - the computed row||_2
     if c is not None:
         cvec = mlp.spec_row(c)
+        row_err = frobenius_upper(torch.from_numpy(
+            gamma_up(len(cvec) + 2) * (np.abs(cvec) @ np.abs(ws[-1]))))
         ws[-1] = (cvec @ ws[-1])[None, :]
     slopes = mlp.negative_slopes
     smax = [max(abs(a), abs(b)) for a, b in map(_slopes, slopes)]
+    k_hidden = 1.0  # naive bound of x -> h_{L-1}: the row error's effect is row_err k_hidden
+    for i, w in enumerate(ws[:-1]):
+        k_hidden = up(k_hidden * up(_spec_norm_upper(w) * smax[i]))
+    row_slack = up(row_err * k_hidden)
     # naive bound: prod ||W_i|| * prod max slope
     naive = 1.0
     for i, w in enumerate(ws):
-        naive *= _spec_norm_upper(w) * (smax[i] if i < len(smax) else 1.0)
-    naive *= 1 + 1e-12
+        naive = up(naive * up(_spec_norm_upper(w) * (smax[i] if i < len(smax) else 1.0)))
+    naive = up(naive + row_slack)
     if mlp.num_hidden_layers == 0:  # a linear map: the spectral norm is the answer
-        val = _spec_norm_upper(ws[0])
+        val = up(_spec_norm_upper(ws[0]) + row_slack)
         return LipSDPResult(val, val, float(np.linalg.norm(ws[0], 2)), naive,
                             time.perf_counter() - t0, "exact (linear model)")
 
@@ -142,7 +156,7 @@ def lipsdp_neuron(mlp, c=None, *, eps: float = 1e-6, max_iters: int = 200_000,
 
     # ------------------------------------------------------------------ certification
     cert_rho, info = certify_multipliers(wn, slopes, tv, rho_sdp)
-    certified = math.sqrt(cert_rho) * total_scale * (1 + 1e-12)
+    certified = up(up(up(math.sqrt(cert_rho)) * total_scale) + row_slack)
     sdp_value = math.sqrt(max(rho_sdp, 0.0)) * total_scale
     return LipSDPResult(
         value=min(certified, naive),
@@ -156,10 +170,9 @@ def lipsdp_neuron(mlp, c=None, *, eps: float = 1e-6, max_iters: int = 200_000,
     )
 
 
-def certify_multipliers(weights, slopes, t: np.ndarray, rho_hint: float | None = None):
-    """Smallest provable rho (see module docstring) for multipliers t >= 0 of the network with
-    the given weights (the last one possibly a spec row).  Returns (rho, info)."""
-    t = np.maximum(np.asarray(t, dtype=np.float64), 0.0)
+def _lmi_matrix(weights, slopes, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The computed N = Q(T) + diag(0, ..., W_L^T W_L) (symmetrised) and an elementwise bound
+    of |N_computed - N_exact| (module docstring); also n0 and the dimension."""
     A, B, al, be, n0, dim = _structure(weights, slopes)
     wl = weights[-1]
     nl = wl.shape[1]
@@ -171,27 +184,36 @@ def certify_multipliers(weights, slopes, t: np.ndarray, rho_hint: float | None =
     N_[dim - nl:, dim - nl:] += wl.T @ wl
     N_ = (N_ + N_.T) / 2
     absA = np.abs(A)
-    Nabs = (2 * absA.T * (np.abs(ab) * t)) @ absA + 2 * (B.T * (np.abs(apb) * t)) @ absA
-    Nabs += 2 * (B.T * t) @ B
+    P = (np.abs(B).T * (np.abs(apb) * t)) @ absA
+    Nabs = (2 * absA.T * (np.abs(ab) * t)) @ absA + P + P.T + 2 * (np.abs(B).T * t) @ np.abs(B)
     Nabs[dim - nl:, dim - nl:] += np.abs(wl).T @ np.abs(wl)
-    # rounding: forming N (inner products of length <= dim) and the eigensolver (backward
-    # stable: error <= c * dim * eps * ||M||_2); both covered generously by this bound
-    base_err = 32.0 * (dim + 2) * _EPS * float(np.linalg.norm(Nabs))
-    # C = 1 + sum_i K_i^2, K_i = naive Lipschitz bound of x -> h_i
+    g = gamma_up(dim + wl.shape[0] + 8)
+    err = 2 * g * Nabs + 2 * _EPS * np.abs(N_)
+    return N_, err, n0, dim
+
+
+def certify_multipliers(weights, slopes, t: np.ndarray, rho_hint: float | None = None):
+    """Smallest provable rho (see module docstring) for multipliers t >= 0 of the network with
+    the given weights (the last one possibly a spec row).  Returns (rho, info): ``rho`` is
+    certified (rigorous eigenvalue bound at the chosen point); the search itself uses plain
+    float64 eigenvalues."""
+    t = np.maximum(np.asarray(t, dtype=np.float64), 0.0)
+    N_, err_elem, n0, dim = _lmi_matrix(weights, slopes, t)
+    base_err = frobenius_upper(torch.from_numpy(err_elem))
+    # C = 1 + sum_i K_i^2, K_i = naive Lipschitz bound of x -> h_i (rounded up)
     C = 1.0
     K = 1.0
     for i in range(len(weights) - 1):
         a_, b_ = _slopes(slopes[i])
-        K *= _spec_norm_upper(weights[i]) * max(abs(a_), abs(b_))
-        C += K * K
+        K = up(K * up(_spec_norm_upper(weights[i]) * max(abs(a_), abs(b_))))
+        C = up(C + up(K * K))
     E_idx = np.arange(n0)
 
-    def g(rho: float) -> float:
+    def g(rho: float) -> float:  # the search's (uncertified) objective
         M = N_.copy()
         M[E_idx, E_idx] -= rho
         lam = float(np.linalg.eigvalsh(M)[-1])
-        err = base_err + 32.0 * (dim + 2) * _EPS * rho * math.sqrt(n0)
-        return rho + C * max(lam + err, 0.0)
+        return rho + C * max(lam + base_err, 0.0)
 
     evals: dict[float, float] = {}
 
@@ -204,9 +226,8 @@ def certify_multipliers(weights, slopes, t: np.ndarray, rho_hint: float | None =
     # make sure the bracket's right end is past the minimum (g grows linearly beyond it)
     while G(hi) > G(hi / 2) + 1e-15 and hi < 1e12:
         hi *= 4
-    lo = 0.0
     invphi = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
+    a, b = 0.0, hi
     x1, x2 = b - invphi * (b - a), a + invphi * (b - a)
     for _ in range(200):
         if G(x1) <= G(x2):
@@ -221,5 +242,11 @@ def certify_multipliers(weights, slopes, t: np.ndarray, rho_hint: float | None =
         G(rho_hint)
         G(rho_hint * (1 + 1e-7))
     best_rho = min(evals, key=evals.get)
-    return evals[best_rho], {"certified_rho_at": best_rho, "C": C, "eig_err": base_err,
-                             "evaluations": len(evals)}
+    # ---- the rigorous evaluation at the chosen rho
+    M = N_.copy()
+    M[E_idx, E_idx] -= best_rho
+    err = up(base_err + up(2 * _EPS * float(np.abs(np.diag(M)).max())))
+    lam_up = lambda_max_upper(M, err)
+    cert = up(best_rho + up(C * max(lam_up, 0.0)))
+    return cert, {"certified_rho_at": best_rho, "C": C, "eig_err": err, "lambda_max_upper":
+                  lam_up, "evaluations": len(evals)}
