@@ -242,3 +242,46 @@ def test_local_crown_is_capped_by_eclipse_on_the_issue_mlp():
     assert r.details["bound_source"] == ["global"] * 10
     assert torch.all(r.upper <= ecl.upper.to(r.upper.dtype))
     assert torch.all(r.lower <= r.upper)
+
+
+@pytest.mark.parametrize("output,attained", [("softmax", 0.5 * math.sqrt(2)),
+                                             ("sparsemax", math.sqrt(2))])
+def test_soft_output_factor_is_tight_on_the_identity(output, attained):
+    """f = identity on R^2, row p_1 - p_2 at x = 0: the gradient norm is sqrt(2)/(2t)
+    (softmax) or sqrt(2)/t (sparsemax), which the bound must reach and not exceed much."""
+    lin = nn.Linear(2, 2, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(2))
+    model = nn.Sequential(lin).eval()
+    spec = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    for t in (0.5, 2.0):
+        g = global_lipschitz(model, torch.zeros(2, dtype=torch.float64), 2, spec=spec,
+                             method="best", output=output, temperature=t)
+        J = torch.autograd.functional.jacobian(
+            lambda z: spec @ _soft(model(z[None])[0], output, t),
+            torch.zeros(2, dtype=torch.float64))
+        assert float(torch.linalg.vector_norm(J)) == pytest.approx(attained / t)
+        assert attained / t <= float(g.upper[0]) <= attained / t * (1 + 1e-9)
+
+
+def test_eclipse_is_exact_where_the_product_is_attained():
+    """Rank-one positive layers: every ReLU is active at x0 > 0 and the Jacobian there has
+    norm prod ||W_i||, so the true constant equals the naive product and ECLipsE (between the
+    two) must match it to rounding: an under-estimate by any factor fails here."""
+    gen = torch.Generator().manual_seed(3)
+    v, u, u2 = (torch.rand(n, generator=gen, dtype=torch.float64) + 0.1 for n in (5, 7, 6))
+    w = torch.rand(3, generator=gen, dtype=torch.float64) + 0.1
+    layers = [nn.Linear(5, 7, bias=False), nn.ReLU(), nn.Linear(7, 6, bias=False), nn.ReLU(),
+              nn.Linear(6, 3, bias=False)]
+    model = nn.Sequential(*layers).double().eval()
+    with torch.no_grad():
+        layers[0].weight.copy_(torch.outer(u, v))
+        layers[2].weight.copy_(torch.outer(u2, u))
+        layers[4].weight.copy_(torch.outer(w, u2))
+    J = torch.autograd.functional.jacobian(lambda z: model(z[None])[0], v)
+    g = global_lipschitz(model, v, 2, method="eclipse")
+    attained = torch.linalg.vector_norm(J, dim=1)
+    assert torch.all(attained <= g.upper)
+    assert torch.all(g.upper <= attained * (1 + 1e-6))
+    vec = float(torch.linalg.matrix_norm(J, ord=2))
+    assert vec <= g.details["vector_l2"] <= vec * (1 + 1e-6)
