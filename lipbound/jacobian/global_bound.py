@@ -8,14 +8,14 @@ the last Linear is folded with the spec rows. Every scalar step is rounded upwar
 results bound the Lipschitz constant of the real-arithmetic function of the graph's weights
 (the function every other bound of lipbound is about) for all inputs at once.
 
-A global constant bounds every local one: ``lipbound.local_lipschitz`` returns
-``min(local, global)`` per row (``details["bound_source"]`` says which won).
+Also here, for l_2: certified ECLipsE-Fast on chains (:mod:`lipbound.jacobian.eclipse`,
+matrix inequalities proved by Cholesky in float64) and "fast", the least of the two, which
+``lipbound.local_lipschitz`` caps its local results with (``min(local, global)`` per row;
+``details["bound_source"]`` says which won). The public entry points (methods naive /
+eclipse / lipsdp / fast / best, soft outputs) are in :mod:`lipbound.global_api`.
 
-    g = global_lipschitz(model, x, norm=2)            # rows of f (spec=None) or of C f
-    L = margin_lipschitz(model, x, norm=2)            # [K, K]: Lip(f_c - f_j) <= L[c, j]
-
-``x`` only fixes the input shape for tracing. The per-graph factors are cached per model,
-input shape, parameter versions, norm and dtype.
+The per-graph factors and ECLipsE states are cached per model, input shape, parameter
+versions, norm and dtype.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ model, input shape and parameter versions; ``best`` records the reason and skips
 For a traceable model this module provides
 
 * :func:`margin_constants`: certified global l2 constants of the logit differences from the
-  engine (:func:`lipbound.jacobian.global_bound.margin_lipschitz`), for any traced model;
+  engine (:func:`lipbound.global_api.margin_lipschitz`, method "fast"), for any traced model;
 * :func:`attack_radii`: batched DeepFool distances to a point of another class (each checked
   by a forward pass): *upper* bounds of every certified radius, used to skip bound calls that
   cannot succeed and to bound what ``local-margins`` can gain before paying for bounds;

@@ -258,7 +258,7 @@ def test_soft_output_factor_is_tight_on_the_identity(output, attained):
         g = global_lipschitz(model, torch.zeros(2, dtype=torch.float64), 2, spec=spec,
                              method="best", output=output, temperature=t)
         J = torch.autograd.functional.jacobian(
-            lambda z: spec @ _soft(model(z[None])[0], output, t),
+            lambda z, t=t: spec @ _soft(model(z[None])[0], output, t),
             torch.zeros(2, dtype=torch.float64))
         assert float(torch.linalg.vector_norm(J)) == pytest.approx(attained / t)
         assert attained / t <= float(g.upper[0]) <= attained / t * (1 + 1e-9)
