@@ -102,7 +102,8 @@ def run(args):
 
 def summary(rows):
     def med(key, den="sampled", sel=lambda r: True):
-        v = [r[key] / r[den] for r in rows if sel(r) and r.get(key) is not None]
+        v = [r[key] / r[den] for r in rows
+             if sel(r) and r.get(key) is not None and r.get(den) is not None]
         return (round(statistics.median(v), 4), len(v)) if v else None
 
     out = {}

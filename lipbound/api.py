@@ -311,6 +311,7 @@ def _cap_by_global(model: Any, graph: Graph, C: Tensor, p: float, upper: Tensor
         g, torch.full_like(g, math.inf)), g)  # never round the global bound down
     use = g < upper
     details = {"global_upper": g.tolist(), "global_method": GLOBAL_CAP,
+               "local_upper": upper.tolist(),
                "bound_source": ["global" if u else "local" for u in use.tolist()]}
     return torch.where(use, g, upper), details
 
