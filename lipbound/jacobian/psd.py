@@ -12,9 +12,10 @@ factorisation run in float64 (Rump, "Verification of positive definiteness", BIT
   which each inner product is accumulated. Hence ``||dH||_2 <= gamma_{n+1} || |R| ||_2^2 <=
   gamma_{n+1} ||R||_F^2`` and ``H >= -gamma_{n+1} ||R||_F^2 I``.
 * :func:`certify_psd` rescales by a diagonal of powers of two ``S`` (exact) so that the
-  diagonal is about 1, factors ``H = fl(S a S - c I)`` with our own right-looking loop
-  (:func:`cholesky_upper`: one rounded product and one rounded subtraction per update, one
-  rounded division and square root per entry, so it *is* the standard algorithm) and accepts
+  diagonal is about 1, factors ``H = fl(S a S - c I)`` with our own partitioned
+  right-looking loop (:func:`cholesky_upper`: each entry is ``h_ij`` minus its inner product,
+  accumulated in some order (blocks by conventional matrix products), then one rounded
+  division or square root; no reciprocals, so it *is* the standard algorithm) and accepts
   iff
 
       c >= ||S||_2^2 err + gamma_{n+1} ||R||_F^2 + 2u max_j |H_jj| + n (n + 2) 2^-1074 m^2,
@@ -43,21 +44,29 @@ _U = 2.0 ** -53
 _TINY = 5e-324
 
 
-def cholesky_upper(h: np.ndarray) -> np.ndarray | None:
-    """Upper triangular R with R^T R ~ h by the standard right-looking algorithm in float64,
-    or None when a pivot is not positive."""
+def cholesky_upper(h: np.ndarray, block: int = 64) -> np.ndarray | None:
+    """Upper triangular R with R^T R ~ h by the standard right-looking algorithm in float64
+    (partitioned: the pivot rows of a block are updated column by column, the trailing
+    matrix once per block with one matrix product; every entry is still ``a_ij`` minus the
+    sum of its products ``r_ki r_kj``, accumulated in some order, divided by ``r_ii`` or
+    square-rooted, which is all Demmel's bound assumes), or None when a pivot is not
+    positive."""
     a = np.array(h, dtype=np.float64, copy=True)
     n = a.shape[0]
     r = np.zeros_like(a)
-    for k in range(n):
-        piv = a[k, k]
-        if not piv > 0.0:
-            return None
-        rkk = math.sqrt(piv)
-        r[k, k] = rkk
-        row = a[k, k + 1:] / rkk
-        r[k, k + 1:] = row
-        a[k + 1:, k + 1:] -= np.outer(row, row)
+    for k0 in range(0, n, block):
+        k1 = min(k0 + block, n)
+        for k in range(k0, k1):
+            piv = a[k, k]
+            if not piv > 0.0:
+                return None
+            rkk = math.sqrt(piv)
+            r[k, k] = rkk
+            row = a[k, k + 1:] / rkk
+            r[k, k + 1:] = row
+            a[k + 1:k1, k + 1:] -= np.outer(row[:k1 - k - 1], row)
+        panel = r[k0:k1, k1:]
+        a[k1:, k1:] -= panel.T @ panel
     return r
 
 
