@@ -285,3 +285,34 @@ def test_eclipse_is_exact_where_the_product_is_attained():
     assert torch.all(g.upper <= attained * (1 + 1e-6))
     vec = float(torch.linalg.matrix_norm(J, ord=2))
     assert vec <= g.details["vector_l2"] <= vec * (1 + 1e-6)
+
+
+# ------------------------------------------------------------------ shipped models
+def _shipped():
+    from lipbound.models import registry
+
+    return registry.available()
+
+
+@pytest.mark.parametrize("name", _shipped())
+def test_global_bounds_dominate_gradients_of_shipped_models(name):
+    """Every shipped model: the 'fast' bound (naive, or ECLipsE where it is tighter) is above
+    the row gradient norms at sampled points (digit-like inputs and Gaussian noise) and never
+    above the naive product."""
+    from lipbound.models import registry
+
+    info = registry.info(name)
+    model = registry.load(name).double()
+    x = torch.zeros(*info.input_shape, dtype=torch.float64)
+    try:
+        naive = global_lipschitz(model, x, 2, method="naive")
+    except UnsupportedOperationError:
+        pytest.skip(f"{name}: no global Lipschitz fact for some op")
+    fast = global_lipschitz(model, x, 2, method="fast")
+    assert torch.all(fast.upper <= naive.upper)
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.rand(24, *info.input_shape, generator=gen, dtype=torch.float64)
+    xs = torch.cat([xs, xs + 0.5 * torch.randn(xs.shape, generator=gen, dtype=torch.float64)])
+    J = _jacobians(model, xs)
+    assert torch.all(torch.linalg.vector_norm(J, dim=2).amax(0) <= fast.upper)
+    assert float(torch.linalg.matrix_norm(J, ord=2).max()) <= fast.details["vector_l2"]
