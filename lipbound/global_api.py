@@ -56,15 +56,20 @@ def _traced_graph(model: nn.Module | Graph, x: Any) -> Graph:
 
 
 def _lipsdp_vector(graph: Graph) -> float:
-    """LipSDP-Neuron's certified l_2 bound of the logit vector (inf when it does not apply or
-    the solver fails)."""
-    from lipbound.errors import SolverError
+    """LipSDP-Neuron's certified l_2 bound of the logit vector (inf when it does not apply,
+    the solver fails, or the graph's layers are not exactly representable as float64
+    matrices: the MLP reader composes affine pieces in floating point, so only chains whose
+    composition is exact, linear weights and reshapes, are handed to it)."""
+    from lipbound.errors import SolverError, UnsupportedOperationError
     from lipbound.exact.from_graph import mlp_from_graph
     from lipbound.exact.lipsdp import lipsdp_neuron
+    from lipbound.jacobian.chain import read_chain
 
     try:
+        if any(layer.err > 0 for layer in read_chain(graph)):
+            return math.inf
         res = lipsdp_neuron(mlp_from_graph(graph, "method 'lipsdp'").mlp)
-    except (UnsupportedModelError, SolverError):
+    except (UnsupportedModelError, UnsupportedOperationError, SolverError):
         return math.inf
     return float(res.certified)
 

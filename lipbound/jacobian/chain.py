@@ -81,7 +81,7 @@ def _close(piece: _Piece, n: int) -> tuple[np.ndarray, float]:
 
 def _beta(node) -> float:
     op = registry.get(node.op, node.where)
-    rng = op.slope_range(node.params) if op.elementwise and len(node.inputs) == 1 else None
+    rng = op.slope_range(node.params) if len(node.inputs) == 1 else None
     if rng is None or not (rng[0] >= 0.0):
         raise _unsupported(node, "the activation is not monotone with a known slope range")
     return float(rng[1])

@@ -67,6 +67,8 @@ CASES = [
     ("sigmoid", lambda: _mlp([4, 10, 10, 3], nn.Sigmoid, 2, scale=3.0), (4,)),
     ("leaky", lambda: _mlp([6, 16, 8, 3], lambda: nn.LeakyReLU(0.1), 3), (6,)),
     ("cnn", lambda: _cnn(4), (1, 8, 8)),
+    ("hardtanh", lambda: _mlp([6, 16, 16, 3], nn.Hardtanh, 5, scale=2.0), (6,)),
+    ("hardsigmoid", lambda: _mlp([6, 16, 16, 3], nn.Hardsigmoid, 6, scale=4.0), (6,)),
 ]
 
 
