@@ -287,6 +287,8 @@ def test_eclipse_is_exact_where_the_product_is_attained():
     assert torch.all(g.upper <= attained * (1 + 1e-6))
     vec = float(torch.linalg.matrix_norm(J, ord=2))
     assert vec <= g.details["vector_l2"] <= vec * (1 + 1e-6)
+    sdp = global_lipschitz(model, v, 2, method="lipsdp").details["vector_l2"]
+    assert vec <= sdp <= vec * 1.01
 
 
 # ------------------------------------------------------------------ shipped models
