@@ -41,18 +41,11 @@ from lipbound.jacobian.global_bound import (
     graph_global_lipschitz,
     graph_vector_lipschitz,
     pair_spec,
+    traced_graph,
 )
 from lipbound.jacobian.soft import check_output, soft_rows
 
 METHODS = ("naive", "eclipse", "lipsdp", "fast", "best")
-
-
-def _traced_graph(model: nn.Module | Graph, x: Any) -> Graph:
-    from lipbound.inputs import as_tensor, batched_for, get_traced, resolve_model
-
-    model = resolve_model(model)
-    x = as_tensor(x)
-    return get_traced(model, batched_for(model, x), torch.float64, x.device).graph
 
 
 def _lipsdp_vector(graph: Graph) -> float:
@@ -96,7 +89,7 @@ def _rows_and_vector(graph: Graph, C: Tensor, p: float, model: Any, method: str
 
 
 def global_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2,
-                     spec: Any = None, method: str = "naive", output: str = "logits",
+                     spec: Any = None, method: str = "fast", output: str = "logits",
                      temperature: float = 1.0) -> GlobalLipschitz:
     """Certified global Lipschitz bounds of the rows of ``C out`` (``spec`` as in
     ``lipbound.local_lipschitz``; ``out`` the logits or their softmax / sparsemax at
@@ -110,7 +103,7 @@ def global_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str =
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     check_output(output, temperature)
     model = resolve_model(model)
-    graph = _traced_graph(model, x)
+    graph = traced_graph(model, x)
     K = graph[graph.output].shape[0]
     C = spec_matrix(spec, K, torch.float64, torch.device("cpu"))
     if output == "logits":
@@ -126,11 +119,11 @@ def global_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str =
 
 
 def margin_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2,
-                     method: str = "naive") -> Tensor:
+                     method: str = "fast") -> Tensor:
     """``[K, K]`` float64 matrix L with ``Lip(f_c - f_j) <= L[c, j]`` in ``norm`` (zero
     diagonal), for every input (``method`` as in :func:`global_lipschitz`)."""
     p = parse_norm(norm)
-    graph = _traced_graph(model, x)
+    graph = traced_graph(model, x)
     K = graph[graph.output].shape[0]
     out = global_lipschitz(model, x, p, spec=pair_spec(K), method=method).upper
     out = out.reshape(K, K).cpu()

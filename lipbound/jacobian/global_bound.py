@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from lipbound.bounds.domains import parse_norm
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.naive import NaiveFactors, fold_spec, naive_factors
 
@@ -176,5 +177,29 @@ def pair_spec(num_classes: int, dtype=torch.float64, device=None) -> Tensor:
     return (eye[:, None, :] - eye[None, :, :]).reshape(num_classes * num_classes, num_classes)
 
 
+def traced_graph(model: nn.Module | Graph, x: Any) -> Graph:
+    """The float64 graph of ``model`` traced at the shape of ``x``."""
+    from lipbound.inputs import as_tensor, batched_for, get_traced, resolve_model
+
+    model = resolve_model(model)
+    x = as_tensor(x)
+    return get_traced(model, batched_for(model, x), torch.float64, x.device).graph
+
+
+def margin_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2,
+                     method: str = "fast") -> Tensor:
+    """``[K, K]`` float64 matrix L with ``Lip(f_c - f_j) <= L[c, j]`` in ``norm`` (zero
+    diagonal), for every input, by a graph method (:data:`GRAPH_METHODS`; "fast": the naive
+    product, and certified ECLipsE-Fast where it applies and is tighter).
+    :func:`lipbound.global_api.margin_lipschitz` adds LipSDP."""
+    p = parse_norm(norm)
+    graph = traced_graph(model, x)
+    K = graph[graph.output].shape[0]
+    out = graph_global_lipschitz(graph, pair_spec(K), p, model, method).reshape(K, K).cpu()
+    out.fill_diagonal_(0.0)
+    return out
+
+
 __all__ = ["GRAPH_METHODS", "METHOD", "GlobalLipschitz", "graph_factors",
-           "graph_global_lipschitz", "graph_vector_lipschitz", "pair_spec"]
+           "graph_global_lipschitz", "graph_vector_lipschitz", "margin_lipschitz", "pair_spec",
+           "traced_graph"]
