@@ -78,7 +78,10 @@ def _rows_and_vector(graph: Graph, C: Tensor, p: float, model: Any, method: str
         sdp = _lipsdp_vector(graph)
         details["lipsdp_vector"] = sdp
         if math.isfinite(sdp):
-            cn = torch.linalg.vector_norm(C.double().cpu(), dim=1)
+            from lipbound.jacobian.spectral import gamma_up
+
+            # ||C_s J||_2 <= ||C_s||_2 ||J||_2; the norm's rounding is at most gamma_{K+2}
+            cn = torch.linalg.vector_norm(C.double().cpu(), dim=1) * (1 + gamma_up(C.shape[1] + 2))
             by_sdp = torch.nextafter(cn * sdp * (1 + 2.0 ** -50), torch.tensor(math.inf,
                                                                                 dtype=cn.dtype))
             rows = torch.minimum(rows, by_sdp.to(rows.device)) if method == "best" else by_sdp
