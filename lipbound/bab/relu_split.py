@@ -39,7 +39,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.bounds.restriction import Restriction
 from lipbound.errors import UnsupportedModelError
 from lipbound.graph.ir import INPUT, Graph
-from lipbound.graph.shapes import SPLIT_OPS, relu_chain, relu_inputs, relu_like_only
+from lipbound.graph.shapes import relu_chain, relu_inputs, relu_like_only, relu_like_slope
 from lipbound.jacobian.attained import attained_lower, model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.ops import registry
@@ -74,7 +74,7 @@ def _graph_reach(graph: Graph, names: list[str], dtype: torch.dtype,
         if n.op == INPUT:
             one = torch.ones(1, *n.shape, dtype=dtype, device=device)
             iv[n.name] = Interval(-one, one)
-        elif n.op in SPLIT_OPS:
+        elif relu_like_slope(n) is not None:
             iv[n.name] = iv[n.inputs[0]]
         else:
             args = [iv[s] if dep[s] else Interval.point(fixed[s]) for s in n.inputs]
@@ -349,8 +349,8 @@ def cotangent_magnitude(state, jg, names: list[str], D: int) -> list[Tensor]:
     """Per split node of ``names``, the largest |cotangent| its switch reads over the spec
     rows of each domain, [D, m]: a bound on how much a unit change of the neuron's output
     moves the rows (``state``: bounds of the joint graph ``jg`` with batch D * S)."""
-    switch_in = {n.inputs[0]: n.inputs[1] for n in jg.graph.nodes
-                 if n.op in ("relu_switch", "leaky_switch")}
+    switch_in = {n.inputs[0]: jg.cotangents[n.name] for n in state.graph.nodes
+                 if relu_like_slope(n) is not None and n.name in jg.cotangents}
     out = []
     for n in names:
         iv = state.interval(switch_in[n])

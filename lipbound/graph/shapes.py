@@ -20,12 +20,9 @@ import numpy as np
 import torch
 
 from lipbound.errors import UnsupportedModelError
-from lipbound.graph.ir import CONST, INPUT, Graph
+from lipbound.graph.ir import CONST, INPUT, Graph, Node
 from lipbound.ops import registry
-from lipbound.ops.smooth import ACTIVATIONS
 
-#: the operators whose inputs a sign search splits (and the exact solvers' activations)
-SPLIT_OPS = ("relu", "leaky_relu")
 OTHER_METHODS = "'naive', 'ibp', 'crown', 'alpha-crown' (and 'bab' where available)"
 
 
@@ -41,17 +38,26 @@ def nodes_needing_bounds(graph: Graph) -> list[str]:
     return [n.name for n in graph.nodes if n.name in need]
 
 
+def relu_like_slope(node: Node) -> float | None:
+    """The negative slope k of a node whose op is ``max(x, k x)`` (ReLU-like: the op says so,
+    :meth:`~lipbound.ops.base.Op.relu_like_slope`), else None."""
+    if node.op in (INPUT, CONST):
+        return None
+    return registry.get(node.op, node.where).relu_like_slope(node.params)
+
+
 def relu_like_only(graph: Graph) -> bool:
     """True when every nonlinear op of the graph is ReLU-like (cheap to optimise)."""
-    return all(registry.get(n.op, n.where).linear or n.op in ("relu", "leaky_relu")
-               for n in graph.nodes if n.op not in ("input", "const"))
+    return all(registry.get(n.op, n.where).linear or relu_like_slope(n) is not None
+               for n in graph.nodes if n.op not in (INPUT, CONST))
 
 
 def relu_inputs(graph: Graph) -> list[str]:
-    """The input-dependent nodes that ReLU / LeakyReLU nodes read (the pre-activations a sign
+    """The input-dependent nodes that ReLU-like nodes read (the pre-activations a sign
     search splits), in topological order; UnsupportedModelError when there are none."""
     dep = graph.depends_on_input()
-    names = {n.inputs[0] for n in graph.nodes if n.op in SPLIT_OPS and dep[n.inputs[0]]}
+    names = {n.inputs[0] for n in graph.nodes
+             if relu_like_slope(n) is not None and dep[n.inputs[0]]}
     if not names:
         other = [f"{n.op!r} at {n.where}" for n in graph.nodes if dep[n.name]
                  and n.op != INPUT and not registry.get(n.op, n.where).linear]
@@ -80,7 +86,8 @@ def _np(t) -> np.ndarray:
 
 def _unsupported(node, method: str = "method 'exact'",
                  alternatives: str = f"methods {OTHER_METHODS}") -> UnsupportedModelError:
-    if node.op in ACTIVATIONS:
+    op = registry.get(node.op, node.where)
+    if not op.linear and relu_like_slope(node) is None and len(node.inputs) == 1:
         return UnsupportedModelError(
             f"{method} supports ReLU and LeakyReLU networks only; the model uses "
             f"{node.op!r} at {node.where}. Use {alternatives} for {node.op}."
@@ -93,19 +100,11 @@ def _unsupported(node, method: str = "method 'exact'",
 
 
 def _affine_of(node, n_in: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(W, b) of an affine node acting on a flat vector of length n_in, or None if it is not."""
-    if node.op == "linear":
-        w = _np(node.params["weight"])
-        b = node.params.get("bias")
-        return w, (_np(b).reshape(-1) if b is not None else np.zeros(w.shape[0]))
-    if node.op == "identity" or (node.op == "reshape" and node.shape == (n_in,)):
-        return np.eye(n_in), np.zeros(n_in)
-    if node.op == "scale_shift" and len(node.shape) == 1:
-        scale = np.broadcast_to(_np(node.params["scale"]).reshape(-1), (n_in,))
-        shift = node.params.get("shift")
-        b = np.zeros(n_in) if shift is None else np.broadcast_to(_np(shift).reshape(-1), (n_in,))
-        return np.diag(scale), np.array(b, dtype=np.float64)
-    return None
+    """(W, b) of an affine node acting on a flat vector of length n_in (the op's
+    :meth:`~lipbound.ops.base.LinearOp.flat_affine`), or None if it is not one."""
+    op = registry.get(node.op, node.where)
+    aff = op.flat_affine(node.params, n_in, node.shape) if op.linear else None
+    return None if aff is None else (_np(aff[0]), _np(aff[1]))
 
 
 def relu_chain(graph: Graph, method: str = "method 'exact'",
@@ -123,13 +122,13 @@ def relu_chain(graph: Graph, method: str = "method 'exact'",
     for node in nodes:
         if node.inputs != (prev,):
             raise _unsupported(node, method, alternatives)
-        if node.op in SPLIT_OPS:
+        k = relu_like_slope(node)
+        if k is not None:
             if not pending:
                 raise _unsupported(node, method, alternatives)
             weights.append(W)
             biases.append(b)
-            slopes.append(float(node.params.get("negative_slope", 0.0))
-                          if node.op == "leaky_relu" else 0.0)
+            slopes.append(float(k))
             pre_nodes.append(prev)
             W, b, pending = np.eye(W.shape[0]), np.zeros(W.shape[0]), False
         else:
@@ -137,7 +136,8 @@ def relu_chain(graph: Graph, method: str = "method 'exact'",
             if aff is None or aff[0].shape[1] != W.shape[0]:
                 raise _unsupported(node, method, alternatives)
             W, b = aff[0] @ W, aff[0] @ b + aff[1]
-            pending = pending or node.op == "linear" or node.op == "scale_shift"
+            # a layer has begun once a map that is not a mere copy (reshape) is seen
+            pending = pending or not registry.get(node.op).norm_fact(node.params, 0).copy
         prev = node.name
     if prev != graph.output:
         raise UnsupportedModelError("the graph's output is not the end of its layer chain")

@@ -16,6 +16,7 @@ from torch import Tensor
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
+from lipbound.ops.facts import GATE, JacobianRule
 from lipbound.ops.registry import register
 
 
@@ -35,6 +36,18 @@ class LeakyReLU(NonlinearOp):
 
     def lipschitz(self, params: Params) -> float:
         return max(1.0, abs(self.slope(params)))
+
+    def relu_like_slope(self, params: Params) -> float:
+        return self.slope(params)
+
+    def kinks(self, params: Params) -> tuple[float, ...]:
+        return (0.0,)
+
+    differentiable = True
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """``leaky_switch(z, g)``: g where z > 0, k g where z < 0, either at 0."""
+        return JacobianRule(GATE, "leaky_switch", params)
 
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor | float:
@@ -82,6 +95,10 @@ class ReLU(LeakyReLU):
 
     def slope(self, params: Params) -> float:
         return 0.0
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """``relu_switch(z, g)``: g where z > 0, 0 where z < 0, either at 0."""
+        return JacobianRule(GATE, "relu_switch", {})
 
 
 register(ReLU())
