@@ -62,10 +62,43 @@ def relu_inputs(graph: Graph) -> list[str]:
         other = [f"{n.op!r} at {n.where}" for n in graph.nodes if dep[n.name]
                  and n.op != INPUT and not registry.get(n.op, n.where).linear]
         raise UnsupportedModelError(
-            "split='relu' needs ReLU or LeakyReLU activations that depend on the input; this "
+            "split='relu' needs ReLU-like or piecewise-linear activations (ops with kinks) "
+            "that depend on the input; this "
             f"model has none (nonlinear operators: {', '.join(other) or 'none'}). Use "
             "split='input' or methods 'crown' / 'alpha-crown'.")
     return sorted(names, key=graph.position)
+
+
+@dataclass(frozen=True)
+class SplitPoint:
+    """Where a branch-and-bound search may split the elements of a node: at ``point`` (a kink
+    of an op reading ``node``, :meth:`~lipbound.ops.base.Op.kinks`), into ``node <= point``
+    and ``node >= point``. ``sign``: a ReLU-like op reads the node and the point is 0 (a sign
+    split: beta multipliers and the switch's one-sided derivative); otherwise the split
+    clamps the node's bounds (:attr:`~lipbound.bounds.restriction.Restriction.boxes`)."""
+
+    node: str
+    point: float
+    sign: bool
+
+
+def split_points(graph: Graph) -> list[SplitPoint]:
+    """Every (input-dependent node, kink) pair of the ops with kinks (ReLU-likes at 0,
+    hardtanh / clamp / relu6 / hardsigmoid at their limits, |.| at 0, hardswish at -3 and 3),
+    in topological order, then by point; UnsupportedModelError when there are none."""
+    dep = graph.depends_on_input()
+    found: dict[tuple[str, float], bool] = {}
+    for n in graph.nodes:
+        if n.op in (INPUT, CONST) or len(n.inputs) != 1 or not dep[n.inputs[0]]:
+            continue
+        relu = relu_like_slope(n) is not None
+        for t in registry.get(n.op, n.where).kinks(n.params):
+            key = (n.inputs[0], float(t))
+            found[key] = found.get(key, False) or (relu and t == 0.0)
+    if not found:
+        relu_inputs(graph)  # raises the error naming the model's nonlinear operators
+    return sorted((SplitPoint(z, t, s) for (z, t), s in found.items()),
+                  key=lambda sp: (graph.position(sp.node), sp.point))
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,13 @@ class Op:
         :class:`~lipbound.ops.facts.JacobianRule`); None: no Clarke-Jacobian rule."""
         return None
 
+    def kinks(self, params: Params) -> tuple[float, ...]:
+        """Points where an elementwise op of one input is not differentiable, where branch
+        and bound may split its input (0 for ReLU; both limits of hardtanh): restricted to
+        either side of a kink, the op's relaxation and derivative bounds tighten. () for
+        smooth or non-elementwise ops."""
+        return ()
+
     def relu_like_slope(self, params: Params) -> float | None:
         """k when this op is ``max(x, k x)`` with 0 <= k <= 1 (ReLU: 0), else None. Such ops
         are what the exact solvers encode (one binary per neuron), what the sign search splits
@@ -259,13 +266,6 @@ class NonlinearOp(Op):
 
     def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
         """Clamp optimisable parameters into their valid range, in place."""
-
-    def kinks(self, params: Params) -> tuple[float, ...]:
-        """Points where an elementwise op of one input is not differentiable, where branch
-        and bound may split its input (0 for ReLU; both limits of hardtanh): restricted to
-        either side of a kink, the op's relaxation and derivative bounds tighten. () for
-        smooth or non-elementwise ops."""
-        return ()
 
     #: for :meth:`derivative`: the derivative of this op is its own output (exp)
     DERIVATIVE_IS_OUTPUT = "output"

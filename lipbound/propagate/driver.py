@@ -40,6 +40,8 @@ def prepare_state(graph: Graph, domain: Domain, method: str = "crown",
     ibp_pass(state)
     for name, iv in restriction.forward.items():
         state.set_bounds(name, iv)
+    for name, iv in restriction.boxes.items():  # kink splits: sound on each set's box
+        state.set_bounds(name, iv)
     if method != "ibp":
         crown_intermediate(state, iterations=iterations)
     return state
