@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from lipbound.bab.anytime import Anytime, BabResult
 from lipbound.bab.input_split import maximize
 from lipbound.bab.lipschitz import sub_balls
-from lipbound.bab.relu_split import SignSearch, cotangent_magnitude, sign_search
+from lipbound.bab.relu_split import SignSearch, sign_search
+from lipbound.bab.split_points import cotangent_magnitude
 from lipbound.bounds.domains import LpBall
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import model64

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from lipbound.bab.anytime import Anytime, BabResult
 from lipbound.bab.chunks import bound_in_chunks
 from lipbound.bab.lp import MlpLayer, sign_lp
+from lipbound.bab.split_points import cotangent_magnitude, kink_boxes
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.restriction import Restriction
@@ -212,30 +213,13 @@ class SignSearch:
         return splits, self.domain.select(torch.zeros(D, dtype=torch.long,
                                                       device=signs[0].device))
 
-    def boxes(self, signs: list[Tensor]) -> dict[str, Interval]:
-        """The kink splits as boxes [D, *shape] per node: +1 at point t means node >= t, -1
-        means node <= t (several kinks of one node intersect)."""
-        D = signs[0].shape[0]
-        out: dict[str, Interval] = {}
-        for sp, s in zip(self.points, signs):
-            if sp.sign:
-                continue
-            s = s.reshape(D, *self.graph[sp.node].shape)
-            inf = torch.full(s.shape, torch.inf, dtype=self.C.dtype, device=s.device)
-            t = torch.full_like(inf, sp.point)
-            lo, up = torch.where(s > 0, t, -inf), torch.where(s < 0, t, inf)
-            if sp.node in out:
-                lo = torch.maximum(out[sp.node].lower, lo)
-                up = torch.minimum(out[sp.node].upper, up)
-            out[sp.node] = Interval(lo, up)
-        return out
-
     def restriction(self, signs: list[Tensor], gradient: Interval | None = None
                     ) -> tuple[Restriction, LpBall]:
         """Everything a domain's bound may assume (its sign and kink splits, the root's
         forward bounds, known gradient bounds) and the domain repeated D times."""
         splits, dom = self.splits(signs)
-        return Restriction(splits, self.root_forward, gradient, self.boxes(signs)), dom
+        boxes = kink_boxes(self.graph, self.points, signs, self.C.dtype)
+        return Restriction(splits, self.root_forward, gradient, boxes), dom
 
     def layer_bounds(self, state, D: int, stride: int) -> tuple[list[Tensor], list[Tensor],
                                                                Tensor]:
@@ -380,25 +364,6 @@ def _bound_elements(state, jg) -> None:
     """A CROWN bound for every gradient element (input element x spec row), intersected in."""
     if state.dep[jg.gradient]:
         state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
-
-
-def cotangent_magnitude(state, jg, names: list[str], D: int) -> list[Tensor]:
-    """Per split node of ``names``, the largest |cotangent| its switch reads over the spec
-    rows of each domain, [D, m]: a bound on how much a unit change of the neuron's output
-    moves the rows (``state``: bounds of the joint graph ``jg`` with batch D * S)."""
-    switch_in = {}  # split node -> the cotangent of (the first) op with kinks reading it
-    for n in reversed(state.graph.nodes):
-        if n.name in jg.cotangents and len(n.inputs) == 1 and \
-                registry.get(n.op, n.where).kinks(n.params):
-            switch_in[n.inputs[0]] = jg.cotangents[n.name]
-    out = []
-    for n in names:
-        iv = state.interval(switch_in[n])
-        m = state.graph[switch_in[n]].numel
-        mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(-1, m)
-        mag = mag.reshape(D, -1, m) if mag.shape[0] > 1 else mag[None]
-        out.append(mag.amax(1).expand(D, -1))
-    return out
 
 
 def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,

@@ -143,3 +143,28 @@ def test_kink_domains_contain_their_points_and_gradients(act):
             assert (rel >= lo[d] - 1e-9).all() and (rel <= up[d] + 1e-9).all()
         assert (norms[ok] <= ub[d] + 1e-9).all(), (norms[ok].max(0).values, ub[d])
     assert checked >= 2
+
+
+def test_open_box_moves_split_ends_one_float_inward():
+    """Under a kink split the derivative nodes see the node's bounds opened by one float at
+    the split point only (each side takes its own one-sided derivative there)."""
+    from lipbound.bounds.interval import Interval
+    from lipbound.bounds.restriction import Restriction
+    from lipbound.ops import registry
+    from lipbound.ops.piecewise import hardtanh_params
+
+    inf = math.inf
+    box = Interval(torch.tensor([[-0.5, -inf, -inf]], dtype=DT),
+                   torch.tensor([[inf, -0.5, inf]], dtype=DT))
+    iv = Interval(torch.tensor([[-0.5, -1.0, -0.5]], dtype=DT),
+                  torch.tensor([[0.2, -0.5, 0.2]], dtype=DT))
+    opened = Restriction(boxes={"z": box}).open_box("z", iv)
+    t = torch.tensor(-0.5, dtype=DT)
+    assert opened.lower[0, 0] == torch.nextafter(t, torch.tensor(inf, dtype=DT))
+    assert opened.upper[0, 1] == torch.nextafter(t, torch.tensor(-inf, dtype=DT))
+    assert torch.equal(opened.lower[0, 1:], iv.lower[0, 1:])  # no split: unchanged
+    assert torch.equal(opened.upper[0, [0, 2]], iv.upper[0, [0, 2]])
+    op = registry.get("pwl")
+    kind, dparams = op.derivative(hardtanh_params(-0.5, 0.5))
+    d = registry.get(kind).ibp(dparams, opened)
+    assert d.lower.tolist() == [[1.0, 0.0, 0.0]] and d.upper.tolist() == [[1.0, 0.0, 1.0]]
