@@ -14,9 +14,11 @@ its own computation included; :mod:`lipbound.jacobian.spectral`):
 * l_2: the Gram iteration on the matrix (``spectral.gram_upper``: certified, tight to about
   1e-6) when it is small enough, the unfolded-kernel bound for convolutions, and the Schur
   test ``sqrt(||L||_1 ||L||_inf)``; the least of those that apply;
-* weight-free reshapes, permutations, zero padding, slices and concatenation parts: 1 in every
-  norm (each output is 0 or a copy of a distinct input element); scale-shift: max |scale|;
-  a sum's input i: |coefficient i|.
+* closed forms stated by the ops (:meth:`~lipbound.ops.base.LinearOp.norm_fact`): weight-free
+  reshapes, permutations, zero padding, slices and concatenation parts: 1 in every norm (each
+  output is 0 or a copy of a distinct input element); scale-shift: max |scale|; a sum's
+  input i: |coefficient i|; a dense layer's matrix and a convolution's kernel for the rules
+  above; nonlinear ops state their factor (:meth:`~lipbound.ops.base.NonlinearOp.naive_factor`).
 
 Scalar products and sums are rounded upward (``spectral.up``), so the result bounds the real
 product of the real norms.
