@@ -36,7 +36,8 @@ def prepare_state(graph: Graph, domain: Domain, method: str = "crown",
     intersected in after IBP. ``iterations`` > 0 optimises the intermediate bounds
     (alpha/beta-CROWN per element, see :func:`~lipbound.propagate.crown.crown_intermediate`).
     """
-    state = BoundState(graph, domain, evaluate_fixed(graph), splits=dict(restriction.splits))
+    state = BoundState(graph, domain, evaluate_fixed(graph), splits=dict(restriction.splits),
+                       boxes=dict(restriction.boxes))
     ibp_pass(state)
     for name, iv in restriction.forward.items():
         state.set_bounds(name, iv)
