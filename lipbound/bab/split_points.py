@@ -6,7 +6,8 @@ each variable a sign: +1 (node >= point), -1 (node <= point) or 0 (unsplit). Sig
 ReLU-like inputs at 0 go to :attr:`~lipbound.bounds.restriction.Restriction.splits` (beta
 multipliers, strict switches); every other kink split becomes a box
 (:func:`kink_boxes`, :attr:`~lipbound.bounds.restriction.Restriction.boxes`) that clamps the
-node's bounds and makes the derivative nodes reading it one-sided.
+node's bounds, enters CROWN with multipliers (:func:`~lipbound.propagate.crown.box_key`) and
+makes the derivative nodes reading it one-sided.
 """
 
 from __future__ import annotations

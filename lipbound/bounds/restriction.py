@@ -38,7 +38,8 @@ class Restriction:
     ``boxes``: forward node name -> box constraints [D, *shape] on that node from splits at
         the kinks of the ops reading it (x <= t or x >= t; infinite where unconstrained).
         Set d contains only the points inside its boxes; the node's bounds are clamped to
-        them (like ``forward``), and in a Jacobian graph the derivative nodes reading the
+        them (like ``forward``), their ends enter CROWN with multipliers beta >= 0, and in a
+        Jacobian graph the derivative nodes reading the
         node take the one-sided derivatives at a box's finite ends (:meth:`open_box`; the
         sibling domain covers the other side, as for ``splits``).
     ``gradient``: sound bounds of the input gradient node of the Jacobian graph on the sets

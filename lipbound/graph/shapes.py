@@ -74,8 +74,8 @@ class SplitPoint:
     """Where a branch-and-bound search may split the elements of a node: at ``point`` (a kink
     of an op reading ``node``, :meth:`~lipbound.ops.base.Op.kinks`), into ``node <= point``
     and ``node >= point``. ``sign``: a ReLU-like op reads the node and the point is 0 (a sign
-    split: beta multipliers and the switch's one-sided derivative); otherwise the split
-    clamps the node's bounds (:attr:`~lipbound.bounds.restriction.Restriction.boxes`)."""
+    split: beta multipliers and the switch's one-sided derivative); otherwise the split is a
+    box on the node (:attr:`~lipbound.bounds.restriction.Restriction.boxes`)."""
 
     node: str
     point: float

@@ -6,8 +6,8 @@ with 2 inputs the exact extrema of ``C f`` over the box are found by enumerating
 of the linear regions (box corners, kink lines against box edges, pairs of kink lines):
 the search's certified bounds must contain them, its attained values must not pass them, and
 its bounds must close at least half of CROWN's excess over the exact range within 120
-domains (the kink splits clamp bounds without beta multipliers or LP checks, so the search
-need not converge to the exact extrema the way ReLU sign splits on MLPs do). Under random
+domains (kink splits clamp bounds and enter CROWN with beta multipliers, but get no LP
+feasibility checks, so the search need not reach the exact extrema that soon). Under random
 kink splits, sampled points of each sub-domain stay inside its forward bounds and its
 gradient bounds.
 """
