@@ -14,7 +14,7 @@ from lipbound.bab.milp_stage import SEARCH_SHARE, ExactFn, milp_applies, milp_st
 from lipbound.bounds.domains import make_domain
 from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedModelError
 from lipbound.graph.ir import Graph
-from lipbound.graph.shapes import relu_inputs
+from lipbound.graph.shapes import split_points
 from lipbound.inputs import (
     Traced,
     as_tensor,
@@ -331,12 +331,12 @@ def _choose_split(graph: Graph, split: str) -> str:
         raise InputError(f"split must be 'auto', 'input' or 'relu', got {split!r}")
     if split != "auto":
         if split == "relu":
-            relu_inputs(graph)  # raises UnsupportedModelError without ReLUs to split
+            split_points(graph)  # raises UnsupportedModelError without kinks to split
         return split
     if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM:
         return "input"
     try:
-        relu_inputs(graph)
+        split_points(graph)
     except UnsupportedModelError:
         return "input"
     return "relu"

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from lipbound.bab.anytime import Anytime, BabResult
 from lipbound.bab.input_split import maximize
 from lipbound.bab.lipschitz import sub_balls
-from lipbound.bab.relu_split import SignSearch, cotangent_magnitude, sign_search
+from lipbound.bab.relu_split import SignSearch, sign_search
+from lipbound.bab.split_points import cotangent_magnitude
 from lipbound.bounds.domains import LpBall
-from lipbound.bounds.restriction import Restriction
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import model64
 from lipbound.jacobian.bound import jacobian_state
@@ -94,13 +94,13 @@ class OutputSearch(SignSearch):
         the triangle area of each unstable neuron times its |W| reach to the spec rows (the
         parent bounds are not needed: every row is recomputed)."""
         D = signs[0].shape[0]
-        splits, dom = self.splits(signs)
+        known, dom = self.restriction(signs)
         root = self.is_root(signs)
         if root:
             self.prime_root(dom)
         t0 = time.perf_counter()
         with torch.no_grad():
-            state = prepare_state(self.graph, dom, "crown", Restriction(splits, self.root_forward),
+            state = prepare_state(self.graph, dom, "crown", known,
                                   iterations=self.forward_steps())
         A = self.CC.unsqueeze(0).expand(D, *self.CC.shape)
         ub = alpha_crown_upper(state, self.graph.output, A, OUTPUT_ITERATIONS).detach()

@@ -34,12 +34,19 @@ from torch import Tensor, nn
 from lipbound.bab.anytime import Anytime, BabResult
 from lipbound.bab.chunks import bound_in_chunks
 from lipbound.bab.lp import MlpLayer, sign_lp
+from lipbound.bab.split_points import cotangent_magnitude, kink_boxes
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.restriction import Restriction
 from lipbound.errors import UnsupportedModelError
 from lipbound.graph.ir import INPUT, Graph
-from lipbound.graph.shapes import SPLIT_OPS, relu_chain, relu_inputs, relu_like_only
+from lipbound.graph.shapes import (
+    SplitPoint,
+    relu_chain,
+    relu_like_only,
+    relu_like_slope,
+    split_points,
+)
 from lipbound.jacobian.attained import attained_lower, model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.ops import registry
@@ -74,7 +81,7 @@ def _graph_reach(graph: Graph, names: list[str], dtype: torch.dtype,
         if n.op == INPUT:
             one = torch.ones(1, *n.shape, dtype=dtype, device=device)
             iv[n.name] = Interval(-one, one)
-        elif n.op in SPLIT_OPS:
+        elif relu_like_slope(n) is not None:
             iv[n.name] = iv[n.inputs[0]]
         else:
             args = [iv[s] if dep[s] else Interval.point(fixed[s]) for s in n.inputs]
@@ -152,9 +159,12 @@ class SignSearch:
     def __init__(self, graph: Graph, C: Tensor, domain: LpBall):
         try:
             self.layers: list[MlpLayer] | None = mlp_layers(graph)
-            self.names = [L.z for L in self.layers[:-1]]
+            self.points = [SplitPoint(L.z, 0.0, True) for L in self.layers[:-1]]
         except UnsupportedModelError:
-            self.layers, self.names = None, relu_inputs(graph)
+            self.layers, self.points = None, split_points(graph)
+        #: the node each split variable family splits (one entry per :attr:`points` entry:
+        #: a node with several kinks appears once per kink)
+        self.names = [sp.node for sp in self.points]
         self.graph, self.C, self.domain = graph, C, domain
         self.lp_enabled = self.layers is not None
         self.lp_seconds = 0.0  # time spent in LPs so far
@@ -195,11 +205,21 @@ class SignSearch:
                              if n.name in state.bounds}
 
     def splits(self, signs: list[Tensor]) -> tuple[dict[str, Tensor], LpBall]:
-        """The split tensors by node name and the domain repeated D times."""
+        """The sign splits (at 0, of ReLU-like inputs) by node name and the domain repeated
+        D times (kink splits: :meth:`restriction`)."""
         D = signs[0].shape[0]
-        splits = {n: s.reshape(D, *self.graph[n].shape) for n, s in zip(self.names, signs)}
+        splits = {sp.node: s.reshape(D, *self.graph[sp.node].shape)
+                  for sp, s in zip(self.points, signs) if sp.sign}
         return splits, self.domain.select(torch.zeros(D, dtype=torch.long,
                                                       device=signs[0].device))
+
+    def restriction(self, signs: list[Tensor], gradient: Interval | None = None
+                    ) -> tuple[Restriction, LpBall]:
+        """Everything a domain's bound may assume (its sign and kink splits, the root's
+        forward bounds, known gradient bounds) and the domain repeated D times."""
+        splits, dom = self.splits(signs)
+        boxes = kink_boxes(self.graph, self.points, signs, self.C.dtype)
+        return Restriction(splits, self.root_forward, gradient, boxes), dom
 
     def layer_bounds(self, state, D: int, stride: int) -> tuple[list[Tensor], list[Tensor],
                                                                Tensor]:
@@ -208,11 +228,13 @@ class SignSearch:
         rows = torch.arange(D, device=self.C.device) * stride
         los, ups = [], []
         empty = torch.zeros(D, dtype=torch.bool, device=self.C.device)
-        for n in self.names:
+        for sp in self.points:  # bounds relative to the split point (unstable: lo < 0 < up)
+            n = sp.node
             iv = state.bounds[n]
             lo = iv.lower if iv.lower.shape[0] == 1 else iv.lower[rows]
             up = iv.upper if iv.upper.shape[0] == 1 else iv.upper[rows]
-            lo, up = lo.reshape(-1, self.graph[n].numel), up.reshape(-1, self.graph[n].numel)
+            lo = lo.reshape(-1, self.graph[n].numel) - sp.point
+            up = up.reshape(-1, self.graph[n].numel) - sp.point
             lo, up = lo.expand(D, -1), up.expand(D, -1)
             slack = EMPTY_RTOL * (1 + lo.abs() + up.abs())  # bounds carry rounding error
             empty |= (lo > up + slack).any(1)
@@ -283,12 +305,11 @@ class LipschitzSearch(SignSearch):
         D = signs[0].shape[0]
         rows = _rows_to_bound(parent_ub, threshold)
         C = self.C if rows is None else self.C[rows]
-        splits, dom = self.splits(signs)
+        known, dom = self.restriction(signs, self._known_gradient(rows, D))
         root = self.is_root(signs) and rows is None
         if root:
             self.prime_root(dom)
         t0 = time.perf_counter()
-        known = Restriction(splits, self.root_forward, self._known_gradient(rows, D))
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, C, dom, "crown", self.q,
                                        forward_iterations=self.forward_steps(),
@@ -343,22 +364,6 @@ def _bound_elements(state, jg) -> None:
     """A CROWN bound for every gradient element (input element x spec row), intersected in."""
     if state.dep[jg.gradient]:
         state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
-
-
-def cotangent_magnitude(state, jg, names: list[str], D: int) -> list[Tensor]:
-    """Per split node of ``names``, the largest |cotangent| its switch reads over the spec
-    rows of each domain, [D, m]: a bound on how much a unit change of the neuron's output
-    moves the rows (``state``: bounds of the joint graph ``jg`` with batch D * S)."""
-    switch_in = {n.inputs[0]: n.inputs[1] for n in jg.graph.nodes
-                 if n.op in ("relu_switch", "leaky_switch")}
-    out = []
-    for n in names:
-        iv = state.interval(switch_in[n])
-        m = state.graph[switch_in[n]].numel
-        mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(-1, m)
-        mag = mag.reshape(D, -1, m) if mag.shape[0] > 1 else mag[None]
-        out.append(mag.amax(1).expand(D, -1))
-    return out
 
 
 def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,

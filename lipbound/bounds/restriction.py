@@ -35,6 +35,13 @@ class Restriction:
     ``forward``: forward node name -> sound bounds [1 or D, *shape] of that node on every set
         (e.g. a branch-and-bound root's optimised bounds, valid on each sub-domain). They are
         intersected in after IBP, before CROWN forms any relaxation from them.
+    ``boxes``: forward node name -> box constraints [D, *shape] on that node from splits at
+        the kinks of the ops reading it (x <= t or x >= t; infinite where unconstrained).
+        Set d contains only the points inside its boxes; the node's bounds are clamped to
+        them (like ``forward``), their ends enter CROWN with multipliers beta >= 0, and in a
+        Jacobian graph the derivative nodes reading the
+        node take the one-sided derivatives at a box's finite ends (:meth:`open_box`; the
+        sibling domain covers the other side, as for ``splits``).
     ``gradient``: sound bounds of the input gradient node of the Jacobian graph on the sets
         ([D * S, *in], row d * S + s: set d, spec row s; e.g. a parent's element bounds),
         intersected in before the backward graph's relaxations are formed; None: none known.
@@ -47,10 +54,32 @@ class Restriction:
     splits: Mapping[str, Tensor] = field(default_factory=dict)
     forward: Mapping[str, Interval] = field(default_factory=dict)
     gradient: Interval | None = None
+    boxes: Mapping[str, Interval] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", MappingProxyType(dict(self.splits)))
         object.__setattr__(self, "forward", MappingProxyType(dict(self.forward)))
+        object.__setattr__(self, "boxes", MappingProxyType(dict(self.boxes)))
+
+    def open_box(self, name: str, iv: Interval, rows: Tensor | None = None) -> Interval:
+        """Bounds ``iv`` of node ``name`` (already clamped to its box) with every finite box
+        end that ``iv`` reaches moved one float inward, for the derivative nodes reading it:
+        restricted to one side of a kink, they take that side's derivative even at the kink
+        (the sibling domain takes the other; the gradient is multilinear in each element's
+        derivative, so the ends of the Clarke segment at the kink carry every supremum).
+        ``rows``: which set each row of ``iv`` belongs to (a Jacobian graph's D * S rows)."""
+        box = self.boxes.get(name)
+        if box is None:
+            return iv
+        if rows is not None and box.lower.shape[0] > 1:
+            box = Interval(box.lower[rows], box.upper[rows])
+        lo, up = iv.lower, iv.upper
+        at_lo = torch.isfinite(box.lower) & (lo <= box.lower) & (up > box.lower)
+        at_up = torch.isfinite(box.upper) & (up >= box.upper) & (lo < box.upper)
+        inf = torch.full_like(lo, torch.inf)
+        lo2 = torch.where(at_lo, torch.nextafter(box.lower.expand_as(lo), inf), lo)
+        up2 = torch.where(at_up, torch.nextafter(box.upper.expand_as(up), -inf), up)
+        return Interval(torch.minimum(lo2, up2), up2)
 
     def strict_switch(self, name: str, iv: Interval) -> Interval:
         """Forward bounds ``iv`` of node ``name`` for the Jacobian graph's switches: strictly

@@ -21,10 +21,9 @@ from lipbound.bounds.domains import Domain
 from lipbound.exact.bounds import WIDEN_REL, MilpBounds, widen
 from lipbound.exact.from_graph import GraphMLP
 from lipbound.graph.ir import Graph
+from lipbound.graph.shapes import relu_like_slope
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.propagate.intermediate import crown_node_bounds
-
-SWITCH_OPS = ("relu_switch", "leaky_switch")
 
 
 def _rows(iv_lo: Tensor, iv_hi: Tensor, S: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -41,11 +40,13 @@ def engine_milp_bounds(graph: Graph, gm: GraphMLP, C: Tensor, domain: Domain, q:
     "alpha-crown" or "ibp"), over ``domain`` (batch 1) for gradient dual norm q."""
     state, jg = jacobian_state(graph, C, domain, method, q if q in (1.0, 2.0) else None)
     S = C.shape[0]
-    switch_of = {n.inputs[0]: n for n in jg.graph.nodes if n.op in SWITCH_OPS}
+    # the cotangent a_i entering the switch of z_i: that of the ReLU-like node reading z_i
+    cot_in = {n.inputs[0]: jg.cotangents[n.name] for n in graph.nodes
+              if relu_like_slope(n) is not None and n.name in jg.cotangents}
     pre = [_rows(state.interval(z).lower, state.interval(z).upper, S) for z in gm.preact_nodes]
     back = []
     for z in gm.preact_nodes:
-        a = state.interval(switch_of[z].inputs[1])
+        a = state.interval(cot_in[z])
         back.append(_rows(a.lower, a.upper, S))
     g = state.interval(jg.gradient)
     if method != "ibp" and jg.norm is None:  # the gradient is not read by |.|: tighten it here

@@ -20,12 +20,9 @@ import numpy as np
 import torch
 
 from lipbound.errors import UnsupportedModelError
-from lipbound.graph.ir import CONST, INPUT, Graph
+from lipbound.graph.ir import CONST, INPUT, Graph, Node
 from lipbound.ops import registry
-from lipbound.ops.smooth import ACTIVATIONS
 
-#: the operators whose inputs a sign search splits (and the exact solvers' activations)
-SPLIT_OPS = ("relu", "leaky_relu")
 OTHER_METHODS = "'naive', 'ibp', 'crown', 'alpha-crown' (and 'bab' where available)"
 
 
@@ -41,25 +38,67 @@ def nodes_needing_bounds(graph: Graph) -> list[str]:
     return [n.name for n in graph.nodes if n.name in need]
 
 
+def relu_like_slope(node: Node) -> float | None:
+    """The negative slope k of a node whose op is ``max(x, k x)`` (ReLU-like: the op says so,
+    :meth:`~lipbound.ops.base.Op.relu_like_slope`), else None."""
+    if node.op in (INPUT, CONST):
+        return None
+    return registry.get(node.op, node.where).relu_like_slope(node.params)
+
+
 def relu_like_only(graph: Graph) -> bool:
     """True when every nonlinear op of the graph is ReLU-like (cheap to optimise)."""
-    return all(registry.get(n.op, n.where).linear or n.op in ("relu", "leaky_relu")
-               for n in graph.nodes if n.op not in ("input", "const"))
+    return all(registry.get(n.op, n.where).linear or relu_like_slope(n) is not None
+               for n in graph.nodes if n.op not in (INPUT, CONST))
 
 
 def relu_inputs(graph: Graph) -> list[str]:
-    """The input-dependent nodes that ReLU / LeakyReLU nodes read (the pre-activations a sign
+    """The input-dependent nodes that ReLU-like nodes read (the pre-activations a sign
     search splits), in topological order; UnsupportedModelError when there are none."""
     dep = graph.depends_on_input()
-    names = {n.inputs[0] for n in graph.nodes if n.op in SPLIT_OPS and dep[n.inputs[0]]}
+    names = {n.inputs[0] for n in graph.nodes
+             if relu_like_slope(n) is not None and dep[n.inputs[0]]}
     if not names:
         other = [f"{n.op!r} at {n.where}" for n in graph.nodes if dep[n.name]
                  and n.op != INPUT and not registry.get(n.op, n.where).linear]
         raise UnsupportedModelError(
-            "split='relu' needs ReLU or LeakyReLU activations that depend on the input; this "
+            "split='relu' needs ReLU-like or piecewise-linear activations (ops with kinks) "
+            "that depend on the input; this "
             f"model has none (nonlinear operators: {', '.join(other) or 'none'}). Use "
             "split='input' or methods 'crown' / 'alpha-crown'.")
     return sorted(names, key=graph.position)
+
+
+@dataclass(frozen=True)
+class SplitPoint:
+    """Where a branch-and-bound search may split the elements of a node: at ``point`` (a kink
+    of an op reading ``node``, :meth:`~lipbound.ops.base.Op.kinks`), into ``node <= point``
+    and ``node >= point``. ``sign``: a ReLU-like op reads the node and the point is 0 (a sign
+    split: beta multipliers and the switch's one-sided derivative); otherwise the split is a
+    box on the node (:attr:`~lipbound.bounds.restriction.Restriction.boxes`)."""
+
+    node: str
+    point: float
+    sign: bool
+
+
+def split_points(graph: Graph) -> list[SplitPoint]:
+    """Every (input-dependent node, kink) pair of the ops with kinks (ReLU-likes at 0,
+    hardtanh / clamp / relu6 / hardsigmoid at their limits, |.| at 0, hardswish at -3 and 3),
+    in topological order, then by point; UnsupportedModelError when there are none."""
+    dep = graph.depends_on_input()
+    found: dict[tuple[str, float], bool] = {}
+    for n in graph.nodes:
+        if n.op in (INPUT, CONST) or len(n.inputs) != 1 or not dep[n.inputs[0]]:
+            continue
+        relu = relu_like_slope(n) is not None
+        for t in registry.get(n.op, n.where).kinks(n.params):
+            key = (n.inputs[0], float(t))
+            found[key] = found.get(key, False) or (relu and t == 0.0)
+    if not found:
+        relu_inputs(graph)  # raises the error naming the model's nonlinear operators
+    return sorted((SplitPoint(z, t, s) for (z, t), s in found.items()),
+                  key=lambda sp: (graph.position(sp.node), sp.point))
 
 
 @dataclass(frozen=True)
@@ -80,7 +119,8 @@ def _np(t) -> np.ndarray:
 
 def _unsupported(node, method: str = "method 'exact'",
                  alternatives: str = f"methods {OTHER_METHODS}") -> UnsupportedModelError:
-    if node.op in ACTIVATIONS:
+    op = registry.get(node.op, node.where)
+    if not op.linear and relu_like_slope(node) is None and len(node.inputs) == 1:
         return UnsupportedModelError(
             f"{method} supports ReLU and LeakyReLU networks only; the model uses "
             f"{node.op!r} at {node.where}. Use {alternatives} for {node.op}."
@@ -93,19 +133,11 @@ def _unsupported(node, method: str = "method 'exact'",
 
 
 def _affine_of(node, n_in: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(W, b) of an affine node acting on a flat vector of length n_in, or None if it is not."""
-    if node.op == "linear":
-        w = _np(node.params["weight"])
-        b = node.params.get("bias")
-        return w, (_np(b).reshape(-1) if b is not None else np.zeros(w.shape[0]))
-    if node.op == "identity" or (node.op == "reshape" and node.shape == (n_in,)):
-        return np.eye(n_in), np.zeros(n_in)
-    if node.op == "scale_shift" and len(node.shape) == 1:
-        scale = np.broadcast_to(_np(node.params["scale"]).reshape(-1), (n_in,))
-        shift = node.params.get("shift")
-        b = np.zeros(n_in) if shift is None else np.broadcast_to(_np(shift).reshape(-1), (n_in,))
-        return np.diag(scale), np.array(b, dtype=np.float64)
-    return None
+    """(W, b) of an affine node acting on a flat vector of length n_in (the op's
+    :meth:`~lipbound.ops.base.LinearOp.flat_affine`), or None if it is not one."""
+    op = registry.get(node.op, node.where)
+    aff = op.flat_affine(node.params, n_in, node.shape) if op.linear else None
+    return None if aff is None else (_np(aff[0]), _np(aff[1]))
 
 
 def relu_chain(graph: Graph, method: str = "method 'exact'",
@@ -123,13 +155,13 @@ def relu_chain(graph: Graph, method: str = "method 'exact'",
     for node in nodes:
         if node.inputs != (prev,):
             raise _unsupported(node, method, alternatives)
-        if node.op in SPLIT_OPS:
+        k = relu_like_slope(node)
+        if k is not None:
             if not pending:
                 raise _unsupported(node, method, alternatives)
             weights.append(W)
             biases.append(b)
-            slopes.append(float(node.params.get("negative_slope", 0.0))
-                          if node.op == "leaky_relu" else 0.0)
+            slopes.append(float(k))
             pre_nodes.append(prev)
             W, b, pending = np.eye(W.shape[0]), np.zeros(W.shape[0]), False
         else:
@@ -137,7 +169,8 @@ def relu_chain(graph: Graph, method: str = "method 'exact'",
             if aff is None or aff[0].shape[1] != W.shape[0]:
                 raise _unsupported(node, method, alternatives)
             W, b = aff[0] @ W, aff[0] @ b + aff[1]
-            pending = pending or node.op == "linear" or node.op == "scale_shift"
+            # a layer has begun once a map that is not a mere copy (reshape) is seen
+            pending = pending or not registry.get(node.op).norm_fact(node.params, 0).copy
         prev = node.name
     if prev != graph.output:
         raise UnsupportedModelError("the graph's output is not the end of its layer chain")

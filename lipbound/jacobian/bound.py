@@ -17,6 +17,7 @@ from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.graph.ir import Graph
 from lipbound.graph.shapes import relu_like_only
 from lipbound.jacobian.build import JacobianGraph, jacobian_graph
+from lipbound.ops import registry
 from lipbound.propagate.alpha import alpha_crown_upper, stop_when_flat
 from lipbound.propagate.crown import crown_upper
 from lipbound.propagate.driver import prepare_state
@@ -70,6 +71,7 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     for name, iv in fstate.bounds.items():
         iv = restriction.strict_switch(name, iv)  # strict signs for the switches of splits
         state.bounds[name] = iv if D == 1 else Interval(iv.lower[rows], iv.upper[rows])
+    _one_sided_derivatives(state, forward, restriction, rows if D > 1 else None)
     ibp_pass(state, only_missing=True)
     if restriction.gradient is not None:
         state.set_bounds(jg.gradient, restriction.gradient)
@@ -78,6 +80,22 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
         if bound_gradient and state.dep[jg.gradient]:
             state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, it))
     return state, jg
+
+
+def _one_sided_derivatives(state: BoundState, forward: Graph, restriction: Restriction,
+                           rows: Tensor | None) -> None:
+    """Bounds of the derivative nodes that read a node with kink splits (the backward nodes
+    with that one input), from its bounds opened at the split points
+    (:meth:`~lipbound.bounds.restriction.Restriction.open_box`): each side of a split takes
+    its own one-sided derivative, as the switches of sign splits do."""
+    if not restriction.boxes:
+        return
+    fwd = {n.name for n in forward.nodes}
+    for n in state.graph.nodes:
+        if n.name in fwd or len(n.inputs) != 1 or n.inputs[0] not in restriction.boxes:
+            continue
+        iv = restriction.open_box(n.inputs[0], state.bounds[n.inputs[0]], rows)
+        state.bounds[n.name] = registry.get(n.op, n.where).ibp(n.params, iv)
 
 
 def elementwise_norm_upper(g: Interval, q: float) -> Tensor:

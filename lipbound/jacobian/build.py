@@ -4,17 +4,17 @@ Given a forward graph f: x -> y [K] and spec rows C [S, K], the joint graph comp
 row s (batched as the batch dimension), the chain-rule gradient ``g = J_f(x)^T C_s`` [*in]:
 
 - the cotangent of the output is the constant ``C_s`` (a ``const`` node of batch S);
-- a linear op's cotangent flows through its ``transpose`` (conv -> conv_transpose, reshapes,
-  pooling and padding -> their adjoints), fan-in adds cotangents (``add``);
-- ReLU / LeakyReLU become ``relu_switch`` / ``leaky_switch`` nodes reading the forward
-  pre-activation z; smooth activations become ``mul(act'(z), a)``; max pooling becomes
-  ``max_pool_grad(z, a)``, max over dims ``reduce_max_grad(z, a)``;
-- every other elementwise op states its derivative as a registered op on the same input
-  (:meth:`~lipbound.ops.base.NonlinearOp.derivative`: a step function ``pwl`` for
-  piecewise-linear ops, |.| and hardswish, ``pow`` for log and powers, ``2 z`` for squares,
-  the op's own output for exp), and the cotangent is ``mul(derivative, a)``;
-- a product ``mul(x, y)`` of two input-dependent values has the product rule: ``mul(y, a)``
-  to x and ``mul(x, a)`` to y.
+- fan-in adds cotangents (``add``); every op states how its cotangent a reaches each input
+  (:meth:`~lipbound.ops.base.Op.jacobian_rule`, :mod:`lipbound.ops.facts`), one of:
+- ``transpose`` (every linear op: conv -> conv_transpose, reshapes, pooling and padding ->
+  their adjoints);
+- a gate ``kind(z, a)`` reading the forward input z (ReLU / LeakyReLU -> ``relu_switch`` /
+  ``leaky_switch``, max pooling -> ``max_pool_grad``, max over dims -> ``reduce_max_grad``);
+- the chain rule ``mul(d(z), a)`` with the op's derivative stated as a registered op on the
+  same input (:meth:`~lipbound.ops.base.NonlinearOp.derivative`: ``d_tanh`` and the like for
+  smooth activations, a step function ``pwl`` for piecewise-linear ops, |.| and hardswish,
+  ``pow`` for log and powers, ``2 z`` for squares, the op's own output for exp);
+- the product rule of ``mul(x, y)``: ``mul(y, a)`` to x and ``mul(x, a)`` to y.
 
 The set of values g can take at x contains every Clarke generalised gradient of C_s . f at x
 (the chain rule with set-valued derivatives is a superset of the Clarke Jacobian).
@@ -22,7 +22,9 @@ The set of values g can take at x contains every Clarke generalised gradient of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -30,63 +32,54 @@ from torch import Tensor
 from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.ir import CONST, INPUT, Graph, Node, freeze
 from lipbound.ops import registry
-from lipbound.ops.smooth import DERIVATIVES
+from lipbound.ops.facts import CHAIN, GATE, PRODUCT, TRANSPOSE
 
 SPEC = "jac_spec"
 
 
 @dataclass(frozen=True)
 class JacobianGraph:
-    """The joint forward + backward graph; ``gradient`` names the node g [*in] and ``norm``
-    the node sum_j |g_j| (q = 1) or sum_j g_j^2 (q = 2), or None."""
+    """The joint forward + backward graph; ``gradient`` names the node g [*in], ``norm``
+    the node sum_j |g_j| (q = 1) or sum_j g_j^2 (q = 2), or None, and ``cotangents`` maps
+    each input-dependent forward node that the output depends on to the node holding the
+    cotangent of its output (what its Jacobian rule reads: a ReLU's switch multiplies it)."""
 
     graph: Graph
     gradient: str
     norm: str | None = None
+    cotangents: Mapping[str, str] = field(default_factory=dict)
 
 
 def _backward_node(fwd: Node, idx: int, forward: Graph, g: str, nodes: list[Node]) -> str:
-    """Append the node(s) that map the cotangent g of ``fwd`` to its input ``src``."""
+    """Append the node(s) that map the cotangent g of ``fwd`` to its input ``src``, by the
+    op's :meth:`~lipbound.ops.base.Op.jacobian_rule`."""
     name = f"grad_{fwd.name}_{idx}"
     src = forward[fwd.inputs[idx]]
     op = registry.get(fwd.op, fwd.where)
-    if op.linear:
+    rule = op.jacobian_rule(fwd.params, idx)
+    if rule is None or (rule.form == CHAIN and len(fwd.inputs) != 1):
+        supported = [k for k in registry.kinds() if registry.get(k).differentiable]
+        raise UnsupportedOperationError(fwd.op, fwd.where, supported,
+                                        hint="No Clarke-Jacobian rule for this operator.")
+    if rule.form == TRANSPOSE:
         params = {"inner": fwd.op, "inner_params": fwd.params, "index": idx,
                   "in_shapes": tuple(forward[s].shape for s in fwd.inputs)}
         nodes.append(Node(name, "transpose", (g,), src.shape, freeze(params), fwd.where))
-    elif fwd.op == "relu":
-        nodes.append(Node(name, "relu_switch", (src.name, g), src.shape, freeze({}), fwd.where))
-    elif fwd.op == "leaky_relu":
-        nodes.append(Node(name, "leaky_switch", (src.name, g), src.shape, fwd.params, fwd.where))
-    elif fwd.op in DERIVATIVES:
-        d = f"dact_{fwd.name}"
-        nodes.append(Node(d, DERIVATIVES[fwd.op].name, (src.name,), src.shape, freeze({}),
+    elif rule.form == GATE:
+        nodes.append(Node(name, rule.kind, (src.name, g), src.shape, freeze(rule.params),
                           fwd.where))
-        nodes.append(Node(name, "mul", (d, g), src.shape, freeze({}), fwd.where))
-    elif fwd.op == "max_pool":
-        nodes.append(Node(name, "max_pool_grad", (src.name, g), src.shape, fwd.params,
-                          fwd.where))
-    elif fwd.op == "reduce_max":
-        nodes.append(Node(name, "reduce_max_grad", (src.name, g), src.shape, fwd.params,
-                          fwd.where))
-    elif fwd.op == "mul":
+    elif rule.form == PRODUCT:
         other = fwd.inputs[1 - idx]
         nodes.append(Node(name, "mul", (other, g), src.shape, freeze({}), fwd.where))
-    elif op.derivative(fwd.params) is not None and len(fwd.inputs) == 1:
-        rule = op.derivative(fwd.params)
-        if rule == op.DERIVATIVE_IS_OUTPUT:
-            d = fwd.name
-        else:
+    elif rule.form == CHAIN:
+        d = fwd.name  # the derivative is the op's own output (exp)
+        if rule.kind is not None:
             d = f"dact_{fwd.name}"
-            kind, params = rule
-            nodes.append(Node(d, kind, (src.name,), src.shape, freeze(params), fwd.where))
+            nodes.append(Node(d, rule.kind, (src.name,), src.shape, freeze(rule.params),
+                              fwd.where))
         nodes.append(Node(name, "mul", (d, g), src.shape, freeze({}), fwd.where))
     else:
-        supported = ["linear ops", "relu", "leaky_relu", "max_pool", "reduce_max", "mul",
-                     *sorted(DERIVATIVES), "elementwise ops with a stated derivative "
-                     "(pwl, hardswish, exp, log, pow, abs, square)"]
-        raise UnsupportedOperationError(fwd.op, fwd.where, supported,
-                                        hint="No Clarke-Jacobian rule for this operator.")
+        raise ValueError(f"op {fwd.op!r} states an unknown Jacobian rule {rule.form!r}")
     return name
 
 
@@ -100,6 +93,7 @@ def jacobian_graph(forward: Graph, C: Tensor, q: float | None = None) -> Jacobia
     nodes.append(Node(SPEC, CONST, (), forward[forward.output].shape, freeze({"value": C}),
                       "specification rows"))
     cot: dict[str, list[str]] = {forward.output: [SPEC]}
+    cot_of: dict[str, str] = {}
     gradient = None
     for fwd in reversed(forward.nodes):
         parts = cot.pop(fwd.name, None)
@@ -110,6 +104,7 @@ def jacobian_graph(forward: Graph, C: Tensor, q: float | None = None) -> Jacobia
             g = f"cot_{fwd.name}"
             nodes.append(Node(g, "add", tuple(parts), fwd.shape,
                               freeze({"coeffs": (1.0,) * len(parts)}), fwd.where))
+        cot_of[fwd.name] = g
         if fwd.op == INPUT:
             gradient = g
             continue
@@ -119,7 +114,8 @@ def jacobian_graph(forward: Graph, C: Tensor, q: float | None = None) -> Jacobia
     if gradient is None:
         raise UnsupportedOperationError("output", "graph", [], hint="output ignores the input")
     norm = _append_norm(nodes, forward[forward.input].shape, gradient, q, C)
-    return JacobianGraph(Graph(tuple(nodes), forward.input, norm or gradient), gradient, norm)
+    return JacobianGraph(Graph(tuple(nodes), forward.input, norm or gradient), gradient, norm,
+                         MappingProxyType(cot_of))
 
 
 def _append_norm(nodes: list[Node], shape: tuple[int, ...], g: str, q: float | None,

@@ -14,9 +14,11 @@ its own computation included; :mod:`lipbound.jacobian.spectral`):
 * l_2: the Gram iteration on the matrix (``spectral.gram_upper``: certified, tight to about
   1e-6) when it is small enough, the unfolded-kernel bound for convolutions, and the Schur
   test ``sqrt(||L||_1 ||L||_inf)``; the least of those that apply;
-* weight-free reshapes, permutations, zero padding, slices and concatenation parts: 1 in every
-  norm (each output is 0 or a copy of a distinct input element); scale-shift: max |scale|;
-  a sum's input i: |coefficient i|.
+* closed forms stated by the ops (:meth:`~lipbound.ops.base.LinearOp.norm_fact`): weight-free
+  reshapes, permutations, zero padding, slices and concatenation parts: 1 in every norm (each
+  output is 0 or a copy of a distinct input element); scale-shift: max |scale|; a sum's
+  input i: |coefficient i|; a dense layer's matrix and a convolution's kernel for the rules
+  above; nonlinear ops state their factor (:meth:`~lipbound.ops.base.NonlinearOp.naive_factor`).
 
 Scalar products and sums are rounded upward (``spectral.up``), so the result bounds the real
 product of the real norms.
@@ -36,11 +38,8 @@ from lipbound.jacobian import spectral
 from lipbound.jacobian.spectral import gamma_up, up
 from lipbound.norms import dual_norm
 from lipbound.ops import registry
-from lipbound.ops.smooth import ACTIVATIONS
 
 _MAX_DENSE = 4_000_000
-#: ops whose every output element is 0 or a copy of a distinct input element: norm <= 1
-_COPY_OPS = ("reshape", "permute", "identity", "pad", "slice", "concat")
 
 
 def _dense(node: Node, idx: int, graph: Graph) -> Tensor:
@@ -78,20 +77,15 @@ def _terms(node: Node, graph: Graph) -> int:
     return node.numel + sum(graph[s].numel for s in node.inputs) + 2
 
 
-def _tuple(v, n: int) -> tuple[int, ...]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * n
-
-
 def induced_norm(node: Node, idx: int, graph: Graph, p: float) -> float:
-    """Upper bound on the induced p->p norm of input idx's linear map (rounding included)."""
-    if node.op in _COPY_OPS:
-        return 1.0
-    if node.op == "scale_shift":
-        return float(node.params["scale"].double().abs().max())
-    if node.op == "add":
-        return abs(float(node.params["coeffs"][idx]))
-    if node.op == "linear":
-        W = node.params["weight"].double()
+    """Upper bound on the induced p->p norm of input idx's linear map (rounding included):
+    the op's closed-form fact (:meth:`~lipbound.ops.base.LinearOp.norm_fact`) where it has
+    one, else the numerical bounds below."""
+    fact = registry.get(node.op, node.where).norm_fact(node.params, idx)
+    if fact.every_p is not None:
+        return fact.every_p
+    if fact.matrix is not None:
+        W = fact.matrix.double()
         if p == math.inf:
             return up(float(W.abs().sum(1).max()) * (1 + gamma_up(W.shape[1])))
         if p == 1.0:
@@ -105,12 +99,8 @@ def induced_norm(node: Node, idx: int, graph: Graph, p: float) -> float:
     a = up(float(_abs_sums(node, idx, graph, 1.0)) * (1 + 2 * gamma_up(terms)))
     b = up(float(_abs_sums(node, idx, graph, math.inf)) * (1 + 2 * gamma_up(terms)))
     best = up(math.sqrt(up(a * b)))  # Schur test on the exact |L|
-    if node.op == "conv":
-        w = node.params["weight"]
-        nsp = w.dim() - 2
-        best = min(best, spectral.conv_unfold_upper(
-            w, int(node.params["groups"]), _tuple(node.params["stride"], nsp),
-            _tuple(node.params["dilation"], nsp)))
+    if fact.conv is not None:
+        best = min(best, spectral.conv_unfold_upper(*fact.conv))
     n_in = graph[node.inputs[idx]].numel
     if node.numel * n_in <= _MAX_DENSE and min(node.numel, n_in) <= spectral.GRAM_MAX_DIM:
         # the dense matrix D is computed in float64: |D - L| <= gamma |L| elementwise, so
@@ -121,30 +111,23 @@ def induced_norm(node: Node, idx: int, graph: Graph, p: float) -> float:
 
 
 def _activation_constant(node: Node, p: float) -> float:
+    """The op's :meth:`~lipbound.ops.base.NonlinearOp.naive_factor` (UnsupportedOperationError
+    naming the op and its place when it has none)."""
+    k = registry.get(node.op, node.where).naive_factor(node.params, p)
+    if k is None:
+        raise UnsupportedOperationError(
+            node.op, node.where, ["linear ops", "ops with a global Lipschitz constant "
+                                  "(ReLU-like, smooth and piecewise-linear activations, |.|, "
+                                  "max pooling and max over dims)"],
+            hint="The naive bound needs a global Lipschitz constant "
+                 "(exp, log, powers and products have none).")
+    return k
+
+
+def _dense_matrix(node: Node) -> Tensor | None:
+    """W when the node is a dense layer ``W x + b`` on its only input (else None)."""
     op = registry.get(node.op, node.where)
-    lip = op.lipschitz(node.params) if len(node.inputs) == 1 else None
-    if lip is not None and math.isfinite(lip):  # elementwise: the same constant for every p
-        return float(lip)
-    if node.op in ("relu", "leaky_relu"):
-        return 1.0
-    if node.op in ACTIVATIONS:
-        return ACTIVATIONS[node.op].lipschitz
-    if node.op == "max_pool":
-        k, s = node.params["kernel_size"], node.params["stride"]
-        k = (k, k) if isinstance(k, int) else k
-        s = (s, s) if isinstance(s, int) else s
-        overlap = math.prod(math.ceil(ki / si) for ki, si in zip(k, s))
-        return 1.0 if p == math.inf else up(overlap ** (1.0 / p))
-    if node.op == "reduce_max":  # 1-Lipschitz per group, groups disjoint: 1 for every p
-        return 1.0
-    raise UnsupportedOperationError(node.op, node.where, ["linear ops", "relu",
-                                                                   "leaky_relu", "max_pool",
-                                                                   "reduce_max",
-                                                                   "globally Lipschitz "
-                                                                   "elementwise ops",
-                                                                   *ACTIVATIONS],
-                                    hint="The naive bound needs a global Lipschitz constant "
-                                         "(exp, log, powers and products have none).")
+    return op.norm_fact(node.params, 0).matrix if op.linear and len(node.inputs) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -168,7 +151,7 @@ def naive_factors(graph: Graph, p: float) -> NaiveFactors:
             continue
         if node.op == INPUT:
             K[node.name] = 1.0
-        elif node is out and node.op == "linear":
+        elif node is out and _dense_matrix(node) is not None:
             break
         elif registry.get(node.op, node.where).linear:
             total = 0.0
@@ -178,8 +161,9 @@ def naive_factors(graph: Graph, p: float) -> NaiveFactors:
             K[node.name] = total
         else:
             K[node.name] = up(_activation_constant(node, p) * K[node.inputs[0]])
-    if out.op == "linear":
-        return NaiveFactors(K[out.inputs[0]], out.params["weight"].detach().double(), p)
+    W = _dense_matrix(out)
+    if W is not None:
+        return NaiveFactors(K[out.inputs[0]], W.detach().double(), p)
     return NaiveFactors(K[out.name], None, p)
 
 

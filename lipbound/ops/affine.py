@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lipbound.ops.base import LinearOp, Params
+from lipbound.ops.facts import NormFact
 from lipbound.ops.registry import register
 
 
@@ -37,6 +39,16 @@ class LinearLayer(LinearOp):
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A @ params["weight"],)
 
+    def norm_fact(self, params: Params, index: int) -> NormFact:
+        return NormFact(matrix=params["weight"])
+
+    def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
+                    ) -> tuple[Tensor, Tensor]:
+        w = params["weight"].detach().double()
+        b = params.get("bias")
+        return w, (torch.zeros(w.shape[0], dtype=torch.float64) if b is None
+                   else b.detach().double().reshape(-1))
+
 
 class Conv(LinearOp):
     """N-d convolution (1-d or 2-d); params weight, bias, stride, padding, dilation, groups."""
@@ -54,6 +66,12 @@ class Conv(LinearOp):
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return self._conv(x, _maybe_abs(params["weight"], absolute), params)
+
+    def norm_fact(self, params: Params, index: int) -> NormFact:
+        w = params["weight"]
+        nsp = w.dim() - 2
+        return NormFact(conv=(w, int(params["groups"]), _tuple(params["stride"], nsp),
+                              _tuple(params["dilation"], nsp)))
 
     def offset(self, params: Params) -> Tensor | None:
         b = params.get("bias")
@@ -122,6 +140,21 @@ class ScaleShift(LinearOp):
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A * params["scale"],)
 
+    def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
+                    ) -> tuple[Tensor, Tensor] | None:
+        """diag(scale) x + shift on 1-D inputs."""
+        if len(out_shape) != 1:
+            return None
+        scale = params["scale"].detach().double().reshape(-1).expand(n_in)
+        shift = params.get("shift")
+        b = (torch.zeros(n_in, dtype=torch.float64) if shift is None
+             else shift.detach().double().reshape(-1).expand(n_in).clone())
+        return torch.diag(scale), b
+
+    def norm_fact(self, params: Params, index: int) -> NormFact:
+        """A diagonal map: max |scale| in every norm."""
+        return NormFact(every_p=float(params["scale"].double().abs().max()))
+
 
 class Sum(LinearOp):
     """y = sum_i coeffs[i] * x_i (residual additions, subtractions, gradient fan-in)."""
@@ -141,6 +174,10 @@ class Sum(LinearOp):
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return tuple(c * A for c in params["coeffs"])
+
+    def norm_fact(self, params: Params, index: int) -> NormFact:
+        """Input i's map is c_i times the identity: |c_i| in every norm."""
+        return NormFact(every_p=abs(float(params["coeffs"][index])))
 
     def apply_linear_one(self, params: Params, index: int, x: Tensor,
                          in_shapes: Sequence[tuple[int, ...]]) -> Tensor:

@@ -15,6 +15,7 @@ propagation hands them intervals ``[B, *shape]`` and backward coefficient matric
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision, gamma
+from lipbound.ops.facts import CHAIN, TRANSPOSE, UNKNOWN, JacobianRule, NormFact
 
 Params = Mapping[str, Any]
 
@@ -55,6 +57,27 @@ class Op:
     #: tighter value when the caller has them (products: their relaxation's slopes are the
     #: other factor's bounds); the caller computes intervals only for ``interval_facts`` ops
     interval_aware: bool = False
+    #: True when :meth:`jacobian_rule` states a rule (for some params): the Clarke-Jacobian
+    #: builder can differentiate through this op (listed in its error messages)
+    differentiable: bool = False
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule | None:
+        """How the cotangent of this op's output reaches input ``index`` (see
+        :class:`~lipbound.ops.facts.JacobianRule`); None: no Clarke-Jacobian rule."""
+        return None
+
+    def kinks(self, params: Params) -> tuple[float, ...]:
+        """Points where an elementwise op of one input is not differentiable, where branch
+        and bound may split its input (0 for ReLU; both limits of hardtanh): restricted to
+        either side of a kink, the op's relaxation and derivative bounds tighten. () for
+        smooth or non-elementwise ops."""
+        return ()
+
+    def relu_like_slope(self, params: Params) -> float | None:
+        """k when this op is ``max(x, k x)`` with 0 <= k <= 1 (ReLU: 0), else None. Such ops
+        are what the exact solvers encode (one binary per neuron), what the sign search splits
+        at 0 (with beta multipliers) and what makes alpha-CROWN cheap."""
+        return None
 
     def needs_intervals(self, params: Params) -> bool:
         """Whether this node's rounding facts need its inputs' intervals (default:
@@ -155,6 +178,24 @@ class LinearOp(Op):
             g += (2 * prec.u_operand + prec.u_operand ** 2) * (1 + g)
         return e + g * self.magnitude(params, *mags)
 
+    differentiable = True
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """The transpose of the linear part (a ``transpose`` node)."""
+        return JacobianRule(TRANSPOSE)
+
+    def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
+                    ) -> tuple[Tensor, Tensor] | None:
+        """(W [m, n_in], b [m]) when this op maps a flat vector of length ``n_in`` (C order)
+        to the flat output ``W x + b`` of per-sample shape ``out_shape`` as a layer of an MLP
+        (how the exact solvers and LP layers read it); None when it is not such a map."""
+        return None
+
+    def norm_fact(self, params: Params, index: int) -> NormFact:
+        """What this op knows about the induced norms of input ``index``'s map (default:
+        nothing; the naive bound then computes them numerically from :meth:`apply_linear`)."""
+        return UNKNOWN
+
     def ibp(self, params: Params, *ivals: Interval) -> Interval:
         """Exact interval image of a box under an affine map: centre +- |L| radius."""
         c = self.apply(params, *[iv.center for iv in ivals])
@@ -193,6 +234,14 @@ class NonlinearOp(Op):
         """Bound on the rounding of one evaluation at exact inputs (0: exact, like max)."""
         return 0.0
 
+    def naive_factor(self, params: Params, p: float) -> float | None:
+        """An upper bound on this op's Lipschitz constant w.r.t. ||.||_p on inputs and outputs
+        (its factor in the naive product of :mod:`lipbound.jacobian.naive`), or None when it
+        has no global one (exp, log, products). Default: a finite :meth:`lipschitz`, which an
+        elementwise op has for every p."""
+        lip = self.lipschitz(params)
+        return float(lip) if lip is not None and math.isfinite(lip) else None
+
     def magnitude(self, params: Params, *mags: Tensor) -> Tensor:
         """max |y| over inputs |x_i| <= mags (by :meth:`ibp`), and at least lipschitz * |x|
         (the slopes of a relaxation scale coefficients by at most that)."""
@@ -224,11 +273,6 @@ class NonlinearOp(Op):
     def project_opt(self, params: Params, opt: dict[str, Tensor]) -> None:
         """Clamp optimisable parameters into their valid range, in place."""
 
-    def kinks(self, params: Params) -> tuple[float, ...]:
-        """Points where an elementwise op is not differentiable (where branch and bound may
-        split its input, as at 0 for ReLU); () for smooth or non-elementwise ops."""
-        return ()
-
     #: for :meth:`derivative`: the derivative of this op is its own output (exp)
     DERIVATIVE_IS_OUTPUT = "output"
 
@@ -236,8 +280,18 @@ class NonlinearOp(Op):
         """The Clarke derivative of an elementwise op as another registered op applied to the
         same input, ``(kind, params)`` (the set-valued derivative at a kink must be contained
         in that op's interval bounds there), :attr:`DERIVATIVE_IS_OUTPUT`, or None when the op
-        has no such rule (its Clarke-Jacobian rule lives in :mod:`lipbound.jacobian.build`)."""
+        has no such rule (then :meth:`jacobian_rule` states another one or none)."""
         return None
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule | None:
+        """Default: the chain rule with :meth:`derivative`, ``mul(d, g)``."""
+        rule = self.derivative(params)
+        if rule is None:
+            return None
+        if rule == self.DERIVATIVE_IS_OUTPUT:
+            return JacobianRule(CHAIN)
+        kind, dparams = rule
+        return JacobianRule(CHAIN, kind, dparams)
 
     #: True when :meth:`ibp` is the exact range over its (single) input interval, so CROWN
     #: cannot tighten this op's output bounds in practice (intermediate bounds skip it)

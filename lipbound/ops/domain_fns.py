@@ -42,6 +42,7 @@ class DomainFunction(NonlinearOp):
     exact_interval = True
     interval_facts = True
     opt_lr = 0.1
+    differentiable = True  # every subclass states its :meth:`derivative`
 
     def fn(self, params: Params) -> SmoothFn:
         raise NotImplementedError

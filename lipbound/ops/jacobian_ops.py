@@ -29,6 +29,7 @@ from torch import Tensor
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
+from lipbound.ops.facts import PRODUCT, JacobianRule
 from lipbound.ops.registry import register
 
 
@@ -159,6 +160,11 @@ class Mul(NonlinearOp):
     kind = "mul"
     elementwise = True
     opt_lr = 0.1
+    differentiable = True
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """The product rule: ``mul(x_other, g)`` to each factor."""
+        return JacobianRule(PRODUCT)
 
     def apply(self, params: Params, d: Tensor, a: Tensor) -> Tensor:
         return d * a
@@ -227,6 +233,7 @@ class Abs(NonlinearOp):
     kind = "abs"
     exact_interval = True
     elementwise = True
+    differentiable = True
 
     def lipschitz(self, params: Params) -> float:
         return 1.0  # and exact in floating point (eval_error 0)
@@ -277,6 +284,7 @@ class Square(NonlinearOp):
 
     kind = "square"
     elementwise = True
+    differentiable = True
 
     def apply(self, params: Params, v: Tensor) -> Tensor:
         return v * v

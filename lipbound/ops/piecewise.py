@@ -77,6 +77,7 @@ class PiecewiseLinear(NonlinearOp):
 
     kind = "pwl"
     exact_interval = True
+    differentiable = True
     opt_lr = 0.2
 
     def kinks(self, params: Params) -> tuple[float, ...]:
@@ -248,6 +249,7 @@ class Hardswish(SmoothActivation):
     def __init__(self) -> None:
         super().__init__(HARDSWISH)
         self.opt_lr = 0.1
+        self.differentiable = True  # :meth:`derivative` below
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         return F.hardswish(x)

@@ -8,6 +8,7 @@ input with its adjoint ``fold`` (so overlapping windows add up correctly).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.ops.base import NonlinearOp, Params
+from lipbound.ops.facts import GATE, JacobianRule
 from lipbound.ops.registry import register
 
 
@@ -39,6 +41,18 @@ class MaxPool2d(NonlinearOp):
     """2-d max pooling; params kernel_size, stride, padding, dilation (ceil_mode False)."""
 
     kind = "max_pool"
+    differentiable = True
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """``max_pool_grad(z, g)``: g routed to each window's maximiser."""
+        return JacobianRule(GATE, "max_pool_grad", params)
+
+    def naive_factor(self, params: Params, p: float) -> float:
+        """1-Lipschitz per window in l_inf; an input element lies in at most prod ceil(k / s)
+        windows, so the l_p constant is at most that overlap to the power 1 / p."""
+        k, s = _pair(params["kernel_size"]), _pair(params["stride"])
+        overlap = math.prod(math.ceil(ki / si) for ki, si in zip(k, s))
+        return 1.0 if p == math.inf else math.nextafter(overlap ** (1.0 / p), math.inf)
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         return F.max_pool2d(x, params["kernel_size"], params["stride"], params["padding"],

@@ -24,6 +24,7 @@ from torch import Tensor
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import LinearOp, NonlinearOp, Params
+from lipbound.ops.facts import GATE, JacobianRule
 from lipbound.ops.pool_grad import Routing, route_backward
 from lipbound.ops.pooling import PoolSelection
 from lipbound.ops.registry import register
@@ -170,6 +171,15 @@ class ReduceMax(NonlinearOp):
 
     kind = "reduce_max"
     exact_interval = True
+    differentiable = True
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """``reduce_max_grad(z, g)``: g routed to each group's maximiser."""
+        return JacobianRule(GATE, "reduce_max_grad", params)
+
+    def naive_factor(self, params: Params, p: float) -> float:
+        """1-Lipschitz per group in every l_p, and the groups are disjoint: 1."""
+        return 1.0
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         return x.amax(_bdims(params), keepdim=bool(params.get("keepdim", False)))

@@ -11,6 +11,14 @@ the graph normaliser lowers (softmax, LayerNorm, RMSNorm, GroupNorm) in ``ops/co
 and the ops of Clarke Jacobian graphs in ``ops/jacobian_ops.py`` (switches, products, |.|, squares;
 products and |.| serve forward graphs too), ``ops/transpose.py`` (transposed linear ops) and
 ``ops/pool_grad.py`` (max-pool derivative).
+
+Everything generic code needs to know about an op is stated by its class (:mod:`lipbound.ops.base`,
+value types in :mod:`lipbound.ops.facts`), never looked up by its name: its Clarke-Jacobian rule
+(``jacobian_rule``, ``derivative``), its factor in the naive Lipschitz product (``norm_fact`` for
+linear ops, ``naive_factor`` for the others), its kinks (branch-and-bound split points), whether it
+is ReLU-like (``relu_like_slope``: the exact solvers' and sign splits' activations) and its form as
+an MLP layer (``flat_affine``). Adding an op is one module here and one row in the test case table
+(``tests/ops/test_ops_soundness.py``), which gives it the forward, Jacobian and error tests.
 """
 
 from __future__ import annotations

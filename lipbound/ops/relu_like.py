@@ -16,6 +16,7 @@ from torch import Tensor
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
+from lipbound.ops.facts import GATE, JacobianRule
 from lipbound.ops.registry import register
 
 
@@ -40,6 +41,18 @@ class LeakyReLU(NonlinearOp):
         """Difference quotients of max(x, k x) lie between min(k, 1) and max(k, 1)."""
         k = self.slope(params)
         return min(k, 1.0), max(k, 1.0)
+
+    def relu_like_slope(self, params: Params) -> float:
+        return self.slope(params)
+
+    def kinks(self, params: Params) -> tuple[float, ...]:
+        return (0.0,)
+
+    differentiable = True
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """``leaky_switch(z, g)``: g where z > 0, k g where z < 0, either at 0."""
+        return JacobianRule(GATE, "leaky_switch", params)
 
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor | float:
@@ -87,6 +100,10 @@ class ReLU(LeakyReLU):
 
     def slope(self, params: Params) -> float:
         return 0.0
+
+    def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
+        """``relu_switch(z, g)``: g where z > 0, 0 where z < 0, either at 0."""
+        return JacobianRule(GATE, "relu_switch", {})
 
 
 register(ReLU())

@@ -13,10 +13,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lipbound.ops.base import LinearOp, Params
+from lipbound.ops.facts import COPY, NormFact
 from lipbound.ops.registry import register
 
 
-class Reshape(LinearOp):
+class CopyOp(LinearOp):
+    """A linear op whose every output element is 0 or a copy of a distinct input element:
+    its induced norm is at most 1 in every l_p (:data:`~lipbound.ops.facts.COPY`)."""
+
+    def norm_fact(self, params: Params, index: int) -> NormFact:
+        return COPY
+
+
+def _flat_identity(n_in: int) -> tuple[Tensor, Tensor]:
+    return torch.eye(n_in, dtype=torch.float64), torch.zeros(n_in, dtype=torch.float64)
+
+
+class Reshape(CopyOp):
     """View as per-sample ``shape`` (Flatten, View, Reshape)."""
 
     kind = "reshape"
@@ -27,8 +40,13 @@ class Reshape(LinearOp):
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A.reshape(A.shape[0], *in_shapes[0]),)
 
+    def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
+                    ) -> tuple[Tensor, Tensor] | None:
+        """A flatten (to one dimension of the same length) is the identity in C order."""
+        return _flat_identity(n_in) if tuple(out_shape) == (n_in,) else None
 
-class Permute(LinearOp):
+
+class Permute(CopyOp):
     """Permutation of the per-sample dimensions (``dims`` excludes the batch dimension)."""
 
     kind = "permute"
@@ -43,7 +61,7 @@ class Permute(LinearOp):
         return (A.permute(0, *[d + 1 for d in inv]),)
 
 
-class Pad(LinearOp):
+class Pad(CopyOp):
     """Zero padding, ``pad`` in F.pad order (last dimension first)."""
 
     kind = "pad"
@@ -74,7 +92,7 @@ class AvgPool(LinearOp):
                             params.get("divisor_override"))
 
 
-class Slice(LinearOp):
+class Slice(CopyOp):
     """x[..., start:end:step] along per-sample dimension ``dim``."""
 
     kind = "slice"
@@ -84,7 +102,7 @@ class Slice(LinearOp):
         return x[index + (slice(params["start"], params["end"], params["step"]),)]
 
 
-class Concat(LinearOp):
+class Concat(CopyOp):
     """Concatenation along per-sample dimension ``dim``."""
 
     kind = "concat"
@@ -97,7 +115,7 @@ class Concat(LinearOp):
         return tuple(A.split(sizes, dim=params["dim"] + 1))
 
 
-class Identity(LinearOp):
+class Identity(CopyOp):
     """y = x (Identity, Dropout in eval mode, aliases)."""
 
     kind = "identity"
@@ -107,6 +125,10 @@ class Identity(LinearOp):
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A,)
+
+    def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
+                    ) -> tuple[Tensor, Tensor]:
+        return _flat_identity(n_in)
 
 
 for _op in (Reshape(), Permute(), Pad(), AvgPool(), Slice(), Concat(), Identity()):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -136,10 +137,19 @@ class SmoothActivation(NonlinearOp):
     exact_interval = True
     elementwise = True
 
-    def __init__(self, fn: SmoothFn, kind: str | None = None) -> None:
+    def __init__(self, fn: SmoothFn, kind: str | None = None,
+                 derivative_fn: SmoothFn | None = None) -> None:
         self.fn = fn
         self.kind = kind or fn.name
         self.opt_lr = 0.05 * fn.lipschitz
+        self.derivative_fn = derivative_fn
+        self.differentiable = derivative_fn is not None
+
+    def derivative(self, params: Params) -> tuple[str, dict[str, Any]] | None:
+        """f' as the registered op of ``derivative_fn`` (None for the derivatives
+        themselves: Jacobian graphs are not differentiated again)."""
+        d = self.derivative_fn
+        return None if d is None else (d.name, {})
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         return self.fn.f(x)
@@ -281,5 +291,7 @@ ACTIVATIONS = {fn.name: fn for fn in (SIGMOID, TANH, GELU, SILU, SOFTPLUS, ELU)}
 DERIVATIVES = {"sigmoid": D_SIGMOID, "tanh": D_TANH, "gelu": D_GELU, "silu": D_SILU,
                "softplus": SIGMOID, "elu": D_ELU}
 
-for _fn in (*ACTIVATIONS.values(), D_SIGMOID, D_TANH, D_GELU, D_SILU, D_ELU):
+for _fn in ACTIVATIONS.values():
+    register(SmoothActivation(_fn, derivative_fn=DERIVATIVES[_fn.name]))
+for _fn in (D_SIGMOID, D_TANH, D_GELU, D_SILU, D_ELU):
     register(SmoothActivation(_fn))

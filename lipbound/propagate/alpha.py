@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from lipbound.ops import registry
-from lipbound.propagate.crown import beta_key, crown_upper
+from lipbound.propagate.crown import beta_key, box_key, crown_upper
 from lipbound.propagate.state import BoundState
 
 
@@ -56,18 +56,26 @@ def init_betas(state: BoundState, target: str, S: int) -> dict[str, dict[str, Te
         beta = torch.zeros(split.shape[0], S, *split.shape[1:], dtype=dtype,
                            device=split.device)
         out[beta_key(name)] = {"beta": beta.requires_grad_(True)}
+    for name, box in state.boxes.items():  # kink splits: one multiplier per finite end
+        if g.position(name) > pos or not state.dep[name]:
+            continue
+        zero = torch.zeros(box.lower.shape[0], S, *box.lower.shape[1:], dtype=dtype,
+                           device=box.lower.device)
+        out[box_key(name)] = {"beta_lo": zero.clone().requires_grad_(True),
+                              "beta_up": zero.clone().requires_grad_(True)}
     return out
 
 
 def _lr(state: BoundState, key: str) -> float:
-    if key.endswith("#beta"):
+    if key.endswith(("#beta", "#box")):
         return BETA_LR
     return registry.get(state.graph[key].op).opt_lr
 
 
 def _project(state: BoundState, key: str, p: dict[str, Tensor]) -> None:
-    if key.endswith("#beta"):
-        p["beta"].clamp_(min=0)
+    if key.endswith(("#beta", "#box")):
+        for v in p.values():
+            v.clamp_(min=0)
         return
     node = state.graph[key]
     registry.get(node.op).project_opt(node.params, p)

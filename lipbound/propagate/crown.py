@@ -42,6 +42,25 @@ def beta_key(name: str) -> str:
     return f"{name}#beta"
 
 
+def box_key(name: str) -> str:
+    """Key of the kink-split (box) multipliers of node ``name`` in an ``opt`` mapping."""
+    return f"{name}#box"
+
+
+def _box_term(state: BoundState, name: str, beta: Mapping[str, Tensor], Ac, dtype
+              ) -> tuple[Tensor, Tensor]:
+    """``Ac + beta_lo - beta_up`` and the constant ``sum(beta_up b - beta_lo a)`` [B, S] of
+    the Lagrangian term ``beta_lo (v - a) + beta_up (b - v)``, non-negative inside the box
+    [a, b] of node ``name`` (only its finite ends count)."""
+    box = state.boxes[name]
+    lo_f, up_f = torch.isfinite(box.lower).unsqueeze(1), torch.isfinite(box.upper).unsqueeze(1)
+    blo = torch.where(lo_f, beta["beta_lo"], 0.0)
+    bup = torch.where(up_f, beta["beta_up"], 0.0)
+    a = torch.where(lo_f, box.lower.unsqueeze(1), 0.0).to(dtype)
+    b = torch.where(up_f, box.upper.unsqueeze(1), 0.0).to(dtype)
+    return windows.dense(Ac) + blo - bup, (bup * b - blo * a).flatten(2).sum(-1)
+
+
 def backsubstitute(state: BoundState, target: str, A: Tensor,
                    opt: Mapping[str, Mapping[str, Tensor]] | None = None
                    ) -> tuple[Tensor | None, Tensor]:
@@ -54,6 +73,7 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
     >= 0) for nodes with ``state.splits``: the term sum_j beta_j s_j v_j, non-negative on the
     split sub-domain (s_j v_j >= 0), is added to the objective there (beta-CROWN's Lagrangian),
     so the bound holds on the sub-domain and can be tighter than with clamping alone.
+    Likewise multipliers under :func:`box_key` for nodes with ``state.boxes`` (kink splits).
     """
     g = state.graph
     B, S = A.shape[:2]
@@ -68,6 +88,9 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
         if opt is not None and beta_key(node.name) in opt:
             split = state.splits[node.name].unsqueeze(1).to(ref.dtype)
             Ac = windows.dense(Ac) + opt[beta_key(node.name)]["beta"] * split
+        if opt is not None and box_key(node.name) in opt:
+            Ac, b = _box_term(state, node.name, opt[box_key(node.name)], Ac, ref.dtype)
+            bias = bias + b
         if not state.dep[node.name]:
             val = state.fixed[node.name].unsqueeze(1)
             bias = bias + windows.dot(Ac, val)

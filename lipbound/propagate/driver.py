@@ -36,9 +36,12 @@ def prepare_state(graph: Graph, domain: Domain, method: str = "crown",
     intersected in after IBP. ``iterations`` > 0 optimises the intermediate bounds
     (alpha/beta-CROWN per element, see :func:`~lipbound.propagate.crown.crown_intermediate`).
     """
-    state = BoundState(graph, domain, evaluate_fixed(graph), splits=dict(restriction.splits))
+    state = BoundState(graph, domain, evaluate_fixed(graph), splits=dict(restriction.splits),
+                       boxes=dict(restriction.boxes))
     ibp_pass(state)
     for name, iv in restriction.forward.items():
+        state.set_bounds(name, iv)
+    for name, iv in restriction.boxes.items():  # kink splits: sound on each set's box
         state.set_bounds(name, iv)
     if method != "ibp":
         crown_intermediate(state, iterations=iterations)

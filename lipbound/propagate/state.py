@@ -31,6 +31,9 @@ class BoundState:
     bounds: dict[str, Interval] = field(default_factory=dict)
     relax_cache: dict[str, Any] = field(default_factory=dict)
     splits: dict[str, Tensor] = field(default_factory=dict)
+    #: kink splits: per node, boxes [B, *shape] its values lie in on each set (CROWN adds
+    #: their multipliers, :func:`~lipbound.propagate.crown.box_key`)
+    boxes: dict[str, Interval] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dep = self.graph.depends_on_input()

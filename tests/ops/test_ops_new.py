@@ -362,8 +362,9 @@ def test_naive_bound_with_globally_lipschitz_ops(name):
 
 def test_naive_bound_refuses_ops_without_a_global_constant():
     model, x = _model("exp")
-    with pytest.raises(UnsupportedOperationError, match="exp"):
+    with pytest.raises(UnsupportedOperationError, match="exp") as err:
         lipbound.local_lipschitz(model, x, EPS, method="naive")
+    assert err.value.op == "exp" and "module" in err.value.where, err.value.where
 
 
 def test_alpha_crown_when_no_parameter_reaches_the_target():
