@@ -55,6 +55,10 @@ class Op:
     #: tighter value when the caller has them (products: their relaxation's slopes are the
     #: other factor's bounds); the caller computes intervals only for ``interval_facts`` ops
     interval_aware: bool = False
+    #: True when :meth:`float_error` accepts the keyword ``ivals`` (sound intervals of the
+    #: exact input values) and is tighter with them (ReLU: an error on a stably negative
+    #: input dies); the caller passes the intervals it has, but never computes them for it
+    error_uses_intervals: bool = False
 
     def needs_intervals(self, params: Params) -> bool:
         """Whether this node's rounding facts need its inputs' intervals (default:

@@ -2,12 +2,13 @@
 
 ReLU on [l, u] with l < 0 < u: ``alpha x <= relu(x) <= u (x - l) / (u - l)`` for any alpha in
 [0, 1]. LeakyReLU(k), 0 <= k <= 1, is convex too: the chord above, ``alpha x`` (alpha in [k, 1])
-below. Stable neurons (l >= 0 or u <= 0) are exact.
+below. Stable neurons (l >= 0 or u <= 0) are exact. In a floating-point forward pass, an
+error of a stably negative input does not pass ReLU (:meth:`LeakyReLU.float_error`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ class LeakyReLU(NonlinearOp):
     kind = "leaky_relu"
     exact_interval = True
     elementwise = True
+    error_uses_intervals = True
     opt_lr = 0.5
 
     def tighten_mask(self, params: Params, index: int, iv: Interval) -> Tensor:
@@ -40,6 +42,21 @@ class LeakyReLU(NonlinearOp):
                    ) -> Tensor | float:
         """ReLU is exact; the product k x of LeakyReLU rounds once."""
         return 0.0 if self.slope(params) == 0 else prec.u * m_out
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision, ivals: Sequence[Interval] | None = None) -> Tensor:
+        """An input error e carried through, plus :meth:`eval_error`. Given the interval
+        [l, u] of the exact input, where u + e <= 0 the computed and the exact input both
+        lie on the negative piece, so their outputs differ by |k| e (0 for ReLU: the
+        computed output is exactly 0); elsewhere by at most max(1, |k|) e. (fl(u + e) <= 0
+        exactly when u + e <= 0: rounding is monotone and a nonzero sum of two floats is
+        never rounded to 0.)"""
+        e = errs[0]
+        if ivals is None:
+            return super().float_error(params, errs, mags, prec)
+        k = abs(self.slope(params))
+        gain = torch.where(ivals[0].upper + e <= 0, k, self.lipschitz(params))
+        return gain * e + self.eval_error(params, mags[0], self.magnitude(params, *mags), prec)
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         k = self.slope(params)

@@ -39,7 +39,8 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
     included). ``known(name)`` gives sound intervals of nodes (tighter than IBP's), or None.
 
     Ops whose rounding depends on where their input lies (``interval_facts``: log, 1/x,
-    rsqrt, the fused kernels of composite nodes) get the intervals of their inputs; composite
+    rsqrt, the fused kernels of composite nodes; ``error_uses_intervals``: ReLU, whose
+    stably negative inputs pass no error) get the intervals of their inputs; composite
     nodes also get ``inner``, the intervals of the nodes of their lowering (from ``known``,
     else from CROWN over the lowered graph: IBP alone loses the variance of a LayerNorm)."""
     fixed = evaluate_fixed(raw)
@@ -65,7 +66,8 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
             better = tight.get(n.name)
         ivs[n.name] = iv if better is None else iv.intersect(better)
         mags = [ivs[s].abs_max() + errs[s] for s in n.inputs]
-        kw: dict = {"ivals": [ivs[s] for s in n.inputs]} if op.interval_facts else {}
+        use = op.interval_facts or op.error_uses_intervals
+        kw: dict = {"ivals": [ivs[s] for s in n.inputs]} if use else {}
         if hasattr(op, "lower"):
             inner = {}
             for m in op.lower(n, [raw[s].shape for s in n.inputs]):
