@@ -191,6 +191,13 @@ class NonlinearOp(Op):
         """Bound on the rounding of one evaluation at exact inputs (0: exact, like max)."""
         return 0.0
 
+    def error_slopes(self, params: Params, iv: Interval, e: Tensor
+                     ) -> tuple[Tensor, Tensor] | None:
+        """For an elementwise op f: bounds (lo, hi) on (f(x~) - f(x)) / (x~ - x) for every x
+        in ``iv`` and every x~ with |x~ - x| <= e (how an input error reaches the output,
+        with its sign), or None when the op does not state them."""
+        return None
+
     def magnitude(self, params: Params, *mags: Tensor) -> Tensor:
         """max |y| over inputs |x_i| <= mags (by :meth:`ibp`), and at least lipschitz * |x|
         (the slopes of a relaxation scale coefficients by at most that)."""

@@ -43,20 +43,30 @@ class LeakyReLU(NonlinearOp):
         """ReLU is exact; the product k x of LeakyReLU rounds once."""
         return 0.0 if self.slope(params) == 0 else prec.u * m_out
 
+    def error_slopes(self, params: Params, iv: Interval, e: Tensor) -> tuple[Tensor, Tensor]:
+        """k where u + e <= 0 (x and x~ both on the negative piece: ReLU passes no error),
+        1 where l - e >= 0, else [min(k, 1), max(k, 1)] (the chord slopes of a convex
+        piecewise-linear function). fl(u + e) <= 0 exactly when u + e <= 0 (and likewise
+        for l - e): rounding is monotone and a nonzero sum of two floats never rounds to 0."""
+        k = self.slope(params)
+        a, b = min(k, 1.0), max(k, 1.0)
+        neg, pos = iv.upper + e <= 0, iv.lower - e >= 0
+        neg, pos = torch.broadcast_tensors(neg, pos)
+        full = [torch.full(neg.shape, v, dtype=e.dtype, device=e.device) for v in (k, 1.0, a, b)]
+        lo = torch.where(neg, full[0], torch.where(pos, full[1], full[2]))
+        hi = torch.where(neg, full[0], torch.where(pos, full[1], full[3]))
+        return lo, hi
+
     def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
                     prec: Precision, ivals: Sequence[Interval] | None = None) -> Tensor:
-        """An input error e carried through, plus :meth:`eval_error`. Given the interval
-        [l, u] of the exact input, where u + e <= 0 the computed and the exact input both
-        lie on the negative piece, so their outputs differ by |k| e (0 for ReLU: the
-        computed output is exactly 0); elsewhere by at most max(1, |k|) e. (fl(u + e) <= 0
-        exactly when u + e <= 0: rounding is monotone and a nonzero sum of two floats is
-        never rounded to 0.)"""
-        e = errs[0]
+        """The input error e times the largest |slope| of :meth:`error_slopes` (given the
+        interval of the exact input; else the Lipschitz constant), plus :meth:`eval_error`."""
         if ivals is None:
             return super().float_error(params, errs, mags, prec)
-        k = abs(self.slope(params))
-        gain = torch.where(ivals[0].upper + e <= 0, k, self.lipschitz(params))
-        return gain * e + self.eval_error(params, mags[0], self.magnitude(params, *mags), prec)
+        lo, hi = self.error_slopes(params, ivals[0], errs[0])
+        gain = torch.maximum(lo.abs(), hi.abs())
+        return gain * errs[0] + self.eval_error(params, mags[0], self.magnitude(params, *mags),
+                                                prec)
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         k = self.slope(params)

@@ -26,6 +26,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import SAFETY, Precision, gamma, outward, unit_roundoff
 from lipbound.graph.ir import CONST, INPUT, Graph
 from lipbound.ops import registry
+from lipbound.propagate.error_flow import error_flow
 from lipbound.propagate.ibp import evaluate_fixed
 
 #: rounded operations a relaxation adds per node (slopes, intercepts, products with them)
@@ -43,6 +44,14 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
     stably negative inputs pass no error) get the intervals of their inputs; composite
     nodes also get ``inner``, the intervals of the nodes of their lowering (from ``known``,
     else from CROWN over the lowered graph: IBP alone loses the variance of a LayerNorm)."""
+    return error_walk(raw, x, prec, known)[1][raw.output]
+
+
+def error_walk(raw: Graph, x: Interval, prec: Precision,
+                known: Callable[[str], Interval | None]
+                ) -> tuple[dict[str, Interval], dict[str, Tensor]]:
+    """(intervals of the exact values, forward-pass error bounds) of every node of ``raw``
+    (:func:`execution_error`)."""
     fixed = evaluate_fixed(raw)
     ivs: dict[str, Interval] = {}
     errs: dict[str, Tensor] = {}
@@ -80,7 +89,20 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
                     inner[m.name[len(n.name) + 2:] if m.name != n.name else "out"] = iv
             kw["inner"] = inner
         errs[n.name] = op.float_error(n.params, [errs[s] for s in n.inputs], mags, prec, **kw)
-    return errs[raw.output]
+    return ivs, errs
+
+
+def spec_execution_error(raw: Graph, x: Interval, prec: Precision, C: Tensor,
+                         known: Callable[[str], Interval | None] = lambda name: None
+                         ) -> Tensor:
+    """Bound [B, S] on |C (forward pass in precision ``prec`` - real function)| at the
+    output of ``raw`` over the box ``x``: the smaller of :func:`execution_error` times |C|
+    and :func:`~lipbound.propagate.error_flow.error_flow`, which follows every node's own
+    rounding to the output with signs (the forward walk multiplies absolute values layer
+    after layer)."""
+    ivs, errs = error_walk(raw, x, prec, known)
+    forward = errs[raw.output].flatten(1).to(C.dtype) @ C.abs().T
+    return torch.minimum(forward, error_flow(raw, prec, C.to(forward.dtype), ivs, errs))
 
 
 def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
@@ -197,9 +219,9 @@ def finish_outputs(lower: Tensor, upper: Tensor, C: Tensor, graph: Graph, raw: G
     an allowance for the rounding of their own computation in ``lower.dtype``; NaN or
     overflowing bounds raise :class:`InputError`."""
     known = known or {}
-    exec_err = execution_error(raw, x, prec, known.get).flatten(1)
+    exec_err = spec_execution_error(raw, x, prec, C, known.get)
     own = compute_allowance(graph, x, graph.output, lower.dtype).flatten(1)
-    allowance = (exec_err + own).to(C.dtype) @ C.abs().T
+    allowance = exec_err + own.to(C.dtype) @ C.abs().T
     if lower.dim() == 1:
         allowance = allowance[0]
     return outward(lower, upper, allowance)
