@@ -37,7 +37,7 @@ def error_flow(raw: Graph, prec: Precision, C: Tensor, ivs: Mapping[str, Interva
     intervals ``ivs`` of the exact node values and forward error bounds ``errs`` of every
     node (:func:`lipbound.propagate.rounding.execution_error`'s walk); C: [S, K]."""
     out = raw[raw.output]
-    B = max(e.shape[0] for e in errs.values())
+    B = errs[raw.input].shape[0]
     A0 = C.reshape(1, C.shape[0], *out.shape).expand(B, -1, *out.shape)
     pending: dict[str, Coef] = {raw.output: (A0, torch.zeros_like(A0))}
     total = torch.zeros(B, C.shape[0], dtype=C.dtype, device=C.device)
