@@ -5,7 +5,9 @@ Two graph walks, each asking every op for its facts:
 - :func:`execution_error`: a bound on |float forward pass - real function| at every node of
   the model's *unrewritten* graph (the operations the user's forward pass really performs),
   from the op's :meth:`~lipbound.ops.base.Op.float_error` rule and magnitudes taken from
-  sound intervals of the node values;
+  sound intervals of the node values; :func:`spec_execution_error` bounds ``C`` times that
+  error by the smaller of this walk's bound and :mod:`lipbound.propagate.error_flow`, which
+  follows each node's own rounding back from the spec rows with signs;
 - :func:`compute_allowance`: the first-order allowance for lipbound's own rounding in the
   compute dtype: ``SAFETY * gamma_N(u) * M`` with M the absolute-value network's magnitude
   (:meth:`~lipbound.ops.base.Op.magnitude`) and N a generous count of the rounded operations
@@ -17,6 +19,7 @@ bounds, Jacobian element bounds and gradient-norm bounds and round the results o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -102,7 +105,8 @@ def spec_execution_error(raw: Graph, x: Interval, prec: Precision, C: Tensor,
     after layer)."""
     ivs, errs = error_walk(raw, x, prec, known)
     forward = errs[raw.output].flatten(1).to(C.dtype) @ C.abs().T
-    return torch.minimum(forward, error_flow(raw, prec, C.to(forward.dtype), ivs, errs))
+    flow = error_flow(raw, prec, C.to(forward.dtype), ivs, errs)
+    return torch.minimum(forward, torch.nan_to_num(flow, nan=math.inf))  # 0 * inf: no bound
 
 
 def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
