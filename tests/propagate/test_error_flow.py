@@ -1,9 +1,9 @@
 """The signed backward flow of forward-pass rounding errors (lipbound.propagate.error_flow).
 
 The flow bounds ``|C (computed - exact output)|`` for a forward pass in which every affine
-node adds an error ``delta_n`` of at most its own rounding bound and every other node passes
-its input's error (ReLU) -- the model of :mod:`lipbound.propagate.error_flow`. Checked here
-by injecting such errors into a float64 evaluation of the traced graph: at the exact input
+node adds an error ``delta_n`` of at most its own rounding bound and every other node (ReLU,
+LeakyReLU) passes its input's error -- the model of :mod:`lipbound.propagate.error_flow`.
+Checked by injecting such errors into a float64 evaluation of the traced graph: at the exact input
 point and at sampled points of the box, with ``delta_n`` at its bound with the sign of the
 gradient of each spec row (the worst case where nothing crosses a kink) and with random signs,
 the output moves by no more than the flow's bound; the flow is never looser than the forward
@@ -36,14 +36,15 @@ from tests.user_models import residual_family
 F32 = Precision.of(torch.float32)
 
 
-def _mlp(seed: int) -> tuple[nn.Module, torch.Tensor, float]:
+def _mlp(seed: int, act=nn.ReLU) -> tuple[nn.Module, torch.Tensor, float]:
     torch.manual_seed(seed)
-    m = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                      nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    m = nn.Sequential(nn.Linear(8, 64), act(), nn.Linear(64, 64), act(),
+                      nn.Linear(64, 64), act(), nn.Linear(64, 4)).eval()
     return m, torch.rand(8, generator=torch.Generator().manual_seed(seed)), 0.01
 
 
-CASES = [(m, x, e) for _, m, x, e in residual_family(3)] + [_mlp(s) for s in range(3)]
+CASES = [(m, x, e) for _, m, x, e in residual_family(3)] + [_mlp(s) for s in range(3)] + [
+    _mlp(3, lambda: nn.LeakyReLU(0.1))]
 
 
 def _setup(model, x, eps):
