@@ -8,6 +8,9 @@
 5. ``ReLU6HardtanhMLP``: ReLU6 and Hardtanh activations;
 6. ``ConvBNResidual``: strided conv + BatchNorm residual block (1x1 strided shortcut), ReLU,
    adaptive average pooling to a size that does not divide the feature map, head.
+
+``residual_family`` varies the sixth (widths, input sizes, pooled sizes that divide the feature
+map, as auto_LiRPA needs, radii) for tests and ``experiments/bench_residual_gap.py``.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class ReLU6HardtanhMLP(nn.Module):
 
 
 class ConvBNResidual(nn.Module):
-    def __init__(self, c_in=1, c=4, out=3):
+    def __init__(self, c_in=1, c=4, out=3, pool=(2, 3)):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c)
@@ -105,8 +108,8 @@ class ConvBNResidual(nn.Module):
         self.bn2 = nn.BatchNorm2d(c)
         self.short = nn.Conv2d(c_in, c, 1, stride=2, bias=False)
         self.bn3 = nn.BatchNorm2d(c)
-        self.pool = nn.AdaptiveAvgPool2d((2, 3))
-        self.head = nn.Linear(c * 6, out)
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.head = nn.Linear(c * pool[0] * pool[1], out)
 
     def forward(self, x):  # [B, 1, 9, 9] -> feature map 5x5 -> pooled 2x3 (uneven windows)
         h = F.relu(self.bn1(self.conv1(x)))
@@ -143,4 +146,21 @@ def user_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
         _randomise_bn(model, torch.Generator().manual_seed(200 + i))
         x = torch.rand(shape, generator=torch.Generator().manual_seed(300 + i))
         out[name] = (model.eval(), x)
+    return out
+
+
+def residual_family(n: int = 12) -> list[tuple[str, nn.Module, torch.Tensor, float]]:
+    """(name, eval-mode ConvBNResidual, input [c_in, side, side], eps) for seeds 0..n-1:
+    widths 3-8, 1-3 input channels, inputs 8/12/16 (feature maps 4/6/8) pooled to 1x1, 2x2 or
+    half the feature map, eps 0.005-0.05, BatchNorm statistics randomised."""
+    out = []
+    for s in range(n):
+        c, c_in, side = (3, 4, 6, 8)[s % 4], (1, 2, 3)[s % 3], (8, 12, 16)[s % 3]
+        p = (1, 2, (side + 1) // 4)[(s // 3) % 3]
+        eps = (0.005, 0.01, 0.02, 0.05)[s % 4]
+        torch.manual_seed(1000 + s)
+        model = ConvBNResidual(c_in, c, 3, (p, p))
+        _randomise_bn(model, torch.Generator().manual_seed(2000 + s))
+        x = torch.rand((c_in, side, side), generator=torch.Generator().manual_seed(3000 + s))
+        out.append((f"res{s}_c{c}_in{c_in}_{side}px_pool{p}", model.eval(), x, eps))
     return out

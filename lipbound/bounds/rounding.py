@@ -12,8 +12,10 @@ What lipbound's bounds contain (stated once here, referenced by the README and t
    (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 3): a sum of ``n`` products
    computed in any order with unit roundoff ``u`` is off by at most
    ``gamma_n |W| |x|``, ``gamma_n = n u / (1 - n u)``; the error of the inputs propagates
-   through ``|W|`` (affine ops) or the op's Lipschitz constant (activations), and library
-   functions (tanh, exp, ...) add a few ulps of their value. Each op states these facts
+   through ``|W|`` (affine ops) or the op's Lipschitz constant (activations; none from a
+   stably negative ReLU input), and library functions (tanh, exp, ...) add a few ulps of
+   their value. Output bounds take the smaller of that and the same errors followed back from
+   the bound's rows with signs (:mod:`lipbound.propagate.error_flow`). Each op states these facts
    (:meth:`lipbound.ops.base.Op.float_error`); :mod:`lipbound.propagate.rounding` walks the
    model's unrewritten graph with them.
 3. **The rounding of lipbound's own computation** in ``dtype`` (float64 by default): every

@@ -21,6 +21,12 @@ def _maybe_abs(w: Tensor, absolute: bool) -> Tensor:
     return w.abs() if absolute else w
 
 
+def _has_bias(params: Params) -> int:
+    """1 when the layer adds a bias: one more term in each output's sum (a sum of n products
+    without one rounds at most n times, Higham Thm 3.5)."""
+    return int(params.get("bias") is not None)
+
+
 class LinearLayer(LinearOp):
     """y = x W^T + b on the last dimension; params ``weight`` [out, in], ``bias`` [out] or None."""
 
@@ -28,7 +34,7 @@ class LinearLayer(LinearOp):
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
-        return params["weight"].shape[1] + 1
+        return params["weight"].shape[1] + _has_bias(params)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.linear(x, _maybe_abs(params["weight"], absolute))
@@ -57,7 +63,8 @@ class Conv(LinearOp):
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
-        return params["weight"][0].numel() + 1  # in_channels / groups * kernel taps, + bias
+        # in_channels / groups * kernel taps, + the bias
+        return params["weight"][0].numel() + _has_bias(params)
 
     def _conv(self, x: Tensor, w: Tensor, params: Params) -> Tensor:
         fn = F.conv1d if w.dim() == 3 else F.conv2d
@@ -101,7 +108,7 @@ class ConvTranspose(LinearOp):
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         w = params["weight"]  # [in, out / groups, *kernel]: in / groups channels, each tap
-        return w.shape[0] // params["groups"] * w[0, 0].numel() + 1
+        return w.shape[0] // params["groups"] * w[0, 0].numel() + _has_bias(params)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.conv_transpose2d(x, _maybe_abs(params["weight"], absolute), None,

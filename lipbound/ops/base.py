@@ -79,6 +79,11 @@ class Op:
         at 0 (with beta multipliers) and what makes alpha-CROWN cheap."""
         return None
 
+    #: True when :meth:`float_error` accepts the keyword ``ivals`` (sound intervals of the
+    #: exact input values) and is tighter with them (ReLU: an error on a stably negative
+    #: input dies); the caller passes the intervals it has, but never computes them for it
+    error_uses_intervals: bool = False
+
     def needs_intervals(self, params: Params) -> bool:
         """Whether this node's rounding facts need its inputs' intervals (default:
         :attr:`interval_facts`; a step function's slopes, for instance, are unbounded
@@ -241,6 +246,13 @@ class NonlinearOp(Op):
         elementwise op has for every p."""
         lip = self.lipschitz(params)
         return float(lip) if lip is not None and math.isfinite(lip) else None
+
+    def error_slopes(self, params: Params, iv: Interval, e: Tensor
+                     ) -> tuple[Tensor, Tensor] | None:
+        """For an elementwise op f: bounds (lo, hi) on (f(x~) - f(x)) / (x~ - x) for every x
+        in ``iv`` and every x~ with |x~ - x| <= e (how an input error reaches the output,
+        with its sign), or None when the op does not state them."""
+        return None
 
     def magnitude(self, params: Params, *mags: Tensor) -> Tensor:
         """max |y| over inputs |x_i| <= mags (by :meth:`ibp`), and at least lipschitz * |x|

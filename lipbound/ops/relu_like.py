@@ -2,12 +2,13 @@
 
 ReLU on [l, u] with l < 0 < u: ``alpha x <= relu(x) <= u (x - l) / (u - l)`` for any alpha in
 [0, 1]. LeakyReLU(k), 0 <= k <= 1, is convex too: the chord above, ``alpha x`` (alpha in [k, 1])
-below. Stable neurons (l >= 0 or u <= 0) are exact.
+below. Stable neurons (l >= 0 or u <= 0) are exact. In a floating-point forward pass, an
+error of a stably negative input does not pass ReLU (:meth:`LeakyReLU.float_error`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ class LeakyReLU(NonlinearOp):
     kind = "leaky_relu"
     exact_interval = True
     elementwise = True
+    error_uses_intervals = True
     opt_lr = 0.5
 
     def tighten_mask(self, params: Params, index: int, iv: Interval) -> Tensor:
@@ -58,6 +60,31 @@ class LeakyReLU(NonlinearOp):
                    ) -> Tensor | float:
         """ReLU is exact; the product k x of LeakyReLU rounds once."""
         return 0.0 if self.slope(params) == 0 else prec.u * m_out
+
+    def error_slopes(self, params: Params, iv: Interval, e: Tensor) -> tuple[Tensor, Tensor]:
+        """k where u + e <= 0 (x and x~ both on the negative piece: ReLU passes no error),
+        1 where l - e >= 0, else [min(k, 1), max(k, 1)] (the chord slopes of a convex
+        piecewise-linear function). fl(u + e) <= 0 exactly when u + e <= 0 (and likewise
+        for l - e): rounding is monotone and a nonzero sum of two floats never rounds to 0."""
+        k = self.slope(params)
+        a, b = min(k, 1.0), max(k, 1.0)
+        neg, pos = iv.upper + e <= 0, iv.lower - e >= 0
+        neg, pos = torch.broadcast_tensors(neg, pos)
+        full = [torch.full(neg.shape, v, dtype=e.dtype, device=e.device) for v in (k, 1.0, a, b)]
+        lo = torch.where(neg, full[0], torch.where(pos, full[1], full[2]))
+        hi = torch.where(neg, full[0], torch.where(pos, full[1], full[3]))
+        return lo, hi
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision, ivals: Sequence[Interval] | None = None) -> Tensor:
+        """The input error e times the largest |slope| of :meth:`error_slopes` (given the
+        interval of the exact input; else the Lipschitz constant), plus :meth:`eval_error`."""
+        if ivals is None:
+            return super().float_error(params, errs, mags, prec)
+        lo, hi = self.error_slopes(params, ivals[0], errs[0])
+        gain = torch.maximum(lo.abs(), hi.abs())
+        return gain * errs[0] + self.eval_error(params, mags[0], self.magnitude(params, *mags),
+                                                prec)
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
         k = self.slope(params)

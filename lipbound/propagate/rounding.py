@@ -5,7 +5,9 @@ Two graph walks, each asking every op for its facts:
 - :func:`execution_error`: a bound on |float forward pass - real function| at every node of
   the model's *unrewritten* graph (the operations the user's forward pass really performs),
   from the op's :meth:`~lipbound.ops.base.Op.float_error` rule and magnitudes taken from
-  sound intervals of the node values;
+  sound intervals of the node values; :func:`spec_execution_error` bounds ``C`` times that
+  error by the smaller of this walk's bound and :mod:`lipbound.propagate.error_flow`, which
+  follows each node's own rounding back from the spec rows with signs;
 - :func:`compute_allowance`: the first-order allowance for lipbound's own rounding in the
   compute dtype: ``SAFETY * gamma_N(u) * M`` with M the absolute-value network's magnitude
   (:meth:`~lipbound.ops.base.Op.magnitude`) and N a generous count of the rounded operations
@@ -17,6 +19,7 @@ bounds, Jacobian element bounds and gradient-norm bounds and round the results o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -26,6 +29,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import SAFETY, Precision, gamma, outward, unit_roundoff
 from lipbound.graph.ir import CONST, INPUT, Graph
 from lipbound.ops import registry
+from lipbound.propagate.error_flow import error_flow
 from lipbound.propagate.ibp import evaluate_fixed
 
 #: rounded operations a relaxation adds per node (slopes, intercepts, products with them)
@@ -39,9 +43,18 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
     included). ``known(name)`` gives sound intervals of nodes (tighter than IBP's), or None.
 
     Ops whose rounding depends on where their input lies (``interval_facts``: log, 1/x,
-    rsqrt, the fused kernels of composite nodes) get the intervals of their inputs; composite
+    rsqrt, the fused kernels of composite nodes; ``error_uses_intervals``: ReLU, whose
+    stably negative inputs pass no error) get the intervals of their inputs; composite
     nodes also get ``inner``, the intervals of the nodes of their lowering (from ``known``,
     else from CROWN over the lowered graph: IBP alone loses the variance of a LayerNorm)."""
+    return error_walk(raw, x, prec, known)[1][raw.output]
+
+
+def error_walk(raw: Graph, x: Interval, prec: Precision,
+                known: Callable[[str], Interval | None]
+                ) -> tuple[dict[str, Interval], dict[str, Tensor]]:
+    """(intervals of the exact values, forward-pass error bounds) of every node of ``raw``
+    (:func:`execution_error`)."""
     fixed = evaluate_fixed(raw)
     ivs: dict[str, Interval] = {}
     errs: dict[str, Tensor] = {}
@@ -65,7 +78,8 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
             better = tight.get(n.name)
         ivs[n.name] = iv if better is None else iv.intersect(better)
         mags = [ivs[s].abs_max() + errs[s] for s in n.inputs]
-        kw: dict = {"ivals": [ivs[s] for s in n.inputs]} if op.interval_facts else {}
+        use = op.interval_facts or op.error_uses_intervals
+        kw: dict = {"ivals": [ivs[s] for s in n.inputs]} if use else {}
         if hasattr(op, "lower"):
             inner = {}
             for m in op.lower(n, [raw[s].shape for s in n.inputs]):
@@ -78,7 +92,21 @@ def execution_error(raw: Graph, x: Interval, prec: Precision,
                     inner[m.name[len(n.name) + 2:] if m.name != n.name else "out"] = iv
             kw["inner"] = inner
         errs[n.name] = op.float_error(n.params, [errs[s] for s in n.inputs], mags, prec, **kw)
-    return errs[raw.output]
+    return ivs, errs
+
+
+def spec_execution_error(raw: Graph, x: Interval, prec: Precision, C: Tensor,
+                         known: Callable[[str], Interval | None] = lambda name: None
+                         ) -> Tensor:
+    """Bound [B, S] on |C (forward pass in precision ``prec`` - real function)| at the
+    output of ``raw`` over the box ``x``: the smaller of :func:`execution_error` times |C|
+    and :func:`~lipbound.propagate.error_flow.error_flow`, which follows every node's own
+    rounding to the output with signs (the forward walk multiplies absolute values layer
+    after layer)."""
+    ivs, errs = error_walk(raw, x, prec, known)
+    forward = errs[raw.output].flatten(1).to(C.dtype) @ C.abs().T
+    flow = error_flow(raw, prec, C.to(forward.dtype), ivs, errs)
+    return torch.minimum(forward, torch.nan_to_num(flow, nan=math.inf))  # 0 * inf: no bound
 
 
 def magnitudes(graph: Graph, x: Interval, target: str) -> tuple[Tensor, int]:
@@ -195,9 +223,9 @@ def finish_outputs(lower: Tensor, upper: Tensor, C: Tensor, graph: Graph, raw: G
     an allowance for the rounding of their own computation in ``lower.dtype``; NaN or
     overflowing bounds raise :class:`InputError`."""
     known = known or {}
-    exec_err = execution_error(raw, x, prec, known.get).flatten(1)
+    exec_err = spec_execution_error(raw, x, prec, C, known.get)
     own = compute_allowance(graph, x, graph.output, lower.dtype).flatten(1)
-    allowance = (exec_err + own).to(C.dtype) @ C.abs().T
+    allowance = exec_err + own.to(C.dtype) @ C.abs().T
     if lower.dim() == 1:
         allowance = allowance[0]
     return outward(lower, upper, allowance)
