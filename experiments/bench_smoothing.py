@@ -293,15 +293,34 @@ def main() -> None:
     ap.add_argument("--no-art", dest="art", action="store_false")
     ap.add_argument("--out", default="experiments/out/bench_smoothing.json")
     ap.add_argument("--tsv-dir", default="experiments/out/smoothing_tsv")
+    ap.add_argument("--tables", metavar="JSON", nargs="+",
+                    help="print the tables of earlier runs' JSON files and exit")
     args = ap.parse_args()
+    if args.tables:
+        cases = []
+        for path in args.tables:
+            with open(path) as fh:
+                cases += json.load(fh)["cases"]
+        print_tables(cases)
+        return
 
     torch.set_num_threads(args.threads)
     tsv_dir = Path(args.tsv_dir)
     tsv_dir.mkdir(parents=True, exist_ok=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    cases = [run_case(name, args, tsv_dir) for name in args.models]
-    doc = {
+    cases: list[dict] = []
+    for name in args.models:  # the JSON is rewritten after every case (partial runs count)
+        cases.append(run_case(name, args, tsv_dir))
+        doc = _document(args, cases, time.perf_counter() - t_start)
+        with open(args.out, "w") as fh:
+            json.dump(jsonable(doc), fh, indent=1)
+    print(f"\nwrote {args.out} ({doc['total_wall_s']:.0f} s)")
+    print_tables(cases)
+
+
+def _document(args, cases: list[dict], wall: float) -> dict:
+    return {
         "benchmark": "bench_smoothing",
         "settings": {"n0": args.n0, "n": args.n, "alpha": args.alpha, "batch_size": args.batch,
                      "images_per_model": args.images, "seed": args.seed,
@@ -310,13 +329,9 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "load_average": os.getloadavg()},
-        "total_wall_s": time.perf_counter() - t_start,
+        "total_wall_s": wall,
         "cases": cases,
     }
-    with open(args.out, "w") as fh:
-        json.dump(jsonable(doc), fh, indent=1)
-    print(f"\nwrote {args.out} ({doc['total_wall_s']:.0f} s)")
-    print_tables(cases)
 
 
 def print_tables(cases: list[dict]) -> None:

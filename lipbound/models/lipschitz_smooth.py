@@ -10,12 +10,12 @@ For each sigma in 0.25, 0.5:
 and, as their unconstrained reference, ``mnist1d-smooth-<sigma>``: the same MNIST-1D architecture,
 noise and schedule without any constraint (plain cross-entropy).
 
-In the constrained models every weight matrix was constrained to spectral norm <= 1 throughout training
-(``W = V / max(1, sigma_max(V))``, exact SVD at every step) and every batch got fresh Gaussian
-noise N(0, sigma^2 I). The stored layers are plain ``nn.Linear`` holding the projected
-matrices, re-projected in float64 to spectral norm <= 1 - 1e-6, so lipbound traces them like
-any MLP and its naive global bound (product of certified spectral norms, last layer folded
-with the margin rows) certifies each logit margin ``f_c - f_j`` to be at most
+In the constrained models every weight matrix was held to spectral norm <= 1 throughout
+training (``W = V / max(1, sigma_max(V))``, exact SVD at every step); every model's batches got
+fresh Gaussian noise N(0, sigma^2 I). The stored layers are plain ``nn.Linear`` holding the
+projected matrices, re-projected in float64 to spectral norm <= 1 - 1e-6, so lipbound traces
+them like any MLP and its naive global bound (product of certified spectral norms, last layer
+folded with the margin rows) certifies each logit margin ``f_c - f_j`` to be at most
 ``||W_3[c] - W_3[j]||_2``-Lipschitz (<= sqrt(2)). ReLU is the 1-Lipschitz activation: a
 GroupSort/MaxMin pair would be gradient-norm preserving, but lipbound traces it only as
 ReLU rewrites (max(a, b) = b + relu(a - b)) whose naive product is far above 1.
