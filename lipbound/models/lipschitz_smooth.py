@@ -35,6 +35,8 @@ SIGMAS = (0.25, 0.5)
 ACCURACY: dict[str, tuple[float, float]] = {
     "digits-lipschitz-smooth-0.25": (0.9822, 0.9469),
     "digits-lipschitz-smooth-0.5": (0.9822, 0.7818),
+    "mnist1d-lipschitz-smooth-0.25": (0.663, 0.6359),
+    "mnist1d-lipschitz-smooth-0.5": (0.652, 0.5819),
     "mnist1d-smooth-0.25": (0.726, 0.6926),
     "mnist1d-smooth-0.5": (0.72, 0.6166),
 }

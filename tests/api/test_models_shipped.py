@@ -19,7 +19,7 @@ THRESHOLDS = {
     "mnist1d-smooth-0.25": 0.68,
     "mnist1d-smooth-0.5": 0.68,
     "mnist1d-lipschitz-smooth-0.25": 0.62,
-    "mnist1d-lipschitz-smooth-0.5": 0.55,
+    "mnist1d-lipschitz-smooth-0.5": 0.62,
 }
 LIPSCHITZ_SMOOTH = ("digits-lipschitz-smooth-0.25", "digits-lipschitz-smooth-0.5",
                     "mnist1d-lipschitz-smooth-0.25", "mnist1d-lipschitz-smooth-0.5")
