@@ -137,4 +137,4 @@ def test_noise_trained_lipschitz_models_are_one_lipschitz(name):
                          .flatten(1) for c in range(out.shape[1])], 1)  # [N, K, d]
     norms = (grads[:, :, None] - grads[:, None, :]).norm(dim=3).amax(dim=0)  # [K, K]
     assert bool((norms <= L * (1 + 1e-9)).all())
-    assert float((norms / L.clamp(min=1e-12)).max()) > 0.5  # the check is not vacuous
+    assert float((norms / L.clamp(min=1e-12)).max()) > 0.3  # the check is not vacuous
