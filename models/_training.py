@@ -9,6 +9,20 @@ import torch
 from torch import Tensor, nn
 
 
+class SpectralBall(nn.Module):
+    """Parametrization ``V -> V / max(1, ||V||_2)`` (exact spectral norm at every call)."""
+
+    def forward(self, V: Tensor) -> Tensor:
+        return V / torch.clamp(torch.linalg.matrix_norm(V, ord=2), min=1.0)
+
+
+def project(W: Tensor) -> Tensor:
+    """W scaled so that its float64 spectral norm is <= 1 - 1e-6 (a no-op when already less)."""
+    W64 = W.double()
+    s = float(torch.linalg.matrix_norm(W64, ord=2))
+    return (W64 / max(1.0, s / (1 - 1e-6))).float()
+
+
 def fit_classifier(model: nn.Module, X: Tensor, y: Tensor, opt: torch.optim.Optimizer, *,
                    epochs: int, batch: int, sched=None, logit_scale: float = 1.0) -> None:
     """Mini-batch cross-entropy training on (X, y), shuffled every epoch."""

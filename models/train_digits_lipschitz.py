@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from _training import SpectralBall, project
 from torch import nn
 
 from lipbound.models.digits import digits_data
@@ -25,19 +26,6 @@ OUT = (Path(__file__).resolve().parents[1] / "lipbound" / "models" / "weights"
        / "digits-lipschitz.pt")
 TEMPERATURE = 16.0
 
-
-class SpectralBall(nn.Module):
-    """Parametrization ``V -> V / max(1, ||V||_2)``."""
-
-    def forward(self, V: torch.Tensor) -> torch.Tensor:
-        return V / torch.clamp(torch.linalg.matrix_norm(V, ord=2), min=1.0)
-
-
-def project(W: torch.Tensor) -> torch.Tensor:
-    """W scaled so that its float64 spectral norm is <= 1 - 1e-6 (a no-op when already less)."""
-    W64 = W.double()
-    s = float(torch.linalg.matrix_norm(W64, ord=2))
-    return (W64 / max(1.0, s / (1 - 1e-6))).float()
 
 
 def main() -> None:

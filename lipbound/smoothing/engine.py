@@ -212,17 +212,27 @@ class EngineRadius(LocalRadius):
             self.calls += int(pts.shape[0])
         return out
 
-    def upper_radii(self, model, points, label, logits=None) -> torch.Tensor:
-        """Upper bounds of the radii this function can return: the attack distance, and the
-        bisection's ceiling (``growth`` times the global radius, or ``eps_max``)."""
+    def ceiling_radii(self, model, points, label, logits=None) -> torch.Tensor:
+        """Upper bounds of the radii the bisection can return, from the logits alone (no
+        gradient, no bound): ``growth`` times the global radius (``eps_max`` where that is 0);
+        negative where the lowered margin is not positive."""
         if logits is None:
             with torch.no_grad():
                 logits = model(points)
         g = global_radii(model, points, label, logits)
         ceiling = torch.where(g > 0, torch.clamp(g * self.growth, min=0.0),
                               torch.full_like(g, self.eps_max))
-        ceiling = torch.maximum(ceiling, g)
-        a = attack_radii(model, points, label, self.attack_steps, limit=ceiling)
+        return torch.where(g < 0, g, torch.maximum(ceiling, g))
+
+    def upper_radii(self, model, points, label, logits=None) -> torch.Tensor:
+        """Upper bounds of the radii this function can return: the attack distance, and the
+        bisection's ceiling (:meth:`ceiling_radii`)."""
+        if logits is None:
+            with torch.no_grad():
+                logits = model(points)
+        g = global_radii(model, points, label, logits)
+        ceiling = self.ceiling_radii(model, points, label, logits)
+        a = attack_radii(model, points, label, self.attack_steps, limit=ceiling.clamp(min=0.0))
         return torch.where(g < 0, g, torch.maximum(torch.minimum(a, ceiling), g))
 
     # ------------------------------------------------------------------ the contract

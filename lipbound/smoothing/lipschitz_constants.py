@@ -1,16 +1,16 @@
 """Certified global l2 Lipschitz constants of logit differences, for the smoothing certificates.
 
-``naive_pair_lipschitz(model, x)``: lipbound's naive bound (``method="naive"`` of
-:func:`lipbound.api.local_lipschitz`: the product of induced operator norms over the traced
-graph, :mod:`lipbound.jacobian.naive`, with exact spectral norms for small matrices) of the
-rows ``e_c - e_j``, so
+``naive_pair_lipschitz(model, x)``: the engine's certified global bound of the rows
+``e_c - e_j`` (:func:`lipbound.jacobian.global_bound.margin_lipschitz`: the product of
+certified induced operator norms over the traced graph, the last layer folded with the rows),
+so for a ReLU MLP
 
     Lip_2(f_c - f_j) <= ||(W_L[c] - W_L[j]) ...||_2  prod_{i < L} ||W_i||_2
 
-for a ReLU MLP, and the matching product for any model lipbound traces (convolutions, pooling,
-smooth activations; each activation contributes its Lipschitz factor). The bound is global;
-``x`` is one input of the model (it fixes the traced shapes, not the value). A model lipbound
-cannot trace or bound raises ``UnsupportedModelError`` naming the operator.
+and the matching product for any model lipbound traces (convolutions, pooling, smooth
+activations; each activation contributes its Lipschitz factor). The bound is global; ``x`` is
+one input of the model (it fixes the traced shapes, not the value). A model lipbound cannot
+trace or bound raises ``UnsupportedModelError`` naming the operator.
 """
 
 from __future__ import annotations
@@ -21,33 +21,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipbound.api import local_lipschitz
 from lipbound.errors import TracingError, UnsupportedModelError, UnsupportedOperationError
-from lipbound.specs import pair_spec
 
 _INFLATE = 1.0 + 1e-9
 
 
 def naive_pair_lipschitz(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """``[K, K]`` matrix ``L`` with ``Lip_2(f_c - f_j) <= L[c, j]`` (zero diagonal) everywhere;
-    ``x`` [*in]: one input of the model (a batch of one is ``x[None]``)."""
-    x1 = torch.as_tensor(x).detach().unsqueeze(0)
+    """``[K, K]`` matrix ``L`` with ``Lip_2(f_c - f_j) <= L[c, j]`` (zero diagonal) everywhere:
+    the engine's certified global bound (:func:`lipbound.jacobian.global_bound.margin_lipschitz`;
+    whatever tighter global bound the engine computes is used here too); ``x`` [*in]: one
+    input of the model (it fixes the traced shapes, not the value)."""
+    from lipbound.jacobian.global_bound import margin_lipschitz
+
+    x1 = torch.as_tensor(x).detach()
     try:
-        with torch.no_grad():
-            k = int(model(x1).shape[-1])
-        if k < 2:  # no pair of classes
-            return np.zeros((k, k))
-        upper = local_lipschitz(model, x1, 0.0, norm=2, spec=pair_spec(k), method="naive",
-                                n_samples=1, progress=False).upper
+        return margin_lipschitz(model, x1, norm=2).numpy().astype(np.float64)
     except (UnsupportedOperationError, TracingError) as exc:
         raise UnsupportedModelError(
-            f"the naive Lipschitz bound of the logit differences is not available for this "
+            f"the global Lipschitz bound of the logit differences is not available for this "
             f"model: {exc}; pass lipschitz_constant= (a float or a callable) instead") from exc
-    out = np.zeros((k, k))
-    rows = [(c, j) for c in range(k) for j in range(k) if j != c]
-    for (c, j), v in zip(rows, upper.detach().cpu().double().tolist()):
-        out[c, j] = v
-    return out
 
 
 def lipsdp_pair_lipschitz(model: nn.Module, x: torch.Tensor) -> np.ndarray:

@@ -186,3 +186,32 @@ def test_best_skips_local_margins_where_it_cannot_pay_without_bounding():
     assert set(forced.details["candidates"]) == {"cohen", "local-margins"}
     lm = smooth.certify(x, n0=64, n=512, alpha=0.05, certificate="local-margins", seed=0)
     assert lm.details["R"] == 0 and not lm.details["pays"]
+
+
+def test_best_skips_local_margins_from_the_logits_alone(monkeypatch):
+    """A dead hidden unit with huge weights makes the certified global constant ~1e6 times
+    the true one: the bisection ceilings (growth x global radius, from the logits) already
+    show local-margins cannot pay, so neither an attack nor a bound is run."""
+    from lipbound.smoothing import engine
+
+    lin1, lin2 = nn.Linear(2, 3).double(), nn.Linear(3, 2).double()
+    w = torch.tensor([0.6, 0.8], dtype=torch.float64)
+    with torch.no_grad():
+        lin1.weight.copy_(torch.stack([w, -w, torch.tensor([1e3, 0.0], dtype=torch.float64)]))
+        lin1.bias.copy_(torch.tensor([-0.2, 0.2, -1e6], dtype=torch.float64))  # unit 3: dead
+        lin2.weight.copy_(torch.tensor([[0.5, -0.5, 1e3], [-0.5, 0.5, -1e3]],
+                                       dtype=torch.float64))
+        lin2.bias.zero_()
+    model = nn.Sequential(lin1, nn.ReLU(), lin2).eval()  # logits (z/2, -z/2), z = w.x - 0.2
+    x = torch.tensor([1.0, 0.2], dtype=torch.float64)
+    assert float(margin_constants(model, x)[0, 1]) > 1e5
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("an attack was run")
+
+    monkeypatch.setattr(engine, "attack_radii", no_attack)
+    smooth = Smooth(model, 2, 0.25)
+    best = smooth.certify(x, n0=64, n=512, alpha=0.05, certificate="best", seed=0)
+    why = best.details["skipped"]["local-margins"]
+    assert "bisection ceilings" in why and "no bound was computed" in why
+    assert best.prediction == 0 and best.radius > 0

@@ -27,9 +27,11 @@ Cost. The default radius function (``EngineRadius``, name ``"output-bounds"``; i
 lipbound can trace, see ``check``) bounds many points in one batched CROWN propagation and is
 called only where it can change the count: on samples predicted A whose certified
 global-Lipschitz radius is below R and where no attack point closer than R changes the class.
-Before any bound is computed, the plan scores R with the attack distances (upper bounds of
-every certified radius): if even that optimistic prediction does not beat Cohen's radius (or
-``rival``, the best other certificate of ``best``), R = 0 and nothing is bounded; the plan says
+Before any bound is computed, the plan scores R with upper bounds of the selection radii,
+cheapest first: the bisection ceilings (``growth`` times the global-Lipschitz radius, from the
+logits alone), then the attack distances (upper bounds of every certified radius): if even
+that optimistic prediction does not beat Cohen's radius (or ``rival``, the best other
+certificate of ``best``), R = 0 and nothing more is computed; the plan says
 whether R > 0 pays (``details["pays"]``, ``details["why"]``), and ``best`` skips this
 certificate where it does not, unless it was asked for explicitly.
 """
@@ -181,7 +183,8 @@ class LocalMargins(Certificate):
 
     def _selection_radii(self, ctx: Context, selection: Samples, label: int, n0_local: int,
                          kind: str) -> np.ndarray:
-        """Radii (``kind="radii"``) or upper bounds of the radii (``"upper"``) of the first
+        """Radii (``kind="radii"``) or upper bounds of the radii (``"ceiling"``: from the
+        logits; ``"upper"``: with attacks) of the first
         ``n0_local`` selection samples (``-inf`` where not predicted ``label``); cached."""
         key = (id(selection), label, n0_local, kind)
         if key in self._selection_cache:
@@ -193,8 +196,8 @@ class LocalMargins(Certificate):
         if hit.numel():
             pts = selection.points[:n0_local][hit]
             logits = selection.logits[:n0_local][hit]
-            if kind == "upper":
-                r = fn.upper_radii(ctx.model, pts, label, logits=logits)
+            if kind in ("upper", "ceiling"):
+                r = getattr(fn, f"{kind}_radii")(ctx.model, pts, label, logits=logits)
             else:
                 r = fn.radii(ctx.model, pts, label, logits=logits)
             radii[hit.cpu().numpy()] = torch.as_tensor(r).double().cpu().numpy()
@@ -238,18 +241,24 @@ class LocalMargins(Certificate):
         floor = max(cohen, rival)
         state: dict = {}
         radii = None
-        if hasattr(fn, "upper_radii"):
-            ups = self._selection_radii(ctx, selection, label, n0_local, "upper")
+        # optimistic scores from upper bounds of the selection radii, cheapest first: the
+        # bisection ceilings (logits only), then the attack distances (gradients)
+        for kind, what in (("ceiling", "bisection ceilings (growth x global radius)"),
+                           ("upper", "attack distances")):
+            if not hasattr(fn, f"{kind}_radii"):
+                continue
+            ups = self._selection_radii(ctx, selection, label, n0_local, kind)
             _, optimistic = self._choose(ups, counts, label, n0_local, n_local, alpha, ctx)
-            state["optimistic_score"] = optimistic
+            state[f"optimistic_score_{kind}"] = optimistic
             if not optimistic > floor:
                 state["selection_radius_quantiles"] = _quantiles(ups)
                 best_r, best_score = 0.0, cohen
                 state["pays"] = False
                 state["why"] = (f"cannot pay on this input: even the upper bounds of the "
-                                f"selection radii (attack distances) predict a radius "
+                                f"selection radii ({what}) predict a radius "
                                 f"{optimistic:.4g} <= {floor:.4g} (cohen or the best other "
                                 f"certificate); no bound was computed")
+                break
         if "pays" not in state:
             radii = self._selection_radii(ctx, selection, label, n0_local, "radii")
             best_r, best_score = self._choose(radii, counts, label, n0_local, n_local, alpha,
