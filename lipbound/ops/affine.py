@@ -23,6 +23,7 @@ class LinearLayer(LinearOp):
     """y = x W^T + b on the last dimension; params ``weight`` [out, in], ``bias`` [out] or None."""
 
     kind = "linear"
+    exact_sums = True
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
@@ -42,6 +43,7 @@ class Conv(LinearOp):
     """N-d convolution (1-d or 2-d); params weight, bias, stride, padding, dilation, groups."""
 
     kind = "conv"
+    exact_sums = True
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
@@ -79,6 +81,7 @@ class ConvTranspose(LinearOp):
     padding, output_padding, groups, dilation. Transpose by autodiff (generic vjp)."""
 
     kind = "conv_transpose"
+    exact_sums = True
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
@@ -100,6 +103,7 @@ class ScaleShift(LinearOp):
     input normalisation (x - mean) / std, multiplication/division by constants)."""
 
     kind = "scale_shift"
+    exact_sums = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         """A multiply and an add; BatchNorm states its own count (``rounded_ops``: the
@@ -127,6 +131,7 @@ class Sum(LinearOp):
     """y = sum_i coeffs[i] * x_i (residual additions, subtractions, gradient fan-in)."""
 
     kind = "add"
+    exact_sums = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         coeffs = params["coeffs"]

@@ -20,6 +20,7 @@ class Reshape(LinearOp):
     """View as per-sample ``shape`` (Flatten, View, Reshape)."""
 
     kind = "reshape"
+    exact_sums = True
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.reshape(x.shape[0], *params["shape"])
@@ -32,6 +33,7 @@ class Permute(LinearOp):
     """Permutation of the per-sample dimensions (``dims`` excludes the batch dimension)."""
 
     kind = "permute"
+    exact_sums = True
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.permute(0, *[d + 1 for d in params["dims"]])
@@ -47,6 +49,7 @@ class Pad(LinearOp):
     """Zero padding, ``pad`` in F.pad order (last dimension first)."""
 
     kind = "pad"
+    exact_sums = True
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.pad(x, params["pad"])
@@ -57,6 +60,7 @@ class AvgPool(LinearOp):
     padding, ceil_mode, count_include_pad, divisor_override, ndim."""
 
     kind = "avg_pool"
+    exact_sums = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         k = params["kernel_size"]
@@ -78,6 +82,7 @@ class Slice(LinearOp):
     """x[..., start:end:step] along per-sample dimension ``dim``."""
 
     kind = "slice"
+    exact_sums = True
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         index = (slice(None),) * (params["dim"] + 1)
@@ -88,6 +93,7 @@ class Concat(LinearOp):
     """Concatenation along per-sample dimension ``dim``."""
 
     kind = "concat"
+    exact_sums = True
 
     def apply_linear(self, params: Params, *xs: Tensor, absolute: bool = False) -> Tensor:
         return torch.cat(xs, dim=params["dim"] + 1)
@@ -101,6 +107,7 @@ class Identity(LinearOp):
     """y = x (Identity, Dropout in eval mode, aliases)."""
 
     kind = "identity"
+    exact_sums = True
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x

@@ -97,6 +97,10 @@ def _map_shared(fn, t: Tensor) -> Tensor:
     return fn(t)
 
 
+#: public name of :func:`_map_shared` for the float32 coefficient path
+map_shared = _map_shared
+
+
 def dense(A):
     """The full coefficient tensor of a Window or Cols (tensors pass through)."""
     if isinstance(A, Window):

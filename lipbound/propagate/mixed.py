@@ -1,0 +1,217 @@
+"""Float32 CROWN coefficients with a proven rounding allowance per back-substitution step.
+
+With ``precision="float32"`` the large tensors of a CROWN back-substitution, the coefficients
+Λ_k of every node k (``[B, S, *shape_k]``) and their products with the weights and the
+relaxation slopes, are computed in float32 (about twice as fast on a CPU, far more on a GPU).
+Everything small stays in float64: the intervals and relaxations of the neurons, the bias
+accumulated over the steps, the concretisation over the input set (Λ_x is cast to float64
+exactly), and the state's values; their float64 rounding is covered as for a float64 run
+(:mod:`lipbound.bounds.rounding`, item 3). ``u = 2^-24``; ``γ_n = n u / (1 - n u)``.
+
+The invariant of the back-substitution (:func:`lipbound.propagate.crown.backsubstitute`) is
+``<A, v_target> <= sum_k <Λ_k, v_k> + β`` over the domain, Λ_k the float coefficients
+*as computed* and β a float64 bias. A step replaces Λ_k by computed coefficients of the
+inputs of node k; it stays valid when β absorbs the step's rounding (lemmas below; m_i is an
+elementwise bound on |v_i| over the domain, from the node's sound interval).
+
+**Lemma 1 (affine op, conv, batchnorm-folded scale, pooling averages, add, reshape).**
+v_k = L(v_1..v_r) + c with every entry of the computed transpose ``fl(L_i^T Λ)`` a sum, in
+any order, of at most n = numel(v_k) products Λ_o · L_oj, each carrying at most two roundings
+(the cast of L_oj from float64 to float32 and the product) — true for matrix products,
+direct/GEMM convolutions, average pooling (a division), scale, sums with coefficients and
+pure data movement (no rounding). Then (Higham, Thm 3.5, any summation order)
+``|fl(L_i^T Λ) - L_i^T Λ| <= γ_{n+2} |L_i|^T |Λ|`` and the float32 bias sum ``fl(<Λ, c>)``
+is off by at most ``γ_{n+2} <|Λ|, |c|>``, so
+``<Λ, v_k> <= sum_i <fl(L_i^T Λ), v_i> + fl(<Λ, c>) + γ_{n+2} <|Λ|, |L| m + |c|>``:
+the op's magnitude ``|L| m + |c|`` (:meth:`~lipbound.ops.base.Op.magnitude`) is the
+``backward_terms`` fact. Ops state it in :meth:`~lipbound.ops.base.Op.backward_terms`.
+
+**Lemma 2 (activation relaxation).** A relaxation ``a_l x + c_l <= σ(x) <= a_u x + c_u`` is
+formed in float64 from the float64 intervals (valid as in a float64 run). The step computes
+``Λ⁺ fl32(a_u) + Λ⁻ fl32(a_l)`` (two roundings per element: the cast and the product; the
+sum has an exact zero term) and the bias ``fl(Σ Λ⁺ c_u + Λ⁻ c_l)`` (n products, cast
+intercepts), so by the argument of Lemma 1 the bound stays valid with the allowance
+``γ_{n+2} <|Λ|, Σ_i max(|a_l,i|, |a_u,i|) m_i + max(|c_l|, |c_u|)>``. Multi-input
+relaxations (products of the Jacobian graph) sum over their inputs. Max pooling selects one
+input with weight 1 or bounds by the window's upper bound: terms ``<= 2 max_window m``.
+
+**Lemma 3 (sum of coefficients, casts).** Where coefficients of two consumers meet at a node,
+``fl(P + Q) = (P + Q)(1 + δ)``, |δ| <= u, so ``<P + Q, v> <= <fl(P + Q), v> +
+u/(1 - u) <|fl(P + Q)|, m>``; a float64 coefficient rounded to float32 obeys the same bound.
+An op without ``backward_terms`` is stepped through in float64 on the exactly upcast
+coefficients (per node; the next supported node rounds them back with Lemma 3).
+
+**Lemma 4 (the allowance's own rounding, concretisation).** ``<|Λ|, M>`` is a sum of
+non-negative float32 products: its computed value t̂ satisfies t <= t̂ / (1 - γ_{n+1}), and the
+float32 M (rounded from float64) is taken one ulp up. The scalar factor is formed in float64
+and rounded up. Concretisation ``<Λ_x, x0> ± eps ||Λ_x||_*`` runs in float64 on the exact
+upcast Λ_x, and every final bound is rounded outward by
+:func:`lipbound.propagate.rounding.finish_outputs` and friends.
+
+Not covered (stepped through in float64 as above): ops without the fact (exp/log/pow,
+normalisations, softmax, max-pool Jacobians, reductions by max), split multipliers of
+branch-and-bound (the whole back-substitution then runs in float64). The float32 products
+assume an IEEE float32 GEMM/direct convolution, not TensorFloat-32 nor FFT/Winograd
+convolutions: on CUDA they are switched off for the step (:func:`exact_float32_kernels`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import fields, replace
+
+import torch
+from torch import Tensor
+
+from lipbound.bounds.rounding import gamma, unit_roundoff
+from lipbound.graph.ir import Graph, graph_to
+from lipbound.propagate import windows
+from lipbound.propagate.state import BoundState
+from lipbound.propagate.windows import Cols, Window
+
+#: rounded operations per product term beyond the sum's own (the cast of the factor, the product)
+EXTRA_OPS = 2
+
+
+def active(state: BoundState, ref_dtype: torch.dtype) -> bool:
+    """Whether this back-substitution runs its coefficients in ``state.coef_dtype``: a lower
+    precision than the state's, and no split multipliers (branch and bound)."""
+    cd = state.coef_dtype
+    return cd is not None and cd != ref_dtype and not state.splits \
+        and unit_roundoff(cd) > unit_roundoff(ref_dtype)
+
+
+def coef_graph(state: BoundState) -> Graph:
+    """The state's graph with its parameters cast to the coefficient dtype (cached)."""
+    g = state.coef_cache.get("graph")
+    if g is None:
+        g = graph_to(state.graph, state.coef_dtype)
+        state.coef_cache["graph"] = g
+    return g
+
+
+def cast(A, dtype: torch.dtype):
+    """A dense, windowed or column-sparse coefficient in ``dtype`` (a batch-shared tensor is
+    cast once and stays shared)."""
+    if isinstance(A, Window):
+        return A.with_data(windows.map_shared(lambda d: d.to(dtype), A.data))
+    if isinstance(A, Cols):
+        return Cols(windows.map_shared(lambda d: d.to(dtype), A.data), A.idx, A.n)
+    return windows.map_shared(lambda d: d.to(dtype), A)
+
+
+def coef_dtype_of(A) -> torch.dtype:
+    return (A.data if isinstance(A, (Window, Cols)) else A).dtype
+
+
+def cast_relaxation(rel, dtype: torch.dtype):
+    """A relaxation (any dataclass of tensors) with its floating tensors in ``dtype``."""
+    vals = {}
+    for f in fields(rel):
+        v = getattr(rel, f.name)
+        if isinstance(v, tuple):
+            vals[f.name] = tuple(_to(t, dtype) for t in v)
+        else:
+            vals[f.name] = _to(v, dtype)
+    return replace(rel, **vals)
+
+
+def _to(t, dtype):
+    return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+
+def centre(state: BoundState, name: str) -> tuple[Tensor, Tensor]:
+    """(c, r), [1 or B, *shape] each: |v - c| <= r for every value v of node ``name`` over
+    the domain (c the midpoint of its sound interval, r rounded up); cached per interval."""
+    cache = state.coef_cache.setdefault("centres", {})
+    iv = state.interval(name)
+    hit = cache.get(name)
+    if hit is not None and hit[0] is iv.lower:
+        return hit[1], hit[2]
+    c = iv.lower + (iv.upper - iv.lower) / 2
+    r = torch.maximum(iv.upper - c, c - iv.lower)
+    r = torch.nextafter(r, torch.full_like(r, math.inf))
+    cache[name] = (iv.lower, c, r)
+    return c, r
+
+
+def finite(*ts: Tensor) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in ts)
+
+
+def _factor(n: int, u: float, coeff: float) -> float:
+    """coeff / (1 - γ_{n+1}) · (1 + 4u) rounded up: turns a float32 sum of n non-negative
+    products into an upper bound of ``coeff`` times its exact value (the cast of the result
+    and the product with this factor included)."""
+    g = gamma(n + 1, u)
+    return math.nextafter(coeff / (1.0 - g) * (1.0 + 4 * u), math.inf)
+
+
+def step_bias(A, parts, centres, y_lo: Tensor, y_up: Tensor, M: Tensor, n: int,
+              u: float) -> Tensor:
+    """The float64 bias [B or 1, S] of one step (Lemmas 1-2): ``<Λ, y_lo> + <Λ⁺, y_up - y_lo>
+    - sum_i <Â_i, c_i> + γ_{n+2} <|Λ|, M>`` (the exact step's bias plus its coefficients'
+    value at the centres, minus the computed coefficients' value there, plus the rounding
+    of the coefficients paired with the deviations from the centres)."""
+    t = windows.dot(A, y_lo)
+    if y_up is not y_lo:
+        t = t + windows.dot(_pos(A), y_up - y_lo)
+    for part, c in zip(parts, centres):
+        if part is not None:
+            t = t - windows.dot(part, c.unsqueeze(1))
+    return t + _abs_dot(A, M, n, u, gamma(n + EXTRA_OPS, u))
+
+
+def rounding_bias(exact: list, computed, c: Tensor, r: Tensor, n: int, u: float) -> Tensor:
+    """Lemma 3: the bias [B or 1, S] that keeps the bound when coefficients summing to
+    ``sum(exact)`` are replaced by ``computed`` (their sum or cast rounded once per
+    element): ``sum <exact, c> - <computed, c> + u/(1-u) <|computed|, r>``."""
+    c = c.unsqueeze(1)
+    t = -windows.dot(computed, c)
+    for e in exact:
+        t = t + windows.dot(e, c)
+    return t + _abs_dot(computed, r.unsqueeze(1), n, u, u / (1.0 - u))
+
+
+def _abs_dot(A, M: Tensor, n: int, u: float, coeff: float) -> Tensor:
+    """An upper bound of ``coeff <|A|, M>`` (M >= 0, float64), [B or 1, S] float64, from a
+    float32 sum (Lemma 4)."""
+    dt = coef_dtype_of(A)
+    M32 = M.to(dt)
+    M32 = torch.where(M32.double() < M, torch.nextafter(M32, torch.full_like(M32, math.inf)),
+                      M32)
+    t = windows.dot(_abs(A), M32)
+    return t.double() * _factor(n, u, coeff)
+
+
+def _pos(A):
+    if isinstance(A, Window):
+        return A.with_data(windows.map_shared(lambda d: d.clamp(min=0), A.data))
+    if isinstance(A, Cols):
+        return Cols(windows.map_shared(lambda d: d.clamp(min=0), A.data), A.idx, A.n)
+    return windows.map_shared(lambda d: d.clamp(min=0), A)
+
+
+def _abs(A):
+    if isinstance(A, Window):
+        return A.with_data(windows.map_shared(torch.abs, A.data))
+    if isinstance(A, Cols):
+        return Cols(windows.map_shared(torch.abs, A.data), A.idx, A.n)
+    return windows.map_shared(torch.abs, A)
+
+
+@contextlib.contextmanager
+def exact_float32_kernels(device: torch.device):
+    """On CUDA: IEEE float32 products (no TensorFloat-32) and no cuDNN (its FFT/Winograd
+    convolutions do not satisfy Lemma 1's error bound; torch's own GEMM convolution does)."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
