@@ -44,6 +44,10 @@ class Conv(LinearOp):
 
     kind = "conv"
     exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        w = params["weight"]
+        return w.shape[0] * w[0, 0].numel()  # output channels x kernel taps reach a pixel
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
@@ -105,6 +109,9 @@ class ScaleShift(LinearOp):
     kind = "scale_shift"
     exact_sums = True
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
+
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         """A multiply and an add; BatchNorm states its own count (``rounded_ops``: the
         kernel's subtraction, rsqrt, products and sums)."""
@@ -132,6 +139,9 @@ class Sum(LinearOp):
 
     kind = "add"
     exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         coeffs = params["coeffs"]

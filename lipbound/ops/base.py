@@ -89,6 +89,16 @@ class Op:
         step then runs in the state's dtype)."""
         return None
 
+    def backward_sum_terms(self, params: Params, in_shapes: Sequence[tuple[int, ...]],
+                           out_shape: tuple[int, ...]) -> int:
+        """The most terms in one entry of a CROWN step's input coefficients (n in the lemmas
+        of :mod:`lipbound.propagate.mixed`): default every output element; ops override it
+        with their fan-out (1 for elementwise ops and data movement)."""
+        n = 1
+        for d in out_shape:
+            n *= d
+        return n
+
     def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
                     prec: Precision) -> Tensor:
         """A bound on |y_computed - y_exact| for one evaluation in floating point with
@@ -230,6 +240,12 @@ class NonlinearOp(Op):
             return super().float_error(params, errs, mags, prec)
         m_out = self.magnitude(params, *mags)
         return lip * errs[0] + self.eval_error(params, mags[0], m_out, prec)
+
+    def backward_sum_terms(self, params: Params, in_shapes: Sequence[tuple[int, ...]],
+                           out_shape: tuple[int, ...]) -> int:
+        if self.elementwise:
+            return 1
+        return super().backward_sum_terms(params, in_shapes, out_shape)
 
     def backward_facts(self, params: Params, centres: Sequence[Tensor],
                        radii: Sequence[Tensor], rel: Any = None

@@ -41,6 +41,10 @@ class MaxPool2d(NonlinearOp):
 
     kind = "max_pool"
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        k = params["kernel_size"]
+        return k * k if isinstance(k, int) else k[0] * k[1]  # the windows reaching a pixel
+
     def apply(self, params: Params, x: Tensor) -> Tensor:
         return F.max_pool2d(x, params["kernel_size"], params["stride"], params["padding"],
                             params["dilation"])

@@ -53,6 +53,9 @@ class Flip(LinearOp):
     kind = "flip"
     exact_sums = True
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
+
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.flip([d + 1 for d in params["dims"]])
 

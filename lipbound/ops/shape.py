@@ -22,6 +22,9 @@ class Reshape(LinearOp):
     kind = "reshape"
     exact_sums = True
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
+
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.reshape(x.shape[0], *params["shape"])
 
@@ -34,6 +37,9 @@ class Permute(LinearOp):
 
     kind = "permute"
     exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.permute(0, *[d + 1 for d in params["dims"]])
@@ -51,6 +57,9 @@ class Pad(LinearOp):
     kind = "pad"
     exact_sums = True
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
+
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.pad(x, params["pad"])
 
@@ -61,6 +70,9 @@ class AvgPool(LinearOp):
 
     kind = "avg_pool"
     exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return self.rounded_ops(params, in_shapes) - 1  # the windows reaching a pixel
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         k = params["kernel_size"]
@@ -84,6 +96,9 @@ class Slice(LinearOp):
     kind = "slice"
     exact_sums = True
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
+
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         index = (slice(None),) * (params["dim"] + 1)
         return x[index + (slice(params["start"], params["end"], params["step"]),)]
@@ -94,6 +109,9 @@ class Concat(LinearOp):
 
     kind = "concat"
     exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, *xs: Tensor, absolute: bool = False) -> Tensor:
         return torch.cat(xs, dim=params["dim"] + 1)
@@ -108,6 +126,9 @@ class Identity(LinearOp):
 
     kind = "identity"
     exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x

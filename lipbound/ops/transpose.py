@@ -33,6 +33,12 @@ class Transpose(LinearOp):
             grad = torch.autograd.grad(y, xs[idx], g, create_graph=g.requires_grad)[0]
         return grad
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        """The inner op's forward fan-in (its vjp is that forward map)."""
+        inner = get(params["inner"])
+        n = inner.rounded_ops(params["inner_params"], params["in_shapes"])
+        return max(n, 1) if n else super().backward_sum_terms(params, in_shapes, out_shape)
+
     def backward_facts(self, params: Params, centres: Sequence[Tensor],
                        radii: Sequence[Tensor], rel: Any = None
                        ) -> tuple[Tensor, Tensor, Tensor] | None:

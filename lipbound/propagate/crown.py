@@ -95,23 +95,25 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
             prev = pending.get(src)
             pending[src] = part if prev is None else windows.add(prev, part)
             if low and prev is not None and mixed.coef_dtype_of(pending[src]) != ref.dtype:
-                bias = bias + mixed.rounding_bias([prev, part], pending[src],
-                                                  *mixed.centre(state, src), g[src].numel,
-                                                  unit_roundoff(state.coef_dtype))
+                with torch.no_grad():
+                    bias = bias + mixed.rounding_bias([prev, part], pending[src],
+                                                      *mixed.centre(state, src),
+                                                      g[src].numel,
+                                                      unit_roundoff(state.coef_dtype))
     return A_x, bias
 
 
 def _low_step(state: BoundState, node, op, Ac, ref: torch.dtype, opt) -> tuple[list, Tensor]:
     """One back-substitution step with coefficients in ``state.coef_dtype`` and its float64
     bias in the centred form of :mod:`lipbound.propagate.mixed` (rounding allowance
-    included); ops without the facts are stepped through in the state's dtype instead."""
+    included); ops without the facts are stepped through in the state's dtype instead.
+    Under optimisation the bias's value is the centred one and its gradient the plain
+    float32 bias's (the centred correction is computed without autograd)."""
     low = state.coef_dtype
     u = unit_roundoff(low)
-    cr = [mixed.centre(state, s) for s in node.inputs]
-    cs, rs = [c for c, _ in cr], [r for _, r in cr]
     rel = None if op.linear else relaxation(state, node.name, opt)
-    facts = op.backward_facts(node.params, cs, rs, rel) if mixed.finite(*cs, *rs) else None
-    if facts is None or not mixed.finite(*facts):  # this step in the state's dtype
+    facts = mixed.step_facts(state, node, op, rel, cache=opt is None)
+    if facts is None:  # this step in the state's dtype
         Ac = mixed.cast(Ac, ref)
         if op.linear:
             return _linear_backward(state.graph, node, op, Ac)
@@ -119,16 +121,24 @@ def _low_step(state: BoundState, node, op, Ac, ref: torch.dtype, opt) -> tuple[l
     extra = None
     if mixed.coef_dtype_of(Ac) != low:  # rounded back from a float64 step (Lemma 3)
         A32 = mixed.cast(Ac, low)
-        extra = mixed.rounding_bias([Ac], A32, *mixed.centre(state, node.name), node.numel, u)
+        with torch.no_grad():
+            extra = mixed.rounding_bias([Ac], A32, *mixed.centre(state, node.name),
+                                        node.numel, u)
         Ac = A32
     if op.linear:
         cg = mixed.coef_graph(state)
-        parts, _ = _linear_backward(cg, cg[node.name], op, Ac)
+        parts, b = _linear_backward(cg, cg[node.name], op, Ac)
     else:
-        parts, _ = _nonlinear_backward(state, node, op, Ac, opt,
+        parts, b = _nonlinear_backward(state, node, op, Ac, opt,
                                        lambda r: mixed.cast_relaxation(r, low))
-    b = mixed.step_bias(Ac, parts, cs, *facts, node.numel, u)
-    return parts, b if extra is None else b + extra
+    b = b.to(ref)
+    with torch.no_grad():
+        n = op.backward_sum_terms(node.params, [state.graph[s].shape for s in node.inputs],
+                                  node.shape)
+        sound = mixed.step_bias(Ac, parts, *facts, n, node.numel, u)
+        if extra is not None:
+            sound = sound + extra
+    return parts, sound if not b.requires_grad else b + (sound - b).detach()
 
 
 def _nonlinear_backward(state: BoundState, node, op, Ac, opt, conv=None) -> tuple[list, Tensor]:

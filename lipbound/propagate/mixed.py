@@ -136,8 +136,26 @@ def centre(state: BoundState, name: str) -> tuple[Tensor, Tensor]:
     return c, r
 
 
-def finite(*ts: Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in ts)
+def step_facts(state: BoundState, node, op, rel, cache: bool):
+    """(centres, y_lo, y_up, M) of a step through ``node`` (the op's ``backward_facts`` at
+    the centres of its inputs), or None when the op states none or they are not finite;
+    cached per node for the state's current intervals when ``cache``."""
+    store = state.coef_cache.setdefault("facts", {})
+    key = tuple(state.interval(s).lower for s in node.inputs)
+    hit = store.get(node.name) if cache else None
+    if hit is not None and hit[0] is rel and all(a is b for a, b in zip(hit[1], key)):
+        return hit[2]
+    cr = [centre(state, s) for s in node.inputs]
+    cs, rs = [c for c, _ in cr], [r for _, r in cr]
+    facts = None
+    if all(bool(torch.isfinite(r).all()) for r in rs):
+        with torch.no_grad():
+            f = op.backward_facts(node.params, cs, rs, rel)
+        if f is not None and all(bool(torch.isfinite(t).all()) for t in f):
+            facts = (cs, *f)
+    if cache:
+        store[node.name] = (rel, key, facts)
+    return facts
 
 
 def _factor(n: int, u: float, coeff: float) -> float:
@@ -149,18 +167,19 @@ def _factor(n: int, u: float, coeff: float) -> float:
 
 
 def step_bias(A, parts, centres, y_lo: Tensor, y_up: Tensor, M: Tensor, n: int,
-              u: float) -> Tensor:
+              size: int, u: float) -> Tensor:
     """The float64 bias [B or 1, S] of one step (Lemmas 1-2): ``<Λ, y_lo> + <Λ⁺, y_up - y_lo>
     - sum_i <Â_i, c_i> + γ_{n+2} <|Λ|, M>`` (the exact step's bias plus its coefficients'
     value at the centres, minus the computed coefficients' value there, plus the rounding
-    of the coefficients paired with the deviations from the centres)."""
+    of the coefficients paired with the deviations from the centres); n: the most terms in
+    one coefficient entry, ``size``: the node's number of elements."""
     t = windows.dot(A, y_lo)
     if y_up is not y_lo:
         t = t + windows.dot(_pos(A), y_up - y_lo)
     for part, c in zip(parts, centres):
         if part is not None:
             t = t - windows.dot(part, c.unsqueeze(1))
-    return t + _abs_dot(A, M, n, u, gamma(n + EXTRA_OPS, u))
+    return t + _abs_dot(A, M, size, u, gamma(n + EXTRA_OPS, u))
 
 
 def rounding_bias(exact: list, computed, c: Tensor, r: Tensor, n: int, u: float) -> Tensor:
