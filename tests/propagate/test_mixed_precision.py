@@ -36,11 +36,27 @@ def _cnn(seed: int) -> nn.Module:
                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6, 3)).eval()
 
 
+class _Residual(nn.Module):
+    """conv -> relu -> conv + skip -> relu -> linear: coefficients of two consumers meet."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.c1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.c2 = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(48, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(x))
+        return self.fc(torch.relu(self.c2(h) + h).flatten(1))
+
+
 def _cases(n: int = 3):
     for seed in range(n):
         g = torch.Generator().manual_seed(100 + seed)
         yield _mlp(seed), torch.rand(1, 6, generator=g), 0.05
         yield _cnn(seed), torch.rand(1, 1, 8, 8, generator=g), 0.02
+        yield _Residual(seed).eval(), torch.rand(1, 2, 4, 4, generator=g), 0.05
 
 
 def _samples(x: torch.Tensor, eps: float, n: int = 400) -> torch.Tensor:
@@ -136,6 +152,85 @@ def test_cancellation_cases_are_adversarial_and_the_allowance_keeps_them_sound(m
         mp.setattr(mixed, "_abs_dot", lambda A, M, n, u, coeff: 0.0)
         naive = [Fraction(_crown32(net, x0, eps)) < exact for net, x0, eps, exact in cases]
     assert any(naive), "no case where naive float32 propagation is violated"
+
+
+class _CancellingSkip(nn.Module):
+    """h = relu(W1 x + b1) (stable: huge b1, so |h| ~ 1e4), y = w3 (B h + h) with
+    B = -0.37 I + small: the float32 sum of the coefficients of h from the skip and from B
+    rounds (it is no exact Sterbenz difference), and |h| magnifies the rounding."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d = 8
+        self.l1 = nn.Linear(d, d).double()
+        self.l2 = nn.Linear(d, d, bias=False).double()
+        self.l3 = nn.Linear(d, 1, bias=False).double()
+        with torch.no_grad():
+            self.l1.weight.copy_(torch.randn(d, d, generator=g, dtype=torch.float64))
+            self.l1.bias.fill_(1e4)
+            self.l2.weight.copy_(-0.37 * torch.eye(d, dtype=torch.float64)
+                                 + 1e-3 * torch.randn(d, d, generator=g, dtype=torch.float64))
+            self.l3.weight.copy_(torch.randn(1, d, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        h = torch.relu(self.l1(x))
+        return self.l3(self.l2(h) + h)
+
+    def exact_sup(self, x0: torch.Tensor, eps: float) -> Fraction:
+        d = 8
+        W1 = [[Fraction(v) for v in r] for r in self.l1.weight.tolist()]
+        b1 = [Fraction(v) for v in self.l1.bias.tolist()]
+        B = [[Fraction(v) + (1 if i == j else 0) for j, v in enumerate(r)]
+             for i, r in enumerate(self.l2.weight.tolist())]
+        w3 = [Fraction(v) for v in self.l3.weight[0].tolist()]
+        a = [sum(w3[i] * B[i][k] for i in range(d)) for k in range(d)]  # w3 (B + I)
+        v = [sum(a[k] * W1[k][j] for k in range(d)) for j in range(d)]
+        c = sum(a[k] * b1[k] for k in range(d))
+        return c + sum(vj * Fraction(x) for vj, x in zip(v, x0[0].tolist())) \
+            + Fraction(eps) * sum(abs(vj) for vj in v)
+
+
+def test_summed_coefficients_keep_the_bound_sound(monkeypatch):
+    """Lemma 3: where the coefficients of two consumers meet, their float32 sum's rounding
+    is accounted for; without it (naive) some of these cases are violated."""
+    cases = []
+    for seed in range(12):
+        net = _CancellingSkip(seed).eval()
+        x0 = torch.rand(1, 8, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
+        cases.append((net, x0, 1e-3, net.exact_sup(x0, 1e-3)))
+    for net, x0, eps, exact in cases:
+        assert Fraction(_crown32(net, x0, eps)) >= exact
+    with monkeypatch.context() as mp:
+        mp.setattr(mixed, "rounding_bias", lambda *a: 0.0)
+        naive = [Fraction(_crown32(net, x0, eps)) < exact for net, x0, eps, exact in cases]
+    assert any(naive), "no case where the coefficient sum's rounding matters"
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv_transpose", "conv"])
+def test_float32_kernels_obey_the_sum_error_bound(kind):
+    """Lemma 1's assumption about the kernels in use: every computed entry of a float32
+    product / (transposed) convolution is within gamma_n(u) of the exact sum of its
+    products' magnitudes (it would fail for TF32 or FFT/Winograd kernels)."""
+    g = torch.Generator().manual_seed(3)
+    u = 2.0 ** -24
+    if kind == "linear":
+        A = torch.randn(64, 300, generator=g)
+        W = torch.randn(300, 200, generator=g)
+        out, exact, n = A @ W, A.double() @ W.double(), 300
+        mag = A.double().abs() @ W.double().abs()
+    else:
+        A = torch.randn(16, 32, 9, 9, generator=g)
+        W = torch.randn(32, 16, 3, 3, generator=g)
+        fn = torch.nn.functional.conv_transpose2d if kind == "conv_transpose" \
+            else torch.nn.functional.conv2d
+        W = W if kind == "conv_transpose" else W.transpose(0, 1).contiguous()
+        out, exact = fn(A, W), fn(A.double(), W.double())
+        mag = fn(A.double().abs(), W.double().abs())
+        n = 32 * 9
+    g_n = n * u / (1 - n * u)
+    assert ((out.double() - exact).abs() <= g_n * mag * (1 + 1e-6)).all()
 
 
 def test_precision_is_validated():
