@@ -11,42 +11,53 @@ exactly), and the state's values; their float64 rounding is covered as for a flo
 The invariant of the back-substitution (:func:`lipbound.propagate.crown.backsubstitute`) is
 ``<A, v_target> <= sum_k <Λ_k, v_k> + β`` over the domain, Λ_k the float coefficients
 *as computed* and β a float64 bias. A step replaces Λ_k by computed coefficients of the
-inputs of node k; it stays valid when β absorbs the step's rounding (lemmas below; m_i is an
-elementwise bound on |v_i| over the domain, from the node's sound interval).
+inputs of node k; it stays valid when β absorbs the step's rounding (below). Under
+alpha-CROWN the bias's value is this sound one; its gradient is the plain float32 bias's.
+
+**Centres.** Every node i gets a centre c_i (the midpoint of its sound interval, float64)
+and a radius r_i >= |v_i - c_i| (rounded up). A step's float64 bias is formed at the
+centres, so the float32 rounding is paired only with the deviations v_i - c_i: for computed
+input coefficients Â_i = A_i + E_i (A_i the exact map of the computed Λ),
+``<A_i, v_i> = <Â_i, v_i> - <E_i, c_i> - <E_i, v_i - c_i>`` and ``-<E_i, c_i> = <A_i, c_i>
+- <Â_i, c_i>``, both computed in float64, so the step's bias is
+``<Λ⁺, y_up> + <Λ⁻, y_lo> - sum_i <Â_i, c_i> + sum_i <|E_i|, r_i>`` with y_lo / y_up the
+op's lower / upper bounding lines evaluated at the input centres (for an affine op both are
+L(c) + b; the step's exact bias is folded into them). The allowance scales with the input
+set's size (the radii), not with the values' size.
 
 **Lemma 1 (affine op, conv, batchnorm-folded scale, pooling averages, add, reshape).**
-v_k = L(v_1..v_r) + c with every entry of the computed transpose ``fl(L_i^T Λ)`` a sum, in
-any order, of at most n = numel(v_k) products Λ_o · L_oj, each carrying at most two roundings
-(the cast of L_oj from float64 to float32 and the product) — true for matrix products,
-direct/GEMM convolutions, average pooling (a division), scale, sums with coefficients and
-pure data movement (no rounding). Then (Higham, Thm 3.5, any summation order)
-``|fl(L_i^T Λ) - L_i^T Λ| <= γ_{n+2} |L_i|^T |Λ|`` and the float32 bias sum ``fl(<Λ, c>)``
-is off by at most ``γ_{n+2} <|Λ|, |c|>``, so
-``<Λ, v_k> <= sum_i <fl(L_i^T Λ), v_i> + fl(<Λ, c>) + γ_{n+2} <|Λ|, |L| m + |c|>``:
-the op's magnitude ``|L| m + |c|`` (:meth:`~lipbound.ops.base.Op.magnitude`) is the
-``backward_terms`` fact. Ops state it in :meth:`~lipbound.ops.base.Op.backward_terms`.
+v_k = L(v_1..v_r) + b with every entry of the computed transpose ``fl(L_i^T Λ)`` a sum, in
+any order, of at most n products Λ_o · L_oj, each carrying at most two roundings (the cast of
+L_oj from float64 to float32 and the product) — true for matrix products, direct/GEMM
+convolutions, average pooling (a division), scales, sums with coefficients and data movement
+(n: the op's fan-out, :meth:`~lipbound.ops.base.Op.backward_sum_terms`; e.g. output channels
+x kernel taps for a convolution). Then (Higham, Thm 3.5, any summation order)
+``|E_i| <= γ_{n+2} |Λ| |L_i|`` and ``sum_i <|E_i|, r_i> <= γ_{n+2} <|Λ|, |L| r>``. Ops
+state ``(y_lo, y_up, M = |L| r)`` in :meth:`~lipbound.ops.base.Op.backward_facts`.
 
 **Lemma 2 (activation relaxation).** A relaxation ``a_l x + c_l <= σ(x) <= a_u x + c_u`` is
 formed in float64 from the float64 intervals (valid as in a float64 run). The step computes
 ``Λ⁺ fl32(a_u) + Λ⁻ fl32(a_l)`` (two roundings per element: the cast and the product; the
-sum has an exact zero term) and the bias ``fl(Σ Λ⁺ c_u + Λ⁻ c_l)`` (n products, cast
-intercepts), so by the argument of Lemma 1 the bound stays valid with the allowance
-``γ_{n+2} <|Λ|, Σ_i max(|a_l,i|, |a_u,i|) m_i + max(|c_l|, |c_u|)>``. Multi-input
-relaxations (products of the Jacobian graph) sum over their inputs. Max pooling selects one
-input with weight 1 or bounds by the window's upper bound: terms ``<= 2 max_window m``.
+other term is an exact zero), so ``|E| <= γ_2 |Λ| max(|a_l|, |a_u|)`` and M =
+``sum_i max(|a_l,i|, |a_u,i|) r_i`` (multi-input relaxations, the products of the Jacobian
+graph, sum over their inputs); y_lo, y_up are the two lines at the centres. Max pooling selects
+x_{k*} with weight 1 (exact) and the fold sums at most (kernel taps) of them: M = max_window r.
 
-**Lemma 3 (sum of coefficients, casts).** Where coefficients of two consumers meet at a node,
-``fl(P + Q) = (P + Q)(1 + δ)``, |δ| <= u, so ``<P + Q, v> <= <fl(P + Q), v> +
-u/(1 - u) <|fl(P + Q)|, m>``; a float64 coefficient rounded to float32 obeys the same bound.
-An op without ``backward_terms`` is stepped through in float64 on the exactly upcast
+**Lemma 3 (sum of coefficients, casts).** Where coefficients P, Q of two consumers meet at a
+node, ``fl(P + Q) = (P + Q)(1 + δ)`` elementwise, |δ| <= u, so with the same centring
+``<P + Q, v> = <fl(P + Q), v> + <P, c> + <Q, c> - <fl(P + Q), c> + e``, |e| <=
+``u/(1 - u) <|fl(P + Q)|, r>``; a float64 coefficient rounded to float32 obeys the same
+bound. An op without ``backward_facts`` is stepped through in float64 on the exactly upcast
 coefficients (per node; the next supported node rounds them back with Lemma 3).
 
 **Lemma 4 (the allowance's own rounding, concretisation).** ``<|Λ|, M>`` is a sum of
-non-negative float32 products: its computed value t̂ satisfies t <= t̂ / (1 - γ_{n+1}), and the
-float32 M (rounded from float64) is taken one ulp up. The scalar factor is formed in float64
-and rounded up. Concretisation ``<Λ_x, x0> ± eps ||Λ_x||_*`` runs in float64 on the exact
-upcast Λ_x, and every final bound is rounded outward by
-:func:`lipbound.propagate.rounding.finish_outputs` and friends.
+non-negative float32 products: its computed value t̂ satisfies t <= t̂ / (1 - γ_{N+1}) (N the
+node's size), and the float32 M (rounded from float64) is taken one ulp up; the scalar factor
+is formed in float64 and rounded up. Concretisation ``<Λ_x, x0> ± eps ||Λ_x||_*`` runs in
+float64 on the exactly upcast Λ_x; the float64 dot products of the centring, the float64
+relaxations and intervals are covered by the float64 allowance of
+:mod:`lipbound.propagate.rounding` (item 3 of :mod:`lipbound.bounds.rounding`), and every
+final bound is rounded outward (``nextafter``).
 
 Not covered (stepped through in float64 as above): ops without the fact (exp/log/pow,
 normalisations, softmax, max-pool Jacobians, reductions by max), split multipliers of
