@@ -194,7 +194,11 @@ def _linear_backward(g, node, op, Ac) -> tuple[list, Tensor]:
 def crown_upper(state: BoundState, target: str, A: Tensor,
                 opt: Mapping[str, Mapping[str, Tensor]] | None = None) -> Tensor:
     """sup over the domain of <A[b, s], v_target(x)>, as a sound upper bound [B, S]."""
-    with mixed.exact_float32_kernels(A.device if isinstance(A, Tensor) else A.data.device):
+    ref = A if isinstance(A, Tensor) else A.data
+    if mixed.active(state, ref.dtype):
+        with mixed.exact_float32_kernels(ref.device):
+            A_x, bias = backsubstitute(state, target, A, opt)
+    else:
         A_x, bias = backsubstitute(state, target, A, opt)
     if A_x is None:  # the bound is the constant bias on the whole domain
         return bias.expand(state.domain.batch_size, -1) if bias.shape[0] == 1 else bias
