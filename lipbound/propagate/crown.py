@@ -95,11 +95,11 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
             prev = pending.get(src)
             pending[src] = part if prev is None else windows.add(prev, part)
             if low and prev is not None and mixed.coef_dtype_of(pending[src]) != ref.dtype:
-                with torch.no_grad():
-                    bias = bias + mixed.rounding_bias([prev, part], pending[src],
-                                                      *mixed.centre(state, src),
-                                                      g[src].numel,
-                                                      unit_roundoff(state.coef_dtype))
+                with torch.no_grad():  # a value only: the bias keeps its graph
+                    rb = mixed.rounding_bias([prev, part], pending[src],
+                                             *mixed.centre(state, src), g[src].numel,
+                                             unit_roundoff(state.coef_dtype))
+                bias = bias + rb
     return A_x, bias
 
 
