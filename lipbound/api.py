@@ -23,6 +23,7 @@ from lipbound.inputs import (
     check_eps,
     check_finite_result,
     check_positive_int,
+    check_precision,
     check_timeout,
     get_traced,
     resolve_model,
@@ -34,6 +35,7 @@ from lipbound.jacobian.naive import naive_lipschitz
 from lipbound.norms import dual_norm
 from lipbound.propagate.driver import METHODS, bound_graph_spec, check_method, prepare_state
 from lipbound.propagate.rounding import finish_elements, finish_norms, finish_outputs
+from lipbound.propagate.state import coefficient_dtype
 from lipbound.results import LipschitzResult
 
 
@@ -49,7 +51,7 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
                   data_range: tuple[Any, Any] | None = None, iterations: int = 30,
                   dtype: torch.dtype = torch.float64, timeout: float | None = None,
                   progress: bool | str = "auto", split: str = "auto",
-                  prove_above: Any = None) -> OutputBounds:
+                  prove_above: Any = None, precision: str = "float64") -> OutputBounds:
     """Sound bounds on ``C f(x')`` over ``{x' : ||x' - x||_norm <= eps}`` (∩ data_range).
 
     model: eval-mode module mapping [B, *in] -> [B, K]; x: [*in] or [1, *in]; spec: None
@@ -59,7 +61,10 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     "input" boxes, "relu" signs with beta-CROWN and LP checks, or "auto"; ``prove_above``
     [S] refines only the lower bounds not yet above it and stops as soon as every
     ``lower[s] > prove_above[s]`` is certified, as a verifier needs; the upper bounds are then
-    the root's). Computation runs in ``dtype`` (float64 by default) on x's device.
+    the root's). Computation runs in ``dtype`` (float64 by default) on x's device;
+    ``precision="float32"`` computes CROWN's backward coefficients (the bulk of the work) in
+    float32 with a proven rounding allowance per step (:mod:`lipbound.propagate.mixed`;
+    methods "crown" and "alpha-crown"; "bab" runs in ``dtype``).
 
     The bounds contain both the real-arithmetic function of the stored weights and the
     model's own forward pass in its dtype, at every point of the set: they are widened by the
@@ -70,15 +75,17 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     method = check_method(method, (*METHODS, "bab"))
     iterations = check_positive_int(iterations, "iterations")
     timeout = check_timeout(timeout)
+    coef = check_precision(precision)
     traced, _, C, domain = _setup(model, x, eps, norm, spec, data_range, dtype)
     graph = traced.graph
     if method == "bab":
         lo, up, _ = _bab_outputs(model, graph, C, domain, timeout, split, progress,
                                  _stop_below(prove_above, C))
         return OutputBounds(*_finish_outputs(lo, up, C, traced, domain))
-    state = prepare_state(graph, domain, method)
-    lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
-    return OutputBounds(*_finish_outputs(lo[0], up[0], C, traced, domain, state.bounds))
+    with coefficient_dtype(coef):
+        state = prepare_state(graph, domain, method)
+        lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
+        return OutputBounds(*_finish_outputs(lo[0], up[0], C, traced, domain, state.bounds))
 
 
 def output_bounds_batch(model: nn.Module, centers: Any, eps: Any,
@@ -235,7 +242,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
                     data_range: tuple[Any, Any] | None = None, n_samples: int = 256,
                     seed: int = 0, iterations: int = 30, dtype: torch.dtype = torch.float64,
                     progress: bool | str = "auto", split: str = "auto",
-                    objective: str = "max"):
+                    objective: str = "max", precision: str = "float64"):
     """Certified local Lipschitz constants of the rows of C f over an l_p ball around x.
 
     Returns a :class:`~lipbound.results.LipschitzResult` with ``upper[s]`` >= sup over
@@ -252,6 +259,8 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     "max" tightens ``value`` = max_s upper[s] (rows whose bound is already below the best
     value attained by any row are not refined further; their upper bounds stay certified)
     and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
+    ``precision``: "float64" or "float32" (CROWN coefficients in float32 with a proven
+    rounding allowance per step, :mod:`lipbound.propagate.mixed`; crown methods only).
     """
     start = time.perf_counter()
     model = resolve_model(model)
@@ -259,6 +268,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     timeout = check_timeout(timeout)
     n_samples = check_positive_int(n_samples, "n_samples")
     iterations = check_positive_int(iterations, "iterations")
+    coef = check_precision(precision)
     if method == "exact":  # MILP per row (ReLU/LeakyReLU chains, l_inf / l_1)
         # deferred: heavy optional dependency (cvxpy)
         from lipbound.exact.api import exact_local_lipschitz
@@ -278,9 +288,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     if method == "naive":
         upper = _finish_norms(naive_lipschitz(graph, C, domain.p), graph, C, domain, q)
     else:
-        state, jg = jacobian_state(graph, C, domain, method, q)
-        upper = norm_upper(state, jg, q, method, iterations)
-        upper = _finish_norms(upper, graph, C, domain, q)
+        with coefficient_dtype(coef):
+            state, jg = jacobian_state(graph, C, domain, method, q)
+            upper = norm_upper(state, jg, q, method, iterations)
+            upper = _finish_norms(upper, graph, C, domain, q)
         upper, details = _cap_by_global(model, graph, C, domain.p, upper)
     lower, witness = (attained_lower(model, C, domain, q, n_samples, seed=seed)
                       if not isinstance(model, Graph) else (torch.zeros_like(upper), None))

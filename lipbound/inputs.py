@@ -75,6 +75,19 @@ def check_model(model: Any) -> nn.Module | Graph:
     return model
 
 
+#: values of the ``precision`` option: the dtype of CROWN's backward coefficients
+PRECISIONS = {"float64": None, "float32": torch.float32}
+
+
+def check_precision(precision: Any) -> torch.dtype | None:
+    """The coefficient dtype of ``precision`` ("float64": the compute dtype's own, "float32":
+    float32 coefficients with per-step rounding allowances, :mod:`lipbound.propagate.mixed`)."""
+    key = str(precision).lower().removeprefix("torch.") if precision is not None else None
+    if not isinstance(precision, (str, torch.dtype)) or key not in PRECISIONS:
+        raise InputError(f"precision must be 'float64' or 'float32', got {precision!r}")
+    return PRECISIONS[key]
+
+
 def check_dtype(dtype: Any) -> torch.dtype:
     """``dtype`` if it is a compute dtype lipbound bounds soundly (float32 or float64)."""
     if dtype in _LOW_PRECISION:

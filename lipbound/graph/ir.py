@@ -120,10 +120,13 @@ class Graph:
 
 
 def graph_to(graph: Graph, dtype: Any = None, device: Any = None) -> Graph:
-    """A copy of the graph with every floating-point tensor parameter cast/moved."""
+    """A copy of the graph with every floating-point tensor parameter cast/moved (those of
+    nested parameter mappings too, e.g. a transpose's ``inner_params``)."""
     def conv(v: Any) -> Any:
         if isinstance(v, torch.Tensor):
             return v.to(device=device, dtype=dtype if v.is_floating_point() else None)
+        if isinstance(v, Mapping):
+            return freeze({k: conv(x) for k, x in v.items()})
         return v
 
     nodes = tuple(Node(n.name, n.op, n.inputs, n.shape,

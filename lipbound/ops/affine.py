@@ -31,6 +31,7 @@ class LinearLayer(LinearOp):
     """y = x W^T + b on the last dimension; params ``weight`` [out, in], ``bias`` [out] or None."""
 
     kind = "linear"
+    exact_sums = True
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
@@ -60,6 +61,11 @@ class Conv(LinearOp):
     """N-d convolution (1-d or 2-d); params weight, bias, stride, padding, dilation, groups."""
 
     kind = "conv"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        w = params["weight"]
+        return w.shape[0] * w[0, 0].numel()  # output channels x kernel taps reach a pixel
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
@@ -104,6 +110,7 @@ class ConvTranspose(LinearOp):
     padding, output_padding, groups, dilation. Transpose by autodiff (generic vjp)."""
 
     kind = "conv_transpose"
+    exact_sums = True
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
@@ -125,6 +132,10 @@ class ScaleShift(LinearOp):
     input normalisation (x - mean) / std, multiplication/division by constants)."""
 
     kind = "scale_shift"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         """A multiply and an add; BatchNorm states its own count (``rounded_ops``: the
@@ -167,6 +178,10 @@ class Sum(LinearOp):
     """y = sum_i coeffs[i] * x_i (residual additions, subtractions, gradient fan-in)."""
 
     kind = "add"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         coeffs = params["coeffs"]

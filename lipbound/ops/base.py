@@ -104,6 +104,29 @@ class Op:
         absolute-value network), given bounds ``mags`` on |x_i|."""
         raise NotImplementedError
 
+    def backward_facts(self, params: Params, centres: Sequence[Tensor],
+                       radii: Sequence[Tensor], rel: Any = None
+                       ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The facts of Lemmas 1-2 of :mod:`lipbound.propagate.mixed` for one CROWN step
+        through this op in a lower precision: ``(y_lo, y_up, M)``, broadcastable to
+        [B, S, *out], with y_lo / y_up the lower / upper bounding lines (``rel``; the op
+        itself for linear ops) at the inputs' centres ``centres`` [N, *in_i], and M such
+        that the computed input coefficients Â_i of coefficients Λ differ from their exact
+        values A_i by at most ``gamma_{numel(out)+2}(u) <|Λ|, M>`` when paired with
+        deviations |x_i - centre_i| <= ``radii[i]``. None: the op does not state them (that
+        step then runs in the state's dtype)."""
+        return None
+
+    def backward_sum_terms(self, params: Params, in_shapes: Sequence[tuple[int, ...]],
+                           out_shape: tuple[int, ...]) -> int:
+        """The most terms in one entry of a CROWN step's input coefficients (n in the lemmas
+        of :mod:`lipbound.propagate.mixed`): default every output element; ops override it
+        with their fan-out (1 for elementwise ops and data movement)."""
+        n = 1
+        for d in out_shape:
+            n *= d
+        return n
+
     def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
                     prec: Precision) -> Tensor:
         """A bound on |y_computed - y_exact| for one evaluation in floating point with
@@ -162,6 +185,21 @@ class LinearOp(Op):
         """The most rounded operations behind one output element in floating point: n + 1
         for a sum of n products plus an offset; 0 for ops that only move values (default)."""
         return 0
+
+    #: every entry of the computed :meth:`vjp` is a sum (any order) of at most numel(out)
+    #: products of a coefficient and one entry of L with at most two roundings each (matrix
+    #: products, direct/GEMM convolutions, averages, scales, data movement): Lemma 1 of
+    #: :mod:`lipbound.propagate.mixed`
+    exact_sums: bool = False
+
+    def backward_facts(self, params: Params, centres: Sequence[Tensor],
+                       radii: Sequence[Tensor], rel: Any = None
+                       ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Lemma 1 when :attr:`exact_sums`: y = L(centres) + offset, M = |L| radii."""
+        if not self.exact_sums:
+            return None
+        y = self.apply(params, *centres).unsqueeze(1)
+        return y, y, self.apply_linear(params, *radii, absolute=True).unsqueeze(1)
 
     def magnitude(self, params: Params, *mags: Tensor) -> Tensor:
         """|L|(mags) + |offset|."""
@@ -269,6 +307,32 @@ class NonlinearOp(Op):
             return super().float_error(params, errs, mags, prec)
         m_out = self.magnitude(params, *mags)
         return lip * errs[0] + self.eval_error(params, mags[0], m_out, prec)
+
+    def backward_sum_terms(self, params: Params, in_shapes: Sequence[tuple[int, ...]],
+                           out_shape: tuple[int, ...]) -> int:
+        if self.elementwise:
+            return 1
+        return super().backward_sum_terms(params, in_shapes, out_shape)
+
+    def backward_facts(self, params: Params, centres: Sequence[Tensor],
+                       radii: Sequence[Tensor], rel: Any = None
+                       ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Lemma 2 for elementwise ops stepped through by this class's :meth:`crown_backward`:
+        the relaxation's lines at the centres and M = sum_i max(|a_l,i|, |a_u,i|) radii[i]
+        (the step's coefficients are one rounded product per element)."""
+        if not (self.elementwise and isinstance(rel, Relaxation)
+                and type(self).crown_backward is NonlinearOp.crown_backward):
+            return None
+        y_lo, y_up, M = rel.lower_bias, rel.upper_bias, 0
+        for lw, uw, c, r in zip(rel.lower_slopes, rel.upper_slopes, centres, radii):
+            c, r = c.unsqueeze(1), r.unsqueeze(1)
+            if lw is not None:
+                y_lo = y_lo + lw * c
+                M = M + lw.abs() * r
+            if uw is not None:
+                y_up = y_up + uw * c
+                M = M + uw.abs() * r
+        return y_lo, y_up, M + torch.zeros_like(y_lo)
 
     #: Adam step size for this op's optimisable parameters (alpha-CROWN)
     opt_lr: float = 0.1

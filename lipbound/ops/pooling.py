@@ -9,8 +9,9 @@ input with its adjoint ``fold`` (so overlapping windows add up correctly).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,10 @@ class MaxPool2d(NonlinearOp):
         overlap = math.prod(math.ceil(ki / si) for ki, si in zip(k, s))
         return 1.0 if p == math.inf else math.nextafter(overlap ** (1.0 / p), math.inf)
 
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        k = params["kernel_size"]
+        return k * k if isinstance(k, int) else k[0] * k[1]  # the windows reaching a pixel
+
     def apply(self, params: Params, x: Tensor) -> Tensor:
         return F.max_pool2d(x, params["kernel_size"], params["stride"], params["padding"],
                             params["dilation"])
@@ -83,6 +88,21 @@ class MaxPool2d(NonlinearOp):
         others = uw.masked_fill(onehot.bool(), float("-inf")).max(2).values
         dominant = lw.gather(2, kstar).squeeze(2) >= others
         return PoolSelection(onehot, dominant, uw.max(2).values, tuple(lo.shape[1:]))
+
+    def backward_facts(self, params: Params, centres: Sequence[Tensor],
+                       radii: Sequence[Tensor], rel: Any = None
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """Lemma 2 of :mod:`lipbound.propagate.mixed`: the lower line is x_{k*}, the upper
+        x_{k*} (dominant) or the window's max upper bound; the step's coefficients select
+        x_{k*} with weight 1 (exact) and the fold sums them, so M = max_window radii."""
+        c, r = centres[0], radii[0]
+        out = self.apply(params, c).shape
+        kstar = rel.onehot.argmax(2, keepdim=True)
+        c_sel = self.windows(params, c, 0.0).gather(2, kstar).squeeze(2)
+        y_up = torch.where(rel.dominant, c_sel, rel.max_upper)
+        M = self.apply(params, r)
+        return (c_sel.reshape(out).unsqueeze(1), y_up.reshape(out).unsqueeze(1),
+                M.unsqueeze(1))
 
     def crown_backward(self, params: Params, A: Tensor, rel: PoolSelection):
         B, S = A.shape[:2]

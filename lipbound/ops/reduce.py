@@ -45,6 +45,7 @@ class ReduceSum(LinearOp):
     TensorFloat-32 operand rounding on CUDA like a matmul)."""
 
     kind = "sum"
+    exact_sums = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         n = _count(params, in_shapes[0])
@@ -76,6 +77,7 @@ class Expand(LinearOp):
     """Broadcast x to per-sample ``shape`` (same number of dims; size-1 dims repeat)."""
 
     kind = "expand"
+    exact_sums = True
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.expand(x.shape[0], *params["shape"])

@@ -19,6 +19,7 @@ class AdaptiveAvgPool(LinearOp):
     ceil((i + 1) n / o), which may overlap when o does not divide n)."""
 
     kind = "adaptive_avg_pool"
+    exact_sums = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         sizes = in_shapes[0][1:]
@@ -37,6 +38,7 @@ class UpsampleNearest(LinearOp):
     ``scale_factor`` when the model gave one (the kernel then maps indices with it): copies."""
 
     kind = "upsample_nearest"
+    exact_sums = True
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         sf = params.get("scale_factor")
@@ -49,6 +51,10 @@ class Flip(LinearOp):
     """Reverse the order along per-sample ``dims`` (its own transpose)."""
 
     kind = "flip"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.flip([d + 1 for d in params["dims"]])

@@ -33,6 +33,10 @@ class Reshape(CopyOp):
     """View as per-sample ``shape`` (Flatten, View, Reshape)."""
 
     kind = "reshape"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.reshape(x.shape[0], *params["shape"])
@@ -50,6 +54,10 @@ class Permute(CopyOp):
     """Permutation of the per-sample dimensions (``dims`` excludes the batch dimension)."""
 
     kind = "permute"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x.permute(0, *[d + 1 for d in params["dims"]])
@@ -65,6 +73,10 @@ class Pad(CopyOp):
     """Zero padding, ``pad`` in F.pad order (last dimension first)."""
 
     kind = "pad"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.pad(x, params["pad"])
@@ -75,6 +87,10 @@ class AvgPool(LinearOp):
     padding, ceil_mode, count_include_pad, divisor_override, ndim."""
 
     kind = "avg_pool"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return self.rounded_ops(params, in_shapes) - 1  # the windows reaching a pixel
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
         k = params["kernel_size"]
@@ -96,6 +112,10 @@ class Slice(CopyOp):
     """x[..., start:end:step] along per-sample dimension ``dim``."""
 
     kind = "slice"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         index = (slice(None),) * (params["dim"] + 1)
@@ -106,6 +126,10 @@ class Concat(CopyOp):
     """Concatenation along per-sample dimension ``dim``."""
 
     kind = "concat"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, *xs: Tensor, absolute: bool = False) -> Tensor:
         return torch.cat(xs, dim=params["dim"] + 1)
@@ -119,6 +143,10 @@ class Identity(CopyOp):
     """y = x (Identity, Dropout in eval mode, aliases)."""
 
     kind = "identity"
+    exact_sums = True
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        return 1  # each coefficient of an input is one coefficient of the output (scaled)
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return x

@@ -7,6 +7,7 @@ g [*out] to L_i^T g [*in_i]. Its own transpose is L_i, so CROWN runs through it 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,6 +32,22 @@ class Transpose(LinearOp):
             y = inner.apply_linear(p, *xs, absolute=True)
             grad = torch.autograd.grad(y, xs[idx], g, create_graph=g.requires_grad)[0]
         return grad
+
+    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
+        """The inner op's forward fan-in (its vjp is that forward map)."""
+        inner = get(params["inner"])
+        n = inner.rounded_ops(params["inner_params"], params["in_shapes"])
+        return max(n, 1) if n else super().backward_sum_terms(params, in_shapes, out_shape)
+
+    def backward_facts(self, params: Params, centres: Sequence[Tensor],
+                       radii: Sequence[Tensor], rel: Any = None
+                       ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Lemma 1 when the inner op's forward map has :attr:`exact_sums` (the vjp of a
+        transpose is that forward map)."""
+        if not get(params["inner"]).exact_sums:
+            return None
+        y = self.apply(params, *centres).unsqueeze(1)
+        return y, y, self.apply_linear(params, *radii, absolute=True).unsqueeze(1)
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         inner = get(params["inner"])

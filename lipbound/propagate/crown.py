@@ -15,10 +15,11 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
+from lipbound.bounds.rounding import unit_roundoff
 from lipbound.graph.ir import INPUT
 from lipbound.ops import registry
 from lipbound.ops.base import Relaxation
-from lipbound.propagate import windows
+from lipbound.propagate import mixed, windows
 from lipbound.propagate.state import BoundState
 from lipbound.propagate.windows import Cols, Sparse, Window
 
@@ -80,6 +81,9 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
     pending: dict[str, Tensor | Sparse] = {target: A}
     ref = A.data if isinstance(A, (Window, Cols)) else A
     bias = torch.zeros(B, S, dtype=ref.dtype, device=ref.device)
+    low = mixed.active(state, ref.dtype)
+    if low:
+        pending[target] = mixed.cast(A, state.coef_dtype)
     A_x = None
     for node in reversed(g.nodes[: g.position(target) + 1]):
         Ac = pending.pop(node.name, None)
@@ -93,13 +97,16 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
             bias = bias + b
         if not state.dep[node.name]:
             val = state.fixed[node.name].unsqueeze(1)
-            bias = bias + windows.dot(Ac, val)
+            bias = bias + windows.dot(Ac, val.to(ref.dtype))  # float64 products and sum
             continue
         if node.op == INPUT:
-            A_x = windows.dense(Ac)
+            A_x = mixed.cast(windows.dense(Ac), ref.dtype) if low else windows.dense(Ac)
             continue
         op = registry.get(node.op, node.where)
-        if op.linear:
+        if low:
+            parts, b = _low_step(state, node, op, Ac, ref.dtype,
+                                 None if opt is None else opt.get(node.name))
+        elif op.linear:
             parts, b = _linear_backward(g, node, op, Ac)
         else:
             parts, b = _nonlinear_backward(state, node, op, Ac,
@@ -110,15 +117,61 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
                 continue
             prev = pending.get(src)
             pending[src] = part if prev is None else windows.add(prev, part)
+            if low and prev is not None and mixed.coef_dtype_of(pending[src]) != ref.dtype:
+                with torch.no_grad():  # a value only: the bias keeps its graph
+                    rb = mixed.rounding_bias([prev, part], pending[src],
+                                             *mixed.centre(state, src), g[src].numel,
+                                             unit_roundoff(state.coef_dtype))
+                bias = bias + rb
     return A_x, bias
 
 
-def _nonlinear_backward(state: BoundState, node, op, Ac, opt) -> tuple[list, Tensor]:
+def _low_step(state: BoundState, node, op, Ac, ref: torch.dtype, opt) -> tuple[list, Tensor]:
+    """One back-substitution step with coefficients in ``state.coef_dtype`` and its float64
+    bias in the centred form of :mod:`lipbound.propagate.mixed` (rounding allowance
+    included); ops without the facts are stepped through in the state's dtype instead.
+    Under optimisation the bias's value is the centred one and its gradient the plain
+    float32 bias's (the centred correction is computed without autograd)."""
+    low = state.coef_dtype
+    u = unit_roundoff(low)
+    rel = None if op.linear else relaxation(state, node.name, opt)
+    facts = mixed.step_facts(state, node, op, rel, cache=opt is None)
+    if facts is None:  # this step in the state's dtype
+        Ac = mixed.cast(Ac, ref)
+        if op.linear:
+            return _linear_backward(state.graph, node, op, Ac)
+        return _nonlinear_backward(state, node, op, Ac, opt)
+    extra = None
+    if mixed.coef_dtype_of(Ac) != low:  # rounded back from a float64 step (Lemma 3)
+        A32 = mixed.cast(Ac, low)
+        with torch.no_grad():
+            extra = mixed.rounding_bias([Ac], A32, *mixed.centre(state, node.name),
+                                        node.numel, u)
+        Ac = A32
+    if op.linear:
+        cg = mixed.coef_graph(state)
+        parts, b = _linear_backward(cg, cg[node.name], op, Ac)
+    else:
+        parts, b = _nonlinear_backward(state, node, op, Ac, opt,
+                                       lambda r: mixed.cast_relaxation(r, low))
+    b = b.to(ref)
+    with torch.no_grad():
+        n = op.backward_sum_terms(node.params, [state.graph[s].shape for s in node.inputs],
+                                  node.shape)
+        sound = mixed.step_bias(Ac, parts, *facts, n, node.numel, u)
+        if extra is not None:
+            sound = sound + extra
+    return parts, sound if not b.requires_grad else b + (sound - b).detach()
+
+
+def _nonlinear_backward(state: BoundState, node, op, Ac, opt, conv=None) -> tuple[list, Tensor]:
     """Back-substitution through a nonlinear op's relaxation (windowed coefficients keep
-    their window through elementwise ops, whose relaxation is cropped to it)."""
+    their window through elementwise ops, whose relaxation is cropped to it); ``conv`` maps
+    the relaxation to the coefficients' dtype (float32 coefficients)."""
+    conv = conv or (lambda r: r)
     in_shapes = [state.graph[s].shape for s in node.inputs]
     if not windows.is_elementwise(op, node, in_shapes):
-        rel = relaxation(state, node.name, opt)
+        rel = conv(relaxation(state, node.name, opt))
         if isinstance(Ac, Window) and node.op in ("max_pool", "max_pool_grad"):
             out = windows.pool_backward(op, node.params, Ac, rel, in_shapes[-1])
             if out is not None:
@@ -132,9 +185,9 @@ def _nonlinear_backward(state: BoundState, node, op, Ac, opt) -> tuple[list, Ten
             ivals = [Interval(Ac.crop(v.lower.unsqueeze(1)), Ac.crop(v.upper.unsqueeze(1)))
                      for v in ivals]
             rel = op.relax(node.params, *ivals, opt={k: Ac.crop(v) for k, v in opt.items()})
-        return windows.elementwise_backward(op, node.params, Ac, rel)
+        return windows.elementwise_backward(op, node.params, Ac, conv(rel))
     return windows.elementwise_backward(op, node.params, windows.dense(Ac),
-                                        relaxation(state, node.name, opt))
+                                        conv(relaxation(state, node.name, opt)))
 
 
 def _linear_backward(g, node, op, Ac) -> tuple[list, Tensor]:
@@ -164,7 +217,12 @@ def _linear_backward(g, node, op, Ac) -> tuple[list, Tensor]:
 def crown_upper(state: BoundState, target: str, A: Tensor,
                 opt: Mapping[str, Mapping[str, Tensor]] | None = None) -> Tensor:
     """sup over the domain of <A[b, s], v_target(x)>, as a sound upper bound [B, S]."""
-    A_x, bias = backsubstitute(state, target, A, opt)
+    ref = A if isinstance(A, Tensor) else A.data
+    if mixed.active(state, ref.dtype):
+        with mixed.exact_float32_kernels(ref.device):
+            A_x, bias = backsubstitute(state, target, A, opt)
+    else:
+        A_x, bias = backsubstitute(state, target, A, opt)
     if A_x is None:  # the bound is the constant bias on the whole domain
         return bias.expand(state.domain.batch_size, -1) if bias.shape[0] == 1 else bias
     if A_x.shape[0] != state.domain.batch_size:

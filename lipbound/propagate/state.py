@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +14,20 @@ from torch import Tensor
 from lipbound.bounds.domains import Domain
 from lipbound.bounds.interval import Interval
 from lipbound.graph.ir import Graph
+
+_COEF_DTYPE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar(
+    "lipbound_coef_dtype", default=None)
+
+
+@contextlib.contextmanager
+def coefficient_dtype(dtype: torch.dtype | None) -> Iterator[None]:
+    """Bound states created inside run their CROWN coefficients in ``dtype`` (None: the
+    graph's own dtype); :mod:`lipbound.propagate.mixed` accounts for the rounding."""
+    token = _COEF_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _COEF_DTYPE.reset(token)
 
 
 @dataclass
@@ -23,6 +40,8 @@ class BoundState:
     ``splits``: branch-and-bound sign constraints per node ([B, *shape] in {-1, 0, 1}): the
     bounds of a node with split +1 (-1) are clamped to z >= 0 (z <= 0), which is sound on the
     sub-domain where the constraint holds.
+    ``coef_dtype``: dtype of the CROWN coefficients (None: the graph's; set by
+    :func:`coefficient_dtype`), ``coef_cache``: its cast graph and input magnitudes.
     """
 
     graph: Graph
@@ -34,6 +53,8 @@ class BoundState:
     #: kink splits: per node, boxes [B, *shape] its values lie in on each set (CROWN adds
     #: their multipliers, :func:`~lipbound.propagate.crown.box_key`)
     boxes: dict[str, Interval] = field(default_factory=dict)
+    coef_dtype: torch.dtype | None = field(default_factory=_COEF_DTYPE.get)
+    coef_cache: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dep = self.graph.depends_on_input()

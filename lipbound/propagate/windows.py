@@ -89,7 +89,7 @@ def _shared(t: Tensor) -> bool:
     return t.dim() > 0 and t.shape[0] > 1 and t.stride(0) == 0
 
 
-def _map_shared(fn, t: Tensor) -> Tensor:
+def map_shared(fn, t: Tensor) -> Tensor:
     """fn(t) computed once for a tensor shared by the batch (expanded again), else fn(t)."""
     if _shared(t):
         out = fn(t[:1])
@@ -105,12 +105,12 @@ def dense(A):
         def pad(d: Tensor) -> Tensor:
             return F.pad(d, (A.left, W - A.left - A.w, A.top, H - A.top - A.h))
 
-        return _map_shared(pad, A.data)
+        return map_shared(pad, A.data)
     if isinstance(A, Cols):
         def scatter(d: Tensor) -> Tensor:
             return d.new_zeros(*d.shape[:2], A.n).index_copy(2, A.idx, d)
 
-        return _map_shared(scatter, A.data)
+        return map_shared(scatter, A.data)
     return A
 
 
@@ -123,7 +123,7 @@ def add(a, b):
 
         def grow(x: Window) -> Tensor:
             pads = (x.left - left, right - x.left - x.w, x.top - top, bottom - x.top - x.h)
-            return _map_shared(lambda d: F.pad(d, pads), x.data) if any(pads) else x.data
+            return map_shared(lambda d: F.pad(d, pads), x.data) if any(pads) else x.data
 
         da, db = grow(a), grow(b)
         if _shared(da) and _shared(db):
@@ -216,7 +216,7 @@ def _forward_window(A: Window, geom, out_shape: tuple[int, int, int], apply) -> 
         y = apply(d)
         return y.reshape(B, S, *y.shape[1:])
 
-    out = _map_shared(run, A.data)
+    out = map_shared(run, A.data)
     assert out.shape[-2:] == (o1 - o0, q1 - q0), (out.shape, o0, o1, q0, q1)
     return Window(out, o0, q0, out_shape)
 
@@ -234,7 +234,7 @@ def _transpose_window(A: Window, geom, in_shape: tuple[int, int, int], apply_t
         y = y[..., max(0, -i0):max(0, in_shape[1] - i0), max(0, -j0):max(0, in_shape[2] - j0)]
         return y.reshape(B, S, *y.shape[1:])
 
-    out = _map_shared(run, A.data)
+    out = map_shared(run, A.data)
     return Window(out, max(0, i0), max(0, j0), in_shape)
 
 
@@ -312,7 +312,7 @@ def _scale(params, A: Window) -> Window | None:
         return A.with_data(A.data * sc)
     if sc.dim() > 3:
         return None
-    return A.with_data(_map_shared(lambda d: d * A.crop(sc), A.data))
+    return A.with_data(map_shared(lambda d: d * A.crop(sc), A.data))
 
 
 def linear_backward(node: Node, op, in_shapes: Sequence[tuple[int, ...]], A
@@ -327,7 +327,7 @@ def linear_backward(node: Node, op, in_shapes: Sequence[tuple[int, ...]], A
     if ikind == "add":
         coeffs = iparams["coeffs"]
         cs = [coeffs[params["index"]]] if forward else list(coeffs)
-        return ([A.with_data(_map_shared(lambda d, c=c: c * d, A.data)) for c in cs],
+        return ([A.with_data(map_shared(lambda d, c=c: c * d, A.data)) for c in cs],
                 _zero_bias(A))
     if len(in_shapes) != 1:
         return None
@@ -378,7 +378,7 @@ def _flatten(A: Window) -> Cols:
     xs = torch.arange(A.left, A.left + A.w, device=dev)
     cs = torch.arange(C, device=dev)
     idx = (cs.reshape(-1, 1, 1) * (H * W) + ys.reshape(1, -1, 1) * W + xs.reshape(1, 1, -1))
-    data = _map_shared(lambda d: d.reshape(*d.shape[:2], -1), A.data)
+    data = map_shared(lambda d: d.reshape(*d.shape[:2], -1), A.data)
     return Cols(data, idx.reshape(-1), C * H * W)
 
 
@@ -386,7 +386,7 @@ def _cols_linear(kind: str, params, A: Cols) -> tuple[list, Tensor] | None:
     """Dense layers with column-sparse coefficients: the columns of W that meet them."""
     if kind == "transpose" and params["inner"] == "linear":  # vjp = x W^T on the columns
         w = params["inner_params"]["weight"][:, A.idx]
-        return [_map_shared(lambda d: F.linear(d, w), A.data)], _zero_bias(A)
+        return [map_shared(lambda d: F.linear(d, w), A.data)], _zero_bias(A)
     return None
 
 
