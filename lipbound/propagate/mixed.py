@@ -87,9 +87,9 @@ EXTRA_OPS = 2
 
 def active(state: BoundState, ref_dtype: torch.dtype) -> bool:
     """Whether this back-substitution runs its coefficients in ``state.coef_dtype``: a lower
-    precision than the state's, and no split multipliers (branch and bound)."""
+    precision than the state's, and no split or kink-box multipliers (branch and bound)."""
     cd = state.coef_dtype
-    return cd is not None and cd != ref_dtype and not state.splits \
+    return cd is not None and cd != ref_dtype and not state.splits and not state.boxes \
         and unit_roundoff(cd) > unit_roundoff(ref_dtype)
 
 
