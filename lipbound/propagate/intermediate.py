@@ -155,8 +155,17 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
     elements whose CROWN bounds can still change a relaxation (each element's optimisation
     is independent of the others', so those get the same bounds as when optimising all).
     """
-    for name in nodes_needing_bounds(state.graph):
-        if (skip and name in skip) or name == state.graph.input:
+    needing = set(nodes_needing_bounds(state.graph))
+    for node in state.graph.nodes:
+        name = node.name
+        if name == state.graph.input or not state.dep[name]:
+            continue
+        # IBP again from the inputs' tightened bounds (the IBP pass saw only IBP inputs): an
+        # exact-interval node (e.g. rsqrt of a LayerNorm variance) is skipped below and
+        # would otherwise keep the exploded IBP-of-IBP interval
+        op = registry.get(node.op, node.where)
+        state.set_bounds(name, op.ibp(node.params, *[state.interval(s) for s in node.inputs]))
+        if name not in needing or (skip and name in skip):
             continue
         split_here = name in state.splits and bool((state.splits[name] != 0).any())
         exact = _is_first_affine_of_box(state, name) or _has_exact_interval(state, name)
