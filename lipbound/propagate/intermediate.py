@@ -146,6 +146,10 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
                        iterations: int = 0) -> None:
     """Tighten, in topological order, the bounds of every node that a nonlinear op reads.
 
+    Every node's interval is first intersected with IBP of its inputs' current (tightened)
+    intervals, so that nodes CROWN skips or never bounds do not keep the looser intervals of
+    the initial IBP pass.
+
     Skips nodes whose interval is already exact (the input, affine images of a box, outputs of
     monotone-piece elementwise functions, whose IBP range is exact for their input interval)
     and, per node, elements that cannot change any relaxation (e.g. stable ReLU inputs);
