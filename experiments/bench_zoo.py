@@ -5,8 +5,11 @@ Per zoo model, at its ``eps`` (l_inf ball around ``zoo_input(name)``), on the fl
 - output bounds, methods ibp / crown / alpha-crown (20 iterations): mean width and wall time,
   lipbound and auto_LiRPA 0.7.1 (``BoundedModule.compute_bounds`` with method 'IBP', 'CROWN',
   'alpha-CROWN', 20 iterations) alternating case by case; an auto_LiRPA failure is recorded as
-  ``unsupported: <reason>``. lipbound's CROWN width on the float32 model (bounds that also
-  contain the float32 forward pass) is listed too;
+  ``unsupported: <reason>`` (its 'patches' mode lacks conv1d: then 'matrix' mode; its
+  alpha-CROWN fails on float64 models: then the float32 copy, noted). lipbound's width is
+  listed also before the rounding allowance ``output_bounds`` adds (its propagation alone,
+  what auto_LiRPA reports), and its CROWN width on the float32 model (bounds that also
+  contain the float32 forward pass);
 - local Lipschitz (crown, l_inf and l_2): certified upper bound, time, and a sampled lower bound
   (largest dual norm of a row's gradient over 4000 points of the ball, then 10 signed-gradient
   ascent steps on that norm from the 8 best points), and their ratio.
@@ -19,7 +22,9 @@ Threads pinned to 1. Writes ``experiments/out/bench_zoo.json`` and ``bench_zoo.m
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import logging
 import math
 import time
 import warnings
@@ -42,12 +47,27 @@ def _timed(fn):
     return out, time.perf_counter() - t
 
 
+class _Names(logging.Handler):
+    """Collects the op names auto_LiRPA logs when it refuses a model."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.names: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Name: "):
+            self.names.append(msg.split(",")[0][6:])
+
+
 def _lirpa_module(model: nn.Module, x: torch.Tensor, conv_mode: str = "patches"):
     """auto_LiRPA's BoundedModule of ``model``, or the reason it cannot be had."""
     try:
         from auto_LiRPA import BoundedModule
     except Exception as exc:  # not installed: every case is skipped
         return None, f"unsupported: auto_LiRPA not importable ({exc})"
+    names = _Names()
+    logging.getLogger("auto_LiRPA").addHandler(names)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -56,7 +76,33 @@ def _lirpa_module(model: nn.Module, x: torch.Tensor, conv_mode: str = "patches")
                                            "conv_mode": conv_mode})
         return bm, ""
     except Exception as exc:
-        return None, f"unsupported: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        ops = f" ({', '.join(names.names)})" if names.names else ""
+        return None, f"unsupported: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}{ops}"
+    finally:
+        logging.getLogger("auto_LiRPA").removeHandler(names)
+
+
+def _lirpa_try(model: nn.Module, x: torch.Tensor, eps: float, method: str):
+    """(lower, upper, time, note) from auto_LiRPA: its default patches mode first, 'matrix'
+    mode where patches mode lacks an op (conv1d), the float32 copy where it fails on float64."""
+    note, conv_mode, dtype = "", "patches", x.dtype
+    for _ in range(3):
+        m = model if dtype == x.dtype else copy.deepcopy(model).to(dtype)
+        bm, why = _lirpa_module(m, x.to(dtype), conv_mode)
+        if bm is None:
+            raise RuntimeError(why)
+        try:
+            (lo, up), t = _timed(lambda bm=bm, d=dtype: _lirpa_bounds(bm, x.to(d), eps, method))
+            return lo, up, t, note
+        except AssertionError as exc:
+            if "Patches mode" not in str(exc) or conv_mode == "matrix":
+                raise
+            conv_mode, note = "matrix", (note + " matrix mode").strip()
+        except RuntimeError as exc:
+            if ("Double" not in str(exc) and "dtype" not in str(exc)) or dtype == torch.float32:
+                raise
+            dtype, note = torch.float32, (note + " float32 model").strip()
+    raise RuntimeError("no auto_LiRPA configuration ran")
 
 
 def _lirpa_bounds(bm, x: torch.Tensor, eps: float, method: str):
@@ -69,35 +115,42 @@ def _lirpa_bounds(bm, x: torch.Tensor, eps: float, method: str):
     return lo.detach()[0], up.detach()[0]
 
 
+def raw_width(model: nn.Module, x: torch.Tensor, eps: float, method: str) -> float:
+    """Mean width of lipbound's propagated bounds before the rounding allowance that
+    ``output_bounds`` adds (internal API; same propagation as ``output_bounds``)."""
+    from lipbound.api import _setup
+    from lipbound.inputs import resolve_model
+    from lipbound.propagate.driver import bound_graph_spec, prepare_state
+
+    traced, _, C, domain = _setup(resolve_model(model), x, eps, math.inf, None, None,
+                                  torch.float64)
+    state = prepare_state(traced.graph, domain, method)
+    lo, up = bound_graph_spec(state, traced.graph.output, C.unsqueeze(0), method, ITERATIONS)
+    return float((up - lo).mean())
+
+
 def output_rows(name: str, model: nn.Module, x: torch.Tensor, eps: float) -> dict:
     row: dict = {}
-    bm, why = _lirpa_module(model, x.unsqueeze(0))
     for method in METHODS:
         kw = {"iterations": ITERATIONS} if method == "alpha-crown" else {}
         try:
             (lo, up), t = _timed(lambda m=method, kw=kw: lipbound.output_bounds(
                 model, x, eps, method=m, progress=False, **kw))
-            ours = {"width": float((up - lo).mean()), "time": t}
+            ours = {"width": float((up - lo).mean()), "time": t,
+                    "width_before_rounding": raw_width(model, x, eps, method)}
         except lipbound.LipboundError as exc:
             ours = {"error": f"{type(exc).__name__}: {exc}"[:120]}
-        theirs: dict = {"error": why}
-        if bm is not None:
-            try:
-                try:
-                    (lo, up), t = _timed(lambda m=method, bm=bm: _lirpa_bounds(
-                        bm, x.unsqueeze(0), eps, m))
-                except AssertionError as exc:  # its default patches mode lacks conv1d
-                    if "Patches mode" not in str(exc):
-                        raise
-                    bm, why = _lirpa_module(model, x.unsqueeze(0), "matrix")
-                    (lo, up), t = _timed(lambda m=method, bm=bm: _lirpa_bounds(
-                        bm, x.unsqueeze(0), eps, m))
-                w = float((up - lo).mean())
-                theirs = {"width": w, "time": t} if math.isfinite(w) else \
-                    {"error": "unsupported: non-finite bounds"}
-            except Exception as exc:
-                theirs = {"error": f"unsupported: {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:80] if str(exc) else ''}"}
+        try:
+            lo, up, t, note = _lirpa_try(model, x.unsqueeze(0), eps, method)
+            w = float((up - lo).mean())
+            theirs = {"width": w, "time": t} if math.isfinite(w) else \
+                {"error": "unsupported: non-finite bounds"}
+            if note:
+                theirs["note"] = note
+        except Exception as exc:
+            msg = str(exc).splitlines()[0][:120] if str(exc) else ""
+            theirs = {"error": msg if msg.startswith("unsupported") else
+                      f"unsupported: {type(exc).__name__}: {msg}"}
         row[method] = {"lipbound": ours, "auto_LiRPA": theirs}
         print(name, method, json.dumps(row[method]), flush=True)
     return row
@@ -172,17 +225,23 @@ def _cell(d: dict, key: str, fmt: str) -> str:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| model | eps | method | lipbound width | s | auto_LiRPA width | s | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | eps | method | lipbound width | before rounding allowance | s "
+             "| auto_LiRPA width | s | width ratio (before allowance) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         for method in METHODS:
             a, b = res["outputs"][method]["lipbound"], res["outputs"][method]["auto_LiRPA"]
-            ratio = f"{a['width'] / b['width']:.3f}" if "width" in a and "width" in b else "-"
+            ratio = "-"
+            if "width" in a and "width" in b:
+                raw = a["width_before_rounding"] / b["width"]
+                ratio = f"{a['width'] / b['width']:.3f} ({raw:.3f})"
+            note = f" ({b['note']})" if "note" in b else ""
             lines.append(f"| {name} | {res['eps']:g} | {method} | {_cell(a, 'width', '.4g')} "
-                         f"| {_cell(a, 'time', '.2f')} | {_cell(b, 'width', '.4g')} "
+                         f"| {_cell(a, 'width_before_rounding', '.4g')} "
+                         f"| {_cell(a, 'time', '.2f')} | {_cell(b, 'width', '.4g')}{note} "
                          f"| {_cell(b, 'time', '.2f')} | {ratio} |")
         lines.append(f"| {name} | {res['eps']:g} | crown, float32 model | "
-                     f"{_cell(res['crown_f32'], 'width', '.4g')} | "
+                     f"{_cell(res['crown_f32'], 'width', '.4g')} | | "
                      f"{_cell(res['crown_f32'], 'time', '.2f')} | | | |")
     lines += ["", "| model | norm | crown upper | s | sampled lower | upper/lower |",
               "|---|---|---|---|---|---|"]
