@@ -32,9 +32,11 @@ class Interval:
         return self.upper - self.lower
 
     def intersect(self, other: Interval) -> Interval:
-        """Both intervals are sound, so their intersection is too."""
-        return Interval(torch.maximum(self.lower, other.lower),
-                        torch.minimum(self.upper, other.upper))
+        """Both intervals are sound, so their intersection is too. A NaN end (an interval
+        computation that lost all information, e.g. inf - inf) counts as unbounded: the
+        other interval's end is kept (NaN only where both are NaN)."""
+        return Interval(torch.fmax(self.lower, other.lower),
+                        torch.fmin(self.upper, other.upper))
 
     def abs_max(self) -> Tensor:
         """max(|lower|, |upper|), the bound on |v|."""

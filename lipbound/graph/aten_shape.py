@@ -56,9 +56,39 @@ def _cat(b, fx, xs, dim=0):
     dim = dim % nd
     if dim == 0:
         raise _unsupported(fx, "concatenation along the batch dimension is not supported")
-    if not all(isinstance(v, Var) for v in xs):
-        raise _unsupported(fx, "concatenation with constant tensors is not supported")
-    b.add(fx, "concat", list(xs), {"dim": dim - 1})
+    if all(isinstance(v, Var) for v in xs):
+        return b.add(fx, "concat", list(xs), {"dim": dim - 1})
+    _cat_constants(b, fx, xs, dim - 1)
+
+
+def _cat_constants(b, fx, xs, dim: int) -> Var:
+    """Concatenation of input-dependent tensors with constants (a ViT's cls token): every
+    input-dependent piece zero-padded to the full length along ``dim``, these summed, and
+    the constants added as one shift (zeros where the pieces lie): the same values exactly
+    (adding zeros is exact in floating point)."""
+    shape = per_sample_shape(fx)
+    shift = torch.zeros(shape, dtype=torch.float64)
+    padded: list[Var] = []
+    offset = 0
+    for i, v in enumerate(xs):
+        if isinstance(v, Var):
+            n = v.shape[dim]
+            pad = [0, 0] * (len(shape) - dim)
+            pad[-2:] = [offset, shape[dim] - offset - n]
+            padded.append(b.aux(fx, f"pad{i}", "pad", [v], shape, {"pad": tuple(pad)}))
+        else:
+            c = torch.as_tensor(v).detach()
+            if c.dim() != len(shape) + 1 or not bool((c == c[:1]).all()):
+                raise _unsupported(fx, "a concatenated constant varies along the batch "
+                                       "dimension")
+            n = c.shape[dim + 1]
+            shift.narrow(dim, offset, n).copy_(c[0].to(torch.float64))
+        offset += n
+    total = padded[0]
+    for i, v in enumerate(padded[1:]):
+        total = b.aux(fx, f"sum{i}", "add", [total, v], shape, {"coeffs": (1.0, 1.0)})
+    return b.add(fx, "scale_shift", [total], {"scale": torch.ones((), dtype=torch.float64),
+                                              "shift": shift})
 
 
 def _slice(b, fx, x, dim=0, start=None, end=None, step=1):
@@ -69,6 +99,21 @@ def _slice(b, fx, x, dim=0, start=None, end=None, step=1):
             return b.alias(fx, x)
         raise _unsupported(fx, "slicing the batch dimension is not supported")
     b.add(fx, "slice", [x], {"dim": dim - 1, "start": start, "end": end, "step": step})
+
+
+def _select(b, fx, x, dim, index):
+    """``x.select(dim, index)`` (``x[:, i]``): a slice of length one, then a reshape that
+    drops the dimension."""
+    nd = len(x.shape) + 1
+    dim = dim % nd
+    if dim == 0:
+        raise _unsupported(fx, "selecting along the batch dimension is not supported")
+    index = index % x.shape[dim - 1]
+    part = list(x.shape)
+    part[dim - 1] = 1
+    s = b.aux(fx, "slice", "slice", [x], tuple(part),
+              {"dim": dim - 1, "start": index, "end": index + 1, "step": 1})
+    b.add(fx, "reshape", [s], {"shape": per_sample_shape(fx)})
 
 
 def _pad(b, fx, x, pad, mode="constant", value=None):

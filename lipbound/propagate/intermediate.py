@@ -146,6 +146,10 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
                        iterations: int = 0) -> None:
     """Tighten, in topological order, the bounds of every node that a nonlinear op reads.
 
+    Every node's interval is first intersected with IBP of its inputs' current (tightened)
+    intervals, so that nodes CROWN skips or never bounds do not keep the looser intervals of
+    the initial IBP pass.
+
     Skips nodes whose interval is already exact (the input, affine images of a box, outputs of
     monotone-piece elementwise functions, whose IBP range is exact for their input interval)
     and, per node, elements that cannot change any relaxation (e.g. stable ReLU inputs);
@@ -155,8 +159,17 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
     elements whose CROWN bounds can still change a relaxation (each element's optimisation
     is independent of the others', so those get the same bounds as when optimising all).
     """
-    for name in nodes_needing_bounds(state.graph):
-        if (skip and name in skip) or name == state.graph.input:
+    needing = set(nodes_needing_bounds(state.graph))
+    for node in state.graph.nodes:
+        name = node.name
+        if name == state.graph.input or not state.dep[name]:
+            continue
+        # IBP again from the inputs' tightened bounds (the IBP pass saw only IBP inputs): an
+        # exact-interval node (e.g. rsqrt of a LayerNorm variance) is skipped below and
+        # would otherwise keep the exploded IBP-of-IBP interval
+        op = registry.get(node.op, node.where)
+        state.set_bounds(name, op.ibp(node.params, *[state.interval(s) for s in node.inputs]))
+        if name not in needing or (skip and name in skip):
             continue
         split_here = name in state.splits and bool((state.splits[name] != 0).any())
         exact = _is_first_affine_of_box(state, name) or _has_exact_interval(state, name)
