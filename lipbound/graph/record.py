@@ -53,7 +53,7 @@ class _Recorder(TorchDispatchMode):
         self.consts: dict[str, Tensor] = {}
         self._node: dict[int, fx.Node] = {}  # id(tensor) -> node; tensors kept alive below
         self._alive: list[Tensor] = []
-        self._storages: set[int] = set()
+        self._storages: dict[int, int] = {}  # storage address -> tracked tensors on it
         self.input_name = self._track(x, self.graph.placeholder("x"))
         self.modules: list[tuple[str, type]] = []  # the calls under way, outermost first
 
@@ -65,10 +65,11 @@ class _Recorder(TorchDispatchMode):
 
     def _track(self, t: Tensor, node: fx.Node) -> str:
         node.meta["val"] = t
+        if id(t) not in self._node:  # a new tensor (an in-place op relabels an old one)
+            ptr = t.untyped_storage().data_ptr()
+            self._storages[ptr] = self._storages.get(ptr, 0) + 1
+            self._alive.append(t)
         self._node[id(t)] = node
-        self._alive.append(t)
-        if t.device.type != "meta":
-            self._storages.add(t.untyped_storage().data_ptr())
         return node.name
 
     def _arg(self, a: Any) -> Any:
@@ -88,8 +89,8 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = str(func.overloadpacket) if hasattr(func, "overloadpacket") else str(func)
-        if func._schema.is_mutable or name in _SCALAR_OUT:
-            raise NotRecordable(f"{func} mutates a tensor or returns a Python value")
+        if name in _SCALAR_OUT or (func._schema.is_mutable and not self._sole_owner(func, args)):
+            raise NotRecordable(f"{func} mutates a shared tensor or returns a Python value")
         out = func(*args, **kwargs)
         leaves, _ = tree_flatten(out)
         if not leaves or not all(isinstance(v, Tensor) for v in leaves):
@@ -98,6 +99,8 @@ class _Recorder(TorchDispatchMode):
                                       tree_map(self._arg, kwargs), name=name.split(".")[-1])
         if self.modules:  # as torch.export records it, for error messages
             node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
+        if func._schema.is_mutable:  # from here on the mutated tensor is this node's value
+            self._track(args[0], node)
         if isinstance(out, Tensor):
             self._track(out, node)
         elif isinstance(out, (tuple, list)) and all(isinstance(v, Tensor) for v in out):
@@ -107,6 +110,15 @@ class _Recorder(TorchDispatchMode):
         else:
             raise NotRecordable(f"{func} returned a nested structure")
         return out
+
+    def _sole_owner(self, func, args) -> bool:
+        """Whether ``func`` is an in-place op (``relu_``) on a recorded tensor that no other
+        recorded tensor views: then its node can stand for the tensor from here on."""
+        target = args[0] if args else None
+        mutated = [a for a in func._schema.arguments if a.alias_info and a.alias_info.is_write]
+        return (isinstance(target, Tensor) and id(target) in self._node
+                and [a.name for a in mutated] == [func._schema.arguments[0].name]
+                and self._storages.get(target.untyped_storage().data_ptr()) == 1)
 
     def finish(self, out: Any) -> fx.Node:
         if not isinstance(out, Tensor) or id(out) not in self._node:
