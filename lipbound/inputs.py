@@ -215,7 +215,8 @@ def get_traced(model: nn.Module | Graph, x1: Tensor, dtype: torch.dtype,
                device: torch.device) -> Traced:
     """The traced graphs of ``model`` at input shape x1, cast to ``dtype`` on ``device``.
     Traces are cached in memory (the last 16) until the model changes (see
-    :mod:`lipbound.graph.versions`). A Graph passed in is its own raw graph, run in its parameters' dtype."""
+    :mod:`lipbound.graph.versions`). A Graph passed in is its own raw graph, run in its
+    parameters' dtype."""
     if isinstance(model, Graph):
         g = graph_to(model, dtype, device)
         return Traced(g, g, Precision.of(_graph_dtype(model)))
