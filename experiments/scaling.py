@@ -204,7 +204,10 @@ def conv_cases(quick: bool) -> list[dict[str, Any]]:
                    shape=(3, 16, 16)) for w in widths]
     cases += [dict(sweep="resnet_depth", x=d, make=lambda d=d: random_resnet(16, 8, d),
                    shape=(3, 16, 16)) for d in depths]
-    return [dict(c, methods=CONV_METHODS) for c in cases]
+    # --quick: alpha-CROWN only up to side 16, width 8, depth 2 (it dominates the time)
+    small = {"side": 16, "width": 8, "depth": 2}
+    return [dict(c, methods=CONV_METHODS if not quick or c["x"] <= small[c["sweep"].split("_")[1]]
+                 else CONV_METHODS[:1]) for c in cases]
 
 
 #: bound methods of the CNN / ResNet sweeps
@@ -242,9 +245,12 @@ def domain_rate(result: Any, seconds: float) -> dict[str, float]:
 
 
 def run_networks(device: torch.device, quick: bool, repeats: int, methods: list[str],
-                 eps: float, bab_timeout: float) -> list[dict[str, Any]]:
+                 eps: float, bab_timeout: float, sweeps: list[str] | None = None
+                 ) -> list[dict[str, Any]]:
     rows = []
     for case in network_cases(quick):
+        if sweeps and not any(case["sweep"].startswith(s) for s in sweeps):
+            continue
         model = case["make"]().to(device)
         x = torch.rand(case["shape"], generator=torch.Generator().manual_seed(1)).to(device)
         params = sum(p.numel() for p in model.parameters())
@@ -462,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
                     choices=["networks", "smoothing", "executors", "shared"])
     ap.add_argument("--before", type=Path, default=Path("/work/wt-before"),
                     help="code tree of the 'before' column of --parts shared")
+    ap.add_argument("--sweeps", nargs="+", default=None,
+                    help="only the network sweeps whose name starts so (e.g. cnn resnet)")
     ap.add_argument("--quick", action="store_true", help="fewer sizes (minutes on 2 cores)")
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (--quick: 1)")
     ap.add_argument("--eps", type=float, default=0.01)
@@ -489,10 +497,11 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"meta": meta}
     path = out / f"scaling_{tag}.json"
     if "networks" in args.parts:
-        methods = ["crown"] + (["bab"] if bab_available() else [])
+        mlp = not args.sweeps or any(s.startswith("mlp") for s in args.sweeps)
+        methods = ["crown"] + (["bab"] if mlp and bab_available() else [])
         meta["methods"] = methods
         result["networks"] = run_networks(device, args.quick, args.repeats, methods, args.eps,
-                                          args.bab_timeout)
+                                          args.bab_timeout, args.sweeps)
         plot_networks(result["networks"], out / f"scaling_networks_{tag}.png")
     if "smoothing" in args.parts:
         result["smoothing"] = run_smoothing(device, args.quick, args.n, args.smoothing_images)
