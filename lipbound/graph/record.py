@@ -26,7 +26,10 @@ function as the model's forward pass, op for op, with the same constants.
 
 from __future__ import annotations
 
+import linecache
 import operator
+import os
+import sys
 from typing import Any
 
 import torch
@@ -99,6 +102,7 @@ class _Recorder(TorchDispatchMode):
                                       tree_map(self._arg, kwargs), name=name.split(".")[-1])
         if self.modules:  # as torch.export records it, for error messages
             node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
+        node.meta["stack_trace"] = _user_line()
         if func._schema.is_mutable:  # from here on the mutated tensor is this node's value
             self._track(args[0], node)
         if isinstance(out, Tensor):
@@ -124,6 +128,21 @@ class _Recorder(TorchDispatchMode):
         if not isinstance(out, Tensor) or id(out) not in self._node:
             raise NotRecordable("the model's output was not made by a recorded call")
         return self.graph.output((self._node[id(out)],))
+
+
+_LIBS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+
+
+def _user_line() -> str | None:
+    """The innermost calling line outside torch and lipbound, as torch.export writes it."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBS):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    code = frame.f_code
+    line = linecache.getline(code.co_filename, frame.f_lineno).strip()
+    return f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}\n    {line}\n'
 
 
 def record(model: nn.Module, x2: Tensor) -> tuple[fx.Graph, dict[str, Tensor], str]:

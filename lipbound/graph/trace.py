@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lipbound.errors import LipboundError, ModelModeError, ShapeError, TracingError
+from lipbound.errors import ModelModeError, ShapeError, TracingError
 from lipbound.graph.aten import Builder, convert_node
 from lipbound.graph.ir import Graph
 from lipbound.graph.normalize import normalize
@@ -73,12 +73,12 @@ FAST_TRACE = True
 def _recorded(model: nn.Module, x2: Tensor) -> Graph | None:
     """The graph of one recorded forward pass, or None when it cannot stand for the model or
     holds something the ATen table refuses (``torch.export`` then gives the error)."""
-    from lipbound.graph.record import NotRecordable, record
+    from lipbound.graph.record import record
 
     try:
         fx_graph, consts, input_name = record(model, x2)
         return _convert(fx_graph, {k: _exact64(v) for k, v in consts.items()}, input_name)
-    except (NotRecordable, LipboundError):
+    except Exception:  # NotRecordable, an op the table refuses, ...: torch.export decides
         return None
 
 
