@@ -3,9 +3,14 @@ batch size, and local versus Ray wall time for a 200-image smoothing run.
 
 Parts (``--parts``, default all):
 
-* ``networks``: random ReLU MLPs (width, depth, input size sweeps) and CNNs (input side sweep);
-  for each method (``crown``; ``bab`` when lipbound has it, else recorded as unavailable) the
-  median wall time and peak memory of ``local_lipschitz`` and ``output_bounds``.
+* ``networks``: random ReLU MLPs (width, depth, input size sweeps; methods ``crown`` and
+  ``bab`` when lipbound has it) and random CNNs and ResNets (input side 8 to 32, width,
+  depth; methods ``crown`` and ``alpha-crown``): the first-call time, the median wall time
+  and the peak memory of ``local_lipschitz`` and ``output_bounds``.
+* ``shared`` (not in the default): the four shared nets of issue 19 (cnn_4layer, oval21
+  cifar_base_kw, verivital max-pool, resnet_2b), ``local_lipschitz(method="crown")`` before
+  and after the issue-19 work, alternating the code trees case by case, one fresh process
+  each (see ``scaling_shared.py``; ``--before`` names the old tree; CPU only).
 * ``smoothing``: images/s (and noisy samples/s) of ``Smooth.certify`` on the shipped
   ``digits-smooth-0.25`` model versus ``batch_size``.
 * ``executors``: wall time of certifying ``--images`` digits test images (CertifyJob, n0 100,
@@ -17,12 +22,14 @@ Device: ``--device cpu|cuda|auto``. On CUDA, peak memory is ``torch.cuda.max_mem
 ``mallinfo2``, which does not count memory the allocator keeps cached after a free), sampled
 every millisecond (it may miss a peak shorter than that). BaB rows report ``domains_per_s``
 (local Lipschitz constants; output bounds do not report a count). The GPU-versus-CPU
-figures (smoothing images/s, BaB domains/s) come from running the script twice,
-``--device cpu`` and ``--device cuda``, on a machine with CUDA.
+figures come from running the script twice, ``--device cpu`` and ``--device cuda``, into the
+same ``--out``: whenever both ``scaling_cpu.json`` and ``scaling_cuda.json`` exist, the CPU/GPU
+time ratios per network row and smoothing batch size go to ``scaling_gpu_cpu_ratios.json``.
 
 Outputs: ``<out>/scaling_<device>.json`` and PNG plots ``<out>/scaling_<part>_<device>.png``.
 
-    python experiments/scaling.py --quick                    # a few minutes on 2 cores
+    python experiments/scaling.py --quick --parts networks  # a few minutes on 2 cores
+    python experiments/scaling.py --parts shared --repeats 1
     python experiments/scaling.py --device cuda --parts networks smoothing
 """
 
@@ -43,8 +50,9 @@ from typing import Any
 import torch
 from torch import nn
 
-import lipbound
-from lipbound.errors import UnknownMethodError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lipbound  # noqa: E402
+from lipbound.errors import UnknownMethodError  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -158,21 +166,67 @@ def random_cnn(side: int, channels: int = 8, convs: int = 2, seed: int = 0) -> n
     return nn.Sequential(*layers).eval()
 
 
+class _Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.c2(torch.relu(self.c1(x))))
+
+
+def random_resnet(side: int, width: int = 8, blocks: int = 1, seed: int = 0) -> nn.Module:
+    """A stride-2 conv stem on a 3 x side x side image, ``blocks`` residual blocks (two 3x3
+    convs and a skip), a stride-2 conv, then a linear head."""
+    torch.manual_seed(seed)
+    s = (side + 1) // 2
+    s2 = (s + 1) // 2
+    return nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.ReLU(),
+                         *[_Block(width) for _ in range(blocks)],
+                         nn.Conv2d(width, width, 3, 2, 1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(width * s2 * s2, 10)).eval()
+
+
+def conv_cases(quick: bool) -> list[dict[str, Any]]:
+    """CNN and ResNet sweeps: input side (8 to 32), width (channels) and depth."""
+    sides = [8, 16, 32] if quick else [8, 16, 24, 32]
+    widths = [4, 8, 16] if quick else [4, 8, 16, 32]
+    depths = [1, 2, 3] if quick else [1, 2, 3, 4]
+    cases = [dict(sweep="cnn_side", x=s, make=lambda s=s: random_cnn(s), shape=(1, s, s))
+             for s in sides]
+    cases += [dict(sweep="cnn_width", x=w, make=lambda w=w: random_cnn(16, w), shape=(1, 16, 16))
+              for w in widths]
+    cases += [dict(sweep="cnn_depth", x=d, make=lambda d=d: random_cnn(32, 8, d),
+                   shape=(1, 32, 32)) for d in depths]
+    cases += [dict(sweep="resnet_side", x=s, make=lambda s=s: random_resnet(s), shape=(3, s, s))
+              for s in sides]
+    cases += [dict(sweep="resnet_width", x=w, make=lambda w=w: random_resnet(16, w),
+                   shape=(3, 16, 16)) for w in widths]
+    cases += [dict(sweep="resnet_depth", x=d, make=lambda d=d: random_resnet(16, 8, d),
+                   shape=(3, 16, 16)) for d in depths]
+    # --quick: alpha-CROWN only on the 8x8 nets of the side sweeps (it dominates the time:
+    # local_lipschitz with alpha-crown took 164 s on the one-conv 32x32 CNN, crown 0.16 s)
+    return [dict(c, methods=CONV_METHODS if not quick or (c["sweep"].endswith("side")
+                                                          and c["x"] == sides[0])
+                 else CONV_METHODS[:1]) for c in cases]
+
+
+#: bound methods of the CNN / ResNet sweeps
+CONV_METHODS = ["crown", "alpha-crown"]
+
+
 def network_cases(quick: bool) -> list[dict[str, Any]]:
     """(sweep, x value, model factory, input shape) of the network sweeps."""
     widths = [16, 32, 64, 128] if quick else [16, 32, 64, 128, 256, 512]
     depths = [1, 2, 4, 6] if quick else [1, 2, 4, 6, 8, 12]
     inputs = [16, 64, 256] if quick else [16, 64, 256, 1024, 4096]
-    sides = [8, 16] if quick else [8, 16, 24, 32]
     cases = [dict(sweep="mlp_width", x=w, make=lambda w=w: random_mlp(64, w, 3), shape=(64,))
              for w in widths]
     cases += [dict(sweep="mlp_depth", x=d, make=lambda d=d: random_mlp(64, 64, d), shape=(64,))
               for d in depths]
     cases += [dict(sweep="mlp_input", x=n, make=lambda n=n: random_mlp(n, 64, 3), shape=(n,))
               for n in inputs]
-    cases += [dict(sweep="cnn_side", x=s, make=lambda s=s: random_cnn(s), shape=(1, s, s))
-              for s in sides]
-    return cases
+    return cases + conv_cases(quick)
 
 
 def bound_calls(model: nn.Module, x: torch.Tensor, method: str, eps: float,
@@ -192,13 +246,16 @@ def domain_rate(result: Any, seconds: float) -> dict[str, float]:
 
 
 def run_networks(device: torch.device, quick: bool, repeats: int, methods: list[str],
-                 eps: float, bab_timeout: float) -> list[dict[str, Any]]:
+                 eps: float, bab_timeout: float, sweeps: list[str] | None = None
+                 ) -> list[dict[str, Any]]:
     rows = []
     for case in network_cases(quick):
+        if sweeps and not any(case["sweep"].startswith(s) for s in sweeps):
+            continue
         model = case["make"]().to(device)
         x = torch.rand(case["shape"], generator=torch.Generator().manual_seed(1)).to(device)
         params = sum(p.numel() for p in model.parameters())
-        for method in methods:
+        for method in case.get("methods", methods):
             for what, call in bound_calls(model, x, method, eps, bab_timeout).items():
                 row = {"sweep": case["sweep"], "x": case["x"], "params": params,
                        "method": method, "call": what}
@@ -409,9 +466,13 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--parts", nargs="+", default=["networks", "smoothing", "executors"],
-                    choices=["networks", "smoothing", "executors"])
+                    choices=["networks", "smoothing", "executors", "shared"])
+    ap.add_argument("--before", type=Path, default=Path("/work/wt-before"),
+                    help="code tree of the 'before' column of --parts shared")
+    ap.add_argument("--sweeps", nargs="+", default=None,
+                    help="only the network sweeps whose name starts so (e.g. cnn resnet)")
     ap.add_argument("--quick", action="store_true", help="fewer sizes (minutes on 2 cores)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="default 3 (--quick: 1)")
     ap.add_argument("--eps", type=float, default=0.01)
     ap.add_argument("--bab-timeout", type=float, default=10.0)
     ap.add_argument("--n", type=int, default=10_000, help="smoothing samples per image")
@@ -421,6 +482,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -435,10 +498,11 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"meta": meta}
     path = out / f"scaling_{tag}.json"
     if "networks" in args.parts:
-        methods = ["crown"] + (["bab"] if bab_available() else [])
+        mlp = not args.sweeps or any(s.startswith("mlp") for s in args.sweeps)
+        methods = ["crown"] + (["bab"] if mlp and bab_available() else [])
         meta["methods"] = methods
         result["networks"] = run_networks(device, args.quick, args.repeats, methods, args.eps,
-                                          args.bab_timeout)
+                                          args.bab_timeout, args.sweeps)
         plot_networks(result["networks"], out / f"scaling_networks_{tag}.png")
     if "smoothing" in args.parts:
         result["smoothing"] = run_smoothing(device, args.quick, args.n, args.smoothing_images)
@@ -446,9 +510,49 @@ def main(argv: list[str] | None = None) -> None:
     if "executors" in args.parts:
         result["executors"] = run_executors(args.images, args.n, args.cpus)
         plot_executors(result["executors"], out / "scaling_executors.png")
+    if "shared" in args.parts:
+        from scaling_shared import run_shared, table
+
+        result["shared"] = run_shared(args.before, args.repeats, args.quick)
+        print(table(result["shared"]))
     meta["load_average_end"] = os.getloadavg()
+    if path.exists():  # keep the parts this run did not redo
+        result = {**json.loads(path.read_text()), **result}
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}", file=sys.stderr)
+    gpu_cpu_ratios(out)
+
+
+def gpu_cpu_ratios(out: Path) -> dict[str, Any] | None:
+    """CPU time / GPU time per network row and smoothing batch size, when both
+    ``scaling_cpu.json`` and ``scaling_cuda.json`` exist in ``out`` (written to
+    ``scaling_gpu_cpu_ratios.json``)."""
+    cpu, gpu = out / "scaling_cpu.json", out / "scaling_cuda.json"
+    if not (cpu.exists() and gpu.exists()):
+        return None
+    c, g = json.loads(cpu.read_text()), json.loads(gpu.read_text())
+
+    def by_key(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
+        return {tuple(r[k] for k in key): r for r in rows}
+
+    ratios: dict[str, Any] = {"networks": [], "smoothing": []}
+    key = ("sweep", "x", "method", "call")
+    gn = by_key(g.get("networks", []), key)
+    for k, r in by_key(c.get("networks", []), key).items():
+        if k in gn and "time_median" in r and "time_median" in gn[k]:
+            ratios["networks"].append(dict(zip(key, k), cpu_over_gpu=r["time_median"]
+                                           / gn[k]["time_median"]))
+    gs = by_key(g.get("smoothing", []), ("batch_size",))
+    for k, r in by_key(c.get("smoothing", []), ("batch_size",)).items():
+        if k in gs:
+            ratios["smoothing"].append({"batch_size": k[0], "gpu_over_cpu_images_per_s":
+                                        gs[k]["images_per_s"] / r["images_per_s"]})
+    vals = [r["cpu_over_gpu"] for r in ratios["networks"]]
+    if vals:
+        ratios["networks_median_cpu_over_gpu"] = statistics.median(vals)
+    (out / "scaling_gpu_cpu_ratios.json").write_text(json.dumps(ratios, indent=1))
+    print(json.dumps({k: v for k, v in ratios.items() if "median" in k}), file=sys.stderr)
+    return ratios
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from lipbound.errors import InputError, ShapeError, SpecError, UnsupportedModelE
 from lipbound.graph.ir import Graph, graph_to
 from lipbound.graph.normalize import normalize
 from lipbound.graph.trace import check_eval_mode, trace
+from lipbound.graph.versions import model_version
 
 _CACHE: OrderedDict[tuple, tuple[Graph, Graph]] = OrderedDict()
 _CACHE_SIZE = 16
@@ -207,10 +208,10 @@ def resolve_model(model: Any) -> Any:
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    parts = []
-    for t in list(model.parameters()) + list(model.buffers()):
-        parts.append((t.data_ptr(), tuple(t.shape), getattr(t, "_version", 0)))
-    return tuple(parts)
+    """The part of a cache key that says which state of ``model`` a value was derived from:
+    its :func:`~lipbound.graph.versions.model_version` (changes with any parameter, buffer or
+    structure change, compared by value)."""
+    return (model_version(model),)
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,10 @@ class Traced:
 
 def get_traced(model: nn.Module | Graph, x1: Tensor, dtype: torch.dtype,
                device: torch.device) -> Traced:
-    """The traced graphs of ``model`` at input shape x1 (cached), cast to ``dtype`` on
-    ``device``. A Graph passed in is its own raw graph, run in its parameters' dtype."""
+    """The traced graphs of ``model`` at input shape x1, cast to ``dtype`` on ``device``.
+    Traces are cached in memory (the last 16) until the model changes (see
+    :mod:`lipbound.graph.versions`). A Graph passed in is its own raw graph, run in its
+    parameters' dtype."""
     if isinstance(model, Graph):
         g = graph_to(model, dtype, device)
         return Traced(g, g, Precision.of(_graph_dtype(model)))

@@ -54,6 +54,7 @@ from lipbound.graph.aten_affine import (
     _convolution,
     _linear,
     _matmul,
+    _native_batch_norm,
     _neg,
     _rsub,
 )
@@ -146,6 +147,7 @@ HANDLERS: dict[str, Callable] = {
     "aten.conv_transpose2d.input": _conv_transpose,
     "aten.batch_norm.default": _batch_norm,
     "aten._native_batch_norm_legit_no_training.default": _bn_no_training,
+    "aten.native_batch_norm.default": _native_batch_norm,
     "aten.add.Tensor": _binary("add"),
     "aten.sub.Tensor": _binary("sub"),
     "aten.mul.Tensor": _binary("mul"),

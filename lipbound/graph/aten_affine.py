@@ -131,6 +131,14 @@ def _bn_no_training(b, fx, x, w, bias, mean, var, momentum, eps):
     b.vars[fx.name] = (var_, None, None)
 
 
+def _native_batch_norm(b, fx, x, w, bias, mean, var, training, momentum, eps):
+    """``aten.native_batch_norm``, what ``F.batch_norm`` runs below autograd (recorded
+    forward passes): in eval mode the same scale-shift as the exported form."""
+    if training:
+        raise _unsupported(fx, "batch norm in training mode; call model.eval()")
+    _bn_no_training(b, fx, x, w, bias, mean, var, momentum, eps)
+
+
 def _binary(kind: str) -> Callable:
     def handler(b, fx, x, y, alpha=1):
         if isinstance(x, Var) and isinstance(y, Var):

@@ -60,15 +60,33 @@ def trace(model: nn.Module, example: Tensor, normalize_graph: bool = True) -> Gr
             f"the model must map [B, *in] to [B, K] (a batch of output vectors); on a batch of "
             f"2 it returned {shape}"
         )
+    graph = _recorded(model, x2) if FAST_TRACE else None
+    if graph is None:
+        graph = _exported(model, x2)
+    return normalize(graph) if normalize_graph else graph
+
+
+#: try :func:`lipbound.graph.record.record` before ``torch.export`` (set False to always export)
+FAST_TRACE = True
+
+
+def _recorded(model: nn.Module, x2: Tensor) -> Graph | None:
+    """The graph of one recorded forward pass, or None when it cannot stand for the model or
+    holds something the ATen table refuses (``torch.export`` then gives the error)."""
+    from lipbound.graph.record import record
+
+    try:
+        fx_graph, consts, input_name = record(model, x2)
+        return _convert(fx_graph, {k: _exact64(v) for k, v in consts.items()}, input_name)
+    except Exception:  # NotRecordable, an op the table refuses, ...: torch.export decides
+        return None
+
+
+def _exported(model: nn.Module, x2: Tensor) -> Graph:
     try:
         ep = torch.export.export(model, (x2,))
     except Exception as exc:
         raise TracingError(f"torch.export could not trace the model: {exc}") from exc
-    graph = _convert(ep)
-    return normalize(graph) if normalize_graph else graph
-
-
-def _convert(ep: torch.export.ExportedProgram) -> Graph:
     consts: dict[str, Tensor] = {}
     user_inputs = []
     for spec in ep.graph_signature.input_specs:
@@ -81,10 +99,16 @@ def _convert(ep: torch.export.ExportedProgram) -> Graph:
             consts[name] = _exact64(ep.constants[spec.target])
     if len(user_inputs) != 1:
         raise TracingError(f"expected exactly one tensor input, found {len(user_inputs)}")
+    return _convert(ep.graph, consts, user_inputs[0])
+
+
+def _convert(fx_graph: torch.fx.Graph, consts: dict[str, Tensor], input_name: str) -> Graph:
+    """The lipbound graph of an ATen-level fx graph whose placeholders are ``input_name`` and
+    the constants ``consts``."""
     b = Builder(consts)
-    for node in ep.graph.nodes:
+    for node in fx_graph.nodes:
         if node.op == "placeholder":
-            if node.name == user_inputs[0]:
+            if node.name == input_name:
                 b.add_input(node)
         elif node.op == "call_function":
             convert_node(b, node)

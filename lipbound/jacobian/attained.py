@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lipbound.autodiff import vjp
 from lipbound.bounds.domains import LpBall, vector_norm
 
 
@@ -41,7 +42,7 @@ def row_gradients(model: nn.Module, X: Tensor, C: Tensor, chunk: int = 4096) -> 
         n = Xc.shape[0]
         with torch.enable_grad():
             y = model(Xc).reshape(n, -1)
-            grads = [torch.autograd.grad(y, Xc, C[s].expand(n, -1), retain_graph=s < S - 1)[0]
+            grads = [vjp(y, Xc, C[s].expand(n, -1), retain_graph=s < S - 1)[0]
                      for s in range(S)]
         out.append(torch.stack(grads))
     return torch.cat(out, 1)

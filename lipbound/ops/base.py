@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lipbound.autodiff import vjp
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision, gamma
 from lipbound.ops.facts import CHAIN, TRANSPOSE, UNKNOWN, JacobianRule, NormFact
@@ -175,7 +176,7 @@ class LinearOp(Op):
             xs = [torch.zeros((A.shape[0], *s), dtype=A.dtype, device=A.device,
                               requires_grad=True) for s in in_shapes]
             y = self.apply_linear(params, *xs)
-            grads = torch.autograd.grad(y, xs, A, create_graph=A.requires_grad, allow_unused=True)
+            grads = vjp(y, xs, A, create_graph=A.requires_grad, allow_unused=True)
         return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs))
 
     #: True for ops whose products may run on TensorFloat-32 operands (matmul, convolution)

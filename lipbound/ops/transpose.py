@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lipbound.autodiff import vjp
 from lipbound.ops.base import LinearOp, Params
 from lipbound.ops.registry import get, register
 
@@ -30,7 +31,7 @@ class Transpose(LinearOp):
             xs = [torch.zeros((g.shape[0], *s), dtype=g.dtype, device=g.device,
                               requires_grad=True) for s in shapes]
             y = inner.apply_linear(p, *xs, absolute=True)
-            grad = torch.autograd.grad(y, xs[idx], g, create_graph=g.requires_grad)[0]
+            grad = vjp(y, xs[idx], g, create_graph=g.requires_grad)[0]
         return grad
 
     def backward_sum_terms(self, params, in_shapes, out_shape) -> int:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from lipbound.ops import registry
+from lipbound.propagate.adam import Adam
 from lipbound.propagate.crown import beta_key, box_key, crown_upper
 from lipbound.propagate.state import BoundState
 
@@ -109,8 +110,7 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
     groups = []
     for name, p in opt.items():
         groups.append({"params": list(p.values()), "lr": _lr(state, name) * lr_scale})
-    adam = torch.optim.Adam(groups, foreach=True)
-    sched = torch.optim.lr_scheduler.ExponentialLR(adam, 0.95)
+    adam = Adam(groups, gamma=0.95)  # torch.optim.Adam's steps, without importing dynamo
     stop = _STOP_REL.get()
     for step in range(iterations):
         adam.zero_grad()
@@ -124,7 +124,6 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
                 and float((prev - best).sum()) <= stop * float(best.abs().sum())):
             return best  # flat: the last step improved the bounds by <= stop (relative)
         adam.step()
-        sched.step()
         with torch.no_grad():
             for name, p in opt.items():
                 _project(state, name, p)

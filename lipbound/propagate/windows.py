@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lipbound.autodiff import vjp
 from lipbound.graph.ir import Node
 from lipbound.ops.base import NonlinearOp, Relaxation
 
@@ -299,7 +300,7 @@ def _apply_transpose(kind: str, params, A: Window, in_shape) -> Window | None:
                 x = torch.zeros(d.shape[0], d.shape[1], *size, dtype=d.dtype, device=d.device,
                                 requires_grad=True)
                 y = F.avg_pool2d(x, (kh, kw), (sh, sw), 0)
-                return torch.autograd.grad(y, x, d, create_graph=d.requires_grad)[0]
+                return vjp(y, x, d, create_graph=d.requires_grad)[0]
 
         return _transpose_window(A, geom, in_shape, avg_t)
     return None

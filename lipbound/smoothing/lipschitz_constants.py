@@ -60,7 +60,9 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _signature(model: nn.Module) -> tuple:
-    return tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in model.parameters())
+    from lipbound.graph.versions import model_version
+
+    return (model_version(model),)
 
 
 PAIR_SOURCES = {"naive": naive_pair_lipschitz, "lipsdp": lipsdp_pair_lipschitz}
