@@ -19,7 +19,7 @@ from lipbound.bounds.rounding import unit_roundoff
 from lipbound.graph.ir import INPUT
 from lipbound.ops import registry
 from lipbound.ops.base import Relaxation
-from lipbound.propagate import mixed, windows
+from lipbound.propagate import mixed, window_pool, windows
 from lipbound.propagate.state import BoundState
 from lipbound.propagate.windows import Cols, Sparse, Window
 
@@ -173,7 +173,7 @@ def _nonlinear_backward(state: BoundState, node, op, Ac, opt, conv=None) -> tupl
     if not windows.is_elementwise(op, node, in_shapes):
         rel = conv(relaxation(state, node.name, opt))
         if isinstance(Ac, Window) and node.op in ("max_pool", "max_pool_grad"):
-            out = windows.pool_backward(op, node.params, Ac, rel, in_shapes[-1])
+            out = window_pool.pool_backward(op, node.params, Ac, rel, in_shapes[-1])
             if out is not None:
                 return out
         return op.crown_backward(node.params, windows.dense(Ac), rel)

@@ -183,11 +183,11 @@ def identity_windows(shape: tuple[int, ...], idx: Tensor, tile: int, chunk: int,
 
 
 # ------------------------------------------------------------------ sliding-window geometry
-def _pair(v) -> tuple[int, int]:
+def pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # type: ignore[return-value]
 
 
-def _forward_range(a0: int, a1: int, k: int, s: int, p: int, d: int, n_out: int
+def forward_range(a0: int, a1: int, k: int, s: int, p: int, d: int, n_out: int
                    ) -> tuple[int, int]:
     """Outputs [o0, o1) of a sliding window op that read inputs in [a0, a1)."""
     o0 = max(0, -((-(a0 + p - d * (k - 1))) // s))
@@ -199,8 +199,8 @@ def _forward_window(A: Window, geom, out_shape: tuple[int, int, int], apply) -> 
     """Window of op(A) for a sliding-window op ``apply(x_ext)`` with padding 0 (geom: per
     spatial dim (k, s, p, d)); x_ext is the zero-extended input region its outputs read."""
     (kh, sh, ph, dh), (kw, sw, pw, dw) = geom
-    o0, o1 = _forward_range(A.top, A.top + A.h, kh, sh, ph, dh, out_shape[1])
-    q0, q1 = _forward_range(A.left, A.left + A.w, kw, sw, pw, dw, out_shape[2])
+    o0, o1 = forward_range(A.top, A.top + A.h, kh, sh, ph, dh, out_shape[1])
+    q0, q1 = forward_range(A.left, A.left + A.w, kw, sw, pw, dw, out_shape[2])
     e0, e1 = o0 * sh - ph, (o1 - 1) * sh - ph + dh * (kh - 1) + 1  # input rows read
     f0, f1 = q0 * sw - pw, (q1 - 1) * sw - pw + dw * (kw - 1) + 1
     r0, r1 = max(A.top, e0), min(A.top + A.h, e1)
@@ -244,15 +244,15 @@ def _conv_geom(params) -> tuple | None:
     if w.dim() != 4 or isinstance(params["padding"], str):
         return None
     k = w.shape[2:]
-    s, p, d = (_pair(params[n]) for n in ("stride", "padding", "dilation"))
+    s, p, d = (pair(params[n]) for n in ("stride", "padding", "dilation"))
     return ((k[0], s[0], p[0], d[0]), (k[1], s[1], p[1], d[1]))
 
 
 def _avg_geom(params) -> tuple | None:
     if params.get("ndim", 2) != 2 or params["ceil_mode"] or params.get("divisor_override"):
         return None
-    k, p = _pair(params["kernel_size"]), _pair(params["padding"])
-    s = _pair(params["stride"]) if params["stride"] else k
+    k, p = pair(params["kernel_size"]), pair(params["padding"])
+    s = pair(params["stride"]) if params["stride"] else k
     if (p[0] or p[1]) and not params["count_include_pad"]:
         return None  # the divisor depends on where the padding is
     return ((k[0], s[0], p[0], 1), (k[1], s[1], p[1], 1))
@@ -329,13 +329,13 @@ def linear_backward(node: Node, op, in_shapes: Sequence[tuple[int, ...]], A
         coeffs = iparams["coeffs"]
         cs = [coeffs[params["index"]]] if forward else list(coeffs)
         return ([A.with_data(map_shared(lambda d, c=c: c * d, A.data)) for c in cs],
-                _zero_bias(A))
+                zero_bias(A))
     if len(in_shapes) != 1:
         return None
     if ikind == "reshape":
         if not forward or len(in_shapes[0]) != 1:
             return None
-        return [_flatten(A)], _zero_bias(A)
+        return [_flatten(A)], zero_bias(A)
     if ikind == "identity":
         out = A
     elif ikind == "scale_shift":
@@ -349,10 +349,10 @@ def linear_backward(node: Node, op, in_shapes: Sequence[tuple[int, ...]], A
     if out is None or 0 in out.data.shape[-2:]:
         return None
     off = None if forward else op.offset(params)
-    return [out], (_zero_bias(A) if off is None else dot(A, off))
+    return [out], (zero_bias(A) if off is None else dot(A, off))
 
 
-def _zero_bias(A) -> Tensor:
+def zero_bias(A) -> Tensor:
     d = A.data
     return d.new_zeros(d.shape[0] if not _shared(d) else 1, d.shape[1])
 
@@ -387,7 +387,7 @@ def _cols_linear(kind: str, params, A: Cols) -> tuple[list, Tensor] | None:
     """Dense layers with column-sparse coefficients: the columns of W that meet them."""
     if kind == "transpose" and params["inner"] == "linear":  # vjp = x W^T on the columns
         w = params["inner_params"]["weight"][:, A.idx]
-        return [map_shared(lambda d: F.linear(d, w), A.data)], _zero_bias(A)
+        return [map_shared(lambda d: F.linear(d, w), A.data)], zero_bias(A)
     return None
 
 
@@ -446,66 +446,3 @@ def elementwise_backward(op, params, A, rel: Relaxation) -> tuple[list, Tensor]:
     if win is not None:
         parts = [None if p is None else win.with_data(p) for p in parts]
     return list(parts), bias
-
-
-# ------------------------------------------------------------------ max pooling and its Clarke
-def _pool_geom(params) -> tuple:
-    k, p, d = (_pair(params[n]) for n in ("kernel_size", "padding", "dilation"))
-    s = _pair(params["stride"]) if params["stride"] else k
-    return ((k[0], s[0], p[0], d[0]), (k[1], s[1], p[1], d[1]))
-
-
-def _crop_cols(t: Tensor, out_hw: tuple[int, int], rows: tuple[int, int],
-               cols: tuple[int, int]) -> Tensor:
-    """[..., L] with L = Ho * Wo output positions -> the positions in rows x cols, flat."""
-    t = t.reshape(*t.shape[:-1], *out_hw)[..., rows[0]:rows[1], cols[0]:cols[1]]
-    return t.reshape(*t.shape[:-2], -1)
-
-
-def pool_backward(op, params, A: Window, rel, a_full: tuple[int, ...]
-                  ) -> tuple[list, Tensor] | None:
-    """Windowed back-substitution through ``max_pool`` (A over its output) or
-    ``max_pool_grad`` (A over the pool's input): the op's own rule on the window's extent
-    (padding 0, zero-extended), with the relaxation cropped to the pool outputs involved."""
-    geom = _pool_geom(params)
-    (kh, sh, ph, dh), (kw, sw, pw, dw) = geom
-    local = {**params, "padding": 0}
-    if op.kind == "max_pool":  # A over the pool output [C, Ho, Wo] -> its input
-        Ho, Wo = A.full[1:]
-        rows, cols = (A.top, A.top + A.h), (A.left, A.left + A.w)
-        eh, ew = (A.h - 1) * sh + dh * (kh - 1) + 1, (A.w - 1) * sw + dw * (kw - 1) + 1
-        sel = replace(rel, onehot=_crop_cols(rel.onehot, (Ho, Wo), rows, cols),
-                      dominant=_crop_cols(rel.dominant, (Ho, Wo), rows, cols),
-                      max_upper=_crop_cols(rel.max_upper, (Ho, Wo), rows, cols),
-                      in_shape=(A.full[0], eh, ew))
-        (part,), bias = op.crown_backward(local, A.data, sel)
-        i0, j0 = A.top * sh - ph, A.left * sw - pw
-        H, W = rel.in_shape[1:]
-        part = part[..., max(0, -i0):max(0, H - i0), max(0, -j0):max(0, W - j0)]
-        return [Window(part, max(0, i0), max(0, j0), tuple(rel.in_shape))], bias
-    # max_pool_grad: A over the pool input [C, H, W] -> the cotangent a [C, Ho, Wo]
-    Ho, Wo = a_full[1:]
-    o0, o1 = _forward_range(A.top, A.top + A.h, kh, sh, ph, dh, Ho)
-    q0, q1 = _forward_range(A.left, A.left + A.w, kw, sw, pw, dw, Wo)
-    e0, e1 = o0 * sh - ph, (o1 - 1) * sh - ph + dh * (kh - 1) + 1
-    f0, f1 = q0 * sw - pw, (q1 - 1) * sw - pw + dw * (kw - 1) + 1
-    r0, r1 = max(A.top, e0), min(A.top + A.h, e1)
-    c0, c1 = max(A.left, f0), min(A.left + A.w, f1)
-    if o1 <= o0 or q1 <= q0 or r1 <= r0 or c1 <= c0:  # no window reads these inputs: zero
-        zero = (A.data[..., :1, :1, :1] * 0).expand(-1, -1, a_full[0], -1, -1)
-        return ([None, Window(zero, min(o0, Ho - 1), min(q0, Wo - 1), tuple(a_full))],
-                _zero_bias(A).expand(A.data.shape[0], -1))
-
-    def ext(d: Tensor) -> Tensor:
-        d = d[..., r0 - A.top:r1 - A.top, c0 - A.left:c1 - A.left]
-        return F.pad(d, (c0 - f0, f1 - c1, r0 - e0, e1 - r1))
-
-    rows, cols = (o0, o1), (q0, q1)
-    sub = replace(rel, candidates=_crop_cols(rel.candidates, (Ho, Wo), rows, cols),
-                  dominant=_crop_cols(rel.dominant, (Ho, Wo), rows, cols),
-                  a_lower=_crop_cols(rel.a_lower, (Ho, Wo), rows, cols),
-                  a_upper=_crop_cols(rel.a_upper, (Ho, Wo), rows, cols),
-                  in_shape=(A.full[0], e1 - e0, f1 - f0),
-                  a_shape=(a_full[0], o1 - o0, q1 - q0))
-    (_, part), bias = op.crown_backward(local, ext(A.data), sub)
-    return [None, Window(part, o0, q0, tuple(a_full))], bias
