@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-exact-budgets", action="store_true",
                     help="do not rerun the MILP at each budget")
+    ap.add_argument("--exact-only", action="store_true",
+                    help="only fill the cache of exact values (no time limit), then stop")
     ap.add_argument("--exact-cache", default=str(OUT / "bab_family_exact.json"))
     ap.add_argument("--out", default=str(OUT / "bench_bab_family.json"))
     args = ap.parse_args()
@@ -145,6 +147,9 @@ def main() -> None:
         exact = exact_reference(p, cache)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(cache, indent=1))
+        if args.exact_only:
+            print(p["name"], cache[p["name"]]["times"], flush=True)
+            continue
         row = {"name": p["name"], "exact": exact, "exact_time": sum(cache[p["name"]]["times"])}
         row["bab_max"] = bab_max(p, args.budgets, max(exact))
         row["bab_rows"] = {b: bab_rows(p, b, exact) for b in args.budgets}
@@ -153,6 +158,8 @@ def main() -> None:
                                for b in args.budgets}
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
+    if args.exact_only:
+        return
     Path(args.out).write_text(json.dumps({"budgets": args.budgets, "rows": rows}, indent=1,
                                          default=str))
     summary(rows, args.budgets)

@@ -169,19 +169,18 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
 def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, groups=None):
     # deferred: heavy optional dependency (highspy via the sign-split LP)
     from lipbound.bab import bab_output_bounds
-    from lipbound.bab.outputs import bab_relu_output_bounds
 
-    run = bab_relu_output_bounds if _choose_split(graph, split) == "relu" \
-        else bab_output_bounds
-    return run(model, graph, C, domain, timeout=DEFAULT_BAB_TIMEOUT if timeout is None
-               else timeout, stop_below=stop_below, groups=groups, progress=progress)
+    return bab_output_bounds(model, graph, C, domain, split=_choose_split(graph, split),
+                             timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
+                             stop_below=stop_below, groups=groups, progress=progress)
 
 
 LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "bab", "exact")
 
 #: time limit of method "bab" when no timeout is given (seconds)
 DEFAULT_BAB_TIMEOUT = 60.0
-#: split="auto" halves input boxes up to this many input dimensions, else splits ReLUs
+#: split="auto" splits input boxes up to this many input dimensions ("mixed": halves, then
+#: the signs of neurons whose kinks cut the boxes; "input" without ReLUs), else ReLU signs
 INPUT_SPLIT_MAX_DIM = 8
 
 
@@ -246,9 +245,9 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     sub-boxes or activation signs, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
     holds the anytime curve; ``split``: "input" (halve input boxes), "relu" (activation
-    signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs) or "auto": input
-    for at most ``INPUT_SPLIT_MAX_DIM`` input dimensions or networks without ReLUs, relu
-    otherwise; ``objective``:
+    signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs), "mixed" (input
+    halves while they help, then signs) or "auto": mixed for at most ``INPUT_SPLIT_MAX_DIM``
+    input dimensions, input for networks without ReLUs, relu otherwise; ``objective``:
     "max" tightens ``value`` = max_s upper[s] (rows whose bound is already below the best
     value attained by any row are not refined further; their upper bounds stay certified)
     and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
@@ -322,19 +321,17 @@ def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> T
 
 
 def _choose_split(graph: Graph, split: str) -> str:
-    if split not in ("auto", "input", "relu"):
-        raise InputError(f"split must be 'auto', 'input' or 'relu', got {split!r}")
+    if split not in ("auto", "input", "relu", "mixed"):
+        raise InputError(f"split must be 'auto', 'input', 'relu' or 'mixed', got {split!r}")
     if split != "auto":
-        if split == "relu":
+        if split in ("relu", "mixed"):
             relu_inputs(graph)  # raises UnsupportedModelError without ReLUs to split
         return split
-    if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM:
-        return "input"
     try:
         relu_inputs(graph)
     except UnsupportedModelError:
         return "input"
-    return "relu"
+    return "mixed" if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM else "relu"
 
 
 def _exact_rows(model, x, eps, norm, C, data_range, dtype) -> ExactFn:
@@ -356,13 +353,11 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     """Method "bab": the search, then (``exact``: MILP-encodable problems) the MILP stage of
     :mod:`lipbound.bab.milp_stage` on the rows it left open."""
     # deferred: heavy optional dependency (highspy via the sign-split LP)
-    from lipbound.bab import bab_local_lipschitz
-    from lipbound.bab.relu_split import bab_relu_lipschitz
+    from lipbound.bab import bab_lipschitz
 
     if isinstance(model, Graph):
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")
     split = _choose_split(graph, split)
-    run = bab_relu_lipschitz if split == "relu" else bab_local_lipschitz
     crown = None  # the sign search's root bound is CROWN's; the box search's is not
     if split == "input":
         with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
@@ -372,8 +367,9 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
     share = SEARCH_SHARE[split] if exact is not None else 1.0
     search_start = time.perf_counter()
-    res = run(model, graph, C, domain, q, timeout=max(budget * share - offset, 1e-3),
-              n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
+    res = bab_lipschitz(model, graph, C, domain, q, split=split,
+                        timeout=max(budget * share - offset, 1e-3), n_samples=n_samples,
+                        seed=seed, focus_max=focus_max, progress=progress)
     stage = {"ran": False}
     if exact is not None and res.status != "certified":
         try:

@@ -1,5 +1,4 @@
-"""The bookkeeping every anytime branch-and-bound search shares (the input-box search of
-:mod:`lipbound.bab.input_split` and the sign searches of :mod:`lipbound.bab.relu_split`): the
+"""The bookkeeping of the anytime branch-and-bound search (:mod:`lipbound.bab.search`): the
 result and trace types, the stopping rules (gap closed, proof goals met, time, domain cap), the
 step sizing near the time limit and the domains' priorities."""
 

@@ -27,7 +27,7 @@ from lipbound.graph.shapes import relu_chain
 #: the search's share of the budget when a MILP stage can follow it, by brancher: input
 #: splitting stalls on boxes cut by ReLU hyperplanes, where the MILP of a low-dimensional
 #: input is cheap; sign splitting converges on its own more often
-SEARCH_SHARE = {"input": 0.3, "relu": 0.5}
+SEARCH_SHARE = {"input": 0.3, "relu": 0.5, "mixed": 0.5}
 #: the MILP stage needs at least this many seconds to be worth starting
 MIN_STAGE_SECONDS = 0.5
 

@@ -88,16 +88,6 @@ def _graph_reach(graph: Graph, names: list[str], dtype: torch.dtype,
 EMPTY_RTOL = 1e-9
 #: alpha/beta-CROWN steps for the forward bounds of every domain (beta: split multipliers)
 FORWARD_ITERATIONS = 20
-#: the LP feasibility check runs on domains with at most this many unstable unsplit neurons
-#: (near the leaves, where it prunes; on wide layers an LP per domain costs more than it saves)
-LP_MAX_OPEN = 32
-#: per step, domains with more open neurons than LP_ALWAYS_OPEN get at most LP_PER_STEP LPs
-#: (the largest gaps first): on MNIST-size inputs an LP costs about as much as bounding a
-#: domain; near the leaves, where it prunes, every domain gets one
-LP_PER_STEP = 4
-LP_ALWAYS_OPEN = 8
-#: seconds per LP; an undecided LP (time limit) leaves its domain to be split further
-LP_TIME_LIMIT = 1.0
 #: LPs run while they have taken at most this share of the search's time so far: slow LPs
 #: (a loaded machine, wide layers) are rationed, never switched off for the rest of the search
 LP_TIME_SHARE = 0.5
@@ -124,20 +114,11 @@ def _rows_to_bound(parent_ub: Tensor | None, threshold: float | None) -> Tensor 
     return None if bool(need.all()) else need.nonzero().flatten()
 
 
-#: with objective "max", children recompute only the spec rows whose parent bound is at least
-#: this fraction of the current certified maximum (the others keep the parent's bound)
-LAZY_ROWS = 0.5
-
-
-def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
-                 score: list[Tensor]) -> tuple[int, int] | None:
-    """The unstable unsplit neuron of the earliest such layer whose switch can move the
-    gradient most (splitting earlier layers first also tightens later forward bounds)."""
-    for li, (l, u, s, sc) in enumerate(zip(lo, up, sg, score)):
-        unst = (l < 0) & (u > 0) & (s == 0)
-        if unst.any():
-            return li, int(torch.where(unst, sc, -torch.inf).argmax())
-    return None
+def sub_balls(domain: LpBall, lo: Tensor, up: Tensor) -> LpBall:
+    """The input set ∩ each box [lo[n], up[n]] ([N, *in]) as a batch of N clipped balls."""
+    N = lo.shape[0]
+    idx = torch.zeros(N, dtype=torch.long, device=lo.device)
+    return LpBall(domain.center[idx], domain.eps[idx], domain.p, lo, up)
 
 
 class SignSearch:
@@ -148,13 +129,20 @@ class SignSearch:
     points of the set)."""
 
     desc = "bab (relu splits)"
+    #: a domain with every neuron fixed is bounded exactly (it leaves the queue)
+    final_when_fixed = False
 
     def __init__(self, graph: Graph, C: Tensor, domain: LpBall):
         try:
             self.layers: list[MlpLayer] | None = mlp_layers(graph)
             self.names = [L.z for L in self.layers[:-1]]
         except UnsupportedModelError:
-            self.layers, self.names = None, relu_inputs(graph)
+            self.layers = None
+            try:
+                self.names = relu_inputs(graph)
+            except UnsupportedModelError:  # nothing to split: input halves only
+                self.names = []
+        self.widths = [graph[n].numel for n in self.names]
         self.graph, self.C, self.domain = graph, C, domain
         self.lp_enabled = self.layers is not None
         self.lp_seconds = 0.0  # time spent in LPs so far
@@ -183,10 +171,14 @@ class SignSearch:
             state = prepare_state(self.graph, domain, "crown", iterations=it)
         self.keep_forward(state)
 
-    @staticmethod
-    def is_root(signs: list[Tensor]) -> bool:
-        """One domain without splits (the whole ball): its bounds hold on every domain."""
-        return signs[0].shape[0] == 1 and not any(bool(s.any()) for s in signs)
+    def is_root(self, signs: list[Tensor], boxes: tuple[Tensor, Tensor] | None) -> bool:
+        """One domain without splits on the whole ball's box: its bounds hold on every
+        domain (called once, before any other)."""
+        if boxes is not None and boxes[0].shape[0] != 1:
+            return False
+        if signs and (signs[0].shape[0] != 1 or any(bool(s.any()) for s in signs)):
+            return False
+        return not self.root_forward
 
     def keep_forward(self, state) -> None:
         """Keep the root's forward bounds: valid on every sub-domain, they are intersected
@@ -194,12 +186,24 @@ class SignSearch:
         self.root_forward = {n.name: state.bounds[n.name] for n in self.graph.nodes
                              if n.name in state.bounds}
 
-    def splits(self, signs: list[Tensor]) -> tuple[dict[str, Tensor], LpBall]:
-        """The split tensors by node name and the domain repeated D times."""
-        D = signs[0].shape[0]
+    def splits(self, signs: list[Tensor], boxes: tuple[Tensor, Tensor] | None = None
+               ) -> tuple[dict[str, Tensor], LpBall]:
+        """The split tensors by node name and the domains: the ball repeated D times, or
+        the ball clipped to each box of ``boxes`` (lo, up [D, n], flat)."""
+        if boxes is not None:
+            D = boxes[0].shape[0]
+            shape = self.domain.in_shape
+            dom = sub_balls(self.domain, boxes[0].reshape(D, *shape),
+                            boxes[1].reshape(D, *shape))
+        else:
+            D = signs[0].shape[0]
+            dom = self.domain.select(torch.zeros(D, dtype=torch.long, device=self.C.device))
         splits = {n: s.reshape(D, *self.graph[n].shape) for n, s in zip(self.names, signs)}
-        return splits, self.domain.select(torch.zeros(D, dtype=torch.long,
-                                                      device=signs[0].device))
+        return splits, dom
+
+    def project(self, pts: Tensor) -> Tensor:
+        """Points [N, *in] of the ball's box mapped into the ball (l_2 / l_1)."""
+        return self.domain.project(pts)
 
     def layer_bounds(self, state, D: int, stride: int) -> tuple[list[Tensor], list[Tensor],
                                                                Tensor]:
@@ -226,13 +230,19 @@ class SignSearch:
         return self.lp_enabled and self.lp_seconds <= LP_TIME_SHARE * elapsed
 
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
-                 time_limit: float, margin: bool = False) -> Tensor | None | bool:
-        """A point of the ball with these signs, None if none exists, True if undecided.
-        With ``margin`` the point is strictly inside the region when one exists (else True)."""
+                 time_limit: float, margin: bool = False,
+                 box: tuple[Tensor, Tensor] | None = None) -> Tensor | None | bool:
+        """A point of the ball (within ``box`` [n] pair, flat, if given) with these signs,
+        None if none exists, True if undecided. With ``margin`` the point is strictly inside
+        the region when one exists (else True)."""
         bounds = [(lo.double().cpu().numpy(), up.double().cpu().numpy())
                   for lo, up in zip(los, ups)]
+        blo, bhi = self.blo, self.bhi
+        if box is not None:
+            blo = box[0].double().cpu().numpy()
+            bhi = box[1].double().cpu().numpy()
         t0 = time.perf_counter()
-        ans = sign_lp(self.layers, self.blo, self.bhi, bounds,
+        ans = sign_lp(self.layers, blo, bhi, bounds,
                       [s.cpu().numpy() for s in sg], time_limit, margin)
         self.lp_seconds += time.perf_counter() - t0
         if ans.status != "feasible":
@@ -262,7 +272,8 @@ class LipschitzSearch(SignSearch):
     CROWN bound per gradient element); its forward and element bounds, valid on every
     sub-domain, are intersected into every domain's (forward steps: :meth:`forward_steps`)."""
 
-    desc = "bab lipschitz (relu splits)"
+    desc = "bab lipschitz"
+    final_when_fixed = True  # the gradient is constant on a fixed pattern's region
 
     def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
         super().__init__(graph, C, domain)
@@ -271,20 +282,22 @@ class LipschitzSearch(SignSearch):
         self.reach = (_input_reach(self.layers, C) if self.layers is not None else
                       _graph_reach(graph, self.names, C.dtype, C.device))
         self.root_gradient: Interval | None = None  # element bounds [S, *in] on the ball
+        self.final_when_fixed = bool(self.names) and relu_like_only(graph)
         self.element_rows = math.prod(domain.in_shape) * C.shape[0] <= ELEMENT_ROWS_MAX
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
-              threshold: float | None = None
+              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
         """ub [D, S] (-inf for empty domains), forward bounds per layer [D, m] and the
-        branching scores per layer [D, m] (see :meth:`jacobian_scores`). With ``parent_ub``
+        branching scores per layer [D, m] (see :meth:`jacobian_scores`) of the domains with
+        these signs (on the ball clipped to ``boxes``, if given). With ``parent_ub``
         [D, S] and ``threshold``, only the spec rows some parent bounds at or above the
         threshold are recomputed; the others keep the parent's bound (valid on the child)."""
-        D = signs[0].shape[0]
         rows = _rows_to_bound(parent_ub, threshold)
         C = self.C if rows is None else self.C[rows]
-        splits, dom = self.splits(signs)
-        root = self.is_root(signs) and rows is None
+        splits, dom = self.splits(signs, boxes)
+        D = dom.center.shape[0]
+        root = self.is_root(signs, boxes) and rows is None
         if root:
             self.prime_root(dom)
         t0 = time.perf_counter()
@@ -359,122 +372,3 @@ def cotangent_magnitude(state, jg, names: list[str], D: int) -> list[Tensor]:
         mag = mag.reshape(D, -1, m) if mag.shape[0] > 1 else mag[None]
         out.append(mag.amax(1).expand(D, -1))
     return out
-
-
-def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,
-                       timeout: float, rtol: float = 1e-4, atol: float = 1e-9, batch: int = 32,
-                       max_domains: int = 100_000, n_samples: int = 256, seed: int = 0,
-                       focus_max: bool = False, progress: ProgressFlag = "auto") -> BabResult:
-    """Anytime sign-splitting search for max over the ball of ||grad C_s f||_q (any graph
-    with ReLU / LeakyReLU activations; the root bound is CROWN's, see :class:`LipschitzSearch`).
-
-    Stops when the gap closes or the queue is exhausted ("certified"; then the upper bound is
-    the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
-    ``focus_max``: certify max_s only (see :meth:`lipbound.bab.anytime.Anytime.target`).
-    """
-    run = Anytime(timeout, rtol, atol, max_domains, focus_max)
-    srch = LipschitzSearch(model, graph, C, domain, q)
-    L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
-    return sign_search(srch, L.to(C.dtype), W.to(C.dtype), run, batch=batch, progress=progress)
-
-
-def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: int,
-                progress: ProgressFlag = "auto") -> BabResult:
-    """Best-first search over sign domains maximising the R quantities of ``srch``.
-
-    ``L`` [R] / ``W`` [R, *in]: values attained so far and their points. Each step pops the
-    ``batch`` domains with the largest gap (fewer when the time left fits fewer); a domain
-    that the LP proves empty is dropped, a fully split one is final (its bound is that
-    pattern's), any other is split on :func:`_pick_neuron`'s neuron and its children are
-    bounded together, taking min(child, parent). U = max(queued bounds, final and pruned
-    bounds) is certified at every stop; ``run``'s proof goals (if any) stop it once they hold
-    on every domain.
-    """
-    timeout = run.timeout
-    dev = srch.C.device
-    sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
-    t_root = time.perf_counter()
-    ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
-    run.child_time = srch.child_cost or time.perf_counter() - t_root  # estimate for a child
-    done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
-    bounded = 1
-    with bar(progress=progress, desc=srch.desc, unit="dom") as pbar:
-        while True:
-            U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-            status = run.stop(U, L, ub_q, 2 * batch, pbar)
-            if status is not None:
-                break
-            t0 = time.perf_counter()
-            pick = run.gaps(ub_q, L).topk(run.pops(batch, len(ub_q))).indices
-            keep = torch.ones(len(ub_q), dtype=torch.bool, device=dev)
-            keep[pick] = False
-            kids, parents, pts, n_lp = [], [], [], 0
-            for d in pick.tolist():
-                left = timeout - run.elapsed()
-                if left <= 0:
-                    keep[d] = True  # not processed: back to the queue
-                    continue
-                lo = [t[d] for t in lo_q]
-                up = [t[d] for t in up_q]
-                sg = [t[d] for t in sg_q]
-                sc = [t[d] for t in sc_q]
-                n_open = sum(int(((a < 0) & (b > 0) & (c == 0)).sum()) for a, b, c in
-                             zip(lo, up, sg))
-                use_lp = srch.lp_allowed(run.elapsed()) and n_open <= LP_MAX_OPEN and (
-                    n_lp < LP_PER_STEP or n_open <= LP_ALWAYS_OPEN)
-                n_lp += int(use_lp)
-                x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT)) if use_lp else True
-                if x is None:  # no input of the ball has these signs: drop the domain
-                    run.drop(torch.full_like(ub_q[d:d + 1], -torch.inf))
-                    continue
-                if x is not True:  # True: undecided (time limit), keep splitting
-                    pts.append(x)
-                which = _pick_neuron(lo, up, sg, sc)
-                if which is None:  # every neuron fixed: the bound is this pattern's norm
-                    if bool((ub_q[d] > run.target(L)).any()) and use_lp:  # attain it inside
-                        x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT), margin=True)
-                        if x is not None and x is not True:
-                            pts.append(x)
-                    done = torch.maximum(done, ub_q[d])
-                    run.drop(ub_q[d:d + 1])
-                    continue
-                li, j = which
-                for sign in (1.0, -1.0):
-                    child = [t.clone() for t in sg]
-                    child[li][j] = sign
-                    kids.append(child)
-                    parents.append(ub_q[d])
-            if pts:
-                vals = srch.attain(torch.cat(pts))
-                best, idx = vals.max(0)
-                better = best > L
-                L = torch.where(better, best, L)
-                W[better] = torch.cat(pts)[idx[better]]
-            sg_k = [torch.stack([k[i] for k in kids]) for i in range(len(srch.names))] \
-                if kids else None
-            lo_q = [t[keep] for t in lo_q]
-            up_q = [t[keep] for t in up_q]
-            sg_q = [t[keep] for t in sg_q]
-            sc_q = [t[keep] for t in sc_q]
-            ub_q = ub_q[keep]
-            if sg_k is not None:
-                pub = torch.stack(parents)
-                thr = LAZY_ROWS * float(U.max()) if run.focus_max else None
-                cub, clo, cup, csc = bound_in_chunks(srch.bound, sg_k, pub, thr, n=len(kids))
-                cub = torch.minimum(cub, pub)
-                bounded += len(kids)
-                pbar.update(len(kids))
-                alive = torch.isfinite(cub).all(1) & run.alive(cub, L)
-                dead = ~alive & torch.isfinite(cub).all(1)
-                if dead.any():
-                    done = torch.maximum(done, cub[dead].max(0).values)
-                run.drop(cub[~alive])
-                lo_q = [torch.cat([a, b[alive]]) for a, b in zip(lo_q, clo)]
-                up_q = [torch.cat([a, b[alive]]) for a, b in zip(up_q, cup)]
-                sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
-                sc_q = [torch.cat([a, b[alive]]) for a, b in zip(sc_q, csc)]
-                ub_q = torch.cat([ub_q, cub[alive]])
-                run.child_time = (time.perf_counter() - t0) / len(kids)
-    U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-    return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
-
