@@ -244,7 +244,8 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     "ibp" (Fast-Lip), "crown", "alpha-crown", "bab" (anytime branch-and-bound on input
     sub-boxes or activation signs, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
-    holds the anytime curve; ``split``: "input" (halve input boxes), "relu" (activation
+    holds the anytime curve (``details["row_trace"]``: every row's upper bound over time);
+    ``split``: "input" (halve input boxes), "relu" (activation
     signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs), "mixed" (input
     halves while they help, then signs) or "auto": mixed for at most ``INPUT_SPLIT_MAX_DIM``
     input dimensions, input for networks without ReLUs, relu otherwise; ``objective``:
@@ -382,9 +383,12 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     upper, capped = _cap_by_global(model, graph, C, domain.p, upper)
     cmax = math.inf if crown is None else float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
+    cr = [math.inf] * C.shape[0] if crown is None else crown.tolist()
+    row_trace = [(p.time + offset, [min(u, c) for u, c in zip(p.rows, cr)]) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
+                            "row_trace": row_trace,
                             "split": split, "objective": "max" if focus_max else "rows",
                             "milp_stage": stage, **capped})
 

@@ -10,7 +10,6 @@ centres and LP points (float64 copy of the model).
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
@@ -57,7 +56,7 @@ def bab_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: 
     """
     run = Anytime(timeout, rtol, atol, max_domains, focus_max)
     srch = LipschitzSearch(model, graph, C, domain, q)
-    if split == "input":  # plain CROWN forward bounds: input halves are many and cheap
+    if split != "relu":  # plain CROWN forward bounds: input halves are many and cheap
         srch.forward_iterations = 0
     brancher = make_brancher(split, graph, C, domain, split_weight)
     L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)

@@ -74,7 +74,8 @@ def milp_stage(res: BabResult, exact: ExactFn, focus_max: bool, seconds: float,
     W[rows[better]] = wit[better].to(W.dtype).reshape(W[rows[better]].shape)
     closed = len(open_rows(replace(res, upper=upper, lower=lower), focus_max)) == 0
     status = "certified" if certified or closed else res.status
-    trace = (*res.trace, TracePoint(clock(), float(upper.max()), float(lower.max()), 0))
+    trace = (*res.trace, TracePoint(clock(), float(upper.max()), float(lower.max()), 0,
+                                    tuple(upper.tolist())))
     out = replace(res, upper=upper, lower=lower, witness=W, status=status, trace=trace)
     return out, {"ran": True, "rows": rows.tolist(), "certified": certified,
                  "seconds": time.perf_counter() - t0}

@@ -25,8 +25,7 @@ from lipbound.jacobian.attained import model64
 from lipbound.jacobian.bound import jacobian_state
 from lipbound.progress import ProgressFlag
 from lipbound.propagate.alpha import alpha_crown_upper
-from lipbound.propagate.driver import bound_graph_spec, prepare_state
-
+from lipbound.propagate.driver import prepare_state
 
 #: alpha/beta-CROWN steps for the spec rows of every sign domain
 OUTPUT_ITERATIONS = 20

@@ -31,8 +31,6 @@ import time
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.anytime import Anytime, BabResult
-from lipbound.bab.chunks import bound_in_chunks
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
@@ -40,10 +38,9 @@ from lipbound.bounds.restriction import Restriction
 from lipbound.errors import UnsupportedModelError
 from lipbound.graph.ir import INPUT, Graph
 from lipbound.graph.shapes import SPLIT_OPS, relu_chain, relu_inputs, relu_like_only
-from lipbound.jacobian.attained import attained_lower, model64, row_gradients
+from lipbound.jacobian.attained import model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.ops import registry
-from lipbound.progress import ProgressFlag, bar
 from lipbound.propagate.driver import prepare_state
 from lipbound.propagate.ibp import evaluate_fixed
 from lipbound.propagate.intermediate import crown_node_bounds

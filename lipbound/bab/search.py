@@ -121,6 +121,12 @@ def unstable(lo: Tensor, up: Tensor, sg: Tensor) -> Tensor:
     return (lo < 0) & (up > 0) & (sg == 0)
 
 
+def fixed(lo: Tensor, up: Tensor, sg: Tensor) -> Tensor:
+    """Neurons whose activation piece is one on the whole domain: split, or strictly on one
+    side of the kink (a bound at the kink leaves both pieces' derivatives in the Clarke set)."""
+    return (sg != 0) | (lo > 0) | (up < 0)
+
+
 def pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
                 score: list[Tensor]) -> tuple[int, int] | None:
     """The unstable unsplit neuron of the earliest such layer with the largest score
@@ -254,9 +260,8 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
                 continue
             clo, cup, csg, parents, pgain, inp = kids
             thr = LAZY_ROWS * float(U.max()) if run.focus_max else None
-            cub, cflo, cfup, csc = bound_in_chunks(
-                lambda s, p, a, b: obj.bound(s, p, thr, boxes=(a, b)), csg, parents, clo, cup,
-                n=len(clo))
+            cub, cflo, cfup, csc = bound_in_chunks(_bound, obj, csg, parents, thr, clo, cup,
+                                                   n=len(clo))
             cub = torch.minimum(cub, parents)
             bounded += len(clo)
             pbar.update(len(clo))
@@ -274,6 +279,11 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
     return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(fr.ub))
 
 
+def _bound(obj: Objective, signs: list[Tensor], parents: Tensor, thr: float | None,
+           lo: Tensor, up: Tensor):
+    return obj.bound(signs, parents, thr, boxes=(lo, up))
+
+
 def _centres(obj: Objective, lo: Tensor, up: Tensor, shape) -> tuple[Tensor, Tensor]:
     """The box centres [N, *in], projected into X, and their values."""
     pts = obj.project(((lo + up) / 2).reshape(lo.shape[0], *shape))
@@ -288,6 +298,14 @@ def _gain(run: Anytime, parents: Tensor, cub: Tensor, L: Tensor, inp: Tensor,
     drop = torch.where(gp > 0, (gp - gc) / gp.clamp_min(1e-300), torch.zeros_like(gp))
     drop = torch.where(torch.isfinite(drop), drop, torch.ones_like(drop))
     return torch.where(inp, drop, pgain)
+
+
+def _pattern_known(flo: list[Tensor], fup: list[Tensor], sg: list[Tensor], split: bool,
+                   x: Tensor | bool) -> bool:
+    """Whether the domain fixes every neuron's piece and, if it has splits, the LP found a
+    point with its signs (an undetected empty pattern must be split further, not kept)."""
+    every = all(bool(fixed(a, b, s).all()) for a, b, s in zip(flo, fup, sg))
+    return every and (not split or isinstance(x, Tensor))
 
 
 def _lp_budget(obj: Objective, run: Anytime, n_open: int, n_lp: int) -> bool:
@@ -321,7 +339,10 @@ def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep
         if x is not True:  # True: undecided (time limit) or not asked
             pts.append(x)
         how = brancher.choose(fr, d)
-        if how is None or (n_open == 0 and obj.final_when_fixed):
+        if how is None and split and x is True and getattr(obj, "lp_enabled", False):
+            keep[d] = True  # a leaf whose LP was rationed or undecided: retried later
+            continue
+        if how is None or (obj.final_when_fixed and _pattern_known(flo, fup, sg, split, x)):
             if use_lp and bool((fr.ub[d] > run.target(L)).any()):  # attain it inside
                 x = obj.lp_point(flo, fup, sg, min(left, LP_TIME_LIMIT), margin=True, box=box)
                 if x is not None and x is not True:

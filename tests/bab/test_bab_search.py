@@ -1,0 +1,128 @@
+"""The one branch-and-bound search (lipbound.bab.search) with every brancher: lower <= exact
+<= upper for every row at every step of the trace, children that cover their parent, the
+derivative objective of the monotonicity audit sound on sampled points with sign splits and
+sub-boxes, and refuted proof goals never reported proven."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lipbound
+from lipbound.bab.anytime import Anytime
+from lipbound.bab.search import halve, sign_children
+from tests.oracles import enumerate_local_lipschitz, random_sequential
+
+
+def _net(seed: int, slope: float = 0.0, sizes=(2, 10, 10, 3)) -> torch.nn.Module:
+    return random_sequential(list(sizes), seed, slope).double().eval()
+
+
+@pytest.mark.parametrize("split,seed,slope", [("input", 0, 0.0), ("relu", 1, 0.1),
+                                              ("mixed", 2, 0.0), ("mixed", 3, 0.1)])
+def test_every_row_is_bracketed_at_every_step_of_the_trace(split, seed, slope):
+    """Exact per-row constants by enumeration; every row's upper bound in the row trace and
+    the attained lower bounds bracket them, for each brancher."""
+    net = _net(seed, slope)
+    x = torch.randn(2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    eps = 0.5
+    exact = [enumerate_local_lipschitz(net, x, eps, c=torch.eye(3, dtype=torch.float64)[s]).value
+             for s in range(3)]
+    r = lipbound.local_lipschitz(net, x, eps, method="bab", split=split, objective="rows",
+                                 timeout=20, progress=False)
+    tol = 1e-7
+    rows = r.details["row_trace"]
+    assert len(rows) >= 2
+    for _, ups in rows:
+        for u, e in zip(ups, exact):
+            assert u >= e * (1 - tol) - tol
+    for lo, up, e in zip(r.lower.tolist(), r.upper.tolist(), exact):
+        assert lo <= e * (1 + tol) + tol and up >= e * (1 - tol) - tol
+    for _, up, lo, _ in r.details["trace"]:
+        assert lo <= max(exact) * (1 + tol) + tol <= up + 2 * tol
+    # the 2-d problems converge with any brancher that splits inputs
+    if split != "relu":
+        assert r.status == "certified"
+        assert all(u <= e * (1 + 1e-3) + 1e-9 for u, e in zip(r.upper.tolist(), exact))
+
+
+def test_input_halves_cover_the_parent_box():
+    g = torch.Generator().manual_seed(0)
+    lo = -torch.rand(5, generator=g, dtype=torch.float64)
+    up = torch.rand(5, generator=g, dtype=torch.float64)
+    for j in range(5):
+        clo, cup = halve(lo, up, j)
+        assert bool((clo >= lo).all() and (cup <= up).all())  # children are subsets
+        pts = lo + torch.rand(4000, 5, generator=g, dtype=torch.float64) * (up - lo)
+        pts[:10, j] = (lo[j] + up[j]) / 2  # points on the cut belong to a child too
+        inside = ((pts[:, None] >= clo[None]) & (pts[:, None] <= cup[None])).all(2)  # [N, 2]
+        assert bool(inside.any(1).all())
+
+
+def test_sign_children_partition_the_parent_by_sign():
+    """Every sampled pre-activation value z satisfies the sign constraint of exactly one
+    child (of both only at z = 0, the shared face), and the children keep the parent's other
+    splits."""
+    g = torch.Generator().manual_seed(1)
+    parent = [torch.tensor([0.0, 1.0, 0.0]), torch.tensor([-1.0, 0.0])]
+    kids = sign_children(parent, 0, 2)
+    assert [float(k[0][2]) for k in kids] == [1.0, -1.0]
+    for k in kids:
+        assert torch.equal(k[0][:2], parent[0][:2]) and torch.equal(k[1], parent[1])
+    z = torch.randn(5000, generator=g, dtype=torch.float64)
+    z[:5] = 0.0
+    member = torch.stack([k[0][2] * z >= 0 for k in kids], 1)
+    assert bool(member.any(1).all())
+    assert bool((member.all(1) == (z == 0)).all())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_derivative_domains_enclose_sampled_derivatives_with_splits(seed):
+    """The audit's objective on sub-boxes with random sign splits (taken from a sampled point,
+    so feasible): every sampled point of the sub-box that satisfies the splits has its
+    autograd derivative inside [-ub[0], ub[1]]."""
+    from lipbound.bab.derivative import DerivativeSearch
+    from lipbound.graph.trace import trace
+
+    g = torch.Generator().manual_seed(seed)
+    net = _net(seed, 0.1 * (seed % 2), sizes=(3, 8, 8, 1))
+    lo, hi = -torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    graph = trace(net, lo[None])
+    c = torch.ones(1, 1, dtype=torch.float64)
+    for j in range(3):
+        srch = DerivativeSearch(net, graph, c, lo, hi, j)
+        srch.bound([torch.zeros(1, 8, dtype=torch.float64)] * 2,
+                   boxes=(lo[None], hi[None]))  # the root
+        blo = -1 + torch.rand(3, generator=g, dtype=torch.float64)
+        bhi = blo + torch.rand(3, generator=g, dtype=torch.float64)
+        pts = blo + torch.rand(20000, 3, generator=g, dtype=torch.float64) * (bhi - blo)
+        with torch.no_grad():
+            z1 = net[0](pts)
+            z2 = net[2](net[1](z1))
+        pick = int(torch.randint(len(pts), (1,), generator=g))
+        signs = [torch.where(torch.rand(8, generator=g) < 0.4, torch.sign(z[pick]),
+                             torch.zeros(8, dtype=torch.float64)) for z in (z1, z2)]
+        ub = srch.bound([s[None] for s in signs], boxes=(blo[None], bhi[None]))[0][0]
+        keep = ((signs[0] * z1 >= 0).all(1)) & ((signs[1] * z2 >= 0).all(1))
+        x = pts[keep].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(net(x).sum(), x)
+        assert keep.sum() > 0
+        assert bool((grad[:, j] >= -ub[0] - 1e-9).all() and (grad[:, j] <= ub[1] + 1e-9).all())
+
+
+def test_a_refuted_goal_is_never_proven_and_stops_the_search():
+    run = Anytime(10.0, 0.0, 0.0, 100, stop_below=torch.tensor([0.0, 0.0]),
+                  groups=torch.tensor([0, 1]), refute=True)
+    ub_q = torch.tensor([[-1.0, 2.0]])  # goal 0 holds on the only domain, goal 1 does not
+    L = torch.tensor([-2.0, 1.0])  # row 1 attained 1 >= 0: goal 1 refuted
+
+    class Bar:
+        def set_postfix(self, **kw):
+            pass
+
+    status = run.stop(ub_q.max(0).values, L, ub_q, 2, Bar())
+    assert status == "decided"
+    assert run.proven(ub_q).tolist() == [True, False]
+    assert not math.isnan(run.trace[-1].upper)
