@@ -124,12 +124,16 @@ def _finish_outputs(lo, up, C, traced: Traced, domain, known=None):
 class OutputProof:
     """Result of :func:`prove_outputs`: certified ``lower <= C f <= upper`` [S] over the
     set, and ``proven`` [G]: goal g holds at every point of the set (some row s of goal g
-    has C_s f > prove_above[s] there); ``status`` is the search's stopping reason."""
+    has C_s f > prove_above[s] there); ``status`` is the search's stopping reason;
+    ``points`` [2S, *in]: the points of the set where the search attained the largest value
+    of each row of [C; -C] (rows S + s: the smallest C_s f found; candidate counterexamples,
+    not verified)."""
 
     lower: Tensor
     upper: Tensor
     proven: Tensor
     status: str
+    points: Tensor | None = None
 
 
 def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: Any,
@@ -163,7 +167,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     rows = torch.cat([torch.full_like(g, -1), g])  # the upper rows [C] are no goal's
     lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows)
     lo, up = _finish_outputs(lo, up, C, traced, domain)
-    return OutputProof(lo, up, res.proven, res.status)
+    return OutputProof(lo, up, res.proven, res.status, res.witness)
 
 
 def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, groups=None):

@@ -48,7 +48,8 @@ from lipbound.audit._common import (
 from lipbound.audit._probe import Probe
 from lipbound.bab.anytime import BabResult
 from lipbound.bab.derivative import bab_derivative
-from lipbound.errors import InputError, ShapeError
+from lipbound.bab.relu_split import mlp_layers
+from lipbound.errors import InputError, ShapeError, UnsupportedModelError
 from lipbound.inputs import batched_input, check_model, get_graph, resolve_model
 from lipbound.progress import ProgressFlag, bar
 from lipbound.propagate.driver import check_method
@@ -216,7 +217,8 @@ def _audit_feature(search: _Search, probe: Probe, j: int, timeout: float, max_do
     against = {s: _first_verified(probe, pts, d, j, s) for s in (1, -1)}
     lo_j, hi_j, domains = -math.inf, math.inf, 0
     if against[1] is None or against[-1] is None:
-        res = search.run(j, timeout - (time.perf_counter() - start), max_domains)
+        res = search.run(j, timeout - (time.perf_counter() - start), max_domains,
+                         int(seed) + j)
         domains = res.domains_bounded
         lo_j, hi_j = max(lo_j, -float(res.upper[0])), min(hi_j, float(res.upper[1]))
         proven = res.proven.tolist()
@@ -244,6 +246,13 @@ def _verdict(j: int, verdict: str, lo: float, hi: float, domains: int, start: fl
                           time.perf_counter() - start, **kw)
 
 
+#: the audit's brancher on ReLU MLPs (where the sign LP proves leaves feasible): ReLU signs
+#: reached the tightest derivative bounds on the penalty-trained diabetes net
+#: (bench_audits.py); other networks split input halves and the signs of boxes cut by few
+#: kinks ("mixed")
+SPLIT_MLP = "relu"
+
+
 class _Search:
     """The model's float64 graph and the spec row, shared by the features' searches."""
 
@@ -254,8 +263,13 @@ class _Search:
         self.graph = get_graph(model, x1, torch.float64, lo.device)
         self.model, self.spec, self.tol, self.method = model, spec, tol, method
         self.lo, self.hi = lo.to(torch.float64), hi.to(torch.float64)
+        try:
+            mlp_layers(self.graph)
+            self.split = SPLIT_MLP
+        except UnsupportedModelError:
+            self.split = "mixed"
 
-    def run(self, j: int, seconds: float, max_domains: int) -> BabResult:
+    def run(self, j: int, seconds: float, max_domains: int, seed: int) -> BabResult:
         return bab_derivative(self.model, self.graph, self.spec, self.lo, self.hi, j, self.tol,
                               timeout=max(seconds, 1e-3), max_domains=max_domains,
-                              method=self.method)
+                              method=self.method, seed=seed, split=self.split)

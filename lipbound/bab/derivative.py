@@ -34,6 +34,8 @@ from lipbound.propagate.rounding import finish_elements
 
 #: domains per step
 BATCH = 32
+#: uniform points per new box whose derivatives are attained (candidate witnesses)
+SAMPLES = 4
 
 
 class DerivativeSearch(LipschitzSearch):
@@ -44,13 +46,14 @@ class DerivativeSearch(LipschitzSearch):
     desc = "bab derivative"
 
     def __init__(self, model: nn.Module, graph: Graph, c: Tensor, box_lo: Tensor,
-                 box_hi: Tensor, j: int, method: str = "crown"):
+                 box_hi: Tensor, j: int, method: str = "crown", seed: int = 0):
         lo, hi = box_lo[None], box_hi[None]
         eps = ((hi - lo) / 2).flatten(1).amax(1)
         super().__init__(model, graph, c, LpBall((lo + hi) / 2, eps, math.inf, lo, hi),
                          math.inf)
         self.j, self.method = j, method
         self.element_rows = True  # every domain bounds its own elements
+        self.gen = torch.Generator().manual_seed(seed)
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
               threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
@@ -78,6 +81,13 @@ class DerivativeSearch(LipschitzSearch):
         scores = self.jacobian_scores(state, jg, D)
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
+    def box_points(self, lo: Tensor, up: Tensor) -> Tensor:
+        """``SAMPLES`` uniform points [N * SAMPLES, n] of each box [N, n] (seeded): a
+        wrong-signed region can be small, and box centres alone miss it."""
+        u = torch.rand(lo.shape[0], SAMPLES, lo.shape[1], generator=self.gen,
+                       dtype=lo.dtype).to(lo.device)
+        return (lo[:, None] + u * (up - lo)[:, None]).reshape(-1, lo.shape[1])
+
     def attain(self, pts: Tensor) -> Tensor:
         G = row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))  # [1, N, *in]
         gj = G.flatten(2)[0, :, self.j].to(self.C.dtype)
@@ -86,19 +96,19 @@ class DerivativeSearch(LipschitzSearch):
 
 def bab_derivative(model: nn.Module, graph: Graph, c: Tensor, lo: Tensor, hi: Tensor, j: int,
                    tol: float, *, timeout: float, split: str = "mixed", max_domains: int = 20_000,
-                   batch: int = BATCH, method: str = "crown",
+                   batch: int = BATCH, method: str = "crown", seed: int = 0,
                    progress: ProgressFlag = False) -> BabResult:
     """Decide the sign of d (c . f) / d x_j over the box [lo, hi] ([*in] each; c [1, K]).
 
-    ``method``: "crown" (default) or "ibp" bounds every domain. ``res.proven`` [2]:
+    ``method``: "crown" (default) or "ibp" bounds every domain; ``seed``: of the sampled
+    points (:meth:`DerivativeSearch.box_points`). ``res.proven`` [2]:
     (increasing: every Clarke derivative >= -tol; decreasing: every one <= tol) proven on
     the whole box; ``res.lower`` [2] / ``res.witness`` [2, *in]: the most negative / most
     positive attained derivative (negated / as is) and its point; ``res.upper`` [2]:
     -upper[0] <= d f / d x_j <= upper[1] on the box (certified).
     """
-    srch = DerivativeSearch(model, graph, c, lo, hi, j, method)
-    if split != "relu":  # plain CROWN forward bounds: input halves are many and cheap
-        srch.forward_iterations = 0
+    srch = DerivativeSearch(model, graph, c, lo, hi, j, method, seed)
+    srch.forward_iterations = 0  # CROWN per domain: more domains beat tighter ones here
     thr = torch.full((2,), math.nextafter(tol, math.inf), dtype=c.dtype, device=c.device)
     run = Anytime(timeout, 0.0, 0.0, max_domains, stop_below=thr,
                   groups=torch.arange(2, device=c.device), refute=True)

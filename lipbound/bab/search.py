@@ -53,10 +53,13 @@ LP_TIME_LIMIT = 1.0
 #: with objective "max", children recompute only the spec rows whose parent bound is at least
 #: this fraction of the current certified maximum (the others keep the parent's bound)
 LAZY_ROWS = 0.5
-#: brancher "mixed": a domain's input halves must lower its gap by this fraction (relative)
-#: for the next split to halve its box again; otherwise it splits signs from then on
-MIXED_GAIN = 0.1
+#: brancher "mixed": a domain's input halves must lower its gap by more than this fraction
+#: (relative) for the next split to halve its box again; otherwise it splits signs from then
+#: on. Off (0): on family problems the first halves of a box often gain nothing (one
+#: coordinate alone does not separate the patterns) and switching early cost 2-10x domains
+MIXED_GAIN = 0.0
 #: brancher "mixed": domains with at most this many unstable unsplit neurons split signs
+#: (a box cut by one or two ReLU hyperplanes: halves would never remove their relaxation)
 MIXED_OPEN = 2
 
 
@@ -127,37 +130,6 @@ def fixed(lo: Tensor, up: Tensor, sg: Tensor) -> Tensor:
     return (sg != 0) | (lo > 0) | (up < 0)
 
 
-def pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
-                score: list[Tensor]) -> tuple[int, int] | None:
-    """The unstable unsplit neuron of the earliest such layer with the largest score
-    (splitting earlier layers first also tightens later forward bounds); None if none."""
-    for li, (a, b, s, sc) in enumerate(zip(lo, up, sg, score)):
-        unst = unstable(a, b, s)
-        if unst.any():
-            return li, int(torch.where(unst, sc, -torch.inf).argmax())
-    return None
-
-
-def halve(lo: Tensor, up: Tensor, j: int) -> tuple[Tensor, Tensor]:
-    """The two closed halves of the box [lo, up] ([n] each) along coordinate j, stacked [2, n]
-    (lower, upper): they cover the box and share the face x_j = mid."""
-    mid = (lo[j] + up[j]) / 2
-    lo2, up2 = lo.repeat(2, 1), up.repeat(2, 1)
-    up2[0, j] = mid
-    lo2[1, j] = mid
-    return lo2, up2
-
-
-def sign_children(sg: list[Tensor], li: int, j: int) -> list[list[Tensor]]:
-    """The two sign sets of a split of neuron j of layer li (z >= 0, then z <= 0)."""
-    out = []
-    for sign in (1.0, -1.0):
-        child = [t.clone() for t in sg]
-        child[li][j] = sign
-        out.append(child)
-    return out
-
-
 @dataclass(frozen=True)
 class Brancher:
     """How a domain is split: ``mode`` "input" (halve the box along the coordinate with the
@@ -168,41 +140,69 @@ class Brancher:
     weight: Tensor | None = None
     min_width: float = 0.0
 
-    def coordinate(self, lo: Tensor, up: Tensor) -> int | None:
-        """The coordinate to halve, or None when the box is too thin to split."""
-        width = up - lo
-        if float(width.max()) <= self.min_width:
-            return None
-        w = width if self.weight is None else width * self.weight
-        return int(w.argmax())
+    def plan(self, P: Frontier) -> Plan:
+        """The split of each domain of ``P`` (vectorised over the batch)."""
+        N, dev = len(P), P.ub.device
+        unst = [unstable(a, b, sg) for a, b, sg in zip(P.flo, P.fup, P.signs)]
+        n_open = sum((u.sum(1) for u in unst), torch.zeros(N, dtype=torch.long, device=dev))
+        layer = torch.full((N,), -1, dtype=torch.long, device=dev)
+        neuron = torch.zeros(N, dtype=torch.long, device=dev)
+        if self.mode != "input":  # the earliest layer with an unstable neuron, best score
+            for li, (u, sc) in enumerate(zip(unst, P.score)):
+                new = u.any(1) & (layer < 0)
+                layer[new] = li
+                neuron[new] = torch.where(u, sc, -torch.inf).argmax(1)[new]
+        width = P.up - P.lo
+        coord = (width if self.weight is None else width * self.weight).argmax(1)
+        halvable = width.amax(1) > self.min_width
+        has = layer >= 0
+        if self.mode == "relu":
+            relu, inp = has, torch.zeros_like(has)
+        elif self.mode == "input":
+            relu, inp = torch.zeros_like(has), halvable
+        else:  # mixed: signs once halves stop paying or few neurons are left open
+            relu = has & ((P.gain < MIXED_GAIN) | (n_open <= MIXED_OPEN))
+            inp = ~relu & halvable
+        return Plan(relu, inp, layer, neuron, coord, n_open)
 
-    def choose(self, fr: Frontier, d: int) -> tuple[str, object] | None:
-        """("input", j), ("relu", (layer, neuron)) or None (nothing left to split)."""
-        lo, up = fr.lo[d], fr.up[d]
-        flo, fup = [t[d] for t in fr.flo], [t[d] for t in fr.fup]
-        sg, sc = [t[d] for t in fr.signs], [t[d] for t in fr.score]
-        neuron = pick_neuron(flo, fup, sg, sc) if self.mode != "input" else None
-        if self.mode == "relu" or (self.mode == "mixed" and neuron is not None and (
-                float(fr.gain[d]) < MIXED_GAIN or _open_count(flo, fup, sg) <= MIXED_OPEN)):
-            return None if neuron is None else ("relu", neuron)
-        j = self.coordinate(lo, up)
-        return None if j is None else ("input", j)
+
+@dataclass(frozen=True)
+class Plan:
+    """Per popped domain [N]: split a sign (``relu``: neuron ``neuron`` of layer ``layer``)
+    or halve the box (``inp``: along ``coord``); neither: nothing left to split.
+    ``n_open``: unstable unsplit neurons."""
+
+    relu: Tensor
+    inp: Tensor
+    layer: Tensor
+    neuron: Tensor
+    coord: Tensor
+    n_open: Tensor
 
 
-def _open_count(flo: list[Tensor], fup: list[Tensor], sg: list[Tensor]) -> int:
-    return sum(int(unstable(a, b, s).sum()) for a, b, s in zip(flo, fup, sg))
-
-
-def _children(fr: Frontier, d: int, how: tuple[str, object]
-              ) -> tuple[Tensor, Tensor, list[list[Tensor]]]:
-    """Boxes [2, n] and sign sets of the two children of domain d."""
-    lo, up, sg = fr.lo[d], fr.up[d], [t[d] for t in fr.signs]
-    kind, arg = how
-    if kind == "input":
-        lo2, up2 = halve(lo, up, int(arg))
-        return lo2, up2, [sg, sg]
-    li, j = arg
-    return lo.repeat(2, 1), up.repeat(2, 1), sign_children(sg, li, j)
+def children(P: Frontier, plan: Plan) -> Frontier:
+    """The two children of every domain that ``plan`` splits (gains to be set by the caller;
+    forward bounds and scores are the parent's until they are bounded): input halves first,
+    then sign children."""
+    hi, si = plan.inp.nonzero().flatten(), plan.relu.nonzero().flatten()
+    rows = torch.arange(len(hi), device=P.ub.device)
+    lo2, up2 = P.lo[hi].repeat(2, 1), P.up[hi].repeat(2, 1)
+    mid = (P.lo[hi, plan.coord[hi]] + P.up[hi, plan.coord[hi]]) / 2
+    up2[rows, plan.coord[hi]] = mid
+    lo2[rows + len(hi), plan.coord[hi]] = mid
+    take = torch.cat([hi, hi, si, si])
+    sg = [t[take].clone() for t in P.signs]
+    n_s = len(si)
+    r = torch.arange(2 * n_s, device=P.ub.device) + 2 * len(hi)
+    sign = torch.cat([torch.ones(n_s), -torch.ones(n_s)]).to(P.ub.device, P.lo.dtype)
+    lay, neu = plan.layer[si].repeat(2), plan.neuron[si].repeat(2)
+    for li in range(len(sg)):
+        sel = lay == li
+        sg[li][r[sel], neu[sel]] = sign[sel]
+    kid = P.take(take)
+    return Frontier(torch.cat([lo2, P.lo[si].repeat(2, 1)]),
+                    torch.cat([up2, P.up[si].repeat(2, 1)]), sg, kid.flo, kid.fup, kid.score,
+                    kid.ub, kid.gain)
 
 
 def _root(obj: Objective, lo: Tensor, up: Tensor, R: int) -> Frontier:
@@ -239,7 +239,8 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
     t_root = time.perf_counter()
     fr = _root(obj, lo, up, R)
     run.child_time = getattr(obj, "child_cost", None) or time.perf_counter() - t_root
-    L, W = _better(L, W, *_centres(obj, fr.lo, fr.up, lo.shape))
+    L, W = _better(L, W, *_centres(obj, fr.lo, fr.up, torch.ones(1, dtype=torch.bool,
+                                                                   device=lo.device), lo.shape))
     done = torch.full_like(L, -torch.inf)
     bounded = 1
     with bar(progress=progress, desc=obj.desc, unit="dom") as pbar:
@@ -252,21 +253,21 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
             pick = run.gaps(fr.ub, L).topk(run.pops(batch, len(fr))).indices
             keep = torch.ones(len(fr), dtype=torch.bool, device=fr.ub.device)
             keep[pick] = False
-            kids, pts, done = _expand(obj, brancher, fr, pick, keep, L, run, done)
+            kids, inp, pts, done = _expand(obj, brancher, fr, pick, keep, L, run, done)
             if pts:
                 L, W = _better(L, W, torch.cat(pts), obj.attain(torch.cat(pts)))
             fr = fr.take(keep)
             if kids is None:
                 continue
-            clo, cup, csg, parents, pgain, inp = kids
+            clo, cup, csg, parents, pgain = kids.lo, kids.up, kids.signs, kids.ub, kids.gain
             thr = LAZY_ROWS * float(U.max()) if run.focus_max else None
             cub, cflo, cfup, csc = bound_in_chunks(_bound, obj, csg, parents, thr, clo, cup,
                                                    n=len(clo))
             cub = torch.minimum(cub, parents)
             bounded += len(clo)
             pbar.update(len(clo))
-            if bool(inp.any()):
-                L, W = _better(L, W, *_centres(obj, clo[inp], cup[inp], lo.shape))
+            if bool(inp.any()) or hasattr(obj, "box_points"):
+                L, W = _better(L, W, *_centres(obj, clo, cup, inp, lo.shape))
             gain = _gain(run, parents, cub, L, inp, pgain)
             alive = torch.isfinite(cub).all(1) & run.alive(cub, L)
             dead = ~alive & torch.isfinite(cub).all(1)
@@ -284,9 +285,15 @@ def _bound(obj: Objective, signs: list[Tensor], parents: Tensor, thr: float | No
     return obj.bound(signs, parents, thr, boxes=(lo, up))
 
 
-def _centres(obj: Objective, lo: Tensor, up: Tensor, shape) -> tuple[Tensor, Tensor]:
-    """The box centres [N, *in], projected into X, and their values."""
-    pts = obj.project(((lo + up) / 2).reshape(lo.shape[0], *shape))
+def _centres(obj: Objective, lo: Tensor, up: Tensor, new: Tensor, shape
+             ) -> tuple[Tensor, Tensor]:
+    """The centres of the new boxes (mask ``new`` [N]) and an objective's ``box_points`` of
+    every box (if it samples more), projected into X, and their values."""
+    pts = ((lo[new] + up[new]) / 2)
+    more = getattr(obj, "box_points", None)
+    if more is not None:
+        pts = torch.cat([pts, more(lo, up)])
+    pts = obj.project(pts.reshape(pts.shape[0], *shape))
     return pts, obj.attain(pts)
 
 
@@ -300,14 +307,6 @@ def _gain(run: Anytime, parents: Tensor, cub: Tensor, L: Tensor, inp: Tensor,
     return torch.where(inp, drop, pgain)
 
 
-def _pattern_known(flo: list[Tensor], fup: list[Tensor], sg: list[Tensor], split: bool,
-                   x: Tensor | bool) -> bool:
-    """Whether the domain fixes every neuron's piece and, if it has splits, the LP found a
-    point with its signs (an undetected empty pattern must be split further, not kept)."""
-    every = all(bool(fixed(a, b, s).all()) for a, b, s in zip(flo, fup, sg))
-    return every and (not split or isinstance(x, Tensor))
-
-
 def _lp_budget(obj: Objective, run: Anytime, n_open: int, n_lp: int) -> bool:
     """Whether a domain with ``n_open`` open neurons gets an LP this step (``n_lp`` so far)."""
     return obj.lp_allowed(run.elapsed()) and n_open <= LP_MAX_OPEN and (
@@ -316,51 +315,60 @@ def _lp_budget(obj: Objective, run: Anytime, n_open: int, n_lp: int) -> bool:
 
 def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep: Tensor,
             L: Tensor, run: Anytime, done: Tensor):
-    """LP checks and splits of the popped domains ``pick``: (children or None, attained LP
-    points, updated ``done``). Domains not processed (time up) go back (``keep``)."""
-    boxes_lo, boxes_up, signs, parents, gains, inputs, pts = [], [], [], [], [], [], []
-    n_lp = 0
-    for d in pick.tolist():
+    """LP checks and splits of the popped domains ``pick``: (children, a mask [2M] of input
+    halves, or None; attained LP points; updated ``done``). Leaves whose signs the LP has not
+    shown feasible (rationed or undecided) go back to the queue (``keep``)."""
+    P = fr.take(pick)
+    plan = brancher.plan(P)
+    N, dev = len(P), P.ub.device
+    split = torch.zeros(N, dtype=torch.bool, device=dev)
+    for sg in P.signs:
+        split |= (sg != 0).any(1)
+    fixed_all = torch.ones(N, dtype=torch.bool, device=dev)
+    for a, b, sg in zip(P.flo, P.fup, P.signs):
+        fixed_all &= fixed(a, b, sg).all(1)
+    feasible = torch.zeros(N, dtype=torch.bool, device=dev)
+    gone = torch.zeros(N, dtype=torch.bool, device=dev)  # LP-infeasible
+    pts, n_lp = [], 0
+    lp_rows = split.nonzero().flatten().tolist()
+    order = sorted(lp_rows, key=lambda d: int(plan.n_open[d]))  # leaves first
+    for d in order:
         left = run.timeout - run.elapsed()
-        if left <= 0:
-            keep[d] = True
+        if left <= 0 or not _lp_budget(obj, run, int(plan.n_open[d]), n_lp):
             continue
-        flo, fup = [t[d] for t in fr.flo], [t[d] for t in fr.fup]
-        sg = [t[d] for t in fr.signs]
-        split = any(bool(s.any()) for s in sg)
-        n_open = _open_count(flo, fup, sg)
-        use_lp = split and _lp_budget(obj, run, n_open, n_lp)
-        n_lp += int(use_lp)
-        box = (fr.lo[d], fr.up[d])
-        x = obj.lp_point(flo, fup, sg, min(left, LP_TIME_LIMIT), box=box) if use_lp else True
-        if x is None:  # no input of the domain's box has these signs: drop it
-            run.drop(torch.full_like(fr.ub[d:d + 1], -torch.inf))
-            continue
-        if x is not True:  # True: undecided (time limit) or not asked
+        n_lp += 1
+        flo, fup = [t[d] for t in P.flo], [t[d] for t in P.fup]
+        x = obj.lp_point(flo, fup, [t[d] for t in P.signs], min(left, LP_TIME_LIMIT),
+                         box=(P.lo[d], P.up[d]))
+        if x is None:
+            gone[d] = True
+        elif x is not True:
+            feasible[d] = True
             pts.append(x)
-        how = brancher.choose(fr, d)
-        if how is None and split and x is True and getattr(obj, "lp_enabled", False):
-            keep[d] = True  # a leaf whose LP was rationed or undecided: retried later
-            continue
-        if how is None or (obj.final_when_fixed and _pattern_known(flo, fup, sg, split, x)):
-            if use_lp and bool((fr.ub[d] > run.target(L)).any()):  # attain it inside
-                x = obj.lp_point(flo, fup, sg, min(left, LP_TIME_LIMIT), margin=True, box=box)
-                if x is not None and x is not True:
-                    pts.append(x)
-            done = torch.maximum(done, fr.ub[d])
-            run.drop(fr.ub[d:d + 1])
-            continue
-        lo2, up2, sg2 = _children(fr, d, how)
-        boxes_lo.append(lo2)
-        boxes_up.append(up2)
-        signs += sg2
-        parents += [fr.ub[d], fr.ub[d]]
-        gains += [fr.gain[d], fr.gain[d]]
-        inputs += [how[0] == "input"] * 2
-    if not signs:
-        return None, pts, done
-    dev = fr.ub.device
-    csg = [torch.stack([k[i] for k in signs]) for i in range(len(fr.signs))]
-    kids = (torch.cat(boxes_lo), torch.cat(boxes_up), csg, torch.stack(parents),
-            torch.stack(gains), torch.tensor(inputs, device=dev))
-    return kids, pts, done
+    if gone.any():  # no input of the domain's box has these signs: dropped
+        run.drop(torch.full_like(P.ub[gone], -torch.inf))
+    nothing = ~plan.relu & ~plan.inp & ~gone
+    retry = nothing & split & ~feasible & bool(getattr(obj, "lp_enabled", False))
+    final = ~gone & ~retry & (nothing | (fixed_all & (~split | feasible) if obj.final_when_fixed
+                                         else torch.zeros_like(nothing)))
+    for d in final.nonzero().flatten().tolist():  # attain a final pattern strictly inside
+        if feasible[d] and bool((P.ub[d] > run.target(L)).any()):
+            left = run.timeout - run.elapsed()
+            x = obj.lp_point([t[d] for t in P.flo], [t[d] for t in P.fup],
+                             [t[d] for t in P.signs], min(max(left, 0.01), LP_TIME_LIMIT),
+                             margin=True, box=(P.lo[d], P.up[d]))
+            if x is not None and x is not True:
+                pts.append(x)
+    if final.any():
+        done = torch.maximum(done, P.ub[final].max(0).values)
+        run.drop(P.ub[final])
+    keep[pick[retry]] = True
+    go = ~gone & ~retry & ~final
+    plan = Plan(plan.relu & go, plan.inp & go, plan.layer, plan.neuron, plan.coord,
+                plan.n_open)
+    if not bool((plan.relu | plan.inp).any()):
+        return None, None, pts, done
+    kids = children(P, plan)
+    inp = torch.zeros(len(kids), dtype=torch.bool, device=dev)
+    inp[:2 * int(plan.inp.sum())] = True
+    return kids, inp, pts, done

@@ -12,7 +12,7 @@ import torch
 
 import lipbound
 from lipbound.bab.anytime import Anytime
-from lipbound.bab.search import halve, sign_children
+from lipbound.bab.search import Brancher, Frontier, children, unstable
 from tests.oracles import enumerate_local_lipschitz, random_sequential
 
 
@@ -48,34 +48,57 @@ def test_every_row_is_bracketed_at_every_step_of_the_trace(split, seed, slope):
         assert all(u <= e * (1 + 1e-3) + 1e-9 for u, e in zip(r.upper.tolist(), exact))
 
 
-def test_input_halves_cover_the_parent_box():
+def _frontier(N: int, n: int, widths: list[int], gen: torch.Generator) -> Frontier:
+    lo = -torch.rand(N, n, generator=gen, dtype=torch.float64)
+    up = torch.rand(N, n, generator=gen, dtype=torch.float64)
+    signs = [torch.randint(-1, 2, (N, m), generator=gen).double() for m in widths]
+    flo = [-torch.rand(N, m, generator=gen, dtype=torch.float64) for m in widths]
+    fup = [torch.rand(N, m, generator=gen, dtype=torch.float64) for m in widths]
+    score = [torch.rand(N, m, generator=gen, dtype=torch.float64) for m in widths]
+    return Frontier(lo, up, signs, flo, fup, score, torch.rand(N, 2, generator=gen,
+                                                               dtype=torch.float64),
+                    torch.rand(N, generator=gen, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("mode", ["input", "relu", "mixed"])
+def test_children_cover_their_parent(mode):
+    """Every sampled point of a parent box lies in a child box (closed halves; the cut face
+    in both), and a sign split's two children partition the parent by the neuron's sign:
+    other splits kept, the split neuron fixed to +1 in one child and -1 in the other."""
     g = torch.Generator().manual_seed(0)
-    lo = -torch.rand(5, generator=g, dtype=torch.float64)
-    up = torch.rand(5, generator=g, dtype=torch.float64)
-    for j in range(5):
-        clo, cup = halve(lo, up, j)
-        assert bool((clo >= lo).all() and (cup <= up).all())  # children are subsets
-        pts = lo + torch.rand(4000, 5, generator=g, dtype=torch.float64) * (up - lo)
-        pts[:10, j] = (lo[j] + up[j]) / 2  # points on the cut belong to a child too
-        inside = ((pts[:, None] >= clo[None]) & (pts[:, None] <= cup[None])).all(2)  # [N, 2]
+    P = _frontier(12, 5, [6, 4], g)
+    P.signs[0][:, :3] = 0  # unsplit, unstable neurons to split
+    plan = Brancher(mode, torch.rand(5, generator=g, dtype=torch.float64)).plan(P)
+    kids = children(P, plan)
+    n_in, n_s = int(plan.inp.sum()), int(plan.relu.sum())
+    assert len(kids) == 2 * (n_in + n_s) > 0
+    for k, d in enumerate(plan.inp.nonzero().flatten().tolist()):
+        boxes = [(kids.lo[i], kids.up[i]) for i in (k, k + n_in)]
+        assert all(bool((a >= P.lo[d]).all() and (b <= P.up[d]).all()) for a, b in boxes)
+        pts = P.lo[d] + torch.rand(3000, 5, generator=g, dtype=torch.float64) * (P.up[d]
+                                                                                  - P.lo[d])
+        j = int(plan.coord[d])
+        pts[:10, j] = (P.lo[d, j] + P.up[d, j]) / 2
+        inside = torch.stack([((pts >= a) & (pts <= b)).all(1) for a, b in boxes], 1)
         assert bool(inside.any(1).all())
-
-
-def test_sign_children_partition_the_parent_by_sign():
-    """Every sampled pre-activation value z satisfies the sign constraint of exactly one
-    child (of both only at z = 0, the shared face), and the children keep the parent's other
-    splits."""
-    g = torch.Generator().manual_seed(1)
-    parent = [torch.tensor([0.0, 1.0, 0.0]), torch.tensor([-1.0, 0.0])]
-    kids = sign_children(parent, 0, 2)
-    assert [float(k[0][2]) for k in kids] == [1.0, -1.0]
-    for k in kids:
-        assert torch.equal(k[0][:2], parent[0][:2]) and torch.equal(k[1], parent[1])
-    z = torch.randn(5000, generator=g, dtype=torch.float64)
-    z[:5] = 0.0
-    member = torch.stack([k[0][2] * z >= 0 for k in kids], 1)
-    assert bool(member.any(1).all())
-    assert bool((member.all(1) == (z == 0)).all())
+        assert all(torch.equal(s[k], p[d]) for s, p in zip(kids.signs, P.signs))
+    for k, d in enumerate(plan.relu.nonzero().flatten().tolist()):
+        a, b = 2 * n_in + k, 2 * n_in + n_s + k
+        li, j = int(plan.layer[d]), int(plan.neuron[d])
+        assert float(P.signs[li][d, j]) == 0 and bool(unstable(P.flo[li][d], P.fup[li][d],
+                                                                P.signs[li][d])[j])
+        assert (float(kids.signs[li][a, j]), float(kids.signs[li][b, j])) == (1.0, -1.0)
+        z = torch.randn(2000, generator=g, dtype=torch.float64)
+        z[:5] = 0
+        member = torch.stack([kids.signs[li][a, j] * z >= 0, kids.signs[li][b, j] * z >= 0], 1)
+        assert bool(member.any(1).all()) and bool((member.all(1) == (z == 0)).all())
+        for m, (sa, sb, sp) in enumerate(zip(kids.signs, kids.signs, P.signs)):
+            mask = torch.ones_like(sp[d], dtype=torch.bool)
+            if m == li:
+                mask[j] = False
+            assert torch.equal(sa[a][mask], sp[d][mask]) and torch.equal(sb[b][mask],
+                                                                         sp[d][mask])
+        assert torch.equal(kids.lo[a], P.lo[d]) and torch.equal(kids.up[b], P.up[d])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
