@@ -149,3 +149,45 @@ def test_a_refuted_goal_is_never_proven_and_stops_the_search():
     assert status == "decided"
     assert run.proven(ub_q).tolist() == [True, False]
     assert not math.isnan(run.trace[-1].upper)
+
+
+class _Flat:
+    """A fake objective: phi(x) = (x_0, -x_0) on a box, bounded by its box corners."""
+
+    names: list[str] = []
+    widths: list[int] = []
+    desc = "fake"
+    final_when_fixed = False
+    lp_enabled = False
+
+    def bound(self, signs, parent_ub=None, threshold=None, boxes=None):
+        lo, up = boxes
+        return torch.stack([up[:, 0], -lo[:, 0]], 1), [], [], []
+
+    def attain(self, pts):
+        x0 = pts.reshape(pts.shape[0], -1)[:, 0]
+        return torch.stack([x0, -x0], 1)
+
+    def project(self, pts):
+        return pts
+
+    def lp_allowed(self, elapsed):
+        return False
+
+
+@pytest.mark.parametrize("min_width", [0.0, 10.0])
+def test_final_and_pruned_domains_keep_their_bounds_in_the_result(min_width):
+    """Domains that leave the queue (final: too thin to split; pruned: closed gap) still
+    count in the certified upper bound: U >= sup phi at every step and at the end."""
+    from lipbound.bab.search import search
+
+    lo, up = -torch.ones(2, dtype=torch.float64), 0.5 * torch.ones(2, dtype=torch.float64)
+    run = Anytime(5.0, 1e-6, 1e-9, 1000)
+    L = torch.full((2,), -torch.inf, dtype=torch.float64)
+    W = torch.zeros(2, 2, dtype=torch.float64)
+    weight = torch.tensor([1.0, 1e-3], dtype=torch.float64)  # halve x_0: phi depends on it
+    res = search(_Flat(), Brancher("input", weight, min_width), lo, up, L, W, run, batch=4,
+                 progress=False)
+    assert res.status == "certified"
+    assert res.upper[1] == 1.0 and 0.5 <= res.upper[0] <= 0.5 + 1e-5  # sup x_0, sup -x_0
+    assert all(p.upper >= 1.0 for p in res.trace)
