@@ -56,8 +56,9 @@ def bab_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: 
     """
     run = Anytime(timeout, rtol, atol, max_domains, focus_max)
     srch = LipschitzSearch(model, graph, C, domain, q)
-    if split != "relu":  # plain CROWN forward bounds: input halves are many and cheap
-        srch.forward_iterations = 0
+    if split != "relu":  # plain CROWN forward bounds: input halves are many and cheap, and
+        srch.forward_iterations = 0  # each bounds its own gradient elements
+        srch.force_elements = True
     brancher = make_brancher(split, graph, C, domain, split_weight)
     L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
     box = domain.interval()

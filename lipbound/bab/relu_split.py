@@ -270,7 +270,6 @@ class LipschitzSearch(SignSearch):
     sub-domain, are intersected into every domain's (forward steps: :meth:`forward_steps`)."""
 
     desc = "bab lipschitz"
-    final_when_fixed = True  # the gradient is constant on a fixed pattern's region
 
     def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
         super().__init__(graph, C, domain)
@@ -279,8 +278,9 @@ class LipschitzSearch(SignSearch):
         self.reach = (_input_reach(self.layers, C) if self.layers is not None else
                       _graph_reach(graph, self.names, C.dtype, C.device))
         self.root_gradient: Interval | None = None  # element bounds [S, *in] on the ball
-        self.final_when_fixed = bool(self.names) and relu_like_only(graph)
+        self.pattern_exact = bool(self.names) and relu_like_only(graph)
         self.element_rows = math.prod(domain.in_shape) * C.shape[0] <= ELEMENT_ROWS_MAX
+        self.force_elements = False  # every domain bounds its elements (input halves)
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
               threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
@@ -315,6 +315,12 @@ class LipschitzSearch(SignSearch):
         scores = self.jacobian_scores(state, jg, D)
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
+    @property
+    def final_when_fixed(self) -> bool:
+        """A fixed pattern's bound is exact only with its own element bounds (the root's
+        loose ones would keep the |.| relaxation of the norm)."""
+        return self.pattern_exact and self.element_rows
+
     def _keep_root(self, state, jg) -> None:
         """Bound the root's gradient elements, keep its element and forward bounds, and
         decide whether children recompute the elements (see ``ELEMENT_ROWS_GAIN``)."""
@@ -324,7 +330,8 @@ class LipschitzSearch(SignSearch):
         self.keep_forward(state)
         with_rows = float(norm_upper(state, jg, self.q, "crown").max())
         gain = (without - with_rows) / max(abs(without), 1e-300)
-        self.element_rows = self.element_rows and gain > ELEMENT_ROWS_GAIN
+        self.element_rows = self.element_rows and (gain > ELEMENT_ROWS_GAIN
+                                                   or self.force_elements)
         if self.element_rows:  # children recompute the elements too: they cost what it cost
             self.child_cost = None
 
