@@ -1,5 +1,8 @@
-"""Branch-and-bound on ReLU / LeakyReLU activation signs (local Lipschitz constants; output
-bounds reuse the search through :class:`SignSearch`, see :mod:`lipbound.bab.outputs`).
+"""Bounding branch-and-bound domains (an input box with ReLU / LeakyReLU sign splits) for the
+search of :mod:`lipbound.bab.search`: :class:`SignSearch`, what every objective shares (split
+nodes, per-domain balls, the sign LP), and :class:`LipschitzSearch`, the local-Lipschitz
+objective (output bounds: :mod:`lipbound.bab.outputs`; derivatives:
+:mod:`lipbound.bab.derivative`).
 
 Any graph whose ReLU / LeakyReLU inputs can be split works (MLPs, CNNs, residual networks);
 the LP feasibility check below needs an MLP (:func:`mlp_layers`) and is off for other graphs,
