@@ -146,7 +146,8 @@ def fixed(lo: Tensor, up: Tensor, sg: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class Brancher:
     """How a domain is split: ``mode`` "input" (halve the box along the coordinate with the
-    largest weighted width, ``weight`` [n] or None), "relu" (split at its kink the
+    largest weighted width, ``weight`` [n] or None, down to ``min_width``; a smaller box still
+    cut by kinks splits at one, in every mode), "relu" (split at its kink the
     :func:`unstable` neuron of the earliest split point that has one, largest score first)
     or "mixed" (see :meth:`plan`)."""
 
@@ -161,22 +162,24 @@ class Brancher:
         n_open = sum((u.sum(1) for u in unst), torch.zeros(N, dtype=torch.long, device=dev))
         layer = torch.full((N,), -1, dtype=torch.long, device=dev)
         neuron = torch.zeros(N, dtype=torch.long, device=dev)
-        if self.mode != "input":  # the earliest layer with an unstable neuron, best score
-            for li, (u, sc) in enumerate(zip(unst, P.score)):
-                new = u.any(1) & (layer < 0)
-                layer[new] = li
-                neuron[new] = torch.where(u, sc, -torch.inf).argmax(1)[new]
+        for li, (u, sc) in enumerate(zip(unst, P.score)):  # earliest unstable, best score
+            new = u.any(1) & (layer < 0)
+            layer[new] = li
+            neuron[new] = torch.where(u, sc, -torch.inf).argmax(1)[new]
         width = P.up - P.lo
         coord = (width if self.weight is None else width * self.weight).argmax(1)
         halvable = width.amax(1) > self.min_width
         has = layer >= 0
         if self.mode == "relu":
-            relu, inp = has, torch.zeros_like(has)
+            relu = has
         elif self.mode == "input":
-            relu, inp = torch.zeros_like(has), halvable
+            relu = torch.zeros_like(has)
         else:  # mixed: signs once halves stop paying or few neurons are left open
             relu = has & ((P.gain < MIXED_GAIN) | (n_open <= MIXED_OPEN))
-            inp = ~relu & halvable
+        # a box too small to halve that kinks still cut splits at a kink (halves never
+        # remove a relaxation there: where kinks cross, a box of any size keeps it)
+        relu = relu | (has & ~halvable)
+        inp = ~relu & halvable if self.mode != "relu" else torch.zeros_like(has)
         return Plan(relu, inp, layer, neuron, coord, n_open)
 
 
