@@ -29,7 +29,6 @@ whose kinks cut a box (``method`` bounds every domain), deciding both hypotheses
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -208,19 +207,21 @@ def _audit_feature(search: _Search, probe: Probe, j: int, timeout: float, max_do
                    seed: int) -> FeatureVerdict:
     """Sample for verified wrong-signed points of both signs; unless both exist, run the
     derivative search (:func:`lipbound.bab.derivative.bab_derivative`: input halves and
-    ReLU signs, two goals "increasing" / "decreasing") and verify its attained points."""
+    kink splits, two goals "increasing" / "decreasing") and verify its attained points; if
+    both exist, bound the root domain only (the certified enclosure every verdict carries)."""
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + j)
     pts = _sample(probe, j, gen)
     d = probe.derivative(pts, j)
     sign = 1 if float(d.mean()) >= 0 else -1  # the hypothesis the samples suggest
     against = {s: _first_verified(probe, pts, d, j, s) for s in (1, -1)}
-    lo_j, hi_j, domains = -math.inf, math.inf, 0
-    if against[1] is None or against[-1] is None:
-        res = search.run(j, timeout - (time.perf_counter() - start), max_domains,
-                         int(seed) + j)
-        domains = res.domains_bounded
-        lo_j, hi_j = max(lo_j, -float(res.upper[0])), min(hi_j, float(res.upper[1]))
+    # both signs verified by sampling: the root domain alone gives the certified enclosure
+    decided = against[1] is not None and against[-1] is not None
+    res = search.run(j, timeout - (time.perf_counter() - start), 1 if decided else max_domains,
+                     int(seed) + j)
+    domains = res.domains_bounded
+    lo_j, hi_j = -float(res.upper[0]), float(res.upper[1])
+    if not decided:
         proven = res.proven.tolist()
         for k, s in enumerate((1, -1)):
             if proven[k]:

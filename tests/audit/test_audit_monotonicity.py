@@ -75,6 +75,9 @@ def test_witness_and_support_have_verified_opposite_signs(report):
     assert dw == pytest.approx(v.witness_derivative) and ds == pytest.approx(v.support_derivative)
     assert dw * ds < 0 and min(abs(dw), abs(ds)) > 0.5  # slopes are exactly +-1
     assert v.derivative_lower <= min(dw, ds) and max(dw, ds) <= v.derivative_upper
+    # refuted by sampling alone, the verdict still carries the root's certified enclosure
+    # (d|x1|/dx1 in [-1, 1]; a bound of the root domain, not the trivial [-inf, inf])
+    assert -1.0 - 1e-6 <= v.derivative_lower and v.derivative_upper <= 1.0 + 1e-6
 
 
 def test_report_is_json_ready(report):
