@@ -191,7 +191,7 @@ LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "bab", "exact")
 #: time limit of method "bab" when no timeout is given (seconds)
 DEFAULT_BAB_TIMEOUT = 60.0
 #: split="auto" splits input boxes up to this many input dimensions ("mixed": halves, then
-#: the signs of neurons whose kinks cut the boxes; "input" without ReLUs), else ReLU signs
+#: neurons at the kinks that cut the boxes; "input" without kinks), else kinks ("relu")
 INPUT_SPLIT_MAX_DIM = 8
 
 
@@ -257,9 +257,10 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
     holds the anytime curve (``details["row_trace"]``: every row's upper bound over time);
     ``split``: "input" (halve input boxes), "relu" (activation
-    signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs), "mixed" (input
-    halves while they help, then signs) or "auto": mixed for at most ``INPUT_SPLIT_MAX_DIM``
-    input dimensions, input for networks without ReLUs, relu otherwise; ``objective``:
+    signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs, and the kinks of
+    hardtanh / relu6 / clamp / hardsigmoid / |.| / hardswish), "mixed" (input halves while
+    they help, then kinks) or "auto": mixed for at most ``INPUT_SPLIT_MAX_DIM`` input
+    dimensions, input for networks without kinks, relu otherwise; ``objective``:
     "max" tightens ``value`` = max_s upper[s] (rows whose bound is already below the best
     value attained by any row are not refined further; their upper bounds stay certified)
     and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
