@@ -131,12 +131,16 @@ def _finish_outputs(lo, up, C, traced: Traced, domain, known=None):
 class OutputProof:
     """Result of :func:`prove_outputs`: certified ``lower <= C f <= upper`` [S] over the
     set, and ``proven`` [G]: goal g holds at every point of the set (some row s of goal g
-    has C_s f > prove_above[s] there); ``status`` is the search's stopping reason."""
+    has C_s f > prove_above[s] there); ``status`` is the search's stopping reason;
+    ``points`` [2S, *in]: the points of the set where the search attained the largest value
+    of each row of [C; -C] (rows S + s: the smallest C_s f found; candidate counterexamples,
+    not verified)."""
 
     lower: Tensor
     upper: Tensor
     proven: Tensor
     status: str
+    points: Tensor | None = None
 
 
 def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: Any,
@@ -170,25 +174,24 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     rows = torch.cat([torch.full_like(g, -1), g])  # the upper rows [C] are no goal's
     lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows)
     lo, up = _finish_outputs(lo, up, C, traced, domain)
-    return OutputProof(lo, up, res.proven, res.status)
+    return OutputProof(lo, up, res.proven, res.status, res.witness)
 
 
 def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, groups=None):
     # deferred: heavy optional dependency (highspy via the sign-split LP)
     from lipbound.bab import bab_output_bounds
-    from lipbound.bab.outputs import bab_relu_output_bounds
 
-    run = bab_relu_output_bounds if _choose_split(graph, split) == "relu" \
-        else bab_output_bounds
-    return run(model, graph, C, domain, timeout=DEFAULT_BAB_TIMEOUT if timeout is None
-               else timeout, stop_below=stop_below, groups=groups, progress=progress)
+    return bab_output_bounds(model, graph, C, domain, split=_choose_split(graph, split),
+                             timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
+                             stop_below=stop_below, groups=groups, progress=progress)
 
 
 LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "bab", "exact")
 
 #: time limit of method "bab" when no timeout is given (seconds)
 DEFAULT_BAB_TIMEOUT = 60.0
-#: split="auto" halves input boxes up to this many input dimensions, else splits ReLUs
+#: split="auto" splits input boxes up to this many input dimensions ("mixed": halves, then
+#: neurons at the kinks that cut the boxes; "input" without kinks), else kinks ("relu")
 INPUT_SPLIT_MAX_DIM = 8
 
 
@@ -252,10 +255,12 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     "ibp" (Fast-Lip), "crown", "alpha-crown", "bab" (anytime branch-and-bound on input
     sub-boxes or activation signs, :mod:`lipbound.bab`; stops at a closed gap, ``timeout`` (default
     ``DEFAULT_BAB_TIMEOUT``) or its domain cap; ``status`` says which, ``details["trace"]``
-    holds the anytime curve; ``split``: "input" (halve input boxes), "relu" (activation
-    signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs) or "auto": input
-    for at most ``INPUT_SPLIT_MAX_DIM`` input dimensions or networks without ReLUs, relu
-    otherwise; ``objective``:
+    holds the anytime curve (``details["row_trace"]``: every row's upper bound over time);
+    ``split``: "input" (halve input boxes), "relu" (activation
+    signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs, and the kinks of
+    hardtanh / relu6 / clamp / hardsigmoid / |.| / hardswish), "mixed" (input halves while
+    they help, then kinks) or "auto": mixed for at most ``INPUT_SPLIT_MAX_DIM`` input
+    dimensions, input for networks without kinks, relu otherwise; ``objective``:
     "max" tightens ``value`` = max_s upper[s] (rows whose bound is already below the best
     value attained by any row are not refined further; their upper bounds stay certified)
     and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
@@ -338,19 +343,17 @@ def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> T
 
 
 def _choose_split(graph: Graph, split: str) -> str:
-    if split not in ("auto", "input", "relu"):
-        raise InputError(f"split must be 'auto', 'input' or 'relu', got {split!r}")
+    if split not in ("auto", "input", "relu", "mixed"):
+        raise InputError(f"split must be 'auto', 'input', 'relu' or 'mixed', got {split!r}")
     if split != "auto":
-        if split == "relu":
+        if split in ("relu", "mixed"):
             split_points(graph)  # raises UnsupportedModelError without kinks to split
         return split
-    if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM:
-        return "input"
     try:
         split_points(graph)
     except UnsupportedModelError:
         return "input"
-    return "relu"
+    return "mixed" if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM else "relu"
 
 
 def _exact_rows(model, x, eps, norm, C, data_range, dtype) -> ExactFn:
@@ -372,13 +375,11 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     """Method "bab": the search, then (``exact``: MILP-encodable problems) the MILP stage of
     :mod:`lipbound.bab.milp_stage` on the rows it left open."""
     # deferred: heavy optional dependency (highspy via the sign-split LP)
-    from lipbound.bab import bab_local_lipschitz
-    from lipbound.bab.relu_split import bab_relu_lipschitz
+    from lipbound.bab import bab_lipschitz
 
     if isinstance(model, Graph):
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")
     split = _choose_split(graph, split)
-    run = bab_relu_lipschitz if split == "relu" else bab_local_lipschitz
     crown = None  # the sign search's root bound is CROWN's; the box search's is not
     if split == "input":
         with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
@@ -388,8 +389,9 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
     share = SEARCH_SHARE[split] if exact is not None else 1.0
     search_start = time.perf_counter()
-    res = run(model, graph, C, domain, q, timeout=max(budget * share - offset, 1e-3),
-              n_samples=n_samples, seed=seed, focus_max=focus_max, progress=progress)
+    res = bab_lipschitz(model, graph, C, domain, q, split=split,
+                        timeout=max(budget * share - offset, 1e-3), n_samples=n_samples,
+                        seed=seed, focus_max=focus_max, progress=progress)
     stage = {"ran": False}
     if exact is not None and res.status != "certified":
         try:
@@ -402,9 +404,12 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     upper, capped = _cap_by_global(model, graph, C, domain.p, upper)
     cmax = math.inf if crown is None else float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
+    cr = [math.inf] * C.shape[0] if crown is None else crown.tolist()
+    row_trace = [(p.time + offset, [min(u, c) for u, c in zip(p.rows, cr)]) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,
                            {"domains_bounded": res.domains_bounded, "trace": trace,
+                            "row_trace": row_trace,
                             "split": split, "objective": "max" if focus_max else "rows",
                             "milp_stage": stage, **capped})
 

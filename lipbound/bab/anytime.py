@@ -1,5 +1,4 @@
-"""The bookkeeping every anytime branch-and-bound search shares (the input-box search of
-:mod:`lipbound.bab.input_split` and the sign searches of :mod:`lipbound.bab.relu_split`): the
+"""The bookkeeping of the anytime branch-and-bound search (:mod:`lipbound.bab.search`): the
 result and trace types, the stopping rules (gap closed, proof goals met, time, domain cap), the
 step sizing near the time limit and the domains' priorities."""
 
@@ -14,12 +13,14 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class TracePoint:
-    """The state of the search at ``time`` seconds: max_r U_r, max_r L_r, queued boxes."""
+    """The state of the search at ``time`` seconds: max_r U_r, max_r L_r, queued domains and
+    every row's U_r."""
 
     time: float
     upper: float
     lower: float
     domains: int
+    rows: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class Anytime:
     domains may use different rows); a domain where every goal holds is closed and leaves
     the queue. The search proves goal g when it holds on every domain that was dropped or is
     still queued (:meth:`proven`), and stops ("below threshold") once every goal is proven.
+    With ``refute``, a goal of a single row r is *refuted* once a value attained at a point of
+    the set reaches its threshold (L[r] >= stop_below[r]: no cover can prove it); it then
+    counts as held on every domain (no domain is refined for it) and is never proven, and the
+    search stops ("decided") once every goal is proven or refuted.
     """
 
     timeout: float
@@ -65,6 +70,8 @@ class Anytime:
     trace: list[TracePoint] = field(default_factory=list)
     child_time: float = 0.0  # seconds to bound one child domain (the last step's average)
     dropped_proven: Tensor | None = None  # [G]: goal g held on every dropped domain
+    refute: bool = False
+    refuted: Tensor | None = None  # [G]: refuted goals (``refute``)
 
     def __post_init__(self) -> None:
         self.members = None if self.stop_below is None else self._members()
@@ -98,7 +105,8 @@ class Anytime:
     def goals_held(self, ub: Tensor) -> Tensor:
         """[N, G]: whether goal g holds on domain n (some row of g below its threshold)."""
         below = (ub < self.stop_below).to(ub.dtype)
-        return (below @ self.members.to(ub.dtype)) > 0
+        held = (below @ self.members.to(ub.dtype)) > 0
+        return held if self.refuted is None else held | self.refuted
 
     def closed(self, ub: Tensor) -> Tensor:
         """Domains [N] where every goal holds (always False without goals)."""
@@ -118,7 +126,16 @@ class Anytime:
         if self.stop_below is None:
             return None
         held = self.goals_held(ub_q).all(0)
-        return held if self.dropped_proven is None else held & self.dropped_proven
+        held = held if self.dropped_proven is None else held & self.dropped_proven
+        return held if self.refuted is None else held & ~self.refuted
+
+    def update_refuted(self, L: Tensor) -> None:
+        """Mark the single-row goals whose row's attained value reached its threshold."""
+        if not self.refute or self.stop_below is None:
+            return
+        M = self.members
+        hit = ((L >= self.stop_below)[:, None] & M).any(0) & (M.sum(0) == 1)
+        self.refuted = hit if self.refuted is None else self.refuted | hit
 
     def alive(self, ub: Tensor, L: Tensor) -> Tensor:
         """Domains [N] with some row above its target (plus tolerance) that are not closed."""
@@ -133,6 +150,8 @@ class Anytime:
             M = self.members  # [R, G]
             excess = (ub - self.stop_below)[:, :, None].expand(-1, -1, M.shape[1])
             need = torch.where(M[None], excess, torch.inf).min(1).values  # [N, G]
+            if self.refuted is not None:  # refuted goals need nothing more
+                need = torch.where(self.refuted[None], -torch.inf, need)
             return torch.where(need >= 0, need, -torch.inf).max(1).values
         T = self.target(L)
         return ((ub - T) / (T.abs() + self.atol)).max(1).values
@@ -141,12 +160,16 @@ class Anytime:
         """Record the state; the status to stop with, or None to go on. ``ub_q`` [N, R]:
         the queued domains' bounds; ``growth``: how many domains the next step can add."""
         queued = len(ub_q)
-        self.trace.append(TracePoint(self.elapsed(), float(U.max()), float(L.max()), queued))
+        self.trace.append(TracePoint(self.elapsed(), float(U.max()), float(L.max()), queued,
+                                     tuple(U.tolist())))
         pbar.set_postfix(domains=queued, upper=f"{float(U.max()):.6g}",
                          lower=f"{float(L.max()):.6g}")
+        self.update_refuted(L)
         proven = self.proven(ub_q)
         if proven is not None and bool(proven.all()):
             return "below threshold"
+        if self.refuted is not None and bool((proven | self.refuted).all()):
+            return "decided"
         if queued == 0 or bool((U <= _tolerance(self.target(L), self.rtol, self.atol)).all()):
             return "certified"
         if self.elapsed() + 2 * self.child_time >= self.timeout:  # not even one domain fits

@@ -27,7 +27,7 @@ from lipbound.graph.shapes import relu_chain
 #: the search's share of the budget when a MILP stage can follow it, by brancher: input
 #: splitting stalls on boxes cut by ReLU hyperplanes, where the MILP of a low-dimensional
 #: input is cheap; sign splitting converges on its own more often
-SEARCH_SHARE = {"input": 0.3, "relu": 0.5}
+SEARCH_SHARE = {"input": 0.3, "relu": 0.5, "mixed": 0.5}
 #: the MILP stage needs at least this many seconds to be worth starting
 MIN_STAGE_SECONDS = 0.5
 
@@ -74,7 +74,8 @@ def milp_stage(res: BabResult, exact: ExactFn, focus_max: bool, seconds: float,
     W[rows[better]] = wit[better].to(W.dtype).reshape(W[rows[better]].shape)
     closed = len(open_rows(replace(res, upper=upper, lower=lower), focus_max)) == 0
     status = "certified" if certified or closed else res.status
-    trace = (*res.trace, TracePoint(clock(), float(upper.max()), float(lower.max()), 0))
+    trace = (*res.trace, TracePoint(clock(), float(upper.max()), float(lower.max()), 0,
+                                    tuple(upper.tolist())))
     out = replace(res, upper=upper, lower=lower, witness=W, status=status, trace=trace)
     return out, {"ran": True, "rows": rows.tolist(), "certified": certified,
                  "seconds": time.perf_counter() - t0}

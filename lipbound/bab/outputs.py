@@ -1,12 +1,10 @@
-"""Branch-and-bound for output bounds ``lower <= C f(x) <= upper``.
-
-Both searches maximise the 2S rows [C; -C]. ``bab_output_bounds`` splits input boxes: upper
-bounds over every sub-box come from CROWN (one batched propagation over the boxes,
-intersected with IBP), attained values from evaluating f at box centres (projected into the
-input set). ``bab_relu_output_bounds`` splits ReLU signs (any graph; the LP needs an MLP): every
-domain is bounded by alpha/beta-CROWN with its splits in force (:class:`OutputSearch`),
-domains that the LP proves empty are dropped, and LP points are attained values.
-``stop_below`` lets a verifier stop as soon as a property is proven.
+"""Branch-and-bound for output bounds ``lower <= C f(x) <= upper``: the objective
+:class:`OutputSearch` (the 2S rows [C; -C], every domain bounded by alpha/beta-CROWN with its
+splits in force on the ball clipped to its box; plain CROWN for input halves) maximised by the
+one search of :mod:`lipbound.bab.search` with any brancher ("input", "relu", "mixed").
+Attained values: f at box centres (projected into the set) and LP points; domains that the LP
+proves empty are dropped. ``stop_below`` lets a verifier stop as soon as a property is proven,
+and the attained points (``res.witness``) are candidate counterexamples.
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.bab.anytime import Anytime, BabResult
-from lipbound.bab.input_split import maximize
-from lipbound.bab.lipschitz import sub_balls
-from lipbound.bab.relu_split import SignSearch, sign_search
+from lipbound.bab.lipschitz import make_brancher
+from lipbound.bab.relu_split import SignSearch
+from lipbound.bab.search import search
 from lipbound.bab.split_points import cotangent_magnitude
 from lipbound.bounds.domains import LpBall
 from lipbound.graph.ir import Graph
@@ -27,49 +25,7 @@ from lipbound.jacobian.attained import model64
 from lipbound.jacobian.bound import jacobian_state
 from lipbound.progress import ProgressFlag
 from lipbound.propagate.alpha import alpha_crown_upper
-from lipbound.propagate.driver import bound_graph_spec, prepare_state
-
-
-def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
-                      timeout: float, rtol: float = 1e-4, atol: float = 1e-7, batch: int = 64,
-                      max_domains: int = 200_000, stop_below: Tensor | None = None,
-                      groups: Tensor | None = None, progress: ProgressFlag = "auto"
-                      ) -> tuple[Tensor, Tensor, BabResult]:
-    """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set.
-
-    ``stop_below`` / ``groups`` [2S] (optional): proof goals on the rows [C; -C] (see
-    :class:`~lipbound.bab.anytime.Anytime`; default: every row with a finite threshold);
-    ``res.proven`` says which goals hold on the whole set.
-    """
-    m64, dtype = model64(model)
-    S = C.shape[0]
-    CC = torch.cat([C, -C])
-
-    def bound(lo: Tensor, up: Tensor) -> Tensor:
-        dom = sub_balls(domain, lo, up)
-        with torch.no_grad():
-            state = prepare_state(graph, dom, "crown")
-            lo_b, up_b = bound_graph_spec(state, graph.output, C.unsqueeze(0), "crown")
-        return torch.cat([up_b, -lo_b], 1)
-
-    def attain(pts: Tensor) -> Tensor:
-        with torch.no_grad():
-            y = m64(pts.to(dtype).reshape(pts.shape[0], *graph[graph.input].shape))
-        return (y.reshape(pts.shape[0], -1).to(C.dtype) @ CC.t())
-
-    def project(pts: Tensor) -> Tensor:
-        return domain.project(pts)
-
-    center = domain.center
-    init = attain(center)[0]
-    wit = center.expand(2 * S, *center.shape[1:]).clone()
-    box = domain.interval()
-    res = maximize(bound, attain, box.lower[0], box.upper[0], init_lower=init, init_witness=wit,
-                   timeout=timeout, rtol=rtol, atol=atol, batch=batch, max_domains=max_domains,
-                   stop_below=stop_below, groups=groups, project=project, progress=progress,
-                   desc="bab outputs")
-    return -res.upper[S:], res.upper[:S], res
-
+from lipbound.propagate.driver import prepare_state
 
 #: alpha/beta-CROWN steps for the spec rows of every sign domain
 OUTPUT_ITERATIONS = 20
@@ -83,19 +39,21 @@ class OutputSearch(SignSearch):
     def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall):
         super().__init__(graph, C, domain)
         self.CC = torch.cat([C, -C])
+        self.output_iterations = OUTPUT_ITERATIONS
         self.m64, self.dtype = model64(model)
         self.reach = (_output_reach(self.layers, self.CC) if self.layers is not None else
                       _cotangent_reach(graph, self.CC, domain, self.names))
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
-              threshold: float | None = None
+              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
         """ub [D, 2S] (-inf for empty domains), forward bounds and scores per layer [D, m]:
         the triangle area of each unstable neuron times its |W| reach to the spec rows (the
-        parent bounds are not needed: every row is recomputed)."""
-        D = signs[0].shape[0]
-        known, dom = self.restriction(signs)
-        root = self.is_root(signs)
+        parent bounds are not needed: every row is recomputed), on the ball clipped to
+        ``boxes`` if given."""
+        D = self.count(signs, boxes)
+        known, dom = self.restriction(signs, boxes=boxes)
+        root = self.is_root(signs, boxes)
         if root:
             self.prime_root(dom)
         t0 = time.perf_counter()
@@ -103,7 +61,7 @@ class OutputSearch(SignSearch):
             state = prepare_state(self.graph, dom, "crown", known,
                                   iterations=self.forward_steps())
         A = self.CC.unsqueeze(0).expand(D, *self.CC.shape)
-        ub = alpha_crown_upper(state, self.graph.output, A, OUTPUT_ITERATIONS).detach()
+        ub = alpha_crown_upper(state, self.graph.output, A, self.output_iterations).detach()
         los, ups, empty = self.layer_bounds(state, D, 1)
         if root:
             self.keep_forward(state)
@@ -136,19 +94,35 @@ def _cotangent_reach(graph: Graph, CC: Tensor, domain: LpBall, names: list[str])
     return [m[0] for m in cotangent_magnitude(state, jg, names, 1)]
 
 
-def bab_relu_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
-                           timeout: float, rtol: float = 1e-4, atol: float = 1e-7,
-                           batch: int = 32, max_domains: int = 100_000,
-                           stop_below: Tensor | None = None, groups: Tensor | None = None,
-                           progress: ProgressFlag = "auto") -> tuple[Tensor, Tensor, BabResult]:
-    """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set, by
-    ReLU sign splitting (any graph with ReLU / LeakyReLU activations). ``stop_below`` [2S] as for
-    :func:`bab_output_bounds`."""
+def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, *,
+                      timeout: float, split: str = "input", rtol: float = 1e-4,
+                      atol: float = 1e-7, batch: int | None = None, max_domains: int = 200_000,
+                      stop_below: Tensor | None = None, groups: Tensor | None = None,
+                      progress: ProgressFlag = "auto") -> tuple[Tensor, Tensor, BabResult]:
+    """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set.
+
+    ``split``: "input" | "relu" | "mixed" (see :mod:`lipbound.bab.search`); ``stop_below`` /
+    ``groups`` [2S] (optional): proof goals on the rows [C; -C] (see
+    :class:`~lipbound.bab.anytime.Anytime`; default: every row with a finite threshold);
+    ``res.proven`` says which goals hold on the whole set; ``res.witness`` [2S, *in] are the
+    points of the set where each row's attained value ``res.lower`` was reached.
+    """
     run = Anytime(timeout, rtol, atol, max_domains, stop_below=stop_below, groups=groups)
     srch = OutputSearch(model, graph, C, domain)
+    if split == "input":  # plain CROWN: input halves are many and cheap
+        srch.forward_iterations, srch.output_iterations = 0, 0
     S = C.shape[0]
     center = domain.center
     L = srch.attain(center)[0]
     W = center.expand(2 * S, *center.shape[1:]).clone()
-    res = sign_search(srch, L, W, run, batch=batch, progress=progress)
+    box = domain.interval()
+    res = search(srch, make_brancher(split, graph, C, domain), box.lower[0], box.upper[0], L, W,
+                 run, batch=batch or {"input": 64, "relu": 32, "mixed": 32}[split],
+                 progress=progress)
     return -res.upper[S:], res.upper[:S], res
+
+
+def bab_relu_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
+                           **kw) -> tuple[Tensor, Tensor, BabResult]:
+    """:func:`bab_output_bounds` with sign splits (any graph with ReLU / LeakyReLU)."""
+    return bab_output_bounds(model, graph, C, domain, split="relu", **kw)

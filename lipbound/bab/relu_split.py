@@ -1,9 +1,15 @@
-"""Branch-and-bound on ReLU / LeakyReLU activation signs (local Lipschitz constants; output
-bounds reuse the search through :class:`SignSearch`, see :mod:`lipbound.bab.outputs`).
+"""Bounding branch-and-bound domains (an input box with splits at the kinks of activations:
+ReLU / LeakyReLU signs, and the kinks other ops declare, :mod:`lipbound.bab.split_points`) for
+the search of :mod:`lipbound.bab.search`: :class:`SignSearch`, what every objective shares
+(split points, per-domain balls and restrictions, the sign LP), and :class:`LipschitzSearch`,
+the local-Lipschitz objective (output bounds: :mod:`lipbound.bab.outputs`; derivatives:
+:mod:`lipbound.bab.derivative`).
 
-Any graph whose ReLU / LeakyReLU inputs can be split works (MLPs, CNNs, residual networks);
-the LP feasibility check below needs an MLP (:func:`mlp_layers`) and is off for other graphs,
-whose domains are pruned only when their forward bounds cross.
+Any graph whose kinks can be split works (MLPs, CNNs, residual networks); the LP feasibility
+check below needs a ReLU / LeakyReLU MLP (:func:`mlp_layers`) and is off for other graphs,
+whose domains are pruned only when their forward bounds cross. Below, ReLU sign splits are
+described; a kink split at t (z >= t or z <= t) is a box on the node that clamps its bounds,
+enters CROWN with multipliers and makes the ops reading it one-sided there.
 
 A domain fixes the sign of some pre-activations (z_i >= 0 or z_i <= 0, closed). It is bounded
 with the splits in force: the root's bounds (forward nodes and gradient elements, valid on
@@ -31,8 +37,6 @@ import time
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.anytime import Anytime, BabResult
-from lipbound.bab.chunks import bound_in_chunks
 from lipbound.bab.lp import MlpLayer, sign_lp
 from lipbound.bab.split_points import cotangent_magnitude, kink_boxes
 from lipbound.bounds.domains import LpBall
@@ -47,10 +51,9 @@ from lipbound.graph.shapes import (
     relu_like_slope,
     split_points,
 )
-from lipbound.jacobian.attained import attained_lower, model64, row_gradients
+from lipbound.jacobian.attained import model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state, norm_upper
 from lipbound.ops import registry
-from lipbound.progress import ProgressFlag, bar
 from lipbound.propagate.driver import prepare_state
 from lipbound.propagate.ibp import evaluate_fixed
 from lipbound.propagate.intermediate import crown_node_bounds
@@ -95,16 +98,6 @@ def _graph_reach(graph: Graph, names: list[str], dtype: torch.dtype,
 EMPTY_RTOL = 1e-9
 #: alpha/beta-CROWN steps for the forward bounds of every domain (beta: split multipliers)
 FORWARD_ITERATIONS = 20
-#: the LP feasibility check runs on domains with at most this many unstable unsplit neurons
-#: (near the leaves, where it prunes; on wide layers an LP per domain costs more than it saves)
-LP_MAX_OPEN = 32
-#: per step, domains with more open neurons than LP_ALWAYS_OPEN get at most LP_PER_STEP LPs
-#: (the largest gaps first): on MNIST-size inputs an LP costs about as much as bounding a
-#: domain; near the leaves, where it prunes, every domain gets one
-LP_PER_STEP = 4
-LP_ALWAYS_OPEN = 8
-#: seconds per LP; an undecided LP (time limit) leaves its domain to be split further
-LP_TIME_LIMIT = 1.0
 #: LPs run while they have taken at most this share of the search's time so far: slow LPs
 #: (a loaded machine, wide layers) are rationed, never switched off for the rest of the search
 LP_TIME_SHARE = 0.5
@@ -131,20 +124,11 @@ def _rows_to_bound(parent_ub: Tensor | None, threshold: float | None) -> Tensor 
     return None if bool(need.all()) else need.nonzero().flatten()
 
 
-#: with objective "max", children recompute only the spec rows whose parent bound is at least
-#: this fraction of the current certified maximum (the others keep the parent's bound)
-LAZY_ROWS = 0.5
-
-
-def _pick_neuron(lo: list[Tensor], up: list[Tensor], sg: list[Tensor],
-                 score: list[Tensor]) -> tuple[int, int] | None:
-    """The unstable unsplit neuron of the earliest such layer whose switch can move the
-    gradient most (splitting earlier layers first also tightens later forward bounds)."""
-    for li, (l, u, s, sc) in enumerate(zip(lo, up, sg, score)):
-        unst = (l < 0) & (u > 0) & (s == 0)
-        if unst.any():
-            return li, int(torch.where(unst, sc, -torch.inf).argmax())
-    return None
+def sub_balls(domain: LpBall, lo: Tensor, up: Tensor) -> LpBall:
+    """The input set ∩ each box [lo[n], up[n]] ([N, *in]) as a batch of N clipped balls."""
+    N = lo.shape[0]
+    idx = torch.zeros(N, dtype=torch.long, device=lo.device)
+    return LpBall(domain.center[idx], domain.eps[idx], domain.p, lo, up)
 
 
 class SignSearch:
@@ -155,16 +139,23 @@ class SignSearch:
     points of the set)."""
 
     desc = "bab (relu splits)"
+    #: a domain with every neuron fixed is bounded exactly (it leaves the queue)
+    final_when_fixed = False
 
     def __init__(self, graph: Graph, C: Tensor, domain: LpBall):
         try:
             self.layers: list[MlpLayer] | None = mlp_layers(graph)
             self.points = [SplitPoint(L.z, 0.0, True) for L in self.layers[:-1]]
         except UnsupportedModelError:
-            self.layers, self.points = None, split_points(graph)
+            self.layers = None
+            try:
+                self.points = split_points(graph)
+            except UnsupportedModelError:  # nothing to split: input halves only
+                self.points = []
         #: the node each split variable family splits (one entry per :attr:`points` entry:
         #: a node with several kinks appears once per kink)
         self.names = [sp.node for sp in self.points]
+        self.widths = [graph[n].numel for n in self.names]
         self.graph, self.C, self.domain = graph, C, domain
         self.lp_enabled = self.layers is not None
         self.lp_seconds = 0.0  # time spent in LPs so far
@@ -193,10 +184,14 @@ class SignSearch:
             state = prepare_state(self.graph, domain, "crown", iterations=it)
         self.keep_forward(state)
 
-    @staticmethod
-    def is_root(signs: list[Tensor]) -> bool:
-        """One domain without splits (the whole ball): its bounds hold on every domain."""
-        return signs[0].shape[0] == 1 and not any(bool(s.any()) for s in signs)
+    def is_root(self, signs: list[Tensor], boxes: tuple[Tensor, Tensor] | None) -> bool:
+        """One domain without splits on the whole ball's box: its bounds hold on every
+        domain (called once, before any other)."""
+        if boxes is not None and boxes[0].shape[0] != 1:
+            return False
+        if signs and (signs[0].shape[0] != 1 or any(bool(s.any()) for s in signs)):
+            return False
+        return not self.root_forward
 
     def keep_forward(self, state) -> None:
         """Keep the root's forward bounds: valid on every sub-domain, they are intersected
@@ -204,22 +199,39 @@ class SignSearch:
         self.root_forward = {n.name: state.bounds[n.name] for n in self.graph.nodes
                              if n.name in state.bounds}
 
-    def splits(self, signs: list[Tensor]) -> tuple[dict[str, Tensor], LpBall]:
-        """The sign splits (at 0, of ReLU-like inputs) by node name and the domain repeated
-        D times (kink splits: :meth:`restriction`)."""
-        D = signs[0].shape[0]
+    def splits(self, signs: list[Tensor], boxes: tuple[Tensor, Tensor] | None = None
+               ) -> tuple[dict[str, Tensor], LpBall]:
+        """The sign splits (at 0, of ReLU-like inputs) by node name and the domains: the ball
+        repeated D times, or the ball clipped to each box of ``boxes`` (lo, up [D, n], flat;
+        kink splits: :meth:`restriction`)."""
+        D = self.count(signs, boxes)
+        if boxes is not None:
+            shape = self.domain.in_shape
+            dom = sub_balls(self.domain, boxes[0].reshape(D, *shape),
+                            boxes[1].reshape(D, *shape))
+        else:
+            dom = self.domain.select(torch.zeros(D, dtype=torch.long, device=self.C.device))
         splits = {sp.node: s.reshape(D, *self.graph[sp.node].shape)
                   for sp, s in zip(self.points, signs) if sp.sign}
-        return splits, self.domain.select(torch.zeros(D, dtype=torch.long,
-                                                      device=signs[0].device))
+        return splits, dom
 
-    def restriction(self, signs: list[Tensor], gradient: Interval | None = None
-                    ) -> tuple[Restriction, LpBall]:
+    @staticmethod
+    def count(signs: list[Tensor], boxes: tuple[Tensor, Tensor] | None) -> int:
+        """The number of domains D given by their input boxes or, without boxes, their signs."""
+        return boxes[0].shape[0] if boxes is not None else signs[0].shape[0]
+
+    def project(self, pts: Tensor) -> Tensor:
+        """Points [N, *in] of the ball's box mapped into the ball (l_2 / l_1)."""
+        return self.domain.project(pts)
+
+    def restriction(self, signs: list[Tensor], gradient: Interval | None = None,
+                    boxes: tuple[Tensor, Tensor] | None = None) -> tuple[Restriction, LpBall]:
         """Everything a domain's bound may assume (its sign and kink splits, the root's
-        forward bounds, known gradient bounds) and the domain repeated D times."""
-        splits, dom = self.splits(signs)
-        boxes = kink_boxes(self.graph, self.points, signs, self.C.dtype)
-        return Restriction(splits, self.root_forward, gradient, boxes), dom
+        forward bounds, known gradient bounds) and the domains (see :meth:`splits`; ``boxes``
+        are input boxes, the kink splits' boxes on inner nodes come from ``signs``)."""
+        splits, dom = self.splits(signs, boxes)
+        kinks = kink_boxes(self.graph, self.points, signs, self.C.dtype) if signs else {}
+        return Restriction(splits, self.root_forward, gradient, kinks), dom
 
     def layer_bounds(self, state, D: int, stride: int) -> tuple[list[Tensor], list[Tensor],
                                                                Tensor]:
@@ -248,13 +260,19 @@ class SignSearch:
         return self.lp_enabled and self.lp_seconds <= LP_TIME_SHARE * elapsed
 
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
-                 time_limit: float, margin: bool = False) -> Tensor | None | bool:
-        """A point of the ball with these signs, None if none exists, True if undecided.
-        With ``margin`` the point is strictly inside the region when one exists (else True)."""
+                 time_limit: float, margin: bool = False,
+                 box: tuple[Tensor, Tensor] | None = None) -> Tensor | None | bool:
+        """A point of the ball (within ``box`` [n] pair, flat, if given) with these signs,
+        None if none exists, True if undecided. With ``margin`` the point is strictly inside
+        the region when one exists (else True)."""
         bounds = [(lo.double().cpu().numpy(), up.double().cpu().numpy())
                   for lo, up in zip(los, ups)]
+        blo, bhi = self.blo, self.bhi
+        if box is not None:
+            blo = box[0].double().cpu().numpy()
+            bhi = box[1].double().cpu().numpy()
         t0 = time.perf_counter()
-        ans = sign_lp(self.layers, self.blo, self.bhi, bounds,
+        ans = sign_lp(self.layers, blo, bhi, bounds,
                       [s.cpu().numpy() for s in sg], time_limit, margin)
         self.lp_seconds += time.perf_counter() - t0
         if ans.status != "feasible":
@@ -284,7 +302,7 @@ class LipschitzSearch(SignSearch):
     CROWN bound per gradient element); its forward and element bounds, valid on every
     sub-domain, are intersected into every domain's (forward steps: :meth:`forward_steps`)."""
 
-    desc = "bab lipschitz (relu splits)"
+    desc = "bab lipschitz"
 
     def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
         super().__init__(graph, C, domain)
@@ -293,20 +311,23 @@ class LipschitzSearch(SignSearch):
         self.reach = (_input_reach(self.layers, C) if self.layers is not None else
                       _graph_reach(graph, self.names, C.dtype, C.device))
         self.root_gradient: Interval | None = None  # element bounds [S, *in] on the ball
+        self.pattern_exact = bool(self.names) and relu_like_only(graph)
         self.element_rows = math.prod(domain.in_shape) * C.shape[0] <= ELEMENT_ROWS_MAX
+        self.force_elements = False  # every domain bounds its elements (input halves)
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
-              threshold: float | None = None
+              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
         """ub [D, S] (-inf for empty domains), forward bounds per layer [D, m] and the
-        branching scores per layer [D, m] (see :meth:`jacobian_scores`). With ``parent_ub``
+        branching scores per layer [D, m] (see :meth:`jacobian_scores`) of the domains with
+        these signs (on the ball clipped to ``boxes``, if given). With ``parent_ub``
         [D, S] and ``threshold``, only the spec rows some parent bounds at or above the
         threshold are recomputed; the others keep the parent's bound (valid on the child)."""
-        D = signs[0].shape[0]
         rows = _rows_to_bound(parent_ub, threshold)
         C = self.C if rows is None else self.C[rows]
-        known, dom = self.restriction(signs, self._known_gradient(rows, D))
-        root = self.is_root(signs) and rows is None
+        D = self.count(signs, boxes)
+        known, dom = self.restriction(signs, self._known_gradient(rows, D), boxes)
+        root = self.is_root(signs, boxes) and rows is None
         if root:
             self.prime_root(dom)
         t0 = time.perf_counter()
@@ -326,6 +347,12 @@ class LipschitzSearch(SignSearch):
         scores = self.jacobian_scores(state, jg, D)
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
+    @property
+    def final_when_fixed(self) -> bool:
+        """A fixed pattern's bound is exact only with its own element bounds (the root's
+        loose ones would keep the |.| relaxation of the norm)."""
+        return self.pattern_exact and self.element_rows
+
     def _keep_root(self, state, jg) -> None:
         """Bound the root's gradient elements, keep its element and forward bounds, and
         decide whether children recompute the elements (see ``ELEMENT_ROWS_GAIN``)."""
@@ -335,7 +362,8 @@ class LipschitzSearch(SignSearch):
         self.keep_forward(state)
         with_rows = float(norm_upper(state, jg, self.q, "crown").max())
         gain = (without - with_rows) / max(abs(without), 1e-300)
-        self.element_rows = self.element_rows and gain > ELEMENT_ROWS_GAIN
+        self.element_rows = self.element_rows and (gain > ELEMENT_ROWS_GAIN
+                                                   or self.force_elements)
         if self.element_rows:  # children recompute the elements too: they cost what it cost
             self.child_cost = None
 
@@ -365,121 +393,4 @@ def _bound_elements(state, jg) -> None:
     if state.dep[jg.gradient]:
         state.set_bounds(jg.gradient, crown_node_bounds(state, jg.gradient, None, 0))
 
-
-def bab_relu_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float, *,
-                       timeout: float, rtol: float = 1e-4, atol: float = 1e-9, batch: int = 32,
-                       max_domains: int = 100_000, n_samples: int = 256, seed: int = 0,
-                       focus_max: bool = False, progress: ProgressFlag = "auto") -> BabResult:
-    """Anytime sign-splitting search for max over the ball of ||grad C_s f||_q (any graph
-    with ReLU / LeakyReLU activations; the root bound is CROWN's, see :class:`LipschitzSearch`).
-
-    Stops when the gap closes or the queue is exhausted ("certified"; then the upper bound is
-    the exact maximum over the feasible closed patterns), at the timeout or at the domain cap.
-    ``focus_max``: certify max_s only (see :meth:`lipbound.bab.anytime.Anytime.target`).
-    """
-    run = Anytime(timeout, rtol, atol, max_domains, focus_max)
-    srch = LipschitzSearch(model, graph, C, domain, q)
-    L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
-    return sign_search(srch, L.to(C.dtype), W.to(C.dtype), run, batch=batch, progress=progress)
-
-
-def sign_search(srch: SignSearch, L: Tensor, W: Tensor, run: Anytime, *, batch: int,
-                progress: ProgressFlag = "auto") -> BabResult:
-    """Best-first search over sign domains maximising the R quantities of ``srch``.
-
-    ``L`` [R] / ``W`` [R, *in]: values attained so far and their points. Each step pops the
-    ``batch`` domains with the largest gap (fewer when the time left fits fewer); a domain
-    that the LP proves empty is dropped, a fully split one is final (its bound is that
-    pattern's), any other is split on :func:`_pick_neuron`'s neuron and its children are
-    bounded together, taking min(child, parent). U = max(queued bounds, final and pruned
-    bounds) is certified at every stop; ``run``'s proof goals (if any) stop it once they hold
-    on every domain.
-    """
-    timeout = run.timeout
-    dev = srch.C.device
-    sg_q = [torch.zeros(1, srch.graph[n].numel, device=dev) for n in srch.names]
-    t_root = time.perf_counter()
-    ub_q, lo_q, up_q, sc_q = srch.bound(sg_q)
-    run.child_time = srch.child_cost or time.perf_counter() - t_root  # estimate for a child
-    done = torch.full_like(L, -torch.inf)  # bounds of pruned or fully split domains
-    bounded = 1
-    with bar(progress=progress, desc=srch.desc, unit="dom") as pbar:
-        while True:
-            U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-            status = run.stop(U, L, ub_q, 2 * batch, pbar)
-            if status is not None:
-                break
-            t0 = time.perf_counter()
-            pick = run.gaps(ub_q, L).topk(run.pops(batch, len(ub_q))).indices
-            keep = torch.ones(len(ub_q), dtype=torch.bool, device=dev)
-            keep[pick] = False
-            kids, parents, pts, n_lp = [], [], [], 0
-            for d in pick.tolist():
-                left = timeout - run.elapsed()
-                if left <= 0:
-                    keep[d] = True  # not processed: back to the queue
-                    continue
-                lo = [t[d] for t in lo_q]
-                up = [t[d] for t in up_q]
-                sg = [t[d] for t in sg_q]
-                sc = [t[d] for t in sc_q]
-                n_open = sum(int(((a < 0) & (b > 0) & (c == 0)).sum()) for a, b, c in
-                             zip(lo, up, sg))
-                use_lp = srch.lp_allowed(run.elapsed()) and n_open <= LP_MAX_OPEN and (
-                    n_lp < LP_PER_STEP or n_open <= LP_ALWAYS_OPEN)
-                n_lp += int(use_lp)
-                x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT)) if use_lp else True
-                if x is None:  # no input of the ball has these signs: drop the domain
-                    run.drop(torch.full_like(ub_q[d:d + 1], -torch.inf))
-                    continue
-                if x is not True:  # True: undecided (time limit), keep splitting
-                    pts.append(x)
-                which = _pick_neuron(lo, up, sg, sc)
-                if which is None:  # every neuron fixed: the bound is this pattern's norm
-                    if bool((ub_q[d] > run.target(L)).any()) and use_lp:  # attain it inside
-                        x = srch.lp_point(lo, up, sg, min(left, LP_TIME_LIMIT), margin=True)
-                        if x is not None and x is not True:
-                            pts.append(x)
-                    done = torch.maximum(done, ub_q[d])
-                    run.drop(ub_q[d:d + 1])
-                    continue
-                li, j = which
-                for sign in (1.0, -1.0):
-                    child = [t.clone() for t in sg]
-                    child[li][j] = sign
-                    kids.append(child)
-                    parents.append(ub_q[d])
-            if pts:
-                vals = srch.attain(torch.cat(pts))
-                best, idx = vals.max(0)
-                better = best > L
-                L = torch.where(better, best, L)
-                W[better] = torch.cat(pts)[idx[better]]
-            sg_k = [torch.stack([k[i] for k in kids]) for i in range(len(srch.names))] \
-                if kids else None
-            lo_q = [t[keep] for t in lo_q]
-            up_q = [t[keep] for t in up_q]
-            sg_q = [t[keep] for t in sg_q]
-            sc_q = [t[keep] for t in sc_q]
-            ub_q = ub_q[keep]
-            if sg_k is not None:
-                pub = torch.stack(parents)
-                thr = LAZY_ROWS * float(U.max()) if run.focus_max else None
-                cub, clo, cup, csc = bound_in_chunks(srch.bound, sg_k, pub, thr, n=len(kids))
-                cub = torch.minimum(cub, pub)
-                bounded += len(kids)
-                pbar.update(len(kids))
-                alive = torch.isfinite(cub).all(1) & run.alive(cub, L)
-                dead = ~alive & torch.isfinite(cub).all(1)
-                if dead.any():
-                    done = torch.maximum(done, cub[dead].max(0).values)
-                run.drop(cub[~alive])
-                lo_q = [torch.cat([a, b[alive]]) for a, b in zip(lo_q, clo)]
-                up_q = [torch.cat([a, b[alive]]) for a, b in zip(up_q, cup)]
-                sg_q = [torch.cat([a, b[alive]]) for a, b in zip(sg_q, sg_k)]
-                sc_q = [torch.cat([a, b[alive]]) for a, b in zip(sc_q, csc)]
-                ub_q = torch.cat([ub_q, cub[alive]])
-                run.child_time = (time.perf_counter() - t0) / len(kids)
-    U = torch.maximum(ub_q.max(0).values if len(ub_q) else done, done)
-    return BabResult(U, L, W, status, bounded, tuple(run.trace), run.proven(ub_q))
 

@@ -119,8 +119,13 @@ class _Run:
         reserve = min(BAB_RESERVE * total, 10.0) if method == "bab" else 0.0
         for k, r in enumerate(todo):
             share = (self.deadline.remaining() - reserve) / (len(todo) - k)
-            done = refute(self.model, self.prop.regions[r], self.open[r], method,
-                          self.in_shape, timeout=share)
+            done, points = refute(self.model, self.prop.regions[r], self.open[r], method,
+                                  self.in_shape, timeout=share)
+            if points is not None:  # the search's attained points: confirmed or ignored
+                found = screen(self.model, self.prop.regions[r], self.in_shape, self.checker,
+                               points)
+                if found is not None:
+                    raise _Found(found, method)
             self.open[r] = [i for i in self.open[r] if i not in done]
         self.log(method, t0)
         if not self.open_regions():

@@ -38,8 +38,10 @@ def box_as_ball(region: InputRegion, in_shape: tuple[int, ...]):
 
 
 def refute(model: nn.Module, region: InputRegion, ids: list[int], method: str,
-           in_shape: tuple[int, ...], timeout: float | None = None) -> list[int]:
-    """The disjuncts among ``ids`` that certified ``method`` bounds refute over the box.
+           in_shape: tuple[int, ...], timeout: float | None = None
+           ) -> tuple[list[int], Tensor | None]:
+    """The disjuncts among ``ids`` that certified ``method`` bounds refute over the box, and
+    (method "bab") the search's attained points [M, n], candidate counterexamples.
 
     A disjunct (a conjunction of rows C_j f <= d_j) is refuted when some row's lower bound
     exceeds its d_j; under method "bab" (for ``timeout`` seconds) the row may differ between
@@ -48,19 +50,21 @@ def refute(model: nn.Module, region: InputRegion, ids: list[int], method: str,
     """
     with_rows = [i for i in ids if region.disjuncts[i].C.shape[0] > 0]
     if not with_rows:
-        return []
+        return [], None
     C, d, owner = stack_conjunctions([region.disjuncts[i] for i in with_rows])
     x0, eps, data_range = box_as_ball(region, in_shape)
     if method == "bab":
         res = prove_outputs(model, x0, eps, C, d, owner, data_range=data_range,
                             timeout=DEFAULT_BAB_TIMEOUT if timeout is None
                             else max(timeout, 1e-3), progress=False)
-        lower, proven = res.lower, res.proven.cpu()
+        lower, proven, points = res.lower, res.proven.cpu(), res.points
     else:
+        points = None
         lower, _ = output_bounds(model, x0, eps, spec=C, method=method, data_range=data_range)
         proven = torch.zeros(len(with_rows), dtype=torch.bool)
     above = lower.reshape(-1).cpu().to(torch.float64) > d
-    return [i for k, i in enumerate(with_rows) if bool(proven[k]) or bool(above[owner == k].any())]
+    done = [i for k, i in enumerate(with_rows) if bool(proven[k]) or bool(above[owner == k].any())]
+    return done, None if points is None else points.reshape(points.shape[0], -1)
 
 
 def _crown_lower(traced: Traced, lo: Tensor, up: Tensor, C: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import nn
 
 import lipbound
 from lipbound.api import _setup
-from lipbound.bab.outputs import bab_relu_output_bounds
+from lipbound.bab.outputs import bab_output_bounds, bab_relu_output_bounds
 from lipbound.bab.relu_split import LipschitzSearch
 from lipbound.graph.shapes import split_points
 from lipbound.jacobian.attained import row_gradients
@@ -47,7 +47,7 @@ def _region_vertices(net: nn.Module, x0: torch.Tensor, eps: float) -> torch.Tens
     (the extrema of a function linear on each cell lie there)."""
     lo, hi = x0 - eps, x0 + eps
     W, b = net[0].weight.detach(), net[0].bias.detach()
-    kinks = (-0.5, 0.5) if isinstance(net[1], nn.Hardtanh) else (0.0, 6.0)
+    kinks = (net[1].min_val, net[1].max_val)  # nn.ReLU6 is a Hardtanh(0, 6)
     lines = [(W[j], float(t - b[j])) for j in range(W.shape[0]) for t in kinks]  # w x = c
     pts = [torch.stack([lo[0] if i == 0 else hi[0], lo[1] if k == 0 else hi[1]])
            for i in (0, 1) for k in (0, 1)]
@@ -168,3 +168,63 @@ def test_open_box_moves_split_ends_one_float_inward():
     kind, dparams = op.derivative(hardtanh_params(-0.5, 0.5))
     d = registry.get(kind).ibp(dparams, opened)
     assert d.lower.tolist() == [[1.0, 0.0, 0.0]] and d.upper.tolist() == [[1.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("split", ["input", "mixed"])
+def test_input_and_mixed_branchers_contain_the_exact_kink_extrema(act, split):
+    """The one search with input halves ("input", kink splits only on boxes too small to
+    halve) or halves then kink splits ("mixed"): certified bounds contain the exact extrema,
+    attained values do not pass them, and the bounds are no looser than CROWN's."""
+    net = _net(act, 2)
+    gen = torch.Generator().manual_seed(2)
+    x0 = torch.rand(2, generator=gen, dtype=DT) * (6.0 if act == "relu6" else 0.2)
+    eps = 0.6
+    with torch.no_grad():
+        y = net(_region_vertices(net, x0, eps))
+    exact_lo, exact_hi = y.min(0).values, y.max(0).values
+    traced, _, C, dom = _setup(net, x0[None], eps, math.inf, None, None, DT)
+    lo, up, res = bab_output_bounds(net, traced.graph, C, dom, split=split, timeout=60.0,
+                                    max_domains=300, progress=False)
+    slack = 1e-9
+    assert (lo <= exact_lo + slack).all() and (exact_hi <= up + slack).all()
+    assert (res.lower[:2] <= exact_hi + slack).all() and (res.lower[2:] <= -exact_lo + slack).all()
+    crown = lipbound.output_bounds(net, x0[None], eps, method="crown", progress=False)
+    assert (up <= crown.upper + 1e-9).all() and (lo >= crown.lower - 1e-9).all()
+    assert res.domains_bounded > 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_derivative_domains_with_kink_splits_enclose_sampled_derivatives(seed):
+    """The monotonicity audit's objective on a hardtanh net, on sub-boxes with random kink
+    splits (each taken from the side of a sampled point, so feasible): every sampled point
+    of the sub-box satisfying the splits has its autograd derivative inside the bounds."""
+    from lipbound.bab.derivative import DerivativeSearch
+    from lipbound.graph.trace import trace
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Hardtanh(-0.5, 0.5), nn.Linear(8, 1)).double()
+    lo, hi = -torch.ones(3, dtype=DT), torch.ones(3, dtype=DT)
+    graph = trace(net.eval(), lo[None])
+    c = torch.ones(1, 1, dtype=DT)
+    for j in range(3):
+        srch = DerivativeSearch(net, graph, c, lo, hi, j)
+        assert [sp.sign for sp in srch.points] == [False, False]  # kinks at -0.5 and 0.5
+        srch.bound([torch.zeros(1, 8, dtype=DT)] * 2, boxes=(lo[None], hi[None]))  # the root
+        blo = -1 + torch.rand(3, generator=g, dtype=DT)
+        bhi = blo + torch.rand(3, generator=g, dtype=DT)
+        pts = blo + torch.rand(20000, 3, generator=g, dtype=DT) * (bhi - blo)
+        with torch.no_grad():
+            z = net[0](pts)
+        pick = int(torch.randint(len(pts), (1,), generator=g))
+        signs = [torch.where(torch.rand(8, generator=g) < 0.5, torch.sign(z[pick] - sp.point),
+                             torch.zeros(8, dtype=DT)) for sp in srch.points]
+        ub = srch.bound([s[None] for s in signs], boxes=(blo[None], bhi[None]))[0][0]
+        keep = torch.ones(len(pts), dtype=torch.bool)
+        for sp, s in zip(srch.points, signs):
+            keep &= (s * (z - sp.point) >= 0).all(1)
+        x = pts[keep].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(net(x).sum(), x)
+        assert keep.sum() > 0
+        assert bool((grad[:, j] >= -ub[0] - 1e-9).all() and (grad[:, j] <= ub[1] + 1e-9).all())
