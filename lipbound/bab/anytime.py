@@ -170,8 +170,10 @@ class Anytime:
             return "below threshold"
         if self.refuted is not None and bool((proven | self.refuted).all()):
             return "decided"
-        if queued == 0 or bool((U <= _tolerance(self.target(L), self.rtol, self.atol)).all()):
+        if bool((U <= _tolerance(self.target(L), self.rtol, self.atol)).all()):
             return "certified"
+        if queued == 0:  # every domain final, yet the gap is open: bounds hold, not exact
+            return "exhausted"
         if self.elapsed() + 2 * self.child_time >= self.timeout:  # not even one domain fits
             return "timeout"
         if queued + growth > self.max_domains:

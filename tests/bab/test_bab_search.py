@@ -188,6 +188,8 @@ def test_final_and_pruned_domains_keep_their_bounds_in_the_result(min_width):
     weight = torch.tensor([1.0, 1e-3], dtype=torch.float64)  # halve x_0: phi depends on it
     res = search(_Flat(), Brancher("input", weight, min_width), lo, up, L, W, run, batch=4,
                  progress=False)
-    assert res.status == "certified"
+    # too thin to split from the start: every domain final with the gap open, which is not
+    # "certified" (the status the MILP stage and the API read as "gap closed")
+    assert res.status == ("certified" if min_width == 0 else "exhausted")
     assert res.upper[1] == 1.0 and 0.5 <= res.upper[0] <= 0.5 + 1e-5  # sup x_0, sup -x_0
     assert all(p.upper >= 1.0 for p in res.trace)
