@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ def worker(case: str, repeats: int) -> dict[str, Any]:
     import lipbound
 
     sys.path.insert(0, str(HERE))
-    from bench_cnn_speed import cases
+    from bench_cnn_speed import cases, timed
 
     t_import = time.perf_counter() - t0
     name, model, x0, eps, dr = next(c for c in cases(True) if case in c[0])
@@ -44,18 +43,12 @@ def worker(case: str, repeats: int) -> dict[str, Any]:
     def call():
         return lipbound.local_lipschitz(model, x0, eps, method="crown", data_range=dr).upper
 
-    t0 = time.perf_counter()
-    up = call()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        up = call()
-        times.append(time.perf_counter() - t0)
+    t = timed(call, repeats)
+    up = t["out"]
     return {"case": name, "lipbound": str(Path(lipbound.__file__).parent.parent),
-            "import_s": t_import, "first_s": first, "times_s": times,
-            "median_s": statistics.median(times), "first_minus_median_s":
-            first - statistics.median(times), "upper": up.tolist(), "value": float(up.max())}
+            "import_s": t_import, "first_s": t["first"], "times_s": t["times"],
+            "median_s": t["median"], "first_minus_median_s": t["first"] - t["median"],
+            "upper": up.tolist(), "value": float(up.max())}
 
 
 def run_one(tree: Path, case: str, repeats: int, timeout: float) -> dict[str, Any]:

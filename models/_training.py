@@ -46,3 +46,11 @@ def save_classifier(model: nn.Module, X: Tensor, y: Tensor, out: Path, name: str
     torch.save(model.state_dict(), out)
     print(f"{name} test accuracy {acc:.4f}; saved {out}")
     return acc
+
+
+def print_accuracies(results: dict[str, object]) -> None:
+    """Print the trained models' accuracies as the ``ACCURACY`` dict their module records."""
+    print("ACCURACY = {")
+    for name, acc in results.items():
+        print(f'    "{name}": {acc},')
+    print("}")

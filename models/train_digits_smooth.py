@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 import torch
+from _training import print_accuracies
 from torch import nn
 
 from lipbound.models.digits_smooth import SIGMAS, digits_images, half_mlp, name_of, smooth_mlp
@@ -74,10 +75,7 @@ def main() -> None:
             torch.save(model.state_dict(), WEIGHTS / f"{name}.pt")
             results[name] = accuracy(model, xte, yte, sigma, view)
             print(f"{name}: clean / noisy test accuracy {results[name]}", flush=True)
-    print("ACCURACY = {")
-    for name, acc in results.items():
-        print(f'    "{name}": {acc},')
-    print("}")
+    print_accuracies(results)
 
 
 if __name__ == "__main__":

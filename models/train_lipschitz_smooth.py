@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 
 import torch
-from _training import SpectralBall, project
+from _training import SpectralBall, print_accuracies, project
 from torch import nn
 
 from lipbound.models.lipschitz_smooth import SIGMAS, lipschitz_mlp, name_of, reference_name
@@ -111,10 +111,7 @@ def main() -> None:
             torch.save(model.state_dict(), WEIGHTS / f"{name}.pt")
             results[name] = accuracy(model, xte, yte, sigma)
             print(f"{name}: clean / noisy test accuracy {results[name]}", flush=True)
-    print("ACCURACY = {")
-    for name, acc in results.items():
-        print(f'    "{name}": {acc},')
-    print("}")
+    print_accuracies(results)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ def bab_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: 
     Returns upper [S] (certified at any stopping point) and lower [S] attained at witness
     [S, *in] inside the ball; status "certified" when the gap closed (then, with signs
     split to the leaves, upper is the exact maximum over the feasible patterns), "timeout",
-    "domain limit" or "exhausted" (no domain left to refine, gap still open). ``focus_max``: certify max_s only (see
-    :meth:`lipbound.bab.anytime.Anytime.target`).
+    "domain limit" or "exhausted" (no domain left to refine, gap still open). ``focus_max``:
+    certify max_s only (see :meth:`lipbound.bab.anytime.Anytime.target`).
     """
     run = Anytime(timeout, rtol, atol, max_domains, focus_max)
     srch = LipschitzSearch(model, graph, C, domain, q)

@@ -67,6 +67,19 @@ def _region_vertices(net: nn.Module, x0: torch.Tensor, eps: float) -> torch.Tens
     return torch.minimum(torch.maximum(P[inside], lo), hi)
 
 
+def _exact_case(act: str, seed: int):
+    """(net, x0, eps, exact lower, exact upper, traced, C, domain): a two-input net on an l_inf ball
+    of radius 0.6, the exact extrema from every vertex of its linear regions."""
+    net = _net(act, seed)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(2, generator=gen, dtype=DT) * (6.0 if act == "relu6" else 0.2)
+    eps = 0.6
+    with torch.no_grad():
+        y = net(_region_vertices(net, x0, eps))
+    traced, _, C, dom = _setup(net, x0[None], eps, math.inf, None, None, DT)
+    return net, x0, eps, y.min(0).values, y.max(0).values, traced, C, dom
+
+
 def test_split_points_are_the_ops_kinks():
     net = _net("hardtanh", 0)
     traced, *_ = _setup(net, torch.zeros(1, 2, dtype=DT), 0.1, math.inf, None, None, DT)
@@ -78,14 +91,7 @@ def test_split_points_are_the_ops_kinks():
 @pytest.mark.parametrize("act", sorted(ACTS))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kink_bab_contains_the_exact_extrema_and_tightens_crown(act, seed):
-    net = _net(act, seed)
-    gen = torch.Generator().manual_seed(seed)
-    x0 = torch.rand(2, generator=gen, dtype=DT) * (6.0 if act == "relu6" else 0.2)
-    eps = 0.6
-    with torch.no_grad():
-        y = net(_region_vertices(net, x0, eps))
-    exact_lo, exact_hi = y.min(0).values, y.max(0).values
-    traced, _, C, dom = _setup(net, x0[None], eps, math.inf, None, None, DT)
+    net, x0, eps, exact_lo, exact_hi, traced, C, dom = _exact_case(act, seed)
     lo, up, res = bab_relu_output_bounds(net, traced.graph, C, dom, timeout=60.0,
                                          max_domains=120, progress=False)
     slack = 1e-9
@@ -176,14 +182,7 @@ def test_input_and_mixed_branchers_contain_the_exact_kink_extrema(act, split):
     """The one search with input halves ("input", kink splits only on boxes too small to
     halve) or halves then kink splits ("mixed"): certified bounds contain the exact extrema,
     attained values do not pass them, and the bounds are no looser than CROWN's."""
-    net = _net(act, 2)
-    gen = torch.Generator().manual_seed(2)
-    x0 = torch.rand(2, generator=gen, dtype=DT) * (6.0 if act == "relu6" else 0.2)
-    eps = 0.6
-    with torch.no_grad():
-        y = net(_region_vertices(net, x0, eps))
-    exact_lo, exact_hi = y.min(0).values, y.max(0).values
-    traced, _, C, dom = _setup(net, x0[None], eps, math.inf, None, None, DT)
+    net, x0, eps, exact_lo, exact_hi, traced, C, dom = _exact_case(act, 2)
     lo, up, res = bab_output_bounds(net, traced.graph, C, dom, split=split, timeout=60.0,
                                     max_domains=300, progress=False)
     slack = 1e-9
