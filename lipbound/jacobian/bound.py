@@ -49,7 +49,10 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     per neuron (alpha-CROWN, ``forward_iterations`` steps, default ``FORWARD_ITERATIONS``,
     stopped once a step improves a chunk's bounds by at most ``FORWARD_STOP_REL``),
     CROWN for the backward graph and for every element of the gradient node. "alpha-crown":
-    every intermediate and gradient bound optimised for ``iterations`` steps. "ibp":
+    the intermediate bounds optimised for up to ``iterations`` steps (only the elements CROWN
+    leaves undecided, stopped once a step improves a chunk by at most ``ALPHA_STOP_REL``), the
+    gradient's elements by CROWN and then at most ``MAX_OPTIMISED_GRADIENT_ELEMENTS`` of them
+    optimised (:func:`_bound_gradient`). Every bound is sound for any projected slopes. "ibp":
     intervals only. ``bound_gradient=False`` skips the per-element CROWN bounds of the gradient
     (a row per input element; branch-and-bound relies on the linear norm bound instead).
     ``restriction`` (:class:`~lipbound.bounds.restriction.Restriction`) restricts set d to its
