@@ -205,7 +205,8 @@ def conv_cases(quick: bool) -> list[dict[str, Any]]:
     cases += [dict(sweep="resnet_depth", x=d, make=lambda d=d: random_resnet(16, 8, d),
                    shape=(3, 16, 16)) for d in depths]
     # --quick: alpha-CROWN only on the 8x8 nets of the side sweeps (it dominates the time:
-    # local_lipschitz with alpha-crown took 164 s on the one-conv 32x32 CNN, crown 0.16 s)
+    # local_lipschitz with alpha-crown took 164 s on the one-conv 32x32 CNN, crown 0.16 s,
+    # before h-alpha; now about 20x crown, experiments/README.md)
     return [dict(c, methods=CONV_METHODS if not quick or (c["sweep"].endswith("side")
                                                           and c["x"] == sides[0])
                  else CONV_METHODS[:1]) for c in cases]

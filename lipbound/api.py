@@ -30,7 +30,7 @@ from lipbound.inputs import (
     spec_matrix,
 )
 from lipbound.jacobian.attained import attained_lower
-from lipbound.jacobian.bound import jacobian_state, norm_upper
+from lipbound.jacobian.bound import jacobian_state, lipschitz_upper, norm_upper
 from lipbound.jacobian.naive import naive_lipschitz
 from lipbound.norms import dual_norm
 from lipbound.propagate.driver import METHODS, bound_graph_spec, check_method, prepare_state
@@ -294,8 +294,7 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
         upper = _finish_norms(naive_lipschitz(graph, C, domain.p), graph, C, domain, q)
     else:
         with coefficient_dtype(coef):
-            state, jg = jacobian_state(graph, C, domain, method, q)
-            upper = norm_upper(state, jg, q, method, iterations)
+            upper = lipschitz_upper(graph, C, domain, method, q, iterations)
             upper = _finish_norms(upper, graph, C, domain, q)
         upper, details = _cap_by_global(model, graph, C, domain.p, upper)
     lower, witness = (attained_lower(model, C, domain, q, n_samples, seed=seed)
