@@ -258,52 +258,49 @@ def _avg_geom(params) -> tuple | None:
     return ((k[0], s[0], p[0], 1), (k[1], s[1], p[1], 1))
 
 
+_GEOMETRY = {"conv": _conv_geom, "avg_pool": _avg_geom}
+
+
+def _geometry(kind: str, params) -> tuple | None:
+    """((k, s, p, d) per spatial axis) of a sliding-window op that windows can follow, else
+    None (another op, or a form whose window is not a rectangle map)."""
+    geom_of = _GEOMETRY.get(kind)
+    return None if geom_of is None else geom_of(params)
+
+
 def _apply_forward(kind: str, params, A: Window, out_shape) -> Window | None:
     """The window of ``op(A)`` for the forward map of op ``kind`` (no offset)."""
+    geom = _geometry(kind, params)
+    if geom is None:
+        return None
+    (kh, sh, _, _), (kw, sw, _, _) = geom
     if kind == "conv":
-        geom = _conv_geom(params)
-        if geom is None:
-            return None
-        w, st, dil, groups = params["weight"], params["stride"], params["dilation"], \
-            params["groups"]
+        w, st, dil, groups = (params[n] for n in ("weight", "stride", "dilation", "groups"))
         return _forward_window(A, geom, out_shape,
                                lambda x: F.conv2d(x, w, None, st, 0, dil, groups))
-    if kind == "avg_pool":
-        geom = _avg_geom(params)
-        if geom is None:
-            return None
-        (kh, sh, _, _), (kw, sw, _, _) = geom
-        return _forward_window(A, geom, out_shape,
-                               lambda x: F.avg_pool2d(x, (kh, kw), (sh, sw), 0))
-    return None
+    return _forward_window(A, geom, out_shape, lambda x: F.avg_pool2d(x, (kh, kw), (sh, sw), 0))
 
 
 def _apply_transpose(kind: str, params, A: Window, in_shape) -> Window | None:
     """The window of ``op^T(A)`` for op ``kind`` (the vjp of its linear part)."""
+    geom = _geometry(kind, params)
+    if geom is None:
+        return None
+    (kh, sh, _, _), (kw, sw, _, _) = geom
     if kind == "conv":
-        geom = _conv_geom(params)
-        if geom is None:
-            return None
-        w, st, dil, groups = params["weight"], params["stride"], params["dilation"], \
-            params["groups"]
+        w, st, dil, groups = (params[n] for n in ("weight", "stride", "dilation", "groups"))
         return _transpose_window(A, geom, in_shape, lambda d: F.conv_transpose2d(
             d, w, None, st, 0, 0, groups, dil))
-    if kind == "avg_pool":
-        geom = _avg_geom(params)
-        if geom is None:
-            return None
-        (kh, sh, _, _), (kw, sw, _, _) = geom
 
-        def avg_t(d: Tensor) -> Tensor:  # autodiff of avg_pool: the dense vjp's own kernel
-            size = ((d.shape[-2] - 1) * sh + kh, (d.shape[-1] - 1) * sw + kw)
-            with torch.enable_grad():
-                x = torch.zeros(d.shape[0], d.shape[1], *size, dtype=d.dtype, device=d.device,
-                                requires_grad=True)
-                y = F.avg_pool2d(x, (kh, kw), (sh, sw), 0)
-                return vjp(y, x, d, create_graph=d.requires_grad)[0]
+    def avg_t(d: Tensor) -> Tensor:  # autodiff of avg_pool: the dense vjp's own kernel
+        size = ((d.shape[-2] - 1) * sh + kh, (d.shape[-1] - 1) * sw + kw)
+        with torch.enable_grad():
+            x = torch.zeros(d.shape[0], d.shape[1], *size, dtype=d.dtype, device=d.device,
+                            requires_grad=True)
+            y = F.avg_pool2d(x, (kh, kw), (sh, sw), 0)
+            return vjp(y, x, d, create_graph=d.requires_grad)[0]
 
-        return _transpose_window(A, geom, in_shape, avg_t)
-    return None
+    return _transpose_window(A, geom, in_shape, avg_t)
 
 
 def _scale(params, A: Window) -> Window | None:
