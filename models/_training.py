@@ -3,6 +3,7 @@ caller: the loop draws one ``torch.randperm`` per epoch, so results depend only 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -54,3 +55,23 @@ def print_accuracies(results: dict[str, object]) -> None:
     for name, acc in results.items():
         print(f'    "{name}": {acc},')
     print("}")
+
+
+def fit_noisy(model: nn.Module, forward, xtr: Tensor, ytr: Tensor, sigma: float, epochs: int,
+              gen: torch.Generator) -> nn.Module:
+    """Gaussian-noise training (sigma) with Adam (lr 3e-3), a cosine schedule and batches of
+    64 in an order drawn from ``gen``, which also draws the noise; the loss is the cross
+    entropy of ``forward(noisy inputs)`` (the model, or a view / scaling of it)."""
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(xtr) / 64))
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xtr), generator=gen)
+        for i in range(0, len(xtr), 64):
+            idx = perm[i : i + 64]
+            noisy = xtr[idx] + sigma * torch.randn(xtr[idx].shape, generator=gen)
+            opt.zero_grad()
+            loss_fn(forward(noisy), ytr[idx]).backward()
+            opt.step()
+            sched.step()
+    return model

@@ -14,11 +14,10 @@ lr 3e-3 with cosine decay, 200 epochs of batch 64, seed 0 (+ the model's index).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-from _training import print_accuracies
+from _training import fit_noisy, print_accuracies
 from torch import nn
 
 from lipbound.models.digits_smooth import SIGMAS, digits_images, half_mlp, name_of, smooth_mlp
@@ -31,20 +30,8 @@ EPOCHS = 200
 def train(model: nn.Module, xtr, ytr, sigma: float, seed: int, view=lambda z: z) -> nn.Module:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    steps = EPOCHS * math.ceil(len(xtr) / 64)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for _ in range(EPOCHS):
-        perm = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i : i + 64]
-            noisy = xtr[idx] + sigma * torch.randn(xtr[idx].shape, generator=gen)
-            opt.zero_grad()
-            loss_fn(model(view(noisy)), ytr[idx]).backward()
-            opt.step()
-            sched.step()
+    fit_noisy(model, lambda z: model(view(z)), xtr, ytr, sigma, EPOCHS, gen)
     return model.eval()
 
 

@@ -19,11 +19,10 @@ constraint, plain cross-entropy; seed 100 + index).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
-from _training import SpectralBall, print_accuracies, project
+from _training import SpectralBall, fit_noisy, print_accuracies, project
 from torch import nn
 
 from lipbound.models.lipschitz_smooth import SIGMAS, lipschitz_mlp, name_of, reference_name
@@ -62,20 +61,7 @@ def train(family: str, sigma: float, seed: int, xtr, ytr, constrained: bool = Tr
 
 def _fit(model: nn.Module, xtr, ytr, sigma: float, family: str, gen, scale: float
          ) -> nn.Module:
-    epochs = EPOCHS[family]
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(xtr) / 64))
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i : i + 64]
-            noisy = xtr[idx] + sigma * torch.randn(xtr[idx].shape, generator=gen)
-            opt.zero_grad()
-            loss_fn(scale * model(noisy), ytr[idx]).backward()
-            opt.step()
-            sched.step()
-    return model
+    return fit_noisy(model, lambda z: scale * model(z), xtr, ytr, sigma, EPOCHS[family], gen)
 
 
 def accuracy(model, x, y, sigma: float, copies: int = 20) -> tuple[float, float]:
