@@ -16,13 +16,8 @@ from lipbound.smoothing.engine import (
     margin_constants,
     model_support,
 )
-from tests.smoothing.test_smoothing_support import one_thread
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class SortedInputs(nn.Module):

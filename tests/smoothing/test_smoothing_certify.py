@@ -29,13 +29,9 @@ from lipbound.smoothing.records import (
     read_tsv,
     write_json,
 )
-from tests.smoothing.test_smoothing_support import Constant, LinearBinary, linear_radius, one_thread
+from tests.smoothing.test_smoothing_support import Constant, LinearBinary, linear_radius
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _mlp(seed=0, d_in=(1, 4, 4), k=3):

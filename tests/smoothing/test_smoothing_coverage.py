@@ -23,14 +23,9 @@ from tests.smoothing.test_smoothing_support import (
     dual_truth,
     linear_dual,
     linear_radius,
-    one_thread,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 REPS = 1000
