@@ -31,7 +31,7 @@ FACADE = "__init__"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # shared helpers and value types (no engine knowledge)
     ("errors", "version", "norms", "specs", "jsonutil", "progress", "results", "models", "io",
-     "highs", "devices", "autodiff"),
+     "highs", "devices", "autodiff", "gradmode"),
     # the engine
     ("graph.ir", "graph", "ops", "bounds", "inputs", "propagate", "jacobian", "exact", "bab"),
     # the public bound API and attacks on top of it

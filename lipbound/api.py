@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from lipbound.bab.milp_stage import SEARCH_SHARE, ExactFn, milp_applies, milp_stage
 from lipbound.bounds.domains import make_domain
 from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedModelError
+from lipbound.gradmode import outside_inference_mode
 from lipbound.graph.ir import Graph
 from lipbound.graph.shapes import split_points
 from lipbound.inputs import (
@@ -46,6 +47,7 @@ class OutputBounds(NamedTuple):
     upper: Tensor
 
 
+@outside_inference_mode
 def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
                   spec: Any = None, method: str = "crown",
                   data_range: tuple[Any, Any] | None = None, iterations: int = 30,
@@ -88,6 +90,7 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
         return OutputBounds(*_finish_outputs(lo[0], up[0], C, traced, domain, state.bounds))
 
 
+@outside_inference_mode
 def output_bounds_batch(model: nn.Module, centers: Any, eps: Any,
                         norm: float | int | str = math.inf, spec: Any = None,
                         method: str = "crown", dtype: torch.dtype = torch.float64
@@ -143,6 +146,7 @@ class OutputProof:
     points: Tensor | None = None
 
 
+@outside_inference_mode
 def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: Any,
                   groups: Any = None, norm: float | int | str = math.inf,
                   data_range: tuple[Any, Any] | None = None, timeout: float | None = None,
@@ -219,6 +223,7 @@ def _finite(bounds: tuple[Tensor, Tensor], what: str, domain) -> tuple[Tensor, T
     return bounds
 
 
+@outside_inference_mode
 def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
                     spec: Any = None, method: str = "crown",
                     data_range: tuple[Any, Any] | None = None,
@@ -240,6 +245,7 @@ def jacobian_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | st
     return OutputBounds(*_finite(bounds, "Jacobian bounds", domain))
 
 
+@outside_inference_mode
 def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | str = math.inf,
                     spec: Any = None, method: str = "crown", timeout: float | None = None,
                     data_range: tuple[Any, Any] | None = None, n_samples: int = 256,

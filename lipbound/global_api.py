@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from lipbound.bounds.domains import parse_norm
 from lipbound.errors import InputError, UnsupportedModelError
+from lipbound.gradmode import outside_inference_mode
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.global_bound import (
     GlobalLipschitz,
@@ -91,6 +92,7 @@ def _rows_and_vector(graph: Graph, C: Tensor, p: float, model: Any, method: str
     return rows, vec, details
 
 
+@outside_inference_mode
 def global_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2,
                      spec: Any = None, method: str = "fast", output: str = "logits",
                      temperature: float = 1.0) -> GlobalLipschitz:
@@ -121,6 +123,7 @@ def global_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str =
                            details=details)
 
 
+@outside_inference_mode
 def margin_lipschitz(model: nn.Module | Graph, x: Any, norm: float | int | str = 2,
                      method: str = "fast") -> Tensor:
     """``[K, K]`` float64 matrix L with ``Lip(f_c - f_j) <= L[c, j]`` in ``norm`` (zero

@@ -34,6 +34,7 @@ from lipbound.bounds.domains import make_domain
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision, outward
 from lipbound.errors import InputError, UnknownMethodError
+from lipbound.gradmode import outside_inference_mode
 from lipbound.inputs import as_tensor, batched_input, check_eps, check_model, get_traced
 from lipbound.propagate.rounding import execution_error
 from lipbound.specs import margin_spec
@@ -109,6 +110,7 @@ def _attained(model64, x, eps, p, C, data_range, g0):
     return change, witness
 
 
+@outside_inference_mode
 def counterfactual_stability(model: nn.Module, x_cf: Any, eps: float, norm: Any = math.inf,
                              output: int | None = None, data_range: Any = None,
                              method: str = "crown") -> CounterfactualStability:

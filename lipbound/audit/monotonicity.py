@@ -49,6 +49,7 @@ from lipbound.bab.anytime import BabResult
 from lipbound.bab.derivative import bab_derivative
 from lipbound.bab.relu_split import mlp_layers
 from lipbound.errors import InputError, ShapeError, UnsupportedModelError
+from lipbound.gradmode import outside_inference_mode
 from lipbound.inputs import batched_input, check_model, get_graph, resolve_model
 from lipbound.progress import ProgressFlag, bar
 from lipbound.propagate.driver import check_method
@@ -140,6 +141,7 @@ def _check_output(K: int, output: Any) -> int:
     return output
 
 
+@outside_inference_mode
 def monotonicity(model: nn.Module, lower: Any, upper: Any, features: Any = None,
                  output: int = 0, *, timeout: float = 30.0, max_domains: int = 10000,
                  seed: int = 0, progress: ProgressFlag = "auto", tol: float = 1e-9,

@@ -45,6 +45,7 @@ from lipbound.audit._radius import (
     lipschitz_radius,
 )
 from lipbound.errors import InputError, ShapeError, UnknownMethodError, UnsupportedNormError
+from lipbound.gradmode import outside_inference_mode
 from lipbound.inputs import as_tensor, check_model
 from lipbound.norms import parse_norm
 from lipbound.progress import ProgressFlag, bar
@@ -133,6 +134,7 @@ def _inputs(model: nn.Module, X: Any, y: Any) -> tuple[Tensor, Tensor, Tensor]:
     return X, y.long(), logits
 
 
+@outside_inference_mode
 def robustness(model: nn.Module, X: Any, y: Any, *, eps_max: float, norm: Any = math.inf,
                data_range: Any = None, methods: Any = ("bounds", "lipschitz", "smoothing"),
                smooth: Any = None, attack: bool = True, radii: Any = None,

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.errors import ModelModeError, ShapeError, TracingError
+from lipbound.gradmode import outside_inference_mode
 from lipbound.graph.aten import Builder, convert_node
 from lipbound.graph.ir import Graph
 from lipbound.graph.normalize import normalize
@@ -36,6 +37,7 @@ def check_eval_mode(model: nn.Module) -> None:
         )
 
 
+@outside_inference_mode
 def trace(model: nn.Module, example: Tensor, normalize_graph: bool = True) -> Graph:
     """Trace ``model`` on an example input [1, *in] (or [*in]) into a normalised Graph.
 
