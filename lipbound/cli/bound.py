@@ -9,7 +9,7 @@ from lipbound.cli.config import add_config_option
 from lipbound.cli.data import Inputs
 from lipbound.errors import LipboundError
 from lipbound.executor.options import add_backend_args, executor_from_args, map_options
-from lipbound.inputs import check_eps, check_timeout
+from lipbound.inputs import PRECISIONS, check_eps, check_precision, check_timeout
 from lipbound.io.model_source import LoadedModel
 from lipbound.jobs import BoundJob, ModelSource
 from lipbound.norms import parse_norm
@@ -28,7 +28,8 @@ def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
                    norm=parse_norm(args.norm), method=args.lipschitz_method, spec=args.spec,
                    data_range=common.data_range_from(args, inputs),
                    timeout=check_timeout(args.timeout),
-                   output_bounds=True, bounds_method=args.method, device="cpu")
+                   output_bounds=True, bounds_method=args.method, device="cpu",
+                   precision=_precision(args.precision))
     rows = range(inputs.X.shape[0])
     items = [(inputs.X[i], common.label_of(inputs, i), common.source_index(inputs, i))
              for i in rows]
@@ -49,6 +50,12 @@ def bound_inputs(loaded: LoadedModel, inputs: Inputs, args: argparse.Namespace,
                 sink.add(r)
     if failed:
         raise LipboundError(f"{len(failed)} of {len(items)} inputs failed: " + "; ".join(failed))
+
+
+def _precision(precision: str) -> str:
+    """``precision`` once checked as the API checks it (before any input runs)."""
+    check_precision(precision)
+    return precision
 
 
 def _print_table(records: list[dict]) -> None:
@@ -92,6 +99,9 @@ def add_bound_options(p: argparse.ArgumentParser) -> None:
                         "(label from --labels / the data set, else the prediction)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds per input for the Lipschitz bound (branch-and-bound)")
+    p.add_argument("--precision", default="float64", choices=sorted(PRECISIONS),
+                   help="dtype of CROWN's backward coefficients: float64, or float32 (faster "
+                        "on a GPU; a proven rounding allowance per step keeps it sound)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

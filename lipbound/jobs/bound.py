@@ -32,7 +32,8 @@ class BoundJob:
     output bounds have it, else "crown"). ``spec``: None / ``"identity"`` (the outputs) or
     ``"margin"`` (rows ``e_label - e_j``, j != label; the label is the item's, else the model's
     prediction). ``timeout``: branch-and-bound's anytime budget (method "bab") per call; the
-    executor's timeout stops the whole job. ``seed`` drives the sampling of the attained
+    executor's timeout stops the whole job. ``precision``: the dtype of CROWN's backward
+    coefficients, as in the two API functions ("float32" has a proven per-step allowance). ``seed`` drives the sampling of the attained
     Lipschitz lower bound.
 
     The result (JSON-ready): ``label``, ``prediction`` (argmax of the outputs; None for one
@@ -52,6 +53,7 @@ class BoundJob:
     output_bounds: bool = False
     bounds_method: str | None = None
     device: str = "auto"
+    precision: str = "float64"
 
     def output_method(self) -> str:
         """The output-bound method."""
@@ -67,7 +69,8 @@ class BoundJob:
         out: dict[str, Any] = {"label": label, "prediction": pred, "seed": seed, "spec": spec}
         if self.output_bounds:
             method = self.output_method()
-            extra = {"timeout": self.timeout, "progress": False} if method == "bab" else {}
+            extra = ({"timeout": self.timeout, "progress": False} if method == "bab"
+                     else {"precision": self.precision})
             start = time.perf_counter()
             lo, up = output_bounds(model, x, self.eps, norm=self.norm, spec=C, method=method,
                                    data_range=self.data_range, **extra)
@@ -75,7 +78,8 @@ class BoundJob:
         if self.method != "none":
             res = local_lipschitz(model, x, self.eps, norm=self.norm, spec=C,
                                   method=self.method, timeout=self.timeout,
-                                  data_range=self.data_range, seed=seed, progress=False)
+                                  data_range=self.data_range, seed=seed, progress=False,
+                                  precision=self.precision)
             out["lipschitz"] = res.to_dict()
         return out
 
@@ -112,6 +116,7 @@ class BoundJob:
         if "lipschitz" in result:
             recs.append(lipschitz_record(
                 model, x, LipschitzResult.from_dict(result["lipschitz"]), spec=result["spec"],
-                data_range=self.data_range, settings={"timeout": self.timeout},
+                data_range=self.data_range,
+                settings={"timeout": self.timeout, "precision": self.precision},
                 seed=result["seed"], model_name=model_name, input=input))
         return recs

@@ -41,6 +41,22 @@ def test_bound_reports_sound_intervals(capsys):
         assert r["domain"]["eps"] == 0.01 and r["domain"]["data_range"] == [0.0, 1.0]
 
 
+def test_bound_float32_precision_contains_float64_bounds(capsys):
+    """``--precision float32`` reaches the API: its bounds contain the float64 run's (float32
+    coefficients carry a rounding allowance, so they are no tighter) and differ from them."""
+    runs = {}
+    for precision in ("float64", "float32"):
+        assert main(["bound", "--index", "2", "--eps", "0.02", "--json", "--spec", "margin",
+                     "--precision", precision]) == 0
+        runs[precision] = json.loads(capsys.readouterr().out)["records"]
+    (ob64, lip64), (ob32, lip32) = runs["float64"], runs["float32"]
+    assert lip32["settings"]["precision"] == "float32"
+    assert all(a <= b for a, b in zip(ob32["lower"], ob64["lower"]))
+    assert all(a >= b for a, b in zip(ob32["upper"], ob64["upper"]))
+    assert ob32["upper"] != ob64["upper"]
+    assert all(a >= b for a, b in zip(lip32["upper"], lip64["upper"]))
+
+
 def test_bound_margin_spec_and_lipschitz_records(capsys, tmp_path):
     out = tmp_path / "run.jsonl"
     assert main(["bound", "--index", "0", "--spec", "margin", "--output", str(out)]) == 0
