@@ -33,8 +33,8 @@ class BoundJob:
     ``"margin"`` (rows ``e_label - e_j``, j != label; the label is the item's, else the model's
     prediction). ``timeout``: branch-and-bound's anytime budget (method "bab") per call; the
     executor's timeout stops the whole job. ``precision``: the dtype of CROWN's backward
-    coefficients, as in the two API functions ("float32" has a proven per-step allowance). ``seed`` drives the sampling of the attained
-    Lipschitz lower bound.
+    coefficients, as in the two API functions ("float32" has a proven per-step allowance).
+    ``seed`` drives the sampling of the attained Lipschitz lower bound.
 
     The result (JSON-ready): ``label``, ``prediction`` (argmax of the outputs; None for one
     output), ``seed``, ``spec`` (None, or the margin rows' description), ``lipschitz``
