@@ -385,11 +385,9 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     if isinstance(model, Graph):
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")
     split = _choose_split(graph, split)
-    crown = None  # the sign search's root bound is CROWN's; the box search's is not
-    if split == "input":
-        with torch.no_grad():  # the plain CROWN bound holds on the whole ball: keep the better
-            state, jg = jacobian_state(graph, C, domain, "crown", q)
-            crown = norm_upper(state, jg, q, "crown")
+    with torch.no_grad():  # method "crown"'s bound holds on the whole ball: keep the better
+        state, jg = jacobian_state(graph, C, domain, "crown", q)  # (a search stopped early,
+        crown = norm_upper(state, jg, q, "crown")  # before its root bound, may be looser)
     budget = DEFAULT_BAB_TIMEOUT if timeout is None else timeout
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
     share = SEARCH_SHARE[split] if exact is not None else 1.0
@@ -404,12 +402,12 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
                                     lambda: time.perf_counter() - search_start)
         except (ProblemTooLargeError, SolverError) as exc:  # the search's result stands
             stage = {"ran": False, "skipped": str(exc)}
-    best = res.upper if crown is None else torch.minimum(res.upper, crown)
+    best = torch.minimum(res.upper, crown)
     upper = _finish_norms(best, graph, C, domain, q)
     upper, capped = _cap_by_global(model, graph, C, domain.p, upper)
-    cmax = math.inf if crown is None else float(crown.max())
+    cmax = float(crown.max())
     trace = [(p.time + offset, min(p.upper, cmax), p.lower, p.domains) for p in res.trace]
-    cr = [math.inf] * C.shape[0] if crown is None else crown.tolist()
+    cr = crown.tolist()
     row_trace = [(p.time + offset, [min(u, c) for u, c in zip(p.rows, cr)]) for p in res.trace]
     return LipschitzResult(upper.detach(), res.lower.detach(), res.witness, "bab", domain.p,
                            float(domain.eps[0]), res.status, time.perf_counter() - start,

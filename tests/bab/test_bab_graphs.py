@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import lipbound
 import lipbound.bab.relu_split as relu_split
@@ -132,3 +133,23 @@ def test_cnn_output_bounds_by_relu_splits_contain_samples_and_beat_crown():
     assert (y >= lo - 1e-9).all() and (y <= up + 1e-9).all()
     assert (lo >= lo_c - 1e-9).all() and (up <= up_c + 1e-9).all()
     assert float((up - lo).sum()) < 0.98 * float((up_c - lo_c).sum())
+
+
+@pytest.mark.parametrize("case", ["mlp relu", "mlp input", "mlp mixed", "cnn relu"])
+def test_bab_is_never_looser_than_crown_even_when_stopped_at_once(case):
+    """Method "bab" keeps the better of its search and method "crown" on every row, so a
+    search stopped by its budget before its first step still returns crown's bound (on the
+    residual CNN the relu search's own root bound is looser than crown's)."""
+    kind, split = case.split()
+    if kind == "cnn":
+        net, _, _, dom, *_ = _setup_cnn(0, 0.1)
+        x0, eps = dom.center, 0.1
+    else:
+        torch.manual_seed(3)
+        net = nn.Sequential(nn.Linear(6, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(),
+                            nn.Linear(24, 3)).double().eval()
+        x0, eps = torch.rand(6, dtype=torch.float64), 0.3
+    crown = lipbound.local_lipschitz(net, x0, eps, method="crown")
+    bab = lipbound.local_lipschitz(net, x0, eps, method="bab", timeout=1e-3, split=split,
+                                   progress=False, objective="rows")
+    assert (bab.upper <= crown.upper * (1 + 1e-12)).all(), (bab.upper, crown.upper)
