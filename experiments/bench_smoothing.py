@@ -66,9 +66,11 @@ def test_data(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return mnist1d_data()[2:]
 
 
-def build_smooth(name: str) -> Smooth:
+def build_smooth(name: str, default_sigma: float = 0.25) -> Smooth:
+    """The model's ``Smooth`` at the sigma it was noise-trained at (``default_sigma`` for a
+    model trained without noise, e.g. ``mnist1d-cnn``: timing cases only)."""
     info = zoo.info(name)
-    sigma = float(info.extra["sigma"])
+    sigma = float(info.extra.get("sigma", default_sigma))
     pair = None
     if name.startswith("digits-smooth-"):
         pair = DualPair(zoo.load(f"{name}-left"), zoo.load(f"{name}-right"),
@@ -83,8 +85,12 @@ def _sizes(n0: int, n: int, batch: int) -> list[int]:
 
 def overhead(smooth: Smooth, x: torch.Tensor, n0: int, n: int, batch: int, reps: int) -> dict:
     """Medians over interleaved repetitions of: plain forward passes, the noise alone, a
-    minimal Cohen loop and ``certify(certificate="cohen")``, in process CPU time and wall."""
+    minimal Cohen loop, ``certify(certificate="cohen")`` and the same with the noise in
+    1000-sample chunks (``noise_chunk=1000``: the sampler of main 240a768, before the default
+    chunk grew to ``sampling.default_chunk``), in process CPU time and wall."""
     model = smooth.model
+    before = Smooth(model, smooth.num_classes, smooth.sigma, dual=smooth.dual,
+                    input_shape=smooth.input_shape, noise_chunk=1000)
     xb = x.unsqueeze(0).expand(batch, *x.shape).contiguous()
     sizes = _sizes(n0, n, batch)
 
@@ -111,8 +117,12 @@ def overhead(smooth: Smooth, x: torch.Tensor, n0: int, n: int, batch: int, reps:
         smooth.certify(x, n0=n0, n=n, alpha=0.001, batch_size=batch, certificate="cohen",
                        seed=0)
 
+    def certify_chunk1000():
+        before.certify(x, n0=n0, n=n, alpha=0.001, batch_size=batch, certificate="cohen",
+                       seed=0)
+
     fns = {"plain_forward": plain, "noise_only": noise, "minimal_loop": minimal,
-           "certify": certify}
+           "certify": certify, "certify_chunk1000": certify_chunk1000}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     wall: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
@@ -130,6 +140,9 @@ def overhead(smooth: Smooth, x: torch.Tensor, n0: int, n: int, batch: int, reps:
         "median_cpu_s": med_cpu, "median_wall_s": med_wall,
         "certify_over_plain_forward": med_cpu["certify"] / med_cpu["plain_forward"],
         "certify_over_minimal_loop": med_cpu["certify"] / med_cpu["minimal_loop"],
+        "certify_chunk1000_over_plain_forward":
+            med_cpu["certify_chunk1000"] / med_cpu["plain_forward"],
+        "certify_over_certify_chunk1000": med_cpu["certify"] / med_cpu["certify_chunk1000"],
         "noise_over_plain_forward": med_cpu["noise_only"] / med_cpu["plain_forward"],
         "wall_certify_over_plain_forward": med_wall["certify"] / med_wall["plain_forward"],
     }
@@ -243,7 +256,7 @@ def comparisons(entries: dict[str, dict]) -> dict:
 
 
 def run_case(name: str, args, tsv_dir: Path) -> dict:
-    smooth = build_smooth(name)
+    smooth = build_smooth(name, args.sigma)
     xs, ys = test_data(name)
     idx = np.unique(np.linspace(0, len(xs) - 1, args.images).round().astype(int)).tolist()
     xte, yte = xs[idx], ys[idx]
@@ -253,7 +266,10 @@ def run_case(name: str, args, tsv_dir: Path) -> dict:
     fwd_cpu = fwd["median_cpu_s"]["plain_forward"]
     print(f"{name} (sigma {smooth.sigma:g}, {len(idx)} images): certify "
           f"{fwd['certify_over_plain_forward']:.2f}x plain forward (CPU time), noise alone "
-          f"{fwd['noise_over_plain_forward']:.2f}x", flush=True)
+          f"{fwd['noise_over_plain_forward']:.2f}x; 1000-sample chunks "
+          f"{fwd['certify_chunk1000_over_plain_forward']:.2f}x", flush=True)
+    if args.overhead_only:
+        return case
     entries: dict[str, dict] = {}
     for cert in args.certificates:
         if cert == "dual" and smooth.dual is None:
@@ -291,6 +307,10 @@ def main() -> None:
     ap.add_argument("--overhead-reps", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-art", dest="art", action="store_false")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="only the sampling-overhead timings (no certificates, no ART)")
+    ap.add_argument("--sigma", type=float, default=0.25,
+                    help="sigma for models not trained with noise (e.g. mnist1d-cnn)")
     ap.add_argument("--out", default="experiments/out/bench_smoothing.json")
     ap.add_argument("--tsv-dir", default="experiments/out/smoothing_tsv")
     ap.add_argument("--tables", metavar="JSON", nargs="+",
@@ -325,7 +345,8 @@ def _document(args, cases: list[dict], wall: float) -> dict:
         "settings": {"n0": args.n0, "n": args.n, "alpha": args.alpha, "batch_size": args.batch,
                      "images_per_model": args.images, "seed": args.seed,
                      "seeds": "lipbound.smoothing.dataset.input_seed(seed, index)",
-                     "radii": list(RADII), "threads": args.threads},
+                     "radii": list(RADII), "threads": args.threads,
+                     "overhead_only": args.overhead_only},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "load_average": os.getloadavg()},
@@ -339,7 +360,7 @@ def print_tables(cases: list[dict]) -> None:
           + " | ACR | abstain | ms/image | x forward |")
     print("|---|---|---|" + "---|" * len(RADII) + "---|---|---|---|")
     for c in cases:
-        for name, e in c["certificates"].items():
+        for name, e in c.get("certificates", {}).items():
             if "skipped" in e:
                 print(f"| {c['model']} | {c['sigma']:g} | {name} | skipped: {e['skipped']} |")
                 continue
@@ -351,14 +372,14 @@ def print_tables(cases: list[dict]) -> None:
     print("\n| model | certificate | better than max(cohen, lvm) | tie | worse | mean diff |")
     print("|---|---|---|---|---|---|")
     for c in cases:
-        for name, v in c["against_cohen_lvm"].items():
+        for name, v in c.get("against_cohen_lvm", {}).items():
             print(f"| {c['model']} | {name} | {v['better']} | {v['tie']} | {v['worse']} | "
                   f"{v['mean_diff']:+.4f} |")
     print("\n| model | images | lipbound ACR | ART ACR | mean diff | sd | t-test p | "
           "Wilcoxon p | lipbound ms | ART ms | ART / lipbound time |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
-        e = c["certificates"].get("art-cohen")
+        e = c.get("certificates", {}).get("art-cohen")
         if not e or "skipped" in e:
             continue
         d = e["paired_radius_diff"]
@@ -366,14 +387,20 @@ def print_tables(cases: list[dict]) -> None:
               f"{d['mean']:+.4f} | {d['sd']:.4f} | {d['ttest_p']:.3g} | {d['wilcoxon_p']:.3g} | "
               f"{e['lipbound_cohen_time_per_image_s'] * 1e3:.1f} | "
               f"{e['time_per_image_s'] * 1e3:.1f} | {e['art_over_lipbound_time_median']:.2f} |")
-    print("\n| model | forward ms | noise ms | minimal loop ms | certify ms | certify / forward |"
-          " certify / minimal loop |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | forward ms | noise ms | minimal loop ms | certify, 1000-sample chunks ms | "
+          "certify ms | before / forward | certify / forward | certify / minimal loop | "
+          "after / before |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         o, m = c["overhead"], c["overhead"]["median_cpu_s"]
+        before = m.get("certify_chunk1000")
         print(f"| {c['model']} | {m['plain_forward'] * 1e3:.2f} | {m['noise_only'] * 1e3:.2f} | "
-              f"{m['minimal_loop'] * 1e3:.2f} | {m['certify'] * 1e3:.2f} | "
-              f"{o['certify_over_plain_forward']:.2f}x | {o['certify_over_minimal_loop']:.2f}x |")
+              f"{m['minimal_loop'] * 1e3:.2f} | "
+              + (f"{before * 1e3:.2f} | " if before else "- | ")
+              + f"{m['certify'] * 1e3:.2f} | "
+              + (f"{o['certify_chunk1000_over_plain_forward']:.2f}x | " if before else "- | ")
+              + f"{o['certify_over_plain_forward']:.2f}x | {o['certify_over_minimal_loop']:.2f}x | "
+              + (f"{o['certify_over_certify_chunk1000']:.2f}x |" if before else "- |"))
 
 
 if __name__ == "__main__":

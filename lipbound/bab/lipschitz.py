@@ -27,6 +27,9 @@ __all__ = ["bab_lipschitz", "bab_local_lipschitz", "bab_relu_lipschitz", "first_
 
 #: domains per step, by brancher (input halves are cheap to bound, sign domains are not)
 BATCH = {"input": 128, "relu": 32, "mixed": 64}
+#: steps of the smoothed gradient-norm ascent for the attained lower bounds (ReLU MLPs,
+#: :func:`lipbound.jacobian.attained.attained_lower`): a high attained value prunes early
+SMOOTH_STEPS = 30
 
 
 def make_brancher(split: str, graph: Graph, C: Tensor, domain: LpBall,
@@ -60,7 +63,8 @@ def bab_lipschitz(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: 
         srch.forward_iterations = 0  # each bounds its own gradient elements
         srch.force_elements = True
     brancher = make_brancher(split, graph, C, domain, split_weight)
-    L, W = attained_lower(model, C, domain, q, n_samples, seed=seed)
+    smooth = SMOOTH_STEPS if srch.layers is not None else 0  # MLPs: cheap double backprops
+    L, W = attained_lower(model, C, domain, q, n_samples, seed=seed, smooth_steps=smooth)
     box = domain.interval()
     return search(srch, brancher, box.lower[0], box.upper[0], L.to(C.dtype), W.to(C.dtype),
                   run, batch=batch or BATCH[split], progress=progress)

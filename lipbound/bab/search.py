@@ -66,6 +66,9 @@ MIXED_GAIN = 0.0
 #: brancher "mixed": domains with at most this many unstable unsplit neurons split signs
 #: (a box cut by one or two kink surfaces: halves would never remove their relaxation)
 MIXED_OPEN = 2
+#: brancher "relu": a step splits its popped domains at up to 1 + DEEPEN_LEVELS neurons each
+#: while their children fit two per batch slot (:func:`deepen`)
+DEEPEN_LEVELS = 5
 
 
 class Objective(Protocol):
@@ -270,7 +273,8 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
             pick = run.gaps(fr.ub, L).topk(run.pops(batch, len(fr))).indices
             keep = torch.ones(len(fr), dtype=torch.bool, device=fr.ub.device)
             keep[pick] = False
-            kids, inp, pts, done = _expand(obj, brancher, fr, pick, keep, L, run, done)
+            kids, inp, pts, done = _expand(obj, brancher, fr, pick, keep, L, run, done,
+                                            batch)
             if pts:
                 L, W = _better(L, W, torch.cat(pts), obj.attain(torch.cat(pts)))
             fr = fr.take(keep)
@@ -331,7 +335,7 @@ def _lp_budget(obj: Objective, run: Anytime, n_open: int, n_lp: int) -> bool:
 
 
 def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep: Tensor,
-            L: Tensor, run: Anytime, done: Tensor):
+            L: Tensor, run: Anytime, done: Tensor, batch: int):
     """LP checks and splits of the popped domains ``pick``: (children, a mask [2M] of input
     halves, or None; attained LP points; updated ``done``). Leaves whose signs the LP has not
     shown feasible (rationed or undecided) go back to the queue (``keep``)."""
@@ -386,6 +390,32 @@ def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep
     if not bool((plan.relu | plan.inp).any()):
         return None, None, pts, done
     kids = children(P, plan)
+    n_inp = 2 * int(plan.inp.sum())
+    if brancher.mode == "relu" and len(kids) > n_inp:
+        kids = kids.take(torch.arange(n_inp, device=dev)).extend(
+            deepen(brancher, kids.take(torch.arange(n_inp, len(kids), device=dev)),
+                   2 * run.pops(batch, batch) - n_inp))
     inp = torch.zeros(len(kids), dtype=torch.bool, device=dev)
-    inp[:2 * int(plan.inp.sum())] = True
+    inp[:n_inp] = True
     return kids, inp, pts, done
+
+
+def deepen(brancher: Brancher, kids: Frontier, want: int) -> Frontier:
+    """``kids`` (sign children, not yet bounded) split at further kinks, one more neuron per
+    level on every domain that still has an unstable one by its parent's forward bounds,
+    while the next level fits ``want`` domains. A step's bound costs nearly as much for a
+    few domains as for a full batch (alpha/beta-CROWN iterations on the whole graph), so a
+    small queue (the first steps, a few hard domains) fills the batch this way instead of
+    spending a step per doubling. Every level's children cover their parent as in
+    :func:`children` (each domain of a level is a subset of its popped ancestor, whose bound
+    it takes as ``ub`` until bounded)."""
+    for _ in range(DEEPEN_LEVELS):
+        plan = brancher.plan(kids)
+        more = plan.relu
+        n_more = int(more.sum())
+        if n_more == 0 or len(kids) + n_more > want:
+            return kids
+        rest = kids.take(~more)
+        kids = children(kids, Plan(more, torch.zeros_like(more), plan.layer, plan.neuron,
+                                   plan.coord, plan.n_open)).extend(rest)
+    return kids

@@ -124,6 +124,10 @@ def _sampled_start(mlp, ball, cvec, q, n: int):
     return x, pat, vec_norm(mlp.gradient_for_pattern(pat, cvec), q)
 
 
+#: HiGHS gets at least this many seconds when the set-up used up the time limit
+_MIN_SOLVE_SECONDS = 0.01
+
+
 def milp_local_lipschitz(
     mlp,
     x0,
@@ -152,7 +156,8 @@ def milp_local_lipschitz(
         extra_bounds: optional sound :class:`~lipbound.exact.bounds.MilpBounds` (e.g. from
             CROWN), intersected with the interval bounds of every MILP quantity.
         objective_cut: add the (sound) cut objective <= the bounds' norm bound.
-        timeout: HiGHS time limit in seconds (None: none; InputError unless finite > 0).
+        timeout: seconds for this call, set-up included (HiGHS gets what the set-up leaves;
+            None: no limit; InputError unless finite > 0).
         max_binaries: refuse (ProblemTooLargeError) above this many binaries.
         rel_gap: HiGHS' relative MIP gap for "optimal" (upper - lower <= rel_gap * upper).
         n_start: points of B sampled (deterministically) for a first attained lower bound.
@@ -189,6 +194,8 @@ def milp_local_lipschitz(
         model.cons.append(obj <= interval_upper)  # sound: the bounds hold on the whole feasible set
     prob = cp.Problem(cp.Maximize(obj), model.cons)
 
+    if tlimit is not None:  # the time limit covers the set-up above, not only HiGHS's solve
+        tlimit = max(tlimit - (time.perf_counter() - t_start), _MIN_SOLVE_SECONDS)
     res_status, info, solve_seconds = _solve(prob, rel_gap, tlimit, threads, verbose)
     primal, dual_upper = _certified_upper(prob, info, n_binaries > 0, res_status)
     upper = min(dual_upper, interval_upper)

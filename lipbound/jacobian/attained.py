@@ -58,8 +58,10 @@ def _candidates(domain: LpBall, n: int, gen: torch.Generator) -> Tensor:
 
 
 def attained_lower(model: nn.Module, C: Tensor, domain: LpBall, q: float, n_samples: int = 256,
-                   ascent_steps: int = 10, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """(lower [S], witness [S, *in]): the best dual gradient norm found per row."""
+                   ascent_steps: int = 10, seed: int = 0, smooth_steps: int = 0
+                   ) -> tuple[Tensor, Tensor]:
+    """(lower [S], witness [S, *in]): the best dual gradient norm found per row (with
+    ``smooth_steps``, also by :func:`_smooth_ascend` on ReLU / LeakyReLU networks)."""
     m64, dtype = model64(model)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     dom = LpBall(domain.center.to(dtype), domain.eps.to(dtype), domain.p,
@@ -73,6 +75,86 @@ def attained_lower(model: nn.Module, C: Tensor, domain: LpBall, q: float, n_samp
     witness = X[idx]
     if ascent_steps > 0 and float(domain.eps[0]) > 0:
         best, witness = _ascend(m64, Cd, dom, q, witness, best, ascent_steps)
+    if smooth_steps > 0 and float(domain.eps[0]) > 0:
+        starts = X[norms.topk(min(SMOOTH_STARTS, X.shape[0]), dim=1).indices.flatten()]
+        best, witness = _smooth_ascend(m64, Cd, dom, q, starts, best, witness, smooth_steps)
+    return best, witness
+
+
+#: starting points per spec row of the smoothed ascent (the best sampled candidates)
+SMOOTH_STARTS = 8
+#: widths of the smoothed kinks, relative to each neuron's spread over the ascent's points
+SMOOTH_WIDTHS = (0.3, 0.1, 0.03)
+
+
+class _SoftKink(nn.Module):
+    """k z + (1 - k) tau softplus(z / tau): a LeakyReLU (ReLU: k = 0) with its kink smoothed
+    over tau = ``width`` times the neuron's spread over the batch (detached)."""
+
+    def __init__(self, k: float, width: float):
+        super().__init__()
+        self.k, self.width = k, width
+
+    def forward(self, z: Tensor) -> Tensor:
+        tau = self.width * z.detach().std(0, keepdim=True).clamp_min(1e-12) if z.shape[0] > 1 \
+            else torch.full_like(z, 1e-3)
+        return self.k * z + (1 - self.k) * tau * nn.functional.softplus(z / tau)
+
+
+def _smoothed(model: nn.Module, width: float) -> nn.Module | None:
+    """A copy of ``model`` with every nn.ReLU / nn.LeakyReLU module a :class:`_SoftKink`, or
+    None when it has none (or cannot be copied)."""
+    try:
+        out = copy.deepcopy(model)
+    except Exception:
+        return None
+    found = False
+    for name, mod in list(out.named_modules()):
+        if name and isinstance(mod, (nn.ReLU, nn.LeakyReLU)):
+            k = mod.negative_slope if isinstance(mod, nn.LeakyReLU) else 0.0
+            parent = out.get_submodule(name.rpartition(".")[0]) if "." in name else out
+            setattr(parent, name.rpartition(".")[2], _SoftKink(float(k), width))
+            found = True
+    return out if found else None
+
+
+def _smooth_ascend(model: nn.Module, C: Tensor, dom: LpBall, q: float, starts: Tensor,
+                   best: Tensor, witness: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """Projected sign-ascent on the gradient norm of a smoothed copy of a piecewise-linear
+    network (its own gradient norm is piecewise constant: no ascent direction), from
+    ``starts`` [S * k, *in] (k per row, row-major), narrowing the smoothing
+    (:data:`SMOOTH_WIDTHS`). Every iterate is scored by the real model's autograd gradient,
+    so the values returned are real gradient norms at points of the set."""
+    S = C.shape[0]
+    row = torch.arange(S, device=starts.device).repeat_interleave(starts.shape[0] // S)
+    X = starts.clone()
+    for width in SMOOTH_WIDTHS:
+        soft = _smoothed(model, width)
+        if soft is None:
+            break
+        step = float(dom.eps[0]) / 4
+        for _ in range(max(1, steps // len(SMOOTH_WIDTHS))):
+            Xr = X.detach().requires_grad_(True)
+            with torch.enable_grad():
+                y = soft(Xr) @ C.t()
+                g = torch.autograd.grad(y.gather(1, row[:, None]).sum(), Xr,
+                                        create_graph=True)[0]
+                h = torch.autograd.grad(vector_norm(g.flatten(1), q).sum(), Xr)[0]
+            if not torch.isfinite(h).all():
+                break
+            X = dom.project(X + step * h.sign())
+            val = vector_norm(_diag_grads(model, X, C[row]).flatten(1), q)
+            top = torch.full_like(best, -torch.inf).scatter_reduce(0, row, val, "amax")
+            up = top > best
+            if bool(up.any()):
+                idx = torch.arange(len(val), device=val.device)
+                arg = torch.where(val == top[row], idx, len(val))
+                first = torch.full((S,), len(val), device=val.device).scatter_reduce(
+                    0, row, arg, "amin")
+                witness = witness.clone()
+                witness[up] = X[first[up]]
+                best = torch.where(up, top, best)
+            step *= 0.85
     return best, witness
 
 

@@ -3,17 +3,19 @@
 Reproducibility contract. Sample ``i`` of a stream (selection, estimation, prediction) gets
 its noise from the chunk ``i // chunk`` of that stream, and each chunk is drawn from its own
 ``torch.Generator`` (on the input's device) whose seed is derived from ``(seed, stream, chunk
-index)`` (``chunk_seed``). The noise of a sample therefore depends on the seed, the stream, the
-chunk size and the device, never on ``batch_size``. Statistics are accumulated exactly (integer
+index)`` (``chunk_seed``). The chunk size is ``default_chunk(x.numel())`` unless given: it
+depends on the number of values of one input only. The noise of a sample therefore depends on
+the seed, the stream, the chunk size (so the input size) and the device, never on
+``batch_size``. Statistics are accumulated exactly (integer
 class counts; fixed-point integer sums for soft outputs, see ``FixedPointSum``), so they are
 identical for every batch size, provided the model gives the same output for a sample whatever
 batch it sits in (true of the usual CPU kernels for batches of 16 samples or more; a batch of
 one may take a different matrix-vector kernel).
 
-Speed. Noise is drawn straight into a preallocated chunk buffer (in the input's dtype, on its
-device) and the input is added in place; batches inside a chunk are views of it (batches that
-straddle chunks are gathered into a preallocated batch buffer); counts and sums stay on the
-device; the finiteness check of the
+Speed. Noise is drawn in large chunks (about ``CHUNK_VALUES`` values each) straight into a
+preallocated chunk buffer (in the input's dtype, on its device) and the input is added in
+place; batches inside a chunk are views of it (batches that straddle chunks are gathered into a
+preallocated batch buffer); counts and sums stay on the device; the finiteness check of the
 model outputs is accumulated on the device too. A pass over the estimation samples thus makes
 one host synchronisation at its end (certificates that call a radius function per sample, such
 as ``local-margins``, synchronise per batch by nature).
@@ -37,7 +39,22 @@ STREAM_NAMES = {
     STREAM_PREDICT: "prediction",
 }
 
-DEFAULT_CHUNK = 1000
+CHUNK_VALUES = 1 << 20  # noise values per chunk: 4 MiB in float32
+
+
+def default_chunk(numel: int) -> int:
+    """Samples per noise chunk for inputs of ``numel`` values: as many as ``CHUNK_VALUES``
+    values hold (at least one), rounded down to a multiple of 1000 when that is at least 1000,
+    so that batch sizes dividing 1000 never straddle two chunks.
+
+    Large chunks are what makes the sampler cheap on small models: one long generator call per
+    chunk instead of one per batch (a generator call between every two forward passes slows
+    the forward passes on the benchmark CPU, see experiments/README.md, bench_smoothing).
+    Memory: one chunk holds at most ``max(CHUNK_VALUES, numel)`` values, whatever ``n``."""
+    if numel < 1:
+        raise ValueError("an input needs at least one value")
+    samples = max(1, CHUNK_VALUES // numel)
+    return samples - samples % 1000 if samples >= 1000 else samples
 
 
 def resolve_seed(seed: int | torch.Generator | None) -> int:
@@ -92,7 +109,8 @@ class NoiseStream:
     so a sample's point is bit-identical however the batches are cut. ``points`` returns a view
     of that buffer when the range lies in one chunk (no copy; the usual case) and otherwise
     gathers the pieces into a reused batch buffer. A returned tensor is valid until the next
-    call to ``points``. Memory: one chunk and one batch, whatever ``total``.
+    call to ``points``. ``chunk``: samples per chunk, ``default_chunk(x.numel())`` if None.
+    Memory: one chunk and one batch, whatever ``total``.
     """
 
     def __init__(
@@ -102,8 +120,10 @@ class NoiseStream:
         base_seed: int,
         stream: int,
         total: int,
-        chunk: int = DEFAULT_CHUNK,
+        chunk: int | None = None,
     ) -> None:
+        if chunk is None:
+            chunk = default_chunk(x.numel())
         self.x = x
         self.sigma = float(sigma)
         self.base_seed = base_seed
@@ -382,7 +402,7 @@ def run_pass(
     total: int,
     batch_size: int,
     consumers: Sequence[Consumer],
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
 ) -> int:
     """Feed samples ``0..total-1`` of a stream to every consumer (each up to its own limit).
 
@@ -426,7 +446,7 @@ def draw_samples(
     stream: int,
     total: int,
     batch_size: int,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
 ) -> Samples:
     """All ``total`` samples of a stream as one ``Samples`` (for the small selection set)."""
     noise = NoiseStream(x, sigma, base_seed, stream, total, chunk)

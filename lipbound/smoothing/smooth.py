@@ -25,7 +25,6 @@ from lipbound.inputs import check_module, check_positive_int
 from lipbound.smoothing.certificates import NAMES, Certification, Context, DualPair, build
 from lipbound.smoothing.certificates.cohen import predict_from_counts
 from lipbound.smoothing.sampling import (
-    DEFAULT_CHUNK,
     STREAM_ESTIMATE,
     STREAM_PREDICT,
     STREAM_SELECT,
@@ -50,7 +49,8 @@ class Smooth:
     ``dual``: an optional ``DualPair`` of half-resolution models for the ``dual`` certificate.
     ``input_shape``: optional input shape without the batch dimension (lets ``x`` be given as
     ``[1, *in]`` unambiguously). ``noise_chunk``: samples per independently seeded noise chunk
-    (part of the seed's meaning; keep the default to reproduce results).
+    (part of the seed's meaning; the default, ``None``, is ``sampling.default_chunk`` of the
+    input's size: keep it to reproduce results).
     """
 
     certificates = NAMES
@@ -63,7 +63,7 @@ class Smooth:
         *,
         dual: DualPair | None = None,
         input_shape: tuple[int, ...] | None = None,
-        noise_chunk: int = DEFAULT_CHUNK,
+        noise_chunk: int | None = None,
     ) -> None:
         if dual is not None and not isinstance(dual, DualPair):
             raise InputError("dual must be a lipbound.smoothing.DualPair")
@@ -79,7 +79,8 @@ class Smooth:
         self.sigma = float(sigma)
         self.dual = dual
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.noise_chunk = check_positive_int(noise_chunk, "noise_chunk")
+        self.noise_chunk = (None if noise_chunk is None
+                            else check_positive_int(noise_chunk, "noise_chunk"))
         self._evaluator = Evaluator(model, self.num_classes, dual)
 
     # ------------------------------------------------------------------ helpers

@@ -207,6 +207,9 @@ def test_an_undecided_lp_does_not_switch_the_lp_checks_off(monkeypatch):
         return LpAnswer("undecided") if calls["n"] == 1 else real(*args, **kwargs)
 
     monkeypatch.setattr(relu_split, "sign_lp", first_undecided)
+    # one split per step, so that the gap closes through LP-checked leaves (splitting several
+    # neurons per step closes this net's gap before any domain needs an LP)
+    monkeypatch.setattr("lipbound.bab.search.DEEPEN_LEVELS", 0)
     net = _net(4, sizes=(10, 16, 16, 2))
     x = torch.randn(10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     r = lipbound.local_lipschitz(net, x, 0.3, method="bab", split="relu", timeout=120,

@@ -12,7 +12,7 @@ import torch
 
 import lipbound
 from lipbound.bab.anytime import Anytime
-from lipbound.bab.search import Brancher, Frontier, children, unstable
+from lipbound.bab.search import Brancher, Frontier, children, deepen, unstable
 from tests.oracles import enumerate_local_lipschitz, random_sequential
 
 
@@ -99,6 +99,40 @@ def test_children_cover_their_parent(mode):
             assert torch.equal(sa[a][mask], sp[d][mask]) and torch.equal(sb[b][mask],
                                                                          sp[d][mask])
         assert torch.equal(kids.lo[a], P.lo[d]) and torch.equal(kids.up[b], P.up[d])
+
+
+@pytest.mark.parametrize("want", [8, 40, 400])
+def test_deepened_children_cover_their_parents(want):
+    """Splitting sign children at further neurons (several levels per step): at most
+    ``want`` domains, each keeping its parent's splits, and every sign pattern of a parent
+    (any signs of its unsplit neurons) lies in one of the domains descended from it."""
+    g = torch.Generator().manual_seed(1)
+    P = _frontier(3, 4, [5, 3], g)
+    P.signs[0][:, :4] = 0  # unsplit neurons, unstable by the forward bounds
+    P.signs[1][:, :2] = 0
+    P.signs[0][2, 1:] = 1  # parent 2: one open neuron, its children none (kept as they are)
+    P.signs[1][2] = -1
+    P.gain = torch.arange(3, dtype=torch.float64)  # tags each parent's descendants
+    br = Brancher("relu")
+    kids = children(P, br.plan(P))
+    deep = deepen(br, kids, want)
+    assert len(kids) <= len(deep) <= max(want, len(kids))
+    if want >= 40:
+        assert len(deep) > len(kids)
+    for d in range(3):
+        mine = deep.gain == d
+        for sp, sk in zip(P.signs, deep.signs):  # the parent's splits are kept
+            held = sp[d] != 0
+            assert bool((sk[mine][:, held] == sp[d][held]).all())
+        for _ in range(200):  # a random full pattern consistent with the parent
+            z = [torch.where(sp[d] != 0, sp[d], torch.randint(0, 2, sp[d].shape,
+                                                              generator=g) * 2.0 - 1)
+                 for sp in P.signs]
+            inside = torch.ones(int(mine.sum()), dtype=torch.bool)
+            for zz, sk in zip(z, deep.signs):
+                k = sk[mine]
+                inside &= ((k == 0) | (k == zz)).all(1)
+            assert bool(inside.any())
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
