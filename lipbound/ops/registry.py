@@ -23,6 +23,9 @@ an MLP layer (``flat_affine``). Adding an op is one module here and one row in t
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from lipbound.errors import UnsupportedOperationError
 from lipbound.ops.base import Op
 
@@ -39,7 +42,7 @@ def register(op: Op) -> Op:
 
 def get(kind: str, where: str = "<graph>") -> Op:
     """The registered op, or UnsupportedOperationError naming it and the supported kinds."""
-    _load()
+    load_all()
     try:
         return REGISTRY[kind]
     except KeyError:
@@ -47,28 +50,19 @@ def get(kind: str, where: str = "<graph>") -> Op:
 
 
 def kinds() -> list[str]:
-    _load()
+    load_all()
     return sorted(REGISTRY)
 
 
 _LOADED: list[bool] = []
 
 
-def _load() -> None:
+def load_all() -> None:
+    """Import every module of :mod:`lipbound.ops` once: each registers its ops (and their ATen
+    converters, :mod:`lipbound.ops.tracing`) at import, so a new op module needs no list."""
     if not _LOADED:
         _LOADED.append(True)
-        from lipbound.ops import (  # noqa: F401
-            affine,
-            composite,
-            domain_fns,
-            jacobian_ops,
-            piecewise,
-            pool_grad,
-            pooling,
-            reduce,
-            relu_like,
-            resample,
-            shape,
-            smooth,
-            transpose,
-        )
+        import lipbound.ops as package
+
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{info.name}")
