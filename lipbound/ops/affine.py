@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lipbound.ops.base import LinearOp, Params
-from lipbound.ops.facts import NormFact
+from lipbound.ops.facts import COEFFS, COLUMNS, SCALE, SLIDING, NormFact, WindowMap
 from lipbound.ops.registry import register
 from lipbound.ops.tracing import (
     Var,
@@ -58,6 +58,11 @@ class LinearLayer(LinearOp):
     def norm_fact(self, params: Params, index: int) -> NormFact:
         return NormFact(matrix=params["weight"])
 
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """Forward (a transpose node's step): ``a W^T`` reads only the columns of W that
+        column-sparse coefficients select."""
+        return WindowMap(COLUMNS, weight=params["weight"]) if forward else None
+
     def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
                     ) -> tuple[Tensor, Tensor]:
         w = params["weight"].detach().double()
@@ -88,6 +93,21 @@ class Conv(LinearOp):
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return self._conv(x, _maybe_abs(params["weight"], absolute), params)
+
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """2-d convolutions with integer padding: the convolution without padding (forward)
+        or its transpose, on the window's extent."""
+        w = params["weight"]
+        if w.dim() != 4 or isinstance(params["padding"], str):
+            return None
+        s, p, d = (_tuple(params[n], 2) for n in ("stride", "padding", "dilation"))
+        geom = tuple((w.shape[2 + i], s[i], p[i], d[i]) for i in range(2))
+        st, dil, groups = params["stride"], params["dilation"], params["groups"]
+        if forward:
+            return WindowMap(SLIDING, geometry=geom, forward=True,
+                             kernel=lambda x: F.conv2d(x, w, None, st, 0, dil, groups))
+        return WindowMap(SLIDING, geometry=geom, kernel=lambda a: F.conv_transpose2d(
+            a, w, None, st, 0, 0, groups, dil))
 
     def norm_fact(self, params: Params, index: int) -> NormFact:
         w = params["weight"]
@@ -142,6 +162,10 @@ class ScaleShift(LinearOp):
 
     kind = "scale_shift"
     exact_sums = True
+
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap:
+        """A diagonal map: coefficients are scaled (either direction)."""
+        return WindowMap(SCALE, scale=params["scale"])
 
     def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
         return 1  # each coefficient of an input is one coefficient of the output (scaled)
@@ -205,6 +229,10 @@ class Sum(LinearOp):
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return tuple(c * A for c in params["coeffs"])
+
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap:
+        """Input i's coefficients are c_i times the output's (either direction)."""
+        return WindowMap(COEFFS, coeffs=tuple(params["coeffs"]))
 
     def norm_fact(self, params: Params, index: int) -> NormFact:
         """Input i's map is c_i times the identity: |c_i| in every norm."""

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.ops.base import NonlinearOp, Params
-from lipbound.ops.facts import GATE, JacobianRule
+from lipbound.ops.facts import GATE, POOL, JacobianRule
 from lipbound.ops.registry import register
 from lipbound.ops.tracing import converts, unsupported
 
@@ -44,6 +44,7 @@ class MaxPool2d(NonlinearOp):
 
     kind = "max_pool"
     differentiable = True
+    window_rule = POOL
 
     def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
         """``max_pool_grad(z, g)``: g routed to each window's maximiser."""

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lipbound.autodiff import vjp
 from lipbound.ops.base import LinearOp, Params
-from lipbound.ops.facts import COPY, NormFact
+from lipbound.ops.facts import COPY, FLATTEN, SAME, SLIDING, NormFact, WindowMap
 from lipbound.ops.registry import register
 from lipbound.ops.tracing import Var, converts, per_sample_shape, reduction_dims, unsupported
 
@@ -44,6 +45,10 @@ class Reshape(CopyOp):
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A.reshape(A.shape[0], *in_shapes[0]),)
+
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """Forward (a transpose node's step): a flatten, where the target is flat."""
+        return WindowMap(FLATTEN) if forward else None
 
     def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
                     ) -> tuple[Tensor, Tensor] | None:
@@ -108,6 +113,31 @@ class AvgPool(LinearOp):
                             params["ceil_mode"], params["count_include_pad"],
                             params.get("divisor_override"))
 
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """2-d pooling whose divisor is the kernel size everywhere (no ceil mode, no divisor
+        override, padding counted): pooling without padding (forward) or its transpose (by
+        autodiff: the dense vjp's own kernel), on the window's extent."""
+        if params.get("ndim", 2) != 2 or params["ceil_mode"] or params.get("divisor_override"):
+            return None
+        k, p = _pair(params["kernel_size"]), _pair(params["padding"])
+        s = _pair(params["stride"]) if params["stride"] else k
+        if (p[0] or p[1]) and not params["count_include_pad"]:
+            return None  # the divisor depends on where the padding is
+        geom = ((k[0], s[0], p[0], 1), (k[1], s[1], p[1], 1))
+        if forward:
+            return WindowMap(SLIDING, geometry=geom, forward=True,
+                             kernel=lambda x: F.avg_pool2d(x, k, s, 0))
+
+        def transpose(a: Tensor) -> Tensor:
+            size = ((a.shape[-2] - 1) * s[0] + k[0], (a.shape[-1] - 1) * s[1] + k[1])
+            with torch.enable_grad():
+                x = torch.zeros(a.shape[0], a.shape[1], *size, dtype=a.dtype,
+                                device=a.device, requires_grad=True)
+                y = F.avg_pool2d(x, k, s, 0)
+                return vjp(y, x, a, create_graph=a.requires_grad)[0]
+
+        return WindowMap(SLIDING, geometry=geom, kernel=transpose)
+
 
 class Slice(CopyOp):
     """x[..., start:end:step] along per-sample dimension ``dim``."""
@@ -155,9 +185,16 @@ class Identity(CopyOp):
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A,)
 
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap:
+        return WindowMap(SAME)
+
     def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
                     ) -> tuple[Tensor, Tensor]:
         return _flat_identity(n_in)
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # type: ignore[return-value]
 
 
 for _op in (Reshape(), Permute(), Pad(), AvgPool(), Slice(), Concat(), Identity()):
