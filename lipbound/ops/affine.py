@@ -7,13 +7,14 @@ the linear part, its absolute version and its transpose.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lipbound.ops.base import LinearOp, Params
-from lipbound.ops.facts import COEFFS, COLUMNS, SCALE, SLIDING, NormFact, WindowMap
+from lipbound.ops.facts import COEFFS, COLUMNS, SLIDING, NormFact, WindowMap
 from lipbound.ops.registry import register
 from lipbound.ops.tracing import (
     Var,
@@ -63,6 +64,39 @@ class LinearLayer(LinearOp):
         column-sparse coefficients select."""
         return WindowMap(COLUMNS, weight=params["weight"]) if forward else None
 
+    #: merges with a Linear before it run after the scale-shift folds
+    fold_stage = 1
+
+    def fold_after(self, params: Params, shape: tuple[int, ...], first: Any,
+                   first_params: Params, first_shape: tuple[int, ...]
+                   ) -> tuple[str, dict[str, Any]] | None:
+        """Linear after Linear as one Linear when the product W2 W1 has no more entries
+        than the two factors together; else None."""
+        if not isinstance(first, LinearLayer):
+            return None
+        w1, w2 = first_params["weight"], params["weight"]
+        if w2.shape[0] * w1.shape[1] > w1.numel() + w2.numel():
+            return None
+        return self.kind, {"weight": w2 @ w1, "bias": _bias(params) + w2 @ _bias(first_params)}
+
+    def scale_output(self, params: Params, out_shape: tuple[int, ...], scale: Tensor,
+                     shift: Tensor | None) -> dict[str, Any] | None:
+        """Params of ``scale * self(x) + shift`` (per output feature) on vector outputs."""
+        if len(out_shape) != 1:
+            return None  # per-feature scaling of a linear layer applied to a non-vector input
+        return _scaled_rows(params, scale, shift)
+
+    def absorb_input_scale(self, params: Params, scale: Tensor, shift: Tensor | None
+                           ) -> dict[str, Any] | None:
+        """Params of ``self(scale * x + shift)`` for a flat input (scale, shift [in])."""
+        w = params["weight"]
+        if scale.numel() != w.shape[1]:
+            return None
+        new_b = _bias(params)
+        if shift is not None:
+            new_b = new_b + w @ shift.to(w.dtype)
+        return {"weight": w * scale.to(w.dtype), "bias": new_b}
+
     def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
                     ) -> tuple[Tensor, Tensor]:
         w = params["weight"].detach().double()
@@ -108,6 +142,11 @@ class Conv(LinearOp):
                              kernel=lambda x: F.conv2d(x, w, None, st, 0, dil, groups))
         return WindowMap(SLIDING, geometry=geom, kernel=lambda a: F.conv_transpose2d(
             a, w, None, st, 0, 0, groups, dil))
+
+    def scale_output(self, params: Params, out_shape: tuple[int, ...], scale: Tensor,
+                     shift: Tensor | None) -> dict[str, Any]:
+        """Params of ``scale * self(x) + shift`` (per output channel)."""
+        return _scaled_rows(params, scale, shift)
 
     def norm_fact(self, params: Params, index: int) -> NormFact:
         w = params["weight"]
@@ -156,57 +195,6 @@ class ConvTranspose(LinearOp):
         return None if b is None else b.reshape(-1, 1, 1)
 
 
-class ScaleShift(LinearOp):
-    """y = x * scale + shift, with per-sample tensors broadcastable to x (BatchNorm in eval,
-    input normalisation (x - mean) / std, multiplication/division by constants)."""
-
-    kind = "scale_shift"
-    exact_sums = True
-
-    def window_map(self, params: Params, forward: bool = False) -> WindowMap:
-        """A diagonal map: coefficients are scaled (either direction)."""
-        return WindowMap(SCALE, scale=params["scale"])
-
-    def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
-        return 1  # each coefficient of an input is one coefficient of the output (scaled)
-
-    def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
-        """A multiply and an add; BatchNorm states its own count (``rounded_ops``: the
-        kernel's subtraction, rsqrt, products and sums)."""
-        return int(params.get("rounded_ops", 2))
-
-    def magnitude(self, params: Params, x: Tensor) -> Tensor:
-        """|scale| |x| + the magnitude of the shift's parts (``shift_mag``: BatchNorm's
-        |mean scale| + |beta|, which its kernel sums separately), else |shift|."""
-        m = self.apply_linear(params, x, absolute=True)
-        shift = params.get("shift_mag", params.get("shift"))
-        return m if shift is None else m + shift.abs()
-
-    def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
-        return x * _maybe_abs(params["scale"], absolute)
-
-    def offset(self, params: Params) -> Tensor | None:
-        return params.get("shift")
-
-    def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
-        return (A * params["scale"],)
-
-    def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
-                    ) -> tuple[Tensor, Tensor] | None:
-        """diag(scale) x + shift on 1-D inputs."""
-        if len(out_shape) != 1:
-            return None
-        scale = params["scale"].detach().double().reshape(-1).expand(n_in)
-        shift = params.get("shift")
-        b = (torch.zeros(n_in, dtype=torch.float64) if shift is None
-             else shift.detach().double().reshape(-1).expand(n_in).clone())
-        return torch.diag(scale), b
-
-    def norm_fact(self, params: Params, index: int) -> NormFact:
-        """A diagonal map: max |scale| in every norm."""
-        return NormFact(every_p=float(params["scale"].double().abs().max()))
-
-
 class Sum(LinearOp):
     """y = sum_i coeffs[i] * x_i (residual additions, subtractions, gradient fan-in)."""
 
@@ -243,11 +231,27 @@ class Sum(LinearOp):
         return params["coeffs"][index] * x
 
 
+def _bias(params: Params) -> Tensor:
+    b = params.get("bias")
+    w = params["weight"]
+    return torch.zeros(w.shape[0], dtype=w.dtype) if b is None else b
+
+
+def _scaled_rows(params: Params, scale: Tensor, shift: Tensor | None) -> dict[str, Any]:
+    """The op's params with output channel i of weight and bias times scale[i], plus
+    shift[i] on the bias."""
+    w = params["weight"]
+    s_vec = scale.to(w.dtype)
+    new_w = w * s_vec.reshape(-1, *([1] * (w.dim() - 1)))
+    new_b = _bias(params) * s_vec + (0 if shift is None else shift.to(w.dtype))
+    return {**params, "weight": new_w, "bias": new_b}
+
+
 def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-for _op in (LinearLayer(), Conv(), ConvTranspose(), ScaleShift(), Sum()):
+for _op in (LinearLayer(), Conv(), ConvTranspose(), Sum()):
     register(_op)
 
 
@@ -340,48 +344,6 @@ def _convolution(b, fx, x, w, bias, stride, padding, dilation, transposed, outpu
     return _convnd(b, fx, x, w, bias, stride, padding, dilation, groups)
 
 
-def _batch_norm_params(fx, x, w, bias, mean, var, eps):
-    if any(isinstance(t, Var) for t in (w, bias, mean, var)):
-        raise unsupported(fx, "batch-norm statistics depend on the input")
-    var, mean = var.double(), mean.double()  # exact: the stored float32 values, in float64
-    scale = 1.0 / torch.sqrt(var + eps)
-    if w is not None:
-        scale = scale * w.double()
-    beta = torch.zeros_like(mean) if bias is None else bias.double()
-    shift = -mean * scale + beta
-    extra = len(x.shape) - 1
-    shape = (-1,) + (1,) * extra
-    # the kernel's own rounding: rsqrt(var + eps), the products and the sums (8 operations)
-    # on |x scale| + |mean scale| + |beta| (float error rule of scale_shift)
-    shift_mag = (mean * scale).abs() + beta.abs()
-    return {"scale": scale.reshape(shape), "shift": shift.reshape(shape),
-            "shift_mag": shift_mag.reshape(shape), "rounded_ops": 8}
-
-
-@converts("aten.batch_norm.default")
-def _batch_norm(b, fx, x, w, bias, mean, var, training=False, momentum=0.1, eps=1e-5,
-                cudnn=False):
-    if training:
-        raise unsupported(fx, "batch norm in training mode; call model.eval()")
-    b.add(fx, "scale_shift", [x], _batch_norm_params(fx, x, w, bias, mean, var, eps))
-
-
-@converts("aten._native_batch_norm_legit_no_training.default")
-def _bn_no_training(b, fx, x, w, bias, mean, var, momentum, eps):
-    var_ = b.add(fx, "scale_shift", [x], _batch_norm_params(fx, x, w, bias, mean, var, eps),
-                 shape=x.shape)
-    b.vars[fx.name] = (var_, None, None)
-
-
-@converts("aten.native_batch_norm.default")
-def _native_batch_norm(b, fx, x, w, bias, mean, var, training, momentum, eps):
-    """``aten.native_batch_norm``, what ``F.batch_norm`` runs below autograd (recorded
-    forward passes): in eval mode the same scale-shift as the exported form."""
-    if training:
-        raise unsupported(fx, "batch norm in training mode; call model.eval()")
-    _bn_no_training(b, fx, x, w, bias, mean, var, momentum, eps)
-
-
 def _binary(kind: str) -> Callable:
     def handler(b, fx, x, y, alpha=1):
         if isinstance(x, Var) and isinstance(y, Var):
@@ -422,21 +384,6 @@ def _binary_vars(b, fx, kind: str, x: Var, y: Var, alpha=1):
         y = b.aux(fx, "recip", "pow", [y], y.shape, {"exponent": -1.0, "coeff": 1.0})
     xs, ys = broadcast(b, fx, x, shape, "xb"), broadcast(b, fx, y, shape, "yb")
     return b.add(fx, "mul", [xs, ys])
-
-
-@converts("aten.neg.default")
-def _neg(b, fx, x):
-    b.add(fx, "scale_shift", [x], {"scale": torch.tensor(-1.0, dtype=torch.float64),
-                                   "shift": None})
-
-
-@converts("aten.rsub.Scalar", "aten.rsub.Tensor")
-def _rsub(b, fx, x, other, alpha=1):
-    """other - alpha * x for a constant ``other``."""
-    if not isinstance(x, Var) or isinstance(other, Var):
-        raise unsupported(fx, "rsub needs an input-dependent tensor and a constant")
-    c = as_per_sample(other, fx, len(per_sample_shape(fx)))
-    b.add(fx, "scale_shift", [x], {"scale": -float(alpha) * one(c), "shift": c})
 
 
 for _kind in ("add", "sub", "mul", "div"):

@@ -36,6 +36,9 @@ class Reshape(CopyOp):
 
     kind = "reshape"
     exact_sums = True
+    #: y is x in the same flat (C) order: the normaliser carries a diagonal scale-shift
+    #: across it into the op after it
+    flat_view = True
 
     def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
         return 1  # each coefficient of an input is one coefficient of the output (scaled)
