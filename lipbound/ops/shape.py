@@ -37,7 +37,7 @@ class Reshape(CopyOp):
     kind = "reshape"
     exact_sums = True
     #: y is x in the same flat (C) order: the normaliser carries a diagonal scale-shift
-    #: across it into the op after it
+    #: across it into the op after it; chains of layers read it as no layer
     flat_view = True
 
     def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
@@ -178,6 +178,7 @@ class Identity(CopyOp):
 
     kind = "identity"
     exact_sums = True
+    flat_view = True
 
     def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
         return 1  # each coefficient of an input is one coefficient of the output (scaled)
