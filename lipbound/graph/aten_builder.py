@@ -1,46 +1,20 @@
-"""The conversion state of the ATen table (:mod:`lipbound.graph.aten`) and the helpers its
-handlers share: :class:`Var` (an input-dependent value), :class:`Builder` (the lipbound nodes
-made so far), per-sample shapes, explicit broadcasts, per-sample reduction dims and the
-unsupported-operator error.
+"""The conversion state of the tracer (:mod:`lipbound.graph.aten`): :class:`Builder`, the
+lipbound nodes made so far and the values of the exported graph's names. Op converters
+(:mod:`lipbound.ops.tracing`) add nodes through it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lipbound.errors import TracingError, UnsupportedOperationError
+from lipbound.errors import TracingError
 from lipbound.graph.ir import INPUT, Graph, Node, freeze
+from lipbound.ops.tracing import Var, per_sample_shape, where_of
 
-#: the ATen names the table supports, for error messages (filled by :mod:`lipbound.graph.aten`)
-SUPPORTED: list[str] = []
-
-
-@dataclass(frozen=True)
-class Var:
-    """Reference to an input-dependent value (a lipbound node) during conversion."""
-
-    name: str
-    shape: tuple[int, ...]
-
-
-def where_of(node: torch.fx.Node) -> str:
-    """Human-readable location of an exported node in the user's model."""
-    stack = node.meta.get("nn_module_stack") or {}
-    parts = [f"node {node.name!r}"]
-    if stack:
-        path, cls = list(stack.values())[-1]
-        cls_name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
-        parts.append(f"module {path.replace(chr(76) + chr(91), '')!r} ({cls_name.split('.')[-1]})")
-    trace = node.meta.get("stack_trace")
-    if trace:
-        lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
-        if len(lines) >= 2:
-            parts.append(f"source {lines[-2]} :: {lines[-1]}")
-    return ", ".join(parts)
+__all__ = ["Builder", "Var", "per_sample_shape", "where_of"]
 
 
 class Builder:
@@ -96,59 +70,3 @@ class Builder:
 
     def build(self) -> Graph:
         return Graph(tuple(self.nodes), self.input_name, self.output_name)
-
-
-def per_sample_shape(fx: torch.fx.Node) -> tuple[int, ...]:
-    val = fx.meta.get("val")
-    if not isinstance(val, Tensor) or val.dim() == 0 or val.shape[0] != 2:
-        shape = list(val.shape) if isinstance(val, Tensor) else type(val).__name__
-        raise UnsupportedOperationError(
-            str(fx.target), where_of(fx), SUPPORTED,
-            hint=f"Its result {shape} does not keep the batch dimension first; lipbound needs "
-                 "models that treat batch entries independently.",
-        )
-    return tuple(int(s) for s in val.shape[1:])
-
-
-def _unsupported(fx: torch.fx.Node, why: str) -> UnsupportedOperationError:
-    return UnsupportedOperationError(str(fx.target), where_of(fx), SUPPORTED, hint=why)
-
-
-def _as_per_sample(c: Any, fx: torch.fx.Node, ndim: int) -> Any:
-    """A constant operand as a per-sample broadcastable tensor (drop a leading batch dim 1)."""
-    if not isinstance(c, Tensor):
-        return torch.tensor(float(c), dtype=torch.float64)
-    if c.dim() > ndim:
-        if c.dim() != ndim + 1 or c.shape[0] != 1:
-            raise _unsupported(fx, "a constant operand varies along the batch dimension")
-        c = c[0]
-    return c.detach()
-
-
-def _broadcast(b, fx, v: Var, shape: tuple[int, ...], tag: str) -> Var:
-    """``v`` broadcast to the per-sample ``shape`` by explicit reshape/expand nodes."""
-    if v.shape == shape:
-        return v
-    if len(v.shape) < len(shape):
-        v = b.aux(fx, tag + "_r", "reshape", [v], (1,) * (len(shape) - len(v.shape)) + v.shape,
-                  {"shape": (1,) * (len(shape) - len(v.shape)) + v.shape})
-    if v.shape == shape:
-        return v
-    return b.aux(fx, tag + "_x", "expand", [v], shape, {"shape": shape})
-
-
-def _one(c: Tensor) -> Tensor:
-    return torch.ones((), dtype=c.dtype)
-
-
-def _dims(fx, x: Var, dims) -> tuple[int, ...]:
-    """Per-sample dims of a reduction (the batch dimension cannot be reduced)."""
-    nd = len(x.shape) + 1
-    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
-        return tuple(range(len(x.shape)))
-    if isinstance(dims, int):
-        dims = [dims]
-    dims = sorted({d % nd for d in dims})
-    if 0 in dims:
-        raise _unsupported(fx, "reductions over the batch dimension are not supported")
-    return tuple(d - 1 for d in dims)

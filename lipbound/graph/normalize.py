@@ -7,6 +7,11 @@
   Linear's weights;
 - merge Linear -> Linear when the product is no larger than the two factors.
 
+The ops state the folds (:mod:`lipbound.ops.scale_shift`, :mod:`lipbound.ops.affine`):
+``fold_after`` (the node and the single-consumer node before it as one node) with its
+``fold_stage``, ``diagonal`` / ``absorb_input_scale`` / ``flat_view`` (a diagonal scale-shift
+carried across flattens into the op after it); this module only walks the graph.
+
 Every rewrite is an algebraic identity (f is unchanged up to float rounding). Before them,
 composite nodes (softmax, LayerNorm, ...; ops with a ``lower`` method, see
 :mod:`lipbound.ops.composite`) are replaced by their lowering to primitive ops: the
@@ -16,9 +21,8 @@ unrewritten graph keeps them, with the rounding facts of the fused kernels torch
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from lipbound.graph.ir import Graph, Node, freeze
+from lipbound.graph.ir import CONST, INPUT, Graph, Node, freeze
 
 
 def normalize(graph: Graph) -> Graph:
@@ -71,34 +75,35 @@ def _replace(graph: Graph, new: Node, drop: str) -> Graph:
     return Graph(tuple(nodes), graph.input, output)
 
 
+def _op(n: Node):
+    """The op of node ``n``, or None for the input and constants."""
+    from lipbound.ops import registry
+
+    return None if n.op in (INPUT, CONST) else registry.get(n.op, n.where)
+
+
 def _rewrite_once(graph: Graph) -> Graph | None:
+    """The first rewrite that applies, in stages: ops with ``fold_stage`` 0 (scale-shifts)
+    fold into the node before them or across flattens into the Linear after them, then
+    those of stage 1 (Linear after Linear)."""
     users = graph.consumers()
-    for n in graph.nodes:
-        if n.op != "scale_shift":
-            continue
-        src = graph[n.inputs[0]]
-        if len(users[src.name]) == 1 and src.op in ("linear", "conv") and src.name != graph.input:
-            folded = _fold_after(src, n)
-            if folded is not None:
-                # the merged node takes the later node's place and name
-                merged = Node(n.name, src.op, src.inputs, n.shape, freeze(folded), src.where)
-                return _replace_pair(graph, src.name, merged)
-        if src.op == "scale_shift" and len(users[src.name]) == 1:
-            params = _compose_scale_shift(src.params, n.params)
-            merged = Node(n.name, "scale_shift", src.inputs, n.shape, freeze(params), src.where)
-            return _replace_pair(graph, src.name, merged)
-        chain = _follow_reshapes(graph, users, n)
-        if chain is not None:
-            return chain
-    for n in graph.nodes:
-        if n.op == "linear":
+    ops = {n.name: _op(n) for n in graph.nodes}
+    for stage in (0, 1):
+        for n in graph.nodes:
+            op = ops[n.name]
+            if getattr(op, "fold_stage", None) != stage:
+                continue
             src = graph[n.inputs[0]]
-            if src.op == "linear" and len(users[src.name]) == 1 and _cheaper(src, n):
-                w = n.params["weight"] @ src.params["weight"]
-                b = _bias(n) + n.params["weight"] @ _bias(src)
-                merged = Node(n.name, "linear", src.inputs, n.shape,
-                              freeze({"weight": w, "bias": b}), src.where)
-                return _replace_pair(graph, src.name, merged)
+            if len(users[src.name]) == 1 and ops[src.name] is not None:
+                fused = op.fold_after(n.params, n.shape, ops[src.name], src.params, src.shape)
+                if fused is not None:  # the merged node takes the later node's place and name
+                    kind, params = fused
+                    merged = Node(n.name, kind, src.inputs, n.shape, freeze(params), src.where)
+                    return _replace_pair(graph, src.name, merged)
+            if hasattr(op, "diagonal"):
+                chain = _fold_across_views(graph, users, ops, n)
+                if chain is not None:
+                    return chain
     return None
 
 
@@ -107,90 +112,41 @@ def _replace_pair(graph: Graph, first: str, merged: Node) -> Graph:
     return Graph(nodes, graph.input, graph.output)
 
 
-def _bias(n: Node) -> Tensor:
-    b = n.params.get("bias")
-    w = n.params["weight"]
-    return torch.zeros(w.shape[0], dtype=w.dtype) if b is None else b
-
-
 def _cheaper(a: Node, b: Node) -> bool:
-    wa, wb = a.params["weight"], b.params["weight"]
-    return wb.shape[0] * wa.shape[1] <= wa.numel() + wb.numel()
+    """Whether node ``b`` folds into node ``a`` before it (its op's ``fold_after``; Linear
+    after Linear: when the product has no more entries than the two factors)."""
+    op_b = _op(b)
+    fused = op_b.fold_after(b.params, b.shape, _op(a), a.params, a.shape)
+    return fused is not None
 
 
-def _fold_after(src: Node, ss: Node) -> dict | None:
-    """Params of ``ss(src(x))`` as one Linear/Conv, or None if the scale is not per-channel."""
-    scale = torch.as_tensor(ss.params["scale"])
-    shift = ss.params.get("shift")
-    w = src.params["weight"]
-    if src.op == "linear" and len(ss.shape) != 1:
-        return None  # per-feature scaling of a linear layer applied to a non-vector input
-    out_ch = w.shape[0]
-    spatial = len(ss.shape) - 1
-    s_vec = _per_channel(scale, out_ch, spatial)
-    t_vec = None if shift is None else _per_channel(torch.as_tensor(shift), out_ch, spatial)
-    if s_vec is None or (shift is not None and t_vec is None):
-        return None
-    s_vec, w = s_vec.to(w.dtype), w
-    new_w = w * s_vec.reshape(-1, *([1] * (w.dim() - 1)))
-    new_b = _bias(src) * s_vec + (0 if t_vec is None else t_vec.to(w.dtype))
-    params = dict(src.params)
-    params.update(weight=new_w, bias=new_b)
-    return params
-
-
-def _per_channel(t: Tensor, channels: int, spatial: int) -> Tensor | None:
-    """t as a [channels] vector if it broadcasts per channel over [C, *spatial], else None."""
-    if t.dim() == 0:
-        return t.expand(channels).clone()
-    if t.dim() > spatial + 1:
-        return None
-    shape = (1,) * (spatial + 1 - t.dim()) + tuple(t.shape)
-    if any(s != 1 for s in shape[1:]) or shape[0] not in (1, channels):
-        return None
-    return t.reshape(-1).expand(channels).clone()
-
-
-def _compose_scale_shift(first: dict, second: dict) -> dict:
-    s1, s2 = torch.as_tensor(first["scale"]), torch.as_tensor(second["scale"])
-    t1, t2 = first.get("shift"), second.get("shift")
-    shift = None
-    if t1 is not None:
-        shift = torch.as_tensor(t1) * s2
-    if t2 is not None:
-        shift = torch.as_tensor(t2) if shift is None else shift + t2
-    return {"scale": s1 * s2, "shift": shift}
-
-
-def _follow_reshapes(graph: Graph, users: dict, ss: Node) -> Graph | None:
-    """Fold scale_shift -> (reshape)* -> linear into the linear (single consumers only)."""
-    path = [ss]
+def _fold_across_views(graph: Graph, users: dict, ops: dict, ss: Node) -> Graph | None:
+    """Fold a diagonal scale-shift -> (flat views: reshapes)* -> an op with
+    ``absorb_input_scale`` (Linear) into that op (single consumers only)."""
     cur = ss
     while len(users[cur.name]) == 1:
         nxt = graph[users[cur.name][0]]
-        if nxt.op == "reshape":
-            path.append(nxt)
+        op = ops[nxt.name]
+        if getattr(op, "flat_view", False):
             cur = nxt
             continue
-        if nxt.op != "linear":
+        absorb = getattr(op, "absorb_input_scale", None)
+        if absorb is None:
             return None
-        scale = torch.as_tensor(ss.params["scale"]).expand(ss.shape).reshape(-1)
-        shift = ss.params.get("shift")
-        w = nxt.params["weight"]
-        if scale.numel() != w.shape[1]:
-            return None
-        new_w = w * scale.to(w.dtype)
-        new_b = _bias(nxt)
+        scale, shift = ops[ss.name].diagonal(ss.params)
+        scale = torch.as_tensor(scale).expand(ss.shape).reshape(-1)
         if shift is not None:
-            new_b = new_b + w @ torch.as_tensor(shift).expand(ss.shape).reshape(-1).to(w.dtype)
-        new_lin = Node(nxt.name, "linear", nxt.inputs, nxt.shape,
-                       freeze({"weight": new_w, "bias": new_b}), nxt.where)
+            shift = torch.as_tensor(shift).expand(ss.shape).reshape(-1)
+        params = absorb(nxt.params, scale, shift)
+        if params is None:
+            return None
+        new = Node(nxt.name, nxt.op, nxt.inputs, nxt.shape, freeze(params), nxt.where)
         nodes = []
         for n in graph.nodes:
             if n.name == ss.name:
                 continue
             if n is nxt:
-                n = new_lin
+                n = new
             inputs = tuple(ss.inputs[0] if s == ss.name else s for s in n.inputs)
             nodes.append(Node(n.name, n.op, inputs, n.shape, n.params, n.where))
         return Graph(tuple(nodes), graph.input, graph.output)

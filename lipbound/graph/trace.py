@@ -2,7 +2,8 @@
 
 The model is exported on a batch of two copies of the input, so every tensor that depends on
 the input must carry that batch dimension; per-sample shapes are stored without it. ATen ops
-are mapped to lipbound op kinds by the table in :mod:`lipbound.graph.aten`; values that do not
+are mapped to lipbound op kinds by the converters the op modules register
+(:mod:`lipbound.ops.tracing`, dispatched by :mod:`lipbound.graph.aten`); values that do not
 depend on the input (weights, ``w.t()``, constants) are folded into parameters.
 """
 

@@ -6,10 +6,11 @@ must be elementwise with a slope restriction ``0 <= (f(a) - f(b)) / (a - b) <= b
 op's ``slope_range`` fact: ReLU, LeakyReLU with slope in [0, 1], sigmoid, tanh, softplus,
 ELU, monotone piecewise-linear ops). Biases are irrelevant for Lipschitz constants.
 
-Exactness: a ``linear`` weight (float32 or float64) is exact in float64 and reshapes are the
-identity on C-order flattened vectors; other linear ops are made dense by transposing the
-identity (:func:`lipbound.jacobian.naive._dense`, elementwise error ``|D - L| <= 2 gamma
-|L|``), and products of layer pieces are computed in float64 with
+Exactness: a layer whose op states its matrix (``norm_fact(...).matrix``: a ``linear``
+weight, float32 or float64) is exact in float64 and flat views (``flat_view``: reshapes,
+identities) are the identity on C-order flattened vectors; other linear ops are made dense
+by transposing the identity (:func:`lipbound.jacobian.naive._dense`, elementwise error
+``|D - L| <= 2 gamma |L|``), and products of layer pieces are computed in float64 with
 ``|fl(A B) - A B| <= gamma_k |A| |B|``. Each :class:`ChainLayer` carries ``err``, a certified
 upper bound of ``||W_exact - weight||_2`` (0 when exact), so callers can account for it.
 """
@@ -102,11 +103,11 @@ def read_chain(graph: Graph) -> tuple[ChainLayer, ...]:
             raise _unsupported(node, "a branch or a fan-in (not a chain)")
         op = registry.get(node.op, node.where)
         if op.linear:
-            if node.op in ("reshape", "identity"):
+            matrix = op.norm_fact(node.params, node.inputs.index(prev)).matrix
+            if getattr(op, "flat_view", False):
                 pass
-            elif node.op == "linear":
-                piece = _compose(piece, node.params["weight"].detach().double().cpu().numpy(),
-                                 None)
+            elif matrix is not None:  # x -> W x exactly (a Linear layer)
+                piece = _compose(piece, matrix.detach().double().cpu().numpy(), None)
             else:
                 if node.numel * n > _MAX_DENSE:
                     raise _unsupported(node, "the layer is too large to make dense")

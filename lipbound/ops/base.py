@@ -26,7 +26,7 @@ from torch import Tensor
 from lipbound.autodiff import vjp
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision, gamma
-from lipbound.ops.facts import CHAIN, TRANSPOSE, UNKNOWN, JacobianRule, NormFact
+from lipbound.ops.facts import CHAIN, TRANSPOSE, UNKNOWN, JacobianRule, NormFact, WindowMap
 
 Params = Mapping[str, Any]
 
@@ -240,6 +240,12 @@ class LinearOp(Op):
         nothing; the naive bound then computes them numerically from :meth:`apply_linear`)."""
         return UNKNOWN
 
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """How the map CROWN applies to coefficients acts on windowed ones: L^T (a step
+        through this op) or, with ``forward``, L itself (a step through a ``transpose`` node
+        of this op); None: such coefficients are made dense first (the default)."""
+        return None
+
     def ibp(self, params: Params, *ivals: Interval) -> Interval:
         """Exact interval image of a box under an affine map: centre +- |L| radius."""
         c = self.apply(params, *[iv.center for iv in ivals])
@@ -334,6 +340,11 @@ class NonlinearOp(Op):
                 y_up = y_up + uw * c
                 M = M + uw.abs() * r
         return y_lo, y_up, M + torch.zeros_like(y_lo)
+
+    #: how CROWN coefficients zero outside a window pass through this op when it is not
+    #: elementwise (:data:`~lipbound.ops.facts.POOL` / ``POOL_GRAD``: the windowed max-pool
+    #: rules of :mod:`lipbound.propagate.window_pool`); None: they are made dense
+    window_rule: str | None = None
 
     #: Adam step size for this op's optimisable parameters (alpha-CROWN)
     opt_lr: float = 0.1

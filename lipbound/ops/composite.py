@@ -31,7 +31,7 @@ no relaxation and raises UnsupportedOperationError saying so.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from lipbound.ops import registry
 from lipbound.ops.base import NonlinearOp, Params
 from lipbound.ops.registry import register
 from lipbound.ops.smooth import _UNDERFLOW, EVAL_ULPS
+from lipbound.ops.tracing import Var, converts, reduction_dims, unsupported
 
 #: factor on the first-order rounding bounds of the fused kernels (their algorithms differ
 #: between CPU and GPU and between versions: online softmax, Welford moments)
@@ -361,3 +362,84 @@ class Variance(Composite):
 
 for _op in (Softmax(), Norm("layer_norm"), Norm("rms_norm"), Norm("group_norm"), Variance()):
     register(_op)
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+def _variance(sqrt: bool) -> Callable:
+    def handler(b, fx, x, dims=None, unbiased=None, keepdim=False, *, correction=None):
+        if isinstance(dims, bool):  # var(x, unbiased) spelling
+            dims, unbiased = None, dims
+        corr = correction if correction is not None else (
+            0.0 if unbiased is False else 1.0)
+        b.add(fx, "var", [x], {"dims": reduction_dims(fx, x, dims), "correction": float(corr),
+                               "keepdim": bool(keepdim), "sqrt": sqrt})
+
+    return handler
+
+
+def _softmax(log: bool) -> Callable:
+    def handler(b, fx, x, dim, *_, **__):
+        d = reduction_dims(fx, x, dim)
+        b.add(fx, "softmax", [x], {"dim": d[0], "log": log})
+
+    return handler
+
+
+def _const_param(fx, t, what: str):
+    if isinstance(t, Var):
+        raise unsupported(fx, f"the {what} depends on the input")
+    return None if t is None else t.detach()
+
+
+@converts("aten.layer_norm.default")
+def _layer_norm(b, fx, x, normalized_shape, weight=None, bias=None, eps=1e-5,
+                cudnn_enable=True):
+    b.add(fx, "layer_norm", [x], {"ndim": len(normalized_shape), "eps": float(eps),
+                                  "weight": _const_param(fx, weight, "weight"),
+                                  "bias": _const_param(fx, bias, "bias")})
+
+
+@converts("aten.native_layer_norm.default")
+def _native_layer_norm(b, fx, x, normalized_shape, weight, bias, eps):
+    shape = tuple(int(s) for s in fx.meta["val"][0].shape[1:])
+    var = b.add(fx, "layer_norm", [x], {"ndim": len(normalized_shape), "eps": float(eps),
+                                        "weight": _const_param(fx, weight, "weight"),
+                                        "bias": _const_param(fx, bias, "bias")}, shape=shape)
+    b.vars[fx.name] = (var, None, None)
+
+
+@converts("aten.rms_norm.default")
+def _rms_norm(b, fx, x, normalized_shape, weight=None, eps=None):
+    if eps is None:
+        eps = torch.finfo(fx.args[0].meta["val"].dtype).eps
+    b.add(fx, "rms_norm", [x], {"ndim": len(normalized_shape), "eps": float(eps),
+                                "weight": _const_param(fx, weight, "weight"), "bias": None})
+
+
+def _channel(t, x: Var):
+    return None if t is None else t.reshape(-1, *([1] * (len(x.shape) - 1)))
+
+
+@converts("aten.group_norm.default")
+def _group_norm(b, fx, x, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=True):
+    b.add(fx, "group_norm", [x], {"groups": int(num_groups), "eps": float(eps),
+                                  "weight": _channel(_const_param(fx, weight, "weight"), x),
+                                  "bias": _channel(_const_param(fx, bias, "bias"), x)})
+
+
+@converts("aten.native_group_norm.default")
+def _native_group_norm(b, fx, x, weight, bias, N, C, HxW, group, eps):
+    shape = tuple(int(s) for s in fx.meta["val"][0].shape[1:])
+    var = b.add(fx, "group_norm", [x], {"groups": int(group), "eps": float(eps),
+                                        "weight": _channel(_const_param(fx, weight, "weight"),
+                                                           x),
+                                        "bias": _channel(_const_param(fx, bias, "bias"), x)},
+                shape=shape)
+    b.vars[fx.name] = (var, None, None)
+
+
+converts("aten.var.dim", "aten.var.correction")(_variance(False))
+converts("aten.std.dim", "aten.std.correction")(_variance(True))
+converts("aten.softmax.int", "aten._softmax.default")(_softmax(False))
+converts("aten.log_softmax.int", "aten._log_softmax.default")(_softmax(True))

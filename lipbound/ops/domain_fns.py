@@ -15,7 +15,7 @@ sup |f'| over the input interval widened by the input error, and Hoelder continu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from lipbound.ops.smooth import (
     SmoothFn,
     intercepts,
 )
+from lipbound.ops.tracing import Var, converts, unary, unsupported
 
 _INF = math.inf
 
@@ -291,3 +292,32 @@ class Power(DomainFunction):
 
 for _op in (Exp(), Log(), Power()):
     register(_op)
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+def _power(p: float) -> Callable:
+    def handler(b, fx, x):
+        b.add(fx, "pow", [x], {"exponent": p, "coeff": 1.0})
+
+    return handler
+
+
+@converts("aten.pow.Tensor_Scalar")
+def _pow(b, fx, x, exponent):
+    if isinstance(exponent, (Tensor, Var)) or not isinstance(x, Var):
+        raise unsupported(fx, "pow is supported with an input-dependent base and a constant "
+                              "number as exponent")
+    p = float(exponent)
+    if p == 1.0:
+        return b.alias(fx, x)
+    if p == 2.0:
+        return b.add(fx, "square", [x])
+    b.add(fx, "pow", [x], {"exponent": p, "coeff": 1.0})
+
+
+converts("aten.exp.default")(unary("exp"))
+converts("aten.log.default")(unary("log"))
+converts("aten.sqrt.default")(_power(0.5))
+converts("aten.rsqrt.default")(_power(-0.5))
+converts("aten.reciprocal.default")(_power(-1.0))

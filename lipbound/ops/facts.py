@@ -6,12 +6,14 @@ layer reader, branch and bound) asks the op for these facts instead of testing i
 - :class:`JacobianRule` (:meth:`~lipbound.ops.base.Op.jacobian_rule`): how the cotangent of
   the op's output reaches one of its inputs;
 - :class:`NormFact` (:meth:`~lipbound.ops.base.LinearOp.norm_fact`): what the op knows about
-  the induced norms of its linear map (the naive bound computes the rest numerically).
+  the induced norms of its linear map (the naive bound computes the rest numerically);
+- :class:`WindowMap` (:meth:`~lipbound.ops.base.LinearOp.window_map`): how its linear map
+  acts on CROWN coefficients that are zero outside a window (:mod:`lipbound.propagate.windows`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,3 +66,42 @@ class NormFact:
 COPY = NormFact(every_p=1.0, copy=True)
 #: nothing known in closed form
 UNKNOWN = NormFact()
+
+
+#: :class:`WindowMap` forms. SAME: the coefficients pass unchanged (identity)
+SAME = "same"
+#: times ``scale`` (a number or a tensor broadcastable to the spatial node [C, H, W])
+SCALE = "scale"
+#: input i's coefficients are ``coeffs[i]`` times the output's (weighted sums of inputs)
+COEFFS = "coeffs"
+#: a spatial [C, H, W] window becomes columns of the flat (C order) vector (a flatten)
+FLATTEN = "flatten"
+#: a 2-d sliding-window map with ``geometry`` ((k, s, p, d) per spatial axis) whose padding-free
+#: ``kernel`` maps a zero-extended region [N, C, h, w] (``forward``: the op's own map on its
+#: input; else its transpose on the output's window)
+SLIDING = "sliding"
+#: ``x -> x W^T`` on the last dimension with W = ``weight``: column-sparse coefficients meet
+#: only the columns of W they select
+COLUMNS = "columns"
+
+#: windowed back-substitution through a non-elementwise op (``NonlinearOp.window_rule``):
+#: coefficients over the outputs of a max pooling (relaxation a ``PoolSelection``) ...
+POOL = "pool"
+#: ... or over the pooled input of its Clarke-Jacobian node (relaxation a ``Routing``)
+POOL_GRAD = "pool_grad"
+
+
+@dataclass(frozen=True, eq=False)
+class WindowMap:
+    """How the map CROWN applies to a linear op's coefficients acts on coefficients that are
+    zero outside a window (or outside some columns of a flat node): each entry of the result
+    is the same sum as in the dense computation without its zero terms, so the windowed step
+    is exact. ``form`` is one of the constants above; the other fields belong to it."""
+
+    form: str
+    scale: Any = None
+    coeffs: tuple[float, ...] = ()
+    geometry: tuple[tuple[int, int, int, int], ...] | None = None
+    kernel: Callable[[Tensor], Tensor] | None = None
+    forward: bool = False
+    weight: Tensor | None = None

@@ -31,6 +31,7 @@ from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.facts import PRODUCT, JacobianRule
 from lipbound.ops.registry import register
+from lipbound.ops.tracing import converts, unary
 
 
 def _hull_weights(la: Tensor, ua: Tensor) -> tuple[Tensor, Tensor]:
@@ -326,3 +327,9 @@ class Square(NonlinearOp):
 
 for _op in (ReluSwitch(), LeakySwitch(), Mul(), Abs(), Square()):
     register(_op)
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+converts("aten.abs.default")(unary("abs"))
+converts("aten.square.default")(unary("square"))

@@ -35,7 +35,9 @@ from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision, gamma
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.registry import register
+from lipbound.ops.relu_like import _clamp_max, _clamp_min
 from lipbound.ops.smooth import SmoothActivation, SmoothFn
+from lipbound.ops.tracing import Var, converts, unary, unsupported
 
 _INF = math.inf
 
@@ -264,3 +266,39 @@ class Hardswish(SmoothActivation):
 
 for _op in (PiecewiseLinear(), Hardswish()):
     register(_op)
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+@converts("aten.clamp.default")
+def _clamp(b, fx, x, min=None, max=None):
+    if isinstance(min, (Tensor, Var)) or isinstance(max, (Tensor, Var)):
+        raise unsupported(fx, "clamp with tensor limits is not supported (use numbers)")
+    if min is not None and max is not None:
+        lo, hi = float(min), float(max)
+        if not lo < hi:
+            raise unsupported(fx, f"clamp needs min < max, got {lo} and {hi}")
+        return b.add(fx, "pwl", [x], hardtanh_params(lo, hi))
+    if min is not None:
+        return _clamp_min(b, fx, x, min)
+    if max is not None:
+        return _clamp_max(b, fx, x, max)
+    return b.alias(fx, x)
+
+
+@converts("aten.hardtanh.default")
+def _hardtanh(b, fx, x, min_val=-1.0, max_val=1.0):
+    return _clamp(b, fx, x, min_val, max_val)
+
+
+@converts("aten.relu6.default")
+def _relu6(b, fx, x):
+    b.add(fx, "pwl", [x], hardtanh_params(0.0, 6.0))
+
+
+@converts("aten.hardsigmoid.default")
+def _hardsigmoid(b, fx, x):
+    b.add(fx, "pwl", [x], hardsigmoid_params())
+
+
+converts("aten.hardswish.default")(unary("hardswish"))

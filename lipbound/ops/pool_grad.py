@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.ops.base import NonlinearOp, Params
+from lipbound.ops.facts import POOL_GRAD
 from lipbound.ops.pooling import _pair
 from lipbound.ops.registry import get, register
 
@@ -41,6 +42,7 @@ class MaxPoolGrad(NonlinearOp):
     """params: those of the forward max_pool."""
 
     kind = "max_pool_grad"
+    window_rule = POOL_GRAD
 
     def _fold(self, params: Params, cols: Tensor, in_shape: tuple[int, ...]) -> Tensor:
         C, H, W = in_shape

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.ops.base import NonlinearOp, Params
-from lipbound.ops.facts import GATE, JacobianRule
+from lipbound.ops.facts import GATE, POOL, JacobianRule
 from lipbound.ops.registry import register
+from lipbound.ops.tracing import converts, unsupported
 
 
 def _pair(v) -> tuple[int, int]:
@@ -43,6 +44,7 @@ class MaxPool2d(NonlinearOp):
 
     kind = "max_pool"
     differentiable = True
+    window_rule = POOL
 
     def jacobian_rule(self, params: Params, index: int) -> JacobianRule:
         """``max_pool_grad(z, g)``: g routed to each window's maximiser."""
@@ -121,3 +123,26 @@ class MaxPool2d(NonlinearOp):
 
 
 register(MaxPool2d())
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+@converts("aten.max_pool2d.default")
+def _max_pool2d(b, fx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    if ceil_mode:
+        raise unsupported(fx, "max pooling with ceil_mode=True is not supported")
+    var = b.add(fx, "max_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
+                                      "padding": padding, "dilation": dilation})
+    return var
+
+
+@converts("aten.max_pool2d_with_indices.default")
+def _max_pool2d_with_indices(b, fx, x, kernel_size, stride=(), padding=0, dilation=1,
+                             ceil_mode=False):
+    if ceil_mode:
+        raise unsupported(fx, "max pooling with ceil_mode=True is not supported")
+    val = fx.meta["val"][0]
+    var = b.add(fx, "max_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
+                                      "padding": padding, "dilation": dilation},
+                shape=tuple(int(s) for s in val.shape[1:]))
+    b.vars[fx.name] = (var, None)

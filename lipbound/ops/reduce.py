@@ -23,11 +23,21 @@ from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
+from lipbound.graph.ir import Node, freeze
 from lipbound.ops.base import LinearOp, NonlinearOp, Params
 from lipbound.ops.facts import GATE, JacobianRule
 from lipbound.ops.pool_grad import Routing, route_backward
 from lipbound.ops.pooling import PoolSelection
 from lipbound.ops.registry import register
+from lipbound.ops.tracing import (
+    Var,
+    broadcast,
+    converts,
+    per_sample_shape,
+    reduction_dims,
+    unsupported,
+    where_of,
+)
 
 
 def _bdims(params: Params) -> list[int]:
@@ -262,3 +272,74 @@ class ReduceMaxGrad(NonlinearOp):
 
 for _op in (ReduceSum(), Expand(), Center(), PairwiseDiff(), ReduceMax(), ReduceMaxGrad()):
     register(_op)
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+@converts("aten.sum.dim_IntList")
+def _sum(b, fx, x, dims=None, keepdim=False, dtype=None):
+    b.add(fx, "sum", [x], {"dims": reduction_dims(fx, x, dims), "keepdim": bool(keepdim),
+                           "scale": 1.0})
+
+
+def _mean_any(b, fx, x, dims, keepdim=False):
+    d = reduction_dims(fx, x, dims)
+    n = 1
+    for i in d:
+        n *= x.shape[i]
+    b.add(fx, "sum", [x], {"dims": d, "keepdim": bool(keepdim), "scale": 1.0 / n})
+
+
+@converts("aten.mean.dim")
+def _mean(b, fx, x, dims, keepdim=False, dtype=None):
+    nd = len(x.shape) + 1
+    dims = sorted(d % nd for d in dims)
+    if len(x.shape) != 3 or dims != [2, 3]:
+        return _mean_any(b, fx, x, dims, keepdim)
+    pooled = b.add(fx, "avg_pool", [x], {"kernel_size": tuple(x.shape[1:]), "stride":
+                                         tuple(x.shape[1:]), "padding": 0, "ceil_mode": False,
+                                         "count_include_pad": True, "divisor_override": None,
+                                         "ndim": 2}, shape=(x.shape[0], 1, 1))
+    if not keepdim:
+        b.nodes.append(Node(fx.name + "_squeeze", "reshape", (pooled.name,), (x.shape[0],),
+                            freeze({"shape": (x.shape[0],)}), where_of(fx)))
+        b.vars[fx.name] = Var(fx.name + "_squeeze", (x.shape[0],))
+
+
+@converts("aten.amax.default")
+def _amax(b, fx, x, dims=(), keepdim=False):
+    b.add(fx, "reduce_max", [x], {"dims": reduction_dims(fx, x, dims), "keepdim": bool(keepdim)})
+
+
+@converts("aten.amin.default")
+def _amin(b, fx, x, dims=(), keepdim=False):
+    """min(x) = -max(-x)."""
+    neg = {"scale": torch.tensor(-1.0, dtype=torch.float64), "shift": None}
+    nx = b.aux(fx, "neg", "scale_shift", [x], x.shape, neg)
+    params = {"dims": reduction_dims(fx, x, dims), "keepdim": bool(keepdim)}
+    shape = per_sample_shape(fx) if not isinstance(fx.meta.get("val"), tuple) \
+        else tuple(int(s) for s in fx.meta["val"][0].shape[1:])
+    m = b.aux(fx, "max", "reduce_max", [nx], shape, params)
+    return b.add(fx, "scale_shift", [m], neg, shape=shape)
+
+
+@converts("aten.max.dim")
+def _max_dim(b, fx, x, dim, keepdim=False):
+    shape = tuple(int(s) for s in fx.meta["val"][0].shape[1:])
+    params = {"dims": reduction_dims(fx, x, dim), "keepdim": bool(keepdim)}
+    var = b.add(fx, "reduce_max", [x], params, shape=shape)
+    b.vars[fx.name] = (var, None)
+
+
+@converts("aten.min.dim")
+def _min_dim(b, fx, x, dim, keepdim=False):
+    var = _amin(b, fx, x, dim, keepdim)
+    b.vars[fx.name] = (var, None)
+
+
+@converts("aten.expand.default")
+def _expand(b, fx, x, size, implicit=False):
+    shape = per_sample_shape(fx)
+    if len(x.shape) > len(shape):
+        raise unsupported(fx, "expand cannot drop dimensions")
+    b.alias(fx, broadcast(b, fx, x, shape, "e"))

@@ -19,6 +19,7 @@ from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.facts import GATE, JacobianRule
 from lipbound.ops.registry import register
+from lipbound.ops.tracing import converts, unsupported
 
 
 class LeakyReLU(NonlinearOp):
@@ -135,3 +136,47 @@ class ReLU(LeakyReLU):
 
 register(ReLU())
 register(LeakyReLU())
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+@converts("aten.relu.default", "aten.relu_.default")
+def _relu(b, fx, x):
+    b.add(fx, "relu", [x])
+
+
+def _shift(c: float) -> dict:
+    return {"scale": torch.tensor(1.0, dtype=torch.float64),
+            "shift": torch.tensor(c, dtype=torch.float64)}
+
+
+@converts("aten.clamp_min.default")
+def _clamp_min(b, fx, x, min):
+    """max(x, c) = c + relu(x - c): a shifted ReLU (exact, relaxed as tightly)."""
+    c = float(min)
+    if c == 0.0:
+        return b.add(fx, "relu", [x])
+    z = b.aux(fx, "shift", "scale_shift", [x], x.shape, _shift(-c))
+    r = b.aux(fx, "relu", "relu", [z], x.shape)
+    return b.add(fx, "scale_shift", [r], _shift(c))
+
+
+@converts("aten.clamp_max.default")
+def _clamp_max(b, fx, x, max):
+    """min(x, c) = c - relu(c - x)."""
+    c = float(max)
+    flip = {"scale": torch.tensor(-1.0, dtype=torch.float64),
+            "shift": torch.tensor(c, dtype=torch.float64)}
+    z = b.aux(fx, "flip", "scale_shift", [x], x.shape, flip)
+    r = b.aux(fx, "relu", "relu", [z], x.shape)
+    return b.add(fx, "scale_shift", [r], flip)
+
+
+@converts("aten.leaky_relu.default")
+def _leaky_relu(b, fx, x, negative_slope=0.01):
+    k = float(negative_slope)
+    if k == 0.0:
+        return b.add(fx, "relu", [x])
+    if not 0.0 < k <= 1.0:
+        raise unsupported(fx, f"leaky_relu needs a negative slope in [0, 1], got {k}")
+    b.add(fx, "leaky_relu", [x], {"negative_slope": k})

@@ -12,6 +12,8 @@ from torch import Tensor
 
 from lipbound.ops.base import LinearOp, Params
 from lipbound.ops.registry import register
+from lipbound.ops.shape import _avg_pool2d
+from lipbound.ops.tracing import converts, per_sample_shape, reduction_dims
 
 
 class AdaptiveAvgPool(LinearOp):
@@ -65,3 +67,40 @@ class Flip(LinearOp):
 
 for _op in (AdaptiveAvgPool(), UpsampleNearest(), Flip()):
     register(_op)
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+@converts("aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default")
+def _adaptive_avg_pool2d(b, fx, x, output_size):
+    h, w = x.shape[-2:]
+    oh, ow = (v if v is not None else s for v, s in zip(output_size, (h, w)))
+    if h % oh or w % ow:
+        return b.add(fx, "adaptive_avg_pool", [x], {"output_size": (oh, ow)})
+    k = (h // oh, w // ow)
+    _avg_pool2d(b, fx, x, k, k)
+
+
+@converts("aten.adaptive_avg_pool1d.default")
+def _adaptive_avg_pool1d(b, fx, x, output_size):
+    b.add(fx, "adaptive_avg_pool", [x], {"output_size": tuple(output_size)})
+
+
+@converts("aten.upsample_nearest2d.vec", "aten.upsample_nearest1d.vec")
+def _upsample_nearest(b, fx, x, output_size=None, scale_factors=None):
+    size = per_sample_shape(fx)[1:]
+    params = {"size": tuple(size), "scale_factor": None}
+    if scale_factors is not None:
+        params["scale_factor"] = tuple(float(v) for v in scale_factors)
+    b.add(fx, "upsample_nearest", [x], params)
+
+
+@converts("aten.upsample_nearest2d.default")
+def _upsample_nearest2d(b, fx, x, output_size, scales_h=None, scales_w=None):
+    sf = None if scales_h is None or scales_w is None else (scales_h, scales_w)
+    _upsample_nearest(b, fx, x, output_size, sf)
+
+
+@converts("aten.flip.default")
+def _flip(b, fx, x, dims):
+    b.add(fx, "flip", [x], {"dims": reduction_dims(fx, x, dims)})

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lipbound.autodiff import vjp
 from lipbound.ops.base import LinearOp, Params
-from lipbound.ops.facts import COPY, NormFact
+from lipbound.ops.facts import COPY, FLATTEN, SAME, SLIDING, NormFact, WindowMap
 from lipbound.ops.registry import register
+from lipbound.ops.tracing import Var, converts, per_sample_shape, reduction_dims, unsupported
 
 
 class CopyOp(LinearOp):
@@ -34,6 +36,9 @@ class Reshape(CopyOp):
 
     kind = "reshape"
     exact_sums = True
+    #: y is x in the same flat (C) order: the normaliser carries a diagonal scale-shift
+    #: across it into the op after it; chains of layers read it as no layer
+    flat_view = True
 
     def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
         return 1  # each coefficient of an input is one coefficient of the output (scaled)
@@ -43,6 +48,10 @@ class Reshape(CopyOp):
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A.reshape(A.shape[0], *in_shapes[0]),)
+
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """Forward (a transpose node's step): a flatten, where the target is flat."""
+        return WindowMap(FLATTEN) if forward else None
 
     def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
                     ) -> tuple[Tensor, Tensor] | None:
@@ -107,6 +116,31 @@ class AvgPool(LinearOp):
                             params["ceil_mode"], params["count_include_pad"],
                             params.get("divisor_override"))
 
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """2-d pooling whose divisor is the kernel size everywhere (no ceil mode, no divisor
+        override, padding counted): pooling without padding (forward) or its transpose (by
+        autodiff: the dense vjp's own kernel), on the window's extent."""
+        if params.get("ndim", 2) != 2 or params["ceil_mode"] or params.get("divisor_override"):
+            return None
+        k, p = _pair(params["kernel_size"]), _pair(params["padding"])
+        s = _pair(params["stride"]) if params["stride"] else k
+        if (p[0] or p[1]) and not params["count_include_pad"]:
+            return None  # the divisor depends on where the padding is
+        geom = ((k[0], s[0], p[0], 1), (k[1], s[1], p[1], 1))
+        if forward:
+            return WindowMap(SLIDING, geometry=geom, forward=True,
+                             kernel=lambda x: F.avg_pool2d(x, k, s, 0))
+
+        def transpose(a: Tensor) -> Tensor:
+            size = ((a.shape[-2] - 1) * s[0] + k[0], (a.shape[-1] - 1) * s[1] + k[1])
+            with torch.enable_grad():
+                x = torch.zeros(a.shape[0], a.shape[1], *size, dtype=a.dtype,
+                                device=a.device, requires_grad=True)
+                y = F.avg_pool2d(x, k, s, 0)
+                return vjp(y, x, a, create_graph=a.requires_grad)[0]
+
+        return WindowMap(SLIDING, geometry=geom, kernel=transpose)
+
 
 class Slice(CopyOp):
     """x[..., start:end:step] along per-sample dimension ``dim``."""
@@ -144,6 +178,7 @@ class Identity(CopyOp):
 
     kind = "identity"
     exact_sums = True
+    flat_view = True
 
     def backward_sum_terms(self, params, in_shapes, out_shape) -> int:
         return 1  # each coefficient of an input is one coefficient of the output (scaled)
@@ -154,10 +189,195 @@ class Identity(CopyOp):
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         return (A,)
 
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap:
+        return WindowMap(SAME)
+
     def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
                     ) -> tuple[Tensor, Tensor]:
         return _flat_identity(n_in)
 
 
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # type: ignore[return-value]
+
+
 for _op in (Reshape(), Permute(), Pad(), AvgPool(), Slice(), Concat(), Identity()):
     register(_op)
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+@converts(
+    "aten.view.default",
+    "aten.reshape.default",
+    "aten._unsafe_view.default",
+    "aten.flatten.using_ints",
+    "aten.unsqueeze.default",
+    "aten.squeeze.dim",
+    "aten.squeeze.dims",
+)
+def _reshape(b, fx, x, *_, **__):
+    shape = per_sample_shape(fx)
+    if shape == x.shape:
+        return b.alias(fx, x)
+    b.add(fx, "reshape", [x], {"shape": shape})
+
+
+@converts(
+    "aten.contiguous.default",
+    "aten.clone.default",
+    "aten.alias.default",
+    "aten.detach.default",
+)
+def _identity(b, fx, x, *_, **__):
+    b.alias(fx, x)
+
+
+@converts("aten.dropout.default")
+def _dropout(b, fx, x, p=0.5, train=False):
+    if train:
+        raise unsupported(fx, "dropout in training mode; call model.eval()")
+    b.alias(fx, x)
+
+
+@converts("aten.permute.default")
+def _permute(b, fx, x, dims):
+    nd = len(x.shape) + 1
+    dims = [d % nd for d in dims]
+    if dims[0] != 0:
+        raise unsupported(fx, "permutations that move the batch dimension are not supported")
+    b.add(fx, "permute", [x], {"dims": tuple(d - 1 for d in dims[1:])})
+
+
+@converts("aten.transpose.int")
+def _transpose(b, fx, x, d0, d1):
+    nd = len(x.shape) + 1
+    dims = list(range(nd))
+    d0, d1 = d0 % nd, d1 % nd
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    _permute(b, fx, x, dims)
+
+
+@converts("aten.cat.default")
+def _cat(b, fx, xs, dim=0):
+    nd = len(per_sample_shape(fx)) + 1
+    dim = dim % nd
+    if dim == 0:
+        raise unsupported(fx, "concatenation along the batch dimension is not supported")
+    if all(isinstance(v, Var) for v in xs):
+        return b.add(fx, "concat", list(xs), {"dim": dim - 1})
+    _cat_constants(b, fx, xs, dim - 1)
+
+
+def _cat_constants(b, fx, xs, dim: int) -> Var:
+    """Concatenation of input-dependent tensors with constants (a ViT's cls token): every
+    input-dependent piece zero-padded to the full length along ``dim``, these summed, and
+    the constants added as one shift (zeros where the pieces lie): the same values exactly
+    (adding zeros is exact in floating point)."""
+    shape = per_sample_shape(fx)
+    shift = torch.zeros(shape, dtype=torch.float64)
+    padded: list[Var] = []
+    offset = 0
+    for i, v in enumerate(xs):
+        if isinstance(v, Var):
+            n = v.shape[dim]
+            pad = [0, 0] * (len(shape) - dim)
+            pad[-2:] = [offset, shape[dim] - offset - n]
+            padded.append(b.aux(fx, f"pad{i}", "pad", [v], shape, {"pad": tuple(pad)}))
+        else:
+            c = torch.as_tensor(v).detach()
+            if c.dim() != len(shape) + 1 or not bool((c == c[:1]).all()):
+                raise unsupported(fx, "a concatenated constant varies along the batch "
+                                      "dimension")
+            n = c.shape[dim + 1]
+            shift.narrow(dim, offset, n).copy_(c[0].to(torch.float64))
+        offset += n
+    total = padded[0]
+    for i, v in enumerate(padded[1:]):
+        total = b.aux(fx, f"sum{i}", "add", [total, v], shape, {"coeffs": (1.0, 1.0)})
+    return b.add(fx, "scale_shift", [total], {"scale": torch.ones((), dtype=torch.float64),
+                                              "shift": shift})
+
+
+@converts("aten.slice.Tensor")
+def _slice(b, fx, x, dim=0, start=None, end=None, step=1):
+    nd = len(x.shape) + 1
+    dim = dim % nd
+    if dim == 0:
+        if (start in (None, 0)) and (end is None or end >= 2) and step == 1:
+            return b.alias(fx, x)
+        raise unsupported(fx, "slicing the batch dimension is not supported")
+    b.add(fx, "slice", [x], {"dim": dim - 1, "start": start, "end": end, "step": step})
+
+
+@converts("aten.select.int")
+def _select(b, fx, x, dim, index):
+    """``x.select(dim, index)`` (``x[:, i]``): a slice of length one, then a reshape that
+    drops the dimension."""
+    nd = len(x.shape) + 1
+    dim = dim % nd
+    if dim == 0:
+        raise unsupported(fx, "selecting along the batch dimension is not supported")
+    index = index % x.shape[dim - 1]
+    part = list(x.shape)
+    part[dim - 1] = 1
+    s = b.aux(fx, "slice", "slice", [x], tuple(part),
+              {"dim": dim - 1, "start": index, "end": index + 1, "step": 1})
+    b.add(fx, "reshape", [s], {"shape": per_sample_shape(fx)})
+
+
+@converts("aten.pad.default")
+def _pad(b, fx, x, pad, mode="constant", value=None):
+    if mode != "constant" or (value not in (None, 0, 0.0)):
+        raise unsupported(fx, "only zero (constant) padding is supported")
+    b.add(fx, "pad", [x], {"pad": tuple(pad)})
+
+
+@converts("aten.constant_pad_nd.default")
+def _constant_pad(b, fx, x, pad, value=0):
+    _pad(b, fx, x, pad, "constant", value)
+
+
+@converts("aten.avg_pool2d.default")
+def _avg_pool2d(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+    b.add(fx, "avg_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
+                                "padding": padding, "ceil_mode": ceil_mode,
+                                "count_include_pad": count_include_pad,
+                                "divisor_override": divisor_override, "ndim": 2})
+
+
+@converts("aten.avg_pool1d.default")
+def _avg_pool1d(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+                count_include_pad=True):
+    b.add(fx, "avg_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
+                                "padding": padding, "ceil_mode": ceil_mode,
+                                "count_include_pad": count_include_pad, "ndim": 1})
+
+
+@converts("aten.split_with_sizes.default")
+def _split_sizes(b, fx, x, sizes, dim=0):
+    """Parts of x along ``dim`` as ``slice`` nodes (a tuple the getitem calls pick from)."""
+    d = reduction_dims(fx, x, dim)[0]
+    parts, start = [], 0
+    for i, n in enumerate(sizes):
+        shape = x.shape[:d] + (n,) + x.shape[d + 1:]
+        parts.append(b.aux(fx, f"part{i}", "slice", [x], shape,
+                           {"dim": d, "start": start, "end": start + n, "step": 1}))
+        start += n
+    b.vars[fx.name] = tuple(parts)
+
+
+@converts("aten.split.Tensor")
+def _split(b, fx, x, split_size, dim=0):
+    if isinstance(split_size, (list, tuple)):
+        return _split_sizes(b, fx, x, split_size, dim)
+    n = x.shape[reduction_dims(fx, x, dim)[0]]
+    sizes = [min(split_size, n - s) for s in range(0, n, split_size)]
+    _split_sizes(b, fx, x, sizes, dim)
+
+
+@converts("aten.chunk.default")
+def _chunk(b, fx, x, chunks, dim=0):
+    n = x.shape[reduction_dims(fx, x, dim)[0]]
+    _split(b, fx, x, -(-n // chunks), dim)

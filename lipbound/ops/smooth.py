@@ -27,6 +27,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.registry import register
+from lipbound.ops.tracing import converts, unary, unsupported
 
 _BISECT_STEPS = 64
 _MARGIN = 1e-12
@@ -295,3 +296,30 @@ for _fn in ACTIVATIONS.values():
     register(SmoothActivation(_fn, derivative_fn=DERIVATIVES[_fn.name]))
 for _fn in (D_SIGMOID, D_TANH, D_GELU, D_SILU, D_ELU):
     register(SmoothActivation(_fn))
+
+
+# -- ATen converters (lipbound.ops.tracing)
+
+@converts("aten.gelu.default")
+def _gelu(b, fx, x, approximate="none"):
+    if approximate != "none":
+        raise unsupported(fx, "only the exact (erf) GELU is supported, not approximate='tanh'")
+    b.add(fx, "gelu", [x])
+
+
+@converts("aten.softplus.default")
+def _softplus(b, fx, x, beta=1, threshold=20):
+    if float(beta) != 1.0:
+        raise unsupported(fx, "softplus is supported with beta=1 only")
+    b.add(fx, "softplus", [x])
+
+
+@converts("aten.elu.default")
+def _elu(b, fx, x, alpha=1.0, scale=1, input_scale=1):
+    if float(alpha) != 1.0 or float(scale) != 1.0 or float(input_scale) != 1.0:
+        raise unsupported(fx, "ELU is supported with alpha=1 (and no scaling) only")
+    b.add(fx, "elu", [x])
+
+
+for _kind in ("sigmoid", "tanh", "silu"):
+    converts(f"aten.{_kind}.default")(unary(_kind))

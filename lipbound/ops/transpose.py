@@ -7,6 +7,7 @@ g [*out] to L_i^T g [*in_i]. Its own transpose is L_i, so CROWN runs through it 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from lipbound.autodiff import vjp
 from lipbound.ops.base import LinearOp, Params
+from lipbound.ops.facts import COEFFS, WindowMap
 from lipbound.ops.registry import get, register
 
 
@@ -49,6 +51,16 @@ class Transpose(LinearOp):
             return None
         y = self.apply(params, *centres).unsqueeze(1)
         return y, y, self.apply_linear(params, *radii, absolute=True).unsqueeze(1)
+
+    def window_map(self, params: Params, forward: bool = False) -> WindowMap | None:
+        """The inner op's forward map (the vjp of a transpose); of a weighted sum, the
+        coefficient of input ``index``."""
+        if forward:
+            return None
+        m = get(params["inner"]).window_map(params["inner_params"], forward=True)
+        if m is not None and m.form == COEFFS:
+            return replace(m, coeffs=(m.coeffs[params["index"]],))
+        return m
 
     def vjp(self, params: Params, A: Tensor, in_shapes: Sequence[tuple[int, ...]]):
         inner = get(params["inner"])

@@ -172,7 +172,7 @@ def _nonlinear_backward(state: BoundState, node, op, Ac, opt, conv=None) -> tupl
     in_shapes = [state.graph[s].shape for s in node.inputs]
     if not windows.is_elementwise(op, node, in_shapes):
         rel = conv(relaxation(state, node.name, opt))
-        if isinstance(Ac, Window) and node.op in ("max_pool", "max_pool_grad"):
+        if isinstance(Ac, Window) and op.window_rule is not None:
             out = window_pool.pool_backward(op, node.params, Ac, rel, in_shapes[-1])
             if out is not None:
                 return out

@@ -11,6 +11,7 @@ from dataclasses import replace
 import torch.nn.functional as F
 from torch import Tensor
 
+from lipbound.ops.facts import POOL, POOL_GRAD
 from lipbound.propagate.windows import Window, forward_range, pair, zero_bias
 
 
@@ -29,13 +30,16 @@ def _crop_cols(t: Tensor, out_hw: tuple[int, int], rows: tuple[int, int],
 
 def pool_backward(op, params, A: Window, rel, a_full: tuple[int, ...]
                   ) -> tuple[list, Tensor] | None:
-    """Windowed back-substitution through ``max_pool`` (A over its output) or
-    ``max_pool_grad`` (A over the pool's input): the op's own rule on the window's extent
-    (padding 0, zero-extended), with the relaxation cropped to the pool outputs involved."""
+    """Windowed back-substitution through an op whose :attr:`window_rule` is ``POOL``
+    (``max_pool``; A over its output) or ``POOL_GRAD`` (``max_pool_grad``; A over the pool's
+    input): the op's own rule on the window's extent (padding 0, zero-extended), with the
+    relaxation cropped to the pool outputs involved; None for other rules (made dense)."""
     geom = _pool_geom(params)
     (kh, sh, ph, dh), (kw, sw, pw, dw) = geom
     local = {**params, "padding": 0}
-    if op.kind == "max_pool":  # A over the pool output [C, Ho, Wo] -> its input
+    if op.window_rule not in (POOL, POOL_GRAD):
+        return None
+    if op.window_rule == POOL:  # A over the pool output [C, Ho, Wo] -> its input
         Ho, Wo = A.full[1:]
         rows, cols = (A.top, A.top + A.h), (A.left, A.left + A.w)
         eh, ew = (A.h - 1) * sh + dh * (kh - 1) + 1, (A.w - 1) * sw + dw * (kw - 1) + 1

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lipbound.autodiff import vjp
 from lipbound.graph.ir import Node
 from lipbound.ops.base import NonlinearOp, Relaxation
+from lipbound.ops.facts import COEFFS, COLUMNS, FLATTEN, SAME, SCALE, SLIDING, WindowMap
 
 
 @dataclass(frozen=True)
@@ -239,73 +239,8 @@ def _transpose_window(A: Window, geom, in_shape: tuple[int, int, int], apply_t
     return Window(out, max(0, i0), max(0, j0), in_shape)
 
 
-def _conv_geom(params) -> tuple | None:
-    w = params["weight"]
-    if w.dim() != 4 or isinstance(params["padding"], str):
-        return None
-    k = w.shape[2:]
-    s, p, d = (pair(params[n]) for n in ("stride", "padding", "dilation"))
-    return ((k[0], s[0], p[0], d[0]), (k[1], s[1], p[1], d[1]))
-
-
-def _avg_geom(params) -> tuple | None:
-    if params.get("ndim", 2) != 2 or params["ceil_mode"] or params.get("divisor_override"):
-        return None
-    k, p = pair(params["kernel_size"]), pair(params["padding"])
-    s = pair(params["stride"]) if params["stride"] else k
-    if (p[0] or p[1]) and not params["count_include_pad"]:
-        return None  # the divisor depends on where the padding is
-    return ((k[0], s[0], p[0], 1), (k[1], s[1], p[1], 1))
-
-
-_GEOMETRY = {"conv": _conv_geom, "avg_pool": _avg_geom}
-
-
-def _geometry(kind: str, params) -> tuple | None:
-    """((k, s, p, d) per spatial axis) of a sliding-window op that windows can follow, else
-    None (another op, or a form whose window is not a rectangle map)."""
-    geom_of = _GEOMETRY.get(kind)
-    return None if geom_of is None else geom_of(params)
-
-
-def _apply_forward(kind: str, params, A: Window, out_shape) -> Window | None:
-    """The window of ``op(A)`` for the forward map of op ``kind`` (no offset)."""
-    geom = _geometry(kind, params)
-    if geom is None:
-        return None
-    (kh, sh, _, _), (kw, sw, _, _) = geom
-    if kind == "conv":
-        w, st, dil, groups = (params[n] for n in ("weight", "stride", "dilation", "groups"))
-        return _forward_window(A, geom, out_shape,
-                               lambda x: F.conv2d(x, w, None, st, 0, dil, groups))
-    return _forward_window(A, geom, out_shape, lambda x: F.avg_pool2d(x, (kh, kw), (sh, sw), 0))
-
-
-def _apply_transpose(kind: str, params, A: Window, in_shape) -> Window | None:
-    """The window of ``op^T(A)`` for op ``kind`` (the vjp of its linear part)."""
-    geom = _geometry(kind, params)
-    if geom is None:
-        return None
-    (kh, sh, _, _), (kw, sw, _, _) = geom
-    if kind == "conv":
-        w, st, dil, groups = (params[n] for n in ("weight", "stride", "dilation", "groups"))
-        return _transpose_window(A, geom, in_shape, lambda d: F.conv_transpose2d(
-            d, w, None, st, 0, 0, groups, dil))
-
-    def avg_t(d: Tensor) -> Tensor:  # autodiff of avg_pool: the dense vjp's own kernel
-        size = ((d.shape[-2] - 1) * sh + kh, (d.shape[-1] - 1) * sw + kw)
-        with torch.enable_grad():
-            x = torch.zeros(d.shape[0], d.shape[1], *size, dtype=d.dtype, device=d.device,
-                            requires_grad=True)
-            y = F.avg_pool2d(x, (kh, kw), (sh, sw), 0)
-            return vjp(y, x, d, create_graph=d.requires_grad)[0]
-
-    return _transpose_window(A, geom, in_shape, avg_t)
-
-
-def _scale(params, A: Window) -> Window | None:
+def _scale(sc, A: Window) -> Window | None:
     """x * scale (scalar, per channel or per element)."""
-    sc = params["scale"]
     if not isinstance(sc, Tensor):
         return A.with_data(A.data * sc)
     if sc.dim() > 3:
@@ -313,39 +248,47 @@ def _scale(params, A: Window) -> Window | None:
     return A.with_data(map_shared(lambda d: d * A.crop(sc), A.data))
 
 
+def _sliding(m: WindowMap, A: Window, shape: tuple[int, int, int]) -> Window | None:
+    """The window of a sliding-window map: the op's own map (``m.forward``; ``shape`` its
+    output) or its transpose (``shape`` the op's input)."""
+    if m.forward:
+        return _forward_window(A, m.geometry, shape, m.kernel)
+    return _transpose_window(A, m.geometry, shape, m.kernel)
+
+
 def linear_backward(node: Node, op, in_shapes: Sequence[tuple[int, ...]], A
                     ) -> tuple[list, Tensor] | None:
     """(coefficients of the inputs, bias [B or 1, S]) of a linear op for sparse A, or None
-    when the op has no sparse rule here (the caller densifies)."""
-    kind, params = node.op, node.params
-    forward = kind == "transpose"  # the vjp of a transpose is the inner op's forward map
-    ikind, iparams = (params["inner"], params["inner_params"]) if forward else (kind, params)
+    when the op states no window map (:meth:`~lipbound.ops.base.LinearOp.window_map`) that
+    applies here (the caller densifies)."""
+    m = op.window_map(node.params)
+    if m is None:
+        return None
     if isinstance(A, Cols):
-        return _cols_linear(kind, params, A)
-    if ikind == "add":
-        coeffs = iparams["coeffs"]
-        cs = [coeffs[params["index"]]] if forward else list(coeffs)
-        return ([A.with_data(map_shared(lambda d, c=c: c * d, A.data)) for c in cs],
+        if m.form != COLUMNS:
+            return None
+        w = m.weight[:, A.idx]  # vjp = x W^T on the columns
+        return [map_shared(lambda d: F.linear(d, w), A.data)], zero_bias(A)
+    if m.form == COEFFS:
+        return ([A.with_data(map_shared(lambda d, c=c: c * d, A.data)) for c in m.coeffs],
                 zero_bias(A))
     if len(in_shapes) != 1:
         return None
-    if ikind == "reshape":
-        if not forward or len(in_shapes[0]) != 1:
+    if m.form == FLATTEN:
+        if len(in_shapes[0]) != 1:
             return None
         return [_flatten(A)], zero_bias(A)
-    if ikind == "identity":
+    if m.form == SAME:
         out = A
-    elif ikind == "scale_shift":
-        out = _scale(iparams, A)
-    elif len(in_shapes[0]) != 3:
+    elif m.form == SCALE:
+        out = _scale(m.scale, A)
+    elif m.form != SLIDING or len(in_shapes[0]) != 3:
         return None
-    elif forward:
-        out = _apply_forward(ikind, iparams, A, tuple(in_shapes[0]))
     else:
-        out = _apply_transpose(ikind, iparams, A, tuple(in_shapes[0]))
+        out = _sliding(m, A, tuple(in_shapes[0]))
     if out is None or 0 in out.data.shape[-2:]:
         return None
-    off = None if forward else op.offset(params)
+    off = op.offset(node.params)
     return [out], (zero_bias(A) if off is None else dot(A, off))
 
 
@@ -378,14 +321,6 @@ def _flatten(A: Window) -> Cols:
     idx = (cs.reshape(-1, 1, 1) * (H * W) + ys.reshape(1, -1, 1) * W + xs.reshape(1, 1, -1))
     data = map_shared(lambda d: d.reshape(*d.shape[:2], -1), A.data)
     return Cols(data, idx.reshape(-1), C * H * W)
-
-
-def _cols_linear(kind: str, params, A: Cols) -> tuple[list, Tensor] | None:
-    """Dense layers with column-sparse coefficients: the columns of W that meet them."""
-    if kind == "transpose" and params["inner"] == "linear":  # vjp = x W^T on the columns
-        w = params["inner_params"]["weight"][:, A.idx]
-        return [map_shared(lambda d: F.linear(d, w), A.data)], zero_bias(A)
-    return None
 
 
 def crop_relaxation(rel: Relaxation, A: Window) -> Relaxation:
