@@ -37,12 +37,14 @@ MIN_STAGE_SECONDS = 0.5
 class StageResult:
     """The MILP stage on one hypothesis (``sign``): ``lower`` certified
     (sign * d f / d x_j >= lower on the box; -inf if the solver gave no bound);
-    ``candidates`` [N, n] points whose sign * derivative the MILP found below -tol (to be
-    verified); ``status`` "optimal" or "timeout"; ``seconds`` spent."""
+    ``candidates`` [N, *in] points whose sign * derivative the MILP found below -tol (to be
+    verified), ``depths`` [N] how far inside its linear region each lies (distance to the
+    nearest kink hyperplane); ``status`` "optimal" or "timeout"; ``seconds`` spent."""
 
     sign: int
     lower: float
     candidates: Tensor
+    depths: Tensor
     status: str
     seconds: float
 
@@ -86,15 +88,19 @@ class ExactStage:
             r = self.milp.solve(j, sign, cut=cut, timeout=seconds)
         except ProblemTooLargeError:
             return None
-        pts = []
+        pts, depths = [], []
         if r.witness is not None and r.attained < -self.tol:
             pts.append(r.witness)
+            depths.append(r.depth)
         left = seconds - (time.perf_counter() - t0)
         if r.lower < -self.tol and not pts and left >= MIN_STAGE_SECONDS:
             w = self.milp.solve(j, sign, timeout=left, margin=self.milp.witness_margin)
             if w.witness is not None and w.attained < -self.tol:
                 pts.append(w.witness)
-        cand = torch.from_numpy(np.array(pts, dtype=np.float64).reshape(len(pts), -1))
+                depths.append(w.depth)
+        cand = torch.from_numpy(np.array(pts, dtype=np.float64).reshape(len(pts),
+                                                                         self.lo.numel()))
         lower = r.lower if math.isfinite(r.lower) else -math.inf
-        return StageResult(sign, lower, cand.reshape(len(pts), *self.lo.shape), r.status,
+        return StageResult(sign, lower, cand.reshape(len(pts), *self.lo.shape),
+                           torch.tensor(depths, dtype=torch.float64), r.status,
                            time.perf_counter() - t0)

@@ -244,8 +244,9 @@ def _audit_feature(search: _Search, probe: Probe, j: int, timeout: float, max_do
                 stages.append(st.to_dict())
                 bound[k] = min(bound[k], -st.lower)
                 proven[k] = st.lower >= -probe.tol
-                against[s] = _first_verified(probe, st.candidates.to(probe.lo.device),
-                                             torch.zeros(len(st.candidates)), j, s)
+                against[s] = next((x for x, h in zip(st.candidates.to(probe.lo.device),
+                                                     st.depths.tolist())
+                                   if probe.verify(x, j, s, step=h / 2)), None)
     lo_j, hi_j = -bound[0], bound[1]
     kw = {"stages": tuple(stages)}
     for k, s in enumerate((1, -1)):

@@ -158,7 +158,10 @@ class DerivativeMilp:
                                self.unstable)
         if not isinstance(grad, cp.Expression):
             grad = cp.Constant(grad)
-        return model, -sign * grad[feature]
+        # a variable, not the expression: HiGHS' objective value must not drop its constant
+        obj = cp.Variable(name="obj")
+        model.cons.append(obj == -sign * grad[feature])
+        return model, obj
 
     def _pattern(self, model) -> tuple[np.ndarray, ...]:
         """The activation pattern of the solver's binaries (stable neurons by their bounds)."""
