@@ -8,7 +8,9 @@ cut is the search's certified bound. The MILP's minimum of sign * d f / d x_j is
 certified dual bound either proves the hypothesis (>= -tol) or, below it, comes with the
 solver's activation pattern, realised strictly inside its region (or, if that pattern is a
 degenerate meeting of kinks, re-solved with every pre-activation away from its kink), as a
-candidate witness that the audit verifies by autograd and finite differences.
+candidate witness that the audit verifies by autograd and finite differences. The solver
+stops at its first solution below -max(2 tol, 1e-7) (a witness decides the hypothesis; the
+enclosure then holds HiGHS' dual bound at that moment, certified but not the exact minimum).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class StageResult:
     (sign * d f / d x_j >= lower on the box; -inf if the solver gave no bound);
     ``candidates`` [N, *in] points whose sign * derivative the MILP found below -tol (to be
     verified), ``depths`` [N] how far inside its linear region each lies (distance to the
-    nearest kink hyperplane); ``status`` "optimal" or "timeout"; ``seconds`` spent."""
+    nearest kink hyperplane); ``status`` "optimal", "timeout" or "target" (the solver stopped
+    at its first solution below -tol: ``lower`` is not the exact minimum); ``seconds``."""
 
     sign: int
     lower: float
@@ -84,8 +87,11 @@ class ExactStage:
         if not self.applies or seconds < MIN_STAGE_SECONDS or self.milp is None:
             return None
         t0 = time.perf_counter()
+        # the first solution below -tol stops the solver: a candidate witness decides the
+        # hypothesis, so the exact minimum is not needed then
+        target = -max(2 * self.tol, 1e-7)
         try:
-            r = self.milp.solve(j, sign, cut=cut, timeout=seconds)
+            r = self.milp.solve(j, sign, cut=cut, timeout=seconds, target=target)
         except ProblemTooLargeError:
             return None
         pts, depths = [], []
@@ -94,7 +100,8 @@ class ExactStage:
             depths.append(r.depth)
         left = seconds - (time.perf_counter() - t0)
         if r.lower < -self.tol and not pts and left >= MIN_STAGE_SECONDS:
-            w = self.milp.solve(j, sign, timeout=left, margin=self.milp.witness_margin)
+            w = self.milp.solve(j, sign, timeout=left, margin=self.milp.witness_margin,
+                                target=target)
             if w.witness is not None and w.attained < -self.tol:
                 pts.append(w.witness)
                 depths.append(w.depth)

@@ -229,28 +229,14 @@ def _audit_feature(search: _Search, probe: Probe, j: int, timeout: float, max_do
     share = SEARCH_SHARE if search.stage.applies and not decided else 1.0
     res = search.run(j, share * left, 1 if decided else max_domains, int(seed) + j)
     domains = res.domains_bounded
-    bound = [float(res.upper[0]), float(res.upper[1])]  # -g_j <= bound[0], g_j <= bound[1]
-    proven = res.proven.tolist()
-    stages = []
-    for k, s in enumerate((1, -1)):
-        if decided or proven[k]:
-            continue
-        if against[s] is None and float(res.lower[k]) > probe.tol \
-                and probe.verify(res.witness[k], j, s):
-            against[s] = res.witness[k]
-        if against[s] is None:  # open: the MILP stage, with the search's bound as a cut
-            st = search.stage.decide(j, s, -bound[k], timeout - (time.perf_counter() - start))
-            if st is not None:
-                stages.append(st.to_dict())
-                bound[k] = min(bound[k], -st.lower)
-                proven[k] = st.lower >= -probe.tol
-                against[s] = next((x for x, h in zip(st.candidates.to(probe.lo.device),
-                                                     st.depths.tolist())
-                                   if probe.verify(x, j, s, step=h / 2)), None)
+    if decided:
+        bound, proven, stages = res.upper.tolist(), [False, False], []
+    else:
+        bound, proven, stages = _close_goals(search, probe, j, res, against, start + timeout)
     lo_j, hi_j = -bound[0], bound[1]
     kw = {"stages": tuple(stages)}
     for k, s in enumerate((1, -1)):
-        if proven[k] and not decided:
+        if proven[k]:
             return _verdict(j, "increasing" if s > 0 else "decreasing", lo_j, hi_j,
                             domains, start, hypothesis="increasing" if s > 0
                             else "decreasing", **kw)
@@ -261,6 +247,35 @@ def _audit_feature(search: _Search, probe: Probe, j: int, timeout: float, max_do
     return _verdict(j, "not monotone", lo_j, hi_j, domains, start, hypothesis=name, witness=w,
                     witness_derivative=float(probe.derivative(w[None], j)[0]), support=sup,
                     support_derivative=float(probe.derivative(sup[None], j)[0]), **kw)
+
+
+def _close_goals(search: _Search, probe: Probe, j: int, res: BabResult,
+                 against: dict[int, Tensor | None], deadline: float
+                 ) -> tuple[list[float], list[bool], list[dict]]:
+    """The search's goals (0: increasing, 1: decreasing), each open one (neither proven nor
+    refuted by a verified point, which ``against`` receives) handed to the MILP stage with
+    the search's bound as a cut: (bound [2]: -g_j <= bound[0], g_j <= bound[1]; proven [2];
+    the stage records)."""
+    bound = [float(res.upper[0]), float(res.upper[1])]
+    proven, stages = res.proven.tolist(), []
+    for k, s in enumerate((1, -1)):
+        if any(proven):
+            break
+        if against[s] is None and float(res.lower[k]) > probe.tol \
+                and probe.verify(res.witness[k], j, s):
+            against[s] = res.witness[k]
+        if against[s] is None:
+            st = search.stage.decide(j, s, -bound[k], deadline - time.perf_counter())
+            if st is None:
+                continue
+            stages.append(st.to_dict())
+            bound[k] = min(bound[k], -st.lower)
+            proven[k] = st.lower >= -probe.tol
+            # each candidate's central difference stays inside its linear region
+            against[s] = next((x for x, h in zip(st.candidates.to(probe.lo.device),
+                                                 st.depths.tolist())
+                               if probe.verify(x, j, s, step=h / 2)), None)
+    return bound, proven, stages
 
 
 def _verdict(j: int, verdict: str, lo: float, hi: float, domains: int, start: float,

@@ -71,7 +71,7 @@ class DerivativeBound:
     ``lower``: certified lower bound of sign * d (c . f) / d x_feature on the box (-inf with a
     margin); ``attained`` / ``witness`` [n] / ``depth``: the value at a verified interior point
     and its LP depth (None where no pattern was realised strictly inside its region);
-    ``status``: "optimal" or "timeout"."""
+    ``status``: "optimal", "timeout" or "target" (stopped at a solution below ``target``)."""
 
     feature: int
     sign: int
@@ -115,10 +115,12 @@ class DerivativeMilp:
         self.witness_margin = WITNESS_MARGIN * max(scale, 1e-300)
 
     def solve(self, feature: int, sign: int, *, cut: float = -math.inf,
-              timeout: float | None = None, margin: float = 0.0,
+              timeout: float | None = None, margin: float = 0.0, target: float | None = None,
               rel_gap: float = 1e-9) -> DerivativeBound:
         """min of sign * d (c . f) / d x_feature over the box (see the module doc);
-        ``timeout``: HiGHS' time limit in seconds (None: none)."""
+        ``timeout``: HiGHS' time limit in seconds (None: none); ``target``: stop at the first
+        solution with sign * g <= target (status "target"; ``lower`` is then the dual bound
+        reached so far, certified but not exact)."""
         t0 = time.perf_counter()
         if sign not in (1, -1) or not 0 <= feature < self.mlp.in_features:
             raise InputError(f"need sign +-1 and a feature in 0..{self.mlp.in_features - 1}")
@@ -137,8 +139,12 @@ class DerivativeMilp:
         if margin == 0 and math.isfinite(base):
             cons.append(obj <= -base)  # valid: the bounds hold on the whole feasible set
         prob = cp.Problem(cp.Maximize(obj), cons)
-        status, info, _ = _solve(prob, rel_gap, timeout, None, False)
+        extra = None if target is None else {"objective_target": float(target)}
+        status, info, _ = _solve(prob, rel_gap, timeout, None, False, extra)
         primal, upper = _certified_upper(prob, info, True, status)
+        if status == "timeout" and target is not None and primal is not None \
+                and -primal <= target:
+            status = "target"
         lower = max(-upper, base) if margin == 0 else -math.inf
         val, x, depth = None, None, -math.inf
         if primal is not None and model.x.value is not None:

@@ -45,23 +45,24 @@ def _stage(net):
 
 def test_stage_finds_the_thin_slab_and_its_exact_slope():
     st = _stage(slab_net()).decide(0, 1, -10.0, 30.0)
-    assert st.status == "optimal"
-    assert -1.0 - 1e-7 <= st.lower <= -1.0
+    assert st.status in ("optimal", "target")  # stopped at a solution below -tol, or exact
+    assert st.lower <= -1.0  # certified (the exact minimum is -1)
     assert len(st.candidates) == 1
     x = st.candidates[0]
     assert 0.3 < float(x[0]) < 0.3 + WIDTH
     up = _stage(slab_net()).decide(0, -1, -10.0, 30.0)  # d f / d x0 <= 1, attained
-    assert -1.0 - 1e-7 <= up.lower <= -1.0 and len(up.candidates) == 1
+    assert up.lower <= -1.0 and len(up.candidates) == 1
     assert not 0.3 <= float(up.candidates[0, 0]) <= 0.3 + WIDTH
 
 
 def test_stage_proves_what_the_root_bound_cannot():
     st = _stage(staircase_net())
     r = st.decide(0, 1, -10.0, 30.0)
-    assert r.lower >= -1e-9 and len(r.candidates) == 0
+    assert r.status == "optimal" and r.lower >= -1e-9 and len(r.candidates) == 0
     assert st.decide(1, 1, -10.0, 30.0).lower >= -1e-9
-    # decreasing in neither: min of -d f / d x0 is -1
-    assert st.decide(0, -1, -10.0, 30.0).lower == pytest.approx(-1.0, abs=1e-7)
+    # decreasing in neither: min of -d f / d x0 is -1, a slope +1 region refutes it
+    down = st.decide(0, -1, -10.0, 30.0)
+    assert down.lower <= -1.0 and len(down.candidates) == 1
 
 
 @pytest.mark.parametrize("net, want", [(slab_net, {0: "not monotone", 1: "increasing"}),
@@ -78,7 +79,6 @@ def test_audit_decides_with_the_stage_when_the_search_cannot(net, want):
         assert 0.3 < float(v0.witness[0]) < 0.3 + WIDTH
         assert v0.witness_derivative == pytest.approx(-1.0)
         assert v0.support_derivative == pytest.approx(1.0)
-        assert v0.derivative_lower == pytest.approx(-1.0, abs=1e-7)
         assert v0.derivative_lower <= -1.0
     else:
         assert v0.derivative_lower >= -1e-9

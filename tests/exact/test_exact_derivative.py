@@ -116,3 +116,20 @@ def test_engine_big_m_gives_the_same_exact_values(seed):
     for j in range(3):
         for s in (1, -1):
             assert em.solve(j, s).lower == pytest.approx(im.solve(j, s).lower, abs=1e-7)
+
+
+def test_target_stops_at_a_solution_below_it_with_a_certified_bound():
+    net, lo, hi, c = _case((3, 6, 5, 1), 4, 0.0)
+    milp = DerivativeMilp(net, lo, hi, c)
+    tried = 0
+    for j in range(3):
+        exact = milp.solve(j, 1)
+        if exact.lower >= -1e-6:
+            continue
+        tried += 1
+        r = milp.solve(j, 1, target=exact.lower / 4)
+        assert r.status in ("target", "optimal")
+        assert r.lower <= exact.lower + 1e-9  # still a certified lower bound
+        if r.witness is not None:
+            assert r.attained >= exact.lower - 1e-9
+    assert tried > 0
