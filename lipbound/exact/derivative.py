@@ -136,8 +136,10 @@ class DerivativeMilp:
                                    time.perf_counter() - t0)
         model, obj = self._problem(feature, sign, margin)
         cons = list(model.cons)
-        if margin == 0 and math.isfinite(base):
-            cons.append(obj <= -base)  # valid: the bounds hold on the whole feasible set
+        if margin == 0 and target is None and math.isfinite(base):
+            # valid (the bounds hold on the whole feasible set); not while seeking a solution
+            # below a target: there it delayed HiGHS' first one 1-6x (penalty-trained net)
+            cons.append(obj <= -base)
         prob = cp.Problem(cp.Maximize(obj), cons)
         extra = None if target is None else {"objective_target": float(target)}
         status, info, _ = _solve(prob, rel_gap, timeout, None, False, extra)
