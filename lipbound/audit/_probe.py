@@ -36,16 +36,20 @@ class Probe:
         """d f_output / d x_j at x [R, *in] -> [R] (autograd, float64)."""
         return self.gradient(x)[:, j].detach()
 
-    def verify(self, x: Tensor, j: int, sign: int) -> bool:
+    def verify(self, x: Tensor, j: int, sign: int, step: float | None = None) -> bool:
         """Whether ``sign * d f / d x_j`` at x is strictly below ``-tol`` both by autograd and
         by a float64 central difference inside the box (so x is a genuine wrong-sign point and
-        the two difference points a genuine violation pair)."""
+        the two difference points a genuine violation pair). The difference steps
+        1e-6 of the feature's range, or ``step`` if smaller (a point known to lie that deep
+        inside a thin linear region)."""
         x = x.unsqueeze(0)
         if float(sign * self.derivative(x, j)[0]) >= -self.tol:
             return False
         lo_j, hi_j = float(self.lo.flatten()[j]), float(self.hi.flatten()[j])
         xj = float(x.flatten()[j])
         h = 1e-6 * max(hi_j - lo_j, 1e-300)
+        if step is not None and 0 < step < h:
+            h = step
         a, b = max(lo_j, xj - h), min(hi_j, xj + h)
         if not b > a:
             return False

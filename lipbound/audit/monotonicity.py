@@ -24,7 +24,11 @@ the box (certified, from the leaves of the search), whatever the verdict.
 
 The search is :func:`lipbound.bab.derivative.bab_derivative`: the branch and bound of
 :mod:`lipbound.bab.search` with input halves and, on ReLU networks, the signs of the neurons
-whose kinks cut a box (``method`` bounds every domain), deciding both hypotheses at once.
+whose kinks cut a box (``method`` bounds every domain), deciding both hypotheses at once. On
+ReLU / LeakyReLU chains it gets a quarter of the time, and a hypothesis it leaves open goes to
+the exact MILP over the derivative (:mod:`lipbound.audit._exact_stage`): its certified minimum
+proves the hypothesis, or its optimal pattern gives a candidate witness (verified as above).
+``FeatureVerdict.stages`` records each MILP run.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from lipbound.audit._common import (
     run_batch,
     to_list,
 )
+from lipbound.audit._exact_stage import SEARCH_SHARE, ExactStage
 from lipbound.audit._probe import Probe
 from lipbound.bab.anytime import BabResult
 from lipbound.bab.derivative import bab_derivative
@@ -72,6 +77,7 @@ class FeatureVerdict:
     hypothesis: str | None = None
     support: Tensor | None = None
     support_derivative: float | None = None
+    stages: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +87,7 @@ class FeatureVerdict:
             "witness": to_list(self.witness), "witness_derivative": self.witness_derivative,
             "hypothesis": self.hypothesis, "support": to_list(self.support),
             "support_derivative": self.support_derivative,
-            "domains": self.domains, "time": self.time,
+            "domains": self.domains, "time": self.time, "milp": list(self.stages),
         }
 
 
@@ -209,8 +215,10 @@ def _audit_feature(search: _Search, probe: Probe, j: int, timeout: float, max_do
                    seed: int) -> FeatureVerdict:
     """Sample for verified wrong-signed points of both signs; unless both exist, run the
     derivative search (:func:`lipbound.bab.derivative.bab_derivative`: input halves and
-    kink splits, two goals "increasing" / "decreasing") and verify its attained points; if
-    both exist, bound the root domain only (the certified enclosure every verdict carries)."""
+    kink splits, two goals "increasing" / "decreasing") and verify its attained points, then
+    hand the hypotheses it left open to the MILP stage (:mod:`lipbound.audit._exact_stage`,
+    ReLU / LeakyReLU chains); if both exist, bound the root domain only (the certified
+    enclosure every verdict carries)."""
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + j)
     pts = _sample(probe, j, gen)
@@ -219,27 +227,57 @@ def _audit_feature(search: _Search, probe: Probe, j: int, timeout: float, max_do
     against = {s: _first_verified(probe, pts, d, j, s) for s in (1, -1)}
     # both signs verified by sampling: the root domain alone gives the certified enclosure
     decided = against[1] is not None and against[-1] is not None
-    res = search.run(j, timeout - (time.perf_counter() - start), 1 if decided else max_domains,
-                     int(seed) + j)
+    left = timeout - (time.perf_counter() - start)
+    share = SEARCH_SHARE if search.stage.applies and not decided else 1.0
+    res = search.run(j, share * left, 1 if decided else max_domains, int(seed) + j)
     domains = res.domains_bounded
-    lo_j, hi_j = -float(res.upper[0]), float(res.upper[1])
-    if not decided:
-        proven = res.proven.tolist()
-        for k, s in enumerate((1, -1)):
-            if proven[k]:
-                return _verdict(j, "increasing" if s > 0 else "decreasing", lo_j, hi_j,
-                                domains, start, hypothesis="increasing" if s > 0
-                                else "decreasing")
-            if against[s] is None and float(res.lower[k]) > probe.tol \
-                    and probe.verify(res.witness[k], j, s):
-                against[s] = res.witness[k]
+    if decided:
+        bound, proven, stages = res.upper.tolist(), [False, False], []
+    else:
+        bound, proven, stages = _close_goals(search, probe, j, res, against, start + timeout)
+    lo_j, hi_j = -bound[0], bound[1]
+    kw = {"stages": tuple(stages)}
+    for k, s in enumerate((1, -1)):
+        if proven[k]:
+            return _verdict(j, "increasing" if s > 0 else "decreasing", lo_j, hi_j,
+                            domains, start, hypothesis="increasing" if s > 0
+                            else "decreasing", **kw)
     name = "increasing" if sign > 0 else "decreasing"
     if against[1] is None or against[-1] is None:
-        return _verdict(j, "unknown", lo_j, hi_j, domains, start, hypothesis=name)
+        return _verdict(j, "unknown", lo_j, hi_j, domains, start, hypothesis=name, **kw)
     w, sup = against[sign], against[-sign]
     return _verdict(j, "not monotone", lo_j, hi_j, domains, start, hypothesis=name, witness=w,
                     witness_derivative=float(probe.derivative(w[None], j)[0]), support=sup,
-                    support_derivative=float(probe.derivative(sup[None], j)[0]))
+                    support_derivative=float(probe.derivative(sup[None], j)[0]), **kw)
+
+
+def _close_goals(search: _Search, probe: Probe, j: int, res: BabResult,
+                 against: dict[int, Tensor | None], deadline: float
+                 ) -> tuple[list[float], list[bool], list[dict]]:
+    """The search's goals (0: increasing, 1: decreasing), each open one (neither proven nor
+    refuted by a verified point, which ``against`` receives) handed to the MILP stage with
+    the search's bound as a cut: (bound [2]: -g_j <= bound[0], g_j <= bound[1]; proven [2];
+    the stage records)."""
+    bound = [float(res.upper[0]), float(res.upper[1])]
+    proven, stages = res.proven.tolist(), []
+    for k, s in enumerate((1, -1)):
+        if any(proven):
+            break
+        if against[s] is None and float(res.lower[k]) > probe.tol \
+                and probe.verify(res.witness[k], j, s):
+            against[s] = res.witness[k]
+        if against[s] is None:
+            st = search.stage.decide(j, s, -bound[k], deadline - time.perf_counter())
+            if st is None:
+                continue
+            stages.append(st.to_dict())
+            bound[k] = min(bound[k], -st.lower)
+            proven[k] = st.lower >= -probe.tol
+            # each candidate's central difference stays inside its linear region
+            against[s] = next((x for x, h in zip(st.candidates.to(probe.lo.device),
+                                                 st.depths.tolist())
+                               if probe.verify(x, j, s, step=h / 2)), None)
+    return bound, proven, stages
 
 
 def _verdict(j: int, verdict: str, lo: float, hi: float, domains: int, start: float,
@@ -266,6 +304,7 @@ class _Search:
         self.graph = get_graph(model, x1, torch.float64, lo.device)
         self.model, self.spec, self.tol, self.method = model, spec, tol, method
         self.lo, self.hi = lo.to(torch.float64), hi.to(torch.float64)
+        self.stage = ExactStage(self.graph, spec, self.lo, self.hi, tol)
         try:
             mlp_layers(self.graph)
             self.split = SPLIT_MLP

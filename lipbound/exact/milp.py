@@ -271,8 +271,10 @@ def _check_size(n_unstable: int, n_sign: int, max_binaries: int) -> int:
     return n_binaries
 
 
-def _solve(prob, rel_gap: float, tlimit: float | None, threads, verbose: bool):
-    """Solve with HiGHS: ("optimal" or "timeout", HiGHS' extra stats or None, seconds)."""
+def _solve(prob, rel_gap: float, tlimit: float | None, threads, verbose: bool,
+           extra: dict | None = None):
+    """Solve with HiGHS: ("optimal" or "timeout", HiGHS' extra stats or None, seconds);
+    ``extra``: more HiGHS options (a stop at ``objective_target`` reads as "timeout")."""
     opts = {
         "mip_rel_gap": float(rel_gap),
         "mip_abs_gap": 1e-10,
@@ -285,6 +287,7 @@ def _solve(prob, rel_gap: float, tlimit: float | None, threads, verbose: bool):
         opts["time_limit"] = tlimit
     if threads is not None:
         opts["threads"] = int(threads)
+    opts.update(extra or {})
     t_solve = time.perf_counter()
     try:
         with warnings.catch_warnings():

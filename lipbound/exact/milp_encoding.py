@@ -67,8 +67,13 @@ def encode_input(mlp, ball) -> MilpModel:
     return MilpModel(x, cons)
 
 
-def encode_forward(model: MilpModel, mlp, bounds, status, unstable_idx) -> None:
-    """The forward pass: one switch binary and a big-M ReLU per unstable neuron."""
+def encode_forward(model: MilpModel, mlp, bounds, status, unstable_idx,
+                   margin: float = 0.0) -> None:
+    """The forward pass: one switch binary and a big-M ReLU per unstable neuron.
+
+    ``margin`` > 0 keeps every unstable neuron's pre-activation at least ``margin`` from its
+    kink (z >= margin when active, z <= -margin when not): only patterns whose open regions
+    meet B that deeply remain (a subset of the closed-consistency set, for witnesses)."""
     cons = model.cons
     h = model.x
     for i in range(mlp.num_hidden_layers):
@@ -82,6 +87,9 @@ def encode_forward(model: MilpModel, mlp, bounds, status, unstable_idx) -> None:
             r = cp.Variable(U.size, name=f"r{i}")
             zu = z[U]
             cons += [r >= 0, r >= zu, r <= zu - cp.multiply(l[U], 1 - d), r <= cp.multiply(u[U], d)]
+            if margin > 0:
+                cons += [zu >= l[U] + cp.multiply(margin - l[U], d),
+                         zu <= u[U] - cp.multiply(u[U] + margin, 1 - d)]
             P = np.zeros((U.size, w.shape[0]))
             P[np.arange(U.size), U] = 1.0
             h = cp.multiply(base, z) + (1.0 - k) * (P.T @ r)
