@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lipbound.errors import ModelModeError, ShapeError, TracingError
+from lipbound.errors import LipboundError, ModelModeError, ShapeError, TracingError
 from lipbound.graph.aten import Builder, convert_node
 from lipbound.graph.ir import Graph
 from lipbound.graph.normalize import normalize
+from lipbound.ops.tracing import traced_forwards
 
 #: modules that compute differently in training mode
 _MODE_DEPENDENT = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
@@ -84,7 +85,10 @@ def _recorded(model: nn.Module, x2: Tensor) -> Graph | None:
 
 def _exported(model: nn.Module, x2: Tensor) -> Graph:
     try:
-        ep = torch.export.export(model, (x2,))
+        with traced_forwards(model):
+            ep = torch.export.export(model, (x2,))
+    except LipboundError:
+        raise
     except Exception as exc:
         raise TracingError(f"torch.export could not trace the model: {exc}") from exc
     consts: dict[str, Tensor] = {}
