@@ -16,8 +16,9 @@ torch's function (checked on a second input by the recorder, and in the tests ag
 module for every configuration it accepts). Masked entries (boolean masks, ``-inf``) use a
 masked softmax written without infinities: ``y_ij = k_ij / sum_j' k_ij' exp(k_ij' k_ij
 (s_ij' - s_ij))`` with ``k`` the 0/1 keep mask, which equals torch's softmax of the
-``-inf``-filled scores wherever a row keeps at least one key (refused otherwise, where torch
-gives NaN). Rounding: the graph's facts describe this sequence of ops; torch's fused kernels
+``-inf``-filled scores wherever a row keeps at least one key (where a row keeps none torch
+gives NaN, and the graph's reciprocal of a zero sum makes bounding refuse).
+Rounding: the graph's facts describe this sequence of ops; torch's fused kernels
 compute the same sums in another order and scale ``q`` before the product instead of the
 scores (a difference of the order of one rounding of the scores).
 """
@@ -96,7 +97,9 @@ def _projections(m: nn.MultiheadAttention) -> tuple[tuple[Tensor, Tensor | None]
 
 
 def _mask(attn_mask: Tensor | None, is_causal: bool, dtype) -> tuple[Tensor | None, Tensor | None]:
-    """(additive shift, 0/1 keep mask or None when every entry is kept), both [L, S]."""
+    """(additive shift or None, 0/1 keep mask or None), both [L, S]. Computed by tensor ops
+    only, never read in Python: under torch.export the mask is a symbolic value (the tracer
+    folds these ops on constants)."""
     if attn_mask is None:
         if is_causal:
             raise _refuse("is_causal needs the causal attn_mask too (as torch requires)")
@@ -104,18 +107,11 @@ def _mask(attn_mask: Tensor | None, is_causal: bool, dtype) -> tuple[Tensor | No
     if attn_mask.dim() != 2:
         raise _refuse("only 2-d attention masks [L, S] (the same for every sample) are "
                       "supported")
-    if attn_mask.dtype == torch.bool:
-        keep = (~attn_mask).to(dtype)
-        shift = None
-    else:
-        finite = torch.isfinite(attn_mask)
-        if bool((torch.isnan(attn_mask) | (attn_mask == math.inf)).any()):
-            raise _refuse("attention masks with NaN or +inf entries are not supported")
-        keep = finite.to(dtype)
-        shift = torch.where(finite, attn_mask, torch.zeros((), dtype=attn_mask.dtype)).to(dtype)
-    if not bool((keep.sum(-1) > 0).all()):
-        raise _refuse("an attention mask hides every key from some query (torch gives NaN)")
-    return shift, (None if bool((keep == 1).all()) else keep)
+    if attn_mask.dtype == torch.bool:  # True: hidden
+        return None, (~attn_mask).to(dtype)
+    keep = attn_mask != -math.inf
+    return torch.where(keep, attn_mask, torch.zeros((), dtype=attn_mask.dtype)).to(dtype), \
+        keep.to(dtype)
 
 
 def _masked_softmax(s: Tensor, keep: Tensor) -> Tensor:

@@ -175,6 +175,13 @@ def _vector_norm(b, fx, x, ord=2, dim=None, keepdim=False, dtype=None):
     b.add(fx, "reshape", [y], {"shape": per_sample_shape(fx)})
 
 
+@converts("aten.expand_as.default")
+def _expand_as(b, fx, x, other):
+    """``x.expand_as(other)`` (F.normalize's denominator): an ``expand`` to other's shape."""
+    shape = per_sample_shape(fx)
+    b.alias(fx, broadcast(b, fx, x, shape, "x"))
+
+
 @converts("aten.bilinear.default")
 def _bilinear(b, fx, x1, x2, weight, bias=None):
     if not (isinstance(x1, Var) and isinstance(x2, Var)) or isinstance(weight, Var) \
