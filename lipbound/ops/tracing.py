@@ -173,9 +173,10 @@ def replaces_forward(cls: type) -> Callable[[Callable[..., Any]], Callable[..., 
 
 
 @contextmanager
-def traced_forwards(model: torch.nn.Module) -> Iterator[None]:
+def traced_forwards(model: torch.nn.Module) -> Iterator[list[torch.nn.Module]]:
     """Within: every submodule of ``model`` with a class in :data:`MODULE_FORWARDS` runs that
-    forward, and torch's fused transformer fast paths are off (they would bypass it)."""
+    forward, and torch's fused transformer fast paths are off (they would bypass it). Yields
+    the modules it patched (callers check the traced graph against the model when any)."""
     from lipbound.ops import registry
 
     registry.load_all()
@@ -188,7 +189,7 @@ def traced_forwards(model: torch.nn.Module) -> Iterator[None]:
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        yield
+        yield patched
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
         for mod in patched:
