@@ -38,6 +38,8 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from lipbound.ops.tracing import traced_forwards
+
 #: calls that hand a tensor's value to Python
 _SCALAR_OUT = {"aten._local_scalar_dense", "aten.item", "aten.is_nonzero", "aten.equal",
                "aten.allclose", "aten.is_same_size"}
@@ -160,7 +162,7 @@ def record(model: nn.Module, x2: Tensor) -> tuple[fx.Graph, dict[str, Tensor], s
 
     hooks = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:
-        with torch.no_grad(), rec:
+        with torch.no_grad(), traced_forwards(model), rec:
             out = model(x2)
     except NotRecordable:
         raise

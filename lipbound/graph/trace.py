@@ -9,14 +9,17 @@ depend on the input (weights, ``w.t()``, constants) are folded into parameters.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from lipbound.errors import ModelModeError, ShapeError, TracingError
+from lipbound.errors import LipboundError, ModelModeError, ShapeError, TracingError
 from lipbound.gradmode import outside_inference_mode
 from lipbound.graph.aten import Builder, convert_node
 from lipbound.graph.ir import Graph
 from lipbound.graph.normalize import normalize
+from lipbound.ops.tracing import traced_forwards
 
 #: modules that compute differently in training mode
 _MODE_DEPENDENT = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
@@ -87,9 +90,14 @@ def _recorded(model: nn.Module, x2: Tensor) -> Graph | None:
 
 def _exported(model: nn.Module, x2: Tensor) -> Graph:
     try:
-        ep = torch.export.export(model, (x2,))
+        with traced_forwards(model) as patched:
+            ep = torch.export.export(model, (x2,))
+    except LipboundError:
+        raise
     except Exception as exc:
         raise TracingError(f"torch.export could not trace the model: {exc}") from exc
+    if patched:
+        _check_same_function(model, ep, x2)
     consts: dict[str, Tensor] = {}
     user_inputs = []
     for spec in ep.graph_signature.input_specs:
@@ -103,6 +111,22 @@ def _exported(model: nn.Module, x2: Tensor) -> Graph:
     if len(user_inputs) != 1:
         raise TracingError(f"expected exactly one tensor input, found {len(user_inputs)}")
     return _convert(ep.graph, consts, user_inputs[0])
+
+
+def _check_same_function(model: nn.Module, ep: Any, x2: Tensor) -> None:
+    """The exported program, traced through the op modules' forwards for some submodules
+    (:func:`lipbound.ops.tracing.traced_forwards`), must reproduce the model's own forward on
+    a perturbed input (as the recorder checks its recordings)."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    noise = torch.randn(x2.shape, generator=gen).to(device=x2.device, dtype=x2.dtype)
+    x3 = x2 + noise * (1e-2 * (x2.abs().mean() + 1e-2))
+    with torch.no_grad():
+        want = model(x3.clone())
+        got = ep.module()(x3.clone())
+    if not (isinstance(got, Tensor) and got.shape == want.shape
+            and torch.allclose(got, want, rtol=1e-5, atol=1e-6)):
+        raise TracingError("the traced forward of a module lipbound rewrites for tracing "
+                           "(nn.MultiheadAttention) differs from the model's own forward")
 
 
 def _convert(fx_graph: torch.fx.Graph, consts: dict[str, Tensor], input_name: str) -> Graph:

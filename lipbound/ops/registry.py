@@ -10,8 +10,11 @@ centring, broadcasts) in ``ops/reduce.py``, adaptive pooling and upsampling in `
 composite ops that the graph normaliser lowers (softmax, LayerNorm, RMSNorm, GroupNorm) in
 ``ops/composite.py``, and the ops of Clarke Jacobian graphs in ``ops/jacobian_ops.py`` (switches,
 products, |.|, squares; products and |.| serve forward graphs too), ``ops/transpose.py``
-(transposed linear ops) and ``ops/pool_grad.py`` (max-pool derivative); ``ops/attention.py``
-converts scaled dot-product attention into products and a softmax.
+(transposed linear ops) and ``ops/pool_grad.py`` (max-pool derivative); interpolation,
+reflect/replicate/circular padding and einsum with constants in ``ops/fixed_maps.py``, logsumexp
+in ``ops/logsumexp.py``. ATen calls lowered at trace time to these ops (1-d and adaptive max
+pooling, instance norm, minimum/maximum, vector norms, nn.Bilinear) are in ``ops/lowered.py``;
+attention (SDPA and nn.MultiheadAttention's traced forward) in ``ops/attention.py``.
 
 Everything generic code needs to know about an op is stated by its class (:mod:`lipbound.ops.base`,
 value types in :mod:`lipbound.ops.facts`), never looked up by its name: its Clarke-Jacobian rule

@@ -328,8 +328,11 @@ def _select(b, fx, x, dim, index):
 
 @converts("aten.pad.default")
 def _pad(b, fx, x, pad, mode="constant", value=None):
+    if mode in ("reflect", "replicate", "circular"):  # ops/fixed_maps.py
+        return b.add(fx, "pad_mode", [x], {"pad": tuple(int(p) for p in pad), "mode": mode})
     if mode != "constant" or (value not in (None, 0, 0.0)):
-        raise unsupported(fx, "only zero (constant) padding is supported")
+        raise unsupported(fx, "only zero, reflect, replicate and circular padding are "
+                              "supported")
     b.add(fx, "pad", [x], {"pad": tuple(pad)})
 
 

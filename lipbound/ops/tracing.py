@@ -14,7 +14,9 @@ per-sample tensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,3 +149,48 @@ def unary(kind: str) -> Callable[..., Any]:
         b.add(fx, kind, [x])
 
     return convert
+
+
+#: torch.nn module class -> a forward ``f(module, *args, **kwargs)`` computing the same function
+#: from ops the table converts, used in place of the module's own forward while the model is
+#: traced (filled by the op modules with :func:`replaces_forward`)
+MODULE_FORWARDS: dict[type, Callable[..., Any]] = {}
+
+
+def replaces_forward(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: trace modules of class ``cls`` through the decorated forward. For modules
+    whose own forward takes a path the per-sample graph cannot hold (nn.MultiheadAttention
+    moves the batch dimension to the middle); the recorder checks the recorded graph against
+    the model's own forward on a second input (:mod:`lipbound.graph.record`)."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if cls in MODULE_FORWARDS:
+            raise ValueError(f"duplicate forward for {cls.__name__}")
+        MODULE_FORWARDS[cls] = fn
+        return fn
+
+    return register
+
+
+@contextmanager
+def traced_forwards(model: torch.nn.Module) -> Iterator[list[torch.nn.Module]]:
+    """Within: every submodule of ``model`` with a class in :data:`MODULE_FORWARDS` runs that
+    forward, and torch's fused transformer fast paths are off (they would bypass it). Yields
+    the modules it patched (callers check the traced graph against the model when any)."""
+    from lipbound.ops import registry
+
+    registry.load_all()
+    patched = []
+    for mod in model.modules():
+        fn = MODULE_FORWARDS.get(type(mod))
+        if fn is not None and "forward" not in mod.__dict__:
+            mod.forward = functools.partial(fn, mod)
+            patched.append(mod)
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield patched
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+        for mod in patched:
+            del mod.__dict__["forward"]

@@ -174,6 +174,31 @@ def _upsample(g):
     return {"size": (4, 3), "scale_factor": (1.5, 1.5)}, [(2, 3, 2)]
 
 
+def _interpolate(g):
+    if g.initial_seed() % 2:
+        return ({"mode": "bilinear", "align_corners": bool(g.initial_seed() % 3 == 1),
+                 "size": (5, 7), "scale_factor": None}, [(2, 3, 4)])
+    return ({"mode": "linear", "align_corners": bool(g.initial_seed() % 4 == 0), "size": (10,),
+             "scale_factor": (2.5,)}, [(2, 4)])
+
+
+def _pad_mode(g):
+    mode = ("reflect", "replicate", "circular")[g.initial_seed() % 3]
+    return {"pad": (2, 1, 1, 2), "mode": mode}, [(2, 4, 5)]
+
+
+def _einsum(g):
+    if g.initial_seed() % 2:
+        return {"equation": "bij,jk->bik", "consts": (_t(g, 4, 3),), "index": 0}, [(2, 4)]
+    return ({"equation": "kj,bijl,l->bki", "consts": (_t(g, 3, 4), _t(g, 2)), "index": 1},
+            [(2, 4, 2)])
+
+
+def _logsumexp(g):
+    dims = ((1,), (0, 1))[g.initial_seed() % 2]
+    return {"dims": dims, "keepdim": bool(g.initial_seed() % 3 == 0)}, [(3, 4)]
+
+
 #: kinds whose inputs must be positive (log, and pow with non-integer or negative exponents)
 POSITIVE = {"log", "pow"}
 
@@ -196,6 +221,8 @@ CASES = {
     "upsample_nearest": _upsample, "flip": lambda g: ({"dims": (0, 2)}, [(2, 3, 4)]),
     "softmax": _softmax, "layer_norm": _layer_norm,
     "rms_norm": _rms_norm, "group_norm": _group_norm,
+    "interpolate": _interpolate, "pad_mode": _pad_mode, "einsum": _einsum,
+    "logsumexp": _logsumexp,
     "var": lambda g: ({"dims": (1,), "correction": float(g.initial_seed() % 2),
                        "keepdim": bool(g.initial_seed() % 3), "sqrt": False}, [(3, 4)]),
 }

@@ -1,0 +1,204 @@
+"""ATen calls with no op of their own, lowered at trace time to ops that exist (exact rewrites:
+each lowering computes the call's function, so the ops' relaxations, Clarke-Jacobian rules and
+rounding facts apply unchanged; the rounding facts of a lowering over-approximate the fused
+kernel's where noted).
+
+- ``max_pool1d`` / ``adaptive_max_pool1d``: the 2-d op on ``[C, 1, L]`` with kernel ``(1, k)``
+  (the same windows, so the same maxima; max pooling's windowed back-substitution applies);
+- ``adaptive_max_pool2d``: ``max_pool`` with kernel = stride when the size divides the input,
+  else one ``reduce_max`` per output window (windows from floor(i n / o) to ceil((i+1) n / o),
+  of uneven size) concatenated: exact, and no window is ever widened;
+- ``instance_norm`` in eval: without running statistics it is GroupNorm with one group per
+  channel (the same mean and variance over each channel's positions); with them it is the
+  per-channel affine map of BatchNorm in eval;
+- ``maximum(a, b) = b + relu(a - b)``, ``minimum(a, b) = a - relu(a - b)`` (exact; the
+  rounding facts of the three nodes bound those of the exact max, which only passes on its
+  inputs' errors); with a constant operand the shifted ReLU of ``clamp_min``;
+- ``linalg_vector_norm`` over dims: ``p = 2`` as ``square -> sum -> pow(1/2)``, ``p = 1`` as
+  ``abs -> sum``, ``p = inf`` as ``abs -> reduce_max`` (F.normalize adds its ``clamp_min(eps)``
+  and a division, which exist). The square root has no Lipschitz constant at 0: Jacobian
+  bounds need the norm's lower bound above 0 (or the clamp).
+- ``bilinear(x1, x2, W, b)``: ``y_o = sum_j (W_o x1)_j x2_j + b_o``: one Linear on x1 to
+  ``[O, I2]``, a product with broadcast x2 (McCormick per product), a sum and the bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lipbound.ops.affine import _batch_norm
+from lipbound.ops.composite import _group_norm
+from lipbound.ops.tracing import (
+    Var,
+    as_per_sample,
+    broadcast,
+    converts,
+    per_sample_shape,
+    reduction_dims,
+    unsupported,
+)
+
+
+def _one(v, default=None) -> int:
+    if isinstance(v, (tuple, list)):
+        if len(v) == 0:
+            return default
+        return int(v[0])
+    return int(v)
+
+
+def _pool1d(b, fx, x: Var, k: int, s: int, p: int, d: int, out_len: int) -> Var:
+    if len(x.shape) != 2:
+        raise unsupported(fx, "1-d pooling needs per-sample inputs [C, L]")
+    C, L = x.shape
+    x3 = b.aux(fx, "2d", "reshape", [x], (C, 1, L), {"shape": (C, 1, L)})
+    y = b.aux(fx, "pool", "max_pool", [x3], (C, 1, out_len),
+              {"kernel_size": (1, k), "stride": (1, s), "padding": (0, p), "dilation": (1, d)})
+    return b.add(fx, "reshape", [y], {"shape": (C, out_len)}, shape=(C, out_len))
+
+
+@converts("aten.max_pool1d.default", "aten.max_pool1d_with_indices.default")
+def _max_pool1d(b, fx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    if ceil_mode:
+        raise unsupported(fx, "max pooling with ceil_mode=True is not supported")
+    k = _one(kernel_size)
+    val = fx.meta["val"]
+    out = val[0] if isinstance(val, (tuple, list)) else val
+    y = _pool1d(b, fx, x, k, _one(stride, k), _one(padding), _one(dilation), out.shape[-1])
+    if isinstance(val, (tuple, list)):
+        b.vars[fx.name] = (y, None)
+
+
+def _windows(n: int, o: int) -> list[tuple[int, int]]:
+    return [((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
+
+
+@converts("aten.adaptive_max_pool2d.default", "aten.adaptive_max_pool1d.default")
+def _adaptive_max_pool(b, fx, x, output_size):
+    sizes = x.shape[1:]
+    outs = tuple(int(o) if o is not None else n for o, n in zip(output_size, sizes))
+    if len(sizes) == 1:
+        C, L = x.shape
+        x = b.aux(fx, "2d", "reshape", [x], (C, 1, L), {"shape": (C, 1, L)})
+        sizes, outs = (1, L), (1, outs[0])
+    if len(sizes) != 2:
+        raise unsupported(fx, "adaptive max pooling needs per-sample inputs [C, L] / [C, H, W]")
+    C = x.shape[0]
+    if all(n % o == 0 for n, o in zip(sizes, outs)):
+        k = tuple(n // o for n, o in zip(sizes, outs))
+        y = b.aux(fx, "pool", "max_pool", [x], (C, *outs),
+                  {"kernel_size": k, "stride": k, "padding": (0, 0), "dilation": (1, 1)})
+    else:
+        rows = []
+        for i, (h0, h1) in enumerate(_windows(sizes[0], outs[0])):
+            hs = b.aux(fx, f"h{i}", "slice", [x], (C, h1 - h0, sizes[1]),
+                       {"dim": 1, "start": h0, "end": h1, "step": 1})
+            cells = []
+            for j, (w0, w1) in enumerate(_windows(sizes[1], outs[1])):
+                ws = b.aux(fx, f"h{i}w{j}", "slice", [hs], (C, h1 - h0, w1 - w0),
+                           {"dim": 2, "start": w0, "end": w1, "step": 1})
+                cells.append(b.aux(fx, f"m{i}_{j}", "reduce_max", [ws], (C, 1, 1),
+                                   {"dims": (1, 2), "keepdim": True}))
+            rows.append(cells[0] if len(cells) == 1 else
+                        b.aux(fx, f"row{i}", "concat", cells, (C, 1, outs[1]), {"dim": 2}))
+        y = rows[0] if len(rows) == 1 else b.aux(fx, "cat", "concat", rows, (C, *outs),
+                                                 {"dim": 1})
+    shape = per_sample_shape_of(fx)
+    out = b.add(fx, "reshape", [y], {"shape": shape}, shape=shape)
+    b.vars[fx.name] = (out, None)
+
+
+def per_sample_shape_of(fx) -> tuple[int, ...]:
+    """Per-sample shape of the first value of a call that returns a tuple."""
+    val = fx.meta["val"]
+    v = val[0] if isinstance(val, (tuple, list)) else val
+    return tuple(int(s) for s in v.shape[1:])
+
+
+@converts("aten.instance_norm.default")
+def _instance_norm(b, fx, x, weight, bias, running_mean, running_var, use_input_stats,
+                   momentum, eps, cudnn_enabled=False):
+    if use_input_stats:
+        return _group_norm(b, fx, x, x.shape[0], weight, bias, eps)
+    _batch_norm(b, fx, x, weight, bias, running_mean, running_var, False, momentum, eps)
+
+
+def _relu_diff(b, fx, a: Var, c: Var, shape) -> Var:
+    d = b.aux(fx, "diff", "add", [a, c], shape, {"coeffs": (1.0, -1.0)})
+    return b.aux(fx, "relu", "relu", [d], shape)
+
+
+def _extreme(largest: bool):
+    def convert(b, fx, a, c):
+        shape = per_sample_shape(fx)
+        if isinstance(a, Var) and isinstance(c, Var):
+            a, c = broadcast(b, fx, a, shape, "a"), broadcast(b, fx, c, shape, "b")
+            r = _relu_diff(b, fx, a, c, shape)
+            if largest:  # max(a, c) = c + relu(a - c)
+                return b.add(fx, "add", [c, r], {"coeffs": (1.0, 1.0)})
+            return b.add(fx, "add", [a, r], {"coeffs": (1.0, -1.0)})  # a - relu(a - c)
+        x, k = (a, c) if isinstance(a, Var) else (c, a)
+        x = broadcast(b, fx, x, shape, "x")
+        k = as_per_sample(k, fx, len(shape)).to(torch.float64)
+        one = torch.ones((), dtype=torch.float64)
+        sign = 1.0 if largest else -1.0  # min(x, k) = -max(-x, -k)
+        z = b.aux(fx, "shift", "scale_shift", [x], shape, {"scale": sign * one, "shift": -sign * k})
+        r = b.aux(fx, "relu", "relu", [z], shape)
+        return b.add(fx, "scale_shift", [r], {"scale": sign * one, "shift": k})
+
+    return convert
+
+
+converts("aten.maximum.default")(_extreme(True))
+converts("aten.minimum.default")(_extreme(False))
+
+
+@converts("aten.linalg_vector_norm.default")
+def _vector_norm(b, fx, x, ord=2, dim=None, keepdim=False, dtype=None):
+    dims = reduction_dims(fx, x, dim)
+    red = tuple(1 if i in dims else s for i, s in enumerate(x.shape))
+    p = float(ord)
+    if p == 2:
+        q = b.aux(fx, "square", "square", [x], x.shape)
+        s = b.aux(fx, "sum", "sum", [q], red, {"dims": dims, "keepdim": True, "scale": 1.0})
+        y = b.aux(fx, "sqrt", "pow", [s], red, {"exponent": 0.5, "coeff": 1.0})
+    elif p in (1, math.inf):
+        a = b.aux(fx, "abs", "abs", [x], x.shape)
+        if p == 1:
+            y = b.aux(fx, "sum", "sum", [a], red, {"dims": dims, "keepdim": True, "scale": 1.0})
+        else:
+            y = b.aux(fx, "max", "reduce_max", [a], red, {"dims": dims, "keepdim": True})
+    else:
+        raise unsupported(fx, "only the 1-, 2- and inf-norms are supported")
+    b.add(fx, "reshape", [y], {"shape": per_sample_shape(fx)})
+
+
+@converts("aten.expand_as.default")
+def _expand_as(b, fx, x, other):
+    """``x.expand_as(other)`` (F.normalize's denominator): an ``expand`` to other's shape."""
+    shape = per_sample_shape(fx)
+    b.alias(fx, broadcast(b, fx, x, shape, "x"))
+
+
+@converts("aten.bilinear.default")
+def _bilinear(b, fx, x1, x2, weight, bias=None):
+    if not (isinstance(x1, Var) and isinstance(x2, Var)) or isinstance(weight, Var) \
+            or isinstance(bias, Var):
+        raise unsupported(fx, "bilinear needs two input-dependent operands and constant weights")
+    O, I1, I2 = weight.shape
+    lead = x1.shape[:-1]
+    w = weight.double().permute(0, 2, 1).reshape(O * I2, I1)
+    z = b.aux(fx, "proj", "linear", [x1], lead + (O * I2,), {"weight": w, "bias": None})
+    z = b.aux(fx, "rows", "reshape", [z], lead + (O, I2), {"shape": lead + (O, I2)})
+    x2r = b.aux(fx, "x2", "reshape", [x2], lead + (1, I2), {"shape": lead + (1, I2)})
+    x2e = broadcast(b, fx, x2r, lead + (O, I2), "x2")
+    prod = b.aux(fx, "prod", "mul", [z, x2e], lead + (O, I2))
+    last = len(lead) + 1
+    if bias is None:
+        return b.add(fx, "sum", [prod], {"dims": (last,), "keepdim": False, "scale": 1.0})
+    s = b.aux(fx, "sum", "sum", [prod], lead + (O,),
+              {"dims": (last,), "keepdim": False, "scale": 1.0})
+    b.add(fx, "scale_shift", [s], {"scale": torch.ones((), dtype=torch.float64),
+                                   "shift": bias.double()})

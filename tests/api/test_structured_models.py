@@ -1,0 +1,220 @@
+"""Ordinary models with issue 17's structural operators, bound end to end.
+
+Models: nn.MultiheadAttention (even and odd head counts, attention weights returned,
+cross-attention with other key/value widths, a causal mask), nn.TransformerEncoderLayer
+(post- and pre-norm), a 1-d CNN (Conv1d, MaxPool1d, AvgPool1d, AdaptiveAvgPool1d), a 2-d CNN
+(reflect padding, InstanceNorm2d, bilinear upsampling, uneven AdaptiveMaxPool2d) and an MLP
+with maximum/minimum, logsumexp, F.normalize, einsum and nn.Bilinear. For each:
+``output_bounds`` (ibp, crown, alpha-crown) contain the outputs at 1000 sampled points of the
+ball (float64 and the model's float32 forward), ``local_lipschitz`` is at least the sampled
+gradient norms and ``jacobian_bounds`` contain the sampled gradients. The traced forward of
+nn.MultiheadAttention equals the module on every configuration it accepts, and refuses the
+others clearly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lipbound
+from lipbound.errors import UnsupportedOperationError
+from lipbound.ops.attention import _mha_forward
+
+EPS = 0.02
+N_POINTS = 1000
+
+
+class MHAModel(nn.Module):
+    def __init__(self, heads=2, weights=False, cross=False, causal=False):
+        super().__init__()
+        self.emb = nn.Linear(4, 8)
+        kv = 6 if cross else None
+        self.kv = nn.Linear(4, 6) if cross else None
+        self.att = nn.MultiheadAttention(8, heads, batch_first=True, kdim=kv, vdim=kv)
+        self.weights, self.causal = weights, causal
+        self.head = nn.Linear(8 + (9 if weights else 0), 3)
+
+    def forward(self, x):
+        h = self.emb(x.view(-1, 3, 4))
+        kv = torch.tanh(self.kv(x.view(-1, 3, 4))) if self.kv is not None else h
+        mask = None
+        if self.causal:
+            mask = nn.Transformer.generate_square_subsequent_mask(3, dtype=h.dtype)
+        a, w = self.att(h, kv, kv, need_weights=self.weights, attn_mask=mask)
+        z = (h + a).mean(1)
+        if self.weights:
+            z = torch.cat([z, w.flatten(1)], 1)
+        return self.head(z)
+
+
+class Encoder(nn.Module):
+    def __init__(self, norm_first=False):
+        super().__init__()
+        self.emb = nn.Linear(4, 8)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
+                                              norm_first=norm_first)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.enc(self.emb(x.view(-1, 3, 4))).mean(1))
+
+
+def _cnn1d():
+    return nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 4, 3,
+                         padding=1), nn.ReLU(), nn.AvgPool1d(2), nn.AdaptiveAvgPool1d(2),
+                         nn.Flatten(), nn.Linear(8, 3))
+
+
+def _cnn2d():
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, padding_mode="reflect"),
+                         nn.InstanceNorm2d(3, affine=True), nn.ReLU(),
+                         nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(3, 2, 3),
+                         nn.ReLU(), nn.AdaptiveMaxPool2d(3), nn.Flatten(), nn.Linear(18, 3))
+
+
+class MixMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.bil = nn.Bilinear(4, 4, 2)
+        self.register_buffer("w", torch.randn(2, 3))
+        self.head = nn.Linear(11, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        a, b = h[:, :4], h[:, 4:]
+        m = torch.maximum(a, b) - torch.minimum(a, 0.5 * b)
+        lse = torch.logsumexp(h.view(-1, 2, 4), 2)
+        n = F.normalize(self.fc(x), dim=1)[:, :3]
+        e = torch.einsum("bi,ij->bj", lse, self.w)
+        return self.head(torch.cat([m[:, :3], n, e, self.bil(a, b)], 1))
+
+
+def _models():
+    torch.manual_seed(0)
+    return {
+        "mha": (MHAModel(), (12,)), "mha_odd_heads_weights": (MHAModel(1, weights=True), (12,)),
+        "mha_cross": (MHAModel(2, cross=True), (12,)),
+        "mha_causal": (MHAModel(2, weights=True, causal=True), (12,)),
+        "encoder": (Encoder(), (12,)), "encoder_prenorm": (Encoder(True), (12,)),
+        "cnn1d": (_cnn1d(), (1, 14)), "cnn2d": (_cnn2d(), (1, 6, 6)), "mix_mlp": (MixMLP(), (6,)),
+    }
+
+
+MODELS = {k: (m.eval(), s) for k, (m, s) in _models().items()}
+SLOW = {"encoder", "encoder_prenorm", "mha_causal"}
+
+
+def _params():
+    return [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in sorted(MODELS)]
+
+
+def _x(shape):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(5))
+
+
+def _points(x, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n - 1, *x.shape, generator=g, dtype=torch.float64) * 2 - 1
+    u[n // 2:] = u[n // 2:].sign()
+    return torch.cat([x.double()[None], x.double()[None] + EPS * u])
+
+
+def _grads(model64, pts):
+    p = pts.clone().requires_grad_(True)
+    y = model64(p)
+    return torch.stack([torch.autograd.grad(y[:, k].sum(), p, retain_graph=True)[0]
+                        for k in range(y.shape[1])])  # [K, n, *in]
+
+
+@pytest.mark.parametrize("name", _params())
+def test_output_bounds_contain_samples(name):
+    model, shape = MODELS[name]
+    x = _x(shape)
+    pts = _points(x, N_POINTS, 1)
+    with torch.no_grad():
+        ys = [copy.deepcopy(model).double()(pts), model(pts.float()).double()]
+    for method in ("ibp", "crown", "alpha-crown"):
+        lo, up = lipbound.output_bounds(model, x, EPS, method=method, iterations=5)
+        assert torch.isfinite(lo).all() and torch.isfinite(up).all()
+        for y in ys:
+            assert (y >= lo).all() and (y <= up).all(), method
+
+
+@pytest.mark.parametrize("name", _params())
+def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
+    model, shape = MODELS[name]
+    x = _x(shape)
+    G = _grads(copy.deepcopy(model).double(), _points(x, 300, 2))
+    r = lipbound.local_lipschitz(model, x, EPS)
+    assert (G.flatten(2).abs().sum(-1).max(1).values <= r.upper).all()
+    lo, up = lipbound.jacobian_bounds(model, x, EPS)
+    J = G.transpose(0, 1).reshape(G.shape[1], *lo.shape)
+    assert (J >= lo).all() and (J <= up).all()
+
+
+_CONFIGS = [  # (heads, kdim, need_weights, average, mask kind, bias)
+    (2, None, False, True, None, True), (3, None, True, True, None, True),
+    (1, None, True, False, None, False), (2, 5, True, False, None, True),
+    (2, None, True, True, "bool", True), (4, None, False, True, "float", True),
+]
+
+
+@pytest.mark.parametrize("cfg", _CONFIGS)
+def test_traced_attention_forward_equals_the_module(cfg):
+    heads, kdim, need, avg, mask_kind, bias = cfg
+    torch.manual_seed(1)
+    m = nn.MultiheadAttention(12, heads, batch_first=True, kdim=kdim, vdim=kdim,
+                              bias=bias).eval()
+    q = torch.randn(2, 4, 12)
+    kv = torch.randn(2, 5, kdim or 12)
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(4, 5) < 0.4
+        mask[:, 0] = False
+    elif mask_kind == "float":
+        mask = torch.randn(4, 5)
+        mask[1, 2:] = float("-inf")
+    for grad in (False, True):  # with grad off torch may take its fused fast path
+        with torch.set_grad_enabled(grad):
+            want = m(q, kv, kv, need_weights=need, attn_mask=mask, average_attn_weights=avg)
+            got = _mha_forward(m, q, kv, kv, need_weights=need, attn_mask=mask,
+                               average_attn_weights=avg)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+        if need:
+            torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
+        else:
+            assert got[1] is None and want[1] is None
+
+
+@pytest.mark.parametrize("why, kwargs, call", [
+    ("batch_first", {"batch_first": False}, {}),
+    ("key padding", {"batch_first": True}, {"key_padding_mask": torch.zeros(2, 3,
+                                                                          dtype=torch.bool)}),
+    ("2-d attention masks", {"batch_first": True}, {"attn_mask": torch.zeros(4, 3, 3)}),
+])
+def test_unsupported_attention_is_refused_clearly(why, kwargs, call):
+    m = nn.MultiheadAttention(8, 2, **kwargs).eval()
+    x = torch.randn(2, 3, 8)
+    with pytest.raises(UnsupportedOperationError, match=why):
+        _mha_forward(m, x, x, x, **call)
+
+
+class Seq2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(4, 2)  # batch_first=False
+
+    def forward(self, x):
+        h = x.view(-1, 3, 4)
+        return self.att(h, h, h)[0].flatten(1)
+
+
+def test_batch_second_attention_model_names_the_reason():
+    with pytest.raises(UnsupportedOperationError, match="batch_first"):
+        lipbound.output_bounds(Seq2().eval(), torch.rand(12), 0.01)
