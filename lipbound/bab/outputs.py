@@ -10,6 +10,7 @@ and the attained points (``res.witness``) are candidate counterexamples.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,7 @@ from lipbound.bab.search import search
 from lipbound.bab.split_points import cotangent_magnitude
 from lipbound.bounds.domains import LpBall
 from lipbound.graph.ir import Graph
-from lipbound.jacobian.attained import model64
+from lipbound.jacobian.attained import model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state
 from lipbound.progress import ProgressFlag
 from lipbound.propagate.alpha import alpha_crown_upper
@@ -70,6 +71,16 @@ class OutputSearch(SignSearch):
                   for lo, up, r in zip(los, ups, self.reach)]
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
+    def smear(self, lo: Tensor, up: Tensor) -> Tensor:
+        """Input-split scores [N, n] of boxes [N, n]: ``max_r |d(C_r f)/dx_i| * width_i`` at
+        the box centres over the rows ``score_rows`` of C (default all): how much halving
+        coordinate i can move the rows (a heuristic; any choice of coordinate is sound)."""
+        rows = getattr(self, "score_rows", None)
+        C = self.C if rows is None else self.C[rows]
+        x = ((lo + up) / 2).to(self.dtype).reshape(lo.shape[0], *self.domain.in_shape)
+        g = row_gradients(self.m64, x, C.to(self.dtype)).reshape(C.shape[0], lo.shape[0], -1)
+        return g.abs().amax(0).to(lo.dtype) * (up - lo)
+
     def attain(self, pts: Tensor) -> Tensor:
         with torch.no_grad():
             y = self.m64(pts.to(self.dtype).reshape(pts.shape[0], *self.domain.in_shape))
@@ -98,6 +109,7 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
                       timeout: float, split: str = "input", rtol: float = 1e-4,
                       atol: float = 1e-7, batch: int | None = None, max_domains: int = 200_000,
                       stop_below: Tensor | None = None, groups: Tensor | None = None,
+                      input_score: str = "smear", witness_check=None,
                       progress: ProgressFlag = "auto") -> tuple[Tensor, Tensor, BabResult]:
     """(lower [S], upper [S], search result) with lower <= C f(x) <= upper on the set.
 
@@ -106,19 +118,27 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
     :class:`~lipbound.bab.anytime.Anytime`; default: every row with a finite threshold);
     ``res.proven`` says which goals hold on the whole set; ``res.witness`` [2S, *in] are the
     points of the set where each row's attained value ``res.lower`` was reached.
+    ``input_score``: how input halves choose their coordinate, "smear" (gradient times width
+    at the box centre, :meth:`OutputSearch.smear`) or "width" (first-layer weighted width).
+    With ``groups`` the search serves the goals only (``Anytime.goals_only``), and
+    ``witness_check`` (see :class:`~lipbound.bab.anytime.Anytime`) may stop it with status
+    "counterexample".
     """
-    run = Anytime(timeout, rtol, atol, max_domains, stop_below=stop_below, groups=groups)
+    run = Anytime(timeout, rtol, atol, max_domains, stop_below=stop_below, groups=groups,
+                  goals_only=groups is not None, witness_check=witness_check)
     srch = OutputSearch(model, graph, C, domain)
-    if split == "input":  # plain CROWN: input halves are many and cheap
+    if split in ("input", "mixed"):  # plain CROWN: input halves are many and cheap
         srch.forward_iterations, srch.output_iterations = 0, 0
     S = C.shape[0]
     center = domain.center
     L = srch.attain(center)[0]
     W = center.expand(2 * S, *center.shape[1:]).clone()
     box = domain.interval()
-    res = search(srch, make_brancher(split, graph, C, domain), box.lower[0], box.upper[0], L, W,
-                 run, batch=batch or {"input": 64, "relu": 32, "mixed": 32}[split],
-                 progress=progress)
+    brancher = make_brancher(split, graph, C, domain)
+    if input_score == "smear":
+        brancher = replace(brancher, input_score=srch.smear)
+    res = search(srch, brancher, box.lower[0], box.upper[0], L, W, run,
+                 batch=batch or {"input": 64, "relu": 32, "mixed": 32}[split], progress=progress)
     return -res.upper[S:], res.upper[:S], res
 
 
