@@ -20,7 +20,7 @@ from lipbound.bab.lipschitz import make_brancher
 from lipbound.bab.relu_split import SignSearch
 from lipbound.bab.search import search
 from lipbound.bab.split_points import cotangent_magnitude
-from lipbound.bounds.domains import LpBall
+from lipbound.bounds.domains import Box, LpBall
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state
@@ -72,14 +72,23 @@ class OutputSearch(SignSearch):
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
     def smear(self, lo: Tensor, up: Tensor) -> Tensor:
-        """Input-split scores [N, n] of boxes [N, n]: ``max_r |d(C_r f)/dx_i| * width_i`` at
-        the box centres over the rows ``score_rows`` of C (default all): how much halving
-        coordinate i can move the rows (a heuristic; any choice of coordinate is sound)."""
-        rows = getattr(self, "score_rows", None)
-        C = self.C if rows is None else self.C[rows]
-        x = ((lo + up) / 2).to(self.dtype).reshape(lo.shape[0], *self.domain.in_shape)
-        g = row_gradients(self.m64, x, C.to(self.dtype)).reshape(C.shape[0], lo.shape[0], -1)
-        return g.abs().amax(0).to(lo.dtype) * (up - lo)
+        """Input-split scores [N, n] of boxes [N, n], ``sqrt(point * interval)`` of two
+        smears (derivative magnitude times width, max over the rows of C): ``point`` with
+        the autograd derivative at the box centre, ``interval`` with the largest |derivative|
+        over the box (IBP on the Clarke-Jacobian graph). On ACAS Xu each alone stalls some
+        property that the other decides; their geometric mean decided both (experiments/
+        README.md, bench_vnncomp). A heuristic: any coordinate is a sound choice."""
+        N, shape = lo.shape[0], self.domain.in_shape
+        x = ((lo + up) / 2).to(self.dtype).reshape(N, *shape)
+        g = row_gradients(self.m64, x, self.C.to(self.dtype)).reshape(self.C.shape[0], N, -1)
+        point = g.abs().amax(0).to(lo.dtype)
+        box = Box(lo.reshape(-1, *shape), up.reshape(-1, *shape))
+        with torch.no_grad():
+            state, jg = jacobian_state(self.graph, self.C, box, "ibp")
+            iv = state.interval(jg.gradient)
+        mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(N, self.C.shape[0], -1)
+        interval = torch.nan_to_num(mag, nan=0.0).amax(1)
+        return (point * interval).sqrt() * (up - lo)
 
     def attain(self, pts: Tensor) -> Tensor:
         with torch.no_grad():
@@ -118,8 +127,8 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
     :class:`~lipbound.bab.anytime.Anytime`; default: every row with a finite threshold);
     ``res.proven`` says which goals hold on the whole set; ``res.witness`` [2S, *in] are the
     points of the set where each row's attained value ``res.lower`` was reached.
-    ``input_score``: how input halves choose their coordinate, "smear" (gradient times width
-    at the box centre, :meth:`OutputSearch.smear`) or "width" (first-layer weighted width).
+    ``input_score``: how input halves choose their coordinate, "smear" (derivative times
+    width, :meth:`OutputSearch.smear`) or "width" (first-layer weighted width).
     With ``groups`` the search serves the goals only (``Anytime.goals_only``), and
     ``witness_check`` (see :class:`~lipbound.bab.anytime.Anytime`) may stop it with status
     "counterexample".
