@@ -103,3 +103,18 @@ def test_violation_is_the_goal_margin_at_the_points():
                          [9.0, 1.5, 1.0, 0.7]],   # goal 0 holds via row 2, goal 1 fails
                         dtype=torch.float64)
     assert torch.allclose(run.violation(vals), torch.tensor([0.5, -0.5, -0.2], dtype=torch.float64))
+
+
+def test_a_domain_whose_goal_fails_is_never_pruned_by_attained_values():
+    """goals_only: a conjunction's rows can each sit below the best attained value on a
+    domain where no single row proves the goal (prop_4 of ACAS Xu ended 'exhausted',
+    unproven, when such domains were pruned like a maximum's)."""
+    from lipbound.bab.anytime import Anytime
+
+    thr = torch.tensor([0.0, 0.0], dtype=torch.float64)
+    L = torch.tensor([5.0, 5.0], dtype=torch.float64)  # attained elsewhere, far above
+    ub = torch.tensor([[1.0, 2.0], [-1.0, 2.0]], dtype=torch.float64)  # goal fails / holds
+    kw = {"stop_below": thr, "groups": torch.tensor([0, 0])}
+    assert Anytime(1.0, 0.0, 0.0, 10, goals_only=True, **kw).alive(ub, L).tolist() == [
+        True, False]
+    assert Anytime(1.0, 0.0, 0.0, 10, **kw).alive(ub, L).tolist() == [False, False]
