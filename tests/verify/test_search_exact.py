@@ -118,3 +118,14 @@ def test_a_domain_whose_goal_fails_is_never_pruned_by_attained_values():
     assert Anytime(1.0, 0.0, 0.0, 10, goals_only=True, **kw).alive(ub, L).tolist() == [
         True, False]
     assert Anytime(1.0, 0.0, 0.0, 10, **kw).alive(ub, L).tolist() == [False, False]
+
+
+def test_input_score_picks_the_best_coordinate_of_positive_width():
+    from lipbound.bab.search import Brancher
+
+    lo = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    up = torch.tensor([[1.0, 1.0, 0.0], [1.0, 2.0, 1.0]], dtype=torch.float64)
+    scores = torch.tensor([[0.1, 0.2, 9.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    b = Brancher("input", input_score=lambda a, c: scores)
+    # row 0: coordinate 2 scores best but has no width; row 1: all zero -> the widest
+    assert b._coords(lo, up, up - lo).tolist() == [1, 1]
