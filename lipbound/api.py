@@ -151,7 +151,7 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
                   groups: Any = None, norm: float | int | str = math.inf,
                   data_range: tuple[Any, Any] | None = None, timeout: float | None = None,
                   dtype: torch.dtype = torch.float64, split: str = "auto",
-                  progress: bool | str = "auto") -> OutputProof:
+                  progress: bool | str = "auto", witness_check: Any = None) -> OutputProof:
     """Branch and bound towards goals of the form "some row s of goal g has C_s f(x') >
     prove_above[s]", for every x' in the set (as :func:`output_bounds`).
 
@@ -162,6 +162,9 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     unsafe set ``C f <= d`` is empty when some row exceeds its d on every part). The search
     refines only domains where some goal does not hold yet and stops once every goal holds
     everywhere (status "below threshold"), at ``timeout`` or at its domain cap.
+    ``witness_check`` (optional): called with the points the search attains [N, *in] and
+    their violation [N] (min over goals of max over its rows of C_s f - prove_above[s]: <= 0
+    where some goal fails); returning True stops the search (status "counterexample").
     """
     model = resolve_model(model)
     timeout = check_timeout(timeout)
@@ -176,18 +179,21 @@ def prove_outputs(model: nn.Module, x: Any, eps: float, spec: Any, prove_above: 
     g = g.to(device=C.device, dtype=torch.long)
     _, g = torch.unique(g, return_inverse=True)  # ids 0 .. G-1 in increasing order
     rows = torch.cat([torch.full_like(g, -1), g])  # the upper rows [C] are no goal's
-    lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows)
+    lo, up, res = _bab_outputs(model, graph, C, domain, timeout, split, progress, below, rows,
+                               witness_check)
     lo, up = _finish_outputs(lo, up, C, traced, domain)
     return OutputProof(lo, up, res.proven, res.status, res.witness)
 
 
-def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, groups=None):
+def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, groups=None,
+                 witness_check=None):
     # deferred: heavy optional dependency (highspy via the sign-split LP)
     from lipbound.bab import bab_output_bounds
 
     return bab_output_bounds(model, graph, C, domain, split=_choose_split(graph, split),
                              timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
-                             stop_below=stop_below, groups=groups, progress=progress)
+                             stop_below=stop_below, groups=groups, progress=progress,
+                             witness_check=witness_check)
 
 
 LIPSCHITZ_METHODS = ("naive", "ibp", "crown", "alpha-crown", "bab", "exact")

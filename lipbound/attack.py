@@ -46,7 +46,8 @@ def pgd_minimize(fn: Objective, lower: Tensor, upper: Tensor, *, steps: int = 50
     """Best (lowest) point of ``fn`` found over ``{lower <= x <= upper}`` (∩ l_2 ball if given).
 
     ``lower``/``upper``: per-sample shape ``in_shape``; ``fn`` maps ``[R, *in_shape]`` to ``[R]``.
-    Restart 0 starts at ``x_init`` (default the box centre), the others uniformly in the box.
+    Restart 0 starts at ``x_init`` (default the box centre), the others uniformly in the box;
+    an ``x_init`` [k, *in_shape] starts the first k restarts at its points.
     Returns ``(x_best [*in_shape], fn(x_best))``; always a point inside the set.
     """
     lo, up = lower.unsqueeze(0), upper.unsqueeze(0)
@@ -58,7 +59,12 @@ def pgd_minimize(fn: Objective, lower: Tensor, upper: Tensor, *, steps: int = 50
     else:
         u = torch.rand(shape, generator=generator, dtype=lower.dtype).to(lower.device)
         x = lo + u * (up - lo)
-    x[0] = (lower + upper) / 2 if x_init is None else x_init
+    if x_init is None:
+        x[0] = (lower + upper) / 2
+    elif x_init.dim() == lower.dim() + 1:  # several starting points: the first restarts
+        x[:x_init.shape[0]] = x_init[:restarts]
+    else:
+        x[0] = x_init
     c = None if center is None else center.unsqueeze(0)
     x = _project(x, lo, up, c, radius2)
     l2 = radius2 is not None

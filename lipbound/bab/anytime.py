@@ -5,6 +5,7 @@ step sizing near the time limit and the domains' priorities."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,14 @@ class Anytime:
     the set reaches its threshold (L[r] >= stop_below[r]: no cover can prove it); it then
     counts as held on every domain (no domain is refined for it) and is never proven, and the
     search stops ("decided") once every goal is proven or refuted.
+
+    Verification (``goals_only``): domains leave the queue only when closed (every goal
+    holds there) or final, never because their bounds fall below the attained values (that
+    prunes for a maximum, not for a goal whose rows are a conjunction), and the gap rule
+    ("certified") does not stop the search. ``witness_check`` (optional) gets the attained
+    points [N, *in] and their goal violation [N] (:meth:`violation`: <= 0 where some goal
+    fails); when it returns True (it confirmed a counterexample), the search stops with
+    status "counterexample".
     """
 
     timeout: float
@@ -72,6 +81,9 @@ class Anytime:
     dropped_proven: Tensor | None = None  # [G]: goal g held on every dropped domain
     refute: bool = False
     refuted: Tensor | None = None  # [G]: refuted goals (``refute``)
+    goals_only: bool = False
+    witness_check: Callable[[Tensor, Tensor], bool] | None = None
+    found: bool = False  # witness_check confirmed a counterexample
 
     def __post_init__(self) -> None:
         self.members = None if self.stop_below is None else self._members()
@@ -137,8 +149,24 @@ class Anytime:
         hit = ((L >= self.stop_below)[:, None] & M).any(0) & (M.sum(0) == 1)
         self.refuted = hit if self.refuted is None else self.refuted | hit
 
+    def violation(self, vals: Tensor) -> Tensor:
+        """[N]: min over goals of max over the goal's rows of (threshold - value) at points
+        with values ``vals`` [N, R]; <= 0 exactly where some goal fails at the point."""
+        margin = (self.stop_below - vals)[:, :, None]  # [N, R, 1]
+        per_goal = torch.where(self.members[None], margin, -torch.inf).amax(1)  # [N, G]
+        return per_goal.amin(1)
+
+    def observe(self, pts: Tensor, vals: Tensor) -> None:
+        """Hand attained points and their values to ``witness_check`` (if any)."""
+        if self.witness_check is None or self.stop_below is None or self.found or not len(pts):
+            return
+        self.found = bool(self.witness_check(pts, self.violation(vals)))
+
     def alive(self, ub: Tensor, L: Tensor) -> Tensor:
-        """Domains [N] with some row above its target (plus tolerance) that are not closed."""
+        """Domains [N] with some row above its target (plus tolerance) that are not closed
+        (``goals_only``: not closed)."""
+        if self.goals_only:
+            return ~self.closed(ub)
         open_rows = ub > _tolerance(self.target(L), self.rtol, self.atol)
         return open_rows.any(1) & ~self.closed(ub)
 
@@ -164,13 +192,16 @@ class Anytime:
                                      tuple(U.tolist())))
         pbar.set_postfix(domains=queued, upper=f"{float(U.max()):.6g}",
                          lower=f"{float(L.max()):.6g}")
+        if self.found:
+            return "counterexample"
         self.update_refuted(L)
         proven = self.proven(ub_q)
         if proven is not None and bool(proven.all()):
             return "below threshold"
         if self.refuted is not None and bool((proven | self.refuted).all()):
             return "decided"
-        if bool((U <= _tolerance(self.target(L), self.rtol, self.atol)).all()):
+        if not self.goals_only and bool((U <= _tolerance(self.target(L), self.rtol,
+                                                          self.atol)).all()):
             return "certified"
         if queued == 0:  # every domain final, yet the gap is open: bounds hold, not exact
             return "exhausted"

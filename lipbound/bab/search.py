@@ -36,6 +36,7 @@ checks off).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,11 +153,14 @@ class Brancher:
     largest weighted width, ``weight`` [n] or None, down to ``min_width``; a smaller box still
     cut by kinks splits at one, in every mode), "relu" (split at its kink the
     :func:`unstable` neuron of the earliest split point that has one, largest score first)
-    or "mixed" (see :meth:`plan`)."""
+    or "mixed" (see :meth:`plan`). ``input_score`` (optional, replaces ``weight``): per
+    popped domain, a score [N, n] per input coordinate from its box (lo, up) [N, n], e.g. a
+    gradient smear; the box halves along the best coordinate of positive width."""
 
     mode: str
     weight: Tensor | None = None
     min_width: float = 0.0
+    input_score: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def plan(self, P: Frontier) -> Plan:
         """The split of each domain of ``P`` (vectorised over the batch)."""
@@ -170,7 +174,7 @@ class Brancher:
             layer[new] = li
             neuron[new] = torch.where(u, sc, -torch.inf).argmax(1)[new]
         width = P.up - P.lo
-        coord = (width if self.weight is None else width * self.weight).argmax(1)
+        coord = self._coords(P.lo, P.up, width)
         halvable = width.amax(1) > self.min_width
         has = layer >= 0
         if self.mode == "relu":
@@ -184,6 +188,15 @@ class Brancher:
         relu = relu | (has & ~halvable)
         inp = ~relu & halvable if self.mode != "relu" else torch.zeros_like(has)
         return Plan(relu, inp, layer, neuron, coord, n_open)
+
+    def _coords(self, lo: Tensor, up: Tensor, width: Tensor) -> Tensor:
+        """The coordinate to halve per domain [N]: the best ``input_score`` among those of
+        positive width (ties and all-zero scores: the widest), else weighted width."""
+        if self.input_score is None or self.mode == "relu":
+            return (width if self.weight is None else width * self.weight).argmax(1)
+        sc = torch.nan_to_num(self.input_score(lo, up).to(width.dtype), nan=0.0)
+        sc = torch.where(width > 0, sc.clamp_min(0) + 1e-12 * width, -torch.inf)
+        return sc.argmax(1)
 
 
 @dataclass(frozen=True)
@@ -234,8 +247,11 @@ def _root(obj: Objective, lo: Tensor, up: Tensor, R: int) -> Frontier:
                     torch.full((1,), torch.inf, device=dev, dtype=dt))
 
 
-def _better(L: Tensor, W: Tensor, pts: Tensor, vals: Tensor) -> tuple[Tensor, Tensor]:
-    """Attained values updated with the values [N, R] at points [N, *in]."""
+def _better(L: Tensor, W: Tensor, pts: Tensor, vals: Tensor, run: Anytime
+            ) -> tuple[Tensor, Tensor]:
+    """Attained values updated with the values [N, R] at points [N, *in] (which ``run``
+    observes: :meth:`Anytime.observe`)."""
+    run.observe(pts, vals)
     best, idx = vals.max(0)
     up = best > L
     W = W.clone()
@@ -260,7 +276,8 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
     fr = _root(obj, lo, up, R)
     run.child_time = getattr(obj, "child_cost", None) or time.perf_counter() - t_root
     L, W = _better(L, W, *_centres(obj, fr.lo, fr.up, torch.ones(1, dtype=torch.bool,
-                                                                   device=lo.device), lo.shape))
+                                                                   device=lo.device), lo.shape),
+                   run)
     done = torch.full_like(L, -torch.inf)
     bounded = 1
     with bar(progress=progress, desc=obj.desc, unit="dom") as pbar:
@@ -276,7 +293,7 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
             kids, inp, pts, done = _expand(obj, brancher, fr, pick, keep, L, run, done,
                                             batch)
             if pts:
-                L, W = _better(L, W, torch.cat(pts), obj.attain(torch.cat(pts)))
+                L, W = _better(L, W, torch.cat(pts), obj.attain(torch.cat(pts)), run)
             fr = fr.take(keep)
             if kids is None:
                 continue
@@ -288,7 +305,7 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
             bounded += len(clo)
             pbar.update(len(clo))
             if bool(inp.any()) or hasattr(obj, "box_points"):
-                L, W = _better(L, W, *_centres(obj, clo, cup, inp, lo.shape))
+                L, W = _better(L, W, *_centres(obj, clo, cup, inp, lo.shape), run)
             gain = _gain(run, parents, cub, L, inp, pgain)
             alive = torch.isfinite(cub).all(1) & run.alive(cub, L)
             dead = ~alive & torch.isfinite(cub).all(1)

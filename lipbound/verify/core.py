@@ -6,8 +6,12 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
 2. CROWN bounds on every region, then a short PGD attack on the violation of every region;
 3. alpha-CROWN on the regions still open, then a longer PGD attack on the whole violation and
    one PGD attack per disjunct (at most 16 disjuncts per region);
-4. branch and bound (``method="bab"`` of ``lipbound.output_bounds``);
-5. input splitting with CROWN for regions of at most ``SPLIT_MAX_INPUTS`` inputs;
+4. branch and bound: the one search of :mod:`lipbound.bab.search` towards the proof goals
+   (:func:`lipbound.prove_outputs`, brancher "auto": input halves and ReLU signs on
+   low-dimensional inputs, ReLU signs otherwise); its attained points are screened and seed
+   PGD (:class:`~lipbound.verify.falsify.SearchWitness`), so it also finds counterexamples;
+5. the same search with input halves only, for regions of at most ``SPLIT_MAX_INPUTS``
+   inputs;
 6. further attack rounds; "unknown" if they find nothing and time is left.
 
 The verdict is "sat" as soon as a counterexample is confirmed (see
@@ -32,13 +36,14 @@ from lipbound.progress import bar
 from lipbound.verify.deadline import Deadline, Expired, interrupt_at
 from lipbound.verify.falsify import (
     Checker,
+    SearchWitness,
     attack,
     model_dtype,
     random_points,
     screen,
     targeted_attack,
 )
-from lipbound.verify.prove import refute, split_prove
+from lipbound.verify.prove import refute
 from lipbound.verify.result import VerificationResult
 
 #: Fraction of the time limit (at most 10 s) that branch and bound leaves to the stages after
@@ -111,43 +116,43 @@ class _Run:
                 raise _Found(found, name)
         self.log(name, t0)
 
-    def bound(self, method: str) -> None:
+    def bound(self, method: str, split: str = "auto", stage: str | None = None,
+              regions: list[int] | None = None, reserve: float | None = None) -> None:
+        """Refute the open disjuncts of ``regions`` (default: every open region) with
+        ``method`` bounds; under "bab" the search (brancher ``split``) shares the time left
+        (less ``reserve``: by default a little for the stages after it) and its attained
+        points are screened as counterexamples."""
         t0 = self.deadline.elapsed()
-        todo = self.open_regions()
-        # branch and bound uses its time to the end; keep a little for the stages after it
-        total = self.deadline.end - self.deadline.start
-        reserve = min(BAB_RESERVE * total, 10.0) if method == "bab" else 0.0
+        stage = stage or method
+        todo = self.open_regions() if regions is None else regions
+        if reserve is None:  # branch and bound runs to the end; keep a little for later
+            total = self.deadline.end - self.deadline.start
+            reserve = min(BAB_RESERVE * total, 10.0) if method == "bab" else 0.0
         for k, r in enumerate(todo):
             share = (self.deadline.remaining() - reserve) / (len(todo) - k)
-            done, points = refute(self.model, self.prop.regions[r], self.open[r], method,
-                                  self.in_shape, timeout=share)
+            region = self.prop.regions[r]
+            witness = (SearchWitness(self.model, region, self.in_shape, self.checker, self.gen)
+                       if method == "bab" else None)
+            done, points = refute(self.model, region, self.open[r], method, self.in_shape,
+                                  timeout=share, split=split, witness_check=witness)
+            if witness is not None and witness.found is not None:
+                raise _Found(witness.found, stage)
             if points is not None:  # the search's attained points: confirmed or ignored
-                found = screen(self.model, self.prop.regions[r], self.in_shape, self.checker,
-                               points)
+                found = screen(self.model, region, self.in_shape, self.checker, points)
                 if found is not None:
-                    raise _Found(found, method)
+                    raise _Found(found, stage)
             self.open[r] = [i for i in self.open[r] if i not in done]
-        self.log(method, t0)
+        self.log(stage, t0)
         if not self.open_regions():
-            self.decided_by = self.decided_by or method
+            self.decided_by = self.decided_by or stage
 
     def split(self) -> None:
-        t0 = self.deadline.elapsed()
+        """The search with input halves only on the open regions of at most
+        ``SPLIT_MAX_INPUTS`` inputs, in the time left."""
         todo = [r for r in self.open_regions()
                 if self.prop.regions[r].num_inputs <= SPLIT_MAX_INPUTS]
-        boxes = 0
-        for k, r in enumerate(todo):
-            sub = Deadline(self.deadline.remaining() / (len(todo) - k))
-            status, found, stats = split_prove(self.model, self.prop.regions[r], self.open[r],
-                                               self.in_shape, self.checker, sub)
-            boxes += stats["boxes"]
-            if status == "sat":
-                raise _Found(found, "input-split")
-            if status == "proved":
-                self.open[r] = []
-        self.log("input-split", t0, boxes=boxes)
-        if not self.open_regions():
-            self.decided_by = "input-split"
+        if todo:
+            self.bound("bab", split="input", stage="input-split", regions=todo, reserve=0.0)
 
 
 def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed: int = 0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,65 @@ def _disjunct_violation(y: Tensor, region: InputRegion, i: int) -> Tensor:
     C, d = region.disjuncts[i]
     return (y @ C.to(y.dtype).T - d.to(y.dtype)).max(dim=1).values
 
+
+
+class SearchWitness:
+    """The ``witness_check`` of a verification search (:class:`lipbound.bab.anytime.Anytime`):
+    every batch of attained points (box centres, LP points) is screened, and its most
+    violating points are confirmed on the reference executor (:class:`Checker`); a pool of the
+    ``pool`` most violating points seen so far seeds PGD on the region's violation, for at
+    most ``share`` of the search's time. Nothing here proves anything: a counterexample is
+    reported only once :meth:`Checker.confirm` accepts it (then ``found`` holds it).
+    """
+
+    def __init__(self, model: nn.Module, region: InputRegion, in_shape: tuple[int, ...],
+                 checker: Checker, generator: torch.Generator, *, share: float = 0.1,
+                 pool: int = 8, steps: int = 30) -> None:
+        self.model, self.region, self.in_shape, self.checker = model, region, in_shape, checker
+        self.gen, self.share, self.size, self.steps = generator, share, pool, steps
+        self.box = _region_box(model, region, in_shape)
+        self.found: tuple[Tensor, Tensor] | None = None
+        self.start, self.pgd_time = time.perf_counter(), 0.0
+        self.pool: Tensor | None = None
+        self.pool_v: Tensor | None = None
+
+    def __call__(self, pts: Tensor, viol: Tensor) -> bool:
+        if self.box is None or not self.region.disjuncts:
+            return False
+        lo, up = (t.reshape(-1) for t in self.box)
+        x = torch.minimum(torch.maximum(pts.reshape(pts.shape[0], -1).to(lo.dtype), lo), up)
+        order = torch.argsort(viol)
+        for i in order[:3].tolist():
+            if float(viol[i]) > 1e-6:
+                break
+            self.found = self.checker.confirm(self.region, x[i])
+            if self.found is not None:
+                return True
+        self._merge(x[order[: self.size]], viol[order[: self.size]].to(torch.float64))
+        if self.pgd_time <= self.share * (time.perf_counter() - self.start):
+            t0 = time.perf_counter()
+            self.found = self._pgd()
+            self.pgd_time += time.perf_counter() - t0
+        return self.found is not None
+
+    def _merge(self, x: Tensor, v: Tensor) -> None:
+        if self.pool is not None:
+            x, v = torch.cat([self.pool, x]), torch.cat([self.pool_v, v])
+        keep = torch.argsort(v)[: self.size]
+        self.pool, self.pool_v = x[keep], v[keep]
+
+    def _pgd(self) -> tuple[Tensor, Tensor] | None:
+        """PGD on the region's violation from the pool's points (plus as many random
+        restarts); the pool's best point is replaced by what PGD reached from it."""
+        lo, up = self.box
+        C, d, owner, nd = _stacked(self.region, lo.device)
+
+        def objective(z: Tensor) -> Tensor:
+            return violation(self.model(z).reshape(z.shape[0], -1), C, d, owner, nd)
+
+        starts = self.pool.reshape(-1, *self.in_shape)
+        x, v = pgd_minimize(objective, lo, up, steps=self.steps, restarts=2 * len(starts),
+                            x_init=starts, generator=self.gen)
+        x = torch.minimum(torch.maximum(x.detach(), lo), up).reshape(-1)
+        self._merge(x[None], torch.tensor([v], dtype=torch.float64))
+        return self.checker.confirm(self.region, x) if v <= 1e-6 else None

@@ -13,9 +13,8 @@ import lipbound  # noqa: E402
 from lipbound.errors import InputError, ShapeError, UnsupportedOperationError  # noqa: E402
 from lipbound.io import parse_vnnlib, read_vnnlib  # noqa: E402
 from lipbound.verify import verify  # noqa: E402
-from lipbound.verify.deadline import Deadline  # noqa: E402
-from lipbound.verify.falsify import Checker, snap_box  # noqa: E402
-from lipbound.verify.prove import split_prove  # noqa: E402
+from lipbound.verify.falsify import Checker, SearchWitness, snap_box  # noqa: E402
+from lipbound.verify.prove import refute  # noqa: E402
 from tests.verify_nets import box_text, forward, grid_max_y0, tiny_net  # noqa: E402
 
 
@@ -76,16 +75,22 @@ def test_every_region_must_be_safe(net):
 
 
 def test_input_splitting_is_sound_at_the_true_maximum(net):
+    # the verifier's input-splitting stage: the one search with input halves only
     model = lipbound.inputs.resolve_model(net)
     m = grid_max_y0()
     checker = Checker(model, model.input_shape)
+    gen = torch.Generator().manual_seed(0)
     above = prop(f"(assert (>= Y_0 {m + 0.05}))").regions[0]
-    status, _, stats = split_prove(model, above, [0], model.input_shape, checker, Deadline(60))
-    assert status == "proved" and stats["boxes"] >= 1
+    witness = SearchWitness(model, above, model.input_shape, checker, gen)
+    done, _ = refute(model, above, [0], "bab", model.input_shape, 60, split="input",
+                     witness_check=witness)
+    assert done == [0] and witness.found is None
     below = prop(f"(assert (>= Y_0 {m - 0.01}))").regions[0]
-    status, found, _ = split_prove(model, below, [0], model.input_shape, checker, Deadline(60))
-    assert status == "sat"
-    assert float(forward(found[0].numpy()[None])[0, 0]) >= m - 0.01 - 1e-6
+    witness = SearchWitness(model, below, model.input_shape, checker, gen)
+    done, _ = refute(model, below, [0], "bab", model.input_shape, 60, split="input",
+                     witness_check=witness)
+    assert done == [] and witness.found is not None
+    assert float(forward(witness.found[0].numpy()[None])[0, 0]) >= m - 0.01 - 1e-6
 
 
 def test_unknown_when_methods_give_up(net):
