@@ -217,15 +217,19 @@ def compute_allowance(graph: Graph, x: Interval, target: str, dtype: torch.dtype
 
 def finish_outputs(lower: Tensor, upper: Tensor, C: Tensor, graph: Graph, raw: Graph,
                    x: Interval, prec: Precision,
-                   known: Mapping[str, Interval] | None = None) -> tuple[Tensor, Tensor]:
+                   known: Mapping[str, Interval] | None = None,
+                   own_included: bool = False) -> tuple[Tensor, Tensor]:
     """Output bounds ([S], or [B, S] for a batch of input sets ``x``) of C f widened to contain
     the real function and the forward pass in ``prec`` (``raw``: the unrewritten graph), with
-    an allowance for the rounding of their own computation in ``lower.dtype``; NaN or
-    overflowing bounds raise :class:`InputError`."""
+    an allowance for the rounding of their own computation in ``lower.dtype`` unless
+    ``own_included`` (bounds that carry it already: CROWN's per-step tally,
+    :mod:`lipbound.propagate.own_rounding`); NaN or overflowing bounds raise
+    :class:`InputError`."""
     known = known or {}
-    exec_err = spec_execution_error(raw, x, prec, C, known.get)
-    own = compute_allowance(graph, x, graph.output, lower.dtype).flatten(1)
-    allowance = exec_err + own.to(C.dtype) @ C.abs().T
+    allowance = spec_execution_error(raw, x, prec, C, known.get)
+    if not own_included:
+        own = compute_allowance(graph, x, graph.output, lower.dtype).flatten(1)
+        allowance = allowance + own.to(C.dtype) @ C.abs().T
     if lower.dim() == 1:
         allowance = allowance[0]
     return outward(lower, upper, allowance)

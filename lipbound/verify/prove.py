@@ -19,7 +19,7 @@ from lipbound.api import DEFAULT_BAB_TIMEOUT, output_bounds, prove_outputs
 from lipbound.bounds.domains import Box
 from lipbound.inputs import Traced, get_traced
 from lipbound.io.vnnlib import InputRegion, stack_conjunctions
-from lipbound.propagate.driver import bound_graph_spec, prepare_state
+from lipbound.propagate.driver import bound_graph_spec, covers_own_rounding, prepare_state
 from lipbound.propagate.rounding import finish_outputs
 from lipbound.verify.deadline import Deadline
 from lipbound.verify.falsify import Checker, model_dtype, violation
@@ -74,7 +74,8 @@ def _crown_lower(traced: Traced, lo: Tensor, up: Tensor, C: Tensor) -> Tensor:
     state = prepare_state(traced.graph, box, "crown")
     lower, upper = bound_graph_spec(state, traced.graph.output, C.unsqueeze(0), "crown")
     return finish_outputs(lower, upper, C, traced.graph, traced.raw, box.interval(),
-                          traced.precision, state.bounds)[0]
+                          traced.precision, state.bounds,
+                          covers_own_rounding(state, "crown"))[0]
 
 
 def _split_dims(model: nn.Module, centers: Tensor, width: Tensor, C: Tensor,
