@@ -9,9 +9,11 @@ each rounded operation can have cost; the result is a bound of the *real* quanti
 
 **Invariant.** After the steps through the nodes above k, ``<A, v_target> <= sum_j <Λ̂_j,
 v_j> + β`` over the domain, Λ̂_j the coefficients *as computed* and β real. Each computed
-quantity is paired with the sound intervals of the node values: ``|v_j| <= m_j`` (the abs max
-of ``state.interval(j)``; these intervals are sound by induction, each CROWN bound being
-widened by its own tally before it is stored).
+quantity is paired with the intervals of the node values: ``|v_j| <= m_j`` (the abs max of
+``state.interval(j)``). Their CROWN parts carry their own tally (every CROWN bound is widened
+by its tally before it is stored); their IBP parts are taken as computed (each interval
+end is one op's evaluation at the inputs' ends, off by a few ulps of the node's magnitude:
+the first-order model of :mod:`lipbound.bounds.rounding`, item 3, as before).
 
 **Step (Lemmas 1-2 of :mod:`lipbound.propagate.mixed`, read with centres 0).** Through node k
 with input values v_i (bounded by m_i): the op's ``backward_facts`` at centres 0 and radii
@@ -24,9 +26,10 @@ are formed in floating point from the intervals: allowing each line a violation 
 ``RELAXATION_OPS u (|a| |x| + |c|)`` (slopes and intercepts are a few rounded operations of
 the interval ends), all three are covered by
 ``gamma_{N_k} <|Λ̂_k|, M_k + max(|y_lo|, |y_up|)>``, N_k = max(n + 2, numel(out) + 1) +
-``RELAXATION_OPS``. An op without the facts is charged ``SAFETY gamma_{N'} <|Λ̂_k|,
-magnitude_k(m)>`` with N' every element it reads or writes plus ``RELAXATION_OPS`` (the
-first-order model of :mod:`lipbound.bounds.rounding`, item 3, localised to the step).
+``RELAXATION_OPS`` (``gamma_a X + gamma_b Y <= gamma_max(a, b) (X + Y)``; float64 products
+carry one rounding, the lemmas' n + 2 allow for two). An op without the facts is charged
+``SAFETY gamma_{N'} <|Λ̂_k|, magnitude_k(m)>`` with N' every element it reads or writes plus
+``RELAXATION_OPS`` (the first-order model of :mod:`lipbound.bounds.rounding`, item 3, localised to the step).
 
 **Merges (Lemma 3).** Where coefficients P, Q meet at node j, ``fl(P + Q) = (P + Q)(1 + δ)``,
 |δ| <= u, so ``<P + Q, v_j> <= <fl(P + Q), v_j> + u/(1-u) <|fl(P + Q)|, m_j>``. A node
@@ -35,13 +38,18 @@ that does not depend on the input adds ``<Λ̂, value>``: ``gamma_{numel+1} <|Λ
 **Bias and concretisation.** β is a recursive sum of K computed step biases b_k: off by at most
 ``gamma_K sum |b_k|``. The concretisation (``<A_x, x0> + eps ||A_x||_*`` or the box form
 ``<A_x⁺, hi> + <A_x⁻, lo>``, plus β) sums at most ``n_in`` products, a norm (relative error
-below gamma_{n_in+2}) and three more operations; every term is at most ``|A_x| m_x`` (m_x: abs
-max of the domain's box; ``|x0| + eps >= |x|`` and ``eps ||A||_q <= eps ||A||_1``) or |β|, so
-it is off by at most ``gamma_{n_in+4} (<|A_x|, m_x> + |β|)``.
+below gamma_{n_in+2}) and three more operations; every term is at most ``|A_x| m_x`` (m_x:
+the larger of the abs max of the domain's box and, for a ball, ``|x0| + eps``;
+``eps ||A||_q <= eps ||A||_1``) or |β|, so it is off by at most
+``gamma_{n_in+4} (<|A_x|, m_x> + |β|)``.
 
 **The tally's own arithmetic.** Every term is a sum of products of non-negative floats (at
 most ``count`` rounded operations deep), so the computed total T̂ satisfies T <= T̂ / (1 -
 gamma_count); the final ``bound + T`` is rounded up by one ulp.
+
+Applies to CROWN and alpha-CROWN in the state's dtype without branch-and-bound multipliers
+(:func:`applies`); :mod:`lipbound.propagate.mixed` (float32 coefficients) and split states
+keep the global allowance of :func:`lipbound.propagate.rounding.compute_allowance`.
 """
 
 from __future__ import annotations
@@ -147,7 +155,7 @@ class Tally:
         out = self.total + _up(gamma(self.terms, u)) * self.abs_bias
         count = self.count + self.terms + 4
         if A_x is not None:
-            mx = self.state.domain.interval().abs_max().unsqueeze(1)
+            mx = _input_magnitude(self.state.domain).unsqueeze(1)
             n_in = mx[0].numel() + 4
             with torch.no_grad():
                 conc = windows.dot(A_x.detach().abs(), mx) + bias.detach().abs()
@@ -156,6 +164,17 @@ class Tally:
         else:
             out = out + _up(gamma(2, u)) * bias.detach().abs()
         return out * _up(1.0 / (1.0 - gamma(count, u)))
+
+
+def _input_magnitude(domain) -> Tensor:
+    """[B, *in]: at least |x| over the domain's box and, for an l_p ball, |center| + eps
+    (the terms of its concretisation, clipped to a data range or not)."""
+    m = domain.interval().abs_max()
+    center = getattr(domain, "center", None)
+    if center is None:
+        return m
+    eps = domain.eps.reshape(-1, *([1] * (center.dim() - 1)))
+    return torch.maximum(m, center.abs() + eps)
 
 
 def _facts(op, node, m: list[Tensor], rel):

@@ -41,12 +41,13 @@ def _cancelling_net(seed: int, perm: torch.Tensor | None = None) -> nn.Sequentia
 def _exact(net: nn.Sequential, x: list[Fraction]) -> Fraction:
     """The real-arithmetic output of ``net`` at x, in rationals."""
     v = x
-    for i, layer in enumerate(net):
+    for layer in net:
         if isinstance(layer, nn.ReLU):
             v = [max(t, Fraction(0)) for t in v]
             continue
         W = [[Fraction(float(w)) for w in row] for row in layer.weight.tolist()]
-        b = [Fraction(float(t)) for t in layer.bias.tolist()]
+        b = [Fraction(0)] * len(W) if layer.bias is None else \
+            [Fraction(float(t)) for t in layer.bias.tolist()]
         v = [sum((w * t for w, t in zip(row, v)), Fraction(0)) + bi for row, bi in zip(W, b)]
     return v[0]
 
@@ -95,6 +96,43 @@ def test_without_the_tally_the_exact_value_escapes():
     (so the tally is what makes the test above pass)."""
     with own_rounding.disabled():
         assert _violations(range(12), eps=1e-12) > 0
+
+
+def _coefficient_cancelling_net(seed: int) -> nn.Sequential:
+    """Linear-ReLU-Linear whose back-substituted input coefficient W1^T w2 cancels: the rows
+    of W1 are ~1e4 and nearly equal, w2 sums to about 0, the ReLUs are stably active. The
+    rounding of the computed coefficient (paired with x ~ 10) dominates the bound's error,
+    far above what the concretisation's own rounding allows for."""
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1, bias=False)).double().eval()
+    with torch.no_grad():
+        base = torch.randn(1, 3, generator=g, dtype=torch.float64) * 1e4
+        net[0].weight.copy_(base + torch.randn(8, 3, generator=g, dtype=torch.float64))
+        net[0].bias.fill_(1e6)
+        w = torch.randn(8, generator=g, dtype=torch.float64) * 1e2
+        w[-1] = -w[:-1].sum()
+        net[2].weight.copy_(w.reshape(1, 8))
+    return net
+
+
+def _coefficient_violations(seeds) -> int:
+    bad = 0
+    for seed in seeds:
+        net = _coefficient_cancelling_net(seed)
+        x0 = torch.randn(3, generator=torch.Generator().manual_seed(100 + seed),
+                         dtype=torch.float64) * 10
+        lo, up = _bounds(net, x0, 1e-12)
+        bad += sum(not lo <= _exact(net, p) <= up for p in _corners(x0, 1e-12))
+    return bad
+
+
+def test_coefficient_rounding_is_covered(monkeypatch):
+    """The per-step terms (the coefficients' rounding) are what keeps the exact value in
+    the bounds of the coefficient-cancelling family: with them the bounds contain it at
+    every corner; with the step terms dropped (mutation) they miss it."""
+    assert _coefficient_violations(range(10)) == 0
+    monkeypatch.setattr(own_rounding.Tally, "step", lambda self, *args: None)
+    assert _coefficient_violations(range(10)) > 0
 
 
 def test_tally_is_small_against_the_width():
