@@ -29,7 +29,8 @@ the interval ends), all three are covered by
 ``RELAXATION_OPS`` (``gamma_a X + gamma_b Y <= gamma_max(a, b) (X + Y)``; float64 products
 carry one rounding, the lemmas' n + 2 allow for two). An op without the facts is charged
 ``SAFETY gamma_{N'} <|Λ̂_k|, magnitude_k(m)>`` with N' every element it reads or writes plus
-``RELAXATION_OPS`` (the first-order model of :mod:`lipbound.bounds.rounding`, item 3, localised to the step).
+``RELAXATION_OPS`` (the first-order model of :mod:`lipbound.bounds.rounding`, item 3,
+localised to the step).
 
 **Merges (Lemma 3).** Where coefficients P, Q meet at node j, ``fl(P + Q) = (P + Q)(1 + δ)``,
 |δ| <= u, so ``<P + Q, v_j> <= <fl(P + Q), v_j> + u/(1-u) <|fl(P + Q)|, m_j>``. A node
