@@ -122,23 +122,35 @@ class Tally:
 
     def step(self, node, op, A, rel) -> None:
         """Through node ``node`` (op ``op``, relaxation ``rel`` or None) with coefficients A."""
+        M, g, n_ops = self._terms(node, op, rel)
+        self._add(A, M, g, n_ops)
+
+    def _terms(self, node, op, rel) -> tuple[Tensor, float, int]:
+        """(M_k + max(|y_lo|, |y_up|) [N, 1, *out], its gamma factor, rounded ops) of a step
+        (module doc), cached per node for the current intervals and relaxation."""
         st = self.state
         ivs = [st.interval(s) for s in node.inputs]
+        key = tuple(iv.lower for iv in ivs)
+        cache = st.coef_cache.setdefault("own_terms", {})
+        hit = cache.get(node.name)
+        if hit is not None and hit[0] is rel and all(a is b for a, b in zip(hit[1], key)):
+            return hit[2]
         m = [iv.abs_max() for iv in ivs]
         facts = _facts(op, node, m, rel)
-        n_out = node.numel
         if facts is not None:
             y_lo, y_up, M = facts
             n = op.backward_sum_terms(node.params, [st.graph[s].shape for s in node.inputs],
                                       node.shape)
-            N = max(n + mixed.EXTRA_OPS, n_out + 1) + RELAXATION_OPS
-            self._add(A, M + torch.maximum(y_lo.abs(), y_up.abs()), gamma(N, self.u), N)
-            return
-        N = sum(st.graph[s].numel for s in node.inputs) + n_out + RELAXATION_OPS
-        kw = {"ivals": ivs} if op.needs_intervals(node.params) or op.interval_aware else {}
-        with torch.no_grad():
-            mag = op.magnitude(node.params, *m, **kw)
-        self._add(A, mag.unsqueeze(1), SAFETY * gamma(N, self.u), N)
+            N = max(n + mixed.EXTRA_OPS, node.numel + 1) + RELAXATION_OPS
+            out = (M + torch.maximum(y_lo.abs(), y_up.abs()), gamma(N, self.u), N)
+        else:
+            N = sum(st.graph[s].numel for s in node.inputs) + node.numel + RELAXATION_OPS
+            use = op.needs_intervals(node.params) or op.interval_aware
+            with torch.no_grad():
+                mag = op.magnitude(node.params, *m, **({"ivals": ivs} if use else {}))
+            out = (mag.unsqueeze(1), SAFETY * gamma(N, self.u), N)
+        cache[node.name] = (rel, key, out)
+        return out
 
     def merge(self, src: str, summed) -> None:
         """Coefficients of node ``src`` were summed (rounded once per element)."""
