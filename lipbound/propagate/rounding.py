@@ -11,7 +11,8 @@ Two graph walks, each asking every op for its facts:
 - :func:`compute_allowance`: the first-order allowance for lipbound's own rounding in the
   compute dtype: ``SAFETY * gamma_N(u) * M`` with M the absolute-value network's magnitude
   (:meth:`~lipbound.ops.base.Op.magnitude`) and N a generous count of the rounded operations
-  along the longest chain (every element an op reads or writes, plus the relaxation's own).
+  along the longest chain (every element an op reads or writes, plus the relaxation's own);
+  CROWN bounds that carry their own tally (:mod:`lipbound.propagate.own_rounding`) skip it.
 
 :func:`finish_outputs`, :func:`finish_elements` and :func:`finish_norms` apply them to output
 bounds, Jacobian element bounds and gradient-norm bounds and round the results outward.
