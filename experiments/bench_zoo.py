@@ -120,12 +120,15 @@ def raw_width(model: nn.Module, x: torch.Tensor, eps: float, method: str) -> flo
     ``output_bounds`` adds (internal API; same propagation as ``output_bounds``)."""
     from lipbound.api import _setup
     from lipbound.inputs import resolve_model
+    from lipbound.propagate import own_rounding
     from lipbound.propagate.driver import bound_graph_spec, prepare_state
 
     traced, _, C, domain = _setup(resolve_model(model), x, eps, math.inf, None, None,
                                   torch.float64)
-    state = prepare_state(traced.graph, domain, method)
-    lo, up = bound_graph_spec(state, traced.graph.output, C.unsqueeze(0), method, ITERATIONS)
+    with own_rounding.disabled():
+        state = prepare_state(traced.graph, domain, method)
+        lo, up = bound_graph_spec(state, traced.graph.output, C.unsqueeze(0), method,
+                                  ITERATIONS)
     return float((up - lo).mean())
 
 

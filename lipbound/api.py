@@ -34,7 +34,13 @@ from lipbound.jacobian.attained import attained_lower
 from lipbound.jacobian.bound import jacobian_state, lipschitz_upper, norm_upper
 from lipbound.jacobian.naive import naive_lipschitz
 from lipbound.norms import dual_norm
-from lipbound.propagate.driver import METHODS, bound_graph_spec, check_method, prepare_state
+from lipbound.propagate.driver import (
+    METHODS,
+    bound_graph_spec,
+    check_method,
+    covers_own_rounding,
+    prepare_state,
+)
 from lipbound.propagate.rounding import finish_elements, finish_norms, finish_outputs
 from lipbound.propagate.state import coefficient_dtype
 from lipbound.results import LipschitzResult
@@ -87,7 +93,8 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     with coefficient_dtype(coef):
         state = prepare_state(graph, domain, method)
         lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method, iterations)
-        return OutputBounds(*_finish_outputs(lo[0], up[0], C, traced, domain, state.bounds))
+        return OutputBounds(*_finish_outputs(lo[0], up[0], C, traced, domain, state.bounds,
+                                             covers_own_rounding(state, method)))
 
 
 @outside_inference_mode
@@ -118,15 +125,16 @@ def output_bounds_batch(model: nn.Module, centers: Any, eps: Any,
     domain = make_domain(batch, e.to(centers.device), norm)
     state = prepare_state(graph, domain, method)
     lo, up = bound_graph_spec(state, graph.output, C.unsqueeze(0), method)
-    return OutputBounds(*_finish_outputs(lo, up, C, traced, domain, state.bounds))
+    return OutputBounds(*_finish_outputs(lo, up, C, traced, domain, state.bounds,
+                                         covers_own_rounding(state, method)))
 
 
-def _finish_outputs(lo, up, C, traced: Traced, domain, known=None):
-    """Output bounds widened for the forward pass's and their own rounding (InputError if
-    any overflowed)."""
+def _finish_outputs(lo, up, C, traced: Traced, domain, known=None, own_included=False):
+    """Output bounds widened for the forward pass's and (unless ``own_included``) their own
+    rounding (InputError if any overflowed)."""
     with torch.no_grad():
         bounds = finish_outputs(lo.detach(), up.detach(), C, traced.graph, traced.raw,
-                                domain.interval(), traced.precision, known)
+                                domain.interval(), traced.precision, known, own_included)
     return _finite(bounds, "output bounds", domain)
 
 

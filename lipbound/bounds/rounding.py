@@ -22,7 +22,10 @@ What lipbound's bounds contain (stated once here, referenced by the README and t
    bound is a sum of products of coefficients whose magnitudes are bounded by the
    absolute-value network (:meth:`lipbound.ops.base.Op.magnitude`); the computed value is off
    by at most ``gamma_N(u) * M`` for ``N`` the number of rounded operations along the
-   longest chain. lipbound adds ``SAFETY`` times that first-order allowance.
+   longest chain. lipbound adds ``SAFETY`` times that first-order allowance, except to
+   CROWN / alpha-CROWN bounds in the compute dtype: those carry a tally of their own
+   rounding, step by step along the back-substitution with the signed coefficients
+   (:mod:`lipbound.propagate.own_rounding`), and need no global allowance.
 
 Results are then rounded outward (``nextafter``) so the final subtraction/addition cannot
 move a bound inward. Compute dtypes below float32 are refused (their gamma_n exceeds 1 for

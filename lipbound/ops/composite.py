@@ -169,6 +169,39 @@ class Softmax(Composite):
         return 0.5 * e_row + KERNEL_SAFETY * ev
 
 
+def moment_errors(var_hi: Tensor, M: Tensor, n: int, u: float) -> tuple[Tensor, Tensor]:
+    """(dmean, dvar): bounds on the rounding of a row's mean and (biased) variance as torch's
+    LayerNorm kernels compute them (CPU ``RowwiseMoments``: Welford updates per lane merged
+    pairwise; CUDA: Welford updates and warp merges; a two-pass kernel is covered too), for a
+    row of n values with |x| <= M and variance <= ``var_hi``.
+
+    Any such algorithm is a tree of merges of (count, mean, M2) triples, a single value
+    being (1, x, 0); merging (a, m_a, S_a) and (b, m_b, S_b) gives the mean ``(a m_a + b
+    m_b) / (a + b)`` and ``S_a + S_b + delta^2 a b / (a + b)``, delta = m_b - m_a (a Welford
+    update is the merge of one value, computed as ``delta (x - m_new)``). In exact arithmetic
+    ``n var = sum over merges of delta^2 a b / (a + b)``. In floating point:
+
+    - every computed mean is a convex combination of its values up to a few roundings per
+      merge (at most 4 u M each, never amplified: the weights are convex), so its error is
+      ``mu <= gamma_(4n) M`` along the at most n merges of a path; ``dmean`` is that bound.
+    - each merge term is a product of at most 7 rounded factors of the (perturbed) delta,
+      and reaches the total through at most n additions of non-negative numbers: relative
+      ``gamma_(n+8)`` with the final division by n.
+    - the mean errors perturb delta by at most 2 mu: the terms change by at most
+      ``4 |delta| mu w + 4 mu^2 w`` (w = a b / (a + b), or 1 for Welford's form, which is
+      at most twice that w). By Cauchy-Schwarz ``sum |delta| w <= sqrt(n var sum w)``, and
+      ``sum w <= n L`` with L = max(2, ceil(log2 n)) (a value is on the smaller side of at most
+      log2 n merges; Welford's weights sum to at most 2n), so the variance moves by at most
+      ``4 mu sqrt(var L) + 4 mu^2 L``.
+
+    So ``dvar = gamma_(n+8) var_hi + 4 mu sqrt(var_hi L) + 4 mu^2 L``: relative to the
+    row's spread, not to M^2 (the cancellation a one-pass sum of squares would suffer)."""
+    mu = gamma(4 * n, u) * M
+    L = max(2, math.ceil(math.log2(max(n, 2))))
+    v = var_hi.clamp_min(0)
+    return mu, gamma(n + 8, u) * v + 4 * mu * (v * L).sqrt() + 4 * mu * mu * L
+
+
 class Norm(Composite):
     """LayerNorm (kind layer_norm) and RMSNorm (rms_norm) over the last ``ndim`` per-sample
     dims, GroupNorm (group_norm: ``groups`` over [C, *spatial]); params ``weight``, ``bias``
@@ -261,8 +294,10 @@ class Norm(Composite):
 
         - propagated: |w| r^ (2 + sqrt n) max e (LayerNorm/GroupNorm: the Jacobian is
           w r (I - 1 1^T / n - c^ c^T / n) with sum c^2 <= n), |w| r^ (1 + sqrt n) max e (RMS);
-        - mean: gamma_(n+1) M; variance (any summation order, Welford included):
-          gamma_(8n+16) (2M)^2 (RMS: gamma_(n+2) M^2); rsqrt at the computed variance
+        - mean and variance: LayerNorm :func:`moment_errors` (Welford updates, pairwise
+          merges or two passes, in any order); GroupNorm gamma_(n+1) M and (any algorithm,
+          one-pass sums of squares included) gamma_(8n+16) (2M)^2; RMSNorm gamma_(n+2) M^2;
+          rsqrt at the computed variance
           (>= var - its error, clamped at 0): (r'^3 / 2) dvar + gamma_c r';
         - output ``(x r - mean r) w + b`` (CPU) or ``(x - mean) r w + b`` (GPU):
           |w| ((|x| + M) dr + r' dmean) + gamma_5 (|w| r' (|x| + M) + |b|).
@@ -280,13 +315,19 @@ class Norm(Composite):
         n = E.shape[-1]
         e_row, M = E.amax(-1, keepdim=True), Mx.amax(-1, keepdim=True)
         v_lo = var_lo.reshape(var_lo.shape[0], -1, 1)
+        v_hi = vals["out__var"].upper.reshape(v_lo.shape)
         if inner and "var" in inner:
+            move = 8 * M * e_row + 4 * e_row * e_row  # how far the errors move the variance
             vk = inner["var"].lower
-            vk = vk.reshape(vk.shape[0], -1, 1) - 8 * M * e_row - 4 * e_row * e_row
-            v_lo = torch.maximum(v_lo, vk.clamp_min(0))
+            v_lo = torch.maximum(v_lo, (vk.reshape(v_lo.shape) - move).clamp_min(0))
+            v_hi = torch.minimum(v_hi, inner["var"].upper.reshape(v_lo.shape) + move)
         rms = self.rms
-        dmean = 0.0 if rms else gamma(n + 1, u) * M
-        dvar = gamma(n + 2, u) * M * M if rms else gamma(8 * n + 16, u) * (2 * M) ** 2
+        if rms:
+            dmean, dvar = 0.0, gamma(n + 2, u) * M * M
+        elif self.kind == "layer_norm":
+            dmean, dvar = moment_errors(v_hi, M, n, u)
+        else:
+            dmean, dvar = gamma(n + 1, u) * M, gamma(8 * n + 16, u) * (2 * M) ** 2
         r_hat = (v_lo + eps).rsqrt()
         r_c = ((v_lo - dvar).clamp_min(0) + eps).rsqrt()  # at the computed variance
         dr = 0.5 * r_c ** 3 * dvar + gamma(EVAL_ULPS + 3, u) * r_c

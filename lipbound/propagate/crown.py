@@ -9,6 +9,7 @@ relaxations read come from :mod:`lipbound.propagate.intermediate`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -19,7 +20,7 @@ from lipbound.bounds.rounding import unit_roundoff
 from lipbound.graph.ir import INPUT
 from lipbound.ops import registry
 from lipbound.ops.base import Relaxation
-from lipbound.propagate import mixed, window_pool, windows
+from lipbound.propagate import mixed, own_rounding, window_pool, windows
 from lipbound.propagate.state import BoundState
 from lipbound.propagate.windows import Cols, Sparse, Window
 
@@ -63,8 +64,8 @@ def _box_term(state: BoundState, name: str, beta: Mapping[str, Tensor], Ac, dtyp
 
 
 def backsubstitute(state: BoundState, target: str, A: Tensor,
-                   opt: Mapping[str, Mapping[str, Tensor]] | None = None
-                   ) -> tuple[Tensor | None, Tensor]:
+                   opt: Mapping[str, Mapping[str, Tensor]] | None = None,
+                   tally: own_rounding.Tally | None = None) -> tuple[Tensor | None, Tensor]:
     """Linear upper bound of <A, v_target> in terms of the input.
 
     A: [B, S, *shape(target)]. Returns (A_x [B, S, *in], bias [B, S]) with
@@ -75,6 +76,8 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
     split sub-domain (s_j v_j >= 0), is added to the objective there (beta-CROWN's Lagrangian),
     so the bound holds on the sub-domain and can be tighter than with clamping alone.
     Likewise multipliers under :func:`box_key` for nodes with ``state.boxes`` (kink splits).
+    ``tally`` (:class:`~lipbound.propagate.own_rounding.Tally`) records what each rounded
+    step can have cost.
     """
     g = state.graph
     B, S = A.shape[:2]
@@ -97,7 +100,11 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
             bias = bias + b
         if not state.dep[node.name]:
             val = state.fixed[node.name].unsqueeze(1)
-            bias = bias + windows.dot(Ac, val.to(ref.dtype))  # float64 products and sum
+            b = windows.dot(Ac, val.to(ref.dtype))  # float64 products and sum
+            bias = bias + b
+            if tally is not None:
+                tally.fixed(Ac, val.to(ref.dtype))
+                tally.bias(b)
             continue
         if node.op == INPUT:
             A_x = mixed.cast(windows.dense(Ac), ref.dtype) if low else windows.dense(Ac)
@@ -111,12 +118,20 @@ def backsubstitute(state: BoundState, target: str, A: Tensor,
         else:
             parts, b = _nonlinear_backward(state, node, op, Ac,
                                            None if opt is None else opt.get(node.name))
+        if tally is not None:
+            with torch.no_grad():
+                rel = None if op.linear else relaxation(
+                    state, node.name, None if opt is None else opt.get(node.name))
+            tally.step(node, op, Ac, rel)
+            tally.bias(b)
         bias = bias + b
         for src, part in zip(node.inputs, parts):
             if part is None:
                 continue
             prev = pending.get(src)
             pending[src] = part if prev is None else windows.add(prev, part)
+            if tally is not None and prev is not None:
+                tally.merge(src, pending[src])
             if low and prev is not None and mixed.coef_dtype_of(pending[src]) != ref.dtype:
                 with torch.no_grad():  # a value only: the bias keeps its graph
                     rb = mixed.rounding_bias([prev, part], pending[src],
@@ -218,17 +233,26 @@ def crown_upper(state: BoundState, target: str, A: Tensor,
                 opt: Mapping[str, Mapping[str, Tensor]] | None = None) -> Tensor:
     """sup over the domain of <A[b, s], v_target(x)>, as a sound upper bound [B, S]."""
     ref = A if isinstance(A, Tensor) else A.data
+    tally = own_rounding.Tally(state, ref.dtype) if own_rounding.applies(state, ref.dtype) \
+        else None
     if mixed.active(state, ref.dtype):
         with mixed.exact_float32_kernels(ref.device):
             A_x, bias = backsubstitute(state, target, A, opt)
     else:
-        A_x, bias = backsubstitute(state, target, A, opt)
+        A_x, bias = backsubstitute(state, target, A, opt, tally)
+    B = state.domain.batch_size
     if A_x is None:  # the bound is the constant bias on the whole domain
-        return bias.expand(state.domain.batch_size, -1) if bias.shape[0] == 1 else bias
-    if A_x.shape[0] != state.domain.batch_size:
-        A_x = A_x.expand(state.domain.batch_size, *A_x.shape[1:])
-        bias = bias.expand(state.domain.batch_size, -1)
-    return state.domain.concretize_upper(A_x, bias)
+        up = bias.expand(B, -1) if bias.shape[0] == 1 else bias
+    else:
+        if A_x.shape[0] != B:
+            A_x = A_x.expand(B, *A_x.shape[1:])
+            bias = bias.expand(B, -1)
+        up = state.domain.concretize_upper(A_x, bias)
+    if tally is None:
+        return up
+    up = up + tally.finish(A_x, bias)
+    last = up.detach()
+    return up + (torch.nextafter(last, torch.full_like(last, math.inf)) - last)  # one ulp up
 
 
 __all__ = ["Relaxation", "backsubstitute", "beta_key", "crown_upper", "relaxation"]

@@ -9,6 +9,7 @@ from lipbound.bounds.domains import Domain
 from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.errors import UnknownMethodError
 from lipbound.graph.ir import Graph
+from lipbound.propagate import own_rounding
 from lipbound.propagate.alpha import alpha_crown_upper
 from lipbound.propagate.crown import crown_upper
 from lipbound.propagate.ibp import evaluate_fixed, ibp_pass, ibp_spec_upper
@@ -62,7 +63,27 @@ def bound_graph_spec(state: BoundState, target: str, C: Tensor, method: str = "c
     up = ibp_spec_upper(state, target, A)
     if method == "crown":
         with torch.no_grad():
-            up = torch.minimum(up, crown_upper(state, target, A))
+            up = _with_ibp(state, target, A, up, crown_upper(state, target, A))
     elif method == "alpha-crown":
-        up = torch.minimum(up, alpha_crown_upper(state, target, A, iterations))
+        up = _with_ibp(state, target, A, up, alpha_crown_upper(state, target, A, iterations))
     return -up[:, S:], up[:, :S]
+
+
+def covers_own_rounding(state: BoundState, method: str) -> bool:
+    """Whether :func:`bound_graph_spec`'s bounds of ``method`` already contain the rounding
+    of their own computation (CROWN's per-step tally, :mod:`lipbound.propagate.own_rounding`,
+    and the IBP bound widened by :func:`~lipbound.propagate.rounding.compute_allowance`
+    wherever it is the smaller)."""
+    return method != "ibp" and own_rounding.applies(state, state.domain.interval().lower.dtype)
+
+
+def _with_ibp(state: BoundState, target: str, A: Tensor, ibp: Tensor, crown: Tensor) -> Tensor:
+    """min(IBP, CROWN) bound [B, S]; where CROWN carries its own rounding and IBP is smaller
+    somewhere, IBP is first widened by the global own-rounding allowance."""
+    if own_rounding.applies(state, crown.dtype) and bool((ibp < crown).any()):
+        from lipbound.propagate.rounding import compute_allowance
+
+        own = compute_allowance(state.graph, state.domain.interval(), target, crown.dtype)
+        ibp = ibp + (A.detach().abs() * own.unsqueeze(1)).flatten(2).sum(-1)
+        ibp = torch.nextafter(ibp, torch.full_like(ibp, float("inf")))
+    return torch.minimum(ibp, crown)

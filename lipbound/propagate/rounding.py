@@ -11,7 +11,8 @@ Two graph walks, each asking every op for its facts:
 - :func:`compute_allowance`: the first-order allowance for lipbound's own rounding in the
   compute dtype: ``SAFETY * gamma_N(u) * M`` with M the absolute-value network's magnitude
   (:meth:`~lipbound.ops.base.Op.magnitude`) and N a generous count of the rounded operations
-  along the longest chain (every element an op reads or writes, plus the relaxation's own).
+  along the longest chain (every element an op reads or writes, plus the relaxation's own);
+  CROWN bounds that carry their own tally (:mod:`lipbound.propagate.own_rounding`) skip it.
 
 :func:`finish_outputs`, :func:`finish_elements` and :func:`finish_norms` apply them to output
 bounds, Jacobian element bounds and gradient-norm bounds and round the results outward.
@@ -217,15 +218,19 @@ def compute_allowance(graph: Graph, x: Interval, target: str, dtype: torch.dtype
 
 def finish_outputs(lower: Tensor, upper: Tensor, C: Tensor, graph: Graph, raw: Graph,
                    x: Interval, prec: Precision,
-                   known: Mapping[str, Interval] | None = None) -> tuple[Tensor, Tensor]:
+                   known: Mapping[str, Interval] | None = None,
+                   own_included: bool = False) -> tuple[Tensor, Tensor]:
     """Output bounds ([S], or [B, S] for a batch of input sets ``x``) of C f widened to contain
     the real function and the forward pass in ``prec`` (``raw``: the unrewritten graph), with
-    an allowance for the rounding of their own computation in ``lower.dtype``; NaN or
-    overflowing bounds raise :class:`InputError`."""
+    an allowance for the rounding of their own computation in ``lower.dtype`` unless
+    ``own_included`` (bounds that carry it already: CROWN's per-step tally,
+    :mod:`lipbound.propagate.own_rounding`); NaN or overflowing bounds raise
+    :class:`InputError`."""
     known = known or {}
-    exec_err = spec_execution_error(raw, x, prec, C, known.get)
-    own = compute_allowance(graph, x, graph.output, lower.dtype).flatten(1)
-    allowance = exec_err + own.to(C.dtype) @ C.abs().T
+    allowance = spec_execution_error(raw, x, prec, C, known.get)
+    if not own_included:
+        own = compute_allowance(graph, x, graph.output, lower.dtype).flatten(1)
+        allowance = allowance + own.to(C.dtype) @ C.abs().T
     if lower.dim() == 1:
         allowance = allowance[0]
     return outward(lower, upper, allowance)
