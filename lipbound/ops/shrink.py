@@ -79,7 +79,7 @@ class Discontinuous(PiecewiseLinear):
                 out = out + jump
             else:
                 near = (ivals[0].lower - e <= v) & (v <= ivals[0].upper + e)
-                out = out + torch.where(near, jump, 0.0)
+                out = out + near.to(e.dtype) * jump
         return out
 
 
