@@ -1,16 +1,19 @@
 """The explicit operator registry: op kind -> Op implementation.
 
-Every op kind lipbound can bound is listed here, with the module that holds its relaxation.
-Looking for the relaxation of an op? ``lipbound.ops.registry.REGISTRY["tanh"]`` names its class;
-affine ops live in ``ops/affine.py`` and ``ops/shape.py``, ReLU-like ones in ``ops/relu_like.py``,
-smooth activations in ``ops/smooth.py``, pooling in ``ops/pooling.py``, piecewise-linear
-functions (hardtanh, relu6, hardsigmoid, steps) and hardswish in ``ops/piecewise.py``, exp, log
-and powers in ``ops/domain_fns.py``, reductions (sum, mean, max, centring, broadcasts) in
-``ops/reduce.py``, adaptive pooling and upsampling in ``ops/resample.py``, composite ops that
-the graph normaliser lowers (softmax, LayerNorm, RMSNorm, GroupNorm) in ``ops/composite.py``,
-and the ops of Clarke Jacobian graphs in ``ops/jacobian_ops.py`` (switches, products, |.|, squares;
-products and |.| serve forward graphs too), ``ops/transpose.py`` (transposed linear ops) and
-``ops/pool_grad.py`` (max-pool derivative).
+Every op kind lipbound can bound is listed here, with the module that holds its relaxation. Looking
+for the relaxation of an op? ``lipbound.ops.registry.REGISTRY["tanh"]`` names its class; affine ops
+live in ``ops/affine.py`` and ``ops/shape.py``, ReLU-like ones in ``ops/relu_like.py``, smooth
+activations in ``ops/smooth.py`` (ELU(alpha) and softplus(threshold) in ``ops/smooth_families.py``,
+atan, erf, GELU-tanh and Mish in ``ops/special.py``), sin and cos in ``ops/periodic.py``,
+softshrink, hardshrink and Threshold in ``ops/shrink.py``, activations that lower to other ops at
+trace time (PReLU, GLU, log1p, expm1) in ``ops/lowerings.py``, pooling in ``ops/pooling.py``,
+piecewise-linear functions (hardtanh, relu6, hardsigmoid, steps) and hardswish in
+``ops/piecewise.py``, exp, log and powers in ``ops/domain_fns.py``, reductions (sum, mean, max,
+centring, broadcasts) in ``ops/reduce.py``, adaptive pooling and upsampling in ``ops/resample.py``,
+composite ops that the graph normaliser lowers (softmax, LayerNorm, RMSNorm, GroupNorm) in
+``ops/composite.py``, and the ops of Clarke Jacobian graphs in ``ops/jacobian_ops.py`` (switches,
+products, |.|, squares; products and |.| serve forward graphs too), ``ops/transpose.py``
+(transposed linear ops) and ``ops/pool_grad.py`` (max-pool derivative).
 
 Everything generic code needs to know about an op is stated by its class (:mod:`lipbound.ops.base`,
 value types in :mod:`lipbound.ops.facts`), never looked up by its name: its Clarke-Jacobian rule

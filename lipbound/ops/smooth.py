@@ -1,4 +1,7 @@
-"""Smooth activations (sigmoid, tanh, GELU, SiLU, softplus, ELU) and their derivatives.
+"""Smooth activations (sigmoid, tanh, GELU, SiLU) and their derivatives, and the mechanism
+that :mod:`lipbound.ops.smooth_families` (ELU(alpha), softplus(threshold)),
+:mod:`lipbound.ops.special` (atan, erf, GELU-tanh, Mish) and :mod:`lipbound.ops.piecewise`
+(hardswish) build on.
 
 One sound mechanism serves them all. For a scalar function f that is piecewise C^1 on known
 pieces where f' is monotone, and any slope k, the tightest lines with slope k around f on
@@ -10,7 +13,10 @@ The extrema of h(x) = f(x) - k x sit at l, u, the piece breakpoints, or the root
 of which each monotone piece of f' holds at most one (found by float64 bisection). So *every*
 slope gives a sound relaxation: default slopes (chord / tangent candidates) give CROWN, and
 optimising the slopes (alpha-CROWN) only ever moves between sound relaxations. The intercepts
-are widened by a tiny margin that dominates float64 rounding and bisection error.
+are widened by a tiny margin that dominates float64 rounding and bisection error. Where f
+itself jumps (softplus's threshold switch, ELU(alpha)'s derivative at 0) both one-sided
+values join the candidates (:attr:`SmoothFn.jumps`), so the bounds hold on both sides and
+at the point.
 """
 
 from __future__ import annotations
