@@ -139,12 +139,16 @@ def default_slopes(fn: Any, l: Tensor, u: Tensor,
                    ) -> tuple[Tensor, Tensor]:
     """Slopes for the lower and upper line: among the chord and tangents at l, u and the
     midpoint, the ones whose line is closest to f at the midpoint (``fn`` has ``f`` and
-    ``df``; ``icpt(fn, k, l, u)`` gives the sound intercepts of slopes k)."""
+    ``df``; ``icpt(fn, k, l, u)`` gives the sound intercepts of slopes k, any k), within
+    [-sup |f'|, sup |f'|]."""
     l64, u64 = l.double(), u.double()
     m = (l64 + u64) / 2
     w = u64 - l64
     chord = torch.where(w > 1e-9, (fn.f(u64) - fn.f(l64)) / w.clamp_min(1e-9), fn.df(m))
     cands = torch.stack([chord, fn.df(l64), fn.df(u64), fn.df(m)])
+    lip = getattr(fn, "lipschitz", math.inf)
+    if math.isfinite(lip):  # a chord across a jump is steeper than f' anywhere: keep the
+        cands = cands.clamp(-lip, lip)  # slopes within sup |f'| (what magnitude() assumes)
     lo_b, up_b = icpt(fn, cands, l64.expand_as(cands), u64.expand_as(cands))
     best_lo = (cands * m + lo_b).argmax(0, keepdim=True)
     best_up = (cands * m + up_b).argmin(0, keepdim=True)
