@@ -12,12 +12,15 @@ get output bounds, and a clear error naming the op from every Lipschitz / Jacobi
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 from torch import nn
 
 import lipbound
+from lipbound.graph.trace import trace
+from lipbound.jacobian.naive import naive_factors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -145,9 +148,11 @@ def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
 def test_discontinuous_activations_get_output_bounds_and_refuse_lipschitz(name):
     model, x = _model(DISCONTINUOUS[name])
     _check_outputs(model, x)
+    graph = trace(model, x[None])
     calls = [lambda: lipbound.local_lipschitz(model, x, EPS, method="crown"),
              lambda: lipbound.local_lipschitz(model, x, EPS, method="naive"),
-             lambda: lipbound.jacobian_bounds(model, x, EPS)]
+             lambda: lipbound.jacobian_bounds(model, x, EPS),
+             lambda: naive_factors(graph, math.inf)]  # the naive product itself
     for call in calls:
         with pytest.raises(lipbound.UnsupportedOperationError) as info:
             call()
