@@ -60,7 +60,8 @@ def _backward_node(fwd: Node, idx: int, forward: Graph, g: str, nodes: list[Node
     if rule is None or (rule.form == CHAIN and len(fwd.inputs) != 1):
         supported = [k for k in registry.kinds() if registry.get(k).differentiable]
         raise UnsupportedOperationError(fwd.op, fwd.where, supported,
-                                        hint="No Clarke-Jacobian rule for this operator.")
+                                        hint=op.no_jacobian_reason
+                                        or "No Clarke-Jacobian rule for this operator.")
     if rule.form == TRANSPOSE:
         params = {"inner": fwd.op, "inner_params": fwd.params, "index": idx,
                   "in_shapes": tuple(forward[s].shape for s in fwd.inputs)}

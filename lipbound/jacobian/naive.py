@@ -113,13 +113,14 @@ def induced_norm(node: Node, idx: int, graph: Graph, p: float) -> float:
 def _activation_constant(node: Node, p: float) -> float:
     """The op's :meth:`~lipbound.ops.base.NonlinearOp.naive_factor` (UnsupportedOperationError
     naming the op and its place when it has none)."""
-    k = registry.get(node.op, node.where).naive_factor(node.params, p)
+    op = registry.get(node.op, node.where)
+    k = op.naive_factor(node.params, p)
     if k is None:
         raise UnsupportedOperationError(
             node.op, node.where, ["linear ops", "ops with a global Lipschitz constant "
                                   "(ReLU-like, smooth and piecewise-linear activations, |.|, "
                                   "max pooling and max over dims)"],
-            hint="The naive bound needs a global Lipschitz constant "
+            hint=op.no_jacobian_reason or "The naive bound needs a global Lipschitz constant "
                  "(exp, log, powers and products have none).")
     return k
 

@@ -61,6 +61,9 @@ class Op:
     #: True when :meth:`jacobian_rule` states a rule (for some params): the Clarke-Jacobian
     #: builder can differentiate through this op (listed in its error messages)
     differentiable: bool = False
+    #: why the op has no Jacobian rule or Lipschitz factor when that is a property of the
+    #: function (a discontinuous one), added to the errors of Lipschitz and Jacobian bounds
+    no_jacobian_reason: str = ""
 
     def jacobian_rule(self, params: Params, index: int) -> JacobianRule | None:
         """How the cotangent of this op's output reaches input ``index`` (see

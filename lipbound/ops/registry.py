@@ -3,7 +3,11 @@
 Every op kind lipbound can bound is registered here by the module that holds its relaxation.
 Looking for the relaxation of an op? ``lipbound.ops.registry.REGISTRY["tanh"]`` names its class;
 affine ops live in ``ops/affine.py``, ``ops/scale_shift.py`` and ``ops/shape.py``, ReLU-like ones
-in ``ops/relu_like.py``, smooth activations in ``ops/smooth.py``, pooling in ``ops/pooling.py``,
+in ``ops/relu_like.py``, smooth activations in ``ops/smooth.py`` (ELU(alpha) and
+softplus(threshold) in ``ops/smooth_families.py``, atan, erf, GELU-tanh and Mish in
+``ops/special.py``), sin and cos in ``ops/periodic.py``, softshrink, hardshrink and Threshold in
+``ops/shrink.py``, activations that lower to other ops at trace time (PReLU, GLU, log1p, expm1) in
+``ops/lowerings.py``, pooling in ``ops/pooling.py``,
 piecewise-linear functions (hardtanh, relu6, hardsigmoid, steps) and hardswish in
 ``ops/piecewise.py``, exp, log and powers in ``ops/domain_fns.py``, reductions (sum, mean, max,
 centring, broadcasts) in ``ops/reduce.py``, adaptive pooling and upsampling in ``ops/resample.py``,

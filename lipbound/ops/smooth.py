@@ -1,4 +1,7 @@
-"""Smooth activations (sigmoid, tanh, GELU, SiLU, softplus, ELU) and their derivatives.
+"""Smooth activations (sigmoid, tanh, GELU, SiLU) and their derivatives, and the mechanism
+that :mod:`lipbound.ops.smooth_families` (ELU(alpha), softplus(threshold)),
+:mod:`lipbound.ops.special` (atan, erf, GELU-tanh, Mish) and :mod:`lipbound.ops.piecewise`
+(hardswish) build on.
 
 One sound mechanism serves them all. For a scalar function f that is piecewise C^1 on known
 pieces where f' is monotone, and any slope k, the tightest lines with slope k around f on
@@ -10,7 +13,10 @@ The extrema of h(x) = f(x) - k x sit at l, u, the piece breakpoints, or the root
 of which each monotone piece of f' holds at most one (found by float64 bisection). So *every*
 slope gives a sound relaxation: default slopes (chord / tangent candidates) give CROWN, and
 optimising the slopes (alpha-CROWN) only ever moves between sound relaxations. The intercepts
-are widened by a tiny margin that dominates float64 rounding and bisection error.
+are widened by a tiny margin that dominates float64 rounding and bisection error. Where f
+itself jumps (softplus's threshold switch, ELU(alpha)'s derivative at 0) both one-sided
+values join the candidates (:attr:`SmoothFn.jumps`), so the bounds hold on both sides and
+at the point.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from lipbound.bounds.interval import Interval
 from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import NonlinearOp, Params, Relaxation
 from lipbound.ops.registry import register
-from lipbound.ops.tracing import converts, unary, unsupported
+from lipbound.ops.tracing import converts, unary
 
 _BISECT_STEPS = 64
 _MARGIN = 1e-12
@@ -50,6 +56,12 @@ class SmoothFn:
     #: (inf f', sup f') over the real line (difference quotients lie in between by the mean
     #: value theorem); None where not recorded
     slopes: tuple[float, float] | None = None
+    #: points where f itself jumps, as (point, left limit, right limit): every value between
+    #: them is taken as f's value there (the bounds then hold on both sides; a derivative
+    #: with a jump, such as ELU's with alpha != 1, contains its Clarke set at the point)
+    jumps: tuple[tuple[float, float, float], ...] = ()
+    #: points where f is not differentiable (f' jumps): the op's branch-and-bound split points
+    kinks: tuple[float, ...] = ()
 
 
 #: ulps of max(|x|, |f(x)|) that torch's vectorised evaluation of a smooth activation may be
@@ -106,7 +118,13 @@ def intercepts(fn: SmoothFn, k: Tensor, l: Tensor, u: Tensor) -> tuple[Tensor, T
         pts = torch.stack(candidate_points(fn, k64.detach(), l64, u64))
     h = fn.f(pts) - k64.unsqueeze(0) * pts
     lo, hi = h.min(0).values, h.max(0).values
-    scale = 1.0 + h.detach().abs().max(0).values
+    for p, left, right in fn.jumps:  # both one-sided limits where the jump lies in [l, u]
+        inside = (l64 <= p) & (p <= u64)
+        for v in (left, right):
+            hv = torch.where(inside, v - k64 * p, lo)
+            lo = torch.minimum(lo, hv)
+            hi = torch.maximum(hi, torch.where(inside, hv, hi))
+    scale = 1.0 + torch.maximum(lo.abs(), hi.abs()).detach()
     return (lo - _MARGIN * scale).to(dtype), (hi + _MARGIN * scale).to(dtype)
 
 
@@ -116,15 +134,22 @@ def fn_interval(fn: SmoothFn, l: Tensor, u: Tensor) -> Interval:
     return Interval(lo, hi)
 
 
-def _default_slopes(fn: SmoothFn, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+def default_slopes(fn: Any, l: Tensor, u: Tensor,
+                   icpt: Callable[..., tuple[Tensor, Tensor]] = intercepts
+                   ) -> tuple[Tensor, Tensor]:
     """Slopes for the lower and upper line: among the chord and tangents at l, u and the
-    midpoint, the ones whose line is closest to f at the midpoint."""
+    midpoint, the ones whose line is closest to f at the midpoint (``fn`` has ``f`` and
+    ``df``; ``icpt(fn, k, l, u)`` gives the sound intercepts of slopes k, any k), within
+    [-sup |f'|, sup |f'|]."""
     l64, u64 = l.double(), u.double()
     m = (l64 + u64) / 2
     w = u64 - l64
     chord = torch.where(w > 1e-9, (fn.f(u64) - fn.f(l64)) / w.clamp_min(1e-9), fn.df(m))
     cands = torch.stack([chord, fn.df(l64), fn.df(u64), fn.df(m)])
-    lo_b, up_b = intercepts(fn, cands, l64.expand_as(cands), u64.expand_as(cands))
+    lip = getattr(fn, "lipschitz", math.inf)
+    if math.isfinite(lip):  # a chord across a jump is steeper than f' anywhere: keep the
+        cands = cands.clamp(-lip, lip)  # slopes within sup |f'| (what magnitude() assumes)
+    lo_b, up_b = icpt(fn, cands, l64.expand_as(cands), u64.expand_as(cands))
     best_lo = (cands * m + lo_b).argmax(0, keepdim=True)
     best_up = (cands * m + up_b).argmin(0, keepdim=True)
     k_lo = cands.gather(0, best_lo).squeeze(0)
@@ -146,6 +171,11 @@ class SmoothActivation(NonlinearOp):
         self.derivative_fn = derivative_fn
         self.differentiable = derivative_fn is not None
 
+    def fn_of(self, params: Params) -> SmoothFn:
+        """The function of a node with these params (one fixed function here; families of
+        functions such as ELU(alpha) override it)."""
+        return self.fn
+
     def derivative(self, params: Params) -> tuple[str, dict[str, Any]] | None:
         """f' as the registered op of ``derivative_fn`` (None for the derivatives
         themselves: Jacobian graphs are not differentiated again)."""
@@ -153,34 +183,68 @@ class SmoothActivation(NonlinearOp):
         return None if d is None else (d.name, {})
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
-        return self.fn.f(x)
+        return self.fn_of(params).f(x)
+
+    def kinks(self, params: Params) -> tuple[float, ...]:
+        return self.fn_of(params).kinks
 
     def lipschitz(self, params: Params) -> float:
-        return self.fn.lipschitz
+        return self.fn_of(params).lipschitz
 
     def slope_range(self, params: Params) -> tuple[float, float] | None:
-        return self.fn.slopes
+        fn = self.fn_of(params)
+        return None if fn.jumps else fn.slopes
 
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor:
-        return EVAL_ULPS * prec.u * (m_in + m_out) + self.fn.eval_abs + _UNDERFLOW
+        return EVAL_ULPS * prec.u * (m_in + m_out) + self.fn_of(params).eval_abs + _UNDERFLOW
 
     def ibp(self, params: Params, iv: Interval) -> Interval:
-        return fn_interval(self.fn, iv.lower, iv.upper)
+        return fn_interval(self.fn_of(params), iv.lower, iv.upper)
 
     def relax(self, params: Params, iv: Interval, opt: Mapping[str, Tensor] | None = None
               ) -> Relaxation:
+        fn = self.fn_of(params)
         if opt is None:
-            k_lo, k_up = _default_slopes(self.fn, iv.lower, iv.upper)
+            k_lo, k_up = default_slopes(fn, iv.lower, iv.upper)
         else:
             k_lo, k_up = opt["k_lower"], opt["k_upper"]
-        b_lo, _ = intercepts(self.fn, k_lo, iv.lower, iv.upper)
-        _, b_up = intercepts(self.fn, k_up, iv.lower, iv.upper)
+        b_lo, _ = intercepts(fn, k_lo, iv.lower, iv.upper)
+        _, b_up = intercepts(fn, k_up, iv.lower, iv.upper)
         return Relaxation((k_lo,), b_lo, (k_up,), b_up)
 
     def init_opt(self, params: Params, iv: Interval) -> dict[str, Tensor]:
-        k_lo, k_up = _default_slopes(self.fn, iv.lower, iv.upper)
+        k_lo, k_up = default_slopes(self.fn_of(params), iv.lower, iv.upper)
         return {"k_lower": k_lo, "k_upper": k_up}
+
+
+class SmoothFamily(SmoothActivation):
+    """A smooth activation with numeric params (ELU's alpha, softplus's threshold): ``make``
+    builds the :class:`SmoothFn` of a params dict (``defaults`` fill absent keys; one
+    function per distinct value, cached). Its derivative is the op ``derivative_kind`` with
+    the same params (None: this is a derivative, not differentiated again)."""
+
+    def __init__(self, kind: str, make: Callable[..., SmoothFn], defaults: Mapping[str, float],
+                 derivative_kind: str | None = None) -> None:
+        self.make, self.defaults = make, dict(defaults)
+        self._cache: dict[tuple[float, ...], SmoothFn] = {}
+        super().__init__(self.fn_of({}), kind)
+        self.derivative_kind = derivative_kind
+        self.differentiable = derivative_kind is not None
+
+    def _values(self, params: Params) -> tuple[float, ...]:
+        return tuple(float(params.get(k, v)) for k, v in self.defaults.items())
+
+    def fn_of(self, params: Params) -> SmoothFn:
+        key = self._values(params)
+        if key not in self._cache:
+            self._cache[key] = self.make(*key)
+        return self._cache[key]
+
+    def derivative(self, params: Params) -> tuple[str, dict[str, Any]] | None:
+        if self.derivative_kind is None:
+            return None
+        return self.derivative_kind, dict(zip(self.defaults, self._values(params)))
 
 
 # ---------------------------------------------------------------- the functions and derivatives
@@ -275,26 +339,19 @@ TANH = SmoothFn("tanh", torch.tanh, _dtanh, (0.0,), 1.0, slopes=(0.0, 1.0))
 GELU = SmoothFn("gelu", lambda x: x * _Phi(x), _dgelu, (-_SQRT2, _SQRT2), 1.12891)
 SILU = SmoothFn("silu", lambda x: x * torch.sigmoid(x), _dsilu,
                 sign_changes(_d2silu, -20.0, 20.0, 40_001), 1.0999)
-SOFTPLUS = SmoothFn("softplus", torch.nn.functional.softplus, torch.sigmoid, (), 1.0,
-                    eval_abs=math.exp(-20.0), slopes=(0.0, 1.0))
-ELU = SmoothFn("elu", _elu, _delu, (0.0,), 1.0, slopes=(0.0, 1.0))
-
 # derivatives, as functions of the pre-activation, for Clarke-Jacobian graphs
 D_SIGMOID = SmoothFn("d_sigmoid", _dsig, _d2sig, (_SIG_INFL, -_SIG_INFL), 0.0963)
 D_TANH = SmoothFn("d_tanh", _dtanh, _d2tanh, (-_TANH_INFL, _TANH_INFL), 0.7699)
 D_GELU = SmoothFn("d_gelu", _dgelu, _d2gelu, (-2.0, 0.0, 2.0), 0.7979)
 D_SILU = SmoothFn("d_silu", _dsilu, _d2silu, sign_changes(_d3silu, -20.0, 20.0, 40_001), 0.50001)
-D_ELU = SmoothFn("d_elu", _delu, lambda x: torch.where(x > 0, torch.zeros_like(x),
-                                                         torch.exp(torch.clamp(x, max=0))),
-                 (0.0,), 1.0)
 
-ACTIVATIONS = {fn.name: fn for fn in (SIGMOID, TANH, GELU, SILU, SOFTPLUS, ELU)}
-DERIVATIVES = {"sigmoid": D_SIGMOID, "tanh": D_TANH, "gelu": D_GELU, "silu": D_SILU,
-               "softplus": SIGMOID, "elu": D_ELU}
+
+ACTIVATIONS = {fn.name: fn for fn in (SIGMOID, TANH, GELU, SILU)}
+DERIVATIVES = {"sigmoid": D_SIGMOID, "tanh": D_TANH, "gelu": D_GELU, "silu": D_SILU}
 
 for _fn in ACTIVATIONS.values():
     register(SmoothActivation(_fn, derivative_fn=DERIVATIVES[_fn.name]))
-for _fn in (D_SIGMOID, D_TANH, D_GELU, D_SILU, D_ELU):
+for _fn in DERIVATIVES.values():
     register(SmoothActivation(_fn))
 
 
@@ -302,23 +359,7 @@ for _fn in (D_SIGMOID, D_TANH, D_GELU, D_SILU, D_ELU):
 
 @converts("aten.gelu.default")
 def _gelu(b, fx, x, approximate="none"):
-    if approximate != "none":
-        raise unsupported(fx, "only the exact (erf) GELU is supported, not approximate='tanh'")
-    b.add(fx, "gelu", [x])
-
-
-@converts("aten.softplus.default")
-def _softplus(b, fx, x, beta=1, threshold=20):
-    if float(beta) != 1.0:
-        raise unsupported(fx, "softplus is supported with beta=1 only")
-    b.add(fx, "softplus", [x])
-
-
-@converts("aten.elu.default")
-def _elu(b, fx, x, alpha=1.0, scale=1, input_scale=1):
-    if float(alpha) != 1.0 or float(scale) != 1.0 or float(input_scale) != 1.0:
-        raise unsupported(fx, "ELU is supported with alpha=1 (and no scaling) only")
-    b.add(fx, "elu", [x])
+    b.add(fx, "gelu" if approximate == "none" else "gelu_tanh", [x])
 
 
 for _kind in ("sigmoid", "tanh", "silu"):

@@ -156,14 +156,14 @@ def test_where_names_the_module_of_each_node(traced):
 
 
 def test_unsupported_op_names_op_and_location():
-    class Sin(nn.Module):
+    class Sinh(nn.Module):
         def forward(self, x):
-            return torch.sin(x)
+            return torch.sinh(x)
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.block = nn.Sequential(nn.Linear(3, 4), Sin())
+            self.block = nn.Sequential(nn.Linear(3, 4), Sinh())
             self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
@@ -172,10 +172,10 @@ def test_unsupported_op_names_op_and_location():
     with pytest.raises(UnsupportedOperationError) as info:
         trace(Net().eval(), torch.zeros(1, 3))
     err = info.value
-    assert err.op == "aten.sin.default"
-    assert "module 'block.1' (Sin)" in err.where
-    assert "torch.sin(x)" in err.where
-    assert "aten.sin.default" in str(err) and err.where in str(err)
+    assert err.op == "aten.sinh.default"
+    assert "module 'block.1' (Sinh)" in err.where
+    assert "torch.sinh(x)" in err.where
+    assert "aten.sinh.default" in str(err) and err.where in str(err)
     assert "aten.linear.default" in err.supported
 
 
@@ -193,9 +193,9 @@ class _Fn(nn.Module):
     (lambda h: torch.cumprod(h, 1), "aten.cumprod.default", "Supported operators"),
     (lambda h: torch.cumsum(h, 1), "aten.cumsum.default", "Supported operators"),
     (lambda h: torch.where(h > 0, h, 2 * h), "aten.gt.Scalar", "Supported operators"),
-    (lambda h: F.gelu(h, approximate="tanh"), "aten.gelu.default", "approximate"),
+    (lambda h: F.elu(h, alpha=-0.5), "aten.elu.default", "alpha > 0"),
     (lambda h: F.leaky_relu(h, 2.0), "aten.leaky_relu.default", "negative slope"),
-    (lambda h: F.softplus(h, beta=2.0), "aten.softplus.default", "beta=1"),
+    (lambda h: F.softplus(h, beta=-2.0), "aten.softplus.default", "beta > 0"),
     (lambda h: F.pad(h, (1, 1), value=1.0), "aten.pad.default", "zero"),
     (lambda h: h.sum(0, keepdim=True).expand(2, 3), "aten.sum.dim_IntList", "Supported operators"),
 ])
@@ -218,7 +218,11 @@ def test_relu_spellings_become_relu(fn):
 @pytest.mark.parametrize("module, op, params", [
     (nn.LeakyReLU(0.2), "leaky_relu", {"negative_slope": 0.2}),
     (nn.Tanh(), "tanh", {}), (nn.GELU(), "gelu", {}), (nn.Sigmoid(), "sigmoid", {}),
-    (nn.SiLU(), "silu", {}), (nn.Softplus(), "softplus", {}), (nn.ELU(), "elu", {}),
+    (nn.SiLU(), "silu", {}), (nn.Softplus(), "softplus", {"threshold": 20.0}),
+    (nn.ELU(), "elu", {"alpha": 1.0}), (nn.GELU(approximate="tanh"), "gelu_tanh", {}),
+    (nn.Mish(), "mish", {}), (nn.Softshrink(0.3), "pwl", {
+        "breakpoints": (-0.3, 0.3), "slopes": (1.0, 0.0, 1.0), "intercepts": (0.3, 0.0, -0.3),
+        "name": "softshrink"}),
 ])
 def test_activation_kinds(module, op, params):
     graph = trace(_Fn(module).eval(), torch.zeros(1, 3), normalize_graph=False)

@@ -1,12 +1,12 @@
 """Two ops lipbound does not have, written as a new op file in ``lipbound/ops/`` would be.
 
 Importing this module registers them exactly as an op module does at import (nothing else in
-the library is edited): ``atan`` (with its derivative ``d_atan``) on the library's any-slope
-mechanism for smooth functions, and ``softshrink`` written from scratch on
-:class:`~lipbound.ops.base.NonlinearOp`, with its Clarke derivative a library ``pwl`` step.
-Each registers the ATen call it converts. ``tests/ops/test_new_op_one_file.py`` imports it
-inside a fixture (and restores the registries afterwards) and checks that tracing, output
-bounds, the Jacobian rule and local Lipschitz bounds all work with it.
+the library is edited): ``asinh`` (with its derivative ``d_asinh``) on the library's any-slope
+mechanism for smooth functions, and ``rrelu`` (torch's RReLU in eval mode) written from
+scratch on :class:`~lipbound.ops.base.NonlinearOp`, with its Clarke derivative a library
+``pwl`` step. Each registers the ATen call it converts. ``tests/ops/test_new_op_one_file.py``
+imports it inside a fixture (and restores the registries afterwards) and checks that
+tracing, output bounds, the Jacobian rule and local Lipschitz bounds all work with it.
 """
 
 from __future__ import annotations
@@ -26,57 +26,58 @@ from lipbound.ops.registry import register
 from lipbound.ops.smooth import SmoothActivation, SmoothFn
 from lipbound.ops.tracing import converts, unary, unsupported
 
-# -- atan: f' = 1 / (1 + x^2) is monotone on each side of 0; f'' = -2x / (1 + x^2)^2 is
-# monotone between its extrema at +-1/sqrt(3), where sup |f''| = 3 sqrt(3) / 8
+# -- asinh: f' = 1 / sqrt(1 + x^2) is monotone on each side of 0; f'' = -x / (1 + x^2)^1.5
+# is monotone between its extrema at +-1/sqrt(2) (the zeros of f'''), where
+# sup |f''| = 2 / 3^1.5
 
 
-def _datan(x: Tensor) -> Tensor:
-    return 1.0 / (1.0 + x * x)
+def _dasinh(x: Tensor) -> Tensor:
+    return 1.0 / torch.sqrt(1.0 + x * x)
 
 
-def _d2atan(x: Tensor) -> Tensor:
-    return -2.0 * x / (1.0 + x * x) ** 2
+def _d2asinh(x: Tensor) -> Tensor:
+    return -x / (1.0 + x * x) ** 1.5
 
 
-_INFL = 1.0 / math.sqrt(3.0)
-ATAN = SmoothFn("atan", torch.atan, _datan, (0.0,), 1.0, slopes=(0.0, 1.0))
-D_ATAN = SmoothFn("d_atan", _datan, _d2atan, (-_INFL, _INFL), 3.0 * math.sqrt(3.0) / 8.0 + 1e-9)
+_INFL = 1.0 / math.sqrt(2.0)
+ASINH = SmoothFn("asinh", torch.asinh, _dasinh, (0.0,), 1.0, slopes=(0.0, 1.0))
+D_ASINH = SmoothFn("d_asinh", _dasinh, _d2asinh, (-_INFL, _INFL), 2.0 / 3.0 ** 1.5 + 1e-9)
 
-register(SmoothActivation(ATAN, derivative_fn=D_ATAN))
-register(SmoothActivation(D_ATAN))
-converts("aten.atan.default")(unary("atan"))
-
-
-# -- softshrink: x - t above t, x + t below -t, 0 between (params ``lambd`` t >= 0)
+register(SmoothActivation(ASINH, derivative_fn=D_ASINH))
+register(SmoothActivation(D_ASINH))
+converts("aten.asinh.default")(unary("asinh"))
 
 
-class Softshrink(NonlinearOp):
-    """y = x - t for x > t, x + t for x < -t, else 0: monotone, 1-Lipschitz, kinks at +-t."""
+# -- rrelu in eval mode: max(x, k x) with k the middle of the random slopes' range (params
+# ``slope`` k in [0, 1]), written from scratch (a library would lower it to leaky_relu)
 
-    kind = "softshrink"
+
+class RReLU(NonlinearOp):
+    """y = x for x >= 0, k x below: monotone, 1-Lipschitz, kink at 0."""
+
+    kind = "rrelu"
     elementwise = True
     exact_interval = True
     differentiable = True
 
-    def _t(self, params: Params) -> float:
-        return float(params["lambd"])
+    def _k(self, params: Params) -> float:
+        return float(params["slope"])
 
     def apply(self, params: Params, x: Tensor) -> Tensor:
-        return torch.nn.functional.softshrink(x, self._t(params))
+        return torch.where(x >= 0, x, self._k(params) * x)
 
     def kinks(self, params: Params) -> tuple[float, ...]:
-        t = self._t(params)
-        return (-t, t)
+        return (0.0,)
 
     def lipschitz(self, params: Params) -> float:
         return 1.0
 
     def slope_range(self, params: Params) -> tuple[float, float]:
-        return 0.0, 1.0
+        return self._k(params), 1.0
 
     def eval_error(self, params: Params, m_in: Tensor, m_out: Tensor, prec: Precision
                    ) -> Tensor:
-        """One rounded subtraction x -+ t: at most u |y|."""
+        """One rounded product k x: at most u |y|."""
         return prec.u * m_out
 
     def ibp(self, params: Params, iv: Interval) -> Interval:
@@ -86,28 +87,28 @@ class Softshrink(NonlinearOp):
     def relax(self, params: Params, iv: Interval, opt: Mapping[str, Tensor] | None = None
               ) -> Relaxation:
         """Lines with the chord's slope k; their intercepts are the extrema of f - k x over
-        [l, u], which a piecewise-linear f attains at l, u or a kink inside."""
+        [l, u], which a piecewise-linear f attains at l, u or the kink inside."""
         l, u = iv.lower, iv.upper
         wide = u - l > 0
         k = torch.where(wide, (self.apply(params, u) - self.apply(params, l))
-                        / torch.where(wide, u - l, torch.ones_like(u)), torch.zeros_like(u))
-        pts = [l, u] + [torch.clamp(torch.full_like(l, v), l, u) for v in self.kinks(params)]
+                        / torch.where(wide, u - l, torch.ones_like(u)), torch.ones_like(u))
+        pts = [l, u, torch.clamp(torch.zeros_like(l), l, u)]
         h = torch.stack([self.apply(params, p) - k * p for p in pts])
         lo, hi = h.min(0).values, h.max(0).values
         slack = 1e-12 * (1.0 + h.abs().max(0).values)  # the rounding of k x and f - k x
         return Relaxation((k,), lo - slack, (k,), hi + slack)
 
     def derivative(self, params: Params) -> tuple[str, dict[str, Any]]:
-        """The step 1, 0, 1 (the segment [0, 1] at each kink): a library ``pwl`` node."""
-        t = self._t(params)
-        return "pwl", pwl_params((-t, t), (0.0, 0.0, 0.0), (1.0, 0.0, 1.0), "d_softshrink")
+        """The step k, 1 (the segment [k, 1] at 0): a library ``pwl`` node."""
+        return "pwl", pwl_params((0.0,), (0.0, 0.0), (self._k(params), 1.0), "d_rrelu")
 
 
-register(Softshrink())
+register(RReLU())
 
 
-@converts("aten.softshrink.default")
-def _softshrink(b: Any, fx: Any, x: Any, lambd: float = 0.5) -> None:
-    if float(lambd) < 0:
-        raise unsupported(fx, f"softshrink needs lambd >= 0, got {lambd}")
-    b.add(fx, "softshrink", [x], {"lambd": float(lambd)})
+@converts("aten.rrelu.default")
+def _rrelu(b: Any, fx: Any, x: Any, lower: float = 1 / 8, upper: float = 1 / 3,
+           training: bool = False, generator: Any = None) -> None:
+    if training or not 0 <= lower <= upper <= 1:
+        raise unsupported(fx, "rrelu needs eval mode and 0 <= lower <= upper <= 1")
+    b.add(fx, "rrelu", [x], {"slope": (float(lower) + float(upper)) / 2})

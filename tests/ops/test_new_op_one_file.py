@@ -1,6 +1,6 @@
 """Adding an op is one file in ``lipbound/ops/`` and one test case: proved on two new ops.
 
-``tests/ops/new_op_module.py`` defines ``atan`` (+ ``d_atan``) and ``softshrink`` the way a
+``tests/ops/new_op_module.py`` defines ``asinh`` (+ ``d_asinh``) and ``rrelu`` the way a
 new op module would, registering the ops and the ATen calls they convert at import. With no
 other edit to the library, and one row per op added to the soundness case table
 (:data:`tests.ops.test_ops_soundness.CASES`), the table-driven checks pass for them (sampled
@@ -29,7 +29,7 @@ from tests.ops import test_ops_soundness as fwd_cases
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DT = torch.float64
-NEW_KINDS = ("atan", "d_atan", "softshrink")
+NEW_KINDS = ("asinh", "d_asinh", "rrelu")
 
 
 @pytest.fixture
@@ -40,10 +40,10 @@ def new_ops(monkeypatch):
     registry.load_all()
     sys.modules.pop("tests.ops.new_op_module", None)
     importlib.import_module("tests.ops.new_op_module")
-    for kind in ("atan", "d_atan"):  # the one test case of each op
+    for kind in ("asinh", "d_asinh"):  # the one test case of each op
         monkeypatch.setitem(fwd_cases.CASES, kind, fwd_cases._unary())
-    monkeypatch.setitem(fwd_cases.CASES, "softshrink",
-                        lambda g: ({"lambd": 0.1 + float(torch.rand(1, generator=g))}, [(3, 4)]))
+    monkeypatch.setitem(fwd_cases.CASES, "rrelu",
+                        lambda g: ({"slope": float(torch.rand(1, generator=g))}, [(3, 4)]))
     yield
     registry.REGISTRY.clear()
     registry.REGISTRY.update(ops_before)
@@ -52,7 +52,7 @@ def new_ops(monkeypatch):
 
 
 class Net(nn.Module):
-    """linear -> atan -> linear -> softshrink -> linear (float64)."""
+    """linear -> asinh -> linear -> rrelu (eval) -> linear (float64)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,15 +64,15 @@ class Net(nn.Module):
             p.data = torch.randn(p.shape, generator=g, dtype=DT)
 
     def forward(self, x):
-        h = torch.atan(self.a(x))
-        h = nn.functional.softshrink(self.b(h), 0.4)
+        h = torch.asinh(self.a(x))
+        h = nn.functional.rrelu(self.b(h), 0.1, 0.3, training=False)
         return self.c(h)
 
 
 def test_the_new_ops_are_unknown_without_their_file():
     with pytest.raises(lipbound.UnsupportedOperationError) as info:
         lipbound.output_bounds(Net().eval(), torch.zeros(1, 4, dtype=DT), 0.1, method="ibp")
-    assert info.value.op == "aten.atan.default"
+    assert info.value.op == "aten.asinh.default"
     assert not set(NEW_KINDS) & set(registry.kinds())
 
 
@@ -81,7 +81,7 @@ def test_the_new_ops_are_unknown_without_their_file():
 def test_the_case_table_checks_pass_for_the_new_ops(kind):
     for seed in range(6):
         fwd_cases.check_op_soundness(kind, seed, (0.05, 1.0, 4.0)[seed % 3])
-    if kind != "d_atan":  # derivatives are not differentiated again
+    if kind != "d_asinh":  # derivatives are not differentiated again
         assert registry.get(kind).differentiable
         for seed in (0, 1):
             jac_cases.test_jacobian_rule_equals_autograd(kind, seed)
@@ -100,7 +100,7 @@ def test_a_model_with_the_new_ops_traces_and_is_bounded_soundly():
     x = torch.randn(1, 4, generator=g, dtype=DT)
     eps = 0.15
     assert [n.op for n in trace(model, x).nodes][1:] == [
-        "linear", "atan", "linear", "softshrink", "linear"]
+        "linear", "asinh", "linear", "rrelu", "linear"]
     pts = _ball(x, eps, 4000, g)
     with torch.no_grad():
         ys = model(pts)

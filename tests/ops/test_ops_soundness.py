@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from lipbound.bounds.interval import Interval
 from lipbound.ops import registry
 from lipbound.ops.base import Relaxation
+from lipbound.ops.shrink import hardshrink_params, threshold_params
 
 DT = torch.float64
 TOL = 1e-9
@@ -199,6 +200,17 @@ def _logsumexp(g):
     return {"dims": dims, "keepdim": bool(g.initial_seed() % 3 == 0)}, [(3, 4)]
 
 
+def _elu(g):
+    return {"alpha": (1.0, 0.3, 1.6732632423543772)[g.initial_seed() % 3]
+            * float(0.5 + torch.rand(1, generator=g))}, [(7,)]
+
+
+def _softplus(g):
+    """torch's threshold switch (a tiny jump) at 20, none, or near the inputs (a big one)."""
+    t = (20.0, math.inf, float(_t(g, 1)))[g.initial_seed() % 3]
+    return {"threshold": t}, [(7,)]
+
+
 #: kinds whose inputs must be positive (log, and pow with non-integer or negative exponents)
 POSITIVE = {"log", "pow"}
 
@@ -208,9 +220,15 @@ CASES = {
     "reshape": _reshape, "permute": _permute, "pad": _pad, "avg_pool": _avg_pool,
     "slice": _slice, "concat": _concat, "identity": _identity, "transpose": _transpose,
     "relu": _unary(), "leaky_relu": _leaky, "sigmoid": _unary(), "tanh": _unary(),
-    "gelu": _unary(), "silu": _unary(), "softplus": _unary(), "elu": _unary(),
+    "gelu": _unary(), "silu": _unary(), "softplus": _softplus, "elu": _elu,
     "d_sigmoid": _unary(), "d_tanh": _unary(), "d_gelu": _unary(), "d_silu": _unary(),
-    "d_elu": _unary(), "max_pool": _max_pool, "max_pool_grad": _max_pool_grad,
+    "d_elu": _elu, "d_softplus": _softplus,
+    "atan": _unary(), "d_atan": _unary(), "erf": _unary(), "d_erf": _unary(),
+    "gelu_tanh": _unary(), "d_gelu_tanh": _unary(), "mish": _unary(), "d_mish": _unary(),
+    "sin": _unary(), "cos": _unary(), "d_cos": _unary(),
+    "hardshrink": lambda g: (hardshrink_params(float(torch.rand(1, generator=g))), [(7,)]),
+    "threshold": lambda g: (threshold_params(*_t(g, 2).tolist()), [(7,)]),
+    "max_pool": _max_pool, "max_pool_grad": _max_pool_grad,
     "relu_switch": _binary(), "leaky_switch": _leaky_switch, "mul": _binary(),
     "abs": _unary(), "square": _unary(),
     "pwl": _pwl, "hardswish": _unary(), "exp": _unary(), "log": _unary(), "pow": _pow,
@@ -342,7 +360,9 @@ def _check_transpose(op, params, shapes, g):
 
 
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "gelu", "silu", "softplus", "elu",
-                                  "d_sigmoid", "d_tanh", "d_gelu", "d_silu"])
+                                  "d_sigmoid", "d_tanh", "d_gelu", "d_silu", "d_elu",
+                                  "d_softplus", "atan", "d_atan", "erf", "d_erf", "gelu_tanh",
+                                  "d_gelu_tanh", "mish", "d_mish", "sin", "cos", "d_cos"])
 def test_smooth_relaxation_is_sound_for_any_slope(kind):
     """Any slope gives valid lines: dense grid check with extreme slopes and intervals."""
     op = registry.get(kind)
@@ -358,8 +378,18 @@ def test_smooth_relaxation_is_sound_for_any_slope(kind):
 
 
 def test_smooth_lipschitz_constants_bound_the_derivative():
-    from lipbound.ops.smooth import ACTIVATIONS, DERIVATIVES
+    from lipbound.ops.smooth import SmoothActivation
 
     x = torch.linspace(-30, 30, 600001, dtype=DT)
-    for fn in [*ACTIVATIONS.values(), *DERIVATIVES.values()]:
-        assert fn.df(x).abs().max() <= fn.lipschitz, fn.name
+    params = [{}, {"alpha": 0.3}, {"alpha": 1.6733}, {"threshold": math.inf},
+              {"threshold": 1.0}]
+    for kind in registry.kinds():
+        op = registry.get(kind)
+        if not isinstance(op, SmoothActivation) or op.lipschitz({}) == math.inf:
+            continue
+        for p in params:
+            fn = op.fn_of(p)
+            d = fn.df(x)
+            assert d.abs().max() <= fn.lipschitz, (kind, p)
+            if fn.slopes is not None:
+                assert fn.slopes[0] <= d.min() and d.max() <= fn.slopes[1], (kind, p)
