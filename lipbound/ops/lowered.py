@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from lipbound.ops.affine import _batch_norm
+from lipbound.ops.scale_shift import _batch_norm
 from lipbound.ops.composite import _group_norm
 from lipbound.ops.tracing import (
     Var,
