@@ -28,8 +28,8 @@ import math
 
 import torch
 
-from lipbound.ops.scale_shift import _batch_norm
 from lipbound.ops.composite import _group_norm
+from lipbound.ops.scale_shift import _batch_norm
 from lipbound.ops.tracing import (
     Var,
     as_per_sample,
