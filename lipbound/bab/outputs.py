@@ -41,7 +41,7 @@ class OutputSearch(SignSearch):
         super().__init__(graph, C, domain)
         self.CC = torch.cat([C, -C])
         self.output_iterations = OUTPUT_ITERATIONS
-        self.m64, self.dtype = model64(model)
+        self.m64, self.dtype = model64(model, domain.center[:1])
         self.reach = (_output_reach(self.layers, self.CC) if self.layers is not None else
                       _cotangent_reach(graph, self.CC, domain, self.names))
 

@@ -307,7 +307,7 @@ class LipschitzSearch(SignSearch):
     def __init__(self, model: nn.Module, graph: Graph, C: Tensor, domain: LpBall, q: float):
         super().__init__(graph, C, domain)
         self.q = q
-        self.m64, self.dtype = model64(model)
+        self.m64, self.dtype = model64(model, domain.center[:1])
         self.reach = (_input_reach(self.layers, C) if self.layers is not None else
                       _graph_reach(graph, self.names, C.dtype, C.device))
         self.root_gradient: Interval | None = None  # element bounds [S, *in] on the ball

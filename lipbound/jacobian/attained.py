@@ -18,14 +18,20 @@ from lipbound.autodiff import vjp
 from lipbound.bounds.domains import LpBall, vector_norm
 
 
-def model64(model: nn.Module) -> tuple[nn.Module, torch.dtype]:
-    """A float64 copy of ``model`` in eval mode (the model itself, in its own dtype, when it
-    cannot be copied) and the dtype it computes in."""
+def model64(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, torch.dtype]:
+    """A float64 copy of ``model`` in eval mode and the dtype it computes in; the model itself,
+    in its own dtype, when it cannot be copied, or when the copy fails on ``probe`` (one input
+    [1, *in]; e.g. a forward that builds float32 constants of its own)."""
+    param = next(iter(model.parameters()), None)
+    own = model, (param.dtype if param is not None else torch.float32)
     try:
-        return copy.deepcopy(model).double().eval(), torch.float64
-    except Exception:  # models that cannot be copied: use them as they are
-        param = next(iter(model.parameters()), None)
-        return model, (param.dtype if param is not None else torch.float32)
+        copy64 = copy.deepcopy(model).double().eval()
+        if probe is not None:
+            with torch.no_grad():
+                copy64(probe.to(torch.float64))
+    except Exception:  # noqa: BLE001 - any failure of the copy: use the model as it is
+        return own
+    return copy64, torch.float64
 
 
 def row_gradients(model: nn.Module, X: Tensor, C: Tensor, chunk: int = 4096) -> Tensor:
@@ -62,7 +68,7 @@ def attained_lower(model: nn.Module, C: Tensor, domain: LpBall, q: float, n_samp
                    ) -> tuple[Tensor, Tensor]:
     """(lower [S], witness [S, *in]): the best dual gradient norm found per row (with
     ``smooth_steps``, also by :func:`_smooth_ascend` on ReLU / LeakyReLU networks)."""
-    m64, dtype = model64(model)
+    m64, dtype = model64(model, domain.center[:1])
     gen = torch.Generator(device="cpu").manual_seed(seed)
     dom = LpBall(domain.center.to(dtype), domain.eps.to(dtype), domain.p,
                  None if domain.data_lower is None else domain.data_lower.to(dtype),
