@@ -111,4 +111,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_output_options(d)
     add_config_option(d)
     d.set_defaults(func=run_demo, norm="inf", method="crown", lipschitz_method="crown",
-                   spec="margin", timeout=None)
+                   spec="margin", timeout=None, precision="float64")
