@@ -75,6 +75,15 @@ def _bounds(net, x, eps, tile_size, iterations=0):
             {k: (v.lower, v.upper) for k, v in fwd.bounds.items()}, state, jg)
 
 
+def assert_same_rows(got_pair, want_pair, label: str) -> None:
+    """Windowed bounds (per node, per tile) equal the dense ones to float64 summation order."""
+    for got, want in zip(got_pair, want_pair):
+        assert got.keys() == want.keys()
+        for k in want:
+            for a, b in zip(got[k], want[k]):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=f"{label} node {k}")
+
+
 @pytest.mark.parametrize("name,net,shape", NETS, ids=[n[0] for n in NETS])
 @pytest.mark.parametrize("iterations", [0, 3])
 def test_windowed_rows_equal_dense_rows(tile, name, net, shape, iterations):
@@ -82,12 +91,7 @@ def test_windowed_rows_equal_dense_rows(tile, name, net, shape, iterations):
     dense, dense_f, _, _ = _bounds(net, x, 0.05, 0, iterations)
     for size in (1, 3, 4):
         win, win_f, _, _ = _bounds(net, x, 0.05, size, iterations)
-        for got, want in ((win, dense), (win_f, dense_f)):
-            assert got.keys() == want.keys()
-            for k in want:
-                for a, b in zip(got[k], want[k]):
-                    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12,
-                                               msg=f"{name} node {k} tile {size}")
+        assert_same_rows((win, win_f), (dense, dense_f), f"{name} tile {size}")
 
 
 @pytest.mark.parametrize("name,net,shape", NETS, ids=[n[0] for n in NETS])

@@ -11,7 +11,7 @@ from torch import nn
 
 from lipbound.graph.trace import trace
 from lipbound.propagate import intermediate
-from tests.propagate.test_crown_windows import _bounds
+from tests.propagate.test_crown_windows import _bounds, assert_same_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,9 +48,4 @@ def test_windowed_rows_through_scale_shifts_equal_dense_rows(tile):
     dense, dense_f, _, _ = _bounds(net, x, 0.5, 0)  # wide: unstable ReLUs after the scale
     for size in (1, 3):
         win, win_f, _, _ = _bounds(net, x, 0.5, size)
-        for got, want in ((win, dense), (win_f, dense_f)):
-            assert got.keys() == want.keys()
-            for k in want:
-                for a, b in zip(got[k], want[k]):
-                    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12,
-                                               msg=f"node {k} tile {size}")
+        assert_same_rows((win, win_f), (dense, dense_f), f"tile {size}")
