@@ -5,7 +5,8 @@ Runs ``local_lipschitz(method="bab", objective="max")`` with ``split="mixed"`` a
 ``--max-inputs`` inputs, for seeds ``--seeds A:B`` (default 100:170, a development family
 disjoint from the 40 evaluation seeds 0-39 of bench_bab_family.py), and prints one line per
 problem: seconds to finish, status and upper / attained lower per brancher. Its result set
-``lipbound.api.LIPSCHITZ_MIXED_MAX_DIM``.
+``lipbound.api.LIPSCHITZ_MIXED_MIN_UNSTABLE`` (with the undecided kink counts of method
+crown at each problem's root, printed by the same runs' ``unstable`` field).
 
     OMP_NUM_THREADS=1 taskset -c 1 python experiments/bab_split_choice.py --timeout 10
 """
@@ -21,14 +22,24 @@ from pathlib import Path
 import torch
 
 import lipbound
+from lipbound.api import _setup, _undecided_kinks
+from lipbound.jacobian.bound import jacobian_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bab_family import family_problem  # noqa: E402
 
 
+def unstable(p: dict) -> int:
+    """Kink elements method crown leaves undecided at the problem's root."""
+    traced, _, C, dom = _setup(p["model"], p["x"], p["eps"], float("inf"), None,
+                               p["data_range"], torch.float64)
+    state, _ = jacobian_state(traced.graph, C, dom, "crown", 1.0, bound_gradient=False)
+    return _undecided_kinks(traced.graph, state)
+
+
 def run(seed: int, timeout: float) -> dict:
     p = family_problem(seed)
-    rec: dict = {"name": p["name"], "inputs": p["x"].numel()}
+    rec: dict = {"name": p["name"], "inputs": p["x"].numel(), "unstable": unstable(p)}
     for split in ("mixed", "relu"):
         t = time.perf_counter()
         r = lipbound.local_lipschitz(p["model"], p["x"], p["eps"], method="bab",

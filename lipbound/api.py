@@ -211,12 +211,14 @@ DEFAULT_BAB_TIMEOUT = 60.0
 #: split="auto" splits input boxes up to this many input dimensions ("mixed": halves, then
 #: neurons at the kinks that cut the boxes; "input" without kinks), else kinks ("relu")
 INPUT_SPLIT_MAX_DIM = 8
-#: ... for Lipschitz constants (a gradient norm is constant on each activation region, so sign
-#: splits close its gap where input halves cannot): on a development family of 31 random
-#: ReLU / LeakyReLU MLPs with 2-8 inputs (seeds 100-169 of bench_bab_family, 10 s each),
-#: sign splits certified faster than mixed on every net with 5-8 inputs, often 20-50x; mixed
-#: won only twice, on nets with 3-4 inputs and large eps
-LIPSCHITZ_MIXED_MAX_DIM = 4
+#: ... for Lipschitz constants, mixed only where method crown leaves more than this many
+#: kink elements undecided at the root (a gradient norm is constant on each activation region,
+#: so sign splits close the gap where few regions meet the ball; with many, input halves
+#: shrink them first). Chosen on a development family disjoint from bench_bab_family's 40
+#: evaluation seeds (experiments/bab_split_choice.py, seeds 100-169, 31 nets with 2-8 inputs,
+#: 10 s each): sign splits were faster on every net with at most 30 undecided elements (often
+#: 20-50x), mixed on the two with 40 and 66; and ACAS Xu 1_1 at prop_3's centre needs mixed
+LIPSCHITZ_MIXED_MIN_UNSTABLE = 32
 
 
 def _setup(model: Any, x: Any, eps: Any, norm: Any, spec: Any, data_range: Any,
@@ -285,8 +287,9 @@ def local_lipschitz(model: nn.Module, x: Any, eps: float, norm: float | int | st
     ``split``: "input" (halve input boxes), "relu" (activation
     signs of any ReLU/LeakyReLU network, with LP feasibility checks on MLPs, and the kinks of
     hardtanh / relu6 / clamp / hardsigmoid / |.| / hardswish), "mixed" (input halves while
-    they help, then kinks) or "auto": mixed for at most ``LIPSCHITZ_MIXED_MAX_DIM`` input
-    dimensions, input for networks without kinks, relu otherwise; ``objective``:
+    they help, then kinks) or "auto": mixed for at most ``INPUT_SPLIT_MAX_DIM`` input
+    dimensions where crown leaves more than ``LIPSCHITZ_MIXED_MIN_UNSTABLE`` kink elements
+    undecided, input for networks without kinks, relu otherwise; ``objective``:
     "max" tightens ``value`` = max_s upper[s] (rows whose bound is already below the best
     value attained by any row are not refined further; their upper bounds stay certified)
     and "rows" tightens every row), "exact" (MILP, :mod:`lipbound.exact.api`).
@@ -367,7 +370,16 @@ def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> T
     return _finite((up, up), "Lipschitz upper bounds", domain)[1]
 
 
-def _choose_split(graph: Graph, split: str, mixed_max_dim: int = INPUT_SPLIT_MAX_DIM) -> str:
+def _undecided_kinks(graph: Graph, state) -> int:
+    """How many elements of the nodes a search may split lie strictly across their kink."""
+    count = 0
+    for sp in split_points(graph):
+        iv = state.bounds[sp.node]
+        count += int(((iv.lower < sp.point) & (iv.upper > sp.point)).sum())
+    return count
+
+
+def _choose_split(graph: Graph, split: str) -> str:
     if split not in ("auto", "input", "relu", "mixed"):
         raise InputError(f"split must be 'auto', 'input', 'relu' or 'mixed', got {split!r}")
     if split != "auto":
@@ -378,7 +390,7 @@ def _choose_split(graph: Graph, split: str, mixed_max_dim: int = INPUT_SPLIT_MAX
         split_points(graph)
     except UnsupportedModelError:
         return "input"
-    return "mixed" if graph[graph.input].numel <= mixed_max_dim else "relu"
+    return "mixed" if graph[graph.input].numel <= INPUT_SPLIT_MAX_DIM else "relu"
 
 
 def _exact_rows(model, x, eps, norm, C, data_range, dtype) -> ExactFn:
@@ -402,7 +414,7 @@ def _load_exact() -> None:
 
 
 def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progress, start,
-                   split, focus_max, exact: ExactFn | None = None):
+                   requested, focus_max, exact: ExactFn | None = None):
     """Method "bab": the search, then (``exact``: MILP-encodable problems) the MILP stage of
     :mod:`lipbound.bab.milp_stage` on the rows it left open."""
     # deferred: heavy optional dependency (highspy via the sign-split LP)
@@ -410,10 +422,13 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
 
     if isinstance(model, Graph):
         raise InputError("method 'bab' needs the model itself (attained values use autograd)")
-    split = _choose_split(graph, split, LIPSCHITZ_MIXED_MAX_DIM)
+    split = _choose_split(graph, requested)  # checked before any bound is computed
     with torch.no_grad():  # method "crown"'s bound holds on the whole ball: keep the better
         state, jg = jacobian_state(graph, C, domain, "crown", q)  # (a search stopped early,
         crown = norm_upper(state, jg, q, "crown")  # before its root bound, may be looser)
+    if split == "mixed" and requested == "auto" and \
+            _undecided_kinks(graph, state) <= LIPSCHITZ_MIXED_MIN_UNSTABLE:
+        split = "relu"
     budget = DEFAULT_BAB_TIMEOUT if timeout is None else timeout
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
     share = SEARCH_SHARE[split] if exact is not None else 1.0
