@@ -9,7 +9,7 @@ import torch
 
 import lipbound
 from lipbound.bab.anytime import BabResult
-from lipbound.bab.milp_stage import milp_applies, milp_stage, open_rows
+from lipbound.bab.milp_stage import MAX_STAGE_INPUTS, milp_applies, milp_stage, open_rows
 from lipbound.graph.trace import trace
 from tests.oracles import enumerate_local_lipschitz, random_sequential
 
@@ -55,6 +55,16 @@ def test_milp_applies_to_relu_chains_with_inf_or_l1_balls_only():
     tanh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(),
                                torch.nn.Linear(4, 2)).double().eval()
     assert not milp_applies(trace(tanh, torch.zeros(1, 3, dtype=torch.float64)), math.inf)
+
+
+def test_milp_stage_only_up_to_max_stage_inputs():
+    """Past MAX_STAGE_INPUTS inputs the search keeps its whole budget (the gradient-sign
+    binaries make the MILP too slow to pay for half of it)."""
+    for d in (MAX_STAGE_INPUTS, MAX_STAGE_INPUTS + 1):
+        net = torch.nn.Sequential(torch.nn.Linear(d, 4), torch.nn.ReLU(),
+                                  torch.nn.Linear(4, 2)).double().eval()
+        g = trace(net, torch.zeros(1, d, dtype=torch.float64))
+        assert milp_applies(g, math.inf) == (d <= MAX_STAGE_INPUTS)
 
 
 def test_bab_with_the_stage_brackets_the_exact_value():
