@@ -100,8 +100,9 @@ def main() -> None:
     ap.add_argument("--what", choices=("both", "lipschitz", "outputs"), default="both")
     ap.add_argument("--json", type=Path, default=None, help="save results here")
     ap.add_argument("--against", type=Path, default=None, help="earlier results to compare")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     old = json.loads(args.against.read_text()) if args.against else {}
     res = {}
     for name, model, x0, eps, dr in cases(args.resnet):
