@@ -1,0 +1,163 @@
+"""A sweep of small ordinary user models through the three bound calls (issue 17).
+
+Each case is a model a user might bring (activations, pooling, padding, normalisation,
+attention, einsum, min/max, nn.Bilinear, ...), with random weights and one input. For every
+case it prints the result of ``output_bounds``, ``local_lipschitz`` and ``jacobian_bounds``
+(eps 0.05): ``ok(<largest upper bound>)`` or the exception's type and first line. Session 7
+ran it to find operators lipbound refused (25 of 62 cases then); the soundness of the ops it
+found lives in tests/api/test_user_activations.py and tests/api/test_structured_models.py.
+
+    python experiments/user_model_sweep.py [CASE ...]
+"""
+
+# ruff: noqa: E501, E731
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lipbound
+
+torch.manual_seed(0)
+
+
+class Lambda(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+def seq(*m): return nn.Sequential(*m).eval()
+D = 6
+cases = {
+ "prelu": (seq(nn.Linear(D,8), nn.PReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "prelu_ch": (seq(nn.Linear(D,8), nn.PReLU(8), nn.Linear(8,3)), torch.rand(D)),
+ "elu": (seq(nn.Linear(D,8), nn.ELU(), nn.Linear(8,3)), torch.rand(D)),
+ "selu": (seq(nn.Linear(D,8), nn.SELU(), nn.Linear(8,3)), torch.rand(D)),
+ "celu": (seq(nn.Linear(D,8), nn.CELU(), nn.Linear(8,3)), torch.rand(D)),
+ "silu": (seq(nn.Linear(D,8), nn.SiLU(), nn.Linear(8,3)), torch.rand(D)),
+ "mish": (seq(nn.Linear(D,8), nn.Mish(), nn.Linear(8,3)), torch.rand(D)),
+ "softplus": (seq(nn.Linear(D,8), nn.Softplus(), nn.Linear(8,3)), torch.rand(D)),
+ "softplus_beta": (seq(nn.Linear(D,8), nn.Softplus(beta=2.0), nn.Linear(8,3)), torch.rand(D)),
+ "logsigmoid": (seq(nn.Linear(D,8), nn.LogSigmoid(), nn.Linear(8,3)), torch.rand(D)),
+ "softsign": (seq(nn.Linear(D,8), nn.Softsign(), nn.Linear(8,3)), torch.rand(D)),
+ "tanhshrink": (seq(nn.Linear(D,8), nn.Tanhshrink(), nn.Linear(8,3)), torch.rand(D)),
+ "hardshrink": (seq(nn.Linear(D,8), nn.Hardshrink(), nn.Linear(8,3)), torch.rand(D)),
+ "softshrink": (seq(nn.Linear(D,8), nn.Softshrink(), nn.Linear(8,3)), torch.rand(D)),
+ "threshold": (seq(nn.Linear(D,8), nn.Threshold(0.1, 0.0), nn.Linear(8,3)), torch.rand(D)),
+ "gelu_tanh": (seq(nn.Linear(D,8), nn.GELU(approximate="tanh"), nn.Linear(8,3)), torch.rand(D)),
+ "leaky": (seq(nn.Linear(D,8), nn.LeakyReLU(0.2), nn.Linear(8,3)), torch.rand(D)),
+ "dropout_bn1d": (seq(nn.Linear(D,8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8,3)), torch.rand(D)),
+ "conv1d_pool": (seq(nn.Conv1d(1,4,3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4,4,3,padding=1), nn.ReLU(), nn.AvgPool1d(2), nn.Flatten(), nn.Linear(4*3,3)), torch.rand(1,14)),
+ "convtranspose": (seq(nn.Conv2d(1,4,3,stride=2,padding=1), nn.ReLU(), nn.ConvTranspose2d(4,2,2,stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(2*8*8,3)), torch.rand(1,8,8)),
+ "bilinear_up": (seq(nn.Conv2d(1,2,3,padding=1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"), nn.Flatten(), nn.Linear(2*16*16,3)), torch.rand(1,8,8)),
+ "instancenorm": (seq(nn.Conv2d(1,4,3,padding=1), nn.InstanceNorm2d(4, affine=True), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8,3)), torch.rand(1,8,8)),
+ "groupnorm": (seq(nn.Conv2d(1,4,3,padding=1), nn.GroupNorm(2,4), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8,3)), torch.rand(1,8,8)),
+ "layernorm_nobias": (seq(nn.Linear(D,8), nn.LayerNorm(8, bias=False), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "rmsnorm": (seq(nn.Linear(D,8), nn.RMSNorm(8), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "maxpool_pad_dil": (seq(nn.Conv2d(1,4,3), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1), nn.Flatten(), nn.Linear(4*3*3,3)), torch.rand(1,8,8)),
+ "avgpool_ceil": (seq(nn.Conv2d(1,4,3), nn.ReLU(), nn.AvgPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(4*3*3,3)), torch.rand(1,8,8)),
+ "adaptive_max": (seq(nn.Conv2d(1,4,3), nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(), nn.Linear(16,3)), torch.rand(1,8,8)),
+ "conv_groups_dil": (seq(nn.Conv2d(2,4,3,groups=2,dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(4*4*4,3)), torch.rand(2,8,8)),
+ "conv_reflect": (seq(nn.Conv2d(1,4,3,padding=1,padding_mode="reflect"), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8,3)), torch.rand(1,8,8)),
+ "conv_circular": (seq(nn.Conv2d(1,4,3,padding=1,padding_mode="circular"), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8,3)), torch.rand(1,8,8)),
+ "zeropad": (seq(nn.ZeroPad2d(1), nn.Conv2d(1,4,3), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8,3)), torch.rand(1,8,8)),
+ "pixelshuffle": (seq(nn.Conv2d(1,4,3,padding=1), nn.ReLU(), nn.PixelShuffle(2), nn.Flatten(), nn.Linear(16*16,3)), torch.rand(1,1,8,8)),
+ "unflatten": (seq(nn.Linear(D,16), nn.ReLU(), nn.Unflatten(1,(1,4,4)), nn.Conv2d(1,2,3), nn.Flatten(), nn.Linear(8,3)), torch.rand(D)),
+ "cat_split": (seq(nn.Linear(D,8), Lambda(lambda h: torch.cat([F.relu(h[:, :4]), torch.tanh(h[:, 4:])], 1)), nn.Linear(8,3)), torch.rand(D)),
+ "chunk_mul": (seq(nn.Linear(D,8), Lambda(lambda h: h.chunk(2,1)[0]*torch.sigmoid(h.chunk(2,1)[1])), nn.Linear(4,3)), torch.rand(D)),
+ "glu": (seq(nn.Linear(D,8), nn.GLU(), nn.Linear(4,3)), torch.rand(D)),
+ "permute_transpose": (seq(nn.Linear(D,12), Lambda(lambda h: h.view(-1,3,4).transpose(1,2).reshape(-1,12)), nn.ReLU(), nn.Linear(12,3)), torch.rand(D)),
+ "einsum": (seq(nn.Linear(D,12), Lambda(lambda h: torch.einsum("bij,jk->bik", h.view(-1,3,4), torch.ones(4,2)).flatten(1)), nn.Linear(6,3)), torch.rand(D)),
+ "normalize": (seq(nn.Linear(D,8), Lambda(lambda h: F.normalize(h, dim=1)), nn.Linear(8,3)), torch.rand(D)),
+ "clamp_min": (seq(nn.Linear(D,8), Lambda(lambda h: h.clamp_min(0.1)), nn.Linear(8,3)), torch.rand(D)),
+ "clamp_max": (seq(nn.Linear(D,8), Lambda(lambda h: torch.clamp(h, max=0.5)), nn.Linear(8,3)), torch.rand(D)),
+ "minimum": (seq(nn.Linear(D,8), Lambda(lambda h: torch.minimum(h[:, :4], h[:, 4:])), nn.Linear(4,3)), torch.rand(D)),
+ "maximum": (seq(nn.Linear(D,8), Lambda(lambda h: torch.maximum(h[:, :4], h[:, 4:])), nn.Linear(4,3)), torch.rand(D)),
+ "square_sum": (seq(nn.Linear(D,8), Lambda(lambda h: (h**2).sum(1, keepdim=True) + h[:, :3])), torch.rand(D)),
+ "sub_rsub": (seq(nn.Linear(D,8), Lambda(lambda h: 1.0 - torch.sigmoid(h) - h/3), nn.Linear(8,3)), torch.rand(D)),
+ "div_const": (seq(nn.Linear(D,8), Lambda(lambda h: h / 2.0 + 1), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "std_norm": (seq(nn.Linear(D,8), Lambda(lambda h: (h - h.mean(1, keepdim=True)) / (h.std(1, keepdim=True)+1e-3)), nn.Linear(8,3)), torch.rand(D)),
+ "var": (seq(nn.Linear(D,8), Lambda(lambda h: torch.cat([h, h.var(1, keepdim=True)],1)), nn.Linear(9,3)), torch.rand(D)),
+ "logsumexp": (seq(nn.Linear(D,8), Lambda(lambda h: torch.logsumexp(h.view(-1,2,4), 2)), nn.Linear(2,3)), torch.rand(D)),
+ "amax": (seq(nn.Linear(D,8), Lambda(lambda h: h.view(-1,2,4).amax(2)), nn.Linear(2,3)), torch.rand(D)),
+ "cos_sin": (seq(nn.Linear(D,8), Lambda(lambda h: torch.sin(h) + torch.cos(h)), nn.Linear(8,3)), torch.rand(D)),
+ "atan": (seq(nn.Linear(D,8), Lambda(lambda h: torch.atan(h)), nn.Linear(8,3)), torch.rand(D)),
+ "erf": (seq(nn.Linear(D,8), Lambda(lambda h: torch.erf(h)), nn.Linear(8,3)), torch.rand(D)),
+ "square": (seq(nn.Linear(D,8), Lambda(lambda h: torch.square(h)), nn.Linear(8,3)), torch.rand(D)),
+ "log1p_expm1": (seq(nn.Linear(D,8), Lambda(lambda h: torch.log1p(torch.sigmoid(h)) + torch.expm1(h/4)), nn.Linear(8,3)), torch.rand(D)),
+ "softmax_temp": (seq(nn.Linear(D,8), Lambda(lambda h: torch.softmax(h/0.5, dim=-1))), torch.rand(D)),
+ "log_softmax": (seq(nn.Linear(D,8), nn.ReLU(), nn.Linear(8,3), nn.LogSoftmax(dim=1)), torch.rand(D)),
+ "sigmoid_out": (seq(nn.Linear(D,8), nn.ReLU(), nn.Linear(8,1), nn.Sigmoid()), torch.rand(D)),
+ "mha": (None, None),
+ "embedding_free_transformer": (None, None),
+ "double_model": (seq(nn.Linear(D,8), nn.ReLU(), nn.Linear(8,3)).double(), torch.rand(D, dtype=torch.float64)),
+ "flatten_start": (seq(nn.Flatten(0), nn.Linear(D,3)), torch.rand(D)),
+ "no_batch_out_1d": (seq(nn.Linear(D,8), nn.ReLU(), nn.Linear(8,1), nn.Flatten(0)), torch.rand(D)),
+ "bias_free": (seq(nn.Linear(D,8,bias=False), nn.ReLU(), nn.Linear(8,3,bias=False)), torch.rand(D)),
+ "identity": (seq(nn.Linear(D,8), nn.Identity(), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "bilinear_layer": (None, None),
+}
+class MHA(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Linear(4, 8)
+        self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.emb(x.view(-1, 3, 4))
+        a, _ = self.att(h, h, h, need_weights=False)
+        return self.head((h + a).mean(1))
+
+
+class Enc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Linear(4, 8)
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.enc(self.emb(x.view(-1, 3, 4))).mean(1))
+
+
+class Bil(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(D, 4)
+        self.b = nn.Bilinear(4, 4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.b(h, h)
+
+
+cases["mha"] = (MHA().eval(), torch.rand(12))
+cases["embedding_free_transformer"] = (Enc().eval(), torch.rand(12))
+cases["bilinear_layer"] = (Bil().eval(), torch.rand(D))
+
+
+
+def main(only: list[str]) -> None:
+    for name, (m, x) in cases.items():
+        if only and name not in only:
+            continue
+        res = []
+        for f in ("output_bounds", "local_lipschitz", "jacobian_bounds"):
+            try:
+                r = getattr(lipbound, f)(m, x, 0.05)
+                v = r.upper if hasattr(r, "upper") else r[1]
+                res.append(f"{f}:ok({float(v.max()):.3g})")
+            except Exception as e:  # noqa: BLE001 - the sweep reports every failure
+                res.append(f"{f}:{type(e).__name__}: {str(e).splitlines()[0][:150]}")
+        print(name, " | ".join(res), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
