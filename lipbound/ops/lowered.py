@@ -20,6 +20,8 @@ kernel's where noted).
   bounds need the norm's lower bound above 0 (or the clamp).
 - ``bilinear(x1, x2, W, b)``: ``y_o = sum_j (W_o x1)_j x2_j + b_o``: one Linear on x1 to
   ``[O, I2]``, a product with broadcast x2 (McCormick per product), a sum and the bias.
+- ``pixel_shuffle`` / ``pixel_unshuffle``: reshape -> permute -> reshape (a fixed permutation
+  of the elements, no arithmetic).
 """
 
 from __future__ import annotations
@@ -202,3 +204,23 @@ def _bilinear(b, fx, x1, x2, weight, bias=None):
               {"dims": (last,), "keepdim": False, "scale": 1.0})
     b.add(fx, "scale_shift", [s], {"scale": torch.ones((), dtype=torch.float64),
                                    "shift": bias.double()})
+
+
+@converts("aten.pixel_shuffle.default")
+def _pixel_shuffle(b, fx, x, r):
+    """pixel_shuffle: [C r^2, H, W] -> [C, H r, W r], a fixed permutation of the elements,
+    lowered exactly to reshape -> permute -> reshape."""
+    c, h, w = x.shape[0] // (r * r), x.shape[1], x.shape[2]
+    split = b.aux(fx, "split", "reshape", [x], (c, r, r, h, w), {"shape": (c, r, r, h, w)})
+    perm = b.aux(fx, "perm", "permute", [split], (c, h, r, w, r), {"dims": (0, 3, 1, 4, 2)})
+    b.add(fx, "reshape", [perm], {"shape": per_sample_shape(fx)})
+
+
+@converts("aten.pixel_unshuffle.default")
+def _pixel_unshuffle(b, fx, x, r):
+    """pixel_unshuffle: [C, H r, W r] -> [C r^2, H, W], the inverse permutation, lowered the
+    same way."""
+    c, h, w = x.shape[0], x.shape[1] // r, x.shape[2] // r
+    split = b.aux(fx, "split", "reshape", [x], (c, h, r, w, r), {"shape": (c, h, r, w, r)})
+    perm = b.aux(fx, "perm", "permute", [split], (c, r, r, h, w), {"dims": (0, 2, 4, 1, 3)})
+    b.add(fx, "reshape", [perm], {"shape": per_sample_shape(fx)})

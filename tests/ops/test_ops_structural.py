@@ -102,6 +102,8 @@ def _cases():
                      {"reduce_max"}),
         "bilinear": (Fn(lambda x, a, b: b(torch.tanh(a(x))[:, :4], torch.tanh(a(x))[:, 4:]),
                         lin, bil), (6,), {"mul"}),
+        "pixel_shuffle": (Fn(lambda x: F.pixel_shuffle(x, 2)), (8, 3, 2), {"permute"}),
+        "pixel_unshuffle": (Fn(lambda x: F.pixel_unshuffle(x, 3)), (2, 6, 3), {"permute"}),
     }
 
 
