@@ -4,7 +4,7 @@ Each case is a model a user might bring (activations, pooling, padding, normalis
 attention, einsum, min/max, nn.Bilinear, ...), with random weights and one input. For every
 case it prints the result of ``output_bounds``, ``local_lipschitz`` and ``jacobian_bounds``
 (eps 0.05): ``ok(<largest upper bound>)`` or the exception's type and first line. Session 7
-ran it to find operators lipbound refused (30 of 67 cases then; 1 left after: PixelShuffle); the soundness of the ops it
+ran it to find operators lipbound refused (30 of 67 cases then; after it, the four left refuse for a reason); the soundness of the ops it
 found lives in tests/api/test_user_activations.py and tests/api/test_structured_models.py.
 
     python experiments/user_model_sweep.py [CASE ...]
