@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 import lipbound
-from lipbound.api import _setup, _undecided_kinks
+from lipbound.api import _setup
+from lipbound.bab.split_points import undecided_kinks
 from lipbound.jacobian.bound import jacobian_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,7 +35,7 @@ def unstable(p: dict) -> int:
     traced, _, C, dom = _setup(p["model"], p["x"], p["eps"], float("inf"), None,
                                p["data_range"], torch.float64)
     state, _ = jacobian_state(traced.graph, C, dom, "crown", 1.0, bound_gradient=False)
-    return _undecided_kinks(traced.graph, state)
+    return undecided_kinks(traced.graph, state.bounds)
 
 
 def run(seed: int, timeout: float) -> dict:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.bab.milp_stage import SEARCH_SHARE, ExactFn, milp_applies, milp_stage
+from lipbound.bab.split_points import undecided_kinks
 from lipbound.bounds.domains import make_domain
 from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedModelError
 from lipbound.gradmode import outside_inference_mode
@@ -370,15 +371,6 @@ def _finish_norms(upper: Tensor, graph: Graph, C: Tensor, domain, q: float) -> T
     return _finite((up, up), "Lipschitz upper bounds", domain)[1]
 
 
-def _undecided_kinks(graph: Graph, state) -> int:
-    """How many elements of the nodes a search may split lie strictly across their kink."""
-    count = 0
-    for sp in split_points(graph):
-        iv = state.bounds[sp.node]
-        count += int(((iv.lower < sp.point) & (iv.upper > sp.point)).sum())
-    return count
-
-
 def _choose_split(graph: Graph, split: str) -> str:
     if split not in ("auto", "input", "relu", "mixed"):
         raise InputError(f"split must be 'auto', 'input', 'relu' or 'mixed', got {split!r}")
@@ -427,7 +419,7 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
         state, jg = jacobian_state(graph, C, domain, "crown", q)  # (a search stopped early,
         crown = norm_upper(state, jg, q, "crown")  # before its root bound, may be looser)
     if split == "mixed" and requested == "auto" and \
-            _undecided_kinks(graph, state) <= LIPSCHITZ_MIXED_MIN_UNSTABLE:
+            undecided_kinks(graph, state.bounds) <= LIPSCHITZ_MIXED_MIN_UNSTABLE:
         split = "relu"
     budget = DEFAULT_BAB_TIMEOUT if timeout is None else timeout
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound

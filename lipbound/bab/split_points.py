@@ -12,13 +12,25 @@ makes the derivative nodes reading it one-sided.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
 from lipbound.bounds.interval import Interval
 from lipbound.graph.ir import Graph
-from lipbound.graph.shapes import SplitPoint
+from lipbound.graph.shapes import SplitPoint, split_points
 from lipbound.ops import registry
+
+
+def undecided_kinks(graph: Graph, bounds: Mapping[str, Interval]) -> int:
+    """How many split variables of ``graph`` have their node's ``bounds`` strictly across
+    their kink (elements a search could still split), summed over the split points."""
+    count = 0
+    for sp in split_points(graph):
+        iv = bounds[sp.node]
+        count += int(((iv.lower < sp.point) & (iv.upper > sp.point)).sum())
+    return count
 
 
 def kink_boxes(graph: Graph, points: list[SplitPoint], signs: list[Tensor],

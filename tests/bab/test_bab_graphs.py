@@ -153,3 +153,26 @@ def test_bab_is_never_looser_than_crown_even_when_stopped_at_once(case):
     bab = lipbound.local_lipschitz(net, x0, eps, method="bab", timeout=1e-3, split=split,
                                    progress=False, objective="rows")
     assert (bab.upper <= crown.upper * (1 + 1e-12)).all(), (bab.upper, crown.upper)
+
+
+@pytest.mark.parametrize("eps, split", [(0.01, "relu"), (2.0, "mixed")])
+def test_auto_split_on_few_inputs_follows_the_undecided_kinks(eps, split):
+    """split="auto" for Lipschitz constants on <= 8 inputs: sign splits where crown leaves at
+    most LIPSCHITZ_MIXED_MIN_UNSTABLE kink elements undecided, mixed where it leaves more."""
+    from lipbound.api import LIPSCHITZ_MIXED_MIN_UNSTABLE, _setup
+    from lipbound.bab.split_points import undecided_kinks
+    from lipbound.jacobian.bound import jacobian_state
+
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(4, 48), nn.ReLU(), nn.Linear(48, 48), nn.ReLU(),
+                        nn.Linear(48, 2)).double().eval()
+    x0 = torch.rand(4, dtype=torch.float64)
+    traced, _, C, dom = _setup(net, x0, eps, math.inf, None, None, torch.float64)
+    state, _ = jacobian_state(traced.graph, C, dom, "crown", 1.0, bound_gradient=False)
+    u = undecided_kinks(traced.graph, state.bounds)
+    brute = sum(int(((state.bounds[n].lower < 0) & (state.bounds[n].upper > 0)).sum())
+                for n in relu_inputs(traced.graph))
+    assert u == brute
+    assert (u > LIPSCHITZ_MIXED_MIN_UNSTABLE) == (split == "mixed")
+    res = lipbound.local_lipschitz(net, x0, eps, method="bab", timeout=0.5, progress=False)
+    assert res.details["split"] == split
