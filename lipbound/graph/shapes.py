@@ -14,6 +14,7 @@ where it comes from.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,37 @@ def nodes_needing_bounds(graph: Graph) -> list[str]:
         if not registry.get(n.op, n.where).linear:
             need.update(s for s in n.inputs if dep[s])
     return [n.name for n in graph.nodes if n.name in need]
+
+
+def sign_only_nodes(graph: Graph, names: Iterable[str], targets: Iterable[str] = ()
+                    ) -> set[str]:
+    """Those of ``names`` whose bounds, for unoptimised relaxations and the bounds of
+    ``targets``, matter only through the sign status of their elements (strictly positive,
+    strictly negative or neither): every nonlinear op reading the node either declares that
+    (:meth:`~lipbound.ops.base.Op.sign_only`) or has no descendant whose bounds a relaxation
+    reads or that is a target (its own relaxation then bounds nothing that is used); a
+    linear op reading it has no such descendant either. The forward pre-activation of a
+    network's last ReLU layer, in the Clarke-Jacobian graph under CROWN, is the typical
+    case."""
+    need = set(nodes_needing_bounds(graph)) | set(targets)
+    users = graph.consumers()
+    below: dict[str, bool] = {}  # does a node needing bounds descend from the node?
+    for n in reversed(graph.nodes):
+        below[n.name] = any(u in need or below[u] for u in users[n.name])
+    out = set()
+    for name in names:
+        ok = True
+        for u in users[name]:
+            node = graph[u]
+            op = registry.get(node.op, node.where)
+            if op.linear:
+                ok = ok and not below[u] and u not in need
+                continue
+            ok = ok and (all(op.sign_only(node.params, i) for i, s in enumerate(node.inputs)
+                             if s == name) or not (u in need or below[u]))
+        if ok:
+            out.add(name)
+    return out
 
 
 def relu_like_slope(node: Node) -> float | None:

@@ -15,13 +15,13 @@ from lipbound.bounds.domains import LpBall
 from lipbound.bounds.interval import Interval
 from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.graph.ir import Graph
-from lipbound.graph.shapes import relu_like_only
+from lipbound.graph.shapes import nodes_needing_bounds, relu_like_only, sign_only_nodes
 from lipbound.jacobian.build import JacobianGraph, jacobian_graph
 from lipbound.ops import registry
 from lipbound.propagate.alpha import alpha_crown_upper, stop_when_flat
 from lipbound.propagate.crown import crown_upper
 from lipbound.propagate.driver import prepare_state
-from lipbound.propagate.ibp import evaluate_fixed, ibp_pass
+from lipbound.propagate.ibp import evaluate, evaluate_fixed, ibp_pass
 from lipbound.propagate.intermediate import crown_intermediate, crown_node_bounds, node_rows
 from lipbound.propagate.state import BoundState
 
@@ -72,10 +72,13 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
     if method == "crown" and not relu_like_only(forward):
         fwd_it = 0  # smooth relaxations re-solve intercepts every step: too slow to pay off
     stop = {"crown": FORWARD_STOP_REL, "alpha-crown": ALPHA_STOP_REL}.get(method)
-    with stop_when_flat(stop):
-        fstate = prepare_state(forward, domain, method, restriction, iterations=fwd_it)
     D, S = domain.batch_size, C.shape[0]
     jg = jacobian_graph(forward, C.repeat(D, 1) if D > 1 else C, q)
+    witnesses = (_sign_witnesses(forward, jg, domain, restriction)
+                 if method == "crown" and fwd_it > 0 else None)
+    with stop_when_flat(stop):
+        fstate = prepare_state(forward, domain, method, restriction, iterations=fwd_it,
+                               witnesses=witnesses)
     rows = torch.arange(D, device=C.device).repeat_interleave(S)
     state = BoundState(jg.graph, domain.select(rows), evaluate_fixed(jg.graph))
     for name, iv in fstate.bounds.items():
@@ -91,6 +94,33 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
             if bound_gradient and state.dep[jg.gradient]:
                 _bound_gradient(state, jg.gradient, it)
     return state, jg
+
+
+#: method "crown": points of the domain at which the forward pre-activations whose bounds
+#: matter only through their signs are evaluated, so that the forward optimisation skips the
+#: bounds no optimisation can make strict (a point where z_i >= 0 keeps u_i >= 0)
+SIGN_WITNESSES = 32
+
+
+def _sign_witnesses(forward: Graph, jg: JacobianGraph, domain: LpBall,
+                    restriction: Restriction) -> dict[str, Tensor] | None:
+    """Values [N, D, *shape] at ``SIGN_WITNESSES`` seeded points of each input set of the
+    forward nodes whose bounds the joint graph, unoptimised, reads only as signs (None under
+    splits: the points would have to satisfy them). Only which bounds are optimised depends
+    on them: every bound stays a sound CROWN bound."""
+    if restriction.splits or restriction.boxes:
+        return None
+    targets = [jg.gradient] + ([jg.norm] if jg.norm else [])
+    names = sign_only_nodes(jg.graph, nodes_needing_bounds(forward), targets)
+    if not names:
+        return None
+    ref = domain.interval().lower
+    gen = torch.Generator(device=ref.device).manual_seed(0)
+    x = domain.sample(SIGN_WITNESSES, gen)  # [N, D, *in]
+    N, D = x.shape[:2]
+    with torch.no_grad():
+        vals = evaluate(forward, x.reshape(N * D, *x.shape[2:]))
+    return {n: vals[n].reshape(N, D, *vals[n].shape[1:]) for n in names}
 
 
 #: method "alpha-crown": at most this many gradient elements are optimised (one alpha-CROWN

@@ -394,6 +394,13 @@ class NonlinearOp(Op):
         that cannot matter (a stable ReLU stays stable when its bounds tighten)."""
         return None
 
+    def sign_only(self, params: Params, index: int) -> bool:
+        """True when this op's *unoptimised* relaxation (``opt`` None) depends on the bounds
+        of input ``index`` only through which of ``l > 0`` and ``u < 0`` hold (e.g. the
+        Clarke switch of a ReLU reads its pre-activation's sign status). Bounds of a node
+        that only such relaxations read need tightening only where a sign can be decided."""
+        return False
+
     def crown_backward(self, params: Params, A: Tensor, rel: Relaxation
                        ) -> tuple[tuple[Tensor | None, ...], Tensor]:
         """Back-substitute an upper bound of <A, y> through the op's relaxation ``rel``.

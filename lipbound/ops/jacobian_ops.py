@@ -129,6 +129,10 @@ class LeakySwitch(NonlinearOp):
             lo_z = torch.where(stable, 0.0, (1 - k) * lo_z)
         return Relaxation((lo_z, lo_a), lo_b, (up_z, up_a), up_b)
 
+    def sign_only(self, params: Params, index: int) -> bool:
+        """Unoptimised (t = 0, hull weights), the relaxation reads z only as stable or not."""
+        return index == 0
+
     def tighten_mask(self, params: Params, index: int, z: Interval, a: Interval) -> Tensor:
         """Only elements whose z is unstable have a relaxation that depends on bounds."""
         return ~((z.lower > 0) | (z.upper < 0))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from lipbound.ops import registry
+from lipbound.propagate import own_rounding
 from lipbound.propagate.adam import Adam
 from lipbound.propagate.crown import beta_key, box_key, crown_upper
 from lipbound.propagate.state import BoundState
@@ -106,34 +107,69 @@ def stop_when_flat(rel: float | None):
 
 def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int = 30,
                       lr_scale: float = 1.0) -> Tensor:
-    """Optimised CROWN upper bound of <A, v_target> [B, S] (never looser than CROWN)."""
+    """Optimised CROWN upper bound of <A, v_target> [B, S] (never looser than CROWN).
+
+    The Adam iterates are evaluated without the rounding tally of
+    :mod:`~lipbound.propagate.own_rounding` (it only widens a bound, it is not part of what
+    is optimised, and it cost a fifth of every step); each spec row keeps the parameters of
+    its best iterate (parameters are per row, [B, S, ...]) and the result is one sound CROWN
+    pass with those kept parameters, elementwise min with the sound CROWN bound.
+    """
     with torch.no_grad():
         best = crown_upper(state, target, A)
     opt = init_params(state, target, A.shape[1])
     if not opt or iterations <= 0:
         return best
-    groups = []
-    for name, p in opt.items():
-        groups.append({"params": list(p.values()), "lr": _lr(state, name) * lr_scale})
+    kept = _optimise(state, target, A, opt, iterations, lr_scale)
+    if kept is None:
+        return best
+    with torch.no_grad():
+        return torch.minimum(best, crown_upper(state, target, A, opt=kept))
+
+
+def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str, Tensor]],
+              iterations: int, lr_scale: float) -> dict[str, dict[str, Tensor]] | None:
+    """Projected Adam on the summed bound; the parameters of each row's best iterate (None
+    when no parameter is an ancestor of the target). Stops early per :func:`stop_when_flat`
+    (a criterion over the whole chunk: freezing rows one by one once each was flat for up to
+    8 steps lost ACAS Xu 5_9 prop_3's bound, 10.29 -> 36.86, through a neuron of the last
+    layer that the slightly looser earlier layers no longer decide)."""
+    groups = [{"params": list(p.values()), "lr": _lr(state, name) * lr_scale}
+              for name, p in opt.items()]
     adam = Adam(groups, gamma=0.95)  # torch.optim.Adam's steps, without importing dynamo
     stop = _STOP_REL.get()
-    sums: list[float] = []  # sum of the best bounds after each step
+    sums: list[float] = []  # sum of the best (untallied) bounds after each step
+    raw = kept = None
     for _ in range(iterations):
         adam.zero_grad()
-        with torch.enable_grad():
+        with torch.enable_grad(), own_rounding.disabled():
             up = crown_upper(state, target, A, opt=opt)
             if not up.requires_grad:  # no parameter is an ancestor of the target
-                break
+                return None
             up.sum().backward()
-        best = torch.minimum(best, up.detach())
-        sums.append(float(best.sum()))
+        raw, kept = _keep_best(raw, kept, up.detach(), opt)
+        sums.append(float(raw.sum()))
         if (stop is not None and len(sums) > STOP_PATIENCE
-                and sums[-1 - STOP_PATIENCE] - sums[-1] <= stop * float(best.abs().sum())):
-            return best  # flat: the last STOP_PATIENCE steps improved the bounds by <= stop
+                and sums[-1 - STOP_PATIENCE] - sums[-1] <= stop * float(raw.abs().sum())):
+            break  # flat: the last STOP_PATIENCE steps improved the bounds by <= stop
         adam.step()
         with torch.no_grad():
             for name, p in opt.items():
                 _project(state, name, p)
+    return kept
+
+
+def _keep_best(raw: Tensor | None, kept: dict[str, dict[str, Tensor]] | None, up: Tensor,
+               opt: dict[str, dict[str, Tensor]]):
+    """(elementwise best bound [B, S], the parameters that gave each row's best)."""
+    if raw is None:
+        return up, {n: {k: v.detach().clone() for k, v in p.items()} for n, p in opt.items()}
+    better = up < raw
     with torch.no_grad():
-        best = torch.minimum(best, crown_upper(state, target, A, opt=opt))
-    return best
+        for name, p in opt.items():
+            for k, v in p.items():
+                b = better.reshape(*better.shape, *([1] * (v.dim() - 2)))
+                if v.shape[0] != better.shape[0]:  # shared over the batch: row better anywhere
+                    b = b.all(0, keepdim=True)
+                kept[name][k] = torch.where(b, v.detach(), kept[name][k])
+    return torch.minimum(raw, up), kept

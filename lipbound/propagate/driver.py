@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -29,13 +31,15 @@ def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> str:
 
 
 def prepare_state(graph: Graph, domain: Domain, method: str = "crown",
-                  restriction: Restriction = UNRESTRICTED, iterations: int = 0) -> BoundState:
+                  restriction: Restriction = UNRESTRICTED, iterations: int = 0,
+                  witnesses: Mapping[str, Tensor] | None = None) -> BoundState:
     """Fixed values, IBP bounds of every node, and (crown methods) CROWN intermediate bounds.
 
     Under a ``restriction`` the bounds hold on its sub-domains: the state carries its splits
     (bounds clamped to the split signs, beta terms in CROWN) and its known forward bounds are
     intersected in after IBP. ``iterations`` > 0 optimises the intermediate bounds
-    (alpha/beta-CROWN per element, see :func:`~lipbound.propagate.crown.crown_intermediate`).
+    (alpha/beta-CROWN per element, see :func:`~lipbound.propagate.crown.crown_intermediate`;
+    ``witnesses``: values of sign-only nodes at points of the domain, passed on to it).
     """
     state = BoundState(graph, domain, evaluate_fixed(graph), splits=dict(restriction.splits),
                        boxes=dict(restriction.boxes))
@@ -45,7 +49,7 @@ def prepare_state(graph: Graph, domain: Domain, method: str = "crown",
     for name, iv in restriction.boxes.items():  # kink splits: sound on each set's box
         state.set_bounds(name, iv)
     if method != "ibp":
-        crown_intermediate(state, iterations=iterations)
+        crown_intermediate(state, iterations=iterations, witnesses=witnesses)
     return state
 
 

@@ -26,6 +26,19 @@ def evaluate_fixed(graph: Graph) -> dict[str, Tensor]:
     return vals
 
 
+def evaluate(graph: Graph, x: Tensor) -> dict[str, Tensor]:
+    """Values of every node at the inputs ``x`` [N, *input shape] (floating point)."""
+    vals = evaluate_fixed(graph)
+    dep = graph.depends_on_input()
+    for n in graph.nodes:
+        if n.op == INPUT:
+            vals[n.name] = x
+        elif dep[n.name]:
+            op = registry.get(n.op, n.where)
+            vals[n.name] = op.apply(n.params, *[vals[s] for s in n.inputs])
+    return vals
+
+
 def ibp_pass(state: BoundState, only_missing: bool = False) -> None:
     """Interval bounds of every input-dependent node (intersected with known bounds);
     ``only_missing`` skips nodes that already have bounds."""

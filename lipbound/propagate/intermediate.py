@@ -8,6 +8,8 @@ node's elements by :func:`lipbound.propagate.crown.crown_upper` on identity rows
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -54,11 +56,12 @@ def node_rows(state: BoundState, name: str) -> Tensor | None:
 
 
 def crown_node_bounds(state: BoundState, name: str, rows: Tensor | None = None,
-                      iterations: int = 0) -> Interval:
+                      iterations: int = 0, sides: Tensor | None = None) -> Interval:
     """CROWN (alpha-CROWN with ``iterations`` > 0) bounds of node ``name`` ([B, *shape]).
 
-    Only the flat elements ``rows`` (default: all) are bounded; the others get (-inf, inf),
-    which :meth:`BoundState.set_bounds` intersects away.
+    Only the flat elements ``rows`` (default: all) are bounded, and of those only the upper
+    (lower) bounds where ``sides[:R]`` (``sides[R:]``) is True (default: both); the others
+    get -inf / inf, which :meth:`BoundState.set_bounds` intersects away.
     """
     node = state.graph[name]
     m = node.numel
@@ -71,8 +74,8 @@ def crown_node_bounds(state: BoundState, name: str, rows: Tensor | None = None,
     if R == 0:
         return Interval(lower.reshape(B, *node.shape), upper.reshape(B, *node.shape))
     chunk = _chunk_rows(state, name, iterations)
-    up = torch.empty(B, 2 * R, dtype=ref.dtype, device=ref.device)
-    for part, A in _row_groups(node.shape, idx, chunk, ref, B):
+    up = torch.full((B, 2 * R), torch.inf, dtype=ref.dtype, device=ref.device)
+    for part, A in _row_groups(node.shape, idx, chunk, ref, B, sides):
         up[:, part] = _upper_in_halves(state, name, A, iterations)
     upper[:, idx] = up[:, :R]
     lower[:, idx] = -up[:, R:]
@@ -84,19 +87,30 @@ def crown_node_bounds(state: BoundState, name: str, rows: Tensor | None = None,
 WINDOW_TILE = 4
 
 
-def _row_groups(shape: tuple[int, ...], idx: Tensor, chunk: int, ref: Tensor, B: int):
+def _row_groups(shape: tuple[int, ...], idx: Tensor, chunk: int, ref: Tensor, B: int,
+                sides: Tensor | None = None):
     """(positions in [0, 2R), coefficients [B, n, *shape]) of the rows [I; -I] at the
-    elements ``idx``: windows of spatial tiles for [C, H, W] nodes, else dense chunks."""
+    elements ``idx`` (only the positions where ``sides`` is True): windows of spatial tiles
+    for [C, H, W] nodes, else dense chunks."""
     R = idx.numel()
     if WINDOW_TILE and len(shape) == 3 and shape[1] * shape[2] > 1:
-        yield from windows.identity_windows(shape, idx, WINDOW_TILE, chunk, ref.dtype,
-                                            ref.device, B)
+        for part, A in windows.identity_windows(shape, idx, WINDOW_TILE, chunk, ref.dtype,
+                                                ref.device, B):
+            if sides is not None:
+                keep = sides.to(part.device)[part].nonzero().flatten()
+                if keep.numel() == 0:
+                    continue
+                part, A = part[keep], windows.take_rows(A, keep)
+            yield part, A
         return
     m = 1
     for s in shape:
         m *= s
-    for start in range(0, 2 * R, chunk):
-        part = torch.arange(start, min(2 * R, start + chunk), device=ref.device)
+    positions = torch.arange(2 * R, device=ref.device)
+    if sides is not None:
+        positions = positions[sides.to(ref.device)]
+    for start in range(0, positions.numel(), chunk):
+        part = positions[start:start + chunk]
         A = torch.zeros(len(part), m, dtype=ref.dtype, device=ref.device)
         sign = torch.where(part < R, 1.0, -1.0).to(ref.dtype)
         A[torch.arange(len(part), device=ref.device), idx[part % R]] = sign
@@ -143,7 +157,8 @@ def _upper(state: BoundState, name: str, A: Tensor, iterations: int) -> Tensor:
 
 
 def crown_intermediate(state: BoundState, skip: set[str] | None = None,
-                       iterations: int = 0) -> None:
+                       iterations: int = 0, witnesses: Mapping[str, Tensor] | None = None
+                       ) -> None:
     """Tighten, in topological order, the bounds of every node that a nonlinear op reads.
 
     Every node's interval is first intersected with IBP of its inputs' current (tightened)
@@ -158,6 +173,11 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
     multipliers beta under branch-and-bound splits), after a CROWN pass, only for the
     elements whose CROWN bounds can still change a relaxation (each element's optimisation
     is independent of the others', so those get the same bounds as when optimising all).
+    ``witnesses`` maps nodes whose bounds matter only through their sign status
+    (:func:`~lipbound.graph.shapes.sign_only_nodes`) to their values at points of the
+    domain, [N, B, *shape]: such a node's upper (lower) bounds are optimised only where no
+    witness is >= 0 (<= 0), since elsewhere no bound can become strictly negative
+    (positive); the others keep their CROWN bounds, so nothing sign-decidable is lost.
     """
     needing = set(nodes_needing_bounds(state.graph))
     for node in state.graph.nodes:
@@ -179,7 +199,23 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
         if iterations > 0 and rows is not None:  # optimise only what CROWN leaves undecided
             state.set_bounds(name, crown_node_bounds(state, name, rows, 0))
             rows = node_rows(state, name)
-        state.set_bounds(name, crown_node_bounds(state, name, rows, iterations))
+        sides = None
+        if iterations > 0 and witnesses is not None and name in witnesses:
+            sides = _decidable_sides(state, name, rows, witnesses[name])
+        state.set_bounds(name, crown_node_bounds(state, name, rows, iterations, sides))
+
+
+def _decidable_sides(state: BoundState, name: str, rows: Tensor | None, values: Tensor
+                     ) -> Tensor:
+    """[2R] bool: the upper bounds of ``rows`` that could still become < 0 for some set of
+    the batch (no witness of that set >= 0), then the lower bounds that could become > 0."""
+    m = state.graph[name].numel
+    v = values.reshape(values.shape[0], values.shape[1], m)
+    if rows is not None:
+        v = v[:, :, rows.to(v.device)]
+    up = (~(v >= 0).any(0)).any(0)  # some set of the batch has no witness >= 0
+    lo = (~(v <= 0).any(0)).any(0)
+    return torch.cat([up, lo])
 
 
 def _has_exact_interval(state: BoundState, name: str) -> bool:

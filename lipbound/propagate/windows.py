@@ -147,6 +147,17 @@ def split_rows(A, at: int) -> tuple:
     return halves
 
 
+def take_rows(A, index: Tensor):
+    """Rows ``index`` of a coefficient [B, S, ...] (dense or sparse); a batch-shared
+    (expanded) coefficient stays shared."""
+    d = A.data if isinstance(A, (Window, Cols)) else A
+    if d.shape[0] > 1 and d.stride(0) == 0:
+        t = d[:1, index].expand(d.shape[0], -1, *d.shape[2:])
+    else:
+        t = d[:, index]
+    return replace(A, data=t) if isinstance(A, (Window, Cols)) else t
+
+
 def identity_windows(shape: tuple[int, ...], idx: Tensor, tile: int, chunk: int,
                      dtype: torch.dtype, device: torch.device, batch: int
                      ) -> list[tuple[Tensor, Window]]:
