@@ -156,6 +156,9 @@ def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str
         with torch.no_grad():
             for name, p in opt.items():
                 _project(state, name, p)
+    else:  # all steps taken: the last one's parameters are a candidate too
+        with torch.no_grad(), own_rounding.disabled():
+            raw, kept = _keep_best(raw, kept, crown_upper(state, target, A, opt=opt), opt)
     return kept
 
 
