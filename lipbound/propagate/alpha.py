@@ -172,7 +172,7 @@ def _keep_best(raw: Tensor | None, kept: dict[str, dict[str, Tensor]] | None, up
         for name, p in opt.items():
             for k, v in p.items():
                 b = better.reshape(*better.shape, *([1] * (v.dim() - 2)))
-                if v.shape[0] != better.shape[0]:  # shared over the batch: row better anywhere
+                if v.shape[0] != better.shape[0]:  # shared over the batch: better in every set
                     b = b.all(0, keepdim=True)
                 kept[name][k] = torch.where(b, v.detach(), kept[name][k])
     return torch.minimum(raw, up), kept
