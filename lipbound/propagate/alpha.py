@@ -19,6 +19,7 @@ from lipbound.ops import registry
 from lipbound.propagate import own_rounding
 from lipbound.propagate.adam import Adam
 from lipbound.propagate.crown import beta_key, box_key, crown_upper
+from lipbound.propagate.iterate_state import cast_coefficients, cast_state, target_widths
 from lipbound.propagate.state import BoundState
 
 
@@ -120,11 +121,44 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
     opt = init_params(state, target, A.shape[1])
     if not opt or iterations <= 0:
         return best
-    kept = _optimise(state, target, A, opt, iterations, lr_scale)
+    it_state, it_A, it_opt = _iterate_problem(state, target, A, opt, best)
+    kept = _optimise(it_state, target, it_A, it_opt, iterations, lr_scale)
     if kept is None:
         return best
+    dtype = best.dtype
+    kept = {n: {k: v.to(dtype) for k, v in p.items()} for n, p in kept.items()}
     with torch.no_grad():
         return torch.minimum(best, crown_upper(state, target, A, opt=kept))
+
+
+#: dtype of the alpha iterates of a float64 state (None: the state's own); they only choose
+#: the parameters (:mod:`lipbound.propagate.iterate_state`)
+ITERATE_DTYPE: torch.dtype | None = torch.float32
+#: ... used only where its CROWN bound at the initial parameters is, on every row, within
+#: this fraction of the row's interval width (``iterate_state.target_widths``) of the float64
+#: CROWN bound (ill-conditioned states, e.g. sums that cancel, iterate in float64)
+ITERATE_AGREEMENT = 1e-4
+
+
+def _iterate_problem(state: BoundState, target: str, A: Tensor,
+                     opt: dict[str, dict[str, Tensor]], crown: Tensor):
+    """(state, coefficients, fresh parameter leaves) the iterates run on: a float32 copy
+    when it agrees with the float64 CROWN bound ``crown`` at the initial parameters, else
+    the state itself."""
+    dt = ITERATE_DTYPE
+    if dt is None or crown.dtype != torch.float64 or not bool(torch.isfinite(crown).all()):
+        return state, A, opt
+    it_state = cast_state(state, dt)
+    it_A = cast_coefficients(A, dt)
+    it_opt = {n: {k: v.detach().to(dt).requires_grad_(True) for k, v in p.items()}
+              for n, p in opt.items()}
+    with torch.no_grad(), own_rounding.disabled():
+        first = crown_upper(it_state, target, it_A, opt=it_opt).to(crown.dtype)
+        scale = target_widths(state, target, A)
+    close = (first - crown).abs() <= ITERATE_AGREEMENT * scale  # False where NaN
+    if not bool((close & torch.isfinite(scale)).all()):
+        return state, A, opt
+    return it_state, it_A, it_opt
 
 
 def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str, Tensor]],
