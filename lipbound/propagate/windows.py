@@ -301,7 +301,7 @@ def dot(A, t: Tensor) -> Tensor:
     """sum over elements of A * t, [B or 1, S], for t broadcastable to the dense A's
     [B, S, *shape] (an offset [*shape] or a value [B or 1, 1, *shape])."""
     if isinstance(A, Tensor):
-        return (A * t).flatten(2).sum(-1)
+        return _dense_dot(A, t)
     d = A.data
     if _shared(d) and (t.dim() < d.dim() or t.shape[0] == 1):
         d = d[:1]
@@ -310,6 +310,18 @@ def dot(A, t: Tensor) -> Tensor:
             t = t[..., A.idx]
         return (d * t).sum(-1)
     return (d * A.crop(t)).flatten(2).sum(-1)
+
+
+def _dense_dot(A: Tensor, t: Tensor) -> Tensor:
+    """:func:`dot` of a dense A [B, S, *shape]: a batched matrix-vector product where ``t``
+    is one value per batch row ([B or 1, 1, *shape], float64 like A: no [B, S, *shape]
+    temporary, 5x faster for the rounding tallies), else elementwise. Either sums every
+    product once, in some order; every caller's rounding argument allows any order."""
+    d = A.dim()
+    if A.dtype == t.dtype == torch.float64 and d >= 3 and t.dim() == d and t.shape[1] == 1 \
+            and t.shape[0] in (1, A.shape[0]) and t.shape[2:] == A.shape[2:]:
+        return torch.matmul(A.flatten(2), t.flatten(2).transpose(1, 2)).squeeze(-1)
+    return (A * t).flatten(2).sum(-1)
 
 
 def _flatten(A: Window) -> Cols:
