@@ -70,12 +70,13 @@ MIXED_OPEN = 2
 #: brancher "relu": a step splits its popped domains at up to 1 + DEEPEN_LEVELS neurons each
 #: while their children fit two per batch slot (:func:`deepen`)
 DEEPEN_LEVELS = 5
-#: ... and while the deepened step's estimated time (children x the last child time) stays
-#: within this share of the time limit: deepening saves the per-step overhead of cheap steps;
-#: where bounding costs per domain (mnistfc 256x2: 0.3-0.6 s a domain) it only made steps
-#: coarse (the first step bounded 64 domains in 26 s of a 120 s budget, nothing attained or
-#: reported meanwhile, and the last step overran the limit by 18 s)
-DEEPEN_STEP_SHARE = 0.05
+#: ... and while the deepened step's estimated time (children x the last child time, the
+#: root's time at the first step) stays within this many seconds: deepening saves the fixed
+#: cost of a step, which matters where steps are short (small networks: milliseconds a
+#: domain); where bounding costs per domain (mnistfc 256x2: 0.3-0.6 s a domain) it only
+#: made steps long (the first step bounded 64 domains in 26 s of a 120 s budget, with no
+#: point attained and nothing reported meanwhile)
+DEEPEN_MAX_STEP = 2.0
 
 
 class Objective(Protocol):
@@ -415,10 +416,10 @@ def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep
     kids = children(P, plan)
     n_inp = 2 * int(plan.inp.sum())
     if brancher.mode == "relu" and len(kids) > n_inp:
-        fits = int(DEEPEN_STEP_SHARE * run.timeout / max(run.child_time, 1e-12))
+        fits = int(DEEPEN_MAX_STEP / max(run.child_time, 1e-12))
         kids = kids.take(torch.arange(n_inp, device=dev)).extend(
             deepen(brancher, kids.take(torch.arange(n_inp, len(kids), device=dev)),
-                   min(2 * run.pops(batch, batch), fits) - n_inp))
+                   min(2 * run.pops(batch, batch), max(fits, len(kids))) - n_inp))
     inp = torch.zeros(len(kids), dtype=torch.bool, device=dev)
     inp[:n_inp] = True
     return kids, inp, pts, done
