@@ -416,13 +416,20 @@ def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep
     kids = children(P, plan)
     n_inp = 2 * int(plan.inp.sum())
     if brancher.mode == "relu" and len(kids) > n_inp:
-        fits = int(DEEPEN_MAX_STEP / max(run.child_time, 1e-12))
         kids = kids.take(torch.arange(n_inp, device=dev)).extend(
             deepen(brancher, kids.take(torch.arange(n_inp, len(kids), device=dev)),
-                   min(2 * run.pops(batch, batch), max(fits, len(kids))) - n_inp))
+                   deepen_room(run, batch, len(kids)) - n_inp))
     inp = torch.zeros(len(kids), dtype=torch.bool, device=dev)
     inp[:n_inp] = True
     return kids, inp, pts, done
+
+
+def deepen_room(run: Anytime, batch: int, n_kids: int) -> int:
+    """How many children (``n_kids`` before deepening) a step may bound: two per batch slot
+    that the time left fits, and no more than ``DEEPEN_MAX_STEP`` seconds hold at the last
+    child time (never fewer than ``n_kids``)."""
+    fits = int(DEEPEN_MAX_STEP / max(run.child_time, 1e-12))
+    return min(2 * run.pops(batch, batch), max(fits, n_kids))
 
 
 def deepen(brancher: Brancher, kids: Frontier, want: int) -> Frontier:
