@@ -10,7 +10,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lipbound.bab.milp_stage import SEARCH_SHARE, ExactFn, milp_applies, milp_stage
+from lipbound.bab.milp_stage import (
+    SEARCH_SHARE,
+    ExactFn,
+    milp_applies,
+    milp_stage,
+    stage_worth,
+)
 from lipbound.bab.split_points import undecided_kinks
 from lipbound.bounds.domains import make_domain
 from lipbound.errors import InputError, ProblemTooLargeError, SolverError, UnsupportedModelError
@@ -421,6 +427,12 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     if split == "mixed" and requested == "auto" and \
             undecided_kinks(graph, state.bounds) <= LIPSCHITZ_MIXED_MIN_UNSTABLE:
         split = "relu"
+    stage: dict[str, Any] = {"ran": False}
+    if exact is not None:  # too many undecided neurons: the MILP would not pay for its share
+        worth, n_undecided = stage_worth(graph, state.bounds)
+        if not worth:
+            exact = None
+            stage["skipped"] = f"{n_undecided} undecided ReLU inputs (> MAX_STAGE_UNDECIDED)"
     budget = DEFAULT_BAB_TIMEOUT if timeout is None else timeout
     offset = time.perf_counter() - start  # the search's clock starts after the CROWN bound
     share = SEARCH_SHARE[split] if exact is not None else 1.0
@@ -428,7 +440,6 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     res = bab_lipschitz(model, graph, C, domain, q, split=split,
                         timeout=max(budget * share - offset, 1e-3), n_samples=n_samples,
                         seed=seed, focus_max=focus_max, progress=progress)
-    stage = {"ran": False}
     if exact is not None and res.status != "certified":
         try:
             _load_exact()  # inside the budget: the stage gets what is left after the import

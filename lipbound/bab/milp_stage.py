@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 from lipbound.bab.anytime import BabResult, TracePoint
+from lipbound.bab.split_points import undecided_kinks
+from lipbound.bounds.interval import Interval
 from lipbound.errors import UnsupportedModelError
 from lipbound.graph.ir import Graph
 from lipbound.graph.shapes import relu_chain
@@ -41,6 +43,23 @@ ExactFn = Callable[[Tensor, float], tuple[Tensor, Tensor, Tensor, bool]]
 #: 1.90x upper / attained, 263 domains; with the stage 2.58x, 123 domains). Every net of
 #: bench_bab_family (2-64 inputs) keeps its stage.
 MAX_STAGE_INPUTS = 64
+
+
+#: ... and only where method crown leaves at most this many ReLU inputs undecided on the ball:
+#: the MILP needs a binary per undecided neuron (besides the gradient signs), and its time
+#: grows exponentially with them. On bench_bab_family's 40 problems (exact values at 30 s per
+#: row, experiments/out/bab_family_exact.json), every problem whose MILP certified a row had
+#: at most 58 undecided; the three with more than 64 (76, 78, 91) certified none. ACAS Xu 1_1
+#: at prop_3's centre (eps 0.02) has 156: its stage never closed anything and took half of
+#: the 60 s budget from the search (experiments/README.md, bench_bab, session 8).
+MAX_STAGE_UNDECIDED = 64
+
+
+def stage_worth(graph: Graph, bounds: dict[str, Interval]) -> tuple[bool, int]:
+    """Whether a MILP stage is worth half the budget given method crown's forward ``bounds``
+    on the ball (at most ``MAX_STAGE_UNDECIDED`` undecided kinks), and their count."""
+    n = undecided_kinks(graph, bounds)
+    return n <= MAX_STAGE_UNDECIDED, n
 
 
 def milp_applies(graph: Graph, p: float) -> bool:

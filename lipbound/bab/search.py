@@ -70,6 +70,13 @@ MIXED_OPEN = 2
 #: brancher "relu": a step splits its popped domains at up to 1 + DEEPEN_LEVELS neurons each
 #: while their children fit two per batch slot (:func:`deepen`)
 DEEPEN_LEVELS = 5
+#: ... and while the deepened step's estimated time (children x the last child time, the
+#: root's time at the first step) stays within this many seconds: deepening saves the fixed
+#: cost of a step, which matters where steps are short (small networks: milliseconds a
+#: domain); where bounding costs per domain (mnistfc 256x2: 0.3-0.6 s a domain) it only
+#: made steps long (the first step bounded 64 domains in 26 s of a 120 s budget, with no
+#: point attained and nothing reported meanwhile)
+DEEPEN_MAX_STEP = 2.0
 
 
 class Objective(Protocol):
@@ -411,10 +418,18 @@ def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep
     if brancher.mode == "relu" and len(kids) > n_inp:
         kids = kids.take(torch.arange(n_inp, device=dev)).extend(
             deepen(brancher, kids.take(torch.arange(n_inp, len(kids), device=dev)),
-                   2 * run.pops(batch, batch) - n_inp))
+                   deepen_room(run, batch, len(kids)) - n_inp))
     inp = torch.zeros(len(kids), dtype=torch.bool, device=dev)
     inp[:n_inp] = True
     return kids, inp, pts, done
+
+
+def deepen_room(run: Anytime, batch: int, n_kids: int) -> int:
+    """How many children (``n_kids`` before deepening) a step may bound: two per batch slot
+    that the time left fits, and no more than ``DEEPEN_MAX_STEP`` seconds hold at the last
+    child time (never fewer than ``n_kids``)."""
+    fits = int(DEEPEN_MAX_STEP / max(run.child_time, 1e-12))
+    return min(2 * run.pops(batch, batch), max(fits, n_kids))
 
 
 def deepen(brancher: Brancher, kids: Frontier, want: int) -> Frontier:

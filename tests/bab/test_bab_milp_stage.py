@@ -8,9 +8,12 @@ import pytest
 import torch
 
 import lipbound
+from lipbound.bab import milp_stage as ms
 from lipbound.bab.anytime import BabResult
 from lipbound.bab.milp_stage import MAX_STAGE_INPUTS, milp_applies, milp_stage, open_rows
+from lipbound.bounds.domains import LpBall
 from lipbound.graph.trace import trace
+from lipbound.jacobian.bound import jacobian_state
 from tests.oracles import enumerate_local_lipschitz, random_sequential
 
 
@@ -79,3 +82,28 @@ def test_bab_with_the_stage_brackets_the_exact_value():
     for s in range(3):
         assert float(r.lower[s]) <= exact[s] * (1 + 1e-9) <= float(r.upper[s]) * (1 + 2e-9)
     assert "ran" in r.details["milp_stage"]
+
+
+def test_milp_stage_only_with_few_undecided_relus():
+    """The stage runs only where method crown leaves at most MAX_STAGE_UNDECIDED ReLU inputs
+    undecided (the count is a brute count over the pre-activation bounds); past it the
+    search keeps the whole budget and the details say why."""
+    net = _net(3, sizes=(3, 40, 40, 3))
+    x = torch.zeros(3, dtype=torch.float64)
+    g = trace(net, x[None])
+    ball = LpBall(x[None], torch.tensor([2.0], dtype=torch.float64), math.inf)
+    st, _ = jacobian_state(g, torch.eye(3, dtype=torch.float64), ball, "crown", 1.0)
+    relu_in = [n.inputs[0] for n in g.nodes if n.op == "relu"]
+    brute = sum(int(((st.bounds[z].lower < 0) & (st.bounds[z].upper > 0)).sum())
+                for z in relu_in)
+    assert len(relu_in) == 2 and brute > 1
+    old = ms.MAX_STAGE_UNDECIDED
+    try:
+        for cap, worth in ((brute, True), (brute - 1, False)):
+            ms.MAX_STAGE_UNDECIDED = cap
+            assert ms.stage_worth(g, st.bounds) == (worth, brute)
+        ms.MAX_STAGE_UNDECIDED = brute - 1
+        r = lipbound.local_lipschitz(net, x, 2.0, method="bab", timeout=0.5, progress=False)
+        assert "undecided" in r.details["milp_stage"].get("skipped", "")
+    finally:
+        ms.MAX_STAGE_UNDECIDED = old

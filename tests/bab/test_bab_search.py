@@ -227,3 +227,26 @@ def test_final_and_pruned_domains_keep_their_bounds_in_the_result(min_width):
     assert res.status == ("certified" if min_width == 0 else "exhausted")
     assert res.upper[1] == 1.0 and 0.5 <= res.upper[0] <= 0.5 + 1e-5  # sup x_0, sup -x_0
     assert all(p.upper >= 1.0 for p in res.trace)
+
+
+def test_deepening_stops_where_a_step_would_be_long():
+    """Deepening fills the batch only while the estimated step (children x the last child
+    time) stays within DEEPEN_MAX_STEP seconds: cheap domains deepen to two per batch
+    slot, costly ones keep just the step's own children."""
+    from lipbound.bab.anytime import Anytime
+    from lipbound.bab.search import DEEPEN_MAX_STEP, deepen_room
+
+    run = Anytime(timeout=1e6, rtol=1e-4, atol=1e-9, max_domains=10**6)
+    run.child_time = DEEPEN_MAX_STEP / 1000
+    assert deepen_room(run, 32, 2) == 64
+    run.child_time = DEEPEN_MAX_STEP / 8
+    assert deepen_room(run, 32, 2) == 8
+    run.child_time = DEEPEN_MAX_STEP
+    assert deepen_room(run, 32, 2) == 2
+    g = torch.Generator().manual_seed(1)
+    P = _frontier(1, 4, [6, 5], g)
+    P.signs[0][:] = 0
+    P.signs[1][:] = 0
+    br = Brancher("relu")
+    kids = children(P, br.plan(P))
+    assert len(deepen(br, kids, deepen_room(run, 32, len(kids)))) == 2

@@ -174,3 +174,28 @@ def test_small_chunk_cap_gives_the_same_bounds(monkeypatch):
     got = lipbound.jacobian_bounds(net, x, 0.05)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("A_shape,t_shape,dtype", [
+    ((5, 7, 12), (5, 1, 12), torch.float64),   # one value per batch row: matrix-vector path
+    ((5, 7, 3, 4), (1, 1, 3, 4), torch.float64),  # shared value, broadcast over the batch
+    ((5, 7, 3, 4), (3, 4), torch.float64),     # an offset [*shape]: elementwise path
+    ((5, 7, 12), (5, 1, 12), torch.float32),   # float32: elementwise path
+    ((5, 7, 12), (5, 7, 12), torch.float64),   # a value per row and spec row
+])
+def test_dense_dot_sums_every_product_once(A_shape, t_shape, dtype):
+    """windows.dot of a dense A is sum over elements of A * t, [B, S], on every path, within
+    the rounding of an n-term sum in any order (gamma_n of the sum of |products|)."""
+    from lipbound.propagate.windows import dot
+
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(*A_shape, generator=g, dtype=torch.float64).to(dtype)
+    t = torch.randn(*t_shape, generator=g, dtype=torch.float64).to(dtype)
+    got = dot(A, t)
+    A64, t64 = A.double(), t.double()
+    ref = (A64 * t64).flatten(2).sum(-1)
+    n = A[0, 0].numel()
+    u = torch.finfo(dtype).eps / 2
+    mag = (A64 * t64).abs().flatten(2).sum(-1)
+    assert got.shape == ref.shape == A_shape[:2] and got.dtype == dtype
+    assert bool(((got.double() - ref).abs() <= 2 * n * u * mag + 1e-300).all())
