@@ -121,8 +121,17 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
     opt = init_params(state, target, A.shape[1])
     if not opt or iterations <= 0:
         return best
-    it_state, it_A, it_opt = _iterate_problem(state, target, A, opt, best)
-    kept = _optimise(it_state, target, it_A, it_opt, iterations, lr_scale)
+    kept = _DISAGREE
+    low = _low_precision(state, A, opt, best)
+    if low is not None:  # float32 iterates, unless their first bound disagrees (ill-conditioned)
+        it_state, it_A, it_opt = low
+
+        def agrees(first: Tensor) -> bool:
+            return _agrees(first, best, state, target, A)
+
+        kept = _optimise(it_state, target, it_A, it_opt, iterations, lr_scale, agrees)
+    if kept is _DISAGREE:
+        kept = _optimise(state, target, A, opt, iterations, lr_scale)
     if kept is None:
         return best
     dtype = best.dtype
@@ -140,31 +149,36 @@ ITERATE_DTYPE: torch.dtype | None = torch.float32
 ITERATE_AGREEMENT = 1e-4
 
 
-def _iterate_problem(state: BoundState, target: str, A: Tensor,
-                     opt: dict[str, dict[str, Tensor]], crown: Tensor):
-    """(state, coefficients, fresh parameter leaves) the iterates run on: a float32 copy
-    when it agrees with the float64 CROWN bound ``crown`` at the initial parameters, else
-    the state itself."""
+def _low_precision(state: BoundState, A: Tensor, opt: dict[str, dict[str, Tensor]],
+                   crown: Tensor):
+    """(state, coefficients, fresh parameter leaves) in ``ITERATE_DTYPE`` for a float64
+    state with finite CROWN bounds ``crown``, else None."""
     dt = ITERATE_DTYPE
     if dt is None or crown.dtype != torch.float64 or not bool(torch.isfinite(crown).all()):
-        return state, A, opt
-    it_state = cast_state(state, dt)
-    it_A = cast_coefficients(A, dt)
+        return None
     it_opt = {n: {k: v.detach().to(dt).requires_grad_(True) for k, v in p.items()}
               for n, p in opt.items()}
-    with torch.no_grad(), own_rounding.disabled():
-        first = crown_upper(it_state, target, it_A, opt=it_opt).to(crown.dtype)
+    return cast_state(state, dt), cast_coefficients(A, dt), it_opt
+
+
+def _agrees(first: Tensor, crown: Tensor, state: BoundState, target: str, A: Tensor) -> bool:
+    """Whether the low-precision bound at the initial parameters is within
+    ``ITERATE_AGREEMENT`` of each row's interval width of the float64 CROWN bound."""
+    with torch.no_grad():
         scale = target_widths(state, target, A)
-    close = (first - crown).abs() <= ITERATE_AGREEMENT * scale  # False where NaN
-    if not bool((close & torch.isfinite(scale)).all()):
-        return state, A, opt
-    return it_state, it_A, it_opt
+    close = (first.to(crown.dtype) - crown).abs() <= ITERATE_AGREEMENT * scale  # False: NaN
+    return bool((close & torch.isfinite(scale)).all())
+
+
+#: what :func:`_optimise` returns when its first bound fails the agreement check
+_DISAGREE = object()
 
 
 def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str, Tensor]],
-              iterations: int, lr_scale: float) -> dict[str, dict[str, Tensor]] | None:
+              iterations: int, lr_scale: float, check=None):
     """Projected Adam on the summed bound; the parameters of each row's best iterate (None
-    when no parameter is an ancestor of the target). Stops early per :func:`stop_when_flat`
+    when no parameter is an ancestor of the target; ``_DISAGREE`` when ``check`` rejects the
+    first bound, at the initial parameters). Stops early per :func:`stop_when_flat`
     (a criterion over the whole chunk: freezing rows one by one once each was flat for up to
     8 steps lost ACAS Xu 5_9 prop_3's bound, 10.29 -> 36.86, through a neuron of the last
     layer that the slightly looser earlier layers no longer decide)."""
@@ -180,6 +194,8 @@ def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str
             up = crown_upper(state, target, A, opt=opt)
             if not up.requires_grad:  # no parameter is an ancestor of the target
                 return None
+            if check is not None and raw is None and not check(up.detach()):
+                return _DISAGREE
             up.sum().backward()
         raw, kept = _keep_best(raw, kept, up.detach(), opt)
         sums.append(float(raw.sum()))
