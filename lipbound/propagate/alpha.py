@@ -140,9 +140,23 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
         return torch.minimum(best, crown_upper(state, target, A, opt=kept))
 
 
-#: dtype of the alpha iterates of a float64 state (None: the state's own); they only choose
-#: the parameters (:mod:`lipbound.propagate.iterate_state`)
-ITERATE_DTYPE: torch.dtype | None = torch.float32
+_ITERATE_DTYPE: ContextVar[torch.dtype | None] = ContextVar("lipbound_alpha_iterate_dtype",
+                                                            default=None)
+
+
+@contextmanager
+def iterate_in(dtype: torch.dtype | None):
+    """Within the block, the iterates of :func:`alpha_crown_upper` on a float64 state run in
+    ``dtype`` (None: the state's own): they only choose the parameters
+    (:mod:`lipbound.propagate.iterate_state`), so only tightness can change, at the level of
+    the optimisation's trajectory."""
+    token = _ITERATE_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _ITERATE_DTYPE.reset(token)
+
+
 #: ... used only where its CROWN bound at the initial parameters is, on every row, within
 #: this fraction of the row's interval width (``iterate_state.target_widths``) of the float64
 #: CROWN bound (ill-conditioned states, e.g. sums that cancel, iterate in float64)
@@ -151,9 +165,9 @@ ITERATE_AGREEMENT = 1e-4
 
 def _low_precision(state: BoundState, A: Tensor, opt: dict[str, dict[str, Tensor]],
                    crown: Tensor):
-    """(state, coefficients, fresh parameter leaves) in ``ITERATE_DTYPE`` for a float64
-    state with finite CROWN bounds ``crown``, else None."""
-    dt = ITERATE_DTYPE
+    """(state, coefficients, fresh parameter leaves) in the dtype of :func:`iterate_in` for
+    a float64 state with finite CROWN bounds ``crown``, else None."""
+    dt = _ITERATE_DTYPE.get()
     if dt is None or crown.dtype != torch.float64 or not bool(torch.isfinite(crown).all()):
         return None
     it_opt = {n: {k: v.detach().to(dt).requires_grad_(True) for k, v in p.items()}
@@ -214,15 +228,21 @@ def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str
 
 def _keep_best(raw: Tensor | None, kept: dict[str, dict[str, Tensor]] | None, up: Tensor,
                opt: dict[str, dict[str, Tensor]]):
-    """(elementwise best bound [B, S], the parameters that gave each row's best)."""
+    """(elementwise best bound [B, S], the parameters that gave each row's best; those the
+    batch shares ([1, S, ...] against bounds [B, S]) are kept per set, [B, S, ...], so every
+    (set, row) keeps its own best iterate as the minimum over iterates did)."""
+    B = up.shape[0]
+
+    def rows(v: Tensor) -> Tensor:  # parameters shared by the batch get one copy per set
+        v = v.detach()
+        return v.expand(B, *v.shape[1:]).clone() if v.shape[0] != B else v.clone()
+
     if raw is None:
-        return up, {n: {k: v.detach().clone() for k, v in p.items()} for n, p in opt.items()}
+        return up, {n: {k: rows(v) for k, v in p.items()} for n, p in opt.items()}
     better = up < raw
     with torch.no_grad():
         for name, p in opt.items():
             for k, v in p.items():
                 b = better.reshape(*better.shape, *([1] * (v.dim() - 2)))
-                if v.shape[0] != better.shape[0]:  # shared over the batch: better in every set
-                    b = b.all(0, keepdim=True)
                 kept[name][k] = torch.where(b, v.detach(), kept[name][k])
     return torch.minimum(raw, up), kept

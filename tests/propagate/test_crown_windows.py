@@ -15,7 +15,6 @@ from lipbound.errors import ProblemTooLargeError
 from lipbound.graph.trace import trace
 from lipbound.jacobian import bound as jacobian_bound
 from lipbound.jacobian.bound import jacobian_state
-from lipbound.propagate import alpha
 from lipbound.propagate import intermediate as crown
 from lipbound.propagate.driver import prepare_state
 from lipbound.propagate.intermediate import crown_node_bounds
@@ -63,7 +62,7 @@ NETS = _nets()
 def tile(request, monkeypatch):
     """Restores the tile; alpha iterates in float64, so that optimised bounds too compare to
     float64 summation order (float32 iterates pick parameters at float32 rounding)."""
-    monkeypatch.setattr(alpha, "ITERATE_DTYPE", None)
+    monkeypatch.setattr(jacobian_bound, "FORWARD_ITERATE_DTYPE", None)
     old = crown.WINDOW_TILE
     yield
     crown.WINDOW_TILE = old
