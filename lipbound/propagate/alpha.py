@@ -129,9 +129,9 @@ def alpha_crown_upper(state: BoundState, target: str, A: Tensor, iterations: int
         def agrees(first: Tensor) -> bool:
             return _agrees(first, best, state, target, A)
 
-        kept = _optimise(it_state, target, it_A, it_opt, iterations, lr_scale, agrees)
+        kept = _optimise(it_state, target, it_A, it_opt, iterations, lr_scale, best, agrees)
     if kept is _DISAGREE:
-        kept = _optimise(state, target, A, opt, iterations, lr_scale)
+        kept = _optimise(state, target, A, opt, iterations, lr_scale, best)
     if kept is None:
         return best
     dtype = best.dtype
@@ -189,10 +189,11 @@ _DISAGREE = object()
 
 
 def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str, Tensor]],
-              iterations: int, lr_scale: float, check=None):
-    """Projected Adam on the summed bound; the parameters of each row's best iterate (None
-    when no parameter is an ancestor of the target; ``_DISAGREE`` when ``check`` rejects the
-    first bound, at the initial parameters). Stops early per :func:`stop_when_flat`
+              iterations: int, lr_scale: float, start: Tensor, check=None):
+    """Projected Adam on the summed bound; the parameters of each row's best iterate, better
+    than ``start`` (the CROWN bound, whose rows keep the initial parameters; None when no
+    parameter is an ancestor of the target; ``_DISAGREE`` when ``check`` rejects the first
+    bound, at the initial parameters). Stops early per :func:`stop_when_flat`
     (a criterion over the whole chunk: freezing rows one by one once each was flat for up to
     8 steps lost ACAS Xu 5_9 prop_3's bound, 10.29 -> 36.86, through a neuron of the last
     layer that the slightly looser earlier layers no longer decide)."""
@@ -201,14 +202,15 @@ def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str
     adam = Adam(groups, gamma=0.95)  # torch.optim.Adam's steps, without importing dynamo
     stop = _STOP_REL.get()
     sums: list[float] = []  # sum of the best (untallied) bounds after each step
-    raw = kept = None
-    for _ in range(iterations):
+    raw = start.to(_dtype_of(opt, start))
+    kept = {n: {k: _per_set(v, raw.shape[0]) for k, v in p.items()} for n, p in opt.items()}
+    for step in range(iterations):
         adam.zero_grad()
         with torch.enable_grad(), own_rounding.disabled():
             up = crown_upper(state, target, A, opt=opt)
             if not up.requires_grad:  # no parameter is an ancestor of the target
                 return None
-            if check is not None and raw is None and not check(up.detach()):
+            if check is not None and step == 0 and not check(up.detach()):
                 return _DISAGREE
             up.sum().backward()
         raw, kept = _keep_best(raw, kept, up.detach(), opt)
@@ -226,19 +228,24 @@ def _optimise(state: BoundState, target: str, A: Tensor, opt: dict[str, dict[str
     return kept
 
 
-def _keep_best(raw: Tensor | None, kept: dict[str, dict[str, Tensor]] | None, up: Tensor,
+def _dtype_of(opt: dict[str, dict[str, Tensor]], default: Tensor) -> torch.dtype:
+    for p in opt.values():
+        for v in p.values():
+            return v.dtype
+    return default.dtype
+
+
+def _per_set(v: Tensor, B: int) -> Tensor:
+    """A copy of a parameter [B or 1, S, ...] with one entry per set of the batch: those the
+    batch shares are kept per set, so every (set, row) keeps its own best iterate, as the
+    minimum over the iterates' bounds does."""
+    v = v.detach()
+    return v.expand(B, *v.shape[1:]).clone() if v.shape[0] != B else v.clone()
+
+
+def _keep_best(raw: Tensor, kept: dict[str, dict[str, Tensor]], up: Tensor,
                opt: dict[str, dict[str, Tensor]]):
-    """(elementwise best bound [B, S], the parameters that gave each row's best; those the
-    batch shares ([1, S, ...] against bounds [B, S]) are kept per set, [B, S, ...], so every
-    (set, row) keeps its own best iterate as the minimum over iterates did)."""
-    B = up.shape[0]
-
-    def rows(v: Tensor) -> Tensor:  # parameters shared by the batch get one copy per set
-        v = v.detach()
-        return v.expand(B, *v.shape[1:]).clone() if v.shape[0] != B else v.clone()
-
-    if raw is None:
-        return up, {n: {k: rows(v) for k, v in p.items()} for n, p in opt.items()}
+    """(elementwise best bound [B, S], the parameters that gave each row's best)."""
     better = up < raw
     with torch.no_grad():
         for name, p in opt.items():
