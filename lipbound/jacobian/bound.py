@@ -96,7 +96,8 @@ def jacobian_state(forward: Graph, C: Tensor, domain: LpBall, method: str,
         state.set_bounds(jg.gradient, restriction.gradient)
     if method != "ibp":
         with stop_when_flat(ALPHA_STOP_REL if it else None):
-            crown_intermediate(state, skip=set(fstate.bounds) | {jg.gradient}, iterations=it)
+            crown_intermediate(state, skip=set(fstate.bounds) | {jg.gradient}, iterations=it,
+                               per_set=True)
             if bound_gradient and state.dep[jg.gradient]:
                 _bound_gradient(state, jg.gradient, it)
     return state, jg
