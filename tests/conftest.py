@@ -24,26 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lipbound.graph.ir import CONST, Graph
-from lipbound.ops import registry
+from lipbound.graph.ir import Graph
+from lipbound.propagate.ibp import evaluate
 
 
 def evaluate_graph(graph: Graph, x: Tensor) -> dict[str, Tensor]:
-    """Value of every node of ``graph`` on the batched input ``x`` [N, *in].
-
-    ``const`` nodes take their ``params["value"]`` (batch 1 or N); every other node is
-    ``registry.get(node.op).apply(node.params, *inputs)``.
-    """
-    vals: dict[str, Tensor] = {}
-    for n in graph.nodes:
-        if n.name == graph.input:
-            vals[n.name] = x
-        elif n.op == CONST:
-            vals[n.name] = n.params["value"]
-        else:
-            op = registry.get(n.op, n.where)
-            vals[n.name] = op.apply(n.params, *[vals[s] for s in n.inputs])
-    return vals
+    """Value of every node of ``graph`` on the batched input ``x`` [N, *in]: each op's
+    ``apply`` (:func:`lipbound.propagate.ibp.evaluate`; nodes that do not depend on the
+    input keep batch 1)."""
+    return evaluate(graph, x)
 
 
 def seeded_init(model: nn.Module, seed: int) -> nn.Module:
