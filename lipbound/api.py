@@ -73,7 +73,8 @@ def output_bounds(model: nn.Module, x: Any, eps: float, norm: float | int | str 
     (identity) or [S, K]; method: "ibp" | "crown" | "alpha-crown" | "bab" (branch-and-bound
     for ``timeout`` seconds, default ``DEFAULT_BAB_TIMEOUT``; it stops early once the bounds
     meet values attained at points of the set; ``split`` as for :func:`local_lipschitz`:
-    "input" boxes, "relu" signs with beta-CROWN and LP checks, or "auto"; ``prove_above``
+    "input" boxes, "relu" signs with beta-CROWN and LP checks, "mixed", or "auto" (input
+    boxes up to ``INPUT_SPLIT_MAX_DIM`` input dimensions, else signs); ``prove_above``
     [S] refines only the lower bounds not yet above it and stops as soon as every
     ``lower[s] > prove_above[s]`` is certified, as a verifier needs; the upper bounds are then
     the root's). Computation runs in ``dtype`` (float64 by default) on x's device;
@@ -205,7 +206,10 @@ def _bab_outputs(model, graph, C, domain, timeout, split, progress, stop_below, 
     # deferred: heavy optional dependency (highspy via the sign-split LP)
     from lipbound.bab import bab_output_bounds
 
-    return bab_output_bounds(model, graph, C, domain, split=_choose_split(graph, split),
+    chosen = _choose_split(graph, split)
+    if split == "auto" and chosen == "mixed":
+        chosen = OUTPUT_AUTO_SPLIT
+    return bab_output_bounds(model, graph, C, domain, split=chosen,
                              timeout=DEFAULT_BAB_TIMEOUT if timeout is None else timeout,
                              stop_below=stop_below, groups=groups, progress=progress,
                              witness_check=witness_check)
@@ -218,6 +222,14 @@ DEFAULT_BAB_TIMEOUT = 60.0
 #: split="auto" splits input boxes up to this many input dimensions ("mixed": halves, then
 #: neurons at the kinks that cut the boxes; "input" without kinks), else kinks ("relu")
 INPUT_SPLIT_MAX_DIM = 8
+#: ... for output bounds and proof goals, input halves alone (``OUTPUT_AUTO_SPLIT``): the
+#: outputs are continuous, so the relaxation error of a box shrinks with it, kinks or not (a
+#: gradient jumps at a kink, which is why Lipschitz constants need sign splits). Chosen on a
+#: development family disjoint from bench_bab_family's evaluation seeds
+#: (experiments/verify_split_choice.py, seeds 100-169: 26 nets with 2-8 inputs and tight
+#: true goals, 20 s): input halves decided 26, mixed 22; where both did, input halves were
+#: faster on 19 of 22, by a median factor of 2.5
+OUTPUT_AUTO_SPLIT = "input"
 #: ... for Lipschitz constants, mixed only where method crown leaves more than this many
 #: kink elements undecided at the root (a gradient norm is constant on each activation region,
 #: so sign splits close the gap where few regions meet the ball; with many, input halves

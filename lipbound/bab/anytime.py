@@ -184,6 +184,26 @@ class Anytime:
         T = self.target(L)
         return ((ub - T) / (T.abs() + self.atol)).max(1).values
 
+    def lp_aim(self, ub: Tensor, L: Tensor) -> tuple[Tensor, Tensor] | None:
+        """What a domain's LP point should aim at, as ``(rows [k], offsets [k])``: minimise
+        max_i (offsets_i - value of row rows_i). With goals: the open goal of the domain
+        (``ub`` [R]) farthest from holding, so that the point fails all its rows at once if it
+        can (a counterexample); without: the row with the largest gap to its target, whose
+        value the point should raise. None when every goal holds. A heuristic only: the
+        point is re-scored on the model and the bounds do not depend on it."""
+        if self.stop_below is None:
+            T = self.target(L)
+            r = ((ub - T) / (T.abs() + self.atol)).argmax().reshape(1)
+            return r, torch.zeros(1, dtype=ub.dtype, device=ub.device)
+        excess = (ub - self.stop_below)[:, None].expand(-1, self.members.shape[1])
+        need = torch.where(self.members, excess, torch.inf).min(0).values  # [G]
+        if self.refuted is not None:
+            need = torch.where(self.refuted, -torch.inf, need)
+        if not bool((need >= 0).any()):
+            return None
+        rows = self.members[:, int(need.argmax())].nonzero().flatten()
+        return rows, self.stop_below[rows]
+
     def stop(self, U: Tensor, L: Tensor, ub_q: Tensor, growth: int, pbar) -> str | None:
         """Record the state; the status to stop with, or None to go on. ``ub_q`` [N, R]:
         the queued domains' bounds; ``growth``: how many domains the next step can add."""

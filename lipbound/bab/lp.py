@@ -95,11 +95,17 @@ def _rows(layers, bounds, signs, n0):
 
 def sign_lp(layers: list[MlpLayer], box_lo: np.ndarray, box_hi: np.ndarray,
             bounds: list[tuple[np.ndarray, np.ndarray]], signs: list[np.ndarray],
-            time_limit: float, margin: bool = False) -> LpAnswer:
+            time_limit: float, margin: bool = False,
+            aim: tuple[np.ndarray, np.ndarray] | None = None) -> LpAnswer:
     """Decide whether some x in [box_lo, box_hi] can produce ``signs`` (see the module doc).
 
     With ``margin`` the LP maximises t <= 1 subject to s_j z_j >= t on the split neurons, so a
-    positive margin certifies a point strictly inside the domain's region.
+    positive margin certifies a point strictly inside the domain's region. Otherwise, with
+    ``aim = (G [k, K], g [k])`` the feasible point returned minimises max_i (G_i y + g_i) over
+    the LP (y = the output layer of the relaxed network): where every neuron's sign is fixed
+    the LP is the network itself on the domain's region, so its point attains the minimum of
+    that function there (up to ``TOL``); elsewhere it is a candidate. The verdict
+    (feasible / infeasible) does not depend on ``aim``.
     """
     n0 = box_lo.size
     built = _rows(layers, bounds, signs, n0)
@@ -114,7 +120,25 @@ def sign_lp(layers: list[MlpLayer], box_lo: np.ndarray, box_hi: np.ndarray,
         A, rlo, rhi = _margin_rows(layers, signs, A, rlo, rhi, n0)
         clo, chi = np.append(clo, -np.inf), np.append(chi, 1.0)
         cost = np.append(cost, -1.0)
+    elif aim is not None:
+        A, rlo, rhi = _aim_rows(layers, aim, A, rlo, rhi, n0)
+        clo, chi = np.append(clo, -np.inf), np.append(chi, np.inf)
+        cost = np.append(cost, 1.0)
     return _solve(A, rlo, rhi, clo, chi, cost, time_limit, n0, margin)
+
+
+def _aim_rows(layers, aim, A, rlo, rhi, n0):
+    """Rows G_i (W_L a_{L-1} + b_L) + g_i - t <= 0 and a column for t (the LP minimises t)."""
+    G, g = aim
+    out = layers[-1]
+    last = n0 + sum(len(L.b) for L in layers[:-1])
+    prev = slice(last - out.W.shape[1], last)
+    R = np.zeros((G.shape[0], A.shape[1] + 1))
+    R[:, prev] = G @ out.W
+    R[:, -1] = -1.0
+    A = np.vstack([np.hstack([A, np.zeros((A.shape[0], 1))]), R])
+    return (A, np.concatenate([rlo, np.full(G.shape[0], -np.inf)]),
+            np.concatenate([rhi, -(G @ out.b + g)]))
 
 
 def _margin_rows(layers, signs, A, rlo, rhi, n0):

@@ -71,6 +71,11 @@ class OutputSearch(SignSearch):
                   for lo, up, r in zip(los, ups, self.reach)]
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
+    def lp_objective(self, rows: Tensor, offsets: Tensor) -> tuple:
+        """Row r's value is CC_r y: G = -CC[rows], g = offsets."""
+        G = -self.CC[rows.to(self.CC.device)].double().cpu().numpy()
+        return G, offsets.double().cpu().numpy()
+
     def smear(self, lo: Tensor, up: Tensor) -> Tensor:
         """Input-split scores [N, n] of boxes [N, n], ``sqrt(point * interval)`` of two
         smears (derivative magnitude times width, max over the rows of C): ``point`` with

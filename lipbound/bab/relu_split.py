@@ -254,6 +254,11 @@ class SignSearch:
             ups.append(up)
         return los, ups, empty
 
+    def lp_objective(self, rows: Tensor, offsets: Tensor) -> tuple | None:
+        """``(G, g)`` numpy with G y + g = offsets - (values of ``rows``) on the output y, or
+        None where the values are not linear in the output (here: never; see subclasses)."""
+        return None
+
     def lp_allowed(self, elapsed: float) -> bool:
         """Whether the next LP may run: MLPs only, while LPs have used at most
         ``LP_TIME_SHARE`` of the ``elapsed`` search time."""
@@ -261,10 +266,13 @@ class SignSearch:
 
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
                  time_limit: float, margin: bool = False,
-                 box: tuple[Tensor, Tensor] | None = None) -> Tensor | None | bool:
+                 box: tuple[Tensor, Tensor] | None = None,
+                 aim: tuple[Tensor, Tensor] | None = None) -> Tensor | None | bool:
         """A point of the ball (within ``box`` [n] pair, flat, if given) with these signs,
         None if none exists, True if undecided. With ``margin`` the point is strictly inside
-        the region when one exists (else True)."""
+        the region when one exists (else True); with ``aim`` (see
+        :meth:`~lipbound.bab.anytime.Anytime.lp_aim`) it is the LP's best for the aim when
+        the objective's rows are linear in the output (:meth:`lp_objective`)."""
         bounds = [(lo.double().cpu().numpy(), up.double().cpu().numpy())
                   for lo, up in zip(los, ups)]
         blo, bhi = self.blo, self.bhi
@@ -273,7 +281,8 @@ class SignSearch:
             bhi = box[1].double().cpu().numpy()
         t0 = time.perf_counter()
         ans = sign_lp(self.layers, blo, bhi, bounds,
-                      [s.cpu().numpy() for s in sg], time_limit, margin)
+                      [s.cpu().numpy() for s in sg], time_limit, margin,
+                      None if aim is None else self.lp_objective(*aim))
         self.lp_seconds += time.perf_counter() - t0
         if ans.status != "feasible":
             return None if ans.status == "infeasible" else True

@@ -103,7 +103,8 @@ class Objective(Protocol):
 
     def lp_point(self, los: list[Tensor], ups: list[Tensor], sg: list[Tensor],
                  time_limit: float, margin: bool = False,
-                 box: tuple[Tensor, Tensor] | None = None) -> Tensor | None | bool: ...
+                 box: tuple[Tensor, Tensor] | None = None,
+                 aim: tuple[Tensor, Tensor] | None = None) -> Tensor | None | bool: ...
 
 
 @dataclass
@@ -384,7 +385,7 @@ def _expand(obj: Objective, brancher: Brancher, fr: Frontier, pick: Tensor, keep
         n_lp += 1
         flo, fup = [t[d] for t in P.flo], [t[d] for t in P.fup]
         x = obj.lp_point(flo, fup, [t[d] for t in P.signs], min(left, LP_TIME_LIMIT),
-                         box=(P.lo[d], P.up[d]))
+                         box=(P.lo[d], P.up[d]), aim=run.lp_aim(P.ub[d], L))
         if x is None:
             gone[d] = True
         elif x is not True:

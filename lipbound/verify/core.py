@@ -7,11 +7,11 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
 3. alpha-CROWN on the regions still open, then a longer PGD attack on the whole violation and
    one PGD attack per disjunct (at most 16 disjuncts per region);
 4. branch and bound: the one search of :mod:`lipbound.bab.search` towards the proof goals
-   (:func:`lipbound.prove_outputs`, brancher "auto": input halves and ReLU signs on
-   low-dimensional inputs, ReLU signs otherwise); its attained points are screened and seed
-   PGD (:class:`~lipbound.verify.falsify.SearchWitness`), so it also finds counterexamples;
-5. the same search with input halves only, for regions of at most ``SPLIT_MAX_INPUTS``
-   inputs;
+   (:func:`lipbound.prove_outputs`, brancher "auto": input halves on low-dimensional inputs,
+   ReLU signs otherwise); its attained points are screened and seed PGD
+   (:class:`~lipbound.verify.falsify.SearchWitness`), so it also finds counterexamples;
+5. the same search with input halves, for regions of more than ``INPUT_SPLIT_MAX_DIM``
+   (where step 4 split signs) and at most ``SPLIT_MAX_INPUTS`` inputs;
 6. further attack rounds; "unknown" if they find nothing and time is left.
 
 The verdict is "sat" as soon as a counterexample is confirmed (see
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lipbound.api import INPUT_SPLIT_MAX_DIM
 from lipbound.errors import InputError, ShapeError
 from lipbound.inputs import check_timeout, get_graph, resolve_model
 from lipbound.io.vnnlib import VnnlibProperty
@@ -148,9 +149,10 @@ class _Run:
 
     def split(self) -> None:
         """The search with input halves only on the open regions of at most
-        ``SPLIT_MAX_INPUTS`` inputs, in the time left."""
+        ``SPLIT_MAX_INPUTS`` inputs, in the time left (regions small enough for the
+        branch-and-bound stage to have split inputs already are skipped)."""
         todo = [r for r in self.open_regions()
-                if self.prop.regions[r].num_inputs <= SPLIT_MAX_INPUTS]
+                if INPUT_SPLIT_MAX_DIM < self.prop.regions[r].num_inputs <= SPLIT_MAX_INPUTS]
         if todo:
             self.bound("bab", split="input", stage="input-split", regions=todo, reserve=0.0)
 
