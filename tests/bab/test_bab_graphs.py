@@ -176,3 +176,28 @@ def test_auto_split_on_few_inputs_follows_the_undecided_kinks(eps, split):
     assert (u > LIPSCHITZ_MIXED_MIN_UNSTABLE) == (split == "mixed")
     res = lipbound.local_lipschitz(net, x0, eps, method="bab", timeout=0.5, progress=False)
     assert res.details["split"] == split
+
+
+@pytest.mark.parametrize("n_in, expected", [(4, "input"), (12, "relu")])
+def test_auto_split_for_output_bounds_halves_inputs_up_to_the_limit(monkeypatch, n_in, expected):
+    """split="auto" for output bounds / proof goals: input halves up to INPUT_SPLIT_MAX_DIM
+    inputs (outputs are continuous), sign splits above; the bounds hold either way."""
+    import lipbound.bab as bab_pkg
+
+    seen = []
+    real = bab_pkg.bab_output_bounds
+
+    def spy(*args, **kw):
+        seen.append(kw["split"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bab_pkg, "bab_output_bounds", spy)
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(n_in, 16), nn.ReLU(), nn.Linear(16, 2)).double().eval()
+    x0 = torch.rand(n_in, dtype=torch.float64)
+    lo, up = lipbound.output_bounds(net, x0, 0.2, method="bab", timeout=0.5, progress=False)
+    assert seen == [expected]
+    pts = x0 + 0.2 * (2 * torch.rand(2000, n_in, dtype=torch.float64) - 1)
+    with torch.no_grad():
+        y = net(pts)
+    assert (y >= lo - 1e-9).all() and (y <= up + 1e-9).all()
