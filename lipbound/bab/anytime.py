@@ -170,19 +170,29 @@ class Anytime:
         open_rows = ub > _tolerance(self.target(L), self.rtol, self.atol)
         return open_rows.any(1) & ~self.closed(ub)
 
+    def _need(self, ub: Tensor) -> Tensor:
+        """[N, G] (goals only): per domain and goal, the smallest excess of the goal's rows
+        over their thresholds (< 0: the goal holds there; -inf: refuted, needs nothing)."""
+        M = self.members  # [R, G]
+        excess = (ub - self.stop_below)[:, :, None].expand(-1, -1, M.shape[1])
+        need = torch.where(M[None], excess, torch.inf).min(1).values
+        if self.refuted is not None:
+            need = torch.where(self.refuted[None], -torch.inf, need)
+        return need
+
+    def _row_gaps(self, ub: Tensor, L: Tensor) -> Tensor:
+        """[N, R]: each row's relative gap to its target."""
+        T = self.target(L)
+        return (ub - T) / (T.abs() + self.atol)
+
     def gaps(self, ub: Tensor, L: Tensor) -> Tensor:
         """Priority [N]: the largest relative gap of a domain's rows to their targets; with
         goals, the largest over open goals of the smallest excess of a goal's rows over
         their thresholds (how far the domain is from holding that goal)."""
         if self.stop_below is not None:
-            M = self.members  # [R, G]
-            excess = (ub - self.stop_below)[:, :, None].expand(-1, -1, M.shape[1])
-            need = torch.where(M[None], excess, torch.inf).min(1).values  # [N, G]
-            if self.refuted is not None:  # refuted goals need nothing more
-                need = torch.where(self.refuted[None], -torch.inf, need)
+            need = self._need(ub)
             return torch.where(need >= 0, need, -torch.inf).max(1).values
-        T = self.target(L)
-        return ((ub - T) / (T.abs() + self.atol)).max(1).values
+        return self._row_gaps(ub, L).max(1).values
 
     def lp_aim(self, ub: Tensor, L: Tensor) -> tuple[Tensor, Tensor] | None:
         """What a domain's LP point should aim at, as ``(rows [k], offsets [k])``: minimise
@@ -192,13 +202,9 @@ class Anytime:
         value the point should raise. None when every goal holds. A heuristic only: the
         point is re-scored on the model and the bounds do not depend on it."""
         if self.stop_below is None:
-            T = self.target(L)
-            r = ((ub - T) / (T.abs() + self.atol)).argmax().reshape(1)
+            r = self._row_gaps(ub[None], L)[0].argmax().reshape(1)
             return r, torch.zeros(1, dtype=ub.dtype, device=ub.device)
-        excess = (ub - self.stop_below)[:, None].expand(-1, self.members.shape[1])
-        need = torch.where(self.members, excess, torch.inf).min(0).values  # [G]
-        if self.refuted is not None:
-            need = torch.where(self.refuted, -torch.inf, need)
+        need = self._need(ub[None])[0]
         if not bool((need >= 0).any()):
             return None
         rows = self.members[:, int(need.argmax())].nonzero().flatten()

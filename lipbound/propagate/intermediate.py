@@ -58,7 +58,11 @@ def node_mask(state: BoundState, name: str) -> Tensor | None:
 def node_rows(state: BoundState, name: str) -> Tensor | None:
     """Flat indices of the elements of ``name`` whose bounds can change a relaxation that
     reads them (union over the batch), or None for all elements."""
-    mask = node_mask(state, name)
+    return _union_rows(node_mask(state, name))
+
+
+def _union_rows(mask: Tensor | None) -> Tensor | None:
+    """Flat indices of the elements some set of ``mask`` [B or 1, m] holds (None: all)."""
     return None if mask is None else mask.any(0).nonzero().flatten()
 
 
@@ -210,7 +214,7 @@ def crown_intermediate(state: BoundState, skip: set[str] | None = None,
         if exact and not split_here:  # splits of its own elements can tighten it (beta)
             continue
         mask = node_mask(state, name)
-        rows = None if mask is None else mask.any(0).nonzero().flatten()
+        rows = _union_rows(mask)
         if iterations == 0 or rows is not None:  # optimise only what CROWN leaves undecided
             state.set_bounds(name, _crown_needed(state, name, mask if per_set and
                                                  iterations == 0 else None, rows))
