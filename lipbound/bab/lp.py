@@ -105,7 +105,9 @@ def sign_lp(layers: list[MlpLayer], box_lo: np.ndarray, box_hi: np.ndarray,
     the LP (y = the output layer of the relaxed network): where every neuron's sign is fixed
     the LP is the network itself on the domain's region, so its point attains the minimum of
     that function there (up to ``TOL``); elsewhere it is a candidate. The verdict
-    (feasible / infeasible) does not depend on ``aim``.
+    (feasible / infeasible) does not depend on ``aim``: with finite bounds every variable is
+    bounded (x by the box, z by its bounds, a by its fixed piece or triangle), so the aimed
+    LP is never unbounded and HiGHS's "unbounded or infeasible" still means infeasible.
     """
     n0 = box_lo.size
     built = _rows(layers, bounds, signs, n0)
