@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.bab.milp_stage import (
+    MIN_STAGE_SECONDS,
     SEARCH_SHARE,
     ExactFn,
     milp_applies,
@@ -452,7 +453,8 @@ def _bab_lipschitz(model, graph, C, domain, q, timeout, n_samples, seed, progres
     res = bab_lipschitz(model, graph, C, domain, q, split=split,
                         timeout=max(budget * share - offset, 1e-3), n_samples=n_samples,
                         seed=seed, focus_max=focus_max, progress=progress)
-    if exact is not None and res.status != "certified":
+    if exact is not None and res.status != "certified" and \
+            budget - (time.perf_counter() - start) >= MIN_STAGE_SECONDS:
         try:
             _load_exact()  # inside the budget: the stage gets what is left after the import
             res, stage = milp_stage(res, exact, focus_max, budget - (time.perf_counter() - start),
