@@ -68,8 +68,9 @@ def encode_input(mlp, ball) -> MilpModel:
 
 
 def encode_forward(model: MilpModel, mlp, bounds, status, unstable_idx,
-                   margin: float = 0.0) -> None:
-    """The forward pass: one switch binary and a big-M ReLU per unstable neuron.
+                   margin: float = 0.0):
+    """The forward pass: one switch binary and a big-M ReLU per unstable neuron; returns the
+    last hidden layer's activations (a cvxpy expression).
 
     ``margin`` > 0 keeps every unstable neuron's pre-activation at least ``margin`` from its
     kink (z >= margin when active, z <= -margin when not): only patterns whose open regions
@@ -97,6 +98,7 @@ def encode_forward(model: MilpModel, mlp, bounds, status, unstable_idx,
             d, P = None, None
             h = cp.multiply(base, z)
         model.switches.append((d, P))
+    return h
 
 
 def encode_backward(model: MilpModel, mlp, cvec, status, back, unstable_idx):

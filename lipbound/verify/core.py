@@ -6,13 +6,17 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
 2. CROWN bounds on every region, then a short PGD attack on the violation of every region;
 3. alpha-CROWN on the regions still open, then a longer PGD attack on the whole violation and
    one PGD attack per disjunct (at most 16 disjuncts per region);
-4. branch and bound: the one search of :mod:`lipbound.bab.search` towards the proof goals
+4. on ReLU / LeakyReLU MLPs whose alpha-CROWN bounds leave at most
+   ``milp.MAX_UNSTABLE`` neurons unstable, one MILP per open region with ``MILP_SHARE`` of
+   the time left (:mod:`lipbound.verify.milp`): it refutes every open disjunct or finds a
+   counterexample candidate;
+5. branch and bound: the one search of :mod:`lipbound.bab.search` towards the proof goals
    (:func:`lipbound.prove_outputs`, brancher "auto": input halves on low-dimensional inputs,
    ReLU signs otherwise); its attained points are screened and seed PGD
    (:class:`~lipbound.verify.falsify.SearchWitness`), so it also finds counterexamples;
-5. the same search with input halves, for regions of more than ``INPUT_SPLIT_MAX_DIM``
+6. the same search with input halves, for regions of more than ``INPUT_SPLIT_MAX_DIM``
    (where step 4 split signs) and at most ``SPLIT_MAX_INPUTS`` inputs;
-6. further attack rounds; "unknown" if they find nothing and time is left.
+7. further attack rounds; "unknown" if they find nothing and time is left.
 
 The verdict is "sat" as soon as a counterexample is confirmed (see
 :mod:`lipbound.verify.falsify`), "unsat" only when every disjunct of every region is refuted by
@@ -44,6 +48,7 @@ from lipbound.verify.falsify import (
     screen,
     targeted_attack,
 )
+from lipbound.verify.milp import milp_region
 from lipbound.verify.prove import refute
 from lipbound.verify.result import VerificationResult
 
@@ -52,6 +57,10 @@ from lipbound.verify.result import VerificationResult
 BAB_RESERVE = 0.03
 #: Input splitting is tried only for regions with at most this many inputs.
 SPLIT_MAX_INPUTS = 64
+#: The bounding stages ``verify`` knows.
+VERIFY_METHODS = ("crown", "alpha-crown", "milp", "bab")
+#: Share of the time left that the MILP stage may take (branch and bound gets the rest).
+MILP_SHARE = 0.5
 
 
 class _Found(Exception):
@@ -147,6 +156,29 @@ class _Run:
         if not self.open_regions():
             self.decided_by = self.decided_by or stage
 
+    def milp(self) -> None:
+        """The MILP of :mod:`lipbound.verify.milp` on every open region, within
+        ``MILP_SHARE`` of the time left (shared evenly by the regions in turn)."""
+        t0 = self.deadline.elapsed()
+        todo = self.open_regions()
+        budget = MILP_SHARE * self.deadline.remaining()
+        notes = []
+        for k, r in enumerate(todo):
+            seconds = (budget - (self.deadline.elapsed() - t0)) / (len(todo) - k)
+            region = self.prop.regions[r]
+            out = milp_region(self.model, region, self.open[r], self.in_shape, seconds)
+            notes.append(out.why)
+            if out.point is not None:
+                found = screen(self.model, region, self.in_shape, self.checker,
+                               out.point[None])
+                if found is not None:
+                    raise _Found(found, "milp")
+            if out.refuted:
+                self.open[r] = []
+        self.log("milp", t0, outcomes=notes)
+        if not self.open_regions():
+            self.decided_by = self.decided_by or "milp"
+
     def split(self) -> None:
         """The search with input halves only on the open regions of at most
         ``SPLIT_MAX_INPUTS`` inputs, in the time left (regions small enough for the
@@ -158,7 +190,8 @@ class _Run:
 
 
 def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed: int = 0,
-           progress: bool | str = False, methods: tuple[str, ...] = ("crown", "alpha-crown", "bab"),
+           progress: bool | str = False,
+           methods: tuple[str, ...] = ("crown", "alpha-crown", "milp", "bab"),
            input_split: bool = True, attack_rounds: int = 3) -> VerificationResult:
     """Decide whether ``prop`` holds for ``model`` within ``timeout`` seconds.
 
@@ -170,8 +203,13 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
     SIGALRM in the main thread (elsewhere it is checked between stages, so a stage may overrun).
     Loading the model, opening onnxruntime and tracing come first and do not count: their time
     is ``details["prepare_time"]`` (VNN-COMP's preparation phase); ``result.time`` is the rest.
+    ``methods``: the bounding stages in order, from "crown", "alpha-crown", "milp", "bab"
+    (the first two are each followed by attacks).
     """
     timeout = check_timeout(timeout, optional=False)
+    unknown = [m for m in methods if m not in VERIFY_METHODS]
+    if unknown:
+        raise InputError(f"unknown verify methods {unknown}; choose from {VERIFY_METHODS}")
     prep = Deadline(math.inf)
     model = resolve_model(model)
     if not isinstance(prop, VnnlibProperty):
@@ -225,7 +263,7 @@ def _plan(run: _Run, methods, input_split: bool, attack_rounds: int) -> list:
 
     plan: list = [run.screen]
     for k, m in enumerate(methods):
-        plan.append(lambda m=m: run.bound(m))
+        plan.append(run.milp if m == "milp" else lambda m=m: run.bound(m))
         if k == 0:
             plan.append(lambda: run.attack("attack-1", steps=30, restarts=4))
         if k == 1:
