@@ -175,7 +175,7 @@ def _solve(prob: cp.Problem, x: cp.Variable, seconds: float, margin: float,
             return MilpOutcome(False, None, f"HiGHS failed: {exc}", n_unstable)
     if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         return MilpOutcome(True, None, "refuted: no input below the cutoff", n_unstable)
-    value = prob.value
+    value = prob.value if _has_solution(prob) else None
     if x.value is not None and value is not None and np.isfinite(value) and value <= 0:
         point = torch.from_numpy(np.asarray(x.value, dtype=np.float64).copy())
         return MilpOutcome(False, point, f"candidate (s = {value:.3g})", n_unstable)
@@ -183,6 +183,13 @@ def _solve(prob: cp.Problem, x: cp.Variable, seconds: float, margin: float,
     if bound > margin:
         return MilpOutcome(True, None, f"refuted: min s >= {bound:.3g}", n_unstable)
     return MilpOutcome(False, None, f"undecided ({prob.status})", n_unstable)
+
+
+def _has_solution(prob: cp.Problem) -> bool:
+    """Whether HiGHS returned a feasible primal solution (at a time limit without one, cvxpy
+    still fills the variables, with zeros)."""
+    info = prob.solver_stats.extra_stats if prob.solver_stats is not None else None
+    return info is not None and getattr(info, "primal_solution_status", 0) == 2
 
 
 def _dual_bound(prob: cp.Problem) -> float:

@@ -72,6 +72,20 @@ def test_an_early_stop_never_refutes_a_reachable_region(seed, monkeypatch):
     assert not milp_region(net, region, [0, 1], (2,), 30.0).refuted
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_time_limit_without_a_solution_gives_no_candidate(seed, monkeypatch):
+    """HiGHS stopped early (a microsecond limit): cvxpy still fills the variables (with
+    zeros) when it has no solution; what comes back as a candidate must be a solution (a real
+    counterexample of this reachable region), and nothing may refute it."""
+    net, region = _region(seed, [0.05])
+    solve = vm._solve
+    monkeypatch.setattr(vm, "_solve", lambda prob, x, sec, m, n: solve(prob, x, 1e-6, m, n))
+    out = milp_region(net, region, [0], (2,), 30.0)
+    assert not out.refuted
+    if out.point is not None:
+        assert screen(net, region, (2,), Checker(net, (2,)), out.point[None]) is not None
+
+
 def test_milp_stage_skips_too_many_unstable_neurons_and_other_models(monkeypatch):
     net, region = _region(0, [-0.05])
     monkeypatch.setattr(vm, "MAX_UNSTABLE", 0)
