@@ -162,12 +162,13 @@ class _Run:
         t0 = self.deadline.elapsed()
         todo = self.open_regions()
         budget = MILP_SHARE * self.deadline.remaining()
-        notes = []
+        notes, counts = [], []
         for k, r in enumerate(todo):
             seconds = (budget - (self.deadline.elapsed() - t0)) / (len(todo) - k)
             region = self.prop.regions[r]
             out = milp_region(self.model, region, self.open[r], self.in_shape, seconds)
             notes.append(out.why)
+            counts.append(out.unstable)
             if out.point is not None:
                 found = screen(self.model, region, self.in_shape, self.checker,
                                out.point[None])
@@ -175,7 +176,7 @@ class _Run:
                     raise _Found(found, "milp")
             if out.refuted:
                 self.open[r] = []
-        self.log("milp", t0, outcomes=notes)
+        self.log("milp", t0, outcomes=notes, unstable=counts)
         if not self.open_regions():
             self.decided_by = self.decided_by or "milp"
 
