@@ -6,14 +6,17 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
 2. CROWN bounds on every region, then a short PGD attack on the violation of every region;
 3. alpha-CROWN on the regions still open, then a longer PGD attack on the whole violation and
    one PGD attack per disjunct (at most 16 disjuncts per region);
-4. on ReLU / LeakyReLU MLPs whose alpha-CROWN bounds leave at most
-   ``milp.MAX_UNSTABLE`` neurons unstable, one MILP per open region with ``MILP_SHARE`` of
-   the time left (:mod:`lipbound.verify.milp`): it refutes every open disjunct or finds a
-   counterexample candidate;
-5. branch and bound: the one search of :mod:`lipbound.bab.search` towards the proof goals
+4. branch and bound: the one search of :mod:`lipbound.bab.search` towards the proof goals
    (:func:`lipbound.prove_outputs`, brancher "auto": input halves on low-dimensional inputs,
    ReLU signs otherwise); its attained points are screened and seed PGD
    (:class:`~lipbound.verify.falsify.SearchWitness`), so it also finds counterexamples;
+   where the MILP stage applies to an open region, the search leaves it ``MILP_SHARE`` of
+   the time left;
+5. on ReLU / LeakyReLU MLPs whose alpha-CROWN bounds leave at most ``milp.MAX_UNSTABLE``
+   neurons unstable, one MILP per region still open (:mod:`lipbound.verify.milp`): it
+   refutes every open disjunct or finds a counterexample candidate. After the search, so
+   that what the search decides quickly costs no MILP time, and the MILP sees only the
+   disjuncts the search left open;
 6. the same search with input halves, for regions of more than ``INPUT_SPLIT_MAX_DIM``
    (where step 4 split signs) and at most ``SPLIT_MAX_INPUTS`` inputs;
 7. further attack rounds; "unknown" if they find nothing and time is left.
@@ -48,7 +51,7 @@ from lipbound.verify.falsify import (
     screen,
     targeted_attack,
 )
-from lipbound.verify.milp import milp_region
+from lipbound.verify.milp import Prepared, prepare, solve
 from lipbound.verify.prove import refute
 from lipbound.verify.result import VerificationResult
 
@@ -58,7 +61,7 @@ BAB_RESERVE = 0.03
 #: Input splitting is tried only for regions with at most this many inputs.
 SPLIT_MAX_INPUTS = 64
 #: The bounding stages ``verify`` knows.
-VERIFY_METHODS = ("crown", "alpha-crown", "milp", "bab")
+VERIFY_METHODS = ("crown", "alpha-crown", "bab", "milp")
 #: Share of the time left that the MILP stage may take (branch and bound gets the rest).
 MILP_SHARE = 0.5
 
@@ -88,6 +91,7 @@ class _Run:
         self.open = {r: list(range(len(reg.disjuncts))) for r, reg in enumerate(prop.regions)}
         self.stages: list[dict[str, Any]] = []
         self.decided_by: str | None = None
+        self.prep: dict = {}  # region -> its MILP bounds or why the MILP does not apply
 
     def open_regions(self) -> list[int]:
         return [r for r, ids in self.open.items() if ids]
@@ -127,17 +131,20 @@ class _Run:
         self.log(name, t0)
 
     def bound(self, method: str, split: str = "auto", stage: str | None = None,
-              regions: list[int] | None = None, reserve: float | None = None) -> None:
+              regions: list[int] | None = None, reserve: float | None = None,
+              milp_after: bool = False) -> None:
         """Refute the open disjuncts of ``regions`` (default: every open region) with
         ``method`` bounds; under "bab" the search (brancher ``split``) shares the time left
-        (less ``reserve``: by default a little for the stages after it) and its attained
+        (less ``reserve``: by default a little for the stages after it, and ``MILP_SHARE``
+        of it when ``milp_after`` and the MILP applies to an open region) and its attained
         points are screened as counterexamples."""
         t0 = self.deadline.elapsed()
         stage = stage or method
         todo = self.open_regions() if regions is None else regions
         if reserve is None:  # branch and bound runs to the end; keep a little for later
-            total = self.deadline.end - self.deadline.start
-            reserve = min(BAB_RESERVE * total, 10.0) if method == "bab" else 0.0
+            reserve = self._reserve() if method == "bab" else 0.0
+            if method == "bab" and milp_after and any(self._milp_prep(r) for r in todo):
+                reserve = max(reserve, MILP_SHARE * self.deadline.remaining())
         for k, r in enumerate(todo):
             share = (self.deadline.remaining() - reserve) / (len(todo) - k)
             region = self.prop.regions[r]
@@ -156,17 +163,35 @@ class _Run:
         if not self.open_regions():
             self.decided_by = self.decided_by or stage
 
-    def milp(self) -> None:
-        """The MILP of :mod:`lipbound.verify.milp` on every open region, within
-        ``MILP_SHARE`` of the time left (shared evenly by the regions in turn)."""
+    def _reserve(self) -> float:
+        """What branch and bound leaves to the stages after it by default."""
+        return min(BAB_RESERVE * (self.deadline.end - self.deadline.start), 10.0)
+
+    def _milp_prep(self, r: int) -> Prepared | None:
+        """Region r's MILP bounds (computed once), or None where the MILP does not apply
+        (the reason is kept for the stage log)."""
+        if r not in self.prep:
+            self.prep[r] = prepare(self.model, self.prop.regions[r], self.in_shape)
+        got = self.prep[r]
+        return got if isinstance(got, Prepared) else None
+
+    def milp(self, bab_after: bool = False) -> None:
+        """The MILP of :mod:`lipbound.verify.milp` on every open region it applies to, in
+        the time left (``MILP_SHARE`` of it when ``bab_after``, else less the usual
+        reserve), shared evenly by the regions in turn."""
         t0 = self.deadline.elapsed()
         todo = self.open_regions()
-        budget = MILP_SHARE * self.deadline.remaining()
+        left = self.deadline.remaining()
+        budget = MILP_SHARE * left if bab_after else left - self._reserve()
         notes, counts = [], []
         for k, r in enumerate(todo):
+            prep, region = self._milp_prep(r), self.prop.regions[r]
+            if prep is None:
+                notes.append(self.prep[r].why)
+                counts.append(self.prep[r].unstable)
+                continue
             seconds = (budget - (self.deadline.elapsed() - t0)) / (len(todo) - k)
-            region = self.prop.regions[r]
-            out = milp_region(self.model, region, self.open[r], self.in_shape, seconds)
+            out = solve(prep, self.model, region, self.open[r], seconds)
             notes.append(out.why)
             counts.append(out.unstable)
             if out.point is not None:
@@ -192,7 +217,7 @@ class _Run:
 
 def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed: int = 0,
            progress: bool | str = False,
-           methods: tuple[str, ...] = ("crown", "alpha-crown", "milp", "bab"),
+           methods: tuple[str, ...] = ("crown", "alpha-crown", "bab", "milp"),
            input_split: bool = True, attack_rounds: int = 3) -> VerificationResult:
     """Decide whether ``prop`` holds for ``model`` within ``timeout`` seconds.
 
@@ -204,8 +229,9 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
     SIGALRM in the main thread (elsewhere it is checked between stages, so a stage may overrun).
     Loading the model, opening onnxruntime and tracing come first and do not count: their time
     is ``details["prepare_time"]`` (VNN-COMP's preparation phase); ``result.time`` is the rest.
-    ``methods``: the bounding stages in order, from "crown", "alpha-crown", "milp", "bab"
-    (the first two are each followed by attacks).
+    ``methods``: the bounding stages in order, from "crown", "alpha-crown", "bab", "milp"
+    (the first two are each followed by attacks; "bab" and "milp" split the time between
+    them when both are listed).
     """
     timeout = check_timeout(timeout, optional=False)
     unknown = [m for m in methods if m not in VERIFY_METHODS]
@@ -264,7 +290,11 @@ def _plan(run: _Run, methods, input_split: bool, attack_rounds: int) -> list:
 
     plan: list = [run.screen]
     for k, m in enumerate(methods):
-        plan.append(run.milp if m == "milp" else lambda m=m: run.bound(m))
+        later = methods[k + 1:]
+        if m == "milp":
+            plan.append(lambda later=later: run.milp(bab_after="bab" in later))
+        else:
+            plan.append(lambda m=m, later=later: run.bound(m, milp_after="milp" in later))
         if k == 0:
             plan.append(lambda: run.attack("attack-1", steps=30, restarts=4))
         if k == 1:

@@ -79,11 +79,27 @@ class MilpOutcome:
     unstable: int = -1
 
 
-def milp_region(model: nn.Module, region: InputRegion, ids: list[int],
-                in_shape: tuple[int, ...], seconds: float) -> MilpOutcome:
-    """Run the MILP of the module doc on the open disjuncts ``ids`` of ``region`` within about
-    ``seconds`` (bounds and set-up included; HiGHS gets what is left)."""
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class Prepared:
+    """A region's bounds for its MILP (:func:`prepare`): the MLP, alpha-CROWN's state on the
+    box, the widened pre-activation bounds, each neuron's stability and the unstable ones."""
+
+    gm: GraphMLP
+    output: str
+    state: object
+    pre: list
+    status: list
+    unstable: list
+
+    @property
+    def count(self) -> int:
+        return int(sum(u.size for u in self.unstable))
+
+
+def prepare(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...]
+            ) -> Prepared | MilpOutcome:
+    """The region's :class:`Prepared` bounds, or a :class:`MilpOutcome` saying why the MILP
+    does not apply (not a ReLU / LeakyReLU MLP, too many unstable neurons)."""
     x0, eps, (lo, up) = box_as_ball(region, in_shape)
     x1 = x0.reshape(1, *in_shape).to(torch.float64)
     graph = get_graph(model, x1, torch.float64, x1.device)
@@ -98,24 +114,43 @@ def milp_region(model: nn.Module, region: InputRegion, ids: list[int],
             return MilpOutcome(False, None, f"{n_crown} unstable neurons under CROWN "
                                "(> PRECHECK_FACTOR * MAX_UNSTABLE)", n_crown)
         state = prepare_state(graph, dom, "crown", iterations=FORWARD_ITERATIONS)
-        pre = [_flat(state.interval(z)) for z in gm.preact_nodes]
-        status = stability(pre)
-        unstable = [np.flatnonzero(s == UNSTABLE) for s in status]
-        n_unstable = int(sum(u.size for u in unstable))
-        if n_unstable > MAX_UNSTABLE:
-            return MilpOutcome(False, None, f"{n_unstable} unstable neurons (> MAX_UNSTABLE)",
-                               n_unstable)
-        rows = _row_bounds(state, graph.output, region, ids)
-    prob, x, scale = _program(gm, region, ids, pre, status, unstable, rows)
+    pre = [_flat(state.interval(z)) for z in gm.preact_nodes]
+    status = stability(pre)
+    prep = Prepared(gm, graph.output, state, pre, status,
+                    [np.flatnonzero(s == UNSTABLE) for s in status])
+    if prep.count > MAX_UNSTABLE:
+        return MilpOutcome(False, None, f"{prep.count} unstable neurons (> MAX_UNSTABLE)",
+                           prep.count)
+    return prep
+
+
+def solve(prep: Prepared, model: nn.Module, region: InputRegion, ids: list[int],
+          seconds: float) -> MilpOutcome:
+    """The MILP of the module doc on the open disjuncts ``ids`` within about ``seconds``
+    (set-up included; HiGHS gets what is left)."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        rows = _row_bounds(prep.state, prep.output, region, ids)
+    prob, x, scale = _program(prep.gm, region, ids, prep.pre, prep.status, prep.unstable, rows)
     left = seconds - (time.perf_counter() - start)
     if left <= 0.1:
-        return MilpOutcome(False, None, "no time left after the set-up", n_unstable)
-    out = _solve(prob, x, left, MARGIN_REL * scale, n_unstable)
+        return MilpOutcome(False, None, "no time left after the set-up", prep.count)
+    out = _solve(prob, x, left, MARGIN_REL * scale, prep.count)
     if out.point is None:
         return out
     box = snap_box(region.lower, region.upper, model_dtype(model))  # the executor's numbers
     point = out.point if box is None else out.point.to(box[0].dtype).clamp(*box)
-    return MilpOutcome(False, point.to(torch.float64), out.why, n_unstable)
+    return MilpOutcome(False, point.to(torch.float64), out.why, prep.count)
+
+
+def milp_region(model: nn.Module, region: InputRegion, ids: list[int],
+                in_shape: tuple[int, ...], seconds: float) -> MilpOutcome:
+    """:func:`prepare` then :func:`solve` within about ``seconds`` in all."""
+    start = time.perf_counter()
+    prep = prepare(model, region, in_shape)
+    if isinstance(prep, MilpOutcome):
+        return prep
+    return solve(prep, model, region, ids, seconds - (time.perf_counter() - start))
 
 
 def _unstable(state, gm: GraphMLP) -> int:
