@@ -129,6 +129,8 @@ def solve(prep: Prepared, model: nn.Module, region: InputRegion, ids: list[int],
     """The MILP of the module doc on the open disjuncts ``ids`` within about ``seconds``
     (set-up included; HiGHS gets what is left)."""
     start = time.perf_counter()
+    if any(region.disjuncts[i].C.shape[0] == 0 for i in ids):  # every output is unsafe there
+        return MilpOutcome(False, None, "a disjunct without rows", prep.count)
     with torch.no_grad():
         rows = _row_bounds(prep.state, prep.output, region, ids)
     prob, x, scale = _program(prep.gm, region, ids, prep.pre, prep.status, prep.unstable, rows)
