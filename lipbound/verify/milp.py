@@ -180,8 +180,8 @@ def _program(gm: GraphMLP, region: InputRegion, ids: list[int], pre, status, uns
     """(cvxpy problem minimising s, the input variable, the output scale for the margin)."""
     C, d, owner, rlo, rup = rows
     K = len(ids)
-    tlo = np.array([rlo[owner == k].max() for k in range(K)])
-    tup = np.array([rup[owner == k].max() for k in range(K)])
+    tlo, tup = widen(np.array([rlo[owner == k].max() for k in range(K)]),
+                     np.array([rup[owner == k].max() for k in range(K)]))  # rounding of "- d"
     x = cp.Variable(gm.mlp.in_features, name="x")
     model = MilpModel(x, [x >= region.lower.double().numpy(), x <= region.upper.double().numpy()])
     h = encode_forward(model, gm.mlp, pre, status, unstable)
