@@ -1,0 +1,124 @@
+"""Does verify's MILP stage pay, and up to how many unstable neurons (``MAX_UNSTABLE``)?
+
+A development family of robustness properties, disjoint from the VNN-COMP instances: seed i
+-> a random ReLU MLP (inputs 16-100, 2-3 hidden layers of width 32-128, 10 outputs, He
+initialisation), a point x uniform in [0, 1]^n, its predicted label l, and the property "some
+other class reaches l's score" (one disjunct per class j != l: y_j >= y_l) on the l_inf ball of
+radius eps around x clipped to [0, 1], eps log-uniform in ``--eps`` (default [0.002, 0.1]).
+Each property runs through ``lipbound.verify`` with the time limit ``--timeout`` for every
+variant of
+``--caps`` (0: no MILP stage; otherwise ``milp.MAX_UNSTABLE``), the variants alternating
+inside each problem. Verdicts are sound whatever the variant, so the count of decided
+properties (and their times) is the comparison. One JSON line per problem and a summary.
+
+    OMP_NUM_THREADS=1 taskset -c 1 python experiments/verify_milp_choice.py --seeds 0:30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lipbound.io.vnnlib import Conjunction, InputRegion
+from lipbound.io.vnnlib_property import VnnlibProperty
+from lipbound.verify import milp as vm
+from lipbound.verify import verify
+
+
+def problem(seed: int, eps_range: tuple[float, float] = (0.002, 0.1)
+            ) -> tuple[nn.Module, VnnlibProperty, str]:
+    g = torch.Generator().manual_seed(5000 + seed)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
+    n_in, depth, width = pick([16, 32, 64, 100]), pick([2, 3]), pick([32, 64, 128])
+    sizes = [n_in] + [width] * depth + [10]
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(sizes[i + 1], sizes[i], generator=g)
+                             * math.sqrt(2.0 / sizes[i]))
+            lin.bias.copy_(torch.randn(sizes[i + 1], generator=g) * 0.1)
+        layers += [lin, nn.ReLU()] if i < len(sizes) - 2 else [lin]
+    model = nn.Sequential(*layers).eval()
+    x = torch.rand(n_in, generator=g, dtype=torch.float64)
+    lo, hi = (math.log10(e) for e in eps_range)
+    eps = float(10 ** (lo + (hi - lo) * torch.rand(1, generator=g)))
+    with torch.no_grad():
+        label = int(model(x[None].float()).argmax())
+    conj = []
+    for j in range(10):
+        if j != label:
+            c = torch.zeros(1, 10, dtype=torch.float64)
+            c[0, label], c[0, j] = 1.0, -1.0  # y_l - y_j <= 0: class j reaches l
+            conj.append(Conjunction(c, torch.zeros(1, dtype=torch.float64)))
+    region = InputRegion((x - eps).clamp(0, 1), (x + eps).clamp(0, 1), tuple(conj))
+    name = f"v{seed}:{'-'.join(map(str, sizes))}:eps{eps:.3g}"
+    return model, VnnlibProperty((region,), n_in, 10, name), name
+
+
+def run(seed: int, caps: list[int], timeout: float, eps_range: tuple[float, float]) -> dict:
+    model, prop, name = problem(seed, eps_range)
+    rec: dict = {"name": name}
+    saved = vm.MAX_UNSTABLE
+    try:
+        for cap in caps:
+            vm.MAX_UNSTABLE = max(cap, 0)
+            methods = ("crown", "alpha-crown", "bab") + (("milp",) if cap > 0 else ())
+            res = verify(model, prop, timeout, methods=methods)
+            milp = [s for s in res.details["stages"] if s["stage"] == "milp"]
+            rec[str(cap)] = {"verdict": res.verdict, "time": res.time,
+                             "by": res.details["decided_by"],
+                             "unstable": milp[0].get("unstable") if milp else None}
+    finally:
+        vm.MAX_UNSTABLE = saved
+    return rec
+
+
+def summary(recs: list[dict], caps: list[int]) -> None:
+    print(f"\n{len(recs)} properties")
+    print("| MILP cap | decided | sat | unsat | by milp | median s (decided) |")
+    print("|---|---|---|---|---|---|")
+    for cap in caps:
+        rs = [r[str(cap)] for r in recs]
+        dec = [r for r in rs if r["verdict"] in ("sat", "unsat")]
+        med = statistics.median(r["time"] for r in dec) if dec else math.nan
+        print(f"| {cap} | {len(dec)} | {sum(r['verdict'] == 'sat' for r in dec)} | "
+              f"{sum(r['verdict'] == 'unsat' for r in dec)} | "
+              f"{sum(r['by'] == 'milp' for r in dec)} | {med:.1f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", default="0:30")
+    ap.add_argument("--caps", type=int, nargs="+", default=[0, 100, 200, 400])
+    ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--eps", type=float, nargs=2, default=[0.002, 0.1],
+                    help="eps range (log-uniform)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out" /
+                                         "verify_milp_choice.jsonl"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    a, b = (int(v) for v in args.seeds.split(":"))
+    recs = []
+    for seed in range(a, b):
+        rec = run(seed, args.caps, args.timeout, tuple(args.eps))
+        recs.append(rec)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec), flush=True)
+    summary(recs, args.caps)
+
+
+if __name__ == "__main__":
+    main()
