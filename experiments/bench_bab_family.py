@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +40,23 @@ import lipbound
 
 TOL = 0.005
 OUT = Path(__file__).parent / "out"
+
+
+def he_mlp(sizes: list[int], g: torch.Generator, act: Callable[[], nn.Module]
+           ) -> nn.Sequential:
+    """An MLP of layer ``sizes`` drawn from ``g`` (weights N(0, 2 / fan_in), biases
+    N(0, 0.01), layer by layer, weight first) with ``act()`` between the layers."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(sizes[i + 1], sizes[i], generator=g)
+                             * math.sqrt(2.0 / sizes[i]))
+            lin.bias.copy_(torch.randn(sizes[i + 1], generator=g) * 0.1)
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
 
 
 def family_problem(seed: int) -> dict:
@@ -56,17 +74,8 @@ def family_problem(seed: int) -> dict:
     eps = float(10 ** (-2 + 2 * torch.rand(1, generator=g)))
     clip = bool(torch.rand(1, generator=g) < 0.5)
     sizes = [n_in, *widths, k]
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        lin = nn.Linear(sizes[i], sizes[i + 1])
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(sizes[i + 1], sizes[i], generator=g)
-                             * math.sqrt(2.0 / sizes[i]))
-            lin.bias.copy_(torch.randn(sizes[i + 1], generator=g) * 0.1)
-        layers.append(lin)
-        if i < len(sizes) - 2:
-            layers.append(nn.LeakyReLU(0.1) if leaky else nn.ReLU())
-    model = nn.Sequential(*layers).double().eval()
+    act = (lambda: nn.LeakyReLU(0.1)) if leaky else nn.ReLU
+    model = he_mlp(sizes, g, act).double().eval()
     x = torch.rand(n_in, generator=g, dtype=torch.float64)
     name = f"p{seed}:{'-'.join(map(str, sizes))}{'L' if leaky else ''}:eps{eps:.3g}" \
            f"{':clip' if clip else ''}"

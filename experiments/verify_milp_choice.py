@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +30,9 @@ from lipbound.io.vnnlib import Conjunction, InputRegion
 from lipbound.io.vnnlib_property import VnnlibProperty
 from lipbound.verify import milp as vm
 from lipbound.verify import verify
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bab_family import he_mlp  # noqa: E402
 
 
 def problem(seed: int, eps_range: tuple[float, float] = (0.002, 0.1)
@@ -40,15 +44,7 @@ def problem(seed: int, eps_range: tuple[float, float] = (0.002, 0.1)
 
     n_in, depth, width = pick([16, 32, 64, 100]), pick([2, 3]), pick([32, 64, 128])
     sizes = [n_in] + [width] * depth + [10]
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        lin = nn.Linear(sizes[i], sizes[i + 1])
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(sizes[i + 1], sizes[i], generator=g)
-                             * math.sqrt(2.0 / sizes[i]))
-            lin.bias.copy_(torch.randn(sizes[i + 1], generator=g) * 0.1)
-        layers += [lin, nn.ReLU()] if i < len(sizes) - 2 else [lin]
-    model = nn.Sequential(*layers).eval()
+    model = he_mlp(sizes, g, nn.ReLU).eval()
     x = torch.rand(n_in, generator=g, dtype=torch.float64)
     lo, hi = (math.log10(e) for e in eps_range)
     eps = float(10 ** (lo + (hi - lo) * torch.rand(1, generator=g)))
