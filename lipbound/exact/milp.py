@@ -271,32 +271,40 @@ def _check_size(n_unstable: int, n_sign: int, max_binaries: int) -> int:
     return n_binaries
 
 
+#: HiGHS options every MILP of lipbound runs with (tight tolerances, a fixed seed)
+HIGHS_BASE_OPTIONS = {
+    "mip_feasibility_tolerance": 1e-9,
+    "primal_feasibility_tolerance": 1e-9,
+    "dual_feasibility_tolerance": 1e-9,
+    "random_seed": 0,
+}
+
+
+def solve_with_highs(prob: cp.Problem, options: dict, what: str, verbose: bool = False) -> None:
+    """``prob.solve`` on HiGHS with ``HIGHS_BASE_OPTIONS`` updated by ``options``, its banner
+    kept off stdout and cvxpy's "inaccurate" warning on a time limit silenced (the status
+    says it); SolverError naming ``what`` if cvxpy reports a solver failure."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            silence_banner()  # cvxpy constructs its own Highs: keep its banner off stdout
+            prob.solve(solver=cp.HIGHS, verbose=verbose, **{**HIGHS_BASE_OPTIONS, **options})
+    except cp.error.SolverError as e:
+        raise SolverError(f"HiGHS failed on {what}: {e}") from e
+
+
 def _solve(prob, rel_gap: float, tlimit: float | None, threads, verbose: bool,
            extra: dict | None = None):
     """Solve with HiGHS: ("optimal" or "timeout", HiGHS' extra stats or None, seconds);
     ``extra``: more HiGHS options (a stop at ``objective_target`` reads as "timeout")."""
-    opts = {
-        "mip_rel_gap": float(rel_gap),
-        "mip_abs_gap": 1e-10,
-        "mip_feasibility_tolerance": 1e-9,
-        "primal_feasibility_tolerance": 1e-9,
-        "dual_feasibility_tolerance": 1e-9,
-        "random_seed": 0,
-    }
+    opts: dict = {"mip_rel_gap": float(rel_gap), "mip_abs_gap": 1e-10}
     if tlimit is not None:
         opts["time_limit"] = tlimit
     if threads is not None:
         opts["threads"] = int(threads)
     opts.update(extra or {})
     t_solve = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            # cvxpy warns "Solution may be inaccurate" on a time limit; the status says it
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-            silence_banner()  # cvxpy constructs its own Highs: keep its banner off stdout
-            prob.solve(solver=cp.HIGHS, verbose=verbose, **opts)
-    except cp.error.SolverError as e:
-        raise SolverError(f"HiGHS failed on the Lipschitz MILP: {e}") from e
+    solve_with_highs(prob, opts, "the Lipschitz MILP", verbose)
     solve_seconds = time.perf_counter() - t_solve
     info = prob.solver_stats.extra_stats if prob.solver_stats is not None else None
 

@@ -34,12 +34,12 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lipbound.api import INPUT_SPLIT_MAX_DIM
 from lipbound.errors import InputError, ShapeError
 from lipbound.inputs import check_timeout, get_graph, resolve_model
-from lipbound.io.vnnlib import VnnlibProperty
+from lipbound.io.vnnlib import InputRegion, VnnlibProperty
 from lipbound.progress import bar
 from lipbound.verify.deadline import Deadline, Expired, interrupt_at
 from lipbound.verify.falsify import (
@@ -101,14 +101,19 @@ class _Run:
         self.stages.append({"stage": stage, "time": round(self.deadline.elapsed() - t0, 4),
                             "open_disjuncts": left, **extra})
 
+    def _confirm(self, region: InputRegion, points: Tensor, stage: str) -> None:
+        """Raise ``_Found`` (decided by ``stage``) if the executor confirms one of the most
+        violating ``points`` [N, n] of ``region`` as a counterexample."""
+        found = screen(self.model, region, self.in_shape, self.checker, points)
+        if found is not None:
+            raise _Found(found, stage)
+
     def screen(self) -> None:
         t0 = self.deadline.elapsed()
         for reg in self.prop.regions:
             pts = random_points(reg, 64, model_dtype(self.model), self.gen)
             if pts is not None:
-                found = screen(self.model, reg, self.in_shape, self.checker, pts)
-                if found is not None:
-                    raise _Found(found, "screen")
+                self._confirm(reg, pts, "screen")
         self.log("screen", t0)
 
     def attack(self, name: str, steps: int, restarts: int) -> None:
@@ -155,9 +160,7 @@ class _Run:
             if witness is not None and witness.found is not None:
                 raise _Found(witness.found, stage)
             if points is not None:  # the search's attained points: confirmed or ignored
-                found = screen(self.model, region, self.in_shape, self.checker, points)
-                if found is not None:
-                    raise _Found(found, stage)
+                self._confirm(region, points, stage)
             self.open[r] = [i for i in self.open[r] if i not in done]
         self.log(stage, t0)
         if not self.open_regions():
@@ -195,10 +198,7 @@ class _Run:
             notes.append(out.why)
             counts.append(out.unstable)
             if out.point is not None:
-                found = screen(self.model, region, self.in_shape, self.checker,
-                               out.point[None])
-                if found is not None:
-                    raise _Found(found, "milp")
+                self._confirm(region, out.point[None], "milp")
             if out.refuted:
                 self.open[r] = []
         self.log("milp", t0, outcomes=notes, unstable=counts)

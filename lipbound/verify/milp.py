@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -40,13 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lipbound.bab.split_points import undecided_kinks
 from lipbound.bounds.domains import make_domain
-from lipbound.errors import UnsupportedModelError
+from lipbound.errors import SolverError, UnsupportedModelError
 from lipbound.exact.bounds import widen
 from lipbound.exact.domain import UNSTABLE, stability
 from lipbound.exact.from_graph import GraphMLP, mlp_from_graph
+from lipbound.exact.milp import solve_with_highs
 from lipbound.exact.milp_encoding import MilpModel, encode_forward
-from lipbound.highs import silence_banner
 from lipbound.inputs import get_graph
 from lipbound.io.vnnlib import InputRegion, stack_conjunctions
 from lipbound.propagate.crown import crown_upper
@@ -109,7 +109,7 @@ def prepare(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...]
         return MilpOutcome(False, None, "not a ReLU / LeakyReLU MLP")
     dom = make_domain(x1, eps, math.inf, (lo.reshape(1, *in_shape), up.reshape(1, *in_shape)))
     with torch.no_grad():
-        n_crown = _unstable(prepare_state(graph, dom, "crown"), gm)  # cheap: skip wide nets
+        n_crown = undecided_kinks(graph, prepare_state(graph, dom, "crown").bounds)  # cheap
         if n_crown > PRECHECK_FACTOR * MAX_UNSTABLE:
             return MilpOutcome(False, None, f"{n_crown} unstable neurons under CROWN "
                                "(> PRECHECK_FACTOR * MAX_UNSTABLE)", n_crown)
@@ -155,12 +155,6 @@ def milp_region(model: nn.Module, region: InputRegion, ids: list[int],
     return solve(prep, model, region, ids, seconds - (time.perf_counter() - start))
 
 
-def _unstable(state, gm: GraphMLP) -> int:
-    """Neurons whose pre-activation bounds in ``state`` straddle 0."""
-    return sum(int(((state.interval(z).lower < 0) & (state.interval(z).upper > 0)).sum())
-               for z in gm.preact_nodes)
-
-
 def _flat(iv) -> tuple[np.ndarray, np.ndarray]:
     """A node's bounds [1, *shape] as flat float64 arrays, widened outward (big-M constants)."""
     return widen(iv.lower.reshape(-1).double().cpu().numpy(),
@@ -201,15 +195,11 @@ def _program(gm: GraphMLP, region: InputRegion, ids: list[int], pre, status, uns
 def _solve(prob: cp.Problem, x: cp.Variable, seconds: float, margin: float,
            n_unstable: int) -> MilpOutcome:
     opts = {"time_limit": seconds, "objective_bound": margin, "objective_target": TARGET,
-            "mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9,
-            "dual_feasibility_tolerance": 1e-9, "random_seed": 0, "threads": 1}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-        silence_banner()
-        try:
-            prob.solve(solver=cp.HIGHS, **opts)
-        except cp.error.SolverError as exc:
-            return MilpOutcome(False, None, f"HiGHS failed: {exc}", n_unstable)
+            "threads": 1}
+    try:
+        solve_with_highs(prob, opts, "the verification MILP")
+    except SolverError as exc:
+        return MilpOutcome(False, None, str(exc), n_unstable)
     if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         return MilpOutcome(True, None, "refuted: no input below the cutoff", n_unstable)
     value = prob.value if _has_solution(prob) else None
