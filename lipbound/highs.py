@@ -58,3 +58,19 @@ def silence_banner() -> None:
     """Let HiGHS print its once-per-process banner to ``os.devnull`` (call it before a
     solver that constructs its own ``Highs``, such as cvxpy's HiGHS interface)."""
     new_highs()
+
+
+def fit_thread_pool(threads: int | None) -> None:
+    """Let the next HiGHS solve run with ``threads`` threads.
+
+    HiGHS runs every solve of a process on one global thread pool, sized by the solve that
+    starts it; a later solve that names another ``threads`` count fails at once (cvxpy reports
+    only "Solver 'HIGHS' failed"), so a ``method="exact"`` run with the default count would
+    switch off the verification MILP (one thread) for the rest of the process. Before a solve
+    that names a count, this drops the pool so that the solve sizes it anew (microseconds); a
+    solve naming none (0, the default) runs on whatever pool exists. Not for use while another
+    thread of the process is inside a HiGHS solve."""
+    if threads:
+        import highspy
+
+        highspy.Highs.resetGlobalScheduler(True)

@@ -64,7 +64,7 @@ from lipbound.exact.milp_encoding import (
 )
 from lipbound.exact.mlp import as_mlp
 from lipbound.exact.result import ExactResult
-from lipbound.highs import silence_banner
+from lipbound.highs import fit_thread_pool, silence_banner
 from lipbound.inputs import check_timeout
 from lipbound.norms import dual_norm
 
@@ -283,12 +283,15 @@ HIGHS_BASE_OPTIONS = {
 def solve_with_highs(prob: cp.Problem, options: dict, what: str, verbose: bool = False) -> None:
     """``prob.solve`` on HiGHS with ``HIGHS_BASE_OPTIONS`` updated by ``options``, its banner
     kept off stdout and cvxpy's "inaccurate" warning on a time limit silenced (the status
-    says it); SolverError naming ``what`` if cvxpy reports a solver failure."""
+    says it); SolverError naming ``what`` if cvxpy reports a solver failure. A ``threads``
+    count in ``options`` is honoured whatever count an earlier solve of the process used."""
+    options = {**HIGHS_BASE_OPTIONS, **options}
+    fit_thread_pool(options.get("threads"))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Solution may be inaccurate")
             silence_banner()  # cvxpy constructs its own Highs: keep its banner off stdout
-            prob.solve(solver=cp.HIGHS, verbose=verbose, **{**HIGHS_BASE_OPTIONS, **options})
+            prob.solve(solver=cp.HIGHS, verbose=verbose, **options)
     except cp.error.SolverError as e:
         raise SolverError(f"HiGHS failed on {what}: {e}") from e
 
