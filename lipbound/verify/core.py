@@ -19,7 +19,10 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
    disjuncts the search left open;
 6. the same search with input halves, for regions of more than ``INPUT_SPLIT_MAX_DIM``
    (where step 4 split signs) and at most ``SPLIT_MAX_INPUTS`` inputs;
-7. further attack rounds; "unknown" if they find nothing and time is left.
+7. further attack rounds;
+8. on regions of at most ``SAMPLE_MAX_INPUTS`` inputs, uniform sampling of the box for
+   ``SAMPLE_SHARE`` of the limit (at most 30 s; the stages before it leave that time); "unknown"
+   if nothing is found.
 
 The verdict is "sat" as soon as a counterexample is confirmed (see
 :mod:`lipbound.verify.falsify`), "unsat" only when every disjunct of every region is refuted by
@@ -48,6 +51,7 @@ from lipbound.verify.falsify import (
     attack,
     model_dtype,
     random_points,
+    sample_box,
     screen,
     targeted_attack,
 )
@@ -58,6 +62,14 @@ from lipbound.verify.result import VerificationResult
 #: Fraction of the time limit (at most 10 s) that branch and bound leaves to the stages after
 #: it (input splitting, the last attacks).
 BAB_RESERVE = 0.03
+#: Fraction of the time limit (at most 30 s) that the search and the MILP leave to the last
+#: stage, uniform sampling, when an open region has at most ``SAMPLE_MAX_INPUTS`` inputs.
+#: On a low-dimensional box, sampling covers the space densely enough to hit counterexample
+#: regions that are thin slivers on a plateau of the violation, where PGD's gradients lead
+#: nowhere and the search's box centres are too sparse (ACAS Xu 1_9 prop_7: 9 points in 10^7
+#: violate it); in high dimensions it would hit nothing that PGD misses.
+SAMPLE_SHARE = 0.08
+SAMPLE_MAX_INPUTS = 16
 #: Input splitting is tried only for regions with at most this many inputs.
 SPLIT_MAX_INPUTS = 64
 #: The bounding stages ``verify`` knows.
@@ -84,8 +96,9 @@ def input_shape_of(model: nn.Module, num_inputs: int) -> tuple[int, ...]:
 class _Run:
     """State of one verification: open disjuncts per region, stage log."""
 
-    def __init__(self, model, prop, in_shape, checker, deadline, seed):
+    def __init__(self, model, prop, in_shape, checker, deadline, seed, sampling=True):
         self.model, self.prop, self.in_shape = model, prop, in_shape
+        self.sampling = sampling
         self.checker, self.deadline = checker, deadline
         self.gen = torch.Generator().manual_seed(seed)
         self.open = {r: list(range(len(reg.disjuncts))) for r, reg in enumerate(prop.regions)}
@@ -167,8 +180,34 @@ class _Run:
             self.decided_by = self.decided_by or stage
 
     def _reserve(self) -> float:
-        """What branch and bound leaves to the stages after it by default."""
-        return min(BAB_RESERVE * (self.deadline.end - self.deadline.start), 10.0)
+        """What branch and bound (and the MILP) leave to the stages after them by default."""
+        total = self.deadline.end - self.deadline.start
+        reserve = min(BAB_RESERVE * total, 10.0)
+        if self._sampled():
+            reserve = max(reserve, self._sample_budget())
+        return reserve
+
+    def _sample_budget(self) -> float:
+        return min(SAMPLE_SHARE * (self.deadline.end - self.deadline.start), 30.0)
+
+    def _sampled(self) -> list[int]:
+        """The open regions that the sampling stage covers (low-dimensional boxes), if on."""
+        return [r for r in self.open_regions() if self.sampling
+                and self.prop.regions[r].num_inputs <= SAMPLE_MAX_INPUTS]
+
+    def sample(self) -> None:
+        """Uniform points of the open low-dimensional regions' boxes (:func:`sample_box`) for
+        ``SAMPLE_SHARE`` of the limit (at most the time left), shared by the regions in turn."""
+        t0 = self.deadline.elapsed()
+        todo = self._sampled()
+        end = min(self.deadline.remaining(), self._sample_budget())
+        for k, r in enumerate(todo):
+            seconds = 0.98 * (end - (self.deadline.elapsed() - t0)) / (len(todo) - k)
+            found = sample_box(self.model, self.prop.regions[r], self.in_shape, self.checker,
+                           seconds, self.gen)
+            if found is not None:
+                raise _Found(found, "sample")
+        self.log("sample", t0)
 
     def _milp_prep(self, r: int) -> Prepared | None:
         """Region r's MILP bounds (computed once), or None where the MILP does not apply
@@ -212,13 +251,16 @@ class _Run:
         todo = [r for r in self.open_regions()
                 if INPUT_SPLIT_MAX_DIM < self.prop.regions[r].num_inputs <= SPLIT_MAX_INPUTS]
         if todo:
-            self.bound("bab", split="input", stage="input-split", regions=todo, reserve=0.0)
+            reserve = self._sample_budget() if self._sampled() else 0.0
+            self.bound("bab", split="input", stage="input-split", regions=todo,
+                       reserve=reserve)
 
 
 def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed: int = 0,
            progress: bool | str = False,
            methods: tuple[str, ...] = ("crown", "alpha-crown", "bab", "milp"),
-           input_split: bool = True, attack_rounds: int = 3) -> VerificationResult:
+           input_split: bool = True, attack_rounds: int = 3,
+           sampling: bool = True) -> VerificationResult:
     """Decide whether ``prop`` holds for ``model`` within ``timeout`` seconds.
 
     ``model``: an eval-mode ``nn.Module`` whose per-sample input holds ``prop.num_inputs`` values
@@ -231,7 +273,8 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
     is ``details["prepare_time"]`` (VNN-COMP's preparation phase); ``result.time`` is the rest.
     ``methods``: the bounding stages in order, from "crown", "alpha-crown", "bab", "milp"
     (the first two are each followed by attacks; "bab" and "milp" split the time between
-    them when both are listed).
+    them when both are listed). ``input_split``, ``attack_rounds`` and ``sampling`` switch
+    the later stages (see the module doc).
     """
     timeout = check_timeout(timeout, optional=False)
     unknown = [m for m in methods if m not in VERIFY_METHODS]
@@ -249,7 +292,7 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
                                "disjuncts": sum(len(r.disjuncts) for r in prop.regions),
                                "prepare_time": prep.elapsed()}
     deadline = Deadline(float(timeout))
-    run = _Run(model, prop, in_shape, checker, deadline, seed)
+    run = _Run(model, prop, in_shape, checker, deadline, seed, sampling)
     plan = _plan(run, methods, input_split, attack_rounds)
     verdict, cex = "unknown", None
     try:
@@ -303,4 +346,6 @@ def _plan(run: _Run, methods, input_split: bool, attack_rounds: int) -> list:
     if input_split:
         plan.append(run.split)
     plan.append(extra_attacks)
+    if run.sampling:
+        plan.append(run.sample)
     return plan
