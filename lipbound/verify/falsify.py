@@ -1,5 +1,4 @@
-"""Looking for counterexamples: concrete points, uniform sampling, PGD on the violation, and
-re-checking them.
+"""Looking for counterexamples: concrete points, PGD on the violation, and re-checking them.
 
 Nothing here proves anything. A point is reported only after :class:`Checker` has re-run the
 network on exactly that input (onnxruntime on the original file when the model came from ONNX,
@@ -144,33 +143,6 @@ def random_points(region: InputRegion, n: int, dtype: torch.dtype,
     u[0] = 0.5
     x = (lo.double() + u * (up.double() - lo.double())).to(dtype)
     return torch.minimum(torch.maximum(x, lo), up)
-
-
-def sample_box(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...], checker: Checker,
-           seconds: float, generator: torch.Generator, *, first_chunk: int = 1024,
-           max_chunk: int = 1 << 16, chunk_seconds: float = 0.05
-           ) -> tuple[Tensor, Tensor] | None:
-    """Uniform points of the region's box for about ``seconds``, a chunk at a time, each
-    chunk's most violating points confirmed (:func:`screen`); a confirmed counterexample or
-    None. Chunks double from ``first_chunk`` while one takes under ``chunk_seconds`` (at most
-    ``max_chunk`` points), so memory stays bounded whatever the network; no chunk starts that
-    the last one's time says would end after ``seconds``."""
-    if not region.disjuncts:
-        return None
-    end, n = time.perf_counter() + seconds, first_chunk
-    while True:
-        t0 = time.perf_counter()
-        pts = random_points(region, n, model_dtype(model), generator)
-        if pts is None:
-            return None
-        found = screen(model, region, in_shape, checker, pts)
-        if found is not None:
-            return found
-        took = time.perf_counter() - t0
-        if time.perf_counter() + took > end:
-            return None
-        if took < chunk_seconds:
-            n = min(2 * n, max_chunk)
 
 
 def _region_box(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...]

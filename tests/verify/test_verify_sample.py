@@ -17,7 +17,8 @@ from torch import nn
 from lipbound.io.vnnlib import Conjunction, InputRegion
 from lipbound.io.vnnlib_property import VnnlibProperty
 from lipbound.verify import core, verify
-from lipbound.verify.falsify import Checker, sample_box
+from lipbound.verify.falsify import Checker
+from lipbound.verify.sampling import FusedMLP, sample_box, screening_model
 
 A, B = 0.37, -0.61
 
@@ -88,3 +89,23 @@ def test_search_leaves_the_sampling_share_only_for_low_dimensional_regions(n_inp
     run = core._Run(net, prop, (n_inputs,), Checker(net, (n_inputs,)), core.Deadline(100.0), 0)
     expected = core.SAMPLE_SHARE * 100.0 if sampled else core.BAB_RESERVE * 100.0
     assert run._reserve() == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_screening_model_is_the_same_function_on_mlps(slope):
+    """The fused stand-in of a ReLU / LeakyReLU MLP (traced through an input shape with
+    channels) gives the model's outputs at random points, to float32 rounding."""
+    act = nn.ReLU() if slope == 0 else nn.LeakyReLU(slope)
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), act, nn.Linear(16, 8), act,
+                          nn.Linear(8, 4)).eval()
+    fast = screening_model(model, (1, 2, 3))
+    assert isinstance(fast, FusedMLP)
+    x = 4 * torch.rand(500, 1, 2, 3) - 2
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_screening_model_falls_back_to_the_model_elsewhere():
+    model = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 3)).eval()
+    assert screening_model(model, (2,)) is model
