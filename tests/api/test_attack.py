@@ -20,8 +20,8 @@ def _linear_classifier() -> tuple[nn.Module, torch.Tensor]:
 
 def _radius(lin: nn.Linear, x: torch.Tensor, label: int, q: float) -> float:
     """Exact distance (in the norm dual to q) from x to the decision boundary of a 2-class net."""
-    w = lin.weight[label] - lin.weight[1 - label]
-    b = lin.bias[label] - lin.bias[1 - label]
+    w = (lin.weight[label] - lin.weight[1 - label]).detach()
+    b = (lin.bias[label] - lin.bias[1 - label]).detach()
     return float((w @ x + b) / torch.linalg.vector_norm(w, ord=q))
 
 
