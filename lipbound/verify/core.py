@@ -67,10 +67,10 @@ BAB_RESERVE = 0.03
 #: On a low-dimensional box, sampling covers the space densely enough to hit counterexample
 #: regions that are thin slivers on a plateau of the violation, where PGD's gradients lead
 #: nowhere and the search's box centres are too sparse (ACAS Xu 1_9 prop_7: about 5 points in
-#: 10^7 violate it; through verify the stage needs 0.4-10.7 s, 4.9 s in mean over 6 seeds, so
-#: 10 % of the 116 s limit missed it in 2 of 4 full runs). In high dimensions it would hit
-#: nothing that PGD misses. The search gives up this share only on regions it has not decided
-#: in the rest of the limit.
+#: 10^7 violate it; the stage needs 0.4-12.3 s there, 4.9 s in mean over 6 seeds: with 10 %
+#: of the 116 s limit, 3 of 5 full runs missed it, with 20 %, 0 of 4). In high dimensions it
+#: would hit nothing that PGD misses. The search gives up this share only on regions it has
+#: not decided in the rest of the limit.
 SAMPLE_SHARE = 0.2
 SAMPLE_MAX_INPUTS = 16
 #: Input splitting is tried only for regions with at most this many inputs.

@@ -1,4 +1,4 @@
-"""verify's last stage, uniform sampling of low-dimensional boxes (falsify.sample_box).
+"""verify's last stage, uniform sampling of low-dimensional boxes (verify/sampling.py).
 
 The network puts its only counterexamples in a thin diamond |x0 - a| + |x1 - b| <= 0.005 of
 the box [-1, 1]^2 (1.25e-5 of its area), on a plateau: the violation's gradient is zero
