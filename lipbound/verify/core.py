@@ -267,12 +267,13 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
            sampling: bool = True) -> VerificationResult:
     """Decide whether ``prop`` holds for ``model`` within ``timeout`` seconds.
 
-    ``model``: an eval-mode ``nn.Module`` whose per-sample input holds ``prop.num_inputs`` values
-    (``model.input_shape`` if it has one, else flat) and which returns ``[B, prop.num_outputs]``,
-    or a path to an ONNX file. Returns a :class:`VerificationResult`; "unsat" is certified by
-    sound bounds (every disjunct of every region refuted), "sat" carries a counterexample
-    re-checked on onnxruntime (ONNX models) or the module itself. The limit is enforced with
-    SIGALRM in the main thread (elsewhere it is checked between stages, so a stage may overrun).
+    ``model``: an eval-mode ``nn.Module`` on the CPU (InputError otherwise) whose per-sample
+    input holds ``prop.num_inputs`` values (``model.input_shape`` if it has one, else flat) and
+    which returns ``[B, prop.num_outputs]``, or a path to an ONNX file. Returns a
+    :class:`VerificationResult`; "unsat" is certified by sound bounds (every disjunct of every
+    region refuted), "sat" carries a counterexample re-checked on onnxruntime (ONNX models) or
+    the module itself. The limit is enforced with SIGALRM in the main thread (elsewhere it is
+    checked between stages, so a stage may overrun).
     Loading the model, opening onnxruntime and tracing come first and do not count: their time
     is ``details["prepare_time"]`` (VNN-COMP's preparation phase); ``result.time`` is the rest.
     ``methods``: the bounding stages in order, from "crown", "alpha-crown", "bab", "milp"
@@ -288,6 +289,7 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
     model = resolve_model(model)
     if not isinstance(prop, VnnlibProperty):
         raise InputError(f"prop must be a VnnlibProperty (see read_vnnlib), got {type(prop)}")
+    _check_cpu(model)
     in_shape = input_shape_of(model, prop.num_inputs)
     checker = Checker(model, in_shape)
     if prop.regions:
@@ -316,6 +318,15 @@ def verify(model: nn.Module | str, prop: VnnlibProperty, timeout: float, *, seed
         run.decided_by = "no-regions"
     details.update(stages=run.stages, decided_by=run.decided_by)
     return VerificationResult(verdict, cex, deadline.elapsed(), details)
+
+
+def _check_cpu(model: nn.Module) -> None:
+    """InputError unless every parameter and buffer of ``model`` is on the CPU: the regions,
+    the attacks' points and the counterexample re-checks are CPU tensors."""
+    devices = {t.device.type for t in (*model.parameters(), *model.buffers())} - {"cpu"}
+    if devices:
+        raise InputError(f"verify runs the model on the CPU; it has tensors on {sorted(devices)} "
+                         "(move it with model.cpu())")
 
 
 def _check_outputs(model: nn.Module, prop: VnnlibProperty, in_shape: tuple[int, ...]) -> None:

@@ -131,6 +131,9 @@ def test_bad_inputs_give_clear_errors(net, tmp_path):
         verify(net, prop("(assert (>= Y_0 5))"), 0)
     with pytest.raises(InputError, match="ONNX"):
         verify(str(tmp_path / "model.pt"), prop("(assert (>= Y_0 5))"), 10)
+    off_cpu = torch.nn.Linear(2, 1, device="meta").eval()  # a CUDA model's stand-in
+    with pytest.raises(InputError, match=r"on the CPU; it has tensors on \['meta'\]"):
+        verify(off_cpu, prop("(assert (>= Y_0 5))"), 10)
 
 
 def test_snap_box_stays_inside_in_float32():
