@@ -166,7 +166,8 @@ def test_prove_above_reaches_a_threshold_between_crown_and_the_true_minimum(spli
     lo_c, _ = lipbound.output_bounds(net, x, 0.4, spec=spec)
     pts = x + 0.4 * (2 * torch.rand(20000, 6, generator=torch.Generator().manual_seed(9),
                                     dtype=torch.float64) - 1)
-    true_min = float((net(pts) @ spec.t()).min())
+    with torch.no_grad():
+        true_min = float((net(pts) @ spec.t()).min())
     d = float(lo_c[0]) + 0.5 * (true_min - float(lo_c[0]))
     lo_b, _ = lipbound.output_bounds(net, x, 0.4, spec=spec, method="bab", split=split,
                                      timeout=30, progress=False, prove_above=[d])
