@@ -17,9 +17,7 @@ properties (and their times) is the comparison. One JSON line per problem and a 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from lipbound.verify import verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bab_family import he_mlp  # noqa: E402
+from verify_family import run_family, verdict_table  # noqa: E402
 
 
 def problem(seed: int, eps_range: tuple[float, float] = (0.002, 0.1)
@@ -79,19 +78,6 @@ def run(seed: int, caps: list[int], timeout: float, eps_range: tuple[float, floa
     return rec
 
 
-def summary(recs: list[dict], caps: list[int]) -> None:
-    print(f"\n{len(recs)} properties")
-    print("| MILP cap | decided | sat | unsat | by milp | median s (decided) |")
-    print("|---|---|---|---|---|---|")
-    for cap in caps:
-        rs = [r[str(cap)] for r in recs]
-        dec = [r for r in rs if r["verdict"] in ("sat", "unsat")]
-        med = statistics.median(r["time"] for r in dec) if dec else math.nan
-        print(f"| {cap} | {len(dec)} | {sum(r['verdict'] == 'sat' for r in dec)} | "
-              f"{sum(r['verdict'] == 'unsat' for r in dec)} | "
-              f"{sum(r['by'] == 'milp' for r in dec)} | {med:.1f} |")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", default="0:30")
@@ -104,16 +90,9 @@ def main() -> None:
                                          "verify_milp_choice.jsonl"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    a, b = (int(v) for v in args.seeds.split(":"))
-    recs = []
-    for seed in range(a, b):
-        rec = run(seed, args.caps, args.timeout, tuple(args.eps))
-        recs.append(rec)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
-    summary(recs, args.caps)
+    recs = run_family(args.seeds, args.out,
+                      lambda seed: run(seed, args.caps, args.timeout, tuple(args.eps)))
+    verdict_table(recs, [str(c) for c in args.caps], "MILP cap", "milp")
 
 
 if __name__ == "__main__":

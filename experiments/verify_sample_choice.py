@@ -18,9 +18,7 @@ sound either way, so the count of decided properties (and their times) is the co
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from lipbound.verify import verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bab_family import he_mlp  # noqa: E402
+from verify_family import run_family, verdict_table  # noqa: E402
 
 K = 5
 
@@ -57,6 +56,7 @@ def problem(seed: int) -> tuple[nn.Module, VnnlibProperty, str]:
     C = torch.zeros(K - 1, K, dtype=torch.float64)
     for r, j in enumerate(j for j in range(K) if j != k):
         C[r, k], C[r, j] = 1.0, -1.0
+
     def worst(z: torch.Tensor) -> torch.Tensor:
         return (model(z.float()).double() @ C.T).amax(1)
 
@@ -80,19 +80,6 @@ def run(seed: int, timeout: float) -> dict:
     return rec
 
 
-def summary(recs: list[dict]) -> None:
-    print(f"\n{len(recs)} properties")
-    print("| sampling | decided | sat | unsat | by sample | median s (decided) |")
-    print("|---|---|---|---|---|---|")
-    for key in ("off", "on"):
-        rs = [r[key] for r in recs]
-        dec = [r for r in rs if r["verdict"] in ("sat", "unsat")]
-        med = statistics.median(r["time"] for r in dec) if dec else math.nan
-        print(f"| {key} | {len(dec)} | {sum(r['verdict'] == 'sat' for r in dec)} | "
-              f"{sum(r['verdict'] == 'unsat' for r in dec)} | "
-              f"{sum(r['by'] == 'sample' for r in dec)} | {med:.1f} |")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", default="0:30")
@@ -102,16 +89,8 @@ def main() -> None:
                                          "verify_sample_choice.jsonl"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    a, b = (int(v) for v in args.seeds.split(":"))
-    recs = []
-    for seed in range(a, b):
-        rec = run(seed, args.timeout)
-        recs.append(rec)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
-    summary(recs)
+    recs = run_family(args.seeds, args.out, lambda seed: run(seed, args.timeout))
+    verdict_table(recs, ["off", "on"], "sampling", "sample")
 
 
 if __name__ == "__main__":
