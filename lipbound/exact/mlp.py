@@ -293,8 +293,10 @@ class MLP:
             self.flat_input(x)
         return torch.from_numpy(self.gradient_for_pattern(pattern, c).copy())
 
-    def to_sequential(self) -> nn.Sequential:
-        """An equivalent float64 nn.Sequential (handy for autograd cross-checks)."""
+    def to_sequential(self, inplace: bool = False) -> nn.Sequential:
+        """An equivalent float64 nn.Sequential (handy for autograd cross-checks); with
+        ``inplace`` its activations overwrite their inputs (a faster forward pass on large
+        batches, e.g. for screening sampled points)."""
         mods: list[nn.Module] = []
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             lin = nn.Linear(w.shape[1], w.shape[0]).to(torch.float64)
@@ -304,7 +306,7 @@ class MLP:
             mods.append(lin)
             if i < self.num_hidden_layers:
                 k = self.negative_slopes[i]
-                mods.append(nn.ReLU() if k == 0.0 else nn.LeakyReLU(k))
+                mods.append(nn.ReLU(inplace) if k == 0.0 else nn.LeakyReLU(k, inplace))
         return nn.Sequential(*mods).eval()
 
 

@@ -3,9 +3,9 @@
 :func:`sample_box` screens chunks of uniform points of a region's box and confirms the most
 violating ones on the reference executor (:class:`~lipbound.verify.falsify.Checker`), so
 nothing it reports is unconfirmed. Screening runs on :func:`screening_model`: for a ReLU /
-LeakyReLU MLP, the traced chain's layers fused into one ``addmm`` and one in-place activation
-each (ACAS Xu: 2.1x the ONNX module's points per second), otherwise the model itself. The
-stand-in only ranks points; the executor decides.
+LeakyReLU MLP, the traced chain as Linear layers with in-place activations (ACAS Xu: 2.1x the
+ONNX module's points per second), otherwise the model itself. The stand-in only ranks points;
+the executor decides.
 """
 
 from __future__ import annotations
@@ -22,34 +22,11 @@ from lipbound.io.vnnlib import InputRegion
 from lipbound.verify.falsify import Checker, model_dtype, random_points, screen
 
 
-class FusedMLP(nn.Module):
-    """y = W_L a(... a(W_1 x + b_1) ...) + b_L on flat inputs, in ``dtype`` (a: ReLU or
-    LeakyReLU with the layer's negative slope)."""
-
-    def __init__(self, weights, biases, slopes, dtype: torch.dtype, device: torch.device):
-        super().__init__()
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.tensor(w, dtype=dtype, device=device).T.contiguous(),
-                         requires_grad=False) for w in weights)
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.tensor(b, dtype=dtype, device=device), requires_grad=False)
-            for b in biases)
-        self.slopes = tuple(float(k) for k in slopes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = x.reshape(x.shape[0], -1)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.addmm(b, h, w)
-            if i < last:
-                h = torch.nn.functional.leaky_relu_(h, self.slopes[i]) if self.slopes[i] \
-                    else h.clamp_(min=0)
-        return h
-
-
 def screening_model(model: nn.Module, in_shape: tuple[int, ...]) -> nn.Module:
-    """A faster stand-in of ``model`` for ranking many points: :class:`FusedMLP` in the model's
-    dtype and device where its traced graph is a ReLU / LeakyReLU chain, else ``model``."""
+    """A faster stand-in of ``model`` for ranking many points: where its traced graph is a
+    ReLU / LeakyReLU chain, that chain as a flattening ``nn.Sequential`` of Linear layers and
+    in-place activations (:meth:`~lipbound.exact.mlp.MLP.to_sequential`) in the model's dtype
+    and device; else ``model``."""
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     x1 = torch.zeros(1, *in_shape, dtype=torch.float64, device=device)
@@ -58,8 +35,8 @@ def screening_model(model: nn.Module, in_shape: tuple[int, ...]) -> nn.Module:
                              "the model itself").mlp
     except UnsupportedModelError:
         return model
-    return FusedMLP(mlp.weights, mlp.biases, mlp.negative_slopes, model_dtype(model),
-                    device).eval()
+    chain = nn.Sequential(nn.Flatten(), *mlp.to_sequential(inplace=True))
+    return chain.to(dtype=model_dtype(model), device=device).eval()
 
 
 def sample_box(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...],
