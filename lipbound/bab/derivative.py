@@ -55,11 +55,12 @@ class DerivativeSearch(LipschitzSearch):
         self.gen = torch.Generator().manual_seed(seed)
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
-              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
+              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None,
+              parent: tuple[list[Tensor], list[Tensor]] | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
         """ub [D, 2] (-inf for empty domains), forward bounds and scores per layer [D, m]."""
         D = self.count(signs, boxes)
-        known, dom = self.restriction(signs, boxes=boxes)
+        known, dom = self.restriction(signs, boxes=boxes, parent=parent)
         root = self.is_root(signs, boxes)
         if root:
             self.prime_root(dom)

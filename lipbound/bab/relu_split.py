@@ -225,13 +225,34 @@ class SignSearch:
         return self.domain.project(pts)
 
     def restriction(self, signs: list[Tensor], gradient: Interval | None = None,
-                    boxes: tuple[Tensor, Tensor] | None = None) -> tuple[Restriction, LpBall]:
+                    boxes: tuple[Tensor, Tensor] | None = None,
+                    parent: tuple[list[Tensor], list[Tensor]] | None = None
+                    ) -> tuple[Restriction, LpBall]:
         """Everything a domain's bound may assume (its sign and kink splits, the root's
-        forward bounds, known gradient bounds) and the domains (see :meth:`splits`; ``boxes``
-        are input boxes, the kink splits' boxes on inner nodes come from ``signs``)."""
+        forward bounds or, given ``parent``, the parents' (:meth:`known_forward`), known
+        gradient bounds) and the domains (see :meth:`splits`; ``boxes`` are input boxes,
+        the kink splits' boxes on inner nodes come from ``signs``)."""
         splits, dom = self.splits(signs, boxes)
         kinks = kink_boxes(self.graph, self.points, signs, self.C.dtype) if signs else {}
-        return Restriction(splits, self.root_forward, gradient, kinks), dom
+        return Restriction(splits, self.known_forward(parent), gradient, kinks), dom
+
+    def known_forward(self, parent: tuple[list[Tensor], list[Tensor]] | None
+                      ) -> dict[str, Interval]:
+        """The forward bounds every domain of a batch may assume: the root's, intersected
+        with each domain's parent's bounds at the split points (``parent``: per split point,
+        lo / up [D, m] relative to its kink, as :meth:`layer_bounds` gives them). A child
+        is a subset of its parent, so the parent's bounds hold on it. Only kinks at 0 are
+        taken (there the relative bounds are the node's own, with no rounding in between)."""
+        known = dict(self.root_forward)
+        if parent is None:
+            return known
+        for sp, lo, up in zip(self.points, *parent):
+            if sp.point != 0.0 or sp.node not in known:
+                continue
+            root, shape = known[sp.node], self.graph[sp.node].shape
+            lo, up = lo.reshape(-1, *shape), up.reshape(-1, *shape)
+            known[sp.node] = Interval(torch.maximum(root.lower, lo), torch.minimum(root.upper, up))
+        return known
 
     def layer_bounds(self, state, D: int, stride: int) -> tuple[list[Tensor], list[Tensor],
                                                                Tensor]:
@@ -325,17 +346,19 @@ class LipschitzSearch(SignSearch):
         self.force_elements = False  # every domain bounds its elements (input halves)
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
-              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
+              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None,
+              parent: tuple[list[Tensor], list[Tensor]] | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
         """ub [D, S] (-inf for empty domains), forward bounds per layer [D, m] and the
         branching scores per layer [D, m] (see :meth:`jacobian_scores`) of the domains with
-        these signs (on the ball clipped to ``boxes``, if given). With ``parent_ub``
+        these signs (on the ball clipped to ``boxes``, if given; ``parent``: the parents'
+        forward bounds, :meth:`known_forward`). With ``parent_ub``
         [D, S] and ``threshold``, only the spec rows some parent bounds at or above the
         threshold are recomputed; the others keep the parent's bound (valid on the child)."""
         rows = _rows_to_bound(parent_ub, threshold)
         C = self.C if rows is None else self.C[rows]
         D = self.count(signs, boxes)
-        known, dom = self.restriction(signs, self._known_gradient(rows, D), boxes)
+        known, dom = self.restriction(signs, self._known_gradient(rows, D), boxes, parent)
         root = self.is_root(signs, boxes) and rows is None
         if root:
             self.prime_root(dom)

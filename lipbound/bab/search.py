@@ -10,7 +10,8 @@ quantities ``phi_r`` over the input set X:
 
 - ``bound`` gives ``ub[d, r] >= sup phi_r`` over the points of X in domain d (every domain of
   a batch in one propagation), with the forward bounds of every split point *relative to its
-  kink* (z - t: the kink is at 0 in the search's frame) and the branching scores;
+  kink* (z - t: the kink is at 0 in the search's frame) and the branching scores; children
+  are bounded knowing their parent's forward bounds (valid on the child, a subset);
 - ``attain`` gives ``phi_r`` at points of X (box centres, LP points): attained lower bounds;
 - ``lp_point`` decides whether any input of a box produces a domain's signs (MLPs), dropping
   empty domains and giving an attained point otherwise.
@@ -92,7 +93,8 @@ class Objective(Protocol):
     final_when_fixed: bool
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
-              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None
+              threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None,
+              parent: tuple[list[Tensor], list[Tensor]] | None = None
               ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]: ...
 
     def attain(self, pts: Tensor) -> Tensor: ...
@@ -308,7 +310,7 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
             clo, cup, csg, parents, pgain = kids.lo, kids.up, kids.signs, kids.ub, kids.gain
             thr = LAZY_ROWS * float(U.max()) if run.focus_max else None
             cub, cflo, cfup, csc = bound_in_chunks(_bound, obj, csg, parents, thr, clo, cup,
-                                                   n=len(clo))
+                                                   kids.flo, kids.fup, n=len(clo))
             cub = torch.minimum(cub, parents)
             bounded += len(clo)
             pbar.update(len(clo))
@@ -327,8 +329,8 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
 
 
 def _bound(obj: Objective, signs: list[Tensor], parents: Tensor, thr: float | None,
-           lo: Tensor, up: Tensor):
-    return obj.bound(signs, parents, thr, boxes=(lo, up))
+           lo: Tensor, up: Tensor, flo: list[Tensor], fup: list[Tensor]):
+    return obj.bound(signs, parents, thr, boxes=(lo, up), parent=(flo, fup))
 
 
 def _centres(obj: Objective, lo: Tensor, up: Tensor, new: Tensor, shape

@@ -194,7 +194,7 @@ class _Flat:
     final_when_fixed = False
     lp_enabled = False
 
-    def bound(self, signs, parent_ub=None, threshold=None, boxes=None):
+    def bound(self, signs, parent_ub=None, threshold=None, boxes=None, parent=None):
         lo, up = boxes
         return torch.stack([up[:, 0], -lo[:, 0]], 1), [], [], []
 

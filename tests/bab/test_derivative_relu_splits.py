@@ -37,8 +37,8 @@ def test_every_bounded_domain_encloses_its_sampled_derivatives(seed, split, monk
     seen = []
     original = DerivativeSearch.bound
 
-    def recording(self, signs, parent_ub=None, threshold=None, boxes=None):
-        out = original(self, signs, parent_ub, threshold, boxes)
+    def recording(self, signs, parent_ub=None, threshold=None, boxes=None, parent=None):
+        out = original(self, signs, parent_ub, threshold, boxes, parent)
         seen.append(([s.clone() for s in signs], boxes[0].clone(), boxes[1].clone(),
                      out[0].clone()))
         return out
