@@ -66,7 +66,7 @@ class DerivativeSearch(LipschitzSearch):
             self.prime_root(dom)
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, self.C, dom, self.method, self.q,
-                                       forward_iterations=self.forward_steps(),
+                                       forward_iterations=self.forward_steps(root),
                                        bound_gradient=False,
                                        restriction=known)
             if self.method != "ibp":

@@ -75,9 +75,8 @@ class OutputSearch(SignSearch):
         t0 = time.perf_counter()
         with iterate_in(self.iterate_dtype):
             with torch.no_grad():
-                steps = self.forward_steps()
-                state = prepare_state(self.graph, dom, "crown", known, iterations=steps if root
-                                      else min(steps, self.child_forward_iterations))
+                state = prepare_state(self.graph, dom, "crown", known,
+                                      iterations=self.forward_steps(root))
             A = self.CC.unsqueeze(0).expand(D, *self.CC.shape)
             ub = alpha_crown_upper(state, self.graph.output, A, self.output_iterations).detach()
         los, ups, empty = self.layer_bounds(state, D, 1)

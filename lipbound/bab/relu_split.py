@@ -13,7 +13,8 @@ enters CROWN with multipliers and makes the ops reading it one-sided there.
 
 A domain fixes the sign of some pre-activations (z_i >= 0 or z_i <= 0, closed). It is bounded
 with the splits in force: the root's bounds (forward nodes and gradient elements, valid on
-every sub-domain) are intersected in, forward bounds are clamped and re-tightened (MLPs:
+every sub-domain) and its parent's forward bounds (valid on the child, a subset) are
+intersected in, forward bounds are clamped and re-tightened (MLPs:
 alpha/beta-CROWN, with the Lagrangian terms beta_j s_j z_j >= 0 of the split constraints,
 also between splits of one layer, :mod:`lipbound.propagate.alpha`; other graphs: CROWN), the
 switches of split neurons take the split's derivative (the gradient norm is convex in each
@@ -98,6 +99,9 @@ def _graph_reach(graph: Graph, names: list[str], dtype: torch.dtype,
 EMPTY_RTOL = 1e-9
 #: alpha/beta-CROWN steps for the forward bounds of every domain (beta: split multipliers)
 FORWARD_ITERATIONS = 20
+#: ... at most this many below the root (the output search has its own, fewer:
+#: :data:`lipbound.bab.outputs.CHILD_FORWARD_ITERATIONS`)
+CHILD_FORWARD_ITERATIONS = 20
 #: LPs run while they have taken at most this share of the search's time so far: slow LPs
 #: (a loaded machine, wide layers) are rationed, never switched off for the rest of the search
 LP_TIME_SHARE = 0.5
@@ -162,15 +166,18 @@ class SignSearch:
         self.root_forward: dict[str, Interval] = {}  # forward bounds [1, *shape] on the ball
         self.child_cost: float | None = None  # seconds to bound one child, set at the root
         self.forward_iterations = FORWARD_ITERATIONS
+        self.child_forward_iterations = CHILD_FORWARD_ITERATIONS
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
         self.bhi = box.upper[0].flatten().double().cpu().numpy()
 
-    def forward_steps(self) -> int:
-        """alpha/beta-CROWN steps for every domain's forward bounds: MLPs re-optimise them
-        per domain; other graphs (convolutions: costly per step) use CROWN with the root's
-        optimised bounds (:meth:`prime_root`) and the split clamps."""
-        return self.forward_iterations if self.layers is not None else 0
+    def forward_steps(self, root: bool = True) -> int:
+        """alpha/beta-CROWN steps for a domain's forward bounds (the root's, or below it, at
+        most ``child_forward_iterations``): MLPs re-optimise them per domain; other graphs
+        (convolutions: costly per step) use CROWN with the root's optimised bounds
+        (:meth:`prime_root`) and the split clamps."""
+        steps = self.forward_iterations if self.layers is not None else 0
+        return steps if root else min(steps, self.child_forward_iterations)
 
     def prime_root(self, domain: LpBall) -> None:
         """When domains do not optimise their forward bounds (:meth:`forward_steps` is 0):
@@ -365,7 +372,7 @@ class LipschitzSearch(SignSearch):
         t0 = time.perf_counter()
         with torch.no_grad():
             state, jg = jacobian_state(self.graph, C, dom, "crown", self.q,
-                                       forward_iterations=self.forward_steps(),
+                                       forward_iterations=self.forward_steps(root),
                                        bound_gradient=False, restriction=known)
             if root:
                 self.child_cost = time.perf_counter() - t0
