@@ -34,15 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from verify_family import run_family  # noqa: E402
 from verify_milp_choice import problem  # noqa: E402
 
-#: variant -> settings of lipbound.bab.outputs (child forward steps, iterate dtype, spec steps)
+#: variant -> settings of lipbound.bab.outputs (child forward steps, iterate dtype, spec steps,
+#: sign domains per step)
 VARIANTS = {
-    "before": (20, None, 20),  # the settings before session 12
-    "after": (5, torch.float32, 20),  # the chosen ones
-    "3-f32": (3, torch.float32, 20),
-    "10-f32": (10, torch.float32, 20),
-    "5-f64": (5, None, 20),
-    "after-out10": (5, torch.float32, 10),
-    "after-out5": (5, torch.float32, 5),
+    "before": (20, None, 20, 32),  # the settings before session 12
+    "after": (5, torch.float32, 20, 32),  # the chosen ones
+    "3-f32": (3, torch.float32, 20, 32),
+    "10-f32": (10, torch.float32, 20, 32),
+    "5-f64": (5, None, 20, 32),
+    "after-out10": (5, torch.float32, 10, 32),
+    "after-out5": (5, torch.float32, 5, 32),
+    "after-b16": (5, torch.float32, 20, 16),
+    "after-b64": (5, torch.float32, 20, 64),
 }
 
 
@@ -82,10 +85,12 @@ def run(seed: int, variants: list[str], timeout: float) -> dict:
     C, d, owner = stack_conjunctions(region.disjuncts)
     x0, eps, box = box_as_ball(region, (region.lower.numel(),))
     rec: dict = {"name": name}
-    saved = (bo.CHILD_FORWARD_ITERATIONS, bo.ITERATE_DTYPE, bo.OUTPUT_ITERATIONS)
+    saved = (bo.CHILD_FORWARD_ITERATIONS, bo.ITERATE_DTYPE, bo.OUTPUT_ITERATIONS,
+             bo.BATCH["relu"])
     try:
         for v in variants:
-            bo.CHILD_FORWARD_ITERATIONS, bo.ITERATE_DTYPE, bo.OUTPUT_ITERATIONS = VARIANTS[v]
+            (bo.CHILD_FORWARD_ITERATIONS, bo.ITERATE_DTYPE, bo.OUTPUT_ITERATIONS,
+             bo.BATCH["relu"]) = VARIANTS[v]
             t0 = time.perf_counter()
             res = prove_outputs(model, x0, eps, C, d, owner, data_range=box, timeout=timeout,
                                 split="relu", progress=False)
@@ -93,7 +98,8 @@ def run(seed: int, variants: list[str], timeout: float) -> dict:
             rec[v] = {"proven": bool(res.proven.all()), "time": time.perf_counter() - t0,
                       "status": res.status, "margin": margin}
     finally:
-        bo.CHILD_FORWARD_ITERATIONS, bo.ITERATE_DTYPE, bo.OUTPUT_ITERATIONS = saved
+        (bo.CHILD_FORWARD_ITERATIONS, bo.ITERATE_DTYPE, bo.OUTPUT_ITERATIONS,
+         bo.BATCH["relu"]) = saved
     return rec
 
 

@@ -42,6 +42,9 @@ OUTPUT_ITERATIONS = 20
 #: prop_0_0.03 is proved from 21 recomputed domains, and was not from 1,379 inherited ones.
 CHILD_FORWARD_ITERATIONS = 5
 ITERATE_DTYPE: torch.dtype | None = torch.float32
+#: domains bounded per step, by brancher (fewer sign domains: alpha/beta-CROWN bounds the
+#: union of the batch's unstable rows)
+BATCH = {"input": 64, "relu": 32, "mixed": 32}
 
 
 class OutputSearch(SignSearch):
@@ -168,7 +171,7 @@ def bab_output_bounds(model: nn.Module, graph: Graph, C: Tensor, domain: LpBall,
     if input_score == "smear":
         brancher = replace(brancher, input_score=srch.smear)
     res = search(srch, brancher, box.lower[0], box.upper[0], L, W, run,
-                 batch=batch or {"input": 64, "relu": 32, "mixed": 32}[split], progress=progress)
+                 batch=batch or BATCH[split], progress=progress)
     return -res.upper[S:], res.upper[:S], res
 
 
