@@ -31,7 +31,7 @@ from lipbound.io.vnnlib import InputRegion, stack_conjunctions
 from lipbound.verify.prove import box_as_ball
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verify_family import run_family  # noqa: E402
+from verify_family import family_args, run_family  # noqa: E402
 from verify_milp_choice import problem  # noqa: E402
 
 #: variant -> settings of lipbound.bab.outputs (child forward steps, iterate dtype, spec steps,
@@ -123,15 +123,9 @@ def summary(recs: list[dict], variants: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default="0:40")
     ap.add_argument("--variants", nargs="+", default=["before", "after"],
                     choices=sorted(VARIANTS))
-    ap.add_argument("--timeout", type=float, default=20.0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" /
-                                         "bab_forward_choice.jsonl"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = family_args(ap, "bab_forward_choice", "0:40", 20.0)
     recs = run_family(args.seeds, args.out, lambda s: run(s, args.variants, args.timeout))
     summary(recs, args.variants)
 

@@ -3,11 +3,28 @@ one JSON line per problem, and the table of verdicts per variant."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+
+
+def family_args(ap: argparse.ArgumentParser, name: str, seeds: str, timeout: float
+                ) -> argparse.Namespace:
+    """``ap``'s arguments plus the ones every family script takes (``--seeds A:B``,
+    ``--timeout``, ``--threads``, ``--out``, default ``out/<name>.jsonl``), parsed, with
+    torch's thread count set."""
+    ap.add_argument("--seeds", default=seeds)
+    ap.add_argument("--timeout", type=float, default=timeout)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out" / f"{name}.jsonl"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def run_family(seeds: str, out: str, one: Callable[[int], dict]) -> list[dict]:

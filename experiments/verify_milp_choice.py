@@ -31,7 +31,7 @@ from lipbound.verify import verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bab_family import he_mlp  # noqa: E402
-from verify_family import run_family, verdict_table  # noqa: E402
+from verify_family import family_args, run_family, verdict_table  # noqa: E402
 
 
 def problem(seed: int, eps_range: tuple[float, float] = (0.002, 0.1)
@@ -80,16 +80,10 @@ def run(seed: int, caps: list[int], timeout: float, eps_range: tuple[float, floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seeds", default="0:30")
     ap.add_argument("--caps", type=int, nargs="+", default=[0, 100, 200, 400])
-    ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--eps", type=float, nargs=2, default=[0.002, 0.1],
                     help="eps range (log-uniform)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" /
-                                         "verify_milp_choice.jsonl"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = family_args(ap, "verify_milp_choice", "0:30", 30.0)
     recs = run_family(args.seeds, args.out,
                       lambda seed: run(seed, args.caps, args.timeout, tuple(args.eps)))
     verdict_table(recs, [str(c) for c in args.caps], "MILP cap", "milp")

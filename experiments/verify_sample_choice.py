@@ -32,7 +32,7 @@ from lipbound.verify import verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_bab_family import he_mlp  # noqa: E402
-from verify_family import run_family, verdict_table  # noqa: E402
+from verify_family import family_args, run_family, verdict_table  # noqa: E402
 
 K = 5
 
@@ -81,14 +81,8 @@ def run(seed: int, timeout: float) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seeds", default="0:30")
-    ap.add_argument("--timeout", type=float, default=30.0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" /
-                                         "verify_sample_choice.jsonl"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = family_args(argparse.ArgumentParser(description=__doc__), "verify_sample_choice",
+                       "0:30", 30.0)
     recs = run_family(args.seeds, args.out, lambda seed: run(seed, args.timeout))
     verdict_table(recs, ["off", "on"], "sampling", "sample")
 

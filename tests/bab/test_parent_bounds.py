@@ -48,7 +48,7 @@ def test_children_knowing_their_parents_bounds_enclose_sampled_points(seed):
     boxes, psigns, csigns, pts = [], [], [], []
     for _ in range(4):
         blo = -1 + torch.rand(N_IN, generator=g, dtype=torch.float64)
-        bhi = blo + torch.rand(N_IN, generator=g, dtype=torch.float64) * (1 - blo) / 1
+        bhi = blo + torch.rand(N_IN, generator=g, dtype=torch.float64) * (1 - blo)
         x = blo + torch.rand(4000, N_IN, generator=g, dtype=torch.float64) * (bhi - blo)
         z, _ = _preacts(net, x)
         pick = int(torch.randint(len(x), (1,), generator=g))
