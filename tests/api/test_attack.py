@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lipbound.attack import margin_attack, pgd_minimize
+from lipbound.attack import margin_attack, pgd_minimize, vertex_minimize
 
 
 def _linear_classifier() -> tuple[nn.Module, torch.Tensor]:
@@ -55,3 +55,27 @@ def test_margin_attack_respects_data_range():
                        generator=torch.Generator().manual_seed(0))
     if xa is not None:
         assert xa.min() >= -0.5 and xa.max() <= 0.5
+
+
+def test_vertex_minimize_reaches_the_best_vertex_of_a_linear_objective():
+    """One vertex step from anywhere lands on argmin over the box of w.x; zero weights keep
+    their coordinate."""
+    lo, up = torch.tensor([-1.0, 0.0, 2.0, -3.0]), torch.tensor([1.0, 0.5, 3.0, 3.0])
+    w = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    xb, v = vertex_minimize(lambda z: z @ w, lo, up, steps=1, restarts=4,
+                            generator=torch.Generator().manual_seed(0))
+    assert torch.equal(xb[:3], torch.where(w > 0, lo, up)[:3]) and xb[3] == 0.0
+    assert v == pytest.approx(float(xb @ w))
+
+
+def test_vertex_minimize_points_stay_in_the_box_and_report_their_value():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 1)).double().eval()
+    lo, up = -torch.rand(6, dtype=torch.float64), torch.rand(6, dtype=torch.float64)
+    starts = lo + torch.rand(3, 6, dtype=torch.float64) * (up - lo)
+    xb, v = vertex_minimize(lambda z: net(z)[:, 0], lo, up, steps=5, restarts=8,
+                            x_init=starts, generator=torch.Generator().manual_seed(0))
+    assert torch.all(xb >= lo) and torch.all(xb <= up)
+    with torch.no_grad():
+        assert v == float(net(xb[None])[0, 0])
+        assert v <= float(net(starts)[:, 0].min())
