@@ -1,0 +1,133 @@
+"""Do verify's vertex steps pay? verify's attacks with and without them on two families.
+
+Each problem is a robustness region (an l_inf box around an input, clipped to the data range)
+with the property "the label's output stays the largest" (one disjunct per other class, as
+the VNN-COMP mnistfc properties). The two attack configurations of verify's stages 2-3 run on
+it in turn, with the same seed: the joint attack (100 PGD steps, 16 restarts) then the
+per-disjunct one (100 steps, 8 restarts), with ``falsify.VERTEX_STEPS`` = 0 (PGD only) and
+the default (vertex steps first). A found point is a confirmed counterexample (re-run on the
+model), so the counts of found points and the times are the comparison.
+
+- ``mnistfc``: the three shared mnistfc networks, the images of the shared properties
+  prop_0 ... prop_7 (read back from their 0.03 boxes), at eps 0.035, 0.045, 0.06 and 0.08
+  (not the VNN-COMP radii).
+- ``random``: seeded He-initialised ReLU MLPs (inputs 16-128, 2-4 hidden layers of width
+  32-96, 10 outputs) around a standard normal input, eps log-uniform in [0.02, 0.5], label
+  the argmax at the centre.
+
+    OMP_NUM_THREADS=1 taskset -c 0 python experiments/attack_family.py [--random 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lipbound.io import load_onnx
+from lipbound.io.vnnlib import Conjunction, InputRegion, read_vnnlib
+from lipbound.verify import falsify
+from lipbound.verify.falsify import Checker, attack, targeted_attack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bab_family import he_mlp  # noqa: E402
+
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "vnncomp2021" / "mnistfc"
+EPS = (0.035, 0.045, 0.06, 0.08)
+
+
+def label_region(lo: torch.Tensor, up: torch.Tensor, label: int, k: int) -> InputRegion:
+    """Counterexamples: some class j != label has y_j >= y_label (y_label - y_j <= 0)."""
+    disjuncts = []
+    for j in range(k):
+        if j != label:
+            C = torch.zeros(1, k, dtype=torch.float64)
+            C[0, label], C[0, j] = 1.0, -1.0
+            disjuncts.append(Conjunction(C, torch.zeros(1, dtype=torch.float64)))
+    return InputRegion(lo.double(), up.double(), tuple(disjuncts))
+
+
+def mnistfc_problems():
+    for net in ("256x2", "256x4", "256x6"):
+        model = load_onnx(MNIST / f"mnist-net_{net}.onnx")
+        for i in range(8):
+            reg = read_vnnlib(MNIST / f"prop_{i}_0.03.vnnlib", 784, 10).regions[0]
+            lo, up = reg.lower, reg.upper
+            x = torch.where(lo == 0, up - 0.03, torch.where(up == 1, lo + 0.03, (lo + up) / 2))
+            for eps in EPS:
+                box = InputRegion((x - eps).clamp(0, 1), (x + eps).clamp(0, 1), reg.disjuncts)
+                yield f"{net} img {i} eps {eps}", model, box, (784, 1)
+
+
+def random_problems(count: int):
+    for seed in range(count):
+        g = torch.Generator().manual_seed(9100 + seed)
+        n = [16, 32, 64, 128][int(torch.randint(4, (1,), generator=g))]
+        depth = int(torch.randint(2, 5, (1,), generator=g))
+        width = [32, 64, 96][int(torch.randint(3, (1,), generator=g))]
+        model = he_mlp([n] + [width] * depth + [10], g, nn.ReLU).eval()
+        x = torch.randn(n, generator=g)
+        eps = 10 ** (math.log10(0.02) + math.log10(25) * float(torch.rand(1, generator=g)))
+        with torch.no_grad():
+            label = int(model(x[None]).argmax())
+        yield f"random {seed} ({n}-{width}x{depth}, eps {eps:.3f})", model, \
+            label_region(x - eps, x + eps, label, 10), (n,)
+
+
+def run(model: nn.Module, region: InputRegion, shape, vertex_steps: int) -> tuple[bool, float]:
+    falsify.VERTEX_STEPS = vertex_steps
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    found = attack(model, region, shape, Checker(model, shape), steps=100, restarts=16,
+                   generator=g)
+    if found is None:
+        found = targeted_attack(model, region, shape, Checker(model, shape), steps=100,
+                                restarts=8, generator=g)
+    return found is not None, time.perf_counter() - t0
+
+
+def _median(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f}x" if xs else "-"
+
+
+def summary(name: str, rows: list[tuple[bool, float, bool, float]]) -> str:
+    both = [tv / tp for fp, tp, fv, tv in rows if fp and fv]
+    none = [tv / tp for fp, tp, fv, tv in rows if not fp and not fv]
+    return (f"| {name} | {len(rows)} | {sum(r[0] for r in rows)} | {sum(r[2] for r in rows)} "
+            f"| {sum(r[0] and not r[2] for r in rows)} | {sum(r[2] and not r[0] for r in rows)} "
+            f"| {_median(both)} | {_median(none)} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--random", type=int, default=40, help="random problems (0: none)")
+    ap.add_argument("--no-mnistfc", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    default = falsify.VERTEX_STEPS
+    fams = [] if args.no_mnistfc else [("mnistfc", mnistfc_problems())]
+    fams.append(("random", random_problems(args.random)))
+    lines = []
+    for fam, problems in fams:
+        rows = []
+        for label, model, region, shape in problems:
+            fp, tp = run(model, region, shape, 0)
+            fv, tv = run(model, region, shape, default)
+            rows.append((fp, tp, fv, tv))
+            print(f"{label}: pgd {fp} {tp:.2f} s, vertex {fv} {tv:.2f} s", flush=True)
+        lines.append(summary(fam, rows))
+    falsify.VERTEX_STEPS = default
+    print("\n| family | problems | found, PGD only | found, vertex + PGD | only PGD | only vertex "
+          "| time ratio, both found (median) | time ratio, none found (median) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
