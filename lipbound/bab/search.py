@@ -314,8 +314,9 @@ def search(obj: Objective, brancher: Brancher, lo: Tensor, up: Tensor, L: Tensor
             cub = torch.minimum(cub, parents)
             bounded += len(clo)
             pbar.update(len(clo))
-            if bool(inp.any()) or hasattr(obj, "box_points"):
-                L, W = _better(L, W, *_centres(obj, clo, cup, inp, lo.shape), run)
+            got = _centres(obj, clo, cup, inp, lo.shape)
+            if got is not None:
+                L, W = _better(L, W, *got, run)
             gain = _gain(run, parents, cub, L, inp, pgain)
             alive = torch.isfinite(cub).all(1) & run.alive(cub, L)
             dead = ~alive & torch.isfinite(cub).all(1)
@@ -334,13 +335,15 @@ def _bound(obj: Objective, signs: list[Tensor], parents: Tensor, thr: float | No
 
 
 def _centres(obj: Objective, lo: Tensor, up: Tensor, new: Tensor, shape
-             ) -> tuple[Tensor, Tensor]:
+             ) -> tuple[Tensor, Tensor] | None:
     """The centres of the new boxes (mask ``new`` [N]) and an objective's ``box_points`` of
-    every box (if it samples more), projected into X, and their values."""
+    every box (if it samples more), projected into X, and their values (None: no point)."""
     pts = ((lo[new] + up[new]) / 2)
     more = getattr(obj, "box_points", None)
     if more is not None:
         pts = torch.cat([pts, more(lo, up)])
+    if pts.shape[0] == 0:
+        return None
     pts = obj.project(pts.reshape(pts.shape[0], *shape))
     return pts, obj.attain(pts)
 

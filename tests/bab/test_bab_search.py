@@ -250,3 +250,24 @@ def test_deepening_stops_where_a_step_would_be_long():
     br = Brancher("relu")
     kids = children(P, br.plan(P))
     assert len(deepen(br, kids, deepen_room(run, 32, len(kids)))) == 2
+
+
+def test_lipschitz_box_samples_lie_in_their_boxes():
+    """The Lipschitz search's extra attained points (``box_points``): ``box_samples`` per box,
+    each inside its own box (the trace test above checks that what they attain stays below
+    the exact value)."""
+    from lipbound.bab.relu_split import LipschitzSearch
+    from lipbound.bounds.domains import make_domain
+    from lipbound.inputs import get_graph
+
+    net = _net(0)
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    graph = get_graph(net, x, torch.float64, x.device)
+    srch = LipschitzSearch(net, graph, torch.eye(3, dtype=torch.float64),
+                           make_domain(x, 0.5, math.inf, None), 1.0)
+    gen = torch.Generator().manual_seed(0)
+    lo = torch.rand(5, 2, generator=gen, dtype=torch.float64) - 1
+    up = lo + torch.rand(5, 2, generator=gen, dtype=torch.float64)
+    pts = srch.box_points(lo, up).reshape(5, srch.box_samples, 2)
+    assert srch.box_samples > 0
+    assert bool(((pts >= lo[:, None]) & (pts <= up[:, None])).all())
