@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lipbound.attack import pgd_minimize, vertex_minimize
+from lipbound.attack import box_minimize
 from lipbound.io.vnnlib import InputRegion
 
 
@@ -145,26 +145,6 @@ def random_points(region: InputRegion, n: int, dtype: torch.dtype,
     return torch.minimum(torch.maximum(x, lo), up)
 
 
-#: vertex steps (:func:`~lipbound.attack.vertex_minimize`) before each PGD run of an attack.
-#: On mnistfc 256x4 prop_1_0.05 the counterexample sits at a vertex of the box that 8-500
-#: restarts of 100 PGD steps never reached (they settle at violation 0.116); two vertex
-#: steps from the centre reach it (experiments/README.md, bench_vnncomp).
-VERTEX_STEPS = 10
-
-
-def minimize(objective, lo: Tensor, up: Tensor, *, steps: int, restarts: int,
-             generator: torch.Generator, x_init: Tensor | None = None) -> tuple[Tensor, float]:
-    """The best point of ``objective`` over the box [lo, up] from vertex steps, then (unless
-    they already reached a violation) PGD, both with ``restarts`` starts (``x_init`` first)."""
-    x, v = vertex_minimize(objective, lo, up, steps=VERTEX_STEPS, restarts=restarts,
-                           x_init=x_init, generator=generator)
-    if v <= 0:
-        return x, v
-    xp, vp = pgd_minimize(objective, lo, up, steps=steps, restarts=restarts, x_init=x_init,
-                          generator=generator)
-    return (xp, vp) if vp < v else (x, v)
-
-
 def _region_box(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...]
                 ) -> tuple[Tensor, Tensor] | None:
     """The region's box in the model's dtype, shaped like one input, or None if empty."""
@@ -186,7 +166,7 @@ def attack(model: nn.Module, region: InputRegion, in_shape: tuple[int, ...], che
         y = model(z).reshape(z.shape[0], -1)
         return violation(y, C, d, owner, nd)
 
-    x, v = minimize(objective, lo, up, steps=steps, restarts=restarts, generator=generator)
+    x, v = box_minimize(objective, lo, up, steps=steps, restarts=restarts, generator=generator)
     if v > 1e-6:
         return None
     x = torch.minimum(torch.maximum(x.detach(), lo), up)
@@ -219,8 +199,8 @@ def targeted_attack(model: nn.Module, region: InputRegion, in_shape: tuple[int, 
         def objective(z: Tensor, i: int = i) -> Tensor:
             return _disjunct_violation(model(z).reshape(z.shape[0], -1), region, i)
 
-        x, v = minimize(objective, lo, up, steps=steps, restarts=restarts,
-                        generator=generator)
+        x, v = box_minimize(objective, lo, up, steps=steps, restarts=restarts,
+                            generator=generator)
         if v > 1e-6:
             continue
         found = checker.confirm(region, torch.minimum(torch.maximum(x.detach(), lo), up)
@@ -292,8 +272,8 @@ class SearchWitness:
             return violation(self.model(z).reshape(z.shape[0], -1), C, d, owner, nd)
 
         starts = self.pool.reshape(-1, *self.in_shape)
-        x, v = minimize(objective, lo, up, steps=self.steps, restarts=2 * len(starts),
-                        x_init=starts, generator=self.gen)
+        x, v = box_minimize(objective, lo, up, steps=self.steps, restarts=2 * len(starts),
+                            x_init=starts, generator=self.gen)
         x = torch.minimum(torch.maximum(x.detach(), lo), up).reshape(-1)
         self._merge(x[None], torch.tensor([v], dtype=torch.float64))
         return self.checker.confirm(self.region, x) if v <= 1e-6 else None

@@ -1,4 +1,4 @@
-"""verify's attacks take vertex steps before PGD (falsify.minimize, attack.vertex_minimize).
+"""verify's attacks take vertex steps before PGD (attack.box_minimize, attack.vertex_minimize).
 
 The network's violation along the mean s of its 16 inputs on [-1, 1]^16 is
 1 - 0.5 s + 3 relu(s - 0.2) - 40 relu(s - 0.9): a basin at s = 0.2 (0.9 > 0) that small PGD
@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import lipbound.attack
 from lipbound.attack import pgd_minimize
 from lipbound.io.vnnlib import Conjunction, InputRegion
-from lipbound.verify import falsify
 from lipbound.verify.falsify import Checker, attack
 
 N = 16
@@ -56,7 +56,7 @@ def test_pgd_alone_settles_in_the_basin():
 
 def test_minimize_keeps_the_better_of_both(monkeypatch):
     """Without vertex steps (a mutation of VERTEX_STEPS) the attack finds nothing here."""
-    monkeypatch.setattr(falsify, "VERTEX_STEPS", 0)
+    monkeypatch.setattr(lipbound.attack, "VERTEX_STEPS", 0)
     net, reg = ridge_net(), region()
     found = attack(net, reg, (N,), Checker(net, (N,)), steps=100, restarts=16,
                    generator=torch.Generator().manual_seed(0))
