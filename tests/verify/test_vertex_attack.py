@@ -9,6 +9,7 @@ vertex step reaches it.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -61,3 +62,27 @@ def test_minimize_keeps_the_better_of_both(monkeypatch):
     found = attack(net, reg, (N,), Checker(net, (N,)), steps=100, restarts=16,
                    generator=torch.Generator().manual_seed(0))
     assert found is None
+
+
+def _ridge_classifier() -> nn.Module:
+    """Two classes, logits (0, -v(x)): class 1 wins exactly where the ridge net's v(x) < 0."""
+    head = nn.Linear(1, 2)
+    head.weight.data = torch.tensor([[0.0], [-1.0]])
+    head.bias.data = torch.zeros(2)
+    return nn.Sequential(ridge_net(), head).eval()
+
+
+@pytest.mark.parametrize("vertex_steps", [10, 0])
+def test_margin_attack_reaches_the_vertex_only_with_vertex_steps(monkeypatch, vertex_steps):
+    """The robustness audit's l_inf attack runs the same box attack: with vertex steps it finds
+    the misclassified corner of the ball of radius 1 around 0; without them (mutation) it
+    does not."""
+    monkeypatch.setattr(lipbound.attack, "VERTEX_STEPS", vertex_steps)
+    model = _ridge_classifier()
+    xa = lipbound.attack.margin_attack(model, torch.zeros(N), 0, 1.0,
+                                       generator=torch.Generator().manual_seed(0))
+    if vertex_steps:
+        assert xa is not None and int(model(xa[None]).argmax()) == 1
+        assert float(xa.abs().max()) <= 1.0
+    else:
+        assert xa is None
