@@ -431,7 +431,13 @@ class LipschitzSearch(SignSearch):
         return [m * r for m, r in zip(mags, self.reach)]
 
     def box_points(self, lo: Tensor, up: Tensor) -> Tensor:
-        """``box_samples`` uniform points [N * box_samples, n] of each box [N, n] (seeded)."""
+        """``box_samples`` uniform points [M * box_samples, n] of each of the M boxes of
+        ``lo``, ``up`` [N, n] narrower than the whole input box (seeded). Sign domains on the
+        whole box (brancher "relu") get none: they would only repeat the root's samples of
+        the whole set (at a few per cent of a step: 0.12 s for 512 points on mnistfc 256x2)."""
+        box = self.domain.interval()
+        whole = (box.upper - box.lower).reshape(1, -1).to(lo.dtype)
+        lo, up = lo[(up - lo < whole).any(1)], up[(up - lo < whole).any(1)]
         u = torch.rand(lo.shape[0], self.box_samples, lo.shape[1], generator=self.gen,
                        dtype=lo.dtype).to(lo.device)
         return (lo[:, None] + u * (up - lo)[:, None]).reshape(-1, lo.shape[1])

@@ -253,9 +253,10 @@ def test_deepening_stops_where_a_step_would_be_long():
 
 
 def test_lipschitz_box_samples_lie_in_their_boxes():
-    """The Lipschitz search's extra attained points (``box_points``): ``box_samples`` per box,
-    each inside its own box (the trace test above checks that what they attain stays below
-    the exact value)."""
+    """The Lipschitz search's extra attained points (``box_points``): ``box_samples`` per box
+    narrower than the whole input box, each inside its own box, none for a box that is the
+    whole one (the trace test above checks that what they attain stays below the exact
+    value)."""
     from lipbound.bab.relu_split import LipschitzSearch
     from lipbound.bounds.domains import make_domain
     from lipbound.inputs import get_graph
@@ -268,6 +269,9 @@ def test_lipschitz_box_samples_lie_in_their_boxes():
     gen = torch.Generator().manual_seed(0)
     lo = torch.rand(5, 2, generator=gen, dtype=torch.float64) - 1
     up = lo + torch.rand(5, 2, generator=gen, dtype=torch.float64)
-    pts = srch.box_points(lo, up).reshape(5, srch.box_samples, 2)
-    assert srch.box_samples > 0
+    whole = srch.domain.interval()
+    lo6 = torch.cat([lo, whole.lower.reshape(1, 2)])
+    up6 = torch.cat([up, whole.upper.reshape(1, 2)])
+    pts = srch.box_points(lo6, up6).reshape(-1, srch.box_samples, 2)
+    assert srch.box_samples > 0 and pts.shape[0] == 5
     assert bool(((pts >= lo[:, None]) & (pts <= up[:, None])).all())
