@@ -52,6 +52,8 @@ class DerivativeSearch(LipschitzSearch):
                          math.inf)
         self.j, self.method = j, method
         self.element_rows = True  # every domain bounds its own elements
+        # a wrong-signed region can be small, and box centres alone miss it: every box
+        self.box_samples, self.sample_whole = SAMPLES, True
         self.gen = torch.Generator().manual_seed(seed)
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
@@ -81,13 +83,6 @@ class DerivativeSearch(LipschitzSearch):
         scores = self.jacobian_scores(state, jg, D)
         return torch.where(empty[:, None], -torch.inf, ub), los, ups, scores
 
-    def box_points(self, lo: Tensor, up: Tensor) -> Tensor:
-        """``SAMPLES`` uniform points [N * SAMPLES, n] of each box [N, n] (seeded): a
-        wrong-signed region can be small, and box centres alone miss it."""
-        u = torch.rand(lo.shape[0], SAMPLES, lo.shape[1], generator=self.gen,
-                       dtype=lo.dtype).to(lo.device)
-        return (lo[:, None] + u * (up - lo)[:, None]).reshape(-1, lo.shape[1])
-
     def attain(self, pts: Tensor) -> Tensor:
         G = row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))  # [1, N, *in]
         gj = G.flatten(2)[0, :, self.j].to(self.C.dtype)
@@ -101,7 +96,7 @@ def bab_derivative(model: nn.Module, graph: Graph, c: Tensor, lo: Tensor, hi: Te
     """Decide the sign of d (c . f) / d x_j over the box [lo, hi] ([*in] each; c [1, K]).
 
     ``method``: "crown" (default) or "ibp" bounds every domain; ``seed``: of the sampled
-    points (:meth:`DerivativeSearch.box_points`). ``res.proven`` [2]:
+    points (:meth:`~lipbound.bab.relu_split.SignSearch.box_points`). ``res.proven`` [2]:
     (increasing: every Clarke derivative >= -tol; decreasing: every one <= tol) proven on
     the whole box; ``res.lower`` [2] / ``res.witness`` [2, *in]: the most negative / most
     positive attained derivative (negated / as is) and its point; ``res.upper`` [2]:

@@ -170,6 +170,9 @@ class SignSearch:
         box = domain.interval()
         self.blo = box.lower[0].flatten().double().cpu().numpy()
         self.bhi = box.upper[0].flatten().double().cpu().numpy()
+        self.box_samples = 0  # uniform points attained per box (:meth:`box_points`) ...
+        self.sample_whole = False  # ... also in boxes that are the whole input box
+        self.gen = torch.Generator().manual_seed(0)
 
     def forward_steps(self, root: bool = True) -> int:
         """alpha/beta-CROWN steps for a domain's forward bounds (the root's, or below it, at
@@ -190,6 +193,20 @@ class SignSearch:
         with torch.no_grad():
             state = prepare_state(self.graph, domain, "crown", iterations=it)
         self.keep_forward(state)
+
+    def box_points(self, lo: Tensor, up: Tensor) -> Tensor:
+        """``box_samples`` uniform points [M * box_samples, n] of each of the M boxes of
+        ``lo``, ``up`` [N, n] narrower than the whole input box (every box with
+        ``sample_whole``), seeded by ``gen``. Sign domains on the whole box (brancher "relu")
+        get none by default: they would only repeat the root's samples of the whole set (at
+        a few per cent of a step: 0.12 s for 512 points on mnistfc 256x2)."""
+        if not self.sample_whole:
+            box = self.domain.interval()
+            narrow = (up - lo < (box.upper - box.lower).reshape(1, -1).to(lo.dtype)).any(1)
+            lo, up = lo[narrow], up[narrow]
+        u = torch.rand(lo.shape[0], self.box_samples, lo.shape[1], generator=self.gen,
+                       dtype=lo.dtype).to(lo.device)
+        return (lo[:, None] + u * (up - lo)[:, None]).reshape(-1, lo.shape[1])
 
     def is_root(self, signs: list[Tensor], boxes: tuple[Tensor, Tensor] | None) -> bool:
         """One domain without splits on the whole ball's box: its bounds hold on every
@@ -358,7 +375,6 @@ class LipschitzSearch(SignSearch):
         self.element_rows = math.prod(domain.in_shape) * C.shape[0] <= ELEMENT_ROWS_MAX
         self.force_elements = False  # every domain bounds its elements (input halves)
         self.box_samples = BOX_SAMPLES
-        self.gen = torch.Generator().manual_seed(0)
 
     def bound(self, signs: list[Tensor], parent_ub: Tensor | None = None,
               threshold: float | None = None, boxes: tuple[Tensor, Tensor] | None = None,
@@ -429,18 +445,6 @@ class LipschitzSearch(SignSearch):
         reads (over spec rows) times the l1 reach of its row to the input (|W| products)."""
         mags = cotangent_magnitude(state, jg, self.names, D)
         return [m * r for m, r in zip(mags, self.reach)]
-
-    def box_points(self, lo: Tensor, up: Tensor) -> Tensor:
-        """``box_samples`` uniform points [M * box_samples, n] of each of the M boxes of
-        ``lo``, ``up`` [N, n] narrower than the whole input box (seeded). Sign domains on the
-        whole box (brancher "relu") get none: they would only repeat the root's samples of
-        the whole set (at a few per cent of a step: 0.12 s for 512 points on mnistfc 256x2)."""
-        box = self.domain.interval()
-        whole = (box.upper - box.lower).reshape(1, -1).to(lo.dtype)
-        lo, up = lo[(up - lo < whole).any(1)], up[(up - lo < whole).any(1)]
-        u = torch.rand(lo.shape[0], self.box_samples, lo.shape[1], generator=self.gen,
-                       dtype=lo.dtype).to(lo.device)
-        return (lo[:, None] + u * (up - lo)[:, None]).reshape(-1, lo.shape[1])
 
     def attain(self, pts: Tensor) -> Tensor:
         G = row_gradients(self.m64, pts.to(self.dtype), self.C.to(self.dtype))
