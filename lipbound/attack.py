@@ -65,16 +65,34 @@ def pgd_minimize(fn: Objective, lower: Tensor, upper: Tensor, *, steps: int = 50
     else:
         u = torch.rand(shape, generator=generator, dtype=lower.dtype).to(lower.device)
         x = lo + u * (up - lo)
+    _place_starts(x, lower, upper, x_init, restarts)
+    c = None if center is None else center.unsqueeze(0)
+    x = _project(x, lo, up, c, radius2)
+    l2 = radius2 is not None
+    size = (2.0 * radius2 if l2 else (up - lo)) / max(steps, 1) * 2.5
+
+    def move(x: Tensor, g: Tensor, t: int) -> Tensor:
+        decay = 1.0 - t / (steps + 1)
+        return _project(_step(x, g, size * decay, l2), lo, up, c, radius2)
+
+    return _descend(fn, x, steps, move)
+
+
+def _place_starts(x: Tensor, lower: Tensor, upper: Tensor, x_init: Tensor | None,
+                  restarts: int) -> None:
+    """Restart 0 at ``x_init`` (default the box centre), or the first k restarts at the k
+    points of an ``x_init`` [k, *in_shape]; in place."""
     if x_init is None:
         x[0] = (lower + upper) / 2
     elif x_init.dim() == lower.dim() + 1:  # several starting points: the first restarts
         x[:x_init.shape[0]] = x_init[:restarts]
     else:
         x[0] = x_init
-    c = None if center is None else center.unsqueeze(0)
-    x = _project(x, lo, up, c, radius2)
-    l2 = radius2 is not None
-    size = (2.0 * radius2 if l2 else (up - lo)) / max(steps, 1) * 2.5
+
+
+def _descend(fn: Objective, x: Tensor, steps: int, move) -> tuple[Tensor, float]:
+    """The best point of ``fn`` over the iterates of the restarts x [R, *in]: at most
+    ``steps`` moves ``move(x, grad, t)`` (None: stop)."""
     best_x, best_v = x[0].clone(), math.inf
     for t in range(steps + 1):
         x = x.detach().requires_grad_(True)
@@ -87,8 +105,10 @@ def pgd_minimize(fn: Objective, lower: Tensor, upper: Tensor, *, steps: int = 50
             break
         (g,) = torch.autograd.grad(v.sum(), x)
         with torch.no_grad():
-            decay = 1.0 - t / (steps + 1)
-            x = _project(_step(x, g, size * decay, l2), lo, up, c, radius2)
+            nxt = move(x.detach(), g, t)
+        if nxt is None:
+            break
+        x = nxt
     return best_x, best_v
 
 
@@ -105,30 +125,14 @@ def vertex_minimize(fn: Objective, lower: Tensor, upper: Tensor, *, steps: int =
     lo, up = lower.unsqueeze(0), upper.unsqueeze(0)
     u = torch.rand((restarts, *lower.shape), generator=generator, dtype=lower.dtype)
     x = lo + u.to(lower.device) * (up - lo)
-    if x_init is None:
-        x[0] = (lower + upper) / 2
-    elif x_init.dim() == lower.dim() + 1:
-        x[:x_init.shape[0]] = x_init[:restarts]
-    else:
-        x[0] = x_init
+    _place_starts(x, lower, upper, x_init, restarts)
     x = torch.minimum(torch.maximum(x, lo), up)
-    best_x, best_v = x[0].clone(), math.inf
-    for t in range(steps + 1):
-        x = x.detach().requires_grad_(True)
-        v = fn(x)
-        vd = v.detach()
-        i = int(torch.argmin(vd))
-        if float(vd[i]) < best_v:
-            best_v, best_x = float(vd[i]), x[i].detach().clone()
-        if t == steps:
-            break
-        (g,) = torch.autograd.grad(v.sum(), x)
-        with torch.no_grad():
-            nxt = torch.where(g > 0, lo, torch.where(g < 0, up, x))
-            if bool((nxt == x).all()):
-                break
-            x = nxt
-    return best_x, best_v
+
+    def move(x: Tensor, g: Tensor, t: int) -> Tensor | None:
+        nxt = torch.where(g > 0, lo, torch.where(g < 0, up, x))
+        return None if bool((nxt == x).all()) else nxt
+
+    return _descend(fn, x, steps, move)
 
 
 #: vertex steps (:func:`vertex_minimize`) before PGD in :func:`box_minimize`. On mnistfc
