@@ -33,7 +33,8 @@ from lipbound.propagate.rounding import finish_elements
 
 #: domains per step
 BATCH = 32
-#: uniform points per new box whose derivatives are attained (candidate witnesses)
+#: uniform points per box (every box of a step, whole or not) whose derivatives are attained
+#: (candidate witnesses)
 SAMPLES = 4
 
 

@@ -5,8 +5,8 @@ Stages, while time remains (each region keeps the list of its disjuncts not yet 
 1. screening: the model at the centre and 63 random points of every box;
 2. CROWN bounds on every region, then a short attack on the violation of every region (every
    attack takes vertex steps, then PGD: :func:`lipbound.attack.box_minimize`);
-3. alpha-CROWN on the regions still open, then a longer PGD attack on the whole violation and
-   one PGD attack per disjunct (at most 16 disjuncts per region);
+3. alpha-CROWN on the regions still open, then a longer attack on the whole violation and
+   one attack per disjunct (at most 16 disjuncts per region);
 4. branch and bound: the one search of :mod:`lipbound.bab.search` towards the proof goals
    (:func:`lipbound.prove_outputs`, brancher "auto": input halves on low-dimensional inputs,
    ReLU signs otherwise); its attained points are screened and seed PGD
