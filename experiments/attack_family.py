@@ -32,6 +32,7 @@ lower bound beside the certified upper one.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -52,6 +53,7 @@ from bench_bab_family import he_mlp  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "vnncomp2021" / "mnistfc"
 EPS = (0.035, 0.045, 0.06, 0.08)
+OUT = Path(__file__).parent / "out"
 
 
 def label_region(lo: torch.Tensor, up: torch.Tensor, label: int, k: int) -> InputRegion:
@@ -134,13 +136,14 @@ def radius_problems(count: int):
         yield label.split(" (")[0], model, x.float(), 1.0, None
 
 
-def radius_main(count: int) -> None:
+def radius_main(count: int) -> list[dict]:
     default = attack_module.VERTEX_STEPS
-    ratios, smaller, larger = [], 0, 0
+    ratios, smaller, larger, records = [], 0, 0, []
     for label, model, x, hi, dr in radius_problems(count):
         old = attacked_radius(model, x, hi, 0, dr)
         new = attacked_radius(model, x, hi, default, dr)
         print(f"{label}: PGD only {old:.5f}, vertex + PGD {new:.5f}", flush=True)
+        records.append({"problem": label, "pgd_only": old, "vertex_pgd": new})
         if math.isfinite(old) and math.isfinite(new):
             ratios.append(new / old)
         smaller += new < old
@@ -148,13 +151,14 @@ def radius_main(count: int) -> None:
     attack_module.VERTEX_STEPS = default
     print(f"\n{len(ratios)} radii both attacked: median ratio (vertex + PGD / PGD only) "
           f"{statistics.median(ratios):.3f}, smaller {smaller}, larger {larger}")
+    return records
 
 
-def counterfactual_main(count: int) -> None:
+def counterfactual_main(count: int) -> list[dict]:
     from lipbound.audit import counterfactual_stability
 
     default = attack_module.VERTEX_STEPS
-    ratios, gaps_old, gaps_new, larger, smaller = [], [], [], 0, 0
+    ratios, gaps_old, gaps_new, larger, smaller, records = [], [], [], 0, 0, []
     for label, model, region, _ in random_problems(count):
         x = (region.lower + region.upper) / 2
         eps = float((region.upper - region.lower).max()) / 2
@@ -170,6 +174,8 @@ def counterfactual_main(count: int) -> None:
             gaps_new.append(u / max(lo_new, 1e-300))
             larger += lo_new > lo_old
             smaller += lo_new < lo_old
+        records.append({"problem": label, "pgd_only": lows[0].tolist(),
+                        "vertex_pgd": lows[1].tolist(), "certified": up.tolist()})
         print(f"{label}: attained change PGD only {lows[0].max():.4g}, vertex + PGD "
               f"{lows[1].max():.4g}, certified {up.max():.4g}", flush=True)
     attack_module.VERTEX_STEPS = default
@@ -177,6 +183,7 @@ def counterfactual_main(count: int) -> None:
           f"smaller in {smaller}; median ratio {statistics.median(ratios):.3f}; median "
           f"certified / attained {statistics.median(gaps_old):.3f} -> "
           f"{statistics.median(gaps_new):.3f}")
+    return records
 
 
 def _median(xs: list[float]) -> str:
@@ -198,31 +205,39 @@ def main() -> None:
     ap.add_argument("--radius", action="store_true", help="the audit's margin attack instead")
     ap.add_argument("--counterfactual", action="store_true",
                     help="the counterfactual audit's attained change instead")
+    ap.add_argument("--out", default=None, help="JSON out (default: experiments/out/...)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.radius:
-        radius_main(args.random)
-        return
-    if args.counterfactual:
-        counterfactual_main(args.random)
+    if args.radius or args.counterfactual:
+        records = (radius_main if args.radius else counterfactual_main)(args.random)
+        write(args.out or OUT / f"attack_family_{'radius' if args.radius else 'cf'}.json",
+              records)
         return
     default = attack_module.VERTEX_STEPS
     fams = [] if args.no_mnistfc else [("mnistfc", mnistfc_problems())]
     fams.append(("random", random_problems(args.random)))
-    lines = []
+    lines, records = [], []
     for fam, problems in fams:
         rows = []
         for label, model, region, shape in problems:
             fp, tp = run(model, region, shape, 0)
             fv, tv = run(model, region, shape, default)
             rows.append((fp, tp, fv, tv))
+            records.append({"family": fam, "problem": label, "pgd_only": fp, "pgd_time": tp,
+                            "vertex_pgd": fv, "vertex_time": tv})
             print(f"{label}: pgd {fp} {tp:.2f} s, vertex {fv} {tv:.2f} s", flush=True)
         lines.append(summary(fam, rows))
     attack_module.VERTEX_STEPS = default
+    write(args.out or OUT / "attack_family.json", records)
     print("\n| family | problems | found, PGD only | found, vertex + PGD | only PGD | only vertex "
           "| time ratio, both found (median) | time ratio, none found (median) |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(lines))
+
+
+def write(path, records: list[dict]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":
