@@ -11,8 +11,9 @@ e.g. with onnxruntime or in float64).
   vertex of the box that minimises the objective's linearisation there (a Frank-Wolfe step of
   full length). Cheap, and it reaches counterexamples at corners of the box that small PGD
   steps, which settle in the nearest basin, do not.
-- :func:`box_minimize`: vertex steps, then PGD (both over a box), the better point: what
-  every box attack of lipbound runs (verify's attacks, :func:`margin_attack` in l_inf).
+- :func:`box_minimize`: vertex steps, then PGD (both over a box; PGD alone in an l_2 ball),
+  the better point: what every attack of lipbound runs (verify's attacks,
+  :func:`margin_attack`, the counterfactual audit).
 - :func:`margin_attack`: look for ``x'`` in the l_inf or l_2 ball of radius ``eps`` around ``x``
   (clipped to ``data_range``) whose prediction differs from ``label``.
 """
@@ -143,18 +144,22 @@ VERTEX_STEPS = 10
 
 
 def box_minimize(fn: Objective, lower: Tensor, upper: Tensor, *, steps: int, restarts: int,
+                 center: Tensor | None = None, radius2: float | None = None,
                  x_init: Tensor | None = None, generator: torch.Generator | None = None
                  ) -> tuple[Tensor, float]:
     """The best point of ``fn`` over the box from ``VERTEX_STEPS`` vertex steps, then (unless
     they already reached a negative value) ``steps`` PGD steps, both with ``restarts`` starts
-    (``x_init`` first, as :func:`pgd_minimize`). Always a point of the box."""
-    x, v = vertex_minimize(fn, lower, upper, steps=VERTEX_STEPS, restarts=restarts,
-                           x_init=x_init, generator=generator)
-    if v < 0:
-        return x, v
-    xp, vp = pgd_minimize(fn, lower, upper, steps=steps, restarts=restarts, x_init=x_init,
-                          generator=generator)
-    return (xp, vp) if vp < v else (x, v)
+    (``x_init`` first, as :func:`pgd_minimize`). With an l_2 ball (``center``, ``radius2``)
+    PGD alone: a vertex of the box is not a point of the ball. Always a point of the set."""
+    x, v = None, math.inf
+    if radius2 is None:
+        x, v = vertex_minimize(fn, lower, upper, steps=VERTEX_STEPS, restarts=restarts,
+                               x_init=x_init, generator=generator)
+        if v < 0:
+            return x, v
+    xp, vp = pgd_minimize(fn, lower, upper, steps=steps, restarts=restarts, center=center,
+                          radius2=radius2, x_init=x_init, generator=generator)
+    return (xp, vp) if x is None or vp < v else (x, v)
 
 
 @torch.no_grad()
@@ -184,12 +189,9 @@ def margin_attack(model: nn.Module, x: Tensor, label: int, eps: float, *, norm: 
         others[:, label] = -math.inf
         return logits[:, label] - others.max(dim=1).values
 
-    if l2:
-        xa, v = pgd_minimize(objective, lo, up, steps=steps, restarts=restarts, x_init=x,
-                             center=x, radius2=eps, generator=generator)
-    else:
-        xa, v = box_minimize(objective, lo, up, steps=steps, restarts=restarts, x_init=x,
-                             generator=generator)
+    xa, v = box_minimize(objective, lo, up, steps=steps, restarts=restarts, x_init=x,
+                         center=x if l2 else None, radius2=eps if l2 else None,
+                         generator=generator)
     if v >= 0:
         return None
     with torch.no_grad():

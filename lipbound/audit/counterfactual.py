@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.api import local_lipschitz, output_bounds
-from lipbound.attack import box_minimize, pgd_minimize
+from lipbound.attack import box_minimize
 from lipbound.audit._common import float64_model, model_device, to_list
 from lipbound.bounds.domains import make_domain
 from lipbound.bounds.interval import Interval
@@ -100,12 +100,9 @@ def _attained(model64, x, eps, p, C, data_range, g0):
         for sign in (1.0, -1.0):
             def fn(z, s=s, sign=sign):
                 return sign * (model64(z) @ C[s])
-            if l2:
-                z, v = pgd_minimize(fn, lo, hi, center=x, radius2=eps, x_init=x,
-                                    generator=gen, restarts=4, steps=30)
-            else:
-                z, v = box_minimize(fn, lo, hi, x_init=x, generator=gen, restarts=4,
-                                    steps=30)
+            z, v = box_minimize(fn, lo, hi, center=x if l2 else None,
+                                radius2=eps if l2 else None, x_init=x, generator=gen,
+                                restarts=4, steps=30)
             with torch.no_grad():
                 gz = (model64(z.unsqueeze(0)) @ C.T)[0]
             change = torch.maximum(change, (gz - g0).abs())
