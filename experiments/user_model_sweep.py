@@ -1,11 +1,14 @@
 """A sweep of small ordinary user models through the three bound calls (issue 17).
 
 Each case is a model a user might bring (activations, pooling, padding, normalisation,
-attention, einsum, min/max, nn.Bilinear, ...), with random weights and one input. For every
-case it prints the result of ``output_bounds``, ``local_lipschitz`` and ``jacobian_bounds``
-(eps 0.05): ``ok(<largest upper bound>)`` or the exception's type and first line. Session 7
-ran it to find operators lipbound refused (30 of 67 cases then; after it, the four left refuse for a reason); the soundness of the ops it
-found lives in tests/api/test_user_activations.py and tests/api/test_structured_models.py.
+attention, einsum, min/max, nn.Bilinear, recurrent layers, data movement by index, ...), with
+random weights and one input. For every case it prints the result of ``output_bounds``,
+``local_lipschitz`` and ``jacobian_bounds`` (eps 0.05): ``ok(<largest upper bound>)`` or the
+exception's type and first line, and at the end how many cases each call refused. Session 7
+ran the first 67 cases to find operators lipbound refused (30 then; after it, the four left
+refuse for a reason); session 14 added the 63 cases from ``hardtanh`` on (22 refused, one
+crashed). The soundness of the ops they found lives in tests/api/test_user_activations.py,
+tests/api/test_structured_models.py and tests/api/test_recurrent_and_moves.py.
 
     python experiments/user_model_sweep.py [CASE ...]
 """
@@ -138,6 +141,92 @@ class Bil(nn.Module):
         return self.b(h, h)
 
 
+class RNN2(nn.Module):
+    """A recurrent layer over 3 steps of 4 features; the head reads the last output or the
+    last layer's final state (``h_n[-1]``; ``h_n.squeeze(0)`` with one layer)."""
+
+    def __init__(self, kind, layers=1, bi=False, use_h=False, **kw):
+        super().__init__()
+        self.use_h, self.layers = use_h, layers
+        self.r = getattr(nn, kind)(4, 5, num_layers=layers, bidirectional=bi, batch_first=True,
+                                   **kw)
+        self.h = nn.Linear(5 * (2 if bi else 1) if not use_h else 5, 3)
+
+    def forward(self, x):
+        o, h = self.r(x.view(-1, 3, 4))
+        if self.use_h:
+            h = h[0] if isinstance(h, tuple) else h
+            return self.h(h.squeeze(0) if self.layers == 1 else h[-1])
+        return self.h(o[:, -1])
+
+
+cases.update({
+ "hardtanh": (seq(nn.Linear(D,8), nn.Hardtanh(), nn.Linear(8,3)), torch.rand(D)),
+ "relu6": (seq(nn.Linear(D,8), nn.ReLU6(), nn.Linear(8,3)), torch.rand(D)),
+ "hardswish": (seq(nn.Linear(D,8), nn.Hardswish(), nn.Linear(8,3)), torch.rand(D)),
+ "hardsigmoid": (seq(nn.Linear(D,8), nn.Hardsigmoid(), nn.Linear(8,3)), torch.rand(D)),
+ "tanh_sig": (seq(nn.Linear(D,8), nn.Tanh(), nn.Linear(8,8), nn.Sigmoid(), nn.Linear(8,3)), torch.rand(D)),
+ "softmin": (seq(nn.Linear(D,8), nn.Softmin(dim=1)), torch.rand(D)),
+ "softmax_mod": (seq(nn.Linear(D,8), nn.ReLU(), nn.Linear(8,3), nn.Softmax(dim=-1)), torch.rand(D)),
+ "lppool": (seq(nn.Conv1d(1,4,3), nn.ReLU(), nn.LPPool1d(2, 2), nn.Flatten(), nn.Linear(4*6,3)), torch.rand(1,14)),
+ "adaptive_avg": (seq(nn.Conv2d(1,4,3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4,3)), torch.rand(1,8,8)),
+ "adaptive_avg_3": (seq(nn.Conv2d(1,4,3), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64,3)), torch.rand(1,8,8)),
+ "conv3d": (seq(nn.Conv3d(1,2,2), nn.ReLU(), nn.Flatten(), nn.Linear(2*27,3)), torch.rand(1,4,4,4)),
+ "bn2d": (seq(nn.Conv2d(1,4,3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4*36,3)), torch.rand(1,8,8)),
+ "dropout2d": (seq(nn.Conv2d(1,4,3), nn.Dropout2d(0.2), nn.ReLU(), nn.Flatten(), nn.Linear(4*36,3)), torch.rand(1,8,8)),
+ "rnn": (RNN2("RNN").eval(), torch.rand(12)),
+ "gru": (RNN2("GRU").eval(), torch.rand(12)),
+ "lstm": (RNN2("LSTM").eval(), torch.rand(12)),
+ "where": (seq(nn.Linear(D,8), Lambda(lambda h: torch.where(h > 0, h, 0.1*h)), nn.Linear(8,3)), torch.rand(D)),
+ "abs": (seq(nn.Linear(D,8), Lambda(torch.abs), nn.Linear(8,3)), torch.rand(D)),
+ "pow3": (seq(nn.Linear(D,8), Lambda(lambda h: h.pow(3)), nn.Linear(8,3)), torch.rand(D)),
+ "exp": (seq(nn.Linear(D,8), Lambda(torch.exp), nn.Linear(8,3)), torch.rand(D)),
+ "log_sp": (seq(nn.Linear(D,8), Lambda(lambda h: torch.log(F.softplus(h)+1)), nn.Linear(8,3)), torch.rand(D)),
+ "sqrt": (seq(nn.Linear(D,8), Lambda(lambda h: torch.sqrt(h*h+1)), nn.Linear(8,3)), torch.rand(D)),
+ "rsqrt": (seq(nn.Linear(D,8), Lambda(lambda h: torch.rsqrt(h*h+1)), nn.Linear(8,3)), torch.rand(D)),
+ "reciprocal": (seq(nn.Linear(D,8), Lambda(lambda h: 1/(h*h+1)), nn.Linear(8,3)), torch.rand(D)),
+ "interp_nearest": (seq(nn.Conv2d(1,2,3,padding=1), nn.ReLU(), nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(2*16*16,3)), torch.rand(1,8,8)),
+ "flip": (seq(nn.Linear(D,8), Lambda(lambda h: torch.flip(h, [1])), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "roll": (seq(nn.Linear(D,8), Lambda(lambda h: torch.roll(h, 2, 1)), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "cumsum": (seq(nn.Linear(D,8), Lambda(lambda h: torch.cumsum(h, 1)), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "prod": (seq(nn.Linear(D,8), Lambda(lambda h: torch.prod(torch.tanh(h).view(-1,4,2), 2)), nn.Linear(4,3)), torch.rand(D)),
+ "pad_const": (seq(nn.Linear(D,8), Lambda(lambda h: F.pad(h, (1,1), value=0.5)), nn.ReLU(), nn.Linear(10,3)), torch.rand(D)),
+ "stack": (seq(nn.Linear(D,8), Lambda(lambda h: torch.stack([h, -h], 1).flatten(1)), nn.ReLU(), nn.Linear(16,3)), torch.rand(D)),
+ "expand": (seq(nn.Linear(D,4), Lambda(lambda h: h[:, :, None].expand(-1, 4, 2).reshape(-1, 8)), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "repeat": (seq(nn.Linear(D,4), Lambda(lambda h: h.repeat(1, 2)), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "gather": (seq(nn.Linear(D,8), Lambda(lambda h: h[:, torch.tensor([0, 3, 5, 5])]), nn.ReLU(), nn.Linear(4,3)), torch.rand(D)),
+ "slice_step": (seq(nn.Linear(D,8), Lambda(lambda h: h[..., ::2]), nn.ReLU(), nn.Linear(4,3)), torch.rand(D)),
+ "mean_dim": (seq(nn.Linear(D,8), Lambda(lambda h: h.view(-1,2,4).mean(-1)), nn.ReLU(), nn.Linear(2,3)), torch.rand(D)),
+ "norm": (seq(nn.Linear(D,8), Lambda(lambda h: torch.cat([h, torch.linalg.vector_norm(h, dim=1, keepdim=True)], 1)), nn.Linear(9,3)), torch.rand(D)),
+ "cosine": (seq(nn.Linear(D,8), Lambda(lambda h: F.cosine_similarity(h[:, :4], h[:, 4:]).unsqueeze(1)), nn.Linear(1,3)), torch.rand(D)),
+ "max_dim": (seq(nn.Linear(D,8), Lambda(lambda h: h.view(-1,2,4).max(-1).values), nn.Linear(2,3)), torch.rand(D)),
+ "min_dim": (seq(nn.Linear(D,8), Lambda(lambda h: torch.min(h.view(-1,2,4), dim=-1)[0]), nn.Linear(2,3)), torch.rand(D)),
+ "sort": (seq(nn.Linear(D,8), Lambda(lambda h: torch.sort(h, 1).values), nn.Linear(8,3)), torch.rand(D)),
+ "topk": (seq(nn.Linear(D,8), Lambda(lambda h: torch.topk(h, 3, 1).values), nn.Linear(3,3)), torch.rand(D)),
+ "neg": (seq(nn.Linear(D,8), Lambda(lambda h: -h), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "lrn": (seq(nn.Conv2d(1,4,3), nn.LocalResponseNorm(2), nn.ReLU(), nn.Flatten(), nn.Linear(4*36,3)), torch.rand(1,8,8)),
+ "channelshuffle": (seq(nn.Conv2d(1,4,3), nn.ChannelShuffle(2), nn.ReLU(), nn.Flatten(), nn.Linear(4*36,3)), torch.rand(1,8,8)),
+ "unfold": (seq(nn.Unfold(2, stride=2), nn.Flatten(), nn.Linear(4*16,3)), torch.rand(1,8,8)),
+ "matmul_param": (seq(nn.Linear(D,8), Lambda(lambda h: h @ torch.ones(8, 3) / 8)), torch.rand(D)),
+ "baddbmm": (seq(nn.Linear(D,8), Lambda(lambda h: torch.bmm(h.view(-1,2,4), h.view(-1,4,2)).flatten(1)), nn.Linear(4,3)), torch.rand(D)),
+ "addcmul": (seq(nn.Linear(D,8), Lambda(lambda h: torch.addcmul(h, torch.tanh(h), h, value=0.5)), nn.Linear(8,3)), torch.rand(D)),
+ "clip_tensor": (seq(nn.Linear(D,8), Lambda(lambda h: torch.clamp(h, min=-torch.ones(8), max=torch.ones(8))), nn.Linear(8,3)), torch.rand(D)),
+ "mul_const_tensor": (seq(nn.Linear(D,8), Lambda(lambda h: h * torch.linspace(0.1, 1, 8) + torch.arange(8.)), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "squeeze_unsq": (seq(nn.Linear(D,8), Lambda(lambda h: h.unsqueeze(1).unsqueeze(-1).squeeze(-1).squeeze(1)), nn.ReLU(), nn.Linear(8,3)), torch.rand(D)),
+ "silu_fn": (seq(nn.Linear(D,8), Lambda(F.silu), nn.Linear(8,3)), torch.rand(D)),
+ "gelu_fn": (seq(nn.Linear(D,8), Lambda(F.gelu), nn.Linear(8,3)), torch.rand(D)),
+ "tanh_method": (seq(nn.Linear(D,8), Lambda(lambda h: h.tanh().sigmoid().relu()), nn.Linear(8,3)), torch.rand(D)),
+ "float64_input_conv": (seq(nn.Conv1d(1,2,3), nn.ReLU(), nn.Flatten(), nn.Linear(24,3)), torch.rand(1,14)),
+ "batch_dim_input": (seq(nn.Linear(D,8), nn.ReLU(), nn.Linear(8,3)), torch.rand(1,D)),
+ "scalar_out": (seq(nn.Linear(D,8), nn.ReLU(), nn.Linear(8,1)), torch.rand(D)),
+ "sum0d": (seq(nn.Linear(D,5), Lambda(lambda h: torch.stack([h[:, 0]*h[:, 1], torch.tanh(h.sum(1)), h.norm(dim=1)], 1)), nn.Linear(3,3)), torch.rand(D)),
+})
+
+for k in ("RNN", "GRU", "LSTM"):
+    cases[f"{k.lower()}_2l_bi"] = (RNN2(k, 2, True).eval(), torch.rand(12))
+    cases[f"{k.lower()}_hn"] = (RNN2(k, 2, False, True).eval(), torch.rand(12))
+cases["rnn_relu"] = (RNN2("RNN", 1, use_h=True, nonlinearity="relu").eval(), torch.rand(12))
+
 cases["mha"] = (MHA().eval(), torch.rand(12))
 cases["embedding_free_transformer"] = (Enc().eval(), torch.rand(12))
 cases["bilinear_layer"] = (Bil().eval(), torch.rand(D))
@@ -145,6 +234,7 @@ cases["bilinear_layer"] = (Bil().eval(), torch.rand(D))
 
 
 def main(only: list[str]) -> None:
+    refused = dict.fromkeys(("output_bounds", "local_lipschitz", "jacobian_bounds"), 0)
     for name, (m, x) in cases.items():
         if only and name not in only:
             continue
@@ -156,7 +246,9 @@ def main(only: list[str]) -> None:
                 res.append(f"{f}:ok({float(v.max()):.3g})")
             except Exception as e:  # noqa: BLE001 - the sweep reports every failure
                 res.append(f"{f}:{type(e).__name__}: {str(e).splitlines()[0][:150]}")
+                refused[f] += 1
         print(name, " | ".join(res), flush=True)
+    print("refused or failed:", refused)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,9 @@ class LinearFunction:
 
     A: Tensor
     bias: Tensor
+
+
+def sum_elements(t: Tensor) -> Tensor:
+    """Sum of ``t`` [B, S, *shape] over its per-sample element dims, [B, S] (nothing to sum
+    for a per-sample scalar, shape ``()``: ``x[:, 0]``, ``x.sum(1)``)."""
+    return t.reshape(*t.shape[:2], -1).sum(-1)

@@ -5,8 +5,10 @@ themselves (:mod:`lipbound.ops.tracing`: each registers a converter next to its 
 ``lipbound/ops/relu_like.py`` says that ``relu``, ``clamp_min`` and ``leaky_relu`` calls
 become ``relu`` / ``leaky_relu`` nodes). This module only dispatches: calls on constants
 only are evaluated right away; a tuple-valued call's ``getitem`` picks the part; every other
-call goes to its op's converter, or raises the error that names the call, its place in the
-model and the supported calls. :data:`HANDLERS` is the (read-only) table the ops filled.
+call goes to its op's converter, or is expanded through torch's decomposition
+(:mod:`lipbound.graph.decompose`, for the composite calls listed there), or raises the
+error that names the call, its place in the model and the supported calls.
+:data:`HANDLERS` is the (read-only) table the ops filled.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from torch import Tensor
 
 from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.aten_builder import Builder, Var
+from lipbound.graph.decompose import expand
 from lipbound.ops import registry
-from lipbound.ops.tracing import ATEN, aten_names, where_of
+from lipbound.ops.tracing import ATEN, Refused, Stacked, aten_names, where_of
 
 __all__ = ["HANDLERS", "SUPPORTED", "Builder", "convert_node"]
 
@@ -32,15 +35,20 @@ def convert_node(b: Builder, fx: torch.fx.Node) -> None:
     args, kwargs = b.resolve(fx.args), b.resolve(fx.kwargs)
     flat = list(args) + list(kwargs.values())
     flat = [v for a in flat for v in (a if isinstance(a, (list, tuple)) else [a])]
-    if not any(isinstance(a, Var) for a in flat):
+    if fx.target is operator.getitem and isinstance(args[0], tuple) and any(
+            isinstance(a, (Var, Stacked, Refused)) for a in args[0]):
+        b.vars[fx.name] = args[0][args[1]]  # a part of a call's result (perhaps refused)
+        return
+    refused = [a for a in flat if isinstance(a, Refused)]
+    if refused:
+        raise UnsupportedOperationError(str(fx.target), where_of(fx), aten_names(),
+                                        hint=refused[0].why)
+    if not any(isinstance(a, (Var, Stacked)) for a in flat):
         b.consts[fx.name] = fx.target(*args, **kwargs)
         return
-    if fx.target is operator.getitem:
-        src, idx = args
-        if isinstance(src, tuple):
-            b.alias(fx, src[idx])
-            return
     handler = ATEN.get(str(fx.target))
+    if handler is None and expand(b, fx, args, kwargs, convert_node):
+        return
     if handler is None:
         raise UnsupportedOperationError(
             str(fx.target), where_of(fx), aten_names(),

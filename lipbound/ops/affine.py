@@ -106,7 +106,8 @@ class LinearLayer(LinearOp):
 
 
 class Conv(LinearOp):
-    """N-d convolution (1-d or 2-d); params weight, bias, stride, padding, dilation, groups."""
+    """N-d convolution (1-, 2- or 3-d); params weight, bias, stride, padding, dilation,
+    groups."""
 
     kind = "conv"
     exact_sums = True
@@ -121,7 +122,7 @@ class Conv(LinearOp):
         return params["weight"][0].numel() + _has_bias(params)
 
     def _conv(self, x: Tensor, w: Tensor, params: Params) -> Tensor:
-        fn = F.conv1d if w.dim() == 3 else F.conv2d
+        fn = (F.conv1d, F.conv2d, F.conv3d)[w.dim() - 3]
         return fn(x, w, None, params["stride"], params["padding"], params["dilation"],
                   params["groups"])
 
@@ -169,7 +170,7 @@ class Conv(LinearOp):
         stride, pad, dil = (_tuple(params[n], nsp) for n in ("stride", "padding", "dilation"))
         out_pad = tuple(in_sp[i] - ((out_sp[i] - 1) * stride[i] - 2 * pad[i] + dil[i] * (k[i] - 1)
                                     + 1) for i in range(nsp))
-        fn = F.conv_transpose1d if nsp == 1 else F.conv_transpose2d
+        fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nsp - 1]
         return (fn(A, w, None, stride, pad, out_pad, params["groups"], dil),)
 
 
@@ -317,7 +318,7 @@ def _conv_params(stride, padding, dilation, groups):
     return {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
 
 
-@converts("aten.conv1d.default", "aten.conv2d.default")
+@converts("aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default")
 def _convnd(b, fx, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if isinstance(padding, str):
         raise unsupported(fx, "string padding ('same'/'valid') is not supported; use integers")

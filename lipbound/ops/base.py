@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lipbound.autodiff import vjp
-from lipbound.bounds.interval import Interval
+from lipbound.bounds.interval import Interval, sum_elements
 from lipbound.bounds.rounding import Precision, gamma
 from lipbound.ops.facts import CHAIN, TRANSPOSE, UNKNOWN, JacobianRule, NormFact, WindowMap
 
@@ -454,7 +454,7 @@ def _signed_bias(pos_part: Tensor, neg_part: Tensor, ub: Tensor, lb: Tensor) -> 
             bf = b.expand(B, 1, *part.shape[2:]).reshape(B, -1, 1)
             term = torch.bmm(part.reshape(B, S, -1), bf)[..., 0]
         else:
-            term = (part * b).flatten(2).sum(-1)
+            term = sum_elements(part * b)
         out = term if out is None else out + term
     return pos_part.new_zeros(B, S) if out is None else out
 
@@ -467,7 +467,7 @@ def _signed_bias_where(A: Tensor, pos: Tensor, ub: Tensor, lb: Tensor) -> Tensor
             and not ub.requires_grad and not lb.requires_grad and not bool(lb.any())):
         ubf = ub.expand(B, 1, *A.shape[2:]).reshape(B, -1, 1)
         return torch.bmm(A.clamp(min=0).reshape(B, S, -1), ubf)[..., 0]
-    return (A * torch.where(pos, ub, lb)).flatten(2).sum(-1)
+    return sum_elements(A * torch.where(pos, ub, lb))
 
 
 def _to64(params: Params) -> dict[str, Any]:

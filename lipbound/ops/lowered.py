@@ -21,7 +21,13 @@ kernel's where noted).
 - ``bilinear(x1, x2, W, b)``: ``y_o = sum_j (W_o x1)_j x2_j + b_o``: one Linear on x1 to
   ``[O, I2]``, a product with broadcast x2 (McCormick per product), a sum and the bias.
 - ``pixel_shuffle`` / ``pixel_unshuffle``: reshape -> permute -> reshape (a fixed permutation
-  of the elements, no arithmetic).
+  of the elements, no arithmetic);
+- ``clamp`` / ``clamp_min`` / ``clamp_max`` with tensor limits: the ReLU forms of maximum and
+  minimum (constant or input-dependent limits);
+- ``cumsum``: an einsum with the constant upper-triangular ones (sums in any order, as the
+  einsum's rounding fact allows);
+- ``prod`` over a dim: a chain of products of two values (McCormick each; a product of n
+  factors rounds n - 1 times in any order, each product node's fact covers its own).
 """
 
 from __future__ import annotations
@@ -127,34 +133,58 @@ def _instance_norm(b, fx, x, weight, bias, running_mean, running_var, use_input_
     _batch_norm(b, fx, x, weight, bias, running_mean, running_var, False, momentum, eps)
 
 
-def _relu_diff(b, fx, a: Var, c: Var, shape) -> Var:
-    d = b.aux(fx, "diff", "add", [a, c], shape, {"coeffs": (1.0, -1.0)})
-    return b.aux(fx, "relu", "relu", [d], shape)
+def _bounded(b, fx, a, c, largest: bool, tag: str = "") -> Var:
+    """``max(a, c)`` (``largest``) or ``min(a, c)``, either operand a Var or a constant, as
+    ReLUs: ``max(a, c) = c + relu(a - c)``, ``min(a, c) = a - relu(a - c)`` (exact). With
+    ``tag`` every node is a helper named after it (several in one call), else the last one
+    stands for ``fx``."""
+    shape = per_sample_shape(fx)
+
+    def emit(op, inputs, params):
+        return b.aux(fx, tag, op, inputs, shape, params) if tag else b.add(fx, op, inputs, params)
+
+    if isinstance(a, Var) and isinstance(c, Var):
+        a, c = broadcast(b, fx, a, shape, tag + "a"), broadcast(b, fx, c, shape, tag + "b")
+        d = b.aux(fx, tag + "diff", "add", [a, c], shape, {"coeffs": (1.0, -1.0)})
+        r = b.aux(fx, tag + "relu", "relu", [d], shape)
+        if largest:
+            return emit("add", [c, r], {"coeffs": (1.0, 1.0)})
+        return emit("add", [a, r], {"coeffs": (1.0, -1.0)})
+    x, k = (a, c) if isinstance(a, Var) else (c, a)
+    x = broadcast(b, fx, x, shape, tag + "x")
+    k = as_per_sample(k, fx, len(shape)).to(torch.float64)
+    one = torch.ones((), dtype=torch.float64)
+    sign = 1.0 if largest else -1.0  # min(x, k) = -max(-x, -k)
+    z = b.aux(fx, tag + "shift", "scale_shift", [x], shape,
+              {"scale": sign * one, "shift": -sign * k})
+    r = b.aux(fx, tag + "relu", "relu", [z], shape)
+    return emit("scale_shift", [r], {"scale": sign * one, "shift": k})
 
 
-def _extreme(largest: bool):
-    def convert(b, fx, a, c):
-        shape = per_sample_shape(fx)
-        if isinstance(a, Var) and isinstance(c, Var):
-            a, c = broadcast(b, fx, a, shape, "a"), broadcast(b, fx, c, shape, "b")
-            r = _relu_diff(b, fx, a, c, shape)
-            if largest:  # max(a, c) = c + relu(a - c)
-                return b.add(fx, "add", [c, r], {"coeffs": (1.0, 1.0)})
-            return b.add(fx, "add", [a, r], {"coeffs": (1.0, -1.0)})  # a - relu(a - c)
-        x, k = (a, c) if isinstance(a, Var) else (c, a)
-        x = broadcast(b, fx, x, shape, "x")
-        k = as_per_sample(k, fx, len(shape)).to(torch.float64)
-        one = torch.ones((), dtype=torch.float64)
-        sign = 1.0 if largest else -1.0  # min(x, k) = -max(-x, -k)
-        z = b.aux(fx, "shift", "scale_shift", [x], shape, {"scale": sign * one, "shift": -sign * k})
-        r = b.aux(fx, "relu", "relu", [z], shape)
-        return b.add(fx, "scale_shift", [r], {"scale": sign * one, "shift": k})
-
-    return convert
+converts("aten.maximum.default")(lambda b, fx, a, c: _bounded(b, fx, a, c, True))
+converts("aten.minimum.default")(lambda b, fx, a, c: _bounded(b, fx, a, c, False))
 
 
-converts("aten.maximum.default")(_extreme(True))
-converts("aten.minimum.default")(_extreme(False))
+@converts("aten.clamp.Tensor", "aten.clamp_min.Tensor", "aten.clamp_max.Tensor")
+def _clamp_tensor(b, fx, x, *limits, **named):
+    """``clamp`` with tensor limits (constants or input-dependent): ``min(max(x, lo), hi)``,
+    the two ReLU forms above."""
+    kind = str(fx.target).split(".")[1]
+    lo, hi = (None, None)
+    if kind == "clamp":
+        lo, hi = (list(limits) + [None, None])[:2]
+        lo, hi = named.get("min", lo), named.get("max", hi)
+    elif kind == "clamp_min":
+        lo = limits[0] if limits else named["min"]
+    else:
+        hi = limits[0] if limits else named["max"]
+    if lo is not None and hi is not None:
+        return _bounded(b, fx, _bounded(b, fx, x, lo, True, tag="lo_"), hi, False)
+    if lo is not None:
+        return _bounded(b, fx, x, lo, True)
+    if hi is not None:
+        return _bounded(b, fx, x, hi, False)
+    b.alias(fx, x)
 
 
 @converts("aten.linalg_vector_norm.default")
@@ -224,3 +254,41 @@ def _pixel_unshuffle(b, fx, x, r):
     split = b.aux(fx, "split", "reshape", [x], (c, h, r, w, r), {"shape": (c, h, r, w, r)})
     perm = b.aux(fx, "perm", "permute", [split], (c, r, r, h, w), {"dims": (0, 2, 4, 1, 3)})
     b.add(fx, "reshape", [perm], {"shape": per_sample_shape(fx)})
+
+
+@converts("aten.cumsum.default")
+def _cumsum(b, fx, x, dim, dtype=None):
+    """``cumsum`` along a per-sample dim: an einsum with the constant upper-triangular ones
+    ``T[i, j] = [i <= j]`` (:class:`~lipbound.ops.fixed_maps.Einsum`)."""
+    if not isinstance(x, Var):
+        raise unsupported(fx, "cumsum of a constant")
+    d = reduction_dims(fx, x, dim)[0]
+    letters = "abcdefghijklmnopqrstuvwx"[:len(x.shape)]
+    out = letters[:d] + "y" + letters[d + 1:]
+    n = x.shape[d]
+    tri = torch.triu(torch.ones(n, n, dtype=torch.float64))
+    b.add(fx, "einsum", [x], {"equation": f"z{letters},{letters[d]}y->z{out}",
+                              "consts": (tri,), "index": 0})
+
+
+@converts("aten.prod.dim_int", "aten.prod.default")
+def _prod(b, fx, x, dim=None, keepdim=False, dtype=None):
+    """The product of the slices along ``dim`` (all elements without one), a chain of
+    products of two input-dependent values (McCormick each)."""
+    if not isinstance(x, Var):
+        raise unsupported(fx, "prod of a constant")
+    if dim is None:
+        n = math.prod(x.shape)
+        x, d = b.aux(fx, "flat", "reshape", [x], (n,), {"shape": (n,)}), 0
+    else:
+        d = reduction_dims(fx, x, dim)[0]
+    part = x.shape[:d] + (1,) + x.shape[d + 1:]
+
+    def piece(i):
+        return b.aux(fx, f"part{i}", "slice", [x], part,
+                     {"dim": d, "start": i, "end": i + 1, "step": 1})
+
+    acc = piece(0)
+    for i in range(1, x.shape[d]):
+        acc = b.aux(fx, f"prod{i}", "mul", [acc, piece(i)], part)
+    b.add(fx, "reshape", [acc], {"shape": per_sample_shape(fx)})

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lipbound.bounds.interval import Interval
+from lipbound.bounds.interval import Interval, sum_elements
 from lipbound.ops.base import NonlinearOp, Params
 from lipbound.ops.facts import POOL_GRAD
 from lipbound.ops.pooling import _pair
@@ -113,7 +113,7 @@ def route_backward(Aw: Tensor, rel: Routing, dim: int):
     chord = (ua * tmax - la * tmin) / w
     slope = torch.where(la >= 0, tmax, torch.where(ua <= 0, tmin, chord))
     bias = torch.where(mixed, la * tmin - chord * la, torch.zeros_like(chord))
-    return (None, slope.reshape(B, S, *rel.a_shape)), bias.flatten(2).sum(-1)
+    return (None, slope.reshape(B, S, *rel.a_shape)), sum_elements(bias)
 
 
 register(MaxPoolGrad())

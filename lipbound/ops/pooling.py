@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lipbound.bounds.interval import Interval
+from lipbound.bounds.interval import Interval, sum_elements
 from lipbound.ops.base import NonlinearOp, Params
 from lipbound.ops.facts import GATE, POOL, JacobianRule
 from lipbound.ops.registry import register
@@ -113,7 +113,7 @@ class MaxPool2d(NonlinearOp):
         pos, neg = a.clamp(min=0), a.clamp(max=0)
         dom = rel.dominant.unsqueeze(1).unsqueeze(3)
         coef = neg + pos * dom  # weight on x_{k*}
-        bias = (pos * (~dom) * rel.max_upper.unsqueeze(1).unsqueeze(3)).flatten(2).sum(-1)
+        bias = sum_elements(pos * (~dom) * rel.max_upper.unsqueeze(1).unsqueeze(3))
         cols = (coef * rel.onehot.unsqueeze(1)).reshape(B * S, -1, rel.onehot.shape[-1])
         ph, pw = _pair(params["padding"])
         full = F.fold(cols, (H + 2 * ph, W + 2 * pw), params["kernel_size"],

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from lipbound.bounds.interval import Interval
+from lipbound.bounds.interval import Interval, sum_elements
 from lipbound.bounds.rounding import Precision
 from lipbound.graph.ir import Node, freeze
 from lipbound.ops.base import LinearOp, NonlinearOp, Params
@@ -219,7 +219,7 @@ class ReduceMax(NonlinearOp):
         pos, neg = a.clamp(min=0), a.clamp(max=0)
         dom = rel.dominant.unsqueeze(1).unsqueeze(-1)
         coef = (neg + pos * dom) * rel.onehot.unsqueeze(1)  # [B, S, M, K]
-        bias = (pos * (~dom) * rel.max_upper.unsqueeze(1).unsqueeze(-1)).flatten(2).sum(-1)
+        bias = sum_elements(pos * (~dom) * rel.max_upper.unsqueeze(1).unsqueeze(-1))
         return (_ungroup(params, coef, rel.in_shape, 2),), bias
 
 

@@ -17,8 +17,10 @@ products, |.|, squares; products and |.| serve forward graphs too), ``ops/transp
 (transposed linear ops) and ``ops/pool_grad.py`` (max-pool derivative); interpolation,
 reflect/replicate/circular padding and einsum with constants in ``ops/fixed_maps.py``, logsumexp
 in ``ops/logsumexp.py``. ATen calls lowered at trace time to these ops (1-d and adaptive max
-pooling, instance norm, minimum/maximum, vector norms, nn.Bilinear, pixel (un)shuffle) are in
-``ops/lowered.py``;
+pooling, instance norm, minimum/maximum and clamps with tensor limits, vector norms,
+nn.Bilinear, pixel (un)shuffle, cumsum, prod) are in ``ops/lowered.py``, recurrent layers
+(RNN, LSTM, GRU) in ``ops/recurrent.py``, sort / topk in ``ops/sorting.py``; data movement
+by a fixed index (roll, repeat, gather, unfold, ...) is one op in ``ops/index_map.py``;
 attention (SDPA and nn.MultiheadAttention's traced forward) in ``ops/attention.py``.
 
 Everything generic code needs to know about an op is stated by its class (:mod:`lipbound.ops.base`,

@@ -16,7 +16,14 @@ from lipbound.autodiff import vjp
 from lipbound.ops.base import LinearOp, Params
 from lipbound.ops.facts import COPY, FLATTEN, SAME, SLIDING, NormFact, WindowMap
 from lipbound.ops.registry import register
-from lipbound.ops.tracing import Var, converts, per_sample_shape, reduction_dims, unsupported
+from lipbound.ops.tracing import (
+    Stacked,
+    Var,
+    converts,
+    per_sample_shape,
+    reduction_dims,
+    unsupported,
+)
 
 
 class CopyOp(LinearOp):
@@ -79,7 +86,9 @@ class Permute(CopyOp):
 
 
 class Pad(CopyOp):
-    """Zero padding, ``pad`` in F.pad order (last dimension first)."""
+    """Constant padding, ``pad`` in F.pad order (last dimension first): zeros, plus the
+    optional constant ``fill`` (per-sample shape of the output: the value at padded places,
+    0 elsewhere) as the offset."""
 
     kind = "pad"
     exact_sums = True
@@ -89,6 +98,9 @@ class Pad(CopyOp):
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.pad(x, params["pad"])
+
+    def offset(self, params: Params) -> Tensor | None:
+        return params.get("fill")
 
 
 class AvgPool(LinearOp):
@@ -217,6 +229,8 @@ for _op in (Reshape(), Permute(), Pad(), AvgPool(), Slice(), Concat(), Identity(
     "aten.squeeze.dims",
 )
 def _reshape(b, fx, x, *_, **__):
+    if isinstance(x, Stacked):  # h_n.squeeze(0) of a one-layer RNN
+        return _unstack(b, fx, x, 0)
     shape = per_sample_shape(fx)
     if shape == x.shape:
         return b.alias(fx, x)
@@ -314,6 +328,10 @@ def _slice(b, fx, x, dim=0, start=None, end=None, step=1):
 def _select(b, fx, x, dim, index):
     """``x.select(dim, index)`` (``x[:, i]``): a slice of length one, then a reshape that
     drops the dimension."""
+    if isinstance(x, Stacked):  # h_n[-1]: the last layer's final state
+        if dim != 0:
+            raise unsupported(fx, "an RNN's final states can only be indexed by layer")
+        return _unstack(b, fx, x, index)
     nd = len(x.shape) + 1
     dim = dim % nd
     if dim == 0:
@@ -326,14 +344,29 @@ def _select(b, fx, x, dim, index):
     b.add(fx, "reshape", [s], {"shape": per_sample_shape(fx)})
 
 
+def _unstack(b, fx, x: Stacked, index: int) -> None:
+    """``fx`` stands for part ``index`` of a :class:`Stacked` value (one of its layers)."""
+    if len(x.parts) != 1 and str(fx.target) != "aten.select.int":
+        raise unsupported(fx, "reshape an RNN's final states by indexing a layer (h_n[-1])")
+    part = x.parts[index]
+    if isinstance(part, Var):
+        b.alias(fx, part)
+    else:
+        b.consts[fx.name] = part
+
+
 @converts("aten.pad.default")
 def _pad(b, fx, x, pad, mode="constant", value=None):
     if mode in ("reflect", "replicate", "circular"):  # ops/fixed_maps.py
         return b.add(fx, "pad_mode", [x], {"pad": tuple(int(p) for p in pad), "mode": mode})
-    if mode != "constant" or (value not in (None, 0, 0.0)):
-        raise unsupported(fx, "only zero, reflect, replicate and circular padding are "
+    if mode != "constant":
+        raise unsupported(fx, "only constant, reflect, replicate and circular padding are "
                               "supported")
-    b.add(fx, "pad", [x], {"pad": tuple(pad)})
+    params = {"pad": tuple(pad)}
+    if value not in (None, 0, 0.0):
+        zeros = torch.zeros((1, *x.shape), dtype=torch.float64)
+        params["fill"] = F.pad(zeros, tuple(pad), value=float(value))[0]
+    b.add(fx, "pad", [x], params)
 
 
 @converts("aten.constant_pad_nd.default")

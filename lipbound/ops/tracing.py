@@ -66,6 +66,23 @@ class Var:
     shape: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class Stacked:
+    """Input-dependent per-sample values stacked along a leading dimension ahead of the batch
+    (an RNN's final states [layers*D, B, H]): ``parts[i]`` is the value at index i (a Var or
+    a constant); ``select`` / ``squeeze`` of that dimension unpack it."""
+
+    parts: tuple
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A part of a call's result lipbound does not compute (the indices of ``sort``): a call
+    that reads it is refused with ``why``."""
+
+    why: str
+
+
 def where_of(node: torch.fx.Node) -> str:
     """Human-readable location of an exported node in the user's model."""
     stack = node.meta.get("nn_module_stack") or {}

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from lipbound.bounds.interval import Interval
+from lipbound.bounds.interval import Interval, sum_elements
 from lipbound.bounds.rounding import unit_roundoff
 from lipbound.graph.ir import INPUT
 from lipbound.ops import registry
@@ -60,7 +60,7 @@ def _box_term(state: BoundState, name: str, beta: Mapping[str, Tensor], Ac, dtyp
     bup = torch.where(up_f, beta["beta_up"], 0.0)
     a = torch.where(lo_f, box.lower.unsqueeze(1), 0.0).to(dtype)
     b = torch.where(up_f, box.upper.unsqueeze(1), 0.0).to(dtype)
-    return windows.dense(Ac) + blo - bup, (bup * b - blo * a).flatten(2).sum(-1)
+    return windows.dense(Ac) + blo - bup, sum_elements(bup * b - blo * a)
 
 
 def backsubstitute(state: BoundState, target: str, A: Tensor,
@@ -223,7 +223,7 @@ def _linear_backward(g, node, op, Ac) -> tuple[list, Tensor]:
     parts = op.vjp(node.params, flat, in_shapes)
     parts = [p.reshape(Ab.shape[0], S, *p.shape[1:]) for p in parts]
     off = op.offset(node.params)
-    bias = (Ab * off).flatten(2).sum(-1) if off is not None else Ab.new_zeros(Ab.shape[:2])
+    bias = sum_elements(Ab * off) if off is not None else Ab.new_zeros(Ab.shape[:2])
     if shared:
         parts = [p.expand(Ac.shape[0], *p.shape[1:]) for p in parts]
     return parts, bias

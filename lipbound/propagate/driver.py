@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from lipbound.bounds.domains import Domain
+from lipbound.bounds.interval import sum_elements
 from lipbound.bounds.restriction import UNRESTRICTED, Restriction
 from lipbound.errors import UnknownMethodError
 from lipbound.graph.ir import Graph
@@ -88,6 +89,6 @@ def _with_ibp(state: BoundState, target: str, A: Tensor, ibp: Tensor, crown: Ten
         from lipbound.propagate.rounding import compute_allowance
 
         own = compute_allowance(state.graph, state.domain.interval(), target, crown.dtype)
-        ibp = ibp + (A.detach().abs() * own.unsqueeze(1)).flatten(2).sum(-1)
+        ibp = ibp + sum_elements(A.detach().abs() * own.unsqueeze(1))
         ibp = torch.nextafter(ibp, torch.full_like(ibp, float("inf")))
     return torch.minimum(ibp, crown)

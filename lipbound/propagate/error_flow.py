@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from lipbound.bounds.interval import Interval
+from lipbound.bounds.interval import Interval, sum_elements
 from lipbound.bounds.rounding import SAFETY, Precision, gamma, unit_roundoff
 from lipbound.graph.ir import CONST, INPUT, Graph, Node
 from lipbound.ops import registry
@@ -61,7 +61,7 @@ def error_flow(raw: Graph, prec: Precision, C: Tensor, ivs: Mapping[str, Interva
 
 
 def _dot(A: Tensor, t: Tensor) -> Tensor:
-    return (A * t.unsqueeze(1)).flatten(2).sum(-1)
+    return sum_elements(A * t.unsqueeze(1))
 
 
 def _add(a: Coef, b: Coef, u: float) -> Coef:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from lipbound.bounds.interval import sum_elements
 from lipbound.graph.ir import CONST, INPUT, Graph
 from lipbound.ops import registry
 from lipbound.propagate.state import BoundState
@@ -57,4 +58,4 @@ def ibp_spec_upper(state: BoundState, target: str, A: Tensor) -> Tensor:
     """Interval-arithmetic bound of <A, v_target>: A+ u + A- l, [B, S]."""
     iv = state.interval(target)
     lo, up = iv.lower.unsqueeze(1), iv.upper.unsqueeze(1)
-    return (A.clamp(min=0) * up + A.clamp(max=0) * lo).flatten(2).sum(-1)
+    return sum_elements(A.clamp(min=0) * up + A.clamp(max=0) * lo)

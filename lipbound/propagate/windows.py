@@ -333,7 +333,8 @@ def _product_sum(d: Tensor, t: Tensor) -> Tensor:
     if (d.dtype == t.dtype == torch.float64 and d.dim() >= 3 and t.dim() == d.dim()
             and t.shape[1] == 1 and t.shape[0] in (1, d.shape[0]) and t.shape[2:] == d.shape[2:]):
         return torch.matmul(d.flatten(2), t.flatten(2).transpose(1, 2)).squeeze(-1)
-    return (d * t).flatten(2).sum(-1)
+    prod = d * t
+    return prod.reshape(*prod.shape[:2], -1).sum(-1)  # also for per-sample scalars [B, S]
 
 
 def _flatten(A: Window) -> Cols:

@@ -191,12 +191,14 @@ class _Fn(nn.Module):
 
 @pytest.mark.parametrize("fn, op, why", [
     (lambda h: torch.cumprod(h, 1), "aten.cumprod.default", "Supported operators"),
-    (lambda h: torch.cumsum(h, 1), "aten.cumsum.default", "Supported operators"),
+    (lambda h: h * torch.sort(h, 1).indices, "aten.mul.Tensor", "indices of sort"),
     (lambda h: torch.where(h > 0, h, 2 * h), "aten.gt.Scalar", "Supported operators"),
     (lambda h: F.elu(h, alpha=-0.5), "aten.elu.default", "alpha > 0"),
     (lambda h: F.leaky_relu(h, 2.0), "aten.leaky_relu.default", "negative slope"),
     (lambda h: F.softplus(h, beta=-2.0), "aten.softplus.default", "beta > 0"),
-    (lambda h: F.pad(h, (1, 1), value=1.0), "aten.pad.default", "zero"),
+    (lambda h: h.roll(1, 0), "aten.roll.default", "mixes batch entries"),
+    (lambda h: h[torch.zeros(2, dtype=torch.long)], "aten.index.Tensor", "mixes batch entries"),
+    (lambda h: torch.stack([h, h]).sum(0), "aten.stack.default", "decomposition needs"),
     (lambda h: h.sum(0, keepdim=True).expand(2, 3), "aten.sum.dim_IntList", "Supported operators"),
 ])
 def test_unsupported_variants_are_refused(fn, op, why):

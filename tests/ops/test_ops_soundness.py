@@ -195,6 +195,11 @@ def _einsum(g):
             [(2, 4, 2)])
 
 
+def _index_map(g):
+    """Copies with repeats and zeros (index -1): 10 outputs from 12 inputs."""
+    return {"index": torch.randint(-1, 12, (10,), generator=g), "shape": (2, 5)}, [(3, 4)]
+
+
 def _logsumexp(g):
     dims = ((1,), (0, 1))[g.initial_seed() % 2]
     return {"dims": dims, "keepdim": bool(g.initial_seed() % 3 == 0)}, [(3, 4)]
@@ -240,7 +245,7 @@ CASES = {
     "softmax": _softmax, "layer_norm": _layer_norm,
     "rms_norm": _rms_norm, "group_norm": _group_norm,
     "interpolate": _interpolate, "pad_mode": _pad_mode, "einsum": _einsum,
-    "logsumexp": _logsumexp,
+    "logsumexp": _logsumexp, "index_map": _index_map,
     "var": lambda g: ({"dims": (1,), "correction": float(g.initial_seed() % 2),
                        "keepdim": bool(g.initial_seed() % 3), "sqrt": False}, [(3, 4)]),
 }

@@ -1,0 +1,174 @@
+"""Recurrent layers (``nn.RNN`` with tanh or ReLU, ``nn.LSTM``, ``nn.GRU``), unrolled at trace
+time over the sequence into ops that exist: linear maps, sigmoid, tanh, ReLU, slices and
+products of two input-dependent values (McCormick each). An exact rewrite of the layers'
+equations (PyTorch's documented gate order and formulas), any number of layers, either
+direction; ``batch_first=True`` only (the batch dimension must stay first), no LSTM
+projections, initial states constant (zeros by default).
+
+- RNN: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``;
+- LSTM: ``i, f, g, o = sig, sig, tanh, sig`` of ``W_ih x + b_ih + W_hh h + b_hh`` (four
+  chunks), ``c' = f c + i g``, ``h' = o tanh(c')``;
+- GRU: ``r, z = sig(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})``,
+  ``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``, ``h' = n + z (h - n)``.
+
+The call's output sequence is an ordinary value [T, D*H]; its final states ``h_n`` (and
+``c_n``) have the batch second ([layers*D, B, H]), so they are :class:`Stacked` values that
+``h_n[i]`` and ``h_n.squeeze(0)`` unpack (:mod:`lipbound.ops.shape`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lipbound.ops.tracing import Stacked, Var, converts, unsupported
+
+_ACT = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+class _Unroll:
+    """The nodes of one recurrent call, named after it."""
+
+    def __init__(self, b, fx, kind: str, hidden: int) -> None:
+        self.b, self.fx, self.kind, self.H = b, fx, kind, hidden
+        self.count = 0
+
+    def node(self, op: str, inputs: list, shape: tuple[int, ...], params=None) -> Var:
+        self.count += 1
+        return self.b.aux(self.fx, f"r{self.count}", op, inputs, shape, params)
+
+    def linear(self, x: Var, w: Tensor, bias: Tensor | None) -> Var:
+        return self.node("linear", [x], (w.shape[0],), {"weight": w, "bias": bias})
+
+    def part(self, v: Var, k: int) -> Var:
+        H = self.H
+        return self.node("slice", [v], (H,), {"dim": 0, "start": k * H, "end": (k + 1) * H,
+                                               "step": 1})
+
+    def act(self, kind: str, v: Var) -> Var:
+        return self.node(kind, [v], v.shape)
+
+    def mul(self, a, c) -> Var | Tensor:
+        """a * c for Vars or constants (a constant 0 stays a constant)."""
+        if isinstance(a, Tensor) and isinstance(c, Tensor):
+            return a * c
+        if isinstance(a, Tensor) or isinstance(c, Tensor):
+            k, v = (a, c) if isinstance(a, Tensor) else (c, a)
+            if not k.any():
+                return torch.zeros(v.shape, dtype=torch.float64)
+            return self.node("scale_shift", [v], v.shape, {"scale": k, "shift": torch.zeros(())})
+        return self.node("mul", [a, c], a.shape)
+
+    def add(self, a, c, sign: float = 1.0) -> Var | Tensor:
+        """a + sign * c for Vars or constants."""
+        if isinstance(a, Tensor) and isinstance(c, Tensor):
+            return a + sign * c
+        if isinstance(c, Tensor):
+            return self.node("scale_shift", [a], a.shape, {"scale": torch.ones(()),
+                                                          "shift": sign * c})
+        if isinstance(a, Tensor):
+            return self.node("scale_shift", [c], c.shape, {"scale": torch.tensor(sign),
+                                                          "shift": a})
+        return self.node("add", [a, c], a.shape, {"coeffs": (1.0, sign)})
+
+    def gates(self, x: Var, h, w_ih, w_hh, b_ih, b_hh) -> Var:
+        """``W_ih x + b_ih + W_hh h + b_hh`` (one Linear on [x, h] when h depends on x)."""
+        bias = _sum_bias(b_ih, b_hh, w_ih.shape[0])
+        if isinstance(h, Tensor):
+            return self.linear(x, w_ih, bias + w_hh @ h)
+        xh = self.node("concat", [x, h], (x.shape[0] + h.shape[0],), {"dim": 0})
+        return self.linear(xh, torch.cat([w_ih, w_hh], 1), bias)
+
+    def step(self, x: Var, state, weights):
+        """One time step: the new state (h, or (h, c) for an LSTM)."""
+        w_ih, w_hh, b_ih, b_hh = weights
+        if self.kind == "gru":
+            return self._gru(x, state, w_ih, w_hh, b_ih, b_hh)
+        h = state[0] if self.kind == "lstm" else state
+        g = self.gates(x, h, w_ih, w_hh, b_ih, b_hh)
+        if self.kind != "lstm":
+            return self.act(_ACT[self.kind], g)
+        i, f, gg, o = (self.part(g, k) for k in range(4))
+        i, f, o = (self.act("sigmoid", v) for v in (i, f, o))
+        c = self.add(self.mul(f, state[1]), self.mul(i, self.act("tanh", gg)))
+        return self.mul(o, self.act("tanh", c)), c
+
+    def _gru(self, x, h, w_ih, w_hh, b_ih, b_hh):
+        H = self.H
+        gi = self.linear(x, w_ih, b_ih)
+        gh = (w_hh @ h + (0 if b_hh is None else b_hh)) if isinstance(h, Tensor) \
+            else self.linear(h, w_hh, b_hh)
+
+        def chunk(v, k):
+            return v[k * H:(k + 1) * H] if isinstance(v, Tensor) else self.part(v, k)
+
+        r = self.act("sigmoid", self.add(self.part(gi, 0), chunk(gh, 0)))
+        z = self.act("sigmoid", self.add(self.part(gi, 1), chunk(gh, 1)))
+        n = self.act("tanh", self.add(self.part(gi, 2), self.mul(r, chunk(gh, 2))))
+        return self.add(n, self.mul(z, self.add(h, n, -1.0)))
+
+
+def _sum_bias(b_ih: Tensor | None, b_hh: Tensor | None, n: int) -> Tensor:
+    total = torch.zeros(n, dtype=torch.float64)
+    for v in (b_ih, b_hh):
+        if v is not None:
+            total = total + v
+    return total
+
+
+def _initial(fx, hx, index: int) -> Tensor:
+    """The initial state of layer-direction ``index`` (a constant, the same for every sample)."""
+    if isinstance(hx, Var):
+        raise unsupported(fx, "initial states that depend on the input are not supported")
+    h = hx[index].double()  # [B, H]
+    if not torch.equal(h, h[:1].expand_as(h)):
+        raise unsupported(fx, "initial states that differ between samples are not supported")
+    return h[0]
+
+
+def _recurrent(b, fx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+               batch_first):
+    kind = str(fx.target).split(".")[1]
+    if not isinstance(x, Var) or any(isinstance(p, Var) for p in params):
+        raise unsupported(fx, "the sequence must depend on the input, the weights must not")
+    if not batch_first:
+        raise unsupported(fx, "recurrent layers need batch_first=True (the batch dimension "
+                              "must stay first)")
+    dirs = 2 if bidirectional else 1
+    per = 4 if has_biases else 2
+    if len(params) != num_layers * dirs * per:
+        raise unsupported(fx, "LSTM projections (proj_size) are not supported")
+    hxs = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+    H = params[1].shape[1]
+    T = x.shape[0]
+    u = _Unroll(b, fx, kind, H)
+    seq = [u.node("reshape", [u.node("slice", [x], (1, x.shape[1]),
+                                     {"dim": 0, "start": t, "end": t + 1, "step": 1})],
+                  (x.shape[1],), {"shape": (x.shape[1],)}) for t in range(T)]
+    finals: list[list] = [[] for _ in hxs]
+    for layer in range(num_layers):
+        outs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            w = params[k * per:(k + 1) * per]
+            weights = (w[0], w[1], w[2] if has_biases else None, w[3] if has_biases else None)
+            state = tuple(_initial(fx, h, k) for h in hxs)
+            state = state if kind == "lstm" else state[0]
+            hs = []
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                state = u.step(seq[t], state, weights)
+                hs.append(state[0] if kind == "lstm" else state)
+            outs.append(hs[::-1] if d else hs)
+            for j, s in enumerate(state if kind == "lstm" else (state,)):
+                finals[j].append(s)
+        seq = outs[0] if dirs == 1 else [
+            u.node("concat", [f, r], (2 * H,), {"dim": 0}) for f, r in zip(*outs)]
+    rows = [u.node("reshape", [v], (1, v.shape[0]), {"shape": (1, v.shape[0])}) for v in seq]
+    out = b.add(fx, "concat", rows, {"dim": 0}, shape=(T, rows[0].shape[1])) if T > 1 \
+        else b.add(fx, "reshape", [seq[0]], {"shape": (1, seq[0].shape[0])}, shape=(1, H * dirs))
+    b.vars[fx.name] = (out, *(Stacked(tuple(f)) for f in finals))
+
+
+converts("aten.lstm.input", "aten.gru.input", "aten.rnn_tanh.input",
+         "aten.rnn_relu.input")(_recurrent)

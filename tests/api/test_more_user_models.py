@@ -1,0 +1,217 @@
+"""Ordinary user models that lipbound refused until session 14, bound end to end.
+
+Recurrent layers (nn.RNN tanh / ReLU, nn.LSTM, nn.GRU: several layers, bidirectional, the
+output sequence or the final states), data movement by index (roll, repeat, tile,
+repeat_interleave, gather / indexing / index_select with constant indices, Tensor.unfold,
+nn.Unfold, nn.ChannelShuffle, diagonal, movedim), composites expanded through torch's
+decompositions (stack, addcmul, outer, cosine_similarity), cumsum, prod, clamp with tensor
+limits, constant padding with a value, Conv3d, sort / topk values (GroupSort, MaxMin) and
+per-sample scalars (``x[:, 0] * x[:, 1]``,
+``h.sum(1)``). For each model: the traced graph evaluates to the model's own outputs,
+``output_bounds`` (ibp, crown, alpha-crown) contain the outputs at sampled points of the ball
+(float64 and the model's float32 forward), ``local_lipschitz`` is at least the sampled
+gradient norms and ``jacobian_bounds`` contain the sampled gradients. What stays out is
+refused with an UnsupportedOperationError that says why.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lipbound
+from lipbound.errors import UnsupportedOperationError
+from lipbound.graph.trace import trace
+from tests.api.test_structured_models import EPS, _grads, _points, _x
+from tests.conftest import evaluate_graph
+
+
+class Recurrent(nn.Module):
+    """A recurrent layer over 3 steps of 4 features; the head reads the last output or the
+    last layer's final state (``h_n[-1]``, or ``h_n.squeeze(0)`` with one layer)."""
+
+    def __init__(self, kind="LSTM", layers=1, bidirectional=False, final=False, h0=False,
+                 **kw):
+        super().__init__()
+        self.rnn = getattr(nn, kind)(4, 5, num_layers=layers, bidirectional=bidirectional,
+                                     batch_first=True, **kw)
+        self.final, self.layers = final, layers
+        d = 2 if bidirectional else 1
+        self.h0 = nn.Parameter(torch.randn(layers * d, 1, 5) * 0.5) if h0 else None
+        self.head = nn.Linear(5 if final else 5 * d, 3)
+
+    def forward(self, x):
+        seq = x.view(-1, 3, 4)
+        if self.h0 is not None:
+            h0 = self.h0.expand(-1, seq.shape[0], -1).contiguous()
+            out, h = self.rnn(seq, (h0, torch.zeros_like(h0)) if isinstance(self.rnn, nn.LSTM)
+                              else h0)
+        else:
+            out, h = self.rnn(seq)
+        if not self.final:
+            return self.head(out[:, -1])
+        h = h[0] if isinstance(h, tuple) else h
+        return self.head(h.squeeze(0) if self.layers == 1 else h[-1])
+
+
+class Moves(nn.Module):
+    """An MLP whose hidden vector is moved around by index in many ways."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.register_buffer("idx", torch.tensor([0, 3, 5, 5, 7]))
+        self.head = nn.Linear(70, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        m = h.view(-1, 2, 4)
+        parts = [torch.roll(h, 3, 1), h.repeat(1, 2), h[:, self.idx],
+                 h.index_select(1, self.idx[:4]), h.unfold(1, 3, 2).flatten(1),
+                 m.repeat_interleave(2, dim=1).flatten(1)[:, :12], m.diagonal(dim1=1, dim2=2),
+                 m.movedim(1, 2).flatten(1),
+                 torch.gather(h, 1, self.idx[:3].expand(h.shape[0], 3)).repeat(1, 2)]
+        return self.head(torch.cat(parts, 1))
+
+
+class Composites(nn.Module):
+    """stack, addcmul, outer, cosine_similarity, cumsum, prod, tensor clamps, a valued pad
+    and per-sample scalars."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.register_buffer("lo", torch.linspace(-0.8, 0.1, 8))
+        self.head = nn.Linear(74, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        t = torch.tanh(h)
+        a, b = t[:, :4], t[:, 4:]
+        scalars = torch.stack([h[:, 0] * h[:, 1], torch.tanh(h.sum(1)), t.norm(dim=1)], 1)
+        parts = [torch.stack([h, t], 2).flatten(1), torch.addcmul(h, t, h, value=0.5),
+                 torch.einsum("bi,bj->bij", a, b).flatten(1),
+                 F.cosine_similarity(a + 2, b + 2).unsqueeze(1), torch.cumsum(t, 1),
+                 torch.prod(t.view(-1, 4, 2) + 1, 2), torch.clamp(h, min=self.lo, max=self.lo + 1),
+                 F.pad(t, (1, 1), value=0.5), scalars]
+        return self.head(torch.cat(parts, 1))
+
+
+class Sorts(nn.Module):
+    """GroupSort (groups of 4), MaxMin (groups of 2), a descending sort and top-3."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 8)
+        self.head = nn.Linear(8 + 8 + 3, 3)
+
+    def forward(self, x):
+        h = torch.sort(self.fc(x).view(-1, 2, 4), dim=-1).values.flatten(1)
+        h = torch.sort(self.fc2(h).view(-1, 4, 2), dim=2, descending=True)[0].flatten(1)
+        return self.head(torch.cat([h, torch.sort(h, 1, descending=True).values,
+                                    torch.topk(h, 3).values], 1))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ChannelShuffle(2), nn.ReLU(),
+                         nn.Unfold(2, stride=2), nn.Flatten(), nn.Linear(4 * 4 * 9, 3))
+
+
+def _cnn3d():
+    return nn.Sequential(nn.Conv3d(1, 2, 2), nn.ReLU(), nn.Conv3d(2, 2, 2, padding=1),
+                         nn.Flatten(), nn.Linear(2 * 4 * 4 * 4, 3))
+
+
+def _models():
+    torch.manual_seed(0)
+    return {
+        "lstm": (Recurrent("LSTM"), (12,)),
+        "lstm_2l_bi_final": (Recurrent("LSTM", 2, True, final=True), (12,)),
+        "gru_2l_final_h0": (Recurrent("GRU", 2, final=True, h0=True), (12,)),
+        "gru_bi": (Recurrent("GRU", 1, True), (12,)),
+        "rnn_tanh_2l": (Recurrent("RNN", 2), (12,)),
+        "rnn_relu_final": (Recurrent("RNN", 1, final=True, nonlinearity="relu"), (12,)),
+        "lstm_h0": (Recurrent("LSTM", 1, h0=True), (12,)),
+        "moves": (Moves(), (6,)), "sorts": (Sorts(), (6,)), "composites": (Composites(), (6,)),
+        "cnn_unfold_shuffle": (_cnn(), (1, 8, 8)), "cnn3d": (_cnn3d(), (1, 4, 4, 4)),
+    }
+
+
+MODELS = {k: (m.eval(), s) for k, (m, s) in _models().items()}
+SLOW = {"lstm_2l_bi_final", "gru_2l_final_h0"}  # 15-25 s each; the others cover their parts
+
+
+def _params():
+    return [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in sorted(MODELS)]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_traced_graph_reproduces_the_model(name):
+    model, shape = MODELS[name]
+    model64 = copy.deepcopy(model).double()
+    graph = trace(model64, _x(shape)[None].double())
+    pts = _points(_x(shape), 50, 3)
+    out = evaluate_graph(graph, pts)[graph.output]
+    with torch.no_grad():
+        assert torch.allclose(out, model64(pts), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", _params())
+def test_output_bounds_contain_samples(name):
+    model, shape = MODELS[name]
+    x = _x(shape)
+    pts = _points(x, 1000, 1)
+    with torch.no_grad():
+        ys = [copy.deepcopy(model).double()(pts), model(pts.float()).double()]
+    for method in ("ibp", "crown", "alpha-crown"):
+        lo, up = lipbound.output_bounds(model, x, EPS, method=method, iterations=5)
+        assert torch.isfinite(lo).all() and torch.isfinite(up).all()
+        for y in ys:
+            assert (y >= lo).all() and (y <= up).all(), method
+
+
+@pytest.mark.parametrize("name", _params())
+def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
+    model, shape = MODELS[name]
+    x = _x(shape)
+    G = _grads(copy.deepcopy(model).double(), _points(x, 300, 2))
+    r = lipbound.local_lipschitz(model, x, EPS)
+    assert (G.flatten(2).abs().sum(-1).max(1).values <= r.upper).all()
+    lo, up = lipbound.jacobian_bounds(model, x, EPS)
+    J = G.transpose(0, 1).reshape(G.shape[1], *lo.shape)
+    assert (J >= lo).all() and (J <= up).all()
+
+
+class _SeqFirst(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 5, **kw)
+        self.head = nn.Linear(kw.get("proj_size") or 5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(x.view(-1, 3, 4))
+        if not self.rnn.batch_first:
+            h = h.transpose(0, 1)
+        out, _ = self.rnn(h, self._state(h))
+        return self.head(out[:, -1] if self.rnn.batch_first else out[-1])
+
+    def _state(self, h):
+        if self.rnn.batch_first and self.rnn.proj_size == 0:  # initial state from the input
+            s = h[:, 0].sum(1).view(1, -1, 1).expand(1, -1, 5).contiguous()
+            return s, torch.zeros_like(s)
+        return None
+
+
+@pytest.mark.parametrize("kw, why", [
+    ({}, "batch dimension"),  # sequence-first layout: the batch is not the first dimension
+    ({"batch_first": True}, "batch dimension"),  # an initial state computed from the input
+    ({"batch_first": True, "proj_size": 2}, "proj_size"),
+])
+def test_unsupported_recurrent_variants_are_refused(kw, why):
+    model = _SeqFirst(**kw).eval()
+    with pytest.raises(UnsupportedOperationError, match=why):
+        lipbound.output_bounds(model, torch.rand(12), 0.01)
