@@ -27,7 +27,8 @@ kernel's where noted).
 - ``cumsum``: an einsum with the constant upper-triangular ones (sums in any order, as the
   einsum's rounding fact allows);
 - ``prod`` over a dim: a chain of products of two values (McCormick each; a product of n
-  factors rounds n - 1 times in any order, each product node's fact covers its own).
+  factors rounds n - 1 times in any order, each product node's fact covers its own);
+- ``where`` / ``masked_fill`` with a constant condition: ``b + m (a - b)`` with the 0/1 mask.
 """
 
 from __future__ import annotations
@@ -292,3 +293,32 @@ def _prod(b, fx, x, dim=None, keepdim=False, dtype=None):
     for i in range(1, x.shape[d]):
         acc = b.aux(fx, f"prod{i}", "mul", [acc, piece(i)], part)
     b.add(fx, "reshape", [acc], {"shape": per_sample_shape(fx)})
+
+
+@converts("aten.where.self", "aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
+def _where(b, fx, *args):
+    """``where(c, a, b)`` / ``x.masked_fill(c, v)`` with a constant condition (a mask such as
+    a buffer; a comparison of input-dependent values stays refused): ``b + m (a - b)`` with
+    the 0/1 mask m, scale-shifts and a sum (exact)."""
+    if str(fx.target).startswith("aten.masked_fill"):
+        x, c, v = args
+        c, a, other = c, v, x
+    else:
+        c, a, other = args
+    if isinstance(c, Var):
+        raise unsupported(fx, "the condition must not depend on the input")
+    shape = per_sample_shape(fx)
+    m = as_per_sample(c.to(torch.float64), fx, len(shape)).expand(shape)
+    if isinstance(a, Var) and isinstance(other, Var):
+        a, other = broadcast(b, fx, a, shape, "a"), broadcast(b, fx, other, shape, "b")
+        d = b.aux(fx, "diff", "add", [a, other], shape, {"coeffs": (1.0, -1.0)})
+        md = b.aux(fx, "masked", "scale_shift", [d], shape,
+                   {"scale": m.clone(), "shift": torch.zeros(())})
+        return b.add(fx, "add", [other, md], {"coeffs": (1.0, 1.0)})
+    if isinstance(a, Var):  # m a + (1 - m) other
+        k = as_per_sample(other, fx, len(shape)).to(torch.float64)
+        a = broadcast(b, fx, a, shape, "a")
+        return b.add(fx, "scale_shift", [a], {"scale": m.clone(), "shift": (1 - m) * k})
+    k = as_per_sample(a, fx, len(shape)).to(torch.float64)
+    other = broadcast(b, fx, other, shape, "b")
+    return b.add(fx, "scale_shift", [other], {"scale": 1 - m, "shift": m * k})

@@ -104,7 +104,7 @@ class Pad(CopyOp):
 
 
 class AvgPool(LinearOp):
-    """Average pooling (1-d or 2-d) with F.avg_pool semantics; params kernel_size, stride,
+    """Average pooling (1-, 2- or 3-d) with F.avg_pool semantics; params kernel_size, stride,
     padding, ceil_mode, count_include_pad, divisor_override, ndim."""
 
     kind = "avg_pool"
@@ -124,7 +124,8 @@ class AvgPool(LinearOp):
         if params.get("ndim", 2) == 1:
             return F.avg_pool1d(x, params["kernel_size"], params["stride"], params["padding"],
                                 params["ceil_mode"], params["count_include_pad"])
-        return F.avg_pool2d(x, params["kernel_size"], params["stride"], params["padding"],
+        pool = F.avg_pool3d if params.get("ndim", 2) == 3 else F.avg_pool2d
+        return pool(x, params["kernel_size"], params["stride"], params["padding"],
                             params["ceil_mode"], params["count_include_pad"],
                             params.get("divisor_override"))
 
@@ -381,6 +382,16 @@ def _avg_pool2d(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
                                 "padding": padding, "ceil_mode": ceil_mode,
                                 "count_include_pad": count_include_pad,
                                 "divisor_override": divisor_override, "ndim": 2})
+
+
+@converts("aten.avg_pool3d.default")
+def _avg_pool3d(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+    """3-d average pooling (nn.AvgPool3d; LocalResponseNorm pools squares over channels)."""
+    b.add(fx, "avg_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
+                                "padding": padding, "ceil_mode": ceil_mode,
+                                "count_include_pad": count_include_pad,
+                                "divisor_override": divisor_override, "ndim": 3})
 
 
 @converts("aten.avg_pool1d.default")

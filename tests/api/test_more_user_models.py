@@ -5,7 +5,8 @@ output sequence or the final states), data movement by index (roll, repeat, tile
 repeat_interleave, gather / indexing / index_select with constant indices, Tensor.unfold,
 nn.Unfold, nn.ChannelShuffle, diagonal, movedim), composites expanded through torch's
 decompositions (stack, addcmul, outer, cosine_similarity), cumsum, prod, clamp with tensor
-limits, constant padding with a value, Conv3d, sort / topk values (GroupSort, MaxMin) and
+limits, constant padding with a value, Conv3d, sort / topk values (GroupSort, MaxMin),
+where / masked_fill with a constant mask, LocalResponseNorm (3-d average pooling) and
 per-sample scalars (``x[:, 0] * x[:, 1]``,
 ``h.sum(1)``). For each model: the traced graph evaluates to the model's own outputs,
 ``output_bounds`` (ibp, crown, alpha-crown) contain the outputs at sampled points of the ball
@@ -116,6 +117,27 @@ class Sorts(nn.Module):
                                     torch.topk(h, 3).values], 1))
 
 
+class Masked(nn.Module):
+    """torch.where and masked_fill with a constant mask (a buffer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.register_buffer("mask", torch.tensor([1, 0, 1, 1, 0, 0, 1, 0], dtype=torch.bool))
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        t = torch.tanh(h)
+        return self.head(torch.cat([torch.where(self.mask, h, t), torch.where(self.mask, h, 0.5),
+                                    h.masked_fill(~self.mask, -1.0)], 1))
+
+
+def _cnn_lrn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.LocalResponseNorm(2), nn.ReLU(),
+                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 3))
+
+
 def _cnn():
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ChannelShuffle(2), nn.ReLU(),
                          nn.Unfold(2, stride=2), nn.Flatten(), nn.Linear(4 * 4 * 9, 3))
@@ -136,7 +158,8 @@ def _models():
         "rnn_tanh_2l": (Recurrent("RNN", 2), (12,)),
         "rnn_relu_final": (Recurrent("RNN", 1, final=True, nonlinearity="relu"), (12,)),
         "lstm_h0": (Recurrent("LSTM", 1, h0=True), (12,)),
-        "moves": (Moves(), (6,)), "sorts": (Sorts(), (6,)), "composites": (Composites(), (6,)),
+        "moves": (Moves(), (6,)), "sorts": (Sorts(), (6,)), "masked": (Masked(), (6,)),
+        "cnn_lrn": (_cnn_lrn(), (1, 8, 8)), "composites": (Composites(), (6,)),
         "cnn_unfold_shuffle": (_cnn(), (1, 8, 8)), "cnn3d": (_cnn3d(), (1, 4, 4, 4)),
     }
 

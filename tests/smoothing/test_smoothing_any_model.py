@@ -58,7 +58,8 @@ def seq_linear(w, b: float) -> nn.Sequential:
 
 
 # ------------------------------------------------------------------------ any classifier
-@pytest.mark.parametrize("model_cls,op", [(SortedInputs, "aten.cummax"), (Cumulative, "aten.cumprod")])
+@pytest.mark.parametrize("model_cls,op", [(SortedInputs, "aten.cummax"),
+                                          (Cumulative, "aten.cumprod")])
 def test_black_box_models_certify_with_forward_only_certificates(model_cls, op):
     model = model_cls().eval()
     smooth = Smooth(model, 3, 0.25)
