@@ -375,31 +375,24 @@ def _constant_pad(b, fx, x, pad, value=0):
     _pad(b, fx, x, pad, "constant", value)
 
 
-@converts("aten.avg_pool2d.default")
-def _avg_pool2d(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+def _avg_pool(ndim: int):
+    """The converter of ``avg_pool{ndim}d`` (3-d: nn.AvgPool3d, and LocalResponseNorm, which
+    pools squares over channels)."""
+
+    def convert(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
                 count_include_pad=True, divisor_override=None):
-    b.add(fx, "avg_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
-                                "padding": padding, "ceil_mode": ceil_mode,
-                                "count_include_pad": count_include_pad,
-                                "divisor_override": divisor_override, "ndim": 2})
+        b.add(fx, "avg_pool", [x], {"kernel_size": kernel_size,
+                                    "stride": stride or kernel_size, "padding": padding,
+                                    "ceil_mode": ceil_mode,
+                                    "count_include_pad": count_include_pad,
+                                    "divisor_override": divisor_override, "ndim": ndim})
+
+    return convert
 
 
-@converts("aten.avg_pool3d.default")
-def _avg_pool3d(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
-                count_include_pad=True, divisor_override=None):
-    """3-d average pooling (nn.AvgPool3d; LocalResponseNorm pools squares over channels)."""
-    b.add(fx, "avg_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
-                                "padding": padding, "ceil_mode": ceil_mode,
-                                "count_include_pad": count_include_pad,
-                                "divisor_override": divisor_override, "ndim": 3})
-
-
-@converts("aten.avg_pool1d.default")
-def _avg_pool1d(b, fx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
-                count_include_pad=True):
-    b.add(fx, "avg_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
-                                "padding": padding, "ceil_mode": ceil_mode,
-                                "count_include_pad": count_include_pad, "ndim": 1})
+_avg_pool2d = converts("aten.avg_pool2d.default")(_avg_pool(2))
+converts("aten.avg_pool1d.default")(_avg_pool(1))
+converts("aten.avg_pool3d.default")(_avg_pool(3))
 
 
 @converts("aten.split_with_sizes.default")

@@ -27,7 +27,7 @@ from torch import nn
 import lipbound
 from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.trace import trace
-from tests.api.test_structured_models import EPS, _grads, _points, _x
+from tests.api.sampled import assert_gradients_inside, assert_outputs_inside, ball_points, x_of
 from tests.conftest import evaluate_graph
 
 
@@ -176,8 +176,8 @@ def _params():
 def test_traced_graph_reproduces_the_model(name):
     model, shape = MODELS[name]
     model64 = copy.deepcopy(model).double()
-    graph = trace(model64, _x(shape)[None].double())
-    pts = _points(_x(shape), 50, 3)
+    graph = trace(model64, x_of(shape)[None].double())
+    pts = ball_points(x_of(shape), 50, 3)
     out = evaluate_graph(graph, pts)[graph.output]
     with torch.no_grad():
         assert torch.allclose(out, model64(pts), rtol=1e-10, atol=1e-12)
@@ -186,27 +186,13 @@ def test_traced_graph_reproduces_the_model(name):
 @pytest.mark.parametrize("name", _params())
 def test_output_bounds_contain_samples(name):
     model, shape = MODELS[name]
-    x = _x(shape)
-    pts = _points(x, 1000, 1)
-    with torch.no_grad():
-        ys = [copy.deepcopy(model).double()(pts), model(pts.float()).double()]
-    for method in ("ibp", "crown", "alpha-crown"):
-        lo, up = lipbound.output_bounds(model, x, EPS, method=method, iterations=5)
-        assert torch.isfinite(lo).all() and torch.isfinite(up).all()
-        for y in ys:
-            assert (y >= lo).all() and (y <= up).all(), method
+    assert_outputs_inside(model, x_of(shape))
 
 
 @pytest.mark.parametrize("name", _params())
 def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
     model, shape = MODELS[name]
-    x = _x(shape)
-    G = _grads(copy.deepcopy(model).double(), _points(x, 300, 2))
-    r = lipbound.local_lipschitz(model, x, EPS)
-    assert (G.flatten(2).abs().sum(-1).max(1).values <= r.upper).all()
-    lo, up = lipbound.jacobian_bounds(model, x, EPS)
-    J = G.transpose(0, 1).reshape(G.shape[1], *lo.shape)
-    assert (J >= lo).all() and (J <= up).all()
+    assert_gradients_inside(model, x_of(shape))
 
 
 class _SeqFirst(nn.Module):

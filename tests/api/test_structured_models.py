@@ -14,8 +14,6 @@ others clearly.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,9 +22,7 @@ from torch import nn
 import lipbound
 from lipbound.errors import UnsupportedOperationError
 from lipbound.ops.attention import _mha_forward
-
-EPS = 0.02
-N_POINTS = 1000
+from tests.api.sampled import assert_gradients_inside, assert_outputs_inside, x_of
 
 
 class MHAModel(nn.Module):
@@ -114,48 +110,16 @@ def _params():
     return [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in sorted(MODELS)]
 
 
-def _x(shape):
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(5))
-
-
-def _points(x, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    u = torch.rand(n - 1, *x.shape, generator=g, dtype=torch.float64) * 2 - 1
-    u[n // 2:] = u[n // 2:].sign()
-    return torch.cat([x.double()[None], x.double()[None] + EPS * u])
-
-
-def _grads(model64, pts):
-    p = pts.clone().requires_grad_(True)
-    y = model64(p)
-    return torch.stack([torch.autograd.grad(y[:, k].sum(), p, retain_graph=True)[0]
-                        for k in range(y.shape[1])])  # [K, n, *in]
-
-
 @pytest.mark.parametrize("name", _params())
 def test_output_bounds_contain_samples(name):
     model, shape = MODELS[name]
-    x = _x(shape)
-    pts = _points(x, N_POINTS, 1)
-    with torch.no_grad():
-        ys = [copy.deepcopy(model).double()(pts), model(pts.float()).double()]
-    for method in ("ibp", "crown", "alpha-crown"):
-        lo, up = lipbound.output_bounds(model, x, EPS, method=method, iterations=5)
-        assert torch.isfinite(lo).all() and torch.isfinite(up).all()
-        for y in ys:
-            assert (y >= lo).all() and (y <= up).all(), method
+    assert_outputs_inside(model, x_of(shape))
 
 
 @pytest.mark.parametrize("name", _params())
 def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
     model, shape = MODELS[name]
-    x = _x(shape)
-    G = _grads(copy.deepcopy(model).double(), _points(x, 300, 2))
-    r = lipbound.local_lipschitz(model, x, EPS)
-    assert (G.flatten(2).abs().sum(-1).max(1).values <= r.upper).all()
-    lo, up = lipbound.jacobian_bounds(model, x, EPS)
-    J = G.transpose(0, 1).reshape(G.shape[1], *lo.shape)
-    assert (J >= lo).all() and (J <= up).all()
+    assert_gradients_inside(model, x_of(shape))
 
 
 _CONFIGS = [  # (heads, kdim, need_weights, average, mask kind, bias)

@@ -1,0 +1,58 @@
+"""Sampled soundness checks of the three bound calls on one model (shared by the user-model
+test files): outputs, gradients and Jacobians at points of an l_inf ball must lie inside the
+bounds."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+import lipbound
+
+EPS = 0.02
+
+
+def x_of(shape):
+    """The seeded centre of the ball for an input of per-sample ``shape``."""
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(5))
+
+
+def ball_points(x, n, seed, eps=EPS):
+    """The centre and n - 1 points of the l_inf ball (half of them vertices), float64."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n - 1, *x.shape, generator=g, dtype=torch.float64) * 2 - 1
+    u[n // 2:] = u[n // 2:].sign()
+    return torch.cat([x.double()[None], x.double()[None] + eps * u])
+
+
+def gradients(model64, pts):
+    """Autograd gradients of every output at ``pts``: [K, n, *in]."""
+    p = pts.clone().requires_grad_(True)
+    y = model64(p)
+    return torch.stack([torch.autograd.grad(y[:, k].sum(), p, retain_graph=True)[0]
+                        for k in range(y.shape[1])])
+
+
+def assert_outputs_inside(model, x, n=1000):
+    """``output_bounds`` (ibp, crown, alpha-crown) contain the outputs at n sampled points,
+    in float64 and in the model's own float32 forward."""
+    pts = ball_points(x, n, 1)
+    with torch.no_grad():
+        ys = [copy.deepcopy(model).double()(pts), model(pts.float()).double()]
+    for method in ("ibp", "crown", "alpha-crown"):
+        lo, up = lipbound.output_bounds(model, x, EPS, method=method, iterations=5)
+        assert torch.isfinite(lo).all() and torch.isfinite(up).all()
+        for y in ys:
+            assert (y >= lo).all() and (y <= up).all(), method
+
+
+def assert_gradients_inside(model, x, n=300):
+    """``local_lipschitz`` is at least the sampled gradients' l_1 norms and
+    ``jacobian_bounds`` contain them."""
+    G = gradients(copy.deepcopy(model).double(), ball_points(x, n, 2))
+    r = lipbound.local_lipschitz(model, x, EPS)
+    assert (G.flatten(2).abs().sum(-1).max(1).values <= r.upper).all()
+    lo, up = lipbound.jacobian_bounds(model, x, EPS)
+    J = G.transpose(0, 1).reshape(G.shape[1], *lo.shape)
+    assert (J >= lo).all() and (J <= up).all()
