@@ -156,28 +156,75 @@ class BatchNorm(Step):
         )
 
 
-class Activation(Step):
-    """Element-wise ``relu`` / ``sigmoid`` / ``tanh`` / ``leaky_relu`` (slope ``alpha``)."""
+#: element-wise functions by ONNX op type, given the node's attributes (ONNX defaults)
+UNARY = {
+    "Relu": lambda x, a: F.relu(x),
+    "Sigmoid": lambda x, a: torch.sigmoid(x),
+    "Tanh": lambda x, a: torch.tanh(x),
+    "LeakyRelu": lambda x, a: F.leaky_relu(x, a.get("alpha", 0.01)),
+    "Neg": lambda x, a: -x,
+    "Abs": lambda x, a: torch.abs(x),
+    "Exp": lambda x, a: torch.exp(x),
+    "Log": lambda x, a: torch.log(x),
+    "Sqrt": lambda x, a: torch.sqrt(x),
+    "Reciprocal": lambda x, a: torch.reciprocal(x),
+    "Sin": lambda x, a: torch.sin(x),
+    "Cos": lambda x, a: torch.cos(x),
+    "Erf": lambda x, a: torch.erf(x),
+    "Atan": lambda x, a: torch.atan(x),
+    "Softplus": lambda x, a: F.softplus(x),
+    "Softsign": lambda x, a: F.softsign(x),
+    "Elu": lambda x, a: F.elu(x, a.get("alpha", 1.0)),
+    "Celu": lambda x, a: F.celu(x, a.get("alpha", 1.0)),
+    "Selu": lambda x, a: a.get("gamma", 1.0507009873554805)
+    * F.elu(x, a.get("alpha", 1.6732632423543772)),
+    "HardSigmoid": lambda x, a: torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1),
+    "HardSwish": lambda x, a: F.hardswish(x),
+    "Mish": lambda x, a: F.mish(x),
+    "Gelu": lambda x, a: F.gelu(x, approximate=a.get("approximate", "none")),
+}
 
-    def __init__(self, node: str, kind: str, alpha: float = 0.01) -> None:
+
+class Activation(Step):
+    """An element-wise function of :data:`UNARY` (``kind``: the ONNX op type) with the
+    node's numeric attributes ``attrs``."""
+
+    def __init__(self, node: str, kind: str, attrs: dict | None = None) -> None:
         super().__init__(node)
-        self.kind, self.alpha = kind, alpha
+        self.kind, self.attrs = kind, dict(attrs or {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "relu":
-            return F.relu(x)
-        if self.kind == "sigmoid":
-            return torch.sigmoid(x)
-        if self.kind == "tanh":
-            return torch.tanh(x)
-        return F.leaky_relu(x, self.alpha)
+        return UNARY[self.kind](x, self.attrs)
 
     def extra_repr(self) -> str:
         return f"node={self.node!r}, kind={self.kind}"
 
 
+class Clip(Step):
+    """``clamp(x, low, high)`` with constant limits (either may be None)."""
+
+    def __init__(self, node: str, low: float | None, high: float | None) -> None:
+        super().__init__(node)
+        self.low, self.high = low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, self.low, self.high)
+
+
+class Softmax(Step):
+    """``softmax`` / ``log_softmax`` over torch dim ``dim`` (never the batch)."""
+
+    def __init__(self, node: str, dim: int, log: bool) -> None:
+        super().__init__(node)
+        self.dim, self.log = dim, log
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (F.log_softmax if self.log else F.softmax)(x, dim=self.dim)
+
+
 class Binary(Step):
-    """``a op b`` for op in add/sub/mul/div; one operand may be the constant ``const``.
+    """``a op b`` for op in add/sub/mul/div/max/min; one operand may be the constant
+    ``const``.
 
     ``const_first`` says whether the constant is the left operand (matters for sub and div).
     """
@@ -199,6 +246,10 @@ class Binary(Step):
             return a - b
         if self.op == "mul":
             return a * b
+        if self.op == "max":
+            return torch.maximum(a, b)
+        if self.op == "min":
+            return torch.minimum(a, b)
         return a / b
 
     def extra_repr(self) -> str:

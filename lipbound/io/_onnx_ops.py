@@ -63,10 +63,50 @@ def _image(cv: _Converter, x: Value, dims: Sequence[int]) -> Dyn:
 
 
 def activation(cv: _Converter, ins, attrs):
-    kind = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyRelu": "leaky_relu"}
     x = ins[0]
-    step = M.Activation(cv.step_name(), kind[cv.node.op_type], float(attrs.get("alpha", 0.01)))
+    numeric = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str))}
+    step = M.Activation(cv.step_name(), cv.node.op_type, numeric)
     return [cv.emit(step, [x], x.shape, x.lead)]
+
+
+def clip(cv: _Converter, ins, attrs):
+    """Clip with constant limits (attributes before opset 11, inputs from 11 on)."""
+    x = ins[0]
+    if cv.opset < 11:
+        low, high = attrs.get("min"), attrs.get("max")
+    else:
+        if any(isinstance(v, Dyn) for v in ins[1:]):
+            cv.unsupported("Clip limits computed from the input")
+        low, high = (None if len(ins) <= i or ins[i] is None
+                     else float(ins[i].array.reshape(-1)[0]) for i in (1, 2))
+    step = M.Clip(cv.step_name(), None if low is None else float(low),
+                  None if high is None else float(high))
+    return [cv.emit(step, [x], x.shape, x.lead)]
+
+
+def softmax(cv: _Converter, ins, attrs):
+    """Softmax / LogSoftmax along ``axis`` (before opset 13 only the last axis, where the
+    old flattening semantics agree)."""
+    x = ins[0]
+    rank = len(x.shape)
+    axis = int(attrs.get("axis", -1 if cv.opset >= 13 else 1)) % rank
+    if cv.opset < 13 and axis != rank - 1:
+        cv.unsupported(f"{cv.node.op_type} over axes {axis}.. (opset {cv.opset}) of a rank "
+                       f"{rank} tensor")
+    if x.lead and axis == 0:
+        cv.unsupported("softmax over the batch axis")
+    dim = axis if x.lead else axis + 1
+    step = M.Softmax(cv.step_name(), dim, cv.node.op_type == "LogSoftmax")
+    return [cv.emit(step, [x], x.shape, x.lead)]
+
+
+def variadic(cv: _Converter, ins, attrs):
+    """Sum / Max / Min of any number of operands (broadcast), as a chain of binary steps."""
+    op = {"Sum": "Add", "Max": "Max", "Min": "Min"}[cv.node.op_type]
+    acc = ins[0]
+    for v in ins[1:]:
+        acc = binary(cv, [acc, v], {}, op)[0]
+    return [acc]
 
 
 def identity(cv: _Converter, ins, attrs):
@@ -78,7 +118,8 @@ def identity(cv: _Converter, ins, attrs):
 
 def binary(cv: _Converter, ins, attrs, op_type: str | None = None):
     op_type = op_type or cv.node.op_type
-    op = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}[op_type]
+    op = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max",
+          "Min": "min"}[op_type]
     shapes = [v.shape if isinstance(v, Dyn) else v.array.shape for v in ins]
     try:
         out = tuple(np.broadcast_shapes(*shapes))
@@ -262,10 +303,13 @@ def batchnorm(cv: _Converter, ins, attrs):
 
 
 HANDLERS = {
-    "Relu": activation,
-    "Sigmoid": activation,
-    "Tanh": activation,
-    "LeakyRelu": activation,
+    **dict.fromkeys(M.UNARY, activation),
+    "Clip": clip,
+    "Softmax": softmax,
+    "LogSoftmax": softmax,
+    "Sum": variadic,
+    "Max": variadic,
+    "Min": variadic,
     "Identity": identity,
     "Dropout": identity,
     "Add": binary,

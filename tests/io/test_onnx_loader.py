@@ -13,6 +13,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+import lipbound  # noqa: E402
 from lipbound.errors import InputError, ShapeError, UnsupportedOperationError  # noqa: E402
 from lipbound.io import SUPPORTED_OPS, load_onnx, onnx_input_shape  # noqa: E402
 
@@ -321,7 +322,7 @@ def _tiny_with(tmp_path, op_type: str, **attrs) -> Path:
     return _save(tmp_path, nodes, [], [1, 4], [1, 4], name=f"{op_type}.onnx")
 
 
-@pytest.mark.parametrize("op_type,attrs", [("Softmax", {"axis": 1}), ("Cos", {})])
+@pytest.mark.parametrize("op_type,attrs", [("Sign", {}), ("ReduceMax", {"keepdims": 0})])
 def test_unsupported_op_is_named(tmp_path, op_type, attrs):
     path = _tiny_with(tmp_path, op_type, **attrs)
     with pytest.raises(UnsupportedOperationError) as info:
@@ -423,3 +424,67 @@ def test_axes_that_are_not_the_batch_axis(tmp_path):
     path = _save(tmp_path, nodes, inits, [4, 3], [5])
     model = _check(path, (4, 3))
     assert model.output_size == 5
+
+
+# ------------------------------------------------------------- element-wise ops (session 14)
+_ELEMENTWISE = [  # (op type, attributes): each on its own branch of a small MLP
+    ("Neg", {}), ("Abs", {}), ("Exp", {}), ("Sin", {}), ("Cos", {}), ("Erf", {}),
+    ("Atan", {}), ("Softplus", {}), ("Softsign", {}), ("Elu", {"alpha": 0.7}),
+    ("Celu", {"alpha": 1.3}), ("Selu", {}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
+    ("HardSwish", {}), ("Mish", {}), ("Sigmoid", {}), ("LeakyRelu", {"alpha": 0.2}),
+]
+
+
+def _elementwise_net(tmp_path, opset=18):
+    """x [1, 4] -> Gemm -> each element-wise op, then Sqrt / Log / Reciprocal of positive
+    values, Clip, Sum / Max / Min of branches, Softmax and LogSoftmax, concatenated."""
+    g = _rng(7)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1)]
+    outs = []
+    for i, (op, attrs) in enumerate(_ELEMENTWISE):
+        nodes.append(helper.make_node(op, ["h"], [f"u{i}"], **attrs))
+        outs.append(f"u{i}")
+    nodes += [
+        helper.make_node("Mul", ["h", "h"], ["sq"]),
+        helper.make_node("Add", ["sq", "one"], ["pos"]),
+        helper.make_node("Sqrt", ["pos"], ["s1"]), helper.make_node("Log", ["pos"], ["s2"]),
+        helper.make_node("Reciprocal", ["pos"], ["s3"]),
+        helper.make_node("Clip", ["h", "lo", "hi"], ["c1"]),
+        helper.make_node("Sum", ["u0", "u1", "u2"], ["v1"]),
+        helper.make_node("Max", ["u3", "u4", "half"], ["v2"]),
+        helper.make_node("Min", ["u5", "u6"], ["v3"]),
+        helper.make_node("Softmax", ["h"], ["p1"], axis=-1),
+        helper.make_node("LogSoftmax", ["h"], ["p2"], axis=1),
+    ]
+    outs += ["s1", "s2", "s3", "c1", "v1", "v2", "v3", "p1", "p2"]
+    nodes.append(helper.make_node("Concat", outs, ["y"], axis=1))
+    inits = [_init("w", f32(g.normal(size=(6, 4)))), _init("b", f32(g.normal(size=6))),
+             _init("one", f32([1.0])), _init("lo", f32(-0.5)), _init("hi", f32(0.7)),
+             _init("half", f32([0.5]))]
+    return _save(tmp_path, nodes, inits, [1, 4], [1, 6 * len(outs)], opset=opset)
+
+
+def test_elementwise_ops_match_onnxruntime_and_bound_soundly(tmp_path):
+    path = _elementwise_net(tmp_path)
+    model = load_onnx(path)
+    assert_matches_ort(path, model, torch.randn(5, *model.input_shape))
+    x = torch.rand(4)
+    lo, up = lipbound.output_bounds(model, x, 0.1)
+    pts = x + 0.1 * (2 * torch.rand(2000, 4, generator=torch.Generator().manual_seed(0)) - 1)
+    pts[:1000] = x + 0.1 * torch.sign(pts[:1000] - x)
+    with torch.no_grad():
+        y = model(pts).double()
+    assert (y >= lo).all() and (y <= up).all()
+
+
+def test_softmax_over_the_batch_axis_and_old_opset_axes_are_refused(tmp_path):
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Softmax", ["r"], ["y"], axis=1)]
+    inits = [_init("shape", np.array([1, 2, 2], dtype=np.int64))]
+    path = _save(tmp_path, nodes, inits, [1, 4], [1, 2, 2], opset=11)
+    with pytest.raises(UnsupportedOperationError, match="opset 11"):
+        load_onnx(path)
+    nodes[1] = helper.make_node("Softmax", ["r"], ["y"], axis=0)
+    path = _save(tmp_path, nodes, inits, [1, 4], [1, 2, 2], opset=13, name="b.onnx")
+    with pytest.raises(UnsupportedOperationError, match="batch axis"):
+        load_onnx(path)
