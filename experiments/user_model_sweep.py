@@ -6,8 +6,8 @@ random weights and one input. For every case it prints the result of ``output_bo
 ``local_lipschitz`` and ``jacobian_bounds`` (eps 0.05): ``ok(<largest upper bound>)`` or the
 exception's type and first line, and at the end how many cases each call refused. Session 7
 ran the first 67 cases to find operators lipbound refused (30 then; after it, the four left
-refuse for a reason); session 14 added the 63 cases from ``hardtanh`` on (22 refused, one
-crashed). The soundness of the ops they found lives in tests/api/test_user_activations.py,
+refuse for a reason); session 14 added the 67 cases from ``hardtanh`` on (the tree before
+it refused or crashed on 30 of them). The soundness of the ops they found lives in tests/api/test_user_activations.py,
 tests/api/test_structured_models.py and tests/api/test_recurrent_and_moves.py.
 
     python experiments/user_model_sweep.py [CASE ...]
@@ -226,6 +226,21 @@ for k in ("RNN", "GRU", "LSTM"):
     cases[f"{k.lower()}_2l_bi"] = (RNN2(k, 2, True).eval(), torch.rand(12))
     cases[f"{k.lower()}_hn"] = (RNN2(k, 2, False, True).eval(), torch.rand(12))
 cases["rnn_relu"] = (RNN2("RNN", 1, use_h=True, nonlinearity="relu").eval(), torch.rand(12))
+
+
+class TimeMajor(nn.Module):
+    """nn.LSTM in its default layout (batch_first=False) on x.transpose(0, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.r, self.h = nn.LSTM(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        out, _ = self.r(x.view(-1, 3, 4).transpose(0, 1))
+        return self.h(out[-1])
+
+
+cases["lstm_time_major"] = (TimeMajor().eval(), torch.rand(12))
 
 cases["mha"] = (MHA().eval(), torch.rand(12))
 cases["embedding_free_transformer"] = (Enc().eval(), torch.rand(12))

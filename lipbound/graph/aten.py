@@ -25,7 +25,7 @@ from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.aten_builder import Builder, Var
 from lipbound.graph.decompose import expand
 from lipbound.ops import registry
-from lipbound.ops.tracing import ATEN, Refused, Stacked, aten_names, where_of
+from lipbound.ops.tracing import ATEN, STACKED, Refused, Stacked, aten_names, where_of
 
 __all__ = ["HANDLERS", "SUPPORTED", "Builder", "convert_node"]
 
@@ -45,6 +45,16 @@ def convert_node(b: Builder, fx: torch.fx.Node) -> None:
                                         hint=refused[0].why)
     if not any(isinstance(a, (Var, Stacked)) for a in flat):
         b.consts[fx.name] = fx.target(*args, **kwargs)
+        return
+    if any(isinstance(a, Stacked) for a in flat):
+        stacked = STACKED.get(str(fx.target))
+        if stacked is None:
+            raise UnsupportedOperationError(str(fx.target), where_of(fx), aten_names(), hint=(
+                "Its input has the batch dimension second (a time-major sequence or an RNN's "
+                "final states); lipbound takes such values only through indexing (h_n[-1], "
+                "out[t]), transposing back to batch-first, sums / means over the first axis "
+                "and recurrent layers."))
+        stacked(b, fx, *_float64(args), **_float64(kwargs))
         return
     handler = ATEN.get(str(fx.target))
     if handler is None and expand(b, fx, args, kwargs, convert_node):

@@ -2,8 +2,9 @@
 time over the sequence into ops that exist: linear maps, sigmoid, tanh, ReLU, slices and
 products of two input-dependent values (McCormick each). An exact rewrite of the layers'
 equations (PyTorch's documented gate order and formulas), any number of layers, either
-direction; ``batch_first=True`` only (the batch dimension must stay first), no LSTM
-projections, initial states constant (zeros by default).
+direction, either layout (``batch_first=True`` on a batch-first input, or the default
+time-major layout on ``x.transpose(0, 1)``), no LSTM projections, initial states constant
+(zeros by default).
 
 - RNN: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``;
 - LSTM: ``i, f, g, o = sig, sig, tanh, sig`` of ``W_ih x + b_ih + W_hh h + b_hh`` (four
@@ -11,9 +12,11 @@ projections, initial states constant (zeros by default).
 - GRU: ``r, z = sig(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})``,
   ``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``, ``h' = n + z (h - n)``.
 
-The call's output sequence is an ordinary value [T, D*H]; its final states ``h_n`` (and
-``c_n``) have the batch second ([layers*D, B, H]), so they are :class:`Stacked` values that
-``h_n[i]`` and ``h_n.squeeze(0)`` unpack (:mod:`lipbound.ops.shape`).
+Values with the batch second (a time-major sequence [T, B, F], a time-major output, the final
+states ``h_n`` / ``c_n`` [layers*D, B, H]) are :class:`Stacked` tuples of per-sample values;
+the converters below take them through indexing (``out[-1]``, ``h_n[-1]``,
+``h_n.squeeze(0)``, ``unbind``), transposing back to batch-first, sums and means over the
+leading axis, copies, and the recurrent layers themselves.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lipbound.ops.tracing import Stacked, Var, converts, unsupported
+from lipbound.ops.tracing import Stacked, Var, converts, converts_stacked, unsupported
 
 _ACT = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -130,22 +133,20 @@ def _initial(fx, hx, index: int) -> Tensor:
 def _recurrent(b, fx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional,
                batch_first):
     kind = str(fx.target).split(".")[1]
-    if not isinstance(x, Var) or any(isinstance(p, Var) for p in params):
-        raise unsupported(fx, "the sequence must depend on the input, the weights must not")
-    if not batch_first:
-        raise unsupported(fx, "recurrent layers need batch_first=True (the batch dimension "
-                              "must stay first)")
+    if any(isinstance(p, (Var, Stacked)) for p in params):
+        raise unsupported(fx, "the weights must not depend on the input")
+    if batch_first != isinstance(x, Var) or not isinstance(x, (Var, Stacked)):
+        raise unsupported(fx, "the sequence must depend on the input, batch-first with "
+                              "batch_first=True or time-major (x.transpose(0, 1)) without")
     dirs = 2 if bidirectional else 1
     per = 4 if has_biases else 2
     if len(params) != num_layers * dirs * per:
         raise unsupported(fx, "LSTM projections (proj_size) are not supported")
     hxs = list(hx) if isinstance(hx, (list, tuple)) else [hx]
     H = params[1].shape[1]
-    T = x.shape[0]
     u = _Unroll(b, fx, kind, H)
-    seq = [u.node("reshape", [u.node("slice", [x], (1, x.shape[1]),
-                                     {"dim": 0, "start": t, "end": t + 1, "step": 1})],
-                  (x.shape[1],), {"shape": (x.shape[1],)}) for t in range(T)]
+    seq = list(_slices(b, fx, x, "x") if batch_first else x.parts)
+    T = len(seq)
     finals: list[list] = [[] for _ in hxs]
     for layer in range(num_layers):
         outs = []
@@ -164,11 +165,96 @@ def _recurrent(b, fx, x, hx, params, has_biases, num_layers, dropout, train, bid
                 finals[j].append(s)
         seq = outs[0] if dirs == 1 else [
             u.node("concat", [f, r], (2 * H,), {"dim": 0}) for f, r in zip(*outs)]
-    rows = [u.node("reshape", [v], (1, v.shape[0]), {"shape": (1, v.shape[0])}) for v in seq]
-    out = b.add(fx, "concat", rows, {"dim": 0}, shape=(T, rows[0].shape[1])) if T > 1 \
-        else b.add(fx, "reshape", [seq[0]], {"shape": (1, seq[0].shape[0])}, shape=(1, H * dirs))
+    out = _stack_batch_first(b, fx, seq) if batch_first else Stacked(tuple(seq))
     b.vars[fx.name] = (out, *(Stacked(tuple(f)) for f in finals))
 
 
-converts("aten.lstm.input", "aten.gru.input", "aten.rnn_tanh.input",
-         "aten.rnn_relu.input")(_recurrent)
+def _stack_batch_first(b, fx, parts: list[Var]) -> Var:
+    """``fx`` stands for the per-sample values ``parts`` stacked along a new first axis."""
+    shape = tuple(parts[0].shape)
+    rows = [b.aux(fx, f"row{i}", "reshape", [v], (1, *shape), {"shape": (1, *shape)})
+            for i, v in enumerate(parts)]
+    if len(rows) == 1:
+        return b.add(fx, "reshape", [parts[0]], {"shape": (1, *shape)}, shape=(1, *shape))
+    return b.add(fx, "concat", rows, {"dim": 0}, shape=(len(rows), *shape))
+
+
+def _slices(b, fx, x: Var, tag: str) -> tuple[Var, ...]:
+    """The per-sample values x[t] of a batch-first x [T, ...] (helpers tagged ``tag``)."""
+    part = x.shape[1:]
+    return tuple(
+        b.aux(fx, f"{tag}{t}", "reshape", [b.aux(fx, f"{tag}s{t}", "slice", [x], (1, *part),
+                                                 {"dim": 0, "start": t, "end": t + 1,
+                                                  "step": 1})], part, {"shape": part})
+        for t in range(x.shape[0]))
+
+
+def time_major(b, fx, x: Var) -> None:
+    """``x.transpose(0, 1)`` of a batch-first x [T, ...]: the Stacked sequence of its steps."""
+    b.vars[fx.name] = Stacked(_slices(b, fx, x, "t"))
+
+
+def _store(b, fx, value) -> None:
+    (b.vars if isinstance(value, (Var, Stacked, tuple)) else b.consts)[fx.name] = value
+
+
+@converts_stacked("aten.select.int")
+def _select(b, fx, x, dim, index):
+    if dim != 0:
+        raise unsupported(fx, "a value with the batch second can only be indexed on axis 0")
+    _store(b, fx, x.parts[index])
+
+
+@converts_stacked("aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default")
+def _squeeze(b, fx, x, dim=None):
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    if len(x.parts) != 1 or dims not in ([0], [None]):
+        raise unsupported(fx, "only squeezing a leading axis of size 1 (h_n.squeeze(0))")
+    _store(b, fx, x.parts[0])
+
+
+@converts_stacked("aten.unbind.int")
+def _unbind(b, fx, x, dim=0):
+    if dim != 0:
+        raise unsupported(fx, "a value with the batch second can only be unbound on axis 0")
+    b.vars[fx.name] = tuple(x.parts)
+
+
+@converts_stacked("aten.transpose.int", "aten.permute.default")
+def _batch_first(b, fx, x, *dims):
+    """Back to batch-first: ``transpose(0, 1)`` / ``permute(1, 0, ...)``."""
+    order = list(dims[0]) if str(fx.target) == "aten.permute.default" else None
+    if order is None:
+        nd = len(x.parts[0].shape) + 2
+        pair = sorted(d % nd for d in dims)
+        ok = pair == [0, 1]
+    else:
+        nd = len(order)
+        order = [d % nd for d in order]
+        ok = order[:2] == [1, 0] and order[2:] == list(range(2, nd))
+    if not ok or not all(isinstance(v, Var) for v in x.parts):
+        raise unsupported(fx, "only swapping the first two axes back to batch-first")
+    _stack_batch_first(b, fx, list(x.parts))
+
+
+@converts_stacked("aten.sum.dim_IntList", "aten.mean.dim")
+def _over_time(b, fx, x, dims, keepdim=False, dtype=None):
+    """The sum or mean over the leading axis (pooling over time)."""
+    if list(dims) not in ([0], [-len(x.parts[0].shape) - 2]) or keepdim:
+        raise unsupported(fx, "only a sum or mean over the first axis, without keepdim")
+    if not all(isinstance(v, Var) for v in x.parts):
+        raise unsupported(fx, "a sum over constant steps")
+    w = 1.0 / len(x.parts) if str(fx.target) == "aten.mean.dim" else 1.0
+    b.add(fx, "add", list(x.parts), {"coeffs": (w,) * len(x.parts)},
+          shape=tuple(x.parts[0].shape))
+
+
+@converts_stacked("aten.clone.default", "aten.contiguous.default", "aten.alias.default",
+                  "aten.detach.default", "aten.dropout.default")
+def _same(b, fx, x, *args, **kwargs):
+    b.vars[fx.name] = x
+
+
+_RNN_CALLS = ("aten.lstm.input", "aten.gru.input", "aten.rnn_tanh.input", "aten.rnn_relu.input")
+converts(*_RNN_CALLS)(_recurrent)
+converts_stacked(*_RNN_CALLS)(_recurrent)

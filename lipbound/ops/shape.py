@@ -17,7 +17,6 @@ from lipbound.ops.base import LinearOp, Params
 from lipbound.ops.facts import COPY, FLATTEN, SAME, SLIDING, NormFact, WindowMap
 from lipbound.ops.registry import register
 from lipbound.ops.tracing import (
-    Stacked,
     Var,
     converts,
     per_sample_shape,
@@ -230,8 +229,6 @@ for _op in (Reshape(), Permute(), Pad(), AvgPool(), Slice(), Concat(), Identity(
     "aten.squeeze.dims",
 )
 def _reshape(b, fx, x, *_, **__):
-    if isinstance(x, Stacked):  # h_n.squeeze(0) of a one-layer RNN
-        return _unstack(b, fx, x, 0)
     shape = per_sample_shape(fx)
     if shape == x.shape:
         return b.alias(fx, x)
@@ -259,6 +256,10 @@ def _dropout(b, fx, x, p=0.5, train=False):
 def _permute(b, fx, x, dims):
     nd = len(x.shape) + 1
     dims = [d % nd for d in dims]
+    if dims[:2] == [1, 0] and dims[2:] == sorted(dims[2:]):  # x.transpose(0, 1): time-major
+        from lipbound.ops.recurrent import time_major
+
+        return time_major(b, fx, x)
     if dims[0] != 0:
         raise unsupported(fx, "permutations that move the batch dimension are not supported")
     b.add(fx, "permute", [x], {"dims": tuple(d - 1 for d in dims[1:])})
@@ -329,10 +330,6 @@ def _slice(b, fx, x, dim=0, start=None, end=None, step=1):
 def _select(b, fx, x, dim, index):
     """``x.select(dim, index)`` (``x[:, i]``): a slice of length one, then a reshape that
     drops the dimension."""
-    if isinstance(x, Stacked):  # h_n[-1]: the last layer's final state
-        if dim != 0:
-            raise unsupported(fx, "an RNN's final states can only be indexed by layer")
-        return _unstack(b, fx, x, index)
     nd = len(x.shape) + 1
     dim = dim % nd
     if dim == 0:
@@ -343,17 +340,6 @@ def _select(b, fx, x, dim, index):
     s = b.aux(fx, "slice", "slice", [x], tuple(part),
               {"dim": dim - 1, "start": index, "end": index + 1, "step": 1})
     b.add(fx, "reshape", [s], {"shape": per_sample_shape(fx)})
-
-
-def _unstack(b, fx, x: Stacked, index: int) -> None:
-    """``fx`` stands for part ``index`` of a :class:`Stacked` value (one of its layers)."""
-    if len(x.parts) != 1 and str(fx.target) != "aten.select.int":
-        raise unsupported(fx, "reshape an RNN's final states by indexing a layer (h_n[-1])")
-    part = x.parts[index]
-    if isinstance(part, Var):
-        b.alias(fx, part)
-    else:
-        b.consts[fx.name] = part
 
 
 @converts("aten.pad.default")

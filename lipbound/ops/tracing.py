@@ -69,10 +69,28 @@ class Var:
 @dataclass(frozen=True)
 class Stacked:
     """Input-dependent per-sample values stacked along a leading dimension ahead of the batch
-    (an RNN's final states [layers*D, B, H]): ``parts[i]`` is the value at index i (a Var or
-    a constant); ``select`` / ``squeeze`` of that dimension unpack it."""
+    (a time-major sequence [T, B, ...], an RNN's final states [layers*D, B, H]): ``parts[i]``
+    is the value at index i (a Var or a constant). Only the calls in :data:`STACKED` take
+    one (indexing, transposing back, sums over the leading dimension, recurrent layers)."""
 
     parts: tuple
+
+
+#: ATen overload -> converter of calls that read a :class:`Stacked` value
+STACKED: dict[str, Callable[..., Any]] = {}
+
+
+def converts_stacked(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the converter of ATen overloads ``names`` when an argument is Stacked."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in names:
+            if name in STACKED:
+                raise ValueError(f"duplicate ATen overload {name!r}")
+            STACKED[name] = fn
+        return fn
+
+    return register
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Ordinary user models that lipbound refused until session 14, bound end to end.
 
 Recurrent layers (nn.RNN tanh / ReLU, nn.LSTM, nn.GRU: several layers, bidirectional, the
-output sequence or the final states), data movement by index (roll, repeat, tile,
-repeat_interleave, gather / indexing / index_select with constant indices, Tensor.unfold,
-nn.Unfold, nn.ChannelShuffle, diagonal, movedim), composites expanded through torch's
-decompositions (stack, addcmul, outer, cosine_similarity), cumsum, prod, clamp with tensor
-limits, constant padding with a value, Conv3d, sort / topk values (GroupSort, MaxMin),
-where / masked_fill with a constant mask, LocalResponseNorm (3-d average pooling) and
-per-sample scalars (``x[:, 0] * x[:, 1]``,
+output sequence or the final states, batch-first or in the default time-major layout), data
+movement by index (roll, repeat, tile, repeat_interleave, gather / indexing / index_select
+with constant indices, Tensor.unfold, nn.Unfold, nn.ChannelShuffle, diagonal, movedim),
+composites expanded through torch's decompositions (stack, addcmul, outer,
+cosine_similarity), cumsum, prod, clamp with tensor limits, constant padding with a value,
+Conv3d, sort / topk values (GroupSort, MaxMin), where / masked_fill with a constant mask,
+LocalResponseNorm (3-d average pooling) and per-sample scalars (``x[:, 0] * x[:, 1]``,
 ``h.sum(1)``). For each model: the traced graph evaluates to the model's own outputs,
 ``output_bounds`` (ibp, crown, alpha-crown) contain the outputs at sampled points of the ball
 (float64 and the model's float32 forward), ``local_lipschitz`` is at least the sampled
@@ -148,6 +148,28 @@ def _cnn3d():
                          nn.Flatten(), nn.Linear(2 * 4 * 4 * 4, 3))
 
 
+class TimeMajor(nn.Module):
+    """nn.LSTM / GRU / RNN in their default time-major layout (``batch_first=False``) on
+    ``x.transpose(0, 1)``; the head reads the last step, the mean over time, the output
+    transposed back to batch-first, or the final state."""
+
+    def __init__(self, kind="LSTM", read="last", **kw):
+        super().__init__()
+        self.rnn, self.read = getattr(nn, kind)(4, 5, **kw), read
+        d = 2 if kw.get("bidirectional") else 1
+        self.head = nn.Linear(5 * d * (3 if read == "batch_first" else 1), 3)
+
+    def forward(self, x):
+        out, h = self.rnn(torch.tanh(x.view(-1, 3, 4)).transpose(0, 1))
+        if self.read == "last":
+            return self.head(out[-1])
+        if self.read == "mean":
+            return self.head(out.mean(0))
+        if self.read == "batch_first":
+            return self.head(out.transpose(0, 1).contiguous().flatten(1))
+        return self.head((h[0] if isinstance(h, tuple) else h)[-1])
+
+
 def _models():
     torch.manual_seed(0)
     return {
@@ -158,6 +180,10 @@ def _models():
         "rnn_tanh_2l": (Recurrent("RNN", 2), (12,)),
         "rnn_relu_final": (Recurrent("RNN", 1, final=True, nonlinearity="relu"), (12,)),
         "lstm_h0": (Recurrent("LSTM", 1, h0=True), (12,)),
+        "tm_lstm_last": (TimeMajor("LSTM"), (12,)),
+        "tm_gru_mean_2l": (TimeMajor("GRU", "mean", num_layers=2), (12,)),
+        "tm_rnn_bi_batch_first": (TimeMajor("RNN", "batch_first", bidirectional=True), (12,)),
+        "tm_lstm_final": (TimeMajor("LSTM", "final"), (12,)),
         "moves": (Moves(), (6,)), "sorts": (Sorts(), (6,)), "masked": (Masked(), (6,)),
         "cnn_lrn": (_cnn_lrn(), (1, 8, 8)), "composites": (Composites(), (6,)),
         "cnn_unfold_shuffle": (_cnn(), (1, 8, 8)), "cnn3d": (_cnn3d(), (1, 4, 4, 4)),
@@ -165,7 +191,8 @@ def _models():
 
 
 MODELS = {k: (m.eval(), s) for k, (m, s) in _models().items()}
-SLOW = {"lstm_2l_bi_final", "gru_2l_final_h0"}  # 15-25 s each; the others cover their parts
+SLOW = {"lstm_2l_bi_final", "gru_2l_final_h0", "tm_gru_mean_2l", "gru_bi", "tm_lstm_final",
+        "lstm_h0"}  # 5-25 s each; the others cover their parts (graph = model: all)
 
 
 def _params():
@@ -195,32 +222,33 @@ def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
     assert_gradients_inside(model, x_of(shape))
 
 
-class _SeqFirst(nn.Module):
-    def __init__(self, **kw):
+class _Refused(nn.Module):
+    def __init__(self, case):
         super().__init__()
-        self.rnn = nn.LSTM(4, 5, **kw)
-        self.head = nn.Linear(kw.get("proj_size") or 5, 3)
+        self.case = case
+        self.rnn = nn.LSTM(4, 5, proj_size=2 if case == "proj" else 0,
+                           batch_first=case in ("layout", "h0"))
+        self.head = nn.Linear(2 if case == "proj" else 5, 3)
 
     def forward(self, x):
-        h = torch.tanh(x.view(-1, 3, 4))
-        if not self.rnn.batch_first:
-            h = h.transpose(0, 1)
-        out, _ = self.rnn(h, self._state(h))
-        return self.head(out[:, -1] if self.rnn.batch_first else out[-1])
+        seq = torch.tanh(x.view(-1, 3, 4))
+        if self.case == "layout":  # batch_first=True fed a time-major sequence
+            return self.head(self.rnn(seq.transpose(0, 1))[0][-1])
+        if self.case == "h0":  # an initial state computed from the input
+            s = seq[:, 0].sum(1).view(1, -1, 1).expand(1, -1, 5).contiguous()
+            return self.head(self.rnn(seq, (s, torch.zeros_like(s)))[0][:, -1])
+        out = self.rnn(seq.transpose(0, 1))[0]
+        if self.case == "proj":
+            return self.head(out[-1])
+        return self.head(torch.relu(out)[-1])  # an op on a time-major value
 
-    def _state(self, h):
-        if self.rnn.batch_first and self.rnn.proj_size == 0:  # initial state from the input
-            s = h[:, 0].sum(1).view(1, -1, 1).expand(1, -1, 5).contiguous()
-            return s, torch.zeros_like(s)
-        return None
 
-
-@pytest.mark.parametrize("kw, why", [
-    ({}, "batch dimension"),  # sequence-first layout: the batch is not the first dimension
-    ({"batch_first": True}, "batch dimension"),  # an initial state computed from the input
-    ({"batch_first": True, "proj_size": 2}, "proj_size"),
+@pytest.mark.parametrize("case, why", [
+    ("layout", "batch-first with batch_first=True"),
+    ("h0", "batch dimension"),
+    ("proj", "proj_size"),
+    ("op_on_time_major", "batch dimension second"),
 ])
-def test_unsupported_recurrent_variants_are_refused(kw, why):
-    model = _SeqFirst(**kw).eval()
+def test_unsupported_recurrent_variants_are_refused(case, why):
     with pytest.raises(UnsupportedOperationError, match=why):
-        lipbound.output_bounds(model, torch.rand(12), 0.01)
+        lipbound.output_bounds(_Refused(case).eval(), torch.rand(12), 0.01)
