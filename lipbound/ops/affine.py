@@ -38,14 +38,16 @@ def _has_bias(params: Params) -> int:
 
 
 class LinearLayer(LinearOp):
-    """y = x W^T + b on the last dimension; params ``weight`` [out, in], ``bias`` [out] or None."""
+    """y = x W^T + b on the last dimension; params ``weight`` [out, in], ``bias`` [out] or None,
+    optional ``extra_ops``: further roundings of the model's own computation that the node
+    stands for (an RNN's gates sum two products and two biases: 2)."""
 
     kind = "linear"
     exact_sums = True
     matmul_like = True
 
     def rounded_ops(self, params: Params, in_shapes: Sequence[tuple[int, ...]]) -> int:
-        return params["weight"].shape[1] + _has_bias(params)
+        return params["weight"].shape[1] + _has_bias(params) + int(params.get("extra_ops", 0))
 
     def apply_linear(self, params: Params, x: Tensor, absolute: bool = False) -> Tensor:
         return F.linear(x, _maybe_abs(params["weight"], absolute))

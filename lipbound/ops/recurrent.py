@@ -41,8 +41,17 @@ class _Unroll:
         self.count += 1
         return self.b.aux(self.fx, f"r{self.count}", op, inputs, shape, params)
 
-    def linear(self, x: Var, w: Tensor, bias: Tensor | None) -> Var:
-        return self.node("linear", [x], (w.shape[0],), {"weight": w, "bias": bias})
+    def linear(self, x: Var, w: Tensor, bias: Tensor | None, extra_ops: int = 0) -> Var:
+        params = {"weight": w, "bias": bias}
+        if extra_ops:
+            params["extra_ops"] = extra_ops
+        return self.node("linear", [x], (w.shape[0],), params)
+
+    def constant(self, value: Tensor, like: Var) -> Var:
+        """A node whose value is the constant ``value`` (0 x + value), so that products
+        with it round as the model's own (a nonzero initial state)."""
+        w = torch.zeros(value.shape[0], like.shape[0], dtype=torch.float64)
+        return self.linear(like, w, value)
 
     def part(self, v: Var, k: int) -> Var:
         H = self.H
@@ -76,12 +85,13 @@ class _Unroll:
         return self.node("add", [a, c], a.shape, {"coeffs": (1.0, sign)})
 
     def gates(self, x: Var, h, w_ih, w_hh, b_ih, b_hh) -> Var:
-        """``W_ih x + b_ih + W_hh h + b_hh`` (one Linear on [x, h] when h depends on x)."""
+        """``W_ih x + b_ih + W_hh h + b_hh``: one Linear on [x, h] (on x alone when h is 0);
+        its rounding allowance counts the model's two products and two bias additions."""
         bias = _sum_bias(b_ih, b_hh, w_ih.shape[0])
-        if isinstance(h, Tensor):
-            return self.linear(x, w_ih, bias + w_hh @ h)
+        if isinstance(h, Tensor):  # a zero initial state (nonzero ones are nodes)
+            return self.linear(x, w_ih, bias, extra_ops=2)
         xh = self.node("concat", [x, h], (x.shape[0] + h.shape[0],), {"dim": 0})
-        return self.linear(xh, torch.cat([w_ih, w_hh], 1), bias)
+        return self.linear(xh, torch.cat([w_ih, w_hh], 1), bias, extra_ops=2)
 
     def step(self, x: Var, state, weights):
         """One time step: the new state (h, or (h, c) for an LSTM)."""
@@ -100,8 +110,8 @@ class _Unroll:
     def _gru(self, x, h, w_ih, w_hh, b_ih, b_hh):
         H = self.H
         gi = self.linear(x, w_ih, b_ih)
-        gh = (w_hh @ h + (0 if b_hh is None else b_hh)) if isinstance(h, Tensor) \
-            else self.linear(h, w_hh, b_hh)
+        gh = (torch.zeros(w_hh.shape[0], dtype=torch.float64) if b_hh is None else b_hh) \
+            if isinstance(h, Tensor) else self.linear(h, w_hh, b_hh)  # h: a zero state
 
         def chunk(v, k):
             return v[k * H:(k + 1) * H] if isinstance(v, Tensor) else self.part(v, k)
@@ -155,6 +165,8 @@ def _recurrent(b, fx, x, hx, params, has_biases, num_layers, dropout, train, bid
             w = params[k * per:(k + 1) * per]
             weights = (w[0], w[1], w[2] if has_biases else None, w[3] if has_biases else None)
             state = tuple(_initial(fx, h, k) for h in hxs)
+            if state[0].any():  # h0 != 0: a node, so that W_hh h0 rounds as the model's
+                state = (u.constant(state[0], seq[0]), *state[1:])
             state = state if kind == "lstm" else state[0]
             hs = []
             for t in (range(T - 1, -1, -1) if d else range(T)):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lipbound.autodiff import vjp
+from lipbound.bounds.rounding import Precision
 from lipbound.ops.base import LinearOp, Params
 from lipbound.ops.facts import COPY, FLATTEN, SAME, SLIDING, NormFact, WindowMap
 from lipbound.ops.registry import register
@@ -100,6 +101,13 @@ class Pad(CopyOp):
 
     def offset(self, params: Params) -> Tensor | None:
         return params.get("fill")
+
+    def float_error(self, params: Params, errs: Sequence[Tensor], mags: Sequence[Tensor],
+                    prec: Precision) -> Tensor:
+        """Copies are exact; the fill value is the model's constant rounded to its dtype."""
+        e = super().float_error(params, errs, mags, prec)
+        fill = params.get("fill")
+        return e if fill is None else e + prec.u * fill.abs().to(e.dtype)
 
 
 class AvgPool(LinearOp):

@@ -98,7 +98,7 @@ class Composites(nn.Module):
                  torch.einsum("bi,bj->bij", a, b).flatten(1),
                  F.cosine_similarity(a + 2, b + 2).unsqueeze(1), torch.cumsum(t, 1),
                  torch.prod(t.view(-1, 4, 2) + 1, 2), torch.clamp(h, min=self.lo, max=self.lo + 1),
-                 F.pad(t, (1, 1), value=0.5), scalars]
+                 F.pad(t, (1, 1), value=0.1), scalars]
         return self.head(torch.cat(parts, 1))
 
 
@@ -252,3 +252,38 @@ class _Refused(nn.Module):
 def test_unsupported_recurrent_variants_are_refused(case, why):
     with pytest.raises(UnsupportedOperationError, match=why):
         lipbound.output_bounds(_Refused(case).eval(), torch.rand(12), 0.01)
+
+
+@pytest.mark.parametrize("name", ["lstm_h0", "gru_2l_final_h0", "tm_lstm_last", "rnn_tanh_2l",
+                                  "composites", "sorts", "masked"])
+def test_point_bounds_contain_the_models_own_float32_forward(name):
+    """At eps = 0 the bounds are the model's value widened only by the rounding allowance:
+    the float32 forward (RNN gates summed by torch's kernels, a float32 fill constant) must
+    lie inside, with no tolerance."""
+    model, shape = MODELS[name]
+    for seed in range(5):
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+        lo, up = lipbound.output_bounds(model, x, 0.0)
+        with torch.no_grad():
+            y = model(x[None])[0].double()
+        assert (y >= lo).all() and (y <= up).all(), (lo - y, y - up)
+
+
+class _PadPoint(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return F.pad(self.fc(x), (1, 2), value=0.1)
+
+
+def test_padding_fill_is_the_models_rounded_constant():
+    """F.pad(value=0.1) on a float32 model fills with float32(0.1) != 0.1: the output bounds
+    at a point must contain that value (the fill's rounding is part of the allowance)."""
+    model = _PadPoint().eval()
+    x = torch.rand(3)
+    lo, up = lipbound.output_bounds(model, x, 0.0)
+    with torch.no_grad():
+        y = model(x[None])[0].double()
+    assert y[0] != 0.1 and (y >= lo).all() and (y <= up).all()
