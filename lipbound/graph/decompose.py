@@ -31,8 +31,7 @@ DECOMPOSED = frozenset({
     "aten.column_stack.default", "aten.addcmul.default", "aten.addcdiv.default",
     "aten.outer.default", "aten.addr.default", "aten.mv.default", "aten.addmv.default",
     "aten.dot.default", "aten.baddbmm.default", "aten.cosine_similarity.default",
-    "aten.pairwise_distance.default", "aten.lerp.Scalar", "aten.std_mean.correction",
-    "aten.var_mean.correction", "aten.squeeze.default",
+    "aten.squeeze.default",
 })
 
 
