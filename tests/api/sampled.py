@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 import lipbound
@@ -56,3 +57,21 @@ def assert_gradients_inside(model, x, n=300):
     lo, up = lipbound.jacobian_bounds(model, x, EPS)
     J = G.transpose(0, 1).reshape(G.shape[1], *lo.shape)
     assert (J >= lo).all() and (J <= up).all()
+
+
+def model_tests(models: dict, slow: set):
+    """The two sampled-soundness tests over ``models`` (name -> (model, input shape)), those
+    in ``slow`` marked slow; a test module binds them to ``test_...`` names."""
+    names = [pytest.param(k, marks=pytest.mark.slow) if k in slow else k for k in sorted(models)]
+
+    @pytest.mark.parametrize("name", names)
+    def outputs(name):
+        model, shape = models[name]
+        assert_outputs_inside(model, x_of(shape))
+
+    @pytest.mark.parametrize("name", names)
+    def gradients_(name):
+        model, shape = models[name]
+        assert_gradients_inside(model, x_of(shape))
+
+    return outputs, gradients_

@@ -27,7 +27,7 @@ from torch import nn
 import lipbound
 from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.trace import trace
-from tests.api.sampled import assert_gradients_inside, assert_outputs_inside, ball_points, x_of
+from tests.api.sampled import ball_points, model_tests, x_of
 from tests.conftest import evaluate_graph
 
 
@@ -195,8 +195,8 @@ SLOW = {"lstm_2l_bi_final", "gru_2l_final_h0", "tm_gru_mean_2l", "gru_bi", "tm_l
         "lstm_h0"}  # 5-25 s each; the others cover their parts (graph = model: all)
 
 
-def _params():
-    return [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in sorted(MODELS)]
+test_output_bounds_contain_samples, test_lipschitz_and_jacobian_bounds_contain_sampled_gradients = (
+    model_tests(MODELS, SLOW))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -208,18 +208,6 @@ def test_traced_graph_reproduces_the_model(name):
     out = evaluate_graph(graph, pts)[graph.output]
     with torch.no_grad():
         assert torch.allclose(out, model64(pts), rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", _params())
-def test_output_bounds_contain_samples(name):
-    model, shape = MODELS[name]
-    assert_outputs_inside(model, x_of(shape))
-
-
-@pytest.mark.parametrize("name", _params())
-def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
-    model, shape = MODELS[name]
-    assert_gradients_inside(model, x_of(shape))
 
 
 class _Refused(nn.Module):

@@ -22,7 +22,7 @@ from torch import nn
 import lipbound
 from lipbound.errors import UnsupportedOperationError
 from lipbound.ops.attention import _mha_forward
-from tests.api.sampled import assert_gradients_inside, assert_outputs_inside, x_of
+from tests.api.sampled import model_tests
 
 
 class MHAModel(nn.Module):
@@ -106,20 +106,8 @@ MODELS = {k: (m.eval(), s) for k, (m, s) in _models().items()}
 SLOW = {"encoder", "encoder_prenorm", "mha_causal"}
 
 
-def _params():
-    return [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in sorted(MODELS)]
-
-
-@pytest.mark.parametrize("name", _params())
-def test_output_bounds_contain_samples(name):
-    model, shape = MODELS[name]
-    assert_outputs_inside(model, x_of(shape))
-
-
-@pytest.mark.parametrize("name", _params())
-def test_lipschitz_and_jacobian_bounds_contain_sampled_gradients(name):
-    model, shape = MODELS[name]
-    assert_gradients_inside(model, x_of(shape))
+test_output_bounds_contain_samples, test_lipschitz_and_jacobian_bounds_contain_sampled_gradients = (
+    model_tests(MODELS, SLOW))
 
 
 _CONFIGS = [  # (heads, kdim, need_weights, average, mask kind, bias)
