@@ -6,8 +6,8 @@ random weights and one input. For every case it prints the result of ``output_bo
 ``local_lipschitz`` and ``jacobian_bounds`` (eps 0.05): ``ok(<largest upper bound>)`` or the
 exception's type and first line, and at the end how many cases each call refused. Session 7
 ran the first 67 cases to find operators lipbound refused (30 then; after it, the four left
-refuse for a reason); session 14 added the 67 cases from ``hardtanh`` on (the tree before
-it refused or crashed on 30 of them). The soundness of the ops they found lives in tests/api/test_user_activations.py,
+refuse for a reason); session 14 added the 68 cases from ``hardtanh`` on (the tree before
+it refused or crashed on 31 of them). The soundness of the ops they found lives in tests/api/test_user_activations.py,
 tests/api/test_structured_models.py and tests/api/test_recurrent_and_moves.py.
 
     python experiments/user_model_sweep.py [CASE ...]
@@ -241,6 +241,7 @@ class TimeMajor(nn.Module):
 
 
 cases["lstm_time_major"] = (TimeMajor().eval(), torch.rand(12))
+cases["zeros_like"] = (seq(nn.Linear(D, 8), Lambda(lambda h: torch.cat([h, torch.zeros_like(h) + 1], 1)), nn.Linear(16, 3)), torch.rand(D))
 
 cases["mha"] = (MHA().eval(), torch.rand(12))
 cases["embedding_free_transformer"] = (Enc().eval(), torch.rand(12))

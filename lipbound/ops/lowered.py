@@ -28,7 +28,9 @@ kernel's where noted).
   einsum's rounding fact allows);
 - ``prod`` over a dim: a chain of products of two values (McCormick each; a product of n
   factors rounds n - 1 times in any order, each product node's fact covers its own);
-- ``where`` / ``masked_fill`` with a constant condition: ``b + m (a - b)`` with the 0/1 mask.
+- ``where`` / ``masked_fill`` with a constant condition: ``b + m (a - b)`` with the 0/1 mask;
+- ``zeros_like`` / ``ones_like`` / ``full_like`` / ``new_zeros`` / ``new_ones`` / ``new_full``
+  of an input-dependent tensor: constants (they read only its shape).
 """
 
 from __future__ import annotations
@@ -322,3 +324,19 @@ def _where(b, fx, *args):
     k = as_per_sample(a, fx, len(shape)).to(torch.float64)
     other = broadcast(b, fx, other, shape, "b")
     return b.add(fx, "scale_shift", [other], {"scale": 1 - m, "shift": m * k})
+
+
+@converts("aten.zeros_like.default", "aten.ones_like.default", "aten.full_like.default",
+          "aten.new_zeros.default", "aten.new_ones.default", "aten.new_full.default")
+def _filled(b, fx, x, *args, **kwargs):
+    """A tensor of one value shaped after an input-dependent one (``torch.zeros_like(h)``,
+    ``h.new_full(size, v)``): a constant, whatever the input. A leading axis of the traced
+    batch size is kept as a batch of one (the value is the same for every sample)."""
+    kind = str(fx.target).split(".")[1]
+    value = {"zeros_like": 0.0, "ones_like": 1.0, "new_zeros": 0.0, "new_ones": 1.0}.get(kind)
+    if value is None:  # full_like(x, v) / new_full(x, size, v)
+        value = kwargs.get("fill_value", args[0] if kind == "full_like" else args[1])
+    shape = tuple(fx.meta["val"].shape)
+    if shape and shape[0] == 2:
+        shape = (1, *shape[1:])
+    b.consts[fx.name] = torch.full(shape, float(value), dtype=torch.float64)

@@ -133,6 +133,21 @@ class Masked(nn.Module):
                                     h.masked_fill(~self.mask, -1.0)], 1))
 
 
+class Filled(nn.Module):
+    """Constants shaped after activations: zeros_like, ones_like, full_like, new_zeros."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.head = nn.Linear(26, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        return self.head(torch.cat([h + torch.ones_like(h), torch.zeros_like(h),
+                                    h * torch.full_like(h, 2.0),
+                                    h.new_zeros(h.shape[0], 2) + 1], 1))
+
+
 def _cnn_lrn():
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.LocalResponseNorm(2), nn.ReLU(),
                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 3))
@@ -185,6 +200,7 @@ def _models():
         "tm_rnn_bi_batch_first": (TimeMajor("RNN", "batch_first", bidirectional=True), (12,)),
         "tm_lstm_final": (TimeMajor("LSTM", "final"), (12,)),
         "moves": (Moves(), (6,)), "sorts": (Sorts(), (6,)), "masked": (Masked(), (6,)),
+        "filled": (Filled(), (6,)),
         "cnn_lrn": (_cnn_lrn(), (1, 8, 8)), "composites": (Composites(), (6,)),
         "cnn_unfold_shuffle": (_cnn(), (1, 8, 8)), "cnn3d": (_cnn3d(), (1, 4, 4, 4)),
     }
