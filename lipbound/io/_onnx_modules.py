@@ -281,6 +281,33 @@ class Permute(Step):
         return x.permute(self.perm)
 
 
+class Slice(Step):
+    """``x[:, s_1, s_2, ...]``: per torch dim a (start, end, step) with step > 0, or None."""
+
+    def __init__(self, node: str, slices: tuple) -> None:
+        super().__init__(node)
+        self.slices = slices
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = tuple(slice(None) if s is None else slice(*s) for s in self.slices)
+        return x[idx]
+
+
+class Gather(Step):
+    """Elements of torch dim ``dim`` at the constant ``index`` (any shape, which replaces
+    that dim)."""
+
+    def __init__(self, node: str, dim: int, index: torch.Tensor) -> None:
+        super().__init__(node)
+        self.dim = dim
+        self.register_buffer("index", index.reshape(-1).long())
+        self.shape = tuple(index.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.index_select(self.dim, self.index)
+        return y.reshape(*x.shape[:self.dim], *self.shape, *x.shape[self.dim + 1:])
+
+
 class Concat(Step):
     def __init__(self, node: str, dim: int) -> None:
         super().__init__(node)

@@ -18,7 +18,16 @@ import numpy as np
 from lipbound.errors import InputError
 from lipbound.io import _onnx_modules as M
 from lipbound.io._onnx_graph import Const, Dyn, Value
-from lipbound.io._onnx_shape_ops import concat, flatten, reshape, squeeze, transpose, unsqueeze
+from lipbound.io._onnx_shape_ops import (
+    concat,
+    flatten,
+    gather,
+    reshape,
+    slice_,
+    squeeze,
+    transpose,
+    unsqueeze,
+)
 
 if TYPE_CHECKING:
     from lipbound.io.onnx_loader import _Converter
@@ -330,6 +339,8 @@ HANDLERS = {
     "Unsqueeze": unsqueeze,
     "Transpose": transpose,
     "Concat": concat,
+    "Slice": slice_,
+    "Gather": gather,
 }
 
 #: ONNX op types :func:`load_onnx` converts on tensors computed from the input. ``Constant`` and

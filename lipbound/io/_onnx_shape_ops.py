@@ -1,6 +1,7 @@
 """Per-op converters of :func:`lipbound.io.load_onnx` that only move elements around.
 
-Flatten, Reshape, Squeeze, Unsqueeze, Transpose and Concat: each keeps every sample's values and
+Flatten, Reshape, Squeeze, Unsqueeze, Transpose, Concat, Slice and Gather (constant
+indices): each keeps every sample's values and
 changes their ONNX shape (a per-sample reshape, permutation or concatenation); the batch layout
 rules are those of :mod:`lipbound.io.onnx_loader`. Same calling convention as
 :mod:`lipbound.io._onnx_ops`, whose table lists these converters too.
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
 
 from lipbound.errors import InputError
 from lipbound.io import _onnx_modules as M
@@ -98,3 +102,58 @@ def concat(cv: _Converter, ins, attrs):
     out_shape = list(xs[0].shape)
     out_shape[axis] = sum(v.shape[axis] for v in xs)
     return [cv.emit(M.Concat(cv.step_name(), dim), xs, tuple(out_shape), lead)]
+
+
+def _consts(cv: _Converter, ins, first: int, what: str) -> list:
+    """Optional constant int inputs ``ins[first:]`` as lists (None where omitted)."""
+    out = []
+    for v in ins[first:]:
+        if v is not None and not isinstance(v, Const):
+            cv.unsupported(f"{what} must be constants")
+        out.append(None if v is None else [int(a) for a in v.array.reshape(-1)])
+    return out
+
+
+def slice_(cv: _Converter, ins, attrs):
+    """Slice with constant starts / ends / axes / steps (positive steps)."""
+    x = ins[0]
+    rank = len(x.shape)
+    if cv.opset < 10:
+        starts, ends = list(attrs["starts"]), list(attrs["ends"])
+        axes, steps = list(attrs.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        starts, ends, axes, steps = (_consts(cv, ins, 1, "Slice bounds") + [None, None])[:4]
+        axes = axes if axes is not None else list(range(len(starts)))
+        steps = steps if steps is not None else [1] * len(starts)
+    per = [None] * rank
+    out = list(x.shape)
+    for a, b, e, st in zip(axes, starts, ends, steps):
+        a = a % rank
+        if st <= 0:
+            cv.unsupported("Slice with a non-positive step")
+        rng = range(*slice(b, e, st).indices(x.shape[a]))
+        per[a], out[a] = (rng.start, rng.stop, rng.step), len(rng)
+    if out == list(x.shape):
+        return [x]
+    lead = rank >= 2 and x.shape[0] == 1 and per[0] is None
+    x = cv.layout(x, lead)
+    torch_slices = tuple(per[1:]) if lead else tuple(per)
+    step = M.Slice(cv.step_name(), (None, *torch_slices))
+    return [cv.emit(step, [x], tuple(out), lead)]
+
+
+def gather(cv: _Converter, ins, attrs):
+    """Gather along ``axis`` at constant indices (not along a batch axis)."""
+    x, idx = ins
+    if not isinstance(idx, Const):
+        cv.unsupported("the indices must be constants")
+    rank = len(x.shape)
+    axis = int(attrs.get("axis", 0)) % rank
+    index = np.asarray(idx.array).astype(np.int64)
+    index = np.where(index < 0, index + x.shape[axis], index)
+    lead = rank >= 2 and x.shape[0] == 1 and axis != 0
+    x = cv.layout(x, lead)
+    dim = axis if lead else axis + 1
+    out = tuple(x.shape[:axis]) + tuple(index.shape) + tuple(x.shape[axis + 1:])
+    step = M.Gather(cv.step_name(), dim, torch.from_numpy(index))
+    return [cv.emit(step, [x], out, lead)]

@@ -488,3 +488,33 @@ def test_softmax_over_the_batch_axis_and_old_opset_axes_are_refused(tmp_path):
     path = _save(tmp_path, nodes, inits, [1, 4], [1, 2, 2], opset=13, name="b.onnx")
     with pytest.raises(UnsupportedOperationError, match="batch axis"):
         load_onnx(path)
+
+
+def test_slice_and_gather_with_constant_indices(tmp_path):
+    """Slice (steps, negative ends) and Gather (a 2-d index with repeats and a negative one)
+    on a computed tensor match onnxruntime, and their bounds contain sampled outputs."""
+    g = _rng(8)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1),
+        helper.make_node("Slice", ["h", "st", "en", "ax", "sp"], ["s"]),
+        helper.make_node("Gather", ["h", "idx"], ["gt"], axis=1),
+        helper.make_node("Reshape", ["gt", "shape"], ["g2"]),
+        helper.make_node("Relu", ["g2"], ["r"]),
+        helper.make_node("Concat", ["s", "r"], ["y"], axis=1),
+    ]
+    def ints(*v):
+        return np.array(v, dtype=np.int64)
+
+    inits = [_init("w", f32(g.normal(size=(8, 4)))), _init("b", f32(g.normal(size=8))),
+             _init("st", ints(1)), _init("en", ints(-1)), _init("ax", ints(1)),
+             _init("sp", ints(2)), _init("idx", ints([0, 5], [7, -1])),
+             _init("shape", ints(1, 4))]
+    path = _save(tmp_path, nodes, inits, [1, 4], [1, 7])
+    model = load_onnx(path)
+    assert_matches_ort(path, model, torch.randn(5, *model.input_shape))
+    x = torch.rand(4)
+    lo, up = lipbound.output_bounds(model, x, 0.1)
+    pts = x + 0.1 * torch.sign(torch.rand(500, 4, generator=torch.Generator().manual_seed(1)) - 0.5)
+    with torch.no_grad():
+        y = model(pts).double()
+    assert (y >= lo).all() and (y <= up).all()
