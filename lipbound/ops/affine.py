@@ -353,10 +353,8 @@ def _binary(kind: str) -> Callable:
             return _binary_vars(b, fx, kind, x, y, alpha)
         var, c = (x, y) if isinstance(x, Var) else (y, x)
         nd = len(fx.meta["val"].shape) - 1
-        if per_sample_shape(fx) != var.shape:
-            raise unsupported(fx, f"a constant operand that broadcasts the input from "
-                                  f"{list(var.shape)} to {list(per_sample_shape(fx))} is not "
-                                  "supported (a scale-shift keeps the shape of its input)")
+        if per_sample_shape(fx) != var.shape:  # the constant broadcasts the input: copies
+            var = broadcast(b, fx, var, per_sample_shape(fx), "bc")
         c = as_per_sample(c, fx, nd)
         if kind == "add":
             return b.add(fx, "scale_shift", [var], {"scale": one(c), "shift": c * alpha})

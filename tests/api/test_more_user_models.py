@@ -148,6 +148,21 @@ class Filled(nn.Module):
                                     h.new_zeros(h.shape[0], 2) + 1], 1))
 
 
+class BroadcastConst(nn.Module):
+    """Constants that broadcast an activation: h[:, :, None] + C, * C, C / (.)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+        self.register_buffer("C", torch.linspace(-1.0, 1.0, 12).reshape(4, 3))
+        self.head = nn.Linear(36, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))[:, :, None]
+        return self.head(torch.cat([(h + self.C).flatten(1), (h * self.C).flatten(1),
+                                    (self.C / (h * h + 1)).flatten(1)], 1))
+
+
 def _cnn_lrn():
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.LocalResponseNorm(2), nn.ReLU(),
                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 3))
@@ -200,7 +215,7 @@ def _models():
         "tm_rnn_bi_batch_first": (TimeMajor("RNN", "batch_first", bidirectional=True), (12,)),
         "tm_lstm_final": (TimeMajor("LSTM", "final"), (12,)),
         "moves": (Moves(), (6,)), "sorts": (Sorts(), (6,)), "masked": (Masked(), (6,)),
-        "filled": (Filled(), (6,)),
+        "filled": (Filled(), (6,)), "broadcast_const": (BroadcastConst(), (6,)),
         "cnn_lrn": (_cnn_lrn(), (1, 8, 8)), "composites": (Composites(), (6,)),
         "cnn_unfold_shuffle": (_cnn(), (1, 8, 8)), "cnn3d": (_cnn3d(), (1, 4, 4, 4)),
     }

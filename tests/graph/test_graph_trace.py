@@ -307,10 +307,11 @@ def test_supported_list_matches_handlers_and_kinds_are_registered():
     assert info.value.op == "no_such_op" and info.value.where == "somewhere"
 
 
-def test_constant_that_broadcasts_the_input_is_refused():
-    """x [B, 1, 4] * c [2, 4] -> [B, 2, 4]: a scale_shift whose output is larger than its input
-    would break normalisation (the fold into the next Linear drops the broadcast) and the
-    Jacobian (the transpose must sum over the broadcast axis); the tracer refuses it."""
+def test_constant_that_broadcasts_the_input_is_expanded_first():
+    """x [B, 1, 4] * c [2, 4] -> [B, 2, 4]: a scale_shift whose output were larger than its
+    input would break normalisation (the fold into the next Linear drops the broadcast) and
+    the Jacobian (the transpose must sum over the broadcast axis), so the tracer broadcasts
+    the input by an explicit expand first and the scale_shift keeps its shape."""
 
     class Net(nn.Module):
         def __init__(self):
@@ -321,9 +322,15 @@ def test_constant_that_broadcasts_the_input_is_refused():
         def forward(self, x):
             return self.fc((x * self.c).flatten(1))
 
-    with pytest.raises(UnsupportedOperationError, match=r"broadcasts the input from \[1, 4\]"):
-        trace(Net().eval(), torch.zeros(1, 1, 4))
-    # broadcasting the constant (not the input) stays supported
+    net = Net().eval().double()
+    graph = trace(net, torch.zeros(1, 1, 4, dtype=torch.float64), normalize_graph=False)
+    ops = [n.op for n in graph.nodes]
+    assert "expand" in ops and ops.index("expand") < ops.index("scale_shift")
+    x = torch.randn(5, 1, 4, dtype=torch.float64)
+    for g in (graph, trace(net, torch.zeros(1, 1, 4, dtype=torch.float64))):
+        with torch.no_grad():
+            assert torch.allclose(evaluate_graph(g, x)[g.output], net(x))
+    # broadcasting the constant (not the input) stays one scale_shift
     graph = trace(_Fn(lambda h: h * torch.tensor([[1.0, 2.0, 3.0]])).eval(), torch.zeros(1, 3),
                   normalize_graph=False)
     assert graph[graph.output].op == "scale_shift"
