@@ -48,6 +48,7 @@ from lipbound.ops.tracing import (
     converts,
     per_sample_shape,
     reduction_dims,
+    unit_slices,
     unsupported,
 )
 
@@ -285,15 +286,10 @@ def _prod(b, fx, x, dim=None, keepdim=False, dtype=None):
         x, d = b.aux(fx, "flat", "reshape", [x], (n,), {"shape": (n,)}), 0
     else:
         d = reduction_dims(fx, x, dim)[0]
-    part = x.shape[:d] + (1,) + x.shape[d + 1:]
-
-    def piece(i):
-        return b.aux(fx, f"part{i}", "slice", [x], part,
-                     {"dim": d, "start": i, "end": i + 1, "step": 1})
-
-    acc = piece(0)
-    for i in range(1, x.shape[d]):
-        acc = b.aux(fx, f"prod{i}", "mul", [acc, piece(i)], part)
+    parts = unit_slices(b, fx, x, d, "part")
+    acc = parts[0]
+    for i, p in enumerate(parts[1:], 1):
+        acc = b.aux(fx, f"prod{i}", "mul", [acc, p], p.shape)
     b.add(fx, "reshape", [acc], {"shape": per_sample_shape(fx)})
 
 

@@ -24,10 +24,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lipbound.ops.tracing import Stacked, Var, converts, converts_stacked, unsupported
+from lipbound.ops.tracing import (
+    Stacked,
+    Var,
+    converts,
+    converts_stacked,
+    time_steps,
+    unsupported,
+)
 
 _ACT = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
-_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
 class _Unroll:
@@ -155,7 +161,7 @@ def _recurrent(b, fx, x, hx, params, has_biases, num_layers, dropout, train, bid
     hxs = list(hx) if isinstance(hx, (list, tuple)) else [hx]
     H = params[1].shape[1]
     u = _Unroll(b, fx, kind, H)
-    seq = list(_slices(b, fx, x, "x") if batch_first else x.parts)
+    seq = list(time_steps(b, fx, x, "x") if batch_first else x.parts)
     T = len(seq)
     finals: list[list] = [[] for _ in hxs]
     for layer in range(num_layers):
@@ -189,21 +195,6 @@ def _stack_batch_first(b, fx, parts: list[Var]) -> Var:
     if len(rows) == 1:
         return b.add(fx, "reshape", [parts[0]], {"shape": (1, *shape)}, shape=(1, *shape))
     return b.add(fx, "concat", rows, {"dim": 0}, shape=(len(rows), *shape))
-
-
-def _slices(b, fx, x: Var, tag: str) -> tuple[Var, ...]:
-    """The per-sample values x[t] of a batch-first x [T, ...] (helpers tagged ``tag``)."""
-    part = x.shape[1:]
-    return tuple(
-        b.aux(fx, f"{tag}{t}", "reshape", [b.aux(fx, f"{tag}s{t}", "slice", [x], (1, *part),
-                                                 {"dim": 0, "start": t, "end": t + 1,
-                                                  "step": 1})], part, {"shape": part})
-        for t in range(x.shape[0]))
-
-
-def time_major(b, fx, x: Var) -> None:
-    """``x.transpose(0, 1)`` of a batch-first x [T, ...]: the Stacked sequence of its steps."""
-    b.vars[fx.name] = Stacked(_slices(b, fx, x, "t"))
 
 
 def _store(b, fx, value) -> None:

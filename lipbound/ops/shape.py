@@ -22,6 +22,7 @@ from lipbound.ops.tracing import (
     converts,
     per_sample_shape,
     reduction_dims,
+    time_major,
     unsupported,
 )
 
@@ -265,8 +266,6 @@ def _permute(b, fx, x, dims):
     nd = len(x.shape) + 1
     dims = [d % nd for d in dims]
     if dims[:2] == [1, 0] and dims[2:] == sorted(dims[2:]):  # x.transpose(0, 1): time-major
-        from lipbound.ops.recurrent import time_major
-
         return time_major(b, fx, x)
     if dims[0] != 0:
         raise unsupported(fx, "permutations that move the batch dimension are not supported")

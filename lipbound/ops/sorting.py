@@ -12,7 +12,14 @@ sorted (the network has O(n log^2 n) compare-exchanges).
 
 from __future__ import annotations
 
-from lipbound.ops.tracing import Refused, Var, converts, reduction_dims, unsupported
+from lipbound.ops.tracing import (
+    Refused,
+    Var,
+    converts,
+    reduction_dims,
+    unit_slices,
+    unsupported,
+)
 
 #: the longest dimension ``sort`` / ``topk`` are lowered for
 MAX_SORTED = 64
@@ -41,8 +48,7 @@ def _sorted_parts(b, fx, x: Var, d: int) -> list[Var]:
     if n > MAX_SORTED:
         raise unsupported(fx, f"sorting more than {MAX_SORTED} elements is not supported")
     part = x.shape[:d] + (1,) + x.shape[d + 1:]
-    vals = [b.aux(fx, f"e{i}", "slice", [x], part, {"dim": d, "start": i, "end": i + 1,
-                                                     "step": 1}) for i in range(n)]
+    vals = unit_slices(b, fx, x, d, "e")
     for c, (i, j) in enumerate(sorting_network(n)):
         diff = b.aux(fx, f"c{c}d", "add", [vals[i], vals[j]], part, {"coeffs": (1.0, -1.0)})
         r = b.aux(fx, f"c{c}r", "relu", [diff], part)

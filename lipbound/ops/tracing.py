@@ -147,6 +147,26 @@ def as_per_sample(c: Any, fx: torch.fx.Node, ndim: int) -> Any:
     return c.detach()
 
 
+def unit_slices(b: Any, fx: torch.fx.Node, x: Var, d: int, tag: str) -> list[Var]:
+    """The slices of length one of ``x`` along per-sample dim ``d`` (the dim kept), as
+    ``slice`` helper nodes tagged ``tag`` (sort networks, products, time steps)."""
+    part = x.shape[:d] + (1,) + x.shape[d + 1:]
+    return [b.aux(fx, f"{tag}{i}", "slice", [x], part,
+                  {"dim": d, "start": i, "end": i + 1, "step": 1}) for i in range(x.shape[d])]
+
+
+def time_steps(b: Any, fx: torch.fx.Node, x: Var, tag: str) -> tuple[Var, ...]:
+    """The per-sample values x[t] of a batch-first x [T, ...] (helpers tagged ``tag``)."""
+    part = x.shape[1:]
+    return tuple(b.aux(fx, f"{tag}{t}", "reshape", [s], part, {"shape": part})
+                 for t, s in enumerate(unit_slices(b, fx, x, 0, tag + "s")))
+
+
+def time_major(b: Any, fx: torch.fx.Node, x: Var) -> None:
+    """``x.transpose(0, 1)`` of a batch-first x [T, ...]: the Stacked sequence of its steps."""
+    b.vars[fx.name] = Stacked(time_steps(b, fx, x, "t"))
+
+
 def broadcast(b: Any, fx: torch.fx.Node, v: Var, shape: tuple[int, ...], tag: str) -> Var:
     """``v`` broadcast to the per-sample ``shape`` by explicit reshape/expand nodes."""
     if v.shape == shape:

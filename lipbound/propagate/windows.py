@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lipbound.bounds.interval import sum_elements
 from lipbound.graph.ir import Node
 from lipbound.ops.base import NonlinearOp, Relaxation
 from lipbound.ops.facts import COEFFS, COLUMNS, FLATTEN, SAME, SCALE, SLIDING, WindowMap
@@ -333,8 +334,7 @@ def _product_sum(d: Tensor, t: Tensor) -> Tensor:
     if (d.dtype == t.dtype == torch.float64 and d.dim() >= 3 and t.dim() == d.dim()
             and t.shape[1] == 1 and t.shape[0] in (1, d.shape[0]) and t.shape[2:] == d.shape[2:]):
         return torch.matmul(d.flatten(2), t.flatten(2).transpose(1, 2)).squeeze(-1)
-    prod = d * t
-    return prod.reshape(*prod.shape[:2], -1).sum(-1)  # also for per-sample scalars [B, S]
+    return sum_elements(d * t)
 
 
 def _flatten(A: Window) -> Cols:
