@@ -16,7 +16,9 @@ where a DRS pair exists, ``best`` with its defaults) and the bench reports
   time over the bare forward pass (``n0 + n`` plain batched forward passes of the model, no
   noise; median CPU time of ``--overhead-reps``); plus, per case, the
   sampling overhead of ``cohen`` against the bare forward pass, the noise alone and a minimal
-  noise + forward + argmax + bincount loop (medians of interleaved repetitions, CPU time);
+  noise + forward + argmax + bincount loop, and ``cohen`` with a warm ``NoiseBank`` (what each
+  input after the first costs with ``shared_noise=True``) (medians of interleaved repetitions,
+  CPU time); ``cohen`` again over the same images with ``shared_noise=True``;
 * per image, whether ``lipschitz``, ``local-margins`` and ``best`` certify more or less than
   ``max(cohen, lvm)``;
 * an ART column (``art.estimators.certification.randomized_smoothing.
@@ -49,6 +51,7 @@ from lipbound.jsonutil import jsonable
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.dataset import certify_dataset, input_seed
 from lipbound.smoothing.records import TsvWriter, certified_accuracy
+from lipbound.smoothing.sampling import NoiseBank
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 CERTIFICATES = ("cohen", "lvm", "lipschitz", "local-margins", "dual", "best")
@@ -121,8 +124,15 @@ def overhead(smooth: Smooth, x: torch.Tensor, n0: int, n: int, batch: int, reps:
         before.certify(x, n0=n0, n=n, alpha=0.001, batch_size=batch, certificate="cohen",
                        seed=0)
 
+    bank = NoiseBank()  # as in certify_dataset(shared_noise=True) after its first input
+
+    def certify_shared():
+        smooth.certify(x, n0=n0, n=n, alpha=0.001, batch_size=batch, certificate="cohen",
+                       seed=0, noise_bank=bank)
+
     fns = {"plain_forward": plain, "noise_only": noise, "minimal_loop": minimal,
-           "certify": certify, "certify_chunk1000": certify_chunk1000}
+           "certify": certify, "certify_chunk1000": certify_chunk1000,
+           "certify_shared_noise": certify_shared}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     wall: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
@@ -144,6 +154,8 @@ def overhead(smooth: Smooth, x: torch.Tensor, n0: int, n: int, batch: int, reps:
             med_cpu["certify_chunk1000"] / med_cpu["plain_forward"],
         "certify_over_certify_chunk1000": med_cpu["certify"] / med_cpu["certify_chunk1000"],
         "noise_over_plain_forward": med_cpu["noise_only"] / med_cpu["plain_forward"],
+        "certify_shared_noise_over_plain_forward":
+            med_cpu["certify_shared_noise"] / med_cpu["plain_forward"],
         "wall_certify_over_plain_forward": med_wall["certify"] / med_wall["plain_forward"],
     }
 
@@ -158,7 +170,8 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def run_certificate(smooth: Smooth, cert: str, xte, yte, idx, args, tsv_path) -> dict:
+def run_certificate(smooth: Smooth, cert: str, xte, yte, idx, args, tsv_path,
+                    shared: bool = False) -> dict:
     counts: dict[str, dict[str, int]] = {"winners": {}, "skipped_counts": {}, "choices": {}}
 
     def bump(kind: str, key: str) -> None:
@@ -168,7 +181,8 @@ def run_certificate(smooth: Smooth, cert: str, xte, yte, idx, args, tsv_path) ->
     with TsvWriter(tsv_path) as tsv:
         recs = certify_dataset(smooth, xte, yte, indices=idx, n0=args.n0, n=args.n,
                                alpha=args.alpha, batch_size=args.batch, certificate=cert,
-                               seed=args.seed, on_record=tsv.write_record)
+                               seed=args.seed, on_record=tsv.write_record,
+                               shared_noise=shared)
     cpu = (time.process_time() - c0) / max(len(recs), 1)
     for r in recs:
         d = r["details"]
@@ -267,7 +281,8 @@ def run_case(name: str, args, tsv_dir: Path) -> dict:
     print(f"{name} (sigma {smooth.sigma:g}, {len(idx)} images): certify "
           f"{fwd['certify_over_plain_forward']:.2f}x plain forward (CPU time), noise alone "
           f"{fwd['noise_over_plain_forward']:.2f}x; 1000-sample chunks "
-          f"{fwd['certify_chunk1000_over_plain_forward']:.2f}x", flush=True)
+          f"{fwd['certify_chunk1000_over_plain_forward']:.2f}x; shared noise "
+          f"{fwd['certify_shared_noise_over_plain_forward']:.2f}x", flush=True)
     if args.overhead_only:
         return case
     entries: dict[str, dict] = {}
@@ -280,6 +295,13 @@ def run_case(name: str, args, tsv_dir: Path) -> dict:
         entries[cert] = e
         accs = " ".join(f"{a:.3f}" for a in e["certified_accuracy"].values())
         print(f"  {cert:14s} {accs}  ACR {e['acr']:.3f}  {e['time_per_image_s'] * 1e3:.0f} "
+              f"ms/image ({e['time_over_forward']:.1f}x forward)", flush=True)
+    if "cohen" in args.certificates:  # the same images with one noise set for all of them
+        e = run_certificate(smooth, "cohen", xte, yte, idx, args,
+                            tsv_dir / f"{name}_cohen-shared-noise.tsv", shared=True)
+        e["time_over_forward"] = e["time_per_image_s"] / fwd_cpu
+        entries["cohen-shared-noise"] = e
+        print(f"  cohen, shared noise: ACR {e['acr']:.3f}  {e['time_per_image_s'] * 1e3:.0f} "
               f"ms/image ({e['time_over_forward']:.1f}x forward)", flush=True)
     if args.art:
         e = art_paired(smooth, xte, yte, idx, args)
@@ -389,8 +411,8 @@ def print_tables(cases: list[dict]) -> None:
               f"{e['time_per_image_s'] * 1e3:.1f} | {e['art_over_lipbound_time_median']:.2f} |")
     print("\n| model | forward ms | noise ms | minimal loop ms | certify, 1000-sample chunks ms | "
           "certify ms | before / forward | certify / forward | certify / minimal loop | "
-          "after / before |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "after / before | shared noise / forward |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         o, m = c["overhead"], c["overhead"]["median_cpu_s"]
         before = m.get("certify_chunk1000")
@@ -400,7 +422,9 @@ def print_tables(cases: list[dict]) -> None:
               + f"{m['certify'] * 1e3:.2f} | "
               + (f"{o['certify_chunk1000_over_plain_forward']:.2f}x | " if before else "- | ")
               + f"{o['certify_over_plain_forward']:.2f}x | {o['certify_over_minimal_loop']:.2f}x | "
-              + (f"{o['certify_over_certify_chunk1000']:.2f}x |" if before else "- |"))
+              + (f"{o['certify_over_certify_chunk1000']:.2f}x |" if before else "- |")
+              + (f" {o['certify_shared_noise_over_plain_forward']:.2f}x |"
+                 if "certify_shared_noise_over_plain_forward" in o else " - |"))
 
 
 if __name__ == "__main__":

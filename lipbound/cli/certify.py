@@ -8,7 +8,10 @@ read it) streamed line by line, and at the end lipbound's JSON document (``lipbo
 the run's settings and one bound-report ``smoothing`` record per input, with every
 certificate's details and the per-input seed), so ``lipbound report OUT.json`` renders it.
 Each input's seed is derived from ``--seed`` and its row number, so a sub-range reproduces the
-same records as a full run.
+same records as a full run. ``--shared-noise`` certifies every input with the noise of
+``--seed`` itself, drawn once (faster on small models; each certificate keeps its guarantee,
+but the certificates of different inputs are correlated: see
+``lipbound.smoothing.dataset``).
 """
 
 from __future__ import annotations
@@ -122,12 +125,13 @@ def run(args: argparse.Namespace) -> int:
                 alpha=args.alpha, batch_size=args.batch_size, certificate=args.certificate,
                 seed=args.seed, progress=_progress(args.progress),
                 on_record=tsv.write_record if tsv else None, model_name=loaded.name,
-                **_options(args))
+                shared_noise=args.shared_noise, **_options(args))
         else:
             job = CertifyJob(loaded.module, sigma, k, n0=args.n0, n=args.n, alpha=args.alpha,
                              batch_size=args.batch_size, certificate=args.certificate,
                              dual=dual, input_shape=input_shape, base_seed=args.seed,
-                             model_name=loaded.name, device="cpu", options=_options(args))
+                             model_name=loaded.name, device="cpu", options=_options(args),
+                             shared_noise=args.shared_noise)
             records = certify_on_executor(job, inputs, args, tsv.write_record if tsv else None,
                                           _progress(args.progress))
     finally:
@@ -135,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
             tsv.close()
     meta = {"model": loaded.name, "data": inputs.name, "sigma": sigma, "n0": args.n0,
             "n": args.n, "alpha": args.alpha, "certificate": args.certificate,
-            "batch_size": args.batch_size, "seed": args.seed, "num_classes": k}
+            "batch_size": args.batch_size, "seed": args.seed, "num_classes": k,
+            "shared_noise": args.shared_noise}
     if args.json:
         doc = {"format": FORMAT, "meta": jsonable(meta), "records": jsonable(records)}
         write_atomic(args.json, json.dumps(doc, indent=1, allow_nan=False))  # all or nothing
@@ -204,6 +209,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--certificate", default="cohen", choices=list(NAMES))
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="base seed (per input: seed and row)")
+    p.add_argument("--shared-noise", action="store_true",
+                   help="the same noise (that of --seed) for every input, drawn once: faster "
+                        "on small models; certificates of different inputs are correlated")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for small "
                    "models on a busy machine)")
     p.add_argument("--radius-fn", choices=["auto", "global-lipschitz", "local-lipschitz",

@@ -4,12 +4,14 @@
 Seeds: by default an input's noise comes from the executor's seed; with ``base_seed`` (what
 ``lipbound certify`` sets) from ``(base_seed, row)`` exactly as in ``certify_dataset``
 (:func:`lipbound.smoothing.dataset.input_seed`), so every backend and every sub-range of rows
-gives the records of the in-process loop.
+gives the records of the in-process loop. With ``shared_noise`` every row uses ``base_seed``
+itself and each worker process keeps one ``NoiseBank`` for all the rows it certifies.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -21,6 +23,14 @@ from lipbound.progress import bar
 from lipbound.report.records import smoothing_record
 from lipbound.smoothing import DualPair, Smooth
 from lipbound.smoothing.dataset import certify_one
+from lipbound.smoothing.sampling import NoiseBank
+
+
+@lru_cache(maxsize=1)
+def _process_bank(run: tuple) -> NoiseBank:
+    """This process's noise bank for the shared-noise rows of one run (``run``: the job's seed
+    and sampling settings; a new run replaces it, so at most one bank is held)."""
+    return NoiseBank()
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,8 @@ class CertifyJob:
     predict (-1 abstains), radius (l2), correct, certificate, time, details and the report
     schema's keys. The guarantee is Smooth.certify's: with probability >= 1 - alpha over the
     noise drawn from the input's seed, the smoothed classifier predicts the returned class
-    within the radius.
+    within the radius. ``shared_noise`` (needs ``base_seed``): every row's noise is that of
+    ``base_seed`` (``certify_dataset(shared_noise=True)``).
     """
 
     model: ModelRef
@@ -53,6 +64,11 @@ class CertifyJob:
     model_name: str | None = None
     device: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
+    shared_noise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shared_noise and self.base_seed is None:
+            raise InputError("CertifyJob with shared_noise needs base_seed")
 
     def smooth(self) -> Smooth:
         """The smoothed classifier, on this worker's resident models."""
@@ -72,8 +88,11 @@ class CertifyJob:
         if self.base_seed is not None:
             if row is None:
                 raise InputError("CertifyJob with base_seed needs items (x, label, row)")
+            run = (self.base_seed, self.sigma, self.n0, self.n, self.batch_size)
+            bank = _process_bank(run) if self.shared_noise else None
             return certify_one(smooth, x, label, row, seed=self.base_seed,
-                               model_name=self.model_name, **kw, **self.options)
+                               model_name=self.model_name, shared_noise=bank, **kw,
+                               **self.options)
         cert = smooth.certify(x, seed=seed, **kw, **self.options)
         settings = {k: kw[k] for k in ("n0", "n", "alpha", "batch_size")}
         return smoothing_record(smooth.model, x, cert, sigma=smooth.sigma, settings=settings,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import sys
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -33,13 +34,20 @@ def lipbound_version() -> str:
 
 def environment() -> dict[str, str]:
     """Versions of python, the platform and the numerical packages ("absent" if missing)."""
+    return dict(_environment())
+
+
+@cache
+def _environment() -> tuple[tuple[str, str], ...]:
+    """Read once per process: package metadata takes milliseconds a lookup, which every
+    record of a data set would otherwise pay (more than certifying a small model's input)."""
     env = {"python": platform.python_version(), "platform": sys.platform}
     for dist, key in PACKAGES.items():
         try:
             env[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             env[key] = "absent"
-    return env
+    return tuple(env.items())
 
 
 def device_of(obj: Any) -> str:

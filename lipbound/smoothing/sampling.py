@@ -101,6 +101,42 @@ def chunk_seed(base: int, stream: int, chunk: int) -> int:
     return (high << 32) | low
 
 
+class NoiseBank:
+    """Noise chunks kept for reuse by the certifications of many inputs that share one seed
+    (``certify_dataset(..., shared_noise=True)``).
+
+    A chunk's noise is a function of its key alone (base seed, stream, chunk size and index,
+    sample count, sigma, input shape, dtype, device), so a chunk taken from the bank is exactly
+    the tensor ``NoiseStream`` would draw: the bank changes no value, only the time (the draw is
+    paid once per chunk instead of once per input). It keeps chunks while it holds fewer than
+    ``capacity`` values (default 2^24: 64 MiB in float32) and draws the others each time
+    without keeping them, so its memory does not grow with ``n`` or with the number of inputs.
+    ``draws`` counts the chunks drawn, ``hits`` the reads served from kept chunks."""
+
+    def __init__(self, capacity: int = 1 << 24) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must be non-negative")
+        self.capacity = int(capacity)
+        self._held = 0
+        self._chunks: dict[tuple, torch.Tensor] = {}
+        self.draws = 0
+        self.hits = 0
+
+    def lookup(self, key: tuple) -> torch.Tensor | None:
+        """The kept noise of chunk ``key``, or None."""
+        noise = self._chunks.get(key)
+        if noise is not None:
+            self.hits += 1
+        return noise
+
+    def keep(self, key: tuple, noise: torch.Tensor) -> None:
+        """Keep a copy of a freshly drawn chunk if it fits in the capacity."""
+        self.draws += 1
+        if key not in self._chunks and self._held + noise.numel() <= self.capacity:
+            self._chunks[key] = noise.clone()
+            self._held += noise.numel()
+
+
 class NoiseStream:
     """Noisy copies ``x + sigma * eps_i`` of one input for sample indices ``0 <= i < total``.
 
@@ -110,7 +146,8 @@ class NoiseStream:
     of that buffer when the range lies in one chunk (no copy; the usual case) and otherwise
     gathers the pieces into a reused batch buffer. A returned tensor is valid until the next
     call to ``points``. ``chunk``: samples per chunk, ``default_chunk(x.numel())`` if None.
-    Memory: one chunk and one batch, whatever ``total``.
+    Memory: one chunk and one batch, whatever ``total``. ``bank``: a ``NoiseBank`` to take
+    chunks from and keep them in (same values, see there).
     """
 
     def __init__(
@@ -121,9 +158,11 @@ class NoiseStream:
         stream: int,
         total: int,
         chunk: int | None = None,
+        bank: NoiseBank | None = None,
     ) -> None:
         if chunk is None:
             chunk = default_chunk(x.numel())
+        self.bank = bank
         self.x = x
         self.sigma = float(sigma)
         self.base_seed = base_seed
@@ -139,11 +178,23 @@ class NoiseStream:
         size = min(self.chunk, self.total - k * self.chunk)
         pts = self._pts[:size]
         if self._pts_chunk != k:
-            self._gen.manual_seed(chunk_seed(self.base_seed, self.stream, k))
-            pts.normal_(0.0, self.sigma, generator=self._gen)
-            pts.add_(self.x)
+            key = self._key(k, size)
+            noise = None if self.bank is None else self.bank.lookup(key)
+            if noise is not None:
+                torch.add(noise, self.x, out=pts)  # the same rounding as pts.add_(x) below
+            else:
+                self._gen.manual_seed(chunk_seed(self.base_seed, self.stream, k))
+                pts.normal_(0.0, self.sigma, generator=self._gen)
+                if self.bank is not None:
+                    self.bank.keep(key, pts)
+                pts.add_(self.x)
             self._pts_chunk = k
         return pts
+
+    def _key(self, k: int, size: int) -> tuple:
+        x = self.x
+        return (self.base_seed, self.stream, self.chunk, k, size, self.sigma, tuple(x.shape),
+                x.dtype, x.device)
 
     def points(self, start: int, stop: int) -> torch.Tensor:
         """``[stop - start, *x.shape]`` noisy points for sample indices ``start..stop-1``."""
@@ -151,12 +202,14 @@ class NoiseStream:
             raise ValueError(f"bad sample range {start}..{stop} of {self.total}")
         k = start // self.chunk
         off = k * self.chunk
-        if stop <= off + self.chunk:  # one chunk: a view
-            return self._chunk(k)[start - off : stop - off]
-        m = stop - start
-        if self._out is None or self._out.shape[0] < m:
-            self._out = torch.empty((m, *self.x.shape), device=self.x.device, dtype=self.x.dtype)
-        out = self._out[:m]
+        if stop <= off + self.chunk:  # one chunk
+            noise = None if self.bank is None else self.bank.lookup(
+                self._key(k, min(self.chunk, self.total - off)))
+            if noise is not None:  # batch-sized sums stay in cache for the forward pass
+                return torch.add(noise[start - off : stop - off], self.x,
+                                 out=self._batch(stop - start))
+            return self._chunk(k)[start - off : stop - off]  # a view
+        out = self._batch(stop - start)
         pos = start
         while pos < stop:
             k = pos // self.chunk
@@ -166,6 +219,12 @@ class NoiseStream:
             out[pos - start : hi - start].copy_(pts[pos - off : hi - off])
             pos = hi
         return out
+
+    def _batch(self, m: int) -> torch.Tensor:
+        """The reused batch buffer, ``[m, *x.shape]``."""
+        if self._out is None or self._out.shape[0] < m:
+            self._out = torch.empty((m, *self.x.shape), device=self.x.device, dtype=self.x.dtype)
+        return self._out[:m]
 
 
 class FiniteTally:
@@ -403,6 +462,7 @@ def run_pass(
     batch_size: int,
     consumers: Sequence[Consumer],
     chunk: int | None = None,
+    bank: NoiseBank | None = None,
 ) -> int:
     """Feed samples ``0..total-1`` of a stream to every consumer (each up to its own limit).
 
@@ -412,7 +472,7 @@ def run_pass(
     needed = max(limits, default=0)
     if needed == 0:
         return 0
-    noise = NoiseStream(x, sigma, base_seed, stream, total, chunk)
+    noise = NoiseStream(x, sigma, base_seed, stream, total, chunk, bank)
     tally = FiniteTally(stream, needed)
     for start in range(0, needed, batch_size):
         stop = min(start + batch_size, needed)
@@ -447,8 +507,9 @@ def draw_samples(
     total: int,
     batch_size: int,
     chunk: int | None = None,
+    bank: NoiseBank | None = None,
 ) -> Samples:
     """All ``total`` samples of a stream as one ``Samples`` (for the small selection set)."""
-    noise = NoiseStream(x, sigma, base_seed, stream, total, chunk)
+    noise = NoiseStream(x, sigma, base_seed, stream, total, chunk, bank)
     tally = FiniteTally(stream, total, exact=True)
     return Samples(evaluator, noise.points(0, total), 0, tally, batch_size, immediate=True)

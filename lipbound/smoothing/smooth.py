@@ -9,6 +9,8 @@ Samples: ``n0`` selection samples (stream 0) fix every choice, ``n`` estimation 
 (stream 1) certify; ``predict`` uses its own stream 2. ``seed`` (int, ``torch.Generator`` or
 ``None`` for torch's default generator) fixes all noise; results do not depend on
 ``batch_size`` (see ``sampling.py``). The seed used is returned in ``details["seed"]``.
+``noise_bank`` (a ``sampling.NoiseBank``) lets calls with the same seed reuse each other's
+noise draws; it changes no result, only the time (``certify_dataset(shared_noise=True)``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from lipbound.smoothing.sampling import (
     STREAM_SELECT,
     CountConsumer,
     Evaluator,
+    NoiseBank,
     draw_samples,
     resolve_seed,
     run_pass,
@@ -40,6 +43,13 @@ def _alpha(v) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.0 < float(v) < 1.0):
         raise InputError(f"alpha must lie in the open interval (0, 1), got {v!r}")
     return float(v)
+
+
+def _bank(bank) -> NoiseBank | None:
+    if bank is not None and not isinstance(bank, NoiseBank):
+        raise InputError(f"noise_bank must be a lipbound.smoothing.sampling.NoiseBank or None, "
+                         f"got {type(bank).__name__}")
+    return bank
 
 
 class Smooth:
@@ -143,7 +153,8 @@ class Smooth:
         )
 
     # ------------------------------------------------------------------ API
-    def predict(self, x, n: int, alpha: float, batch_size: int = 1000, seed=None) -> int:
+    def predict(self, x, n: int, alpha: float, batch_size: int = 1000, seed=None,
+                noise_bank: NoiseBank | None = None) -> int:
         """Cohen et al.'s PREDICT: the top class of ``n`` votes, or -1 (abstain) unless the
         two-sided binomial test of the top two counts has p-value ``<= alpha``.
 
@@ -153,10 +164,11 @@ class Smooth:
         alpha = _alpha(alpha)
         batch_size = check_positive_int(batch_size, "batch_size")
         x = self._prepare(x)
+        bank = _bank(noise_bank)
         base = resolve_seed(seed)
         counts = CountConsumer(self.num_classes)
         run_pass(self._evaluator, x, self.sigma, base, STREAM_PREDICT, n, batch_size,
-                 [counts], self.noise_chunk)
+                 [counts], self.noise_chunk, bank)
         return predict_from_counts(counts.counts, alpha)
 
     def certify(
@@ -168,6 +180,7 @@ class Smooth:
         batch_size: int = 1000,
         certificate="cohen",
         seed=None,
+        noise_bank: NoiseBank | None = None,
         **options,
     ) -> Certification:
         """Certify ``x`` with the named certificate (see ``Smooth.certificates``).
@@ -184,15 +197,16 @@ class Smooth:
         alpha = _alpha(alpha)
         batch_size = check_positive_int(batch_size, "batch_size")
         x = self._prepare(x)
+        bank = _bank(noise_bank)
         cert = build(certificate, model=self.model, has_dual=self.dual is not None,
                      example_input=x, **options)
         base = resolve_seed(seed)
         ctx = self._context(x, n0, n, batch_size, base)
         selection = draw_samples(self._evaluator, x, self.sigma, base, STREAM_SELECT, n0,
-                                 batch_size, self.noise_chunk)
+                                 batch_size, self.noise_chunk, bank)
         plan = cert.plan(ctx, selection, alpha)
         drawn = run_pass(self._evaluator, x, self.sigma, base, STREAM_ESTIMATE, n, batch_size,
-                         plan.consumers, self.noise_chunk)
+                         plan.consumers, self.noise_chunk, bank)
         result = cert.finish(ctx, plan)
         result.details.update(
             {
