@@ -121,3 +121,14 @@ def test_cli_shared_noise_matches_the_library(tmp_path, capsys, single_thread):
                           shared_noise=True)
     assert [_stable(r) for r in doc["records"]] == [_stable(r) for r in lib]
     assert {r["details"]["seed"] for r in lib} == {4}
+
+
+def test_certify_job_shared_noise_matches_certify_dataset(single_thread):
+    smooth, X, y = _smooth()
+    job = CertifyJob(smooth.model, 0.4, 3, n0=CHUNK, n=730, alpha=0.01, batch_size=64,
+                     base_seed=9, shared_noise=True)
+    # the job's Smooth keeps the default chunk size, so compare with a default-chunk Smooth
+    plain = Smooth(smooth.model, 3, 0.4)
+    lib = certify_dataset(plain, X, y, seed=9, shared_noise=True, **SETTINGS)
+    recs = [job((X[i], int(y[i]), i), seed=0) for i in range(len(X))]
+    assert [_stable(r) for r in recs] == [_stable(r) for r in lib]
