@@ -7,7 +7,8 @@ random weights and one input. For every case it prints the result of ``output_bo
 exception's type and first line, and at the end how many cases each call refused. Session 7
 ran the first 67 cases to find operators lipbound refused (30 then; after it, the four left
 refuse for a reason); session 14 added the 68 cases from ``hardtanh`` on (the tree before
-it refused or crashed on 31 of them). The soundness of the ops they found lives in tests/api/test_user_activations.py,
+it refused or crashed on 31 of them); session 15 the 15 cases from ``inplace_*`` on (in-place
+writes, ``where`` / ``masked_fill`` on comparisons, parametrised layers). The soundness of the ops they found lives in tests/api/test_user_activations.py,
 tests/api/test_structured_models.py and tests/api/test_recurrent_and_moves.py.
 
     python experiments/user_model_sweep.py [CASE ...]
@@ -247,6 +248,42 @@ cases["mha"] = (MHA().eval(), torch.rand(12))
 cases["embedding_free_transformer"] = (Enc().eval(), torch.rand(12))
 cases["bilinear_layer"] = (Bil().eval(), torch.rand(D))
 
+
+# session 15: in-place writes, selections on comparisons, parametrised layers, more layers
+class InPlace(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind, self.a, self.b, self.h = kind, nn.Linear(D, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.kind == "view_then_relu_":
+            v = h.view(h.shape[0], 8)
+            h.relu_()
+            return self.h(v)
+        if self.kind == "chain":
+            return self.h(h.relu_().mul_(2.0).add_(0.5))
+        if self.kind == "residual":
+            out = self.b(torch.relu(h))
+            out += h
+            return self.h(F.relu(out, inplace=True))
+        h = self.b(torch.relu(h))  # slice_assign
+        h[:, :2] *= 0.5
+        return self.h(h)
+
+
+for k in ("view_then_relu_", "chain", "residual", "slice_assign"):
+    cases[f"inplace_{k}"] = (InPlace(k).eval(), torch.rand(D))
+cases["silu_inplace"] = (seq(nn.Linear(D, 8), nn.SiLU(inplace=True), nn.Linear(8, 3)), torch.rand(D))
+cases["where_cmp"] = (seq(nn.Linear(D, 8), Lambda(lambda h: torch.where(h > 0, h, 0.1 * h)), nn.Linear(8, 3)), torch.rand(D))
+cases["masked_fill_cmp"] = (seq(nn.Linear(D, 8), Lambda(lambda h: h.masked_fill(h < 0.1, -1.0)), nn.Linear(8, 3)), torch.rand(D))
+cases["spectral_norm"] = (seq(nn.utils.parametrizations.spectral_norm(nn.Linear(D, 8)), nn.ReLU(), nn.Linear(8, 3)), torch.rand(D))
+cases["weight_norm"] = (seq(nn.utils.parametrizations.weight_norm(nn.Linear(D, 8)), nn.ReLU(), nn.Linear(8, 3)), torch.rand(D))
+cases["orthogonal"] = (seq(nn.utils.parametrizations.orthogonal(nn.Linear(D, D)), nn.ReLU(), nn.Linear(D, 3)), torch.rand(D))
+cases["pixel_unshuffle"] = (seq(nn.PixelUnshuffle(2), nn.Conv2d(4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)), torch.rand(1, 8, 8))
+cases["softmax2d"] = (seq(nn.Conv2d(1, 3, 3), nn.Softmax2d(), nn.Flatten(), nn.Linear(108, 3)), torch.rand(1, 8, 8))
+cases["replicate_pad"] = (seq(nn.ReplicationPad2d(1), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(128, 3)), torch.rand(1, 8, 8))
+cases["upsample_align"] = (seq(nn.Conv2d(1, 2, 3), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), nn.Flatten(), nn.Linear(288, 3)), torch.rand(1, 8, 8))
 
 
 def main(only: list[str]) -> None:

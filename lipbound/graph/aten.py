@@ -25,7 +25,16 @@ from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.aten_builder import Builder, Var
 from lipbound.graph.decompose import expand
 from lipbound.ops import registry
-from lipbound.ops.tracing import ATEN, STACKED, Refused, Stacked, aten_names, where_of
+from lipbound.ops.tracing import (
+    ATEN,
+    READS_COMPARISON,
+    STACKED,
+    Comparison,
+    Refused,
+    Stacked,
+    aten_names,
+    where_of,
+)
 
 __all__ = ["HANDLERS", "SUPPORTED", "Builder", "convert_node"]
 
@@ -39,11 +48,12 @@ def convert_node(b: Builder, fx: torch.fx.Node) -> None:
             isinstance(a, (Var, Stacked, Refused)) for a in args[0]):
         b.vars[fx.name] = args[0][args[1]]  # a part of a call's result (perhaps refused)
         return
-    refused = [a for a in flat if isinstance(a, Refused)]
+    refused = [a for a in flat if isinstance(a, Refused) and not (
+        isinstance(a, Comparison) and str(fx.target) in READS_COMPARISON)]
     if refused:
         raise UnsupportedOperationError(str(fx.target), where_of(fx), aten_names(),
                                         hint=refused[0].why)
-    if not any(isinstance(a, (Var, Stacked)) for a in flat):
+    if not any(isinstance(a, (Var, Stacked, Comparison)) for a in flat):
         b.consts[fx.name] = fx.target(*args, **kwargs)
         return
     if any(isinstance(a, Stacked) for a in flat):

@@ -96,11 +96,16 @@ class _Recorder(TorchDispatchMode):
         name = str(func.overloadpacket) if hasattr(func, "overloadpacket") else str(func)
         if name in _SCALAR_OUT or (func._schema.is_mutable and not self._sole_owner(func, args)):
             raise NotRecordable(f"{func} mutates a shared tensor or returns a Python value")
+        target = func
+        if func._schema.is_mutable:  # on a sole owner: the functional call stands for it
+            target = _functional(func)
+            if target is None:
+                raise NotRecordable(f"{func} has no functional form")
         out = func(*args, **kwargs)
         leaves, _ = tree_flatten(out)
         if not leaves or not all(isinstance(v, Tensor) for v in leaves):
             raise NotRecordable(f"{func} returned {type(out).__name__}")
-        node = self.graph.create_node("call_function", func, tree_map(self._arg, args),
+        node = self.graph.create_node("call_function", target, tree_map(self._arg, args),
                                       tree_map(self._arg, kwargs), name=name.split(".")[-1])
         if self.modules:  # as torch.export records it, for error messages
             node.meta["nn_module_stack"] = {path: (path, cls) for path, cls in self.modules}
@@ -130,6 +135,16 @@ class _Recorder(TorchDispatchMode):
         if not isinstance(out, Tensor) or id(out) not in self._node:
             raise NotRecordable("the model's output was not made by a recorded call")
         return self.graph.output((self._node[id(out)],))
+
+
+def _functional(func: Any) -> Any:
+    """``aten.mul.Tensor`` for the in-place ``aten.mul_.Tensor`` (which writes to its first
+    argument only, as :meth:`_Recorder._sole_owner` checked), or None."""
+    base = func._schema.name.split("::")[-1]
+    if not base.endswith("_") or base.startswith("_"):
+        return None
+    packet = getattr(torch.ops.aten, base[:-1], None)
+    return None if packet is None else getattr(packet, func._overloadname, None)
 
 
 _LIBS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))

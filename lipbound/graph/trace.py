@@ -9,6 +9,7 @@ depend on the input (weights, ``w.t()``, constants) are folded into parameters.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -98,6 +99,7 @@ def _exported(model: nn.Module, x2: Tensor) -> Graph:
         raise TracingError(f"torch.export could not trace the model: {exc}") from exc
     if patched:
         _check_same_function(model, ep, x2)
+    ep = _functional(ep)
     consts: dict[str, Tensor] = {}
     user_inputs = []
     for spec in ep.graph_signature.input_specs:
@@ -111,6 +113,36 @@ def _exported(model: nn.Module, x2: Tensor) -> Graph:
     if len(user_inputs) != 1:
         raise TracingError(f"expected exactly one tensor input, found {len(user_inputs)}")
     return _convert(ep.graph, consts, user_inputs[0])
+
+
+def _mutating(graph: torch.fx.Graph) -> list[torch.fx.Node]:
+    """The calls of ``graph`` that write to one of their arguments (in-place ops, ``out=``)."""
+    return [n for n in graph.nodes if n.op == "call_function"
+            and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable]
+
+
+def _functional(ep: Any) -> Any:
+    """The exported program without in-place calls.
+
+    ``torch.export`` keeps in-place calls (``h.relu_()``) in its graph, and a view of ``h``
+    taken before the call reads the *old* node there, while in the model it sees the new
+    values. Read call by call as functions, such a graph is another function than the model
+    (bounds on it need not contain the model's outputs), so a graph with a mutating call is
+    functionalised (``run_decompositions`` with no decompositions: views of mutated tensors
+    are replayed on the new values); one that still mutates is refused."""
+    if not _mutating(ep.graph):
+        return ep
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation notice from its internals
+            warnings.simplefilter("ignore", FutureWarning)
+            ep = ep.run_decompositions({})
+    except Exception as exc:
+        raise TracingError(f"could not remove the model's in-place operations: {exc}") from exc
+    left = _mutating(ep.graph)
+    if left:
+        raise TracingError(f"the model mutates a tensor in place ({left[0].target}) in a way "
+                           "lipbound cannot turn into a function of its input")
+    return ep
 
 
 def _check_same_function(model: nn.Module, ep: Any, x2: Tensor) -> None:

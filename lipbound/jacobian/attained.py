@@ -21,7 +21,8 @@ from lipbound.bounds.domains import LpBall, vector_norm
 def model64(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, torch.dtype]:
     """A float64 copy of ``model`` in eval mode and the dtype it computes in; the model itself,
     in its own dtype, when it cannot be copied, or when the copy fails on ``probe`` (one input
-    [1, *in]; e.g. a forward that builds float32 constants of its own)."""
+    [1, *in]; e.g. a forward that builds float32 constants of its own). Either is wrapped in
+    :class:`Functionalized` when autograd cannot differentiate it at ``probe``."""
     param = next(iter(model.parameters()), None)
     own = model, (param.dtype if param is not None else torch.float32)
     try:
@@ -30,8 +31,34 @@ def model64(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, t
             with torch.no_grad():
                 copy64(probe.to(torch.float64))
     except Exception:  # noqa: BLE001 - any failure of the copy: use the model as it is
-        return own
-    return copy64, torch.float64
+        return _differentiable(own[0], probe, own[1]), own[1]
+    return _differentiable(copy64, probe, torch.float64), torch.float64
+
+
+class Functionalized(nn.Module):
+    """``model`` run through ``torch.func.functionalize``: the same function, with in-place
+    calls replaced by out-of-place ones, so that autograd can differentiate a forward pass
+    that overwrites a value its backward needs (``h.relu_().mul_(2)``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.func.functionalize(self.model)(x)
+
+
+def _differentiable(model: nn.Module, probe: Tensor | None, dtype: torch.dtype) -> nn.Module:
+    if probe is None:
+        return model
+    z = probe.detach().to(dtype).clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            torch.autograd.grad(model(z).sum(), z, allow_unused=True)
+    except RuntimeError as exc:
+        if "inplace operation" in str(exc):
+            return Functionalized(model)
+    return model
 
 
 def row_gradients(model: nn.Module, X: Tensor, C: Tensor, chunk: int = 4096) -> Tensor:

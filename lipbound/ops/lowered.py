@@ -40,8 +40,11 @@ import math
 import torch
 
 from lipbound.ops.composite import _group_norm
+from lipbound.ops.pooling import ceil_padded
 from lipbound.ops.scale_shift import _batch_norm
+from lipbound.ops.select import where_on_comparison
 from lipbound.ops.tracing import (
+    Comparison,
     Var,
     as_per_sample,
     broadcast,
@@ -61,11 +64,14 @@ def _one(v, default=None) -> int:
     return int(v)
 
 
-def _pool1d(b, fx, x: Var, k: int, s: int, p: int, d: int, out_len: int) -> Var:
+def _pool1d(b, fx, x: Var, k: int, s: int, p: int, d: int, out_len: int,
+            ceil_mode: bool = False) -> Var:
     if len(x.shape) != 2:
         raise unsupported(fx, "1-d pooling needs per-sample inputs [C, L]")
     C, L = x.shape
     x3 = b.aux(fx, "2d", "reshape", [x], (C, 1, L), {"shape": (C, 1, L)})
+    if ceil_mode:
+        x3 = ceil_padded(b, fx, x3, (1, k), (1, s), (0, p), (1, d), (1, out_len))
     y = b.aux(fx, "pool", "max_pool", [x3], (C, 1, out_len),
               {"kernel_size": (1, k), "stride": (1, s), "padding": (0, p), "dilation": (1, d)})
     return b.add(fx, "reshape", [y], {"shape": (C, out_len)}, shape=(C, out_len))
@@ -73,12 +79,11 @@ def _pool1d(b, fx, x: Var, k: int, s: int, p: int, d: int, out_len: int) -> Var:
 
 @converts("aten.max_pool1d.default", "aten.max_pool1d_with_indices.default")
 def _max_pool1d(b, fx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    if ceil_mode:
-        raise unsupported(fx, "max pooling with ceil_mode=True is not supported")
     k = _one(kernel_size)
     val = fx.meta["val"]
     out = val[0] if isinstance(val, (tuple, list)) else val
-    y = _pool1d(b, fx, x, k, _one(stride, k), _one(padding), _one(dilation), out.shape[-1])
+    y = _pool1d(b, fx, x, k, _one(stride, k), _one(padding), _one(dilation), out.shape[-1],
+                ceil_mode)
     if isinstance(val, (tuple, list)):
         b.vars[fx.name] = (y, None)
 
@@ -293,18 +298,21 @@ def _prod(b, fx, x, dim=None, keepdim=False, dtype=None):
     b.add(fx, "reshape", [acc], {"shape": per_sample_shape(fx)})
 
 
-@converts("aten.where.self", "aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
+@converts("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf",
+          "aten.where.Scalar", "aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
 def _where(b, fx, *args):
     """``where(c, a, b)`` / ``x.masked_fill(c, v)`` with a constant condition (a mask such as
-    a buffer; a comparison of input-dependent values stays refused): ``b + m (a - b)`` with
-    the 0/1 mask m, scale-shifts and a sum (exact)."""
+    a buffer): ``b + m (a - b)`` with the 0/1 mask m, scale-shifts and a sum (exact); with a
+    comparison of input-dependent values, :func:`lipbound.ops.select.where_on_comparison`."""
     if str(fx.target).startswith("aten.masked_fill"):
         x, c, v = args
         c, a, other = c, v, x
     else:
         c, a, other = args
+    if isinstance(c, Comparison):
+        return where_on_comparison(b, fx, c, a, other)
     if isinstance(c, Var):
-        raise unsupported(fx, "the condition must not depend on the input")
+        raise unsupported(fx, "the condition must be a constant or a comparison")
     shape = per_sample_shape(fx)
     m = as_per_sample(c.to(torch.float64), fx, len(shape)).expand(shape)
     if isinstance(a, Var) and isinstance(other, Var):

@@ -40,7 +40,8 @@ class PoolSelection:
 
 
 class MaxPool2d(NonlinearOp):
-    """2-d max pooling; params kernel_size, stride, padding, dilation (ceil_mode False)."""
+    """2-d max pooling; params kernel_size, stride, padding, dilation (``ceil_mode`` is
+    converted into padding: :func:`ceil_padded`)."""
 
     kind = "max_pool"
     differentiable = True
@@ -129,20 +130,41 @@ register(MaxPool2d())
 
 @converts("aten.max_pool2d.default")
 def _max_pool2d(b, fx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    if ceil_mode:
-        raise unsupported(fx, "max pooling with ceil_mode=True is not supported")
-    var = b.add(fx, "max_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
-                                      "padding": padding, "dilation": dilation})
-    return var
+    val = fx.meta["val"]
+    return _pool2d(b, fx, x, kernel_size, stride, padding, dilation, ceil_mode, val.shape[-2:])
 
 
 @converts("aten.max_pool2d_with_indices.default")
 def _max_pool2d_with_indices(b, fx, x, kernel_size, stride=(), padding=0, dilation=1,
                              ceil_mode=False):
-    if ceil_mode:
-        raise unsupported(fx, "max pooling with ceil_mode=True is not supported")
     val = fx.meta["val"][0]
-    var = b.add(fx, "max_pool", [x], {"kernel_size": kernel_size, "stride": stride or kernel_size,
-                                      "padding": padding, "dilation": dilation},
-                shape=tuple(int(s) for s in val.shape[1:]))
+    var = _pool2d(b, fx, x, kernel_size, stride, padding, dilation, ceil_mode, val.shape[-2:])
     b.vars[fx.name] = (var, None)
+
+
+def _pool2d(b, fx, x, kernel_size, stride, padding, dilation, ceil_mode, out_hw):
+    stride = stride or kernel_size
+    if ceil_mode:
+        x = ceil_padded(b, fx, x, _pair(kernel_size), _pair(stride), _pair(padding),
+                        _pair(dilation), tuple(int(v) for v in out_hw))
+    params = {"kernel_size": kernel_size, "stride": stride, "padding": padding,
+              "dilation": dilation}
+    return b.add(fx, "max_pool", [x], params, shape=(x.shape[0], *map(int, out_hw)))
+
+
+def ceil_padded(b, fx, x, k, s, p, d, out_hw):
+    """``x`` replicate-padded at the bottom / right so that pooling without ``ceil_mode``
+    gives ``ceil_mode``'s windows and values. A window that ``ceil_mode`` adds (or one that
+    reaches into the right padding) starts inside the input or its left padding and runs past
+    the last row / column, so it holds that row / column: copies of it change no maximum.
+    Needs dilation 1 (with gaps a window could skip the last row / column)."""
+    if any(di != 1 for di in d):
+        raise unsupported(fx, "max pooling with ceil_mode=True and dilation is not supported")
+    size = x.shape[-2:]
+    extra = [max(0, (o - 1) * si + ki - (n + 2 * pi))
+             for o, si, ki, n, pi in zip(out_hw, s, k, size, p)]
+    if not any(extra):
+        return x
+    shape = (*x.shape[:-2], size[0] + extra[0], size[1] + extra[1])
+    return b.aux(fx, "ceil_pad", "pad_mode", [x], shape,
+                 {"pad": (0, extra[1], 0, extra[0]), "mode": "replicate"})

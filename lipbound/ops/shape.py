@@ -333,6 +333,85 @@ def _slice(b, fx, x, dim=0, start=None, end=None, step=1):
     b.add(fx, "slice", [x], {"dim": dim - 1, "start": start, "end": end, "step": step})
 
 
+@converts("aten.slice_scatter.default")
+def _slice_scatter(b, fx, x, src, dim=0, start=None, end=None, step=1):
+    """``x`` with ``x[..., start:end]`` along ``dim`` replaced by ``src`` (what an in-place
+    write to a slice, ``h[:, :2] *= 0.5``, becomes once functionalised): ``x`` times a 0/1
+    mask plus ``src`` zero-padded into place. Products with 0 / 1 and sums with 0 are exact,
+    so the values are the copies the kernel makes."""
+    shape = per_sample_shape(fx)
+    nd = len(shape) + 1
+    dim = dim % nd
+    if dim == 0 or step != 1:
+        raise unsupported(fx, "writing to a slice of the batch dimension or with a step is "
+                              "not supported")
+    n = shape[dim - 1]
+    lo = 0 if start is None else (start % n if start < 0 else min(start, n))
+    hi = n if end is None else (end % n if end < 0 else min(end, n))
+    _scatter_into(b, fx, x, src, dim - 1, lo, max(hi, lo))
+
+
+@converts("aten.copy.default")
+def _copy(b, fx, x, src, non_blocking=False):
+    """``x.copy_(src)`` functionalised: the values of ``src`` in ``x``'s place."""
+    if not isinstance(src, Var) or tuple(src.shape) != tuple(per_sample_shape(fx)):
+        raise unsupported(fx, "only copies of an activation of the same shape are supported")
+    b.alias(fx, src)
+
+
+@converts("aten.select_scatter.default")
+def _select_scatter(b, fx, x, src, dim, index):
+    """``x`` with ``x.select(dim, index)`` replaced by ``src`` (``h[:, 0] = ...``)."""
+    shape = per_sample_shape(fx)
+    dim = dim % (len(shape) + 1)
+    if dim == 0:
+        raise unsupported(fx, "writing to an index of the batch dimension is not supported")
+    index = index % shape[dim - 1]
+    part = list(shape)
+    part[dim - 1] = 1
+    if isinstance(src, Var):
+        src = b.aux(fx, "unsqueeze", "reshape", [src], tuple(part), {"shape": tuple(part)})
+    else:
+        src = torch.as_tensor(src).unsqueeze(dim)
+    _scatter_into(b, fx, x, src, dim - 1, index, index + 1)
+
+
+def _scatter_into(b, fx, x, src, dim: int, lo: int, hi: int) -> Var:
+    """``x`` (per-sample ``dim``) with positions ``lo:hi`` replaced by ``src``; either may be
+    a constant ([B or 1, ...])."""
+    shape = per_sample_shape(fx)
+    mask = torch.ones(shape, dtype=torch.float64)
+    mask.narrow(dim, lo, hi - lo).zero_()
+    shift = torch.zeros(shape, dtype=torch.float64)
+    parts: list[Var] = []
+    if isinstance(x, Var):
+        parts.append(b.aux(fx, "keep", "scale_shift", [x], shape, {"scale": mask}))
+    else:
+        shift += _one_sample(fx, x) * mask
+    if isinstance(src, Var):
+        pad = [0, 0] * (len(shape) - dim)
+        pad[-2:] = [lo, shape[dim] - hi]
+        parts.append(b.aux(fx, "placed", "pad", [src], shape, {"pad": tuple(pad)}))
+    else:
+        shift.narrow(dim, lo, hi - lo).copy_(_one_sample(fx, src))
+    total = parts[0]
+    if len(parts) == 2:
+        total = b.aux(fx, "sum", "add", parts, shape, {"coeffs": (1.0, 1.0)})
+    return b.add(fx, "scale_shift", [total], {"scale": torch.ones((), dtype=torch.float64),
+                                              "shift": shift})
+
+
+def _one_sample(fx, c) -> Tensor:
+    """A constant's per-sample value; refused if it varies along the batch dimension."""
+    c = torch.as_tensor(c).detach().to(torch.float64)
+    if c.dim() == len(per_sample_shape(fx)) + 1:
+        if not bool((c == c[:1]).all()):
+            raise unsupported(fx, "a constant written into an activation varies along the "
+                                  "batch dimension")
+        c = c[0]
+    return c
+
+
 @converts("aten.select.int")
 def _select(b, fx, x, dim, index):
     """``x.select(dim, index)`` (``x[:, i]``): a slice of length one, then a reshape that

@@ -101,6 +101,24 @@ class Refused:
     why: str
 
 
+@dataclass(frozen=True)
+class Comparison(Refused):
+    """The boolean result of comparing input-dependent values: ``diff > 0`` (``strict``) or
+    ``diff >= 0``, with ``diff`` a node. Only the calls in :data:`READS_COMPARISON` take one
+    (:mod:`lipbound.ops.select`); any other call is refused with ``why``."""
+
+    diff: Var | None = None
+    strict: bool = True
+
+
+#: ATen overloads that read a :class:`Comparison` (selections and negation)
+READS_COMPARISON = frozenset({
+    "aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar",
+    "aten.masked_fill.Scalar", "aten.masked_fill.Tensor", "aten.logical_not.default",
+    "aten.bitwise_not.default", "aten._to_copy.default", "aten.to.dtype",
+    "aten.to.dtype_layout", "aten._assert_tensor_metadata.default"})
+
+
 def where_of(node: torch.fx.Node) -> str:
     """Human-readable location of an exported node in the user's model."""
     stack = node.meta.get("nn_module_stack") or {}

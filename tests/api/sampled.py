@@ -28,9 +28,19 @@ def ball_points(x, n, seed, eps=EPS):
 
 
 def gradients(model64, pts):
-    """Autograd gradients of every output at ``pts``: [K, n, *in]."""
+    """Autograd gradients of every output at ``pts``: [K, n, *in] (through
+    ``torch.func.functionalize`` when the forward overwrites a value its backward needs)."""
+    try:
+        return _gradients(model64, pts)
+    except RuntimeError as exc:
+        if "inplace operation" not in str(exc):
+            raise
+        return _gradients(torch.func.functionalize(model64), pts)
+
+
+def _gradients(fn, pts):
     p = pts.clone().requires_grad_(True)
-    y = model64(p)
+    y = fn(p)
     return torch.stack([torch.autograd.grad(y[:, k].sum(), p, retain_graph=True)[0]
                         for k in range(y.shape[1])])
 

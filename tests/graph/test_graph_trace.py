@@ -192,7 +192,8 @@ class _Fn(nn.Module):
 @pytest.mark.parametrize("fn, op, why", [
     (lambda h: torch.cumprod(h, 1), "aten.cumprod.default", "Supported operators"),
     (lambda h: h * torch.sort(h, 1).indices, "aten.mul.Tensor", "indices of sort"),
-    (lambda h: torch.where(h > 0, h, 2 * h), "aten.gt.Scalar", "Supported operators"),
+    (lambda h: h * ((h > 0) & (h < 1)), "aten.__and__.Tensor", "condition of torch.where"),
+    (lambda h: torch.cummax(h, 1).values, "aten.cummax.default", "Supported operators"),
     (lambda h: F.elu(h, alpha=-0.5), "aten.elu.default", "alpha > 0"),
     (lambda h: F.leaky_relu(h, 2.0), "aten.leaky_relu.default", "negative slope"),
     (lambda h: F.softplus(h, beta=-2.0), "aten.softplus.default", "beta > 0"),
@@ -365,3 +366,32 @@ def test_constants_made_in_forward_become_float64_params(gen):
         want = fc64(x @ torch.full((4, 3), 0.1).double() + 1.0)
     torch.testing.assert_close(evaluate_graph(graph, x)[graph.output], want, rtol=1e-12,
                                atol=1e-12)
+
+
+class _Casts(nn.Module):
+    def __init__(self, narrow: bool = False):
+        super().__init__()
+        self.lin, self.narrow = nn.Linear(3, 3), narrow
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.narrow:
+            return h.half().float()
+        return h.float() * (h > 0.1).float() + h.to(torch.float32)
+
+
+def test_casts_through_torch_export():
+    """torch.export writes dtype checks and conversions the recorder never sees: a cast to
+    the same or a wider floating dtype is the identity, a comparison's cast is its step, and a
+    narrowing cast (a rounding the graph would not model) is refused."""
+    from lipbound.graph import trace as trace_mod
+
+    model = _Casts().eval()
+    x2 = torch.rand(2, 3, generator=torch.Generator().manual_seed(0)) - 0.5
+    graph = trace_mod._exported(model, x2)
+    pts = torch.rand(30, 3, generator=torch.Generator().manual_seed(1)) - 0.5
+    with torch.no_grad():
+        want = model(pts).double()
+    assert torch.allclose(evaluate_graph(graph, pts.double())[graph.output], want, atol=1e-6)
+    with pytest.raises(UnsupportedOperationError, match="conversion from torch.float32"):
+        trace_mod._exported(_Casts(narrow=True).eval(), x2)

@@ -235,6 +235,7 @@ CASES = {
     "threshold": lambda g: (threshold_params(*_t(g, 2).tolist()), [(7,)]),
     "max_pool": _max_pool, "max_pool_grad": _max_pool_grad,
     "relu_switch": _binary(), "leaky_switch": _leaky_switch, "mul": _binary(),
+    "step_select": _binary(),
     "abs": _unary(), "square": _unary(),
     "pwl": _pwl, "hardswish": _unary(), "exp": _unary(), "log": _unary(), "pow": _pow,
     "sum": _sum, "expand": lambda g: ({"shape": (3, 4)}, [(3, 1)]),
