@@ -66,18 +66,16 @@ def _sdpa(b, fx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
 
 def _refuse(why: str) -> UnsupportedOperationError:
     return UnsupportedOperationError("nn.MultiheadAttention", "a MultiheadAttention module",
-                                     ["nn.MultiheadAttention (batch_first=True)"], hint=why)
+                                     ["nn.MultiheadAttention"], hint=why)
 
 
 def _check_mha(m: nn.MultiheadAttention, query: Tensor, key_padding_mask: Tensor | None
                ) -> None:
     if m.training:
         raise _refuse("the module is in training mode (dropout); call model.eval()")
-    if not m.batch_first:
-        raise _refuse("with batch_first=False the module's inputs carry the batch in their "
-                      "second dimension; lipbound needs the batch first (batch_first=True)")
     if query.dim() != 3:
-        raise _refuse("the queries must be batched [N, L, E]")
+        raise _refuse("the queries must be batched ([N, L, E], or [L, N, E] with "
+                      "batch_first=False)")
     if key_padding_mask is not None:
         raise _refuse("key padding masks are not supported (they differ between samples)")
     if m.bias_k is not None or m.bias_v is not None or m.add_zero_attn:
@@ -129,8 +127,23 @@ def _mha_forward(m: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Te
                  key_padding_mask: Tensor | None = None, need_weights: bool = True,
                  attn_mask: Tensor | None = None, average_attn_weights: bool = True,
                  is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
-    """nn.MultiheadAttention.forward (eval mode, batch first) with the batch kept first."""
+    """nn.MultiheadAttention.forward (eval mode) with the batch kept first; with
+    ``batch_first=False`` (the module's default) the time-major inputs are transposed to
+    batch-first and the output back, as torch's own forward does."""
     _check_mha(m, query, key_padding_mask)
+    if not m.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        out, weights = _attend(m, query, key, value, need_weights, attn_mask,
+                               average_attn_weights, is_causal)
+        return out.transpose(0, 1), weights
+    return _attend(m, query, key, value, need_weights, attn_mask, average_attn_weights,
+                   is_causal)
+
+
+def _attend(m: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+            need_weights: bool, attn_mask: Tensor | None, average_attn_weights: bool,
+            is_causal: bool) -> tuple[Tensor, Tensor | None]:
+    """Batch-first multi-head attention ([N, L, E] queries, [N, S, E] keys and values)."""
     H, d = m.num_heads, m.head_dim
     N, L, _ = query.shape
     S = key.shape[1]
@@ -152,3 +165,55 @@ def _mha_forward(m: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Te
     if not need_weights:
         return out, None
     return out, (att.mean(1) if average_attn_weights else att)
+
+
+@replaces_forward(nn.TransformerEncoderLayer)
+def _encoder_layer_forward(layer: nn.TransformerEncoderLayer, src: Tensor,
+                           src_mask: Tensor | None = None,
+                           src_key_padding_mask: Tensor | None = None,
+                           is_causal: bool = False) -> Tensor:
+    """nn.TransformerEncoderLayer.forward (torch's slow path) with the batch kept first; a
+    time-major input (``batch_first=False``, the default) is transposed to batch-first and
+    the output back."""
+    time_major = not layer.self_attn.batch_first
+    x = src.transpose(0, 1) if time_major else src
+    x = _encoder_layer(layer, x, src_mask, src_key_padding_mask, is_causal)
+    return x.transpose(0, 1) if time_major else x
+
+
+def _encoder_layer(layer: nn.TransformerEncoderLayer, x: Tensor, mask: Tensor | None,
+                   key_padding_mask: Tensor | None, is_causal: bool) -> Tensor:
+    """One encoder layer on a batch-first ``x`` [N, L, E]: torch's ``_sa_block`` /
+    ``_ff_block`` in pre- or post-norm order."""
+    attn = layer.self_attn
+
+    def sa(t: Tensor) -> Tensor:
+        _check_mha(attn, t, key_padding_mask)
+        return layer.dropout1(_attend(attn, t, t, t, False, mask, True, is_causal)[0])
+
+    def ff(t: Tensor) -> Tensor:
+        return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(t)))))
+
+    if layer.norm_first:
+        x = x + sa(layer.norm1(x))
+        return x + ff(layer.norm2(x))
+    x = layer.norm1(x + sa(x))
+    return layer.norm2(x + ff(x))
+
+
+@replaces_forward(nn.TransformerEncoder)
+def _encoder_forward(enc: nn.TransformerEncoder, src: Tensor, mask: Tensor | None = None,
+                     src_key_padding_mask: Tensor | None = None,
+                     is_causal: bool | None = None) -> Tensor:
+    """nn.TransformerEncoder.forward over encoder layers, batch first throughout (a
+    time-major input is transposed once, so the final norm sees batch-first values too)."""
+    layers = list(enc.layers)
+    if not layers or not all(type(m) is nn.TransformerEncoderLayer for m in layers):
+        return nn.TransformerEncoder.forward(enc, src, mask, src_key_padding_mask, is_causal)
+    time_major = not layers[0].self_attn.batch_first
+    x = src.transpose(0, 1) if time_major else src
+    for layer in layers:
+        x = _encoder_layer(layer, x, mask, src_key_padding_mask, bool(is_causal))
+    if enc.norm is not None:
+        x = enc.norm(x)
+    return x.transpose(0, 1) if time_major else x

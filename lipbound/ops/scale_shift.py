@@ -150,7 +150,8 @@ def _batch_norm_params(fx, x, w, bias, mean, var, eps):
 def _batch_norm(b, fx, x, w, bias, mean, var, training=False, momentum=0.1, eps=1e-5,
                 cudnn=False):
     if training:
-        raise unsupported(fx, "batch norm in training mode; call model.eval()")
+        raise unsupported(fx, "batch norm with the batch's own statistics (training mode, or "
+                              "track_running_stats=False); call model.eval()")
     b.add(fx, "scale_shift", [x], _batch_norm_params(fx, x, w, bias, mean, var, eps))
 
 
@@ -166,7 +167,8 @@ def _native_batch_norm(b, fx, x, w, bias, mean, var, training, momentum, eps):
     """``aten.native_batch_norm``, what ``F.batch_norm`` runs below autograd (recorded
     forward passes): in eval mode the same scale-shift as the exported form."""
     if training:
-        raise unsupported(fx, "batch norm in training mode; call model.eval()")
+        raise unsupported(fx, "batch norm with the batch's own statistics (training mode, or "
+                              "track_running_stats=False); call model.eval()")
     _bn_no_training(b, fx, x, w, bias, mean, var, momentum, eps)
 
 

@@ -60,6 +60,27 @@ class Encoder(nn.Module):
         return self.head(self.enc(self.emb(x.view(-1, 3, 4))).mean(1))
 
 
+class TimeMajor(nn.Module):
+    """nn.MultiheadAttention / nn.TransformerEncoder in their default layout
+    (``batch_first=False``), fed ``h.transpose(0, 1)`` and read back the same way."""
+
+    def __init__(self, kind="mha", norm_first=False):
+        super().__init__()
+        self.emb, self.kind = nn.Linear(4, 8), kind
+        if kind == "mha":
+            self.mod = nn.MultiheadAttention(8, 2)
+        else:
+            layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, norm_first=norm_first)
+            self.mod = nn.TransformerEncoder(layer, 1, norm=nn.LayerNorm(8),
+                                             enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.emb(x.view(-1, 3, 4)).transpose(0, 1)  # [L, N, E]
+        out = self.mod(h, h, h)[0] if self.kind == "mha" else self.mod(h)
+        return self.head(out.transpose(0, 1).mean(1))
+
+
 def _cnn1d():
     return nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 4, 3,
                          padding=1), nn.ReLU(), nn.AvgPool1d(2), nn.AdaptiveAvgPool1d(2),
@@ -98,12 +119,16 @@ def _models():
         "mha_cross": (MHAModel(2, cross=True), (12,)),
         "mha_causal": (MHAModel(2, weights=True, causal=True), (12,)),
         "encoder": (Encoder(), (12,)), "encoder_prenorm": (Encoder(True), (12,)),
+        "mha_time_major": (TimeMajor(), (12,)),
+        "encoder_time_major": (TimeMajor("encoder"), (12,)),
+        "encoder_time_major_prenorm": (TimeMajor("encoder", True), (12,)),
         "cnn1d": (_cnn1d(), (1, 14)), "cnn2d": (_cnn2d(), (1, 6, 6)), "mix_mlp": (MixMLP(), (6,)),
     }
 
 
 MODELS = {k: (m.eval(), s) for k, (m, s) in _models().items()}
-SLOW = {"encoder", "encoder_prenorm", "mha_causal"}
+SLOW = {"encoder", "encoder_prenorm", "mha_causal", "encoder_time_major",
+        "encoder_time_major_prenorm"}
 
 
 test_output_bounds_contain_samples, test_lipschitz_and_jacobian_bounds_contain_sampled_gradients = (
@@ -117,14 +142,15 @@ _CONFIGS = [  # (heads, kdim, need_weights, average, mask kind, bias)
 ]
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("cfg", _CONFIGS)
-def test_traced_attention_forward_equals_the_module(cfg):
+def test_traced_attention_forward_equals_the_module(cfg, batch_first):
     heads, kdim, need, avg, mask_kind, bias = cfg
     torch.manual_seed(1)
-    m = nn.MultiheadAttention(12, heads, batch_first=True, kdim=kdim, vdim=kdim,
+    m = nn.MultiheadAttention(12, heads, batch_first=batch_first, kdim=kdim, vdim=kdim,
                               bias=bias).eval()
-    q = torch.randn(2, 4, 12)
-    kv = torch.randn(2, 5, kdim or 12)
+    q = torch.randn(2, 4, 12) if batch_first else torch.randn(4, 2, 12)
+    kv = torch.randn(2, 5, kdim or 12) if batch_first else torch.randn(5, 2, kdim or 12)
     mask = None
     if mask_kind == "bool":
         mask = torch.rand(4, 5) < 0.4
@@ -145,7 +171,7 @@ def test_traced_attention_forward_equals_the_module(cfg):
 
 
 @pytest.mark.parametrize("why, kwargs, call", [
-    ("batch_first", {"batch_first": False}, {}),
+    ("add_bias_kv", {"batch_first": True, "add_bias_kv": True}, {}),
     ("key padding", {"batch_first": True}, {"key_padding_mask": torch.zeros(2, 3,
                                                                           dtype=torch.bool)}),
     ("2-d attention masks", {"batch_first": True}, {"attn_mask": torch.zeros(4, 3, 3)}),
@@ -168,5 +194,6 @@ class Seq2(nn.Module):
 
 
 def test_batch_second_attention_model_names_the_reason():
-    with pytest.raises(UnsupportedOperationError, match="batch_first"):
+    """A batch-first tensor given to a batch_first=False module attends over the batch."""
+    with pytest.raises(UnsupportedOperationError, match="batch dimension second"):
         lipbound.output_bounds(Seq2().eval(), torch.rand(12), 0.01)
