@@ -130,7 +130,9 @@ def check_finite_result(lower: Any, upper: Any, what: str, eps: float | None = N
             at = "" if eps is None else f" at eps {eps:g}"
             raise InputError(f"bounds overflow: {what} are not finite{at}; eps is too large for "
                              "this model (use a smaller eps, or a data_range that bounds the "
-                             "inputs)")
+                             "inputs), or the model takes sqrt, log or 1/x of a value that "
+                             "can reach 0 there, whose rounding has no finite bound (e.g. "
+                             "LPPool after a ReLU)")
 
 
 def batched_for(model: nn.Module | Graph, x: Tensor) -> Tensor:
@@ -144,7 +146,8 @@ def batched_input(model: nn.Module, x: Tensor) -> Tensor:
     """x as a batch of one, [1, *in], checked by running the model.
 
     Accepts [*in] or [1, *in]; raises ShapeError if the model runs on neither or its output is
-    not a [1, K] batch (and ModelModeError, before running it, for a model in training mode).
+    not a [1, K] or [1] batch (and ModelModeError, before running it, for a model in training
+    mode).
     """
     check_module(model)
     cands = [x] if x.dim() >= 1 and x.shape[0] == 1 else []
@@ -159,10 +162,10 @@ def batched_input(model: nn.Module, x: Tensor) -> Tensor:
         except Exception as exc:
             errors.append(f"{list(cand.shape)}: {type(exc).__name__}: {exc}")
             continue
-        if isinstance(out, Tensor) and out.dim() == 2 and out.shape[0] == 1:
-            return cand
+        if isinstance(out, Tensor) and out.dim() in (1, 2) and out.shape[0] == 1:
+            return cand  # [1, K], or [1]: one output per sample (traced as [1, 1])
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        errors.append(f"{list(cand.shape)}: output {shape} is not [1, K]")
+        errors.append(f"{list(cand.shape)}: output {shape} is not [1, K] or [1]")
     raise ShapeError(
         f"x of shape {list(x.shape)} does not fit the model (tried {'; '.join(errors)}). "
         "Pass one input of the shape the model expects, with or without a batch dimension "

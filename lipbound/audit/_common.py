@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lipbound.errors import InputError
+from lipbound.graph.trace import Column
 from lipbound.inputs import as_tensor
 
 
@@ -19,8 +20,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def float64_model(model: nn.Module) -> nn.Module:
-    """An eval-mode float64 copy of ``model`` on the model's device (for exact re-checks)."""
-    return copy.deepcopy(model).double().eval()
+    """An eval-mode float64 copy of ``model`` on the model's device (for exact re-checks),
+    with outputs [B, K] (one output per sample as [B, 1]: :class:`Column`)."""
+    return Column(copy.deepcopy(model).double().eval())
 
 
 def positive(name: str, value: Any, integer: bool = False) -> float | int:
@@ -49,11 +51,14 @@ def box_bounds(lower: Any, upper: Any, device: torch.device) -> tuple[Tensor, Te
 
 
 def run_batch(model: nn.Module, x: Tensor) -> Tensor:
-    """``model`` on a batch ``x [R, *in]``: its output [R, K] (any dtype conversion by caller)."""
+    """``model`` on a batch ``x [R, *in]``: its output [R, K] (one output per sample, [R],
+    as [R, 1]; any dtype conversion by caller)."""
     out = model(x)
+    if isinstance(out, Tensor) and out.dim() == 1 and out.shape[0] == x.shape[0]:
+        out = out.unsqueeze(-1)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise InputError(f"the model must map [B, *in] to [B, K]; got output {shape}")
+        raise InputError(f"the model must map [B, *in] to [B, K] or [B]; got output {shape}")
     return out
 
 

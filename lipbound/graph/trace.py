@@ -61,16 +61,38 @@ def trace(model: nn.Module, example: Tensor, normalize_graph: bool = True) -> Gr
             f"the model cannot run on an input of shape {list(example.shape)} "
             f"(batch of one sample of shape {list(example.shape[1:])}): {exc}"
         ) from exc
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
+    if isinstance(out, Tensor) and out.dim() == 1 and out.shape[0] == 2:
+        model = Column(model)  # one output per sample ([B]): traced as [B, 1]
+    elif not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ShapeError(
-            f"the model must map [B, *in] to [B, K] (a batch of output vectors); on a batch of "
-            f"2 it returned {shape}"
+            f"the model must map [B, *in] to [B, K] or [B] (a batch of outputs); on a batch "
+            f"of 2 it returned {shape}"
         )
     graph = _recorded(model, x2) if FAST_TRACE else None
     if graph is None:
         graph = _exported(model, x2)
     return normalize(graph) if normalize_graph else graph
+
+
+class Column(nn.Module):
+    """A model with one output per sample ([B], e.g. a binary classifier's ``squeeze(-1)``)
+    as [B, 1]: bounds, constants and Jacobians have one row. Outputs [B, K] pass unchanged."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.model(x)
+        return y.unsqueeze(-1) if isinstance(y, Tensor) and y.dim() == 1 else y
+
+
+def as_matrix_output(model: nn.Module, probe: Tensor) -> nn.Module:
+    """``model``, or :class:`Column` of it when its output on ``probe`` [1, *in] is [1]."""
+    with torch.no_grad():
+        out = model(probe)
+    return Column(model) if isinstance(out, Tensor) and out.dim() == 1 else model
 
 
 #: try :func:`lipbound.graph.record.record` before ``torch.export`` (set False to always export)

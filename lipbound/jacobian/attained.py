@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lipbound.autodiff import vjp
 from lipbound.bounds.domains import LpBall, vector_norm
+from lipbound.graph.trace import as_matrix_output
 
 
 def model64(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, torch.dtype]:
@@ -31,8 +32,16 @@ def model64(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, t
             with torch.no_grad():
                 copy64(probe.to(torch.float64))
     except Exception:  # noqa: BLE001 - any failure of the copy: use the model as it is
-        return _differentiable(own[0], probe, own[1]), own[1]
-    return _differentiable(copy64, probe, torch.float64), torch.float64
+        return _prepared(own[0], probe, own[1]), own[1]
+    return _prepared(copy64, probe, torch.float64), torch.float64
+
+
+def _prepared(model: nn.Module, probe: Tensor | None, dtype: torch.dtype) -> nn.Module:
+    """``model`` with [B, K] outputs (:func:`~lipbound.graph.trace.as_matrix_output`) and
+    differentiable by autograd (:func:`_differentiable`)."""
+    if probe is not None:
+        model = as_matrix_output(model, probe.detach().to(dtype))
+    return _differentiable(model, probe, dtype)
 
 
 class Functionalized(nn.Module):

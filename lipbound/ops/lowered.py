@@ -28,6 +28,8 @@ kernel's where noted).
   einsum's rounding fact allows);
 - ``prod`` over a dim: a chain of products of two values (McCormick each; a product of n
   factors rounds n - 1 times in any order, each product node's fact covers its own);
+  ``cumprod`` the same chain with every partial product kept, ``cummax`` / ``cummin`` a chain
+  of ReLU maxima / minima;
 - ``where`` / ``masked_fill`` with a constant condition: ``b + m (a - b)`` with the 0/1 mask;
 - ``zeros_like`` / ``ones_like`` / ``full_like`` / ``new_zeros`` / ``new_ones`` / ``new_full``
   of an input-dependent tensor: constants (they read only its shape).
@@ -45,6 +47,7 @@ from lipbound.ops.scale_shift import _batch_norm
 from lipbound.ops.select import where_on_comparison
 from lipbound.ops.tracing import (
     Comparison,
+    Refused,
     Var,
     as_per_sample,
     broadcast,
@@ -142,12 +145,13 @@ def _instance_norm(b, fx, x, weight, bias, running_mean, running_var, use_input_
     _batch_norm(b, fx, x, weight, bias, running_mean, running_var, False, momentum, eps)
 
 
-def _bounded(b, fx, a, c, largest: bool, tag: str = "") -> Var:
+def _bounded(b, fx, a, c, largest: bool, tag: str = "",
+             shape: tuple[int, ...] | None = None) -> Var:
     """``max(a, c)`` (``largest``) or ``min(a, c)``, either operand a Var or a constant, as
     ReLUs: ``max(a, c) = c + relu(a - c)``, ``min(a, c) = a - relu(a - c)`` (exact). With
     ``tag`` every node is a helper named after it (several in one call), else the last one
-    stands for ``fx``."""
-    shape = per_sample_shape(fx)
+    stands for ``fx``; ``shape``: the result's per-sample shape (default ``fx``'s)."""
+    shape = per_sample_shape(fx) if shape is None else shape
 
     def emit(op, inputs, params):
         return b.aux(fx, tag, op, inputs, shape, params) if tag else b.add(fx, op, inputs, params)
@@ -296,6 +300,29 @@ def _prod(b, fx, x, dim=None, keepdim=False, dtype=None):
     for i, p in enumerate(parts[1:], 1):
         acc = b.aux(fx, f"prod{i}", "mul", [acc, p], p.shape)
     b.add(fx, "reshape", [acc], {"shape": per_sample_shape(fx)})
+
+
+@converts("aten.cumprod.default", "aten.cummax.default", "aten.cummin.default")
+def _cumulative(b, fx, x, dim, dtype=None):
+    """Running products (a chain of McCormick products, sequential like the kernel's) and
+    running maxima / minima (``max(a, c) = c + relu(a - c)``, exact) along ``dim``; the
+    indices of cummax / cummin are refused when read."""
+    if not isinstance(x, Var):
+        raise unsupported(fx, "a running product / maximum of a constant")
+    kind = str(fx.target).split(".")[1]
+    d = reduction_dims(fx, x, dim)[0]
+    parts = unit_slices(b, fx, x, d, "part")
+    acc = [parts[0]]
+    for i, p in enumerate(parts[1:], 1):
+        if kind == "cumprod":
+            acc.append(b.aux(fx, f"prod{i}", "mul", [acc[-1], p], p.shape))
+        else:
+            acc.append(_bounded(b, fx, p, acc[-1], kind == "cummax", f"run{i}", p.shape))
+    values = acc[0] if len(acc) == 1 else b.aux(fx, "values", "concat", acc, x.shape,
+                                                 {"dim": d})
+    if kind == "cumprod":
+        return b.alias(fx, values)
+    b.vars[fx.name] = (values, Refused("the indices of cummax / cummin are not supported"))
 
 
 @converts("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf",

@@ -6,7 +6,8 @@ A comparison (``gt`` / ``ge`` / ``lt`` / ``le``, a Tensor or a scalar on either 
 difference ``d`` of its sides as a node, and whether the test is ``d > 0`` or ``d >= 0``. Only
 ``where`` / ``masked_fill`` and conversions to a floating dtype (``(h > 0).float()``, the step
 ``where(c, 1, 0)``) read it; anything else (``&``, ``sum`` of a mask) is refused with that
-reason. The selection lowers to
+reason; ``sign`` and ``heaviside`` are two / one such selections of ones. The selection
+lowers to
 
     where(d > 0, a, b) = b + step_select(d, a - b)
     where(d >= 0, a, b) = a + step_select(-d, b - a)
@@ -118,6 +119,30 @@ def _cast(b, fx, x, *_, **__):
         raise unsupported(fx, f"a conversion from {src} to {dst} (only to a floating dtype at "
                               "least as wide is supported)")
     b.alias(fx, x)
+
+
+@converts("aten.sign.default", "aten.heaviside.default")
+def _steps(b, fx, x, values=None):
+    """``sign(x) = [x > 0] - [-x > 0]`` and ``heaviside(x, v) = [x > 0]`` (v in [0, 1] at
+    x = 0, which the selection's bounds there, [0, 1], contain), with ``[z > 0]`` the
+    selection of a node of ones."""
+    if not isinstance(x, Var):
+        raise unsupported(fx, "a step of a constant")
+    shape = per_sample_shape(fx)
+    x = broadcast(b, fx, x, shape, "x")
+    ones = b.aux(fx, "ones", "scale_shift", [x], shape,  # 0 * x + 1 = 1
+                 {"scale": torch.tensor(0.0, dtype=torch.float64),
+                  "shift": torch.ones(shape, dtype=torch.float64)})
+    if str(fx.target) == "aten.heaviside.default":
+        v = as_per_sample(values, fx, len(shape))
+        if not bool(((v >= 0) & (v <= 1)).all()):
+            raise unsupported(fx, "heaviside with a value at 0 outside [0, 1]")
+        return b.add(fx, "step_select", [x, ones])
+    pos = b.aux(fx, "pos", "step_select", [x, ones], shape)
+    negx = b.aux(fx, "negx", "scale_shift", [x], shape,
+                 {"scale": torch.tensor(-1.0, dtype=torch.float64), "shift": None})
+    neg = b.aux(fx, "neg", "step_select", [negx, ones], shape)
+    return b.add(fx, "add", [pos, neg], {"coeffs": (1.0, -1.0)})
 
 
 @converts("aten._assert_tensor_metadata.default")

@@ -63,8 +63,10 @@ class Reshape(CopyOp):
 
     def flat_affine(self, params: Params, n_in: int, out_shape: tuple[int, ...]
                     ) -> tuple[Tensor, Tensor] | None:
-        """A flatten (to one dimension of the same length) is the identity in C order."""
-        return _flat_identity(n_in) if tuple(out_shape) == (n_in,) else None
+        """A flatten (to one dimension of the same length, or a per-sample scalar when that
+        length is 1) is the identity in C order."""
+        flat = tuple(out_shape) == (n_in,) or (tuple(out_shape) == () and n_in == 1)
+        return _flat_identity(n_in) if flat else None
 
 
 class Permute(CopyOp):

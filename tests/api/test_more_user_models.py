@@ -102,6 +102,21 @@ class Composites(nn.Module):
         return self.head(torch.cat(parts, 1))
 
 
+class Cumulative(nn.Module):
+    """cumprod, cummax and cummin values (session 15)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x):
+        h = self.fc(x).view(-1, 2, 4)
+        return self.head(torch.cat([torch.cumprod(torch.tanh(h), 2).flatten(1),
+                                    torch.cummax(h, 1).values.flatten(1),
+                                    torch.cummin(h, 2)[0].flatten(1)], 1))
+
+
 class Sorts(nn.Module):
     """GroupSort (groups of 4), MaxMin (groups of 2), a descending sort and top-3."""
 
@@ -217,6 +232,7 @@ def _models():
         "moves": (Moves(), (6,)), "sorts": (Sorts(), (6,)), "masked": (Masked(), (6,)),
         "filled": (Filled(), (6,)), "broadcast_const": (BroadcastConst(), (6,)),
         "cnn_lrn": (_cnn_lrn(), (1, 8, 8)), "composites": (Composites(), (6,)),
+        "cumulative": (Cumulative(), (6,)),
         "cnn_unfold_shuffle": (_cnn(), (1, 8, 8)), "cnn3d": (_cnn3d(), (1, 4, 4, 4)),
     }
 
@@ -276,6 +292,7 @@ def test_unsupported_recurrent_variants_are_refused(case, why):
 @pytest.mark.parametrize("name", [
     "lstm_h0", pytest.param("gru_2l_final_h0", marks=pytest.mark.slow),
     pytest.param("tm_lstm_last", marks=pytest.mark.slow), "rnn_tanh_2l", "composites",
+    "cumulative",
     "sorts", "masked"])
 def test_point_bounds_contain_the_models_own_float32_forward(name):
     """At eps = 0 the bounds are the model's value widened only by the rounding allowance:

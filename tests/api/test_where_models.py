@@ -1,4 +1,5 @@
-"""``torch.where`` / ``masked_fill`` on comparisons of input-dependent values (session 15).
+"""``torch.where`` / ``masked_fill`` on comparisons of input-dependent values, ``sign`` and
+``heaviside`` (session 15).
 
 For each model: the traced graph reproduces the model, ``output_bounds`` (ibp, crown,
 alpha-crown) contain sampled outputs in float64 and in the model's float32 forward, and point
@@ -51,13 +52,17 @@ class _Where(nn.Module):
             y = h * (h > 0.1).float() + g
         elif k == "scalar_other":
             y = torch.where(g <= 0.2, h, 0.0)
+        elif k == "sign":
+            y = torch.sign(h) * g + h
+        elif k == "heaviside":
+            y = torch.heaviside(h, torch.full((), 0.5, dtype=h.dtype)) + torch.tanh(g)
         else:
             raise ValueError(k)
         return self.head(y)
 
 
 KINDS = ("leaky", "max_ge", "fill_lt", "not_le", "constants", "broadcast", "step_float",
-         "scalar_other")
+         "scalar_other", "sign", "heaviside")
 MODELS = {k: _Where(k).eval() for k in KINDS}
 
 

@@ -190,10 +190,12 @@ class _Fn(nn.Module):
 
 
 @pytest.mark.parametrize("fn, op, why", [
-    (lambda h: torch.cumprod(h, 1), "aten.cumprod.default", "Supported operators"),
+    (lambda h: torch.cdist(h[:, None], h[:, None])[:, 0], "aten.cdist.default",
+     "Supported operators"),
     (lambda h: h * torch.sort(h, 1).indices, "aten.mul.Tensor", "indices of sort"),
     (lambda h: h * ((h > 0) & (h < 1)), "aten.__and__.Tensor", "condition of torch.where"),
-    (lambda h: torch.cummax(h, 1).values, "aten.cummax.default", "Supported operators"),
+    (lambda h: torch.logcumsumexp(h, 1), "aten.logcumsumexp.default", "Supported operators"),
+    (lambda h: h * torch.cummax(h, 1).indices, "aten.mul.Tensor", "indices of cummax"),
     (lambda h: F.elu(h, alpha=-0.5), "aten.elu.default", "alpha > 0"),
     (lambda h: F.leaky_relu(h, 2.0), "aten.leaky_relu.default", "negative slope"),
     (lambda h: F.softplus(h, beta=-2.0), "aten.softplus.default", "beta > 0"),
