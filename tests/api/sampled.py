@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import lipbound
+from lipbound.graph.trace import trace
+from tests.conftest import evaluate_graph
 
 EPS = 0.02
 
@@ -43,6 +45,18 @@ def _gradients(fn, pts):
     y = fn(p)
     return torch.stack([torch.autograd.grad(y[:, k].sum(), p, retain_graph=True)[0]
                         for k in range(y.shape[1])])
+
+
+def assert_graph_reproduces(model, shape, n=50, eps=EPS):
+    """The traced graph of the float64 model evaluates to its outputs at n points of the ball
+    around :func:`x_of` (the model gets its own copy of the points: in-place models write)."""
+    model64 = copy.deepcopy(model).double()
+    graph = trace(model64, x_of(shape)[None].double())
+    pts = ball_points(x_of(shape), n, 3, eps)
+    with torch.no_grad():
+        want = model64(pts.clone())
+    got = evaluate_graph(graph, pts)[graph.output]
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12), (got - want).abs().max()
 
 
 def assert_outputs_inside(model, x, n=1000):

@@ -13,17 +13,13 @@ through a functionalised copy where the model's own backward fails).
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import lipbound
-from lipbound.graph.trace import trace
-from tests.api.sampled import ball_points, model_tests, x_of
-from tests.conftest import evaluate_graph
+from tests.api.sampled import assert_graph_reproduces, model_tests
 
 D = 5
 
@@ -76,13 +72,7 @@ test_output_bounds_contain_samples, test_lipschitz_and_jacobian_bounds_contain_s
 
 @pytest.mark.parametrize("name", KINDS)
 def test_traced_graph_reproduces_the_model(name):
-    model, shape = MODELS[name]
-    model64 = copy.deepcopy(model).double()
-    graph = trace(model64, x_of(shape)[None].double())
-    pts = ball_points(x_of(shape), 50, 3)
-    out = evaluate_graph(graph, pts)[graph.output]
-    with torch.no_grad():
-        assert torch.allclose(out, model64(pts.clone()), rtol=1e-10, atol=1e-12)
+    assert_graph_reproduces(*MODELS[name])
 
 
 @pytest.mark.parametrize("name", KINDS)

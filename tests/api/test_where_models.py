@@ -19,9 +19,7 @@ from torch import nn
 
 import lipbound
 from lipbound.errors import UnsupportedOperationError
-from lipbound.graph.trace import trace
-from tests.api.sampled import assert_outputs_inside, ball_points, x_of
-from tests.conftest import evaluate_graph
+from tests.api.sampled import assert_graph_reproduces, assert_outputs_inside, x_of
 
 D = 5
 
@@ -68,12 +66,7 @@ MODELS = {k: _Where(k).eval() for k in KINDS}
 
 @pytest.mark.parametrize("name", KINDS)
 def test_traced_graph_reproduces_the_model(name):
-    model64 = copy.deepcopy(MODELS[name]).double()
-    graph = trace(model64, x_of((D,))[None].double())
-    pts = ball_points(x_of((D,)), 200, 3, eps=0.5)
-    with torch.no_grad():
-        assert torch.allclose(evaluate_graph(graph, pts)[graph.output], model64(pts),
-                              rtol=1e-10, atol=1e-12)
+    assert_graph_reproduces(MODELS[name], (D,), n=200, eps=0.5)
 
 
 @pytest.mark.parametrize("name", KINDS)

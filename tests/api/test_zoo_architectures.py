@@ -9,16 +9,12 @@ gradients (session 15: the in-place residual sum and ``ceil_mode`` were refused 
 # ruff: noqa: E501, E701, E702
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipbound.graph.trace import trace
-from tests.api.sampled import ball_points, model_tests, x_of
-from tests.conftest import evaluate_graph
+from tests.api.sampled import assert_graph_reproduces, model_tests
 
 
 class BasicBlock(nn.Module):
@@ -137,9 +133,4 @@ test_output_bounds_contain_samples, test_lipschitz_and_jacobian_bounds_contain_s
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_traced_graph_reproduces_the_model(name):
     model, shape = MODELS[name]
-    model64 = copy.deepcopy(model).double()
-    graph = trace(model64, x_of(shape)[None].double())
-    pts = ball_points(x_of(shape), 20, 3, eps=0.3)
-    with torch.no_grad():
-        assert torch.allclose(evaluate_graph(graph, pts)[graph.output], model64(pts.clone()),
-                              rtol=1e-10, atol=1e-12)
+    assert_graph_reproduces(model, shape, n=20, eps=0.3)
