@@ -21,6 +21,7 @@ from lipbound.bab.relu_split import SignSearch
 from lipbound.bab.search import search
 from lipbound.bab.split_points import cotangent_magnitude
 from lipbound.bounds.domains import Box, LpBall
+from lipbound.errors import UnsupportedOperationError
 from lipbound.graph.ir import Graph
 from lipbound.jacobian.attained import model64, row_gradients
 from lipbound.jacobian.bound import jacobian_state
@@ -107,9 +108,12 @@ class OutputSearch(SignSearch):
         g = row_gradients(self.m64, x, self.C.to(self.dtype)).reshape(self.C.shape[0], N, -1)
         point = g.abs().amax(0).to(lo.dtype)
         box = Box(lo.reshape(-1, *shape), up.reshape(-1, *shape))
-        with torch.no_grad():
-            state, jg = jacobian_state(self.graph, self.C, box, "ibp")
-            iv = state.interval(jg.gradient)
+        try:
+            with torch.no_grad():
+                state, jg = jacobian_state(self.graph, self.C, box, "ibp")
+                iv = state.interval(jg.gradient)
+        except UnsupportedOperationError:  # a step (no Clarke Jacobian): the point smear
+            return torch.where(point.amax(1, keepdim=True) > 0, point, 1.0) * (up - lo)
         mag = torch.maximum(iv.lower.abs(), iv.upper.abs()).reshape(N, self.C.shape[0], -1)
         interval = torch.nan_to_num(mag, nan=0.0).amax(1)
         return (point * interval).sqrt() * (up - lo)
@@ -133,8 +137,11 @@ def _cotangent_reach(graph: Graph, CC: Tensor, domain: LpBall, names: list[str])
     """Per split node (any graph), the largest interval |cotangent| of the rows CC at its
     ReLU's output over the ball (IBP on the Clarke-Jacobian graph), [m]: how much a unit
     change of the neuron's output can move the spec rows."""
-    with torch.no_grad():
-        state, jg = jacobian_state(graph, CC, domain, "ibp")
+    try:
+        with torch.no_grad():
+            state, jg = jacobian_state(graph, CC, domain, "ibp")
+    except UnsupportedOperationError:  # a step (no Clarke Jacobian): every neuron alike
+        return [torch.ones(graph[n].numel, dtype=CC.dtype, device=CC.device) for n in names]
     return [m[0] for m in cotangent_magnitude(state, jg, names, 1)]
 
 

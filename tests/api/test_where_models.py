@@ -19,7 +19,7 @@ from torch import nn
 
 import lipbound
 from lipbound.errors import UnsupportedOperationError
-from tests.api.sampled import assert_graph_reproduces, assert_outputs_inside, x_of
+from tests.api.sampled import assert_graph_reproduces, assert_outputs_inside, ball_points, x_of
 
 D = 5
 
@@ -134,3 +134,15 @@ def test_other_uses_of_a_comparison_are_refused():
 
     with pytest.raises(UnsupportedOperationError, match="condition of torch.where"):
         lipbound.output_bounds(StepTimes().eval(), x_of((D,)), 0.02)
+
+
+@pytest.mark.parametrize("name", ["leaky", "sign"])
+def test_branch_and_bound_output_bounds_contain_samples(name):
+    """bab's split scores read the Clarke Jacobian, which a step lacks: it falls back to the
+    point gradient (input splits) and uniform neuron scores, and stays sound."""
+    model, x = MODELS[name], x_of((D,))
+    lo, up = lipbound.output_bounds(model, x, 0.05, method="bab", timeout=2, progress=False)
+    pts = ball_points(x, 2000, 4, eps=0.05)
+    with torch.no_grad():
+        y = model(pts.float()).double()
+    assert (y >= lo).all() and (y <= up).all()

@@ -20,9 +20,9 @@ from lipbound.smoothing.engine import (
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class SortedInputs(nn.Module):
-    """A classifier that takes the running maximum of its input first: the tracer has no rule
-    for ``aten.cummax``."""
+class RunningLogSumExp(nn.Module):
+    """A classifier that takes a running log-sum-exp of its input first: the tracer has no
+    rule for ``aten.logcumsumexp``."""
 
     def __init__(self, d: int = 6, k: int = 3) -> None:
         super().__init__()
@@ -30,12 +30,12 @@ class SortedInputs(nn.Module):
         self.net = nn.Sequential(nn.Linear(d, 16), nn.ReLU(), nn.Linear(16, k))
 
     def forward(self, x):
-        return self.net(torch.cummax(x.flatten(1), dim=1).values)
+        return self.net(torch.logcumsumexp(x.flatten(1), dim=1))
 
 
-class Cumulative(nn.Module):
-    """A classifier with a cumulative product (``aten.cumprod``, which the tracer refuses)
-    inside."""
+class RoundedInputs(nn.Module):
+    """A classifier that rounds its input to quarters first (``aten.round``, which the tracer
+    refuses)."""
 
     def __init__(self, d: int = 6, k: int = 3) -> None:
         super().__init__()
@@ -43,7 +43,7 @@ class Cumulative(nn.Module):
         self.lin = nn.Linear(d, k)
 
     def forward(self, x):
-        return self.lin(torch.cumprod(x.flatten(1), 1))
+        return self.lin(torch.round(x.flatten(1) * 4) / 4)
 
 
 def seq_linear(w, b: float) -> nn.Sequential:
@@ -58,8 +58,8 @@ def seq_linear(w, b: float) -> nn.Sequential:
 
 
 # ------------------------------------------------------------------------ any classifier
-@pytest.mark.parametrize("model_cls,op", [(SortedInputs, "aten.cummax"),
-                                          (Cumulative, "aten.cumprod")])
+@pytest.mark.parametrize("model_cls,op", [(RunningLogSumExp, "aten.logcumsumexp"),
+                                          (RoundedInputs, "aten.round")])
 def test_black_box_models_certify_with_forward_only_certificates(model_cls, op):
     model = model_cls().eval()
     smooth = Smooth(model, 3, 0.25)
@@ -87,7 +87,7 @@ def test_black_box_models_certify_with_forward_only_certificates(model_cls, op):
 
 
 def test_best_with_no_applicable_candidate_raises():
-    smooth = Smooth(Cumulative().eval(), 3, 0.25)
+    smooth = Smooth(RoundedInputs().eval(), 3, 0.25)
     with pytest.raises(UnsupportedModelError, match="no candidate"):
         smooth.certify(torch.zeros(6), n0=10, n=100, certificate="best", seed=0,
                        candidates=["local-margins", "lipschitz"])
