@@ -292,8 +292,11 @@ class Norm(Composite):
         ``inner["var"]`` (bounds of the lowering's variance at the exact inputs), that bound
         minus how far the errors can move it (``8 M e + 4 e^2``):
 
-        - propagated: |w| r^ (2 + sqrt n) max e (LayerNorm/GroupNorm: the Jacobian is
-          w r (I - 1 1^T / n - c^ c^T / n) with sum c^2 <= n), |w| r^ (1 + sqrt n) max e (RMS);
+        - propagated: |w| r^ (2 + c_i) max e (LayerNorm/GroupNorm: the Jacobian is
+          w r (I - 1 1^T / n - c^ c^T / n) with sum c^2 <= n, so row i sums to at most
+          r (2 + |c^_i| sum_j |c^_j| / n) <= r (2 + |c^_i|)), |w| r^ (1 + c_i) max e (RMS),
+          with c_i the largest |c^_i| over the widened box (its interval image), at most
+          sqrt n;
         - mean and variance: LayerNorm :func:`moment_errors` (Welford updates, pairwise
           merges or two passes, in any order); GroupNorm gamma_(n+1) M and (any algorithm,
           one-pass sums of squares included) gamma_(8n+16) (2M)^2; RMSNorm gamma_(n+2) M^2;
@@ -337,7 +340,9 @@ class Norm(Composite):
         W = self._grouped(params, (ones if w is None else ones * w).abs().expand_as(x_e))
         Bb = self._grouped(params, (ones * 0 if b is None else ones * b).abs().expand_as(x_e))
         spread = Mx + (0.0 if rms else M)
-        prop = W * r_hat * ((1.0 if rms else 2.0) + math.sqrt(n)) * e_row
+        normed = vals["out__normed" if self.kind == "group_norm" else "out"].abs_max()
+        c_max = self._grouped(params, normed).nan_to_num(nan=math.inf).clamp(max=math.sqrt(n))
+        prop = W * r_hat * ((1.0 if rms else 2.0) + c_max) * e_row
         ev = W * (spread * dr + r_c * dmean) + gamma(5, u) * (W * r_c * spread + Bb)
         out = prop + KERNEL_SAFETY * (ev + _UNDERFLOW)
         return out.reshape(x_e.shape)

@@ -62,3 +62,33 @@ def _old_rule(op, params, xd):
                               ivals=[Interval(xd, xd)])
     finally:
         op.kind = old
+
+
+@pytest.mark.parametrize("n", [4, 16, 64])
+def test_propagated_input_error_within_the_rule(n):
+    """An input error e moves the output by at most the rule's propagated term: each row
+    perturbed by e sign(J_i) (the worst first-order direction for output i) and at random,
+    LayerNorm in float64 (its own rounding ~1e-16, inside the rule's kernel term)."""
+    op = registry.get("layer_norm", "")
+    g = torch.Generator().manual_seed(100 + n)
+    z = torch.randn(4, n, generator=g, dtype=torch.float64)
+    x = torch.stack([z[0], 0.05 * z[1], 3.0 + z[2], z[3].sign() + 0.1 * z[0]])
+    w = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1
+    params = {"ndim": 1, "eps": 1e-5, "weight": w, "bias": None}
+    e = 1e-4 * torch.ones_like(x)
+    bound = op.float_error(params, [e], [x.abs() + e], Precision.of(torch.float64),
+                           ivals=[Interval(x, x)])
+
+    def ln(v):
+        return F.layer_norm(v, (n,), w, None, 1e-5)
+
+    worst = []
+    for r in range(x.shape[0]):
+        J = torch.autograd.functional.jacobian(lambda v: ln(v[None])[0], x[r])
+        deltas = e[r] * torch.sign(J)  # [n outputs, n inputs]: output i's worst direction
+        worst.append((ln(x[r] + deltas) - ln(x[r][None])).diagonal())
+    gap = torch.stack(worst).abs()
+    rand = (torch.rand(200, *x.shape, generator=g, dtype=torch.float64) * 2 - 1) * e
+    gap_rand = (ln(x + rand) - ln(x)).abs().amax(0)
+    assert bool((gap <= bound).all()), float((gap / bound).max())
+    assert bool((gap_rand <= bound).all())
