@@ -98,7 +98,7 @@ class _Recorder(TorchDispatchMode):
             raise NotRecordable(f"{func} mutates a shared tensor or returns a Python value")
         target = func
         if func._schema.is_mutable:  # on a sole owner: the functional call stands for it
-            target = _functional(func)
+            target = _functional_overload(func)
             if target is None:
                 raise NotRecordable(f"{func} has no functional form")
         out = func(*args, **kwargs)
@@ -137,7 +137,7 @@ class _Recorder(TorchDispatchMode):
         return self.graph.output((self._node[id(out)],))
 
 
-def _functional(func: Any) -> Any:
+def _functional_overload(func: Any) -> Any:
     """``aten.mul.Tensor`` for the in-place ``aten.mul_.Tensor`` (which writes to its first
     argument only, as :meth:`_Recorder._sole_owner` checked), or None."""
     base = func._schema.name.split("::")[-1]

@@ -98,9 +98,8 @@ def _negate(b, fx, c):
     """``~(d > 0)`` is ``-d >= 0`` (and ``~(d >= 0)`` is ``-d > 0``)."""
     if not isinstance(c, Comparison):
         raise unsupported(fx, "only the negation of a comparison is supported")
-    neg = b.aux(fx, "neg", "scale_shift", [c.diff], c.diff.shape,
-                {"scale": torch.tensor(-1.0, dtype=torch.float64), "shift": None})
-    return _keep(b, fx, Comparison(why=_WHY, diff=neg, strict=not c.strict))
+    return _keep(b, fx, Comparison(why=_WHY, diff=_negated(b, fx, c.diff, "neg"),
+                                   strict=not c.strict))
 
 
 @converts("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout")
@@ -130,18 +129,14 @@ def _steps(b, fx, x, values=None):
         raise unsupported(fx, "a step of a constant")
     shape = per_sample_shape(fx)
     x = broadcast(b, fx, x, shape, "x")
-    ones = b.aux(fx, "ones", "scale_shift", [x], shape,  # 0 * x + 1 = 1
-                 {"scale": torch.tensor(0.0, dtype=torch.float64),
-                  "shift": torch.ones(shape, dtype=torch.float64)})
+    ones = _ones(b, fx, x, shape)
     if str(fx.target) == "aten.heaviside.default":
         v = as_per_sample(values, fx, len(shape))
         if not bool(((v >= 0) & (v <= 1)).all()):
             raise unsupported(fx, "heaviside with a value at 0 outside [0, 1]")
         return b.add(fx, "step_select", [x, ones])
     pos = b.aux(fx, "pos", "step_select", [x, ones], shape)
-    negx = b.aux(fx, "negx", "scale_shift", [x], shape,
-                 {"scale": torch.tensor(-1.0, dtype=torch.float64), "shift": None})
-    neg = b.aux(fx, "neg", "step_select", [negx, ones], shape)
+    neg = b.aux(fx, "neg", "step_select", [_negated(b, fx, x, "negx"), ones], shape)
     return b.add(fx, "add", [pos, neg], {"coeffs": (1.0, -1.0)})
 
 
@@ -157,6 +152,19 @@ _WHY = ("the result of comparing input-dependent values is supported only as the
 def _keep(b, fx, cmp: Comparison) -> Comparison:
     b.vars[fx.name] = cmp
     return cmp
+
+
+def _negated(b, fx, v: Var, tag: str) -> Var:
+    """``-v`` (exact)."""
+    return b.aux(fx, tag, "scale_shift", [v], v.shape,
+                 {"scale": torch.tensor(-1.0, dtype=torch.float64), "shift": None})
+
+
+def _ones(b, fx, v: Var, shape: tuple[int, ...]) -> Var:
+    """A node of ones shaped ``shape``, ``0 v + 1`` (exact for finite v)."""
+    return b.aux(fx, "ones", "scale_shift", [v], shape,
+                 {"scale": torch.tensor(0.0, dtype=torch.float64),
+                  "shift": torch.ones(shape, dtype=torch.float64)})
 
 
 def _difference(b, fx, x, y, sign: float, shape: tuple[int, ...]) -> Var:
@@ -179,9 +187,7 @@ def where_on_comparison(b, fx, cmp: Comparison, a: Any, other: Any) -> Var:
     shape = per_sample_shape(fx)
     z, take, base = cmp.diff, a, other
     if not cmp.strict:  # where(d >= 0, a, b) = where(-d > 0, b, a)
-        z = b.aux(fx, "negd", "scale_shift", [z], z.shape,
-                  {"scale": torch.tensor(-1.0, dtype=torch.float64), "shift": None})
-        take, base = other, a
+        z, take, base = _negated(b, fx, z, "negd"), other, a
     z = broadcast(b, fx, z, shape, "cond")
     delta, base_const = _difference_of(b, fx, take, base, z, shape)
     sel = b.aux(fx, "select", "step_select", [z, delta], shape)
@@ -195,17 +201,11 @@ def where_on_comparison(b, fx, cmp: Comparison, a: Any, other: Any) -> Var:
 def _difference_of(b, fx, take, base, z: Var, shape) -> tuple[Var, Tensor | None]:
     """(``take - base`` as a node, ``base`` as a constant or None when it is a node)."""
     if isinstance(take, Var) or isinstance(base, Var):
-        if not isinstance(base, Var):
-            k = as_per_sample(base, fx, len(shape)).to(torch.float64)
-            t = broadcast(b, fx, take, shape, "take")
-            return b.aux(fx, "delta", "scale_shift", [t], shape,
-                         {"scale": torch.tensor(1.0, dtype=torch.float64), "shift": -k}), k
-        return _difference(b, fx, take, base, 1.0, shape), None
+        k = None if isinstance(base, Var) else as_per_sample(base, fx, len(shape)).to(
+            torch.float64)
+        return _difference(b, fx, take, base, 1.0, shape), k
     k_take = as_per_sample(take, fx, len(shape)).to(torch.float64)
     k_base = as_per_sample(base, fx, len(shape)).to(torch.float64)
-    ones = b.aux(fx, "ones", "scale_shift", [z], shape,  # 0 * z + 1 = 1
-                 {"scale": torch.tensor(0.0, dtype=torch.float64),
-                  "shift": torch.ones(shape, dtype=torch.float64)})
-    delta = b.aux(fx, "delta", "scale_shift", [ones], shape,
+    delta = b.aux(fx, "delta", "scale_shift", [_ones(b, fx, z, shape)], shape,
                   {"scale": (k_take - k_base).expand(shape).clone(), "shift": None})
     return delta, k_base.expand(shape).clone()

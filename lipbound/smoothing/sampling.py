@@ -174,8 +174,12 @@ class NoiseStream:
         self._pts_chunk = -1
         self._out: torch.Tensor | None = None
 
+    def _size(self, k: int) -> int:
+        """Samples in chunk ``k`` (the last one may be short)."""
+        return min(self.chunk, self.total - k * self.chunk)
+
     def _chunk(self, k: int) -> torch.Tensor:
-        size = min(self.chunk, self.total - k * self.chunk)
+        size = self._size(k)
         pts = self._pts[:size]
         if self._pts_chunk != k:
             key = self._key(k, size)
@@ -203,8 +207,7 @@ class NoiseStream:
         k = start // self.chunk
         off = k * self.chunk
         if stop <= off + self.chunk:  # one chunk
-            noise = None if self.bank is None else self.bank.lookup(
-                self._key(k, min(self.chunk, self.total - off)))
+            noise = None if self.bank is None else self.bank.lookup(self._key(k, self._size(k)))
             if noise is not None:  # batch-sized sums stay in cache for the forward pass
                 return torch.add(noise[start - off : stop - off], self.x,
                                  out=self._batch(stop - start))
