@@ -115,7 +115,8 @@ class NoiseBank:
 
     def __init__(self, capacity: int = 1 << 24) -> None:
         if capacity < 0:
-            raise ValueError("capacity must be non-negative")
+            raise InputError(f"NoiseBank capacity must be a non-negative number of values, "
+                             f"got {capacity!r}")
         self.capacity = int(capacity)
         self._held = 0
         self._chunks: dict[tuple, torch.Tensor] = {}

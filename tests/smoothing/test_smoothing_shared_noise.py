@@ -101,6 +101,8 @@ def test_bad_shared_noise_arguments():
         smooth.certify(X[0], noise_bank={}, **SETTINGS)
     with pytest.raises(InputError, match="base_seed"):
         CertifyJob(smooth.model, 0.4, 3, shared_noise=True)
+    with pytest.raises(InputError, match="capacity"):
+        NoiseBank(capacity=-1)
 
 
 def test_cli_shared_noise_matches_the_library(tmp_path, capsys, single_thread):
